@@ -1,0 +1,57 @@
+# FirstReply — the front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+RASA := $(VENV)/bin/rasa
+SETUP_STAMP := $(VENV)/.firstreply-installed
+MODEL := models/firstreply.tar.gz
+TRAINING_INPUTS := config.yml $(wildcard domain/*.yml) $(shell find data -name '*.yml' 2>/dev/null) $(wildcard bot/nlu/*.py)
+
+# Quiet the libraries Rasa pulls in; nothing here hides our own warnings.
+export SQLALCHEMY_SILENCE_UBER_WARNING := 1
+export TF_CPP_MIN_LOG_LEVEL := 3
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help setup train run shell validate test bench clean
+
+help: ## List the targets
+	@echo "FirstReply — make targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(SETUP_STAMP) ## Create .venv with Python 3.10 and the pinned dependencies
+
+$(SETUP_STAMP): requirements.lock requirements.txt scripts/find-python310.sh
+	@python310=$$(scripts/find-python310.sh) || exit 1; \
+	  if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then \
+	    rm -rf $(VENV); echo "creating $(VENV) with $$python310"; $$python310 -m venv $(VENV); fi
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==24.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip check
+	@touch $@
+
+train: $(MODEL) ## Train the assistant (only when data, domain or config changed)
+
+$(MODEL): $(SETUP_STAMP) $(TRAINING_INPUTS)
+	$(RASA) train --domain domain --data data --config config.yml --out models --fixed-model-name firstreply
+	@touch $@
+
+run: $(MODEL) ## Start the assistant: Rasa on 127.0.0.1:5005 and the action server on :5055
+	@scripts/run.sh
+
+shell: $(MODEL) ## Chat with the assistant in this terminal
+	@scripts/run.sh shell
+
+validate: $(SETUP_STAMP) ## Check the ops YAML and Rasa's training data (fails on any warning)
+	$(PY) -m bot ops check
+	$(RASA) data validate --domain domain --data data --config config.yml --fail-on-warnings
+
+test: $(SETUP_STAMP) validate $(MODEL) ## Run every check: ops YAML, Rasa data, unit, story and integration tests
+	$(PY) -m pytest
+
+bench: $(MODEL) ## Measure latency, throughput, memory and training time (see docs/benchmarks.md)
+	$(PY) -m bench.run
+
+clean: ## Remove trained models and local run data (keeps .venv)
+	rm -rf models results var/run

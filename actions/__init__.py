@@ -1,0 +1,1 @@
+"""Custom actions of the FirstReply assistant (run by ``rasa run actions``)."""

@@ -1,0 +1,104 @@
+"""The instant first response: greet the customer and acknowledge what they wrote."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.base import DomainDict, ServiceAction, case_types, has_response, latest_intent
+from bot import conversation
+from bot.constants import (
+    ACTION_ACKNOWLEDGE,
+    ANSWER_SLOTS,
+    SLOT_CASE_ADDITIONS,
+    SLOT_CASE_ID,
+    SLOT_CASE_TYPE,
+    SLOT_CUSTOMER_NAME,
+    SMALL_TALK_INTENTS,
+)
+from bot.language import guess_language
+from bot.nlu.signals import read_signals
+
+UPSET_SCORE = 0.5
+
+
+class ActionAcknowledge(ServiceAction):
+    """Greets a new conversation by name, then acknowledges the customer's message.
+
+    Runs first for every message the rules handle: on the first message of a session
+    it greets ("Hi Maria! I'm Northwind's assistant."), and in every case it answers
+    the intent with ``utter_ack_<intent>`` when the domain has one, so the customer
+    hears at once that their message was read, whatever it was.
+    """
+
+    def name(self) -> str:
+        """Return the action's name."""
+        return ACTION_ACKNOWLEDGE
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Greet if this is the start of the conversation, then acknowledge."""
+        session = conversation.current_session(tracker.events)
+        intent = latest_intent(tracker) or "nlu_fallback"
+        text = tracker.latest_message.get("text") or ""
+        events: List[EventType] = []
+
+        name = conversation.customer_name(session) or tracker.get_slot(SLOT_CUSTOMER_NAME)
+        if name and name != tracker.get_slot(SLOT_CUSTOMER_NAME):
+            events.append(SlotSet(SLOT_CUSTOMER_NAME, name))
+
+        if not conversation.has_bot_spoken(session):
+            self._greet(dispatcher, name)
+            language = guess_language(text, conversation.reported_language(session))
+            if language != "en":
+                dispatcher.utter_message(response="utter_non_english")
+
+        if has_response(domain, f"utter_ack_{intent}"):
+            dispatcher.utter_message(response=f"utter_ack_{intent}")
+        if intent not in SMALL_TALK_INTENTS and intent != "complaint" and self._sounds_upset(tracker, session):
+            dispatcher.utter_message(response="utter_ack_upset")
+
+        if intent in case_types(domain):
+            events.extend(self._start_case(tracker, intent))
+        return events
+
+    def _greet(self, dispatcher: CollectingDispatcher, name: Any) -> None:
+        assistant = self.services.support.brand.assistant_name
+        first = conversation.first_name(name if isinstance(name, str) else None)
+        if first:
+            dispatcher.utter_message(response="utter_greeting_named", customer_name=first, assistant_name=assistant)
+        else:
+            dispatcher.utter_message(response="utter_greeting", assistant_name=assistant)
+
+    @staticmethod
+    def _sounds_upset(tracker: Tracker, session: List[Dict[str, Any]]) -> bool:
+        """Return whether the latest message reads as upset and we have not said sorry yet."""
+        complaint = tracker.latest_message.get("complaint") or {}
+        score = complaint.get("score")
+        if score is None:
+            score = read_signals(tracker.latest_message.get("text")).complaint_score
+        already = any(
+            event.get("event") == "bot" and (event.get("metadata") or {}).get("utter_action") == "utter_ack_upset"
+            for event in session
+        )
+        return float(score) >= UPSET_SCORE and not already
+
+    @staticmethod
+    def _start_case(tracker: Tracker, case_type: str) -> List[EventType]:
+        """Set the case type; a new case after a handed-off one starts with fresh answers."""
+        events: List[EventType] = [SlotSet(SLOT_CASE_TYPE, case_type)]
+        if tracker.get_slot(SLOT_CASE_ID):
+            # Answers the new message itself carries (an order number) are kept.
+            given = {entity.get("value") for entity in tracker.latest_message.get("entities") or []}
+            events.append(SlotSet(SLOT_CASE_ID, None))
+            events.append(SlotSet(SLOT_CASE_ADDITIONS, None))
+            events.extend(
+                SlotSet(slot, None)
+                for slot in ANSWER_SLOTS
+                if tracker.get_slot(slot) is not None and tracker.get_slot(slot) not in given
+            )
+        return events

@@ -1,0 +1,93 @@
+"""When the assistant is unsure: ask "did you mean", never guess; take added detail."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.base import DomainDict, case_labels, case_types, response_text
+from bot import conversation
+from bot.constants import (
+    ACTION_ADD_DETAIL,
+    ACTION_DID_YOU_MEAN,
+    CASE_TYPE_GENERAL,
+    INTENT_SOMETHING_ELSE,
+    RESPONSE_ASK_DESCRIBE,
+    SLOT_CASE_ADDITIONS,
+    SLOT_CASE_TYPE,
+    SLOT_UNCLEAR_TWICE,
+)
+
+CHOICES = 2
+
+
+def _top_case_types(tracker: Tracker, known: List[str]) -> List[str]:
+    """Return the likeliest case types for the latest message, best first."""
+    ranking = tracker.latest_message.get("intent_ranking") or []
+    ranked = [entry.get("name") for entry in sorted(ranking, key=lambda e: -float(e.get("confidence") or 0.0))]
+    picks = [name for name in ranked if name in known][:CHOICES]
+    for case_type in known:  # a ranking that names fewer case types still offers two
+        if len(picks) >= CHOICES:
+            break
+        if case_type not in picks:
+            picks.append(case_type)
+    return picks
+
+
+class ActionDidYouMean(Action):
+    """Offers the two likeliest case types as buttons, plus "something else".
+
+    When the customer has already been asked once (they chose "something else" and
+    described it, or the question did not help), the assistant stops asking and
+    passes the message on to a person as written.
+    """
+
+    def name(self) -> str:
+        """Return the action's name."""
+        return ACTION_DID_YOU_MEAN
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Ask, or give up asking and pass it on."""
+        before = conversation.last_bot_action_before_latest_message(conversation.current_session(tracker.events))
+        if before in (ACTION_DID_YOU_MEAN, RESPONSE_ASK_DESCRIBE):
+            dispatcher.utter_message(response="utter_unclear_pass_on")
+            return [SlotSet(SLOT_CASE_TYPE, CASE_TYPE_GENERAL), SlotSet(SLOT_UNCLEAR_TWICE, True)]
+
+        labels = case_labels(domain)
+        buttons: List[Dict[str, Any]] = [
+            {"title": labels[case_type], "payload": f"/{case_type}"}
+            for case_type in _top_case_types(tracker, case_types(domain))
+        ]
+        buttons.append(
+            {
+                "title": response_text(domain, "utter_something_else_button") or "Something else",
+                "payload": f"/{INTENT_SOMETHING_ELSE}",
+            }
+        )
+        dispatcher.utter_message(response="utter_did_you_mean", buttons=buttons)
+        return [SlotSet(SLOT_UNCLEAR_TWICE, False)]
+
+
+class ActionAddDetail(Action):
+    """Adds what the customer wrote at the summary step to the case, as their words."""
+
+    def name(self) -> str:
+        """Return the action's name."""
+        return ACTION_ADD_DETAIL
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Append the latest message to the case additions."""
+        text = (tracker.latest_message.get("text") or "").strip()
+        if not text:
+            return []
+        additions = list(tracker.get_slot(SLOT_CASE_ADDITIONS) or [])
+        additions.append(text)
+        dispatcher.utter_message(response="utter_detail_added")
+        return [SlotSet(SLOT_CASE_ADDITIONS, additions)]

@@ -1,0 +1,133 @@
+"""Share the case back to the customer, then hand it to a person with an honest promise."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import ConversationPaused, EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.base import DomainDict, ServiceAction, case_labels, case_questions
+from bot import conversation
+from bot.cases import NewCase, TranscriptLine
+from bot.casefile import CaseFile, read_case_file
+from bot.constants import (
+    ACTION_HANDOFF,
+    ACTION_SUMMARIZE,
+    ACTION_TELL_RESPONSE_TIME,
+    OPEN_STATUSES,
+    SLOT_CASE_ADDITIONS,
+    SLOT_CASE_ID,
+    SLOT_CORRECTION,
+)
+from bot.priority import case_priority
+from bot.services import promise_for
+
+DEFAULT_CHANNEL = "rest"
+QUOTE_PRIORITY = "normal"
+
+
+def _slots_with_correction(tracker: Tracker) -> tuple[Dict[str, Any], List[EventType]]:
+    """Return the slots with a pending correction moved into the case additions."""
+    slots = dict(tracker.slots)
+    correction = slots.get(SLOT_CORRECTION)
+    if not correction:
+        return slots, []
+    additions = [*(slots.get(SLOT_CASE_ADDITIONS) or []), str(correction)]
+    slots[SLOT_CASE_ADDITIONS], slots[SLOT_CORRECTION] = additions, None
+    return slots, [SlotSet(SLOT_CASE_ADDITIONS, additions), SlotSet(SLOT_CORRECTION, None)]
+
+
+def _case_file(tracker: Tracker, domain: DomainDict) -> tuple[CaseFile, List[EventType]]:
+    slots, events = _slots_with_correction(tracker)
+    return read_case_file(tracker.events, slots, case_labels(domain), case_questions(domain)), events
+
+
+class ActionSummarizeCase(ServiceAction):
+    """Sums the case up in one message and asks the customer to confirm or correct it."""
+
+    def name(self) -> str:
+        """Return the action's name."""
+        return ACTION_SUMMARIZE
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Send the summary with "yes" / "correct it" buttons."""
+        case_file, events = _case_file(tracker, domain)
+        dispatcher.utter_message(response="utter_summary", summary=case_file.summary)
+        return events
+
+
+class ActionHandoff(ServiceAction):
+    """Opens the case for the human team, tells the customer when a person will reply, pauses."""
+
+    def name(self) -> str:
+        """Return the action's name."""
+        return ACTION_HANDOFF
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Open the case (once, however often this runs for the same message) and pause."""
+        services = self.services
+        now = services.now()
+        case_file, events = _case_file(tracker, domain)
+        channel = tracker.get_latest_input_channel() or DEFAULT_CHANNEL
+        previous = services.store.cases_for_customer(channel, tracker.sender_id)
+        priority = case_priority(
+            case_file.case_type,
+            case_file.complaint_score,
+            case_file.hostility,
+            sum(1 for case in previous if case.status in OPEN_STATUSES),
+            services.support.priority,
+        )
+        promise = promise_for(services, priority, now)
+        latest = conversation.user_events(tracker.events)[-1:]
+        message_at = latest[0].get("timestamp") if latest else now.timestamp()
+        case = services.store.open_case(
+            NewCase(
+                channel=channel,
+                sender_id=tracker.sender_id,
+                customer_name=case_file.customer_name,
+                case_type=case_file.case_type,
+                intent_confidence=case_file.intent_confidence,
+                answers=case_file.answers,
+                summary=case_file.summary,
+                transcript=[TranscriptLine(line.who, line.text, line.at) for line in case_file.transcript],
+                language=case_file.language,
+                priority=priority,
+                complaint_score=case_file.complaint_score,
+                promised_by=promise.deadline,
+                promise_wording=promise.wording,
+                handoff_key=f"{channel}:{tracker.sender_id}:{message_at}",
+                metadata={"route": services.support.routing.channel_for(case_file.case_type, priority)},
+            ),
+            now,
+        )
+        first = conversation.first_name(case_file.customer_name)
+        dispatcher.utter_message(
+            response="utter_handoff_named" if first else "utter_handoff",
+            customer_name=first,
+            case_id=case.id,
+            promise=promise.wording,
+        )
+        return [*events, SlotSet(SLOT_CASE_ID, str(case.id)), ConversationPaused()]
+
+
+class ActionTellResponseTime(ServiceAction):
+    """Answers "when will someone answer?" with the current estimate."""
+
+    def name(self) -> str:
+        """Return the action's name."""
+        return ACTION_TELL_RESPONSE_TIME
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Quote the promise a new case of normal priority would get now."""
+        services = self.services
+        promise = promise_for(services, QUOTE_PRIORITY, services.now())
+        dispatcher.utter_message(response="utter_response_time", promise=promise.wording)
+        return []

@@ -1,0 +1,146 @@
+"""Names shared by the domain, the actions and the case store.
+
+Every intent, slot, action and status that code refers to is named here once, so a
+rename in ``domain.yml`` is a one-line change in code too.
+"""
+
+from __future__ import annotations
+
+# --- intents -------------------------------------------------------------------
+INTENT_GREET = "greet"
+INTENT_GOODBYE = "goodbye"
+INTENT_THANK = "thank"
+INTENT_AFFIRM = "affirm"
+INTENT_DENY = "deny"
+INTENT_BOT_CHALLENGE = "bot_challenge"
+INTENT_REQUEST_HUMAN = "request_human"
+INTENT_SOMETHING_ELSE = "something_else"
+INTENT_ASK_RESPONSE_TIME = "ask_response_time"
+INTENT_COMPLIMENT = "compliment"
+INTENT_NLU_FALLBACK = "nlu_fallback"
+
+# Case types: each is an intent, has a form named ``<case type>_form`` and an
+# acknowledgement response ``utter_ack_<case type>``.
+CASE_TYPES: tuple[str, ...] = (
+    "order_status",
+    "change_order",
+    "cancel_order",
+    "refund_return",
+    "billing",
+    "account_access",
+    "product_issue",
+    "product_question",
+    "complaint",
+)
+# The case type used when the customer asks for a person before saying what about,
+# or when the assistant could not tell what the message is about.
+CASE_TYPE_GENERAL = "general"
+
+SMALL_TALK_INTENTS: tuple[str, ...] = (
+    INTENT_GREET,
+    INTENT_GOODBYE,
+    INTENT_THANK,
+    INTENT_BOT_CHALLENGE,
+    INTENT_COMPLIMENT,
+)
+
+# --- slots ---------------------------------------------------------------------
+SLOT_CASE_TYPE = "case_type"
+SLOT_CUSTOMER_NAME = "customer_name"
+SLOT_CORRECTION = "case_correction"
+SLOT_CASE_ADDITIONS = "case_additions"
+SLOT_INVALID_ATTEMPTS = "invalid_attempts"
+SLOT_UNCLEAR_TWICE = "unclear_twice"
+SLOT_CASE_ID = "case_id"
+SLOT_REQUESTED = "requested_slot"
+
+# Answer slots, in the order they are summed up to the customer.
+ANSWER_SLOTS: tuple[str, ...] = (
+    "order_number",
+    "delivery_problem",
+    "requested_change",
+    "cancel_reason",
+    "return_request",
+    "return_reason",
+    "billing_problem",
+    "charge_details",
+    "account_email",
+    "access_problem",
+    "product_name",
+    "issue_description",
+    "question_detail",
+    "complaint_detail",
+    "desired_outcome",
+)
+
+# --- entities ------------------------------------------------------------------
+ENTITY_ORDER_NUMBER = "order_number"
+ENTITY_EMAIL = "email"
+
+# --- actions -------------------------------------------------------------------
+ACTION_ACKNOWLEDGE = "action_acknowledge"
+ACTION_DID_YOU_MEAN = "action_did_you_mean"
+ACTION_SUMMARIZE = "action_summarize_case"
+ACTION_HANDOFF = "action_handoff"
+ACTION_TELL_RESPONSE_TIME = "action_tell_response_time"
+ACTION_ADD_DETAIL = "action_add_detail"
+RESPONSE_ASK_DESCRIBE = "utter_ask_describe"
+ACTION_LISTEN = "action_listen"
+
+# --- case statuses -------------------------------------------------------------
+STATUS_WAITING = "waiting"
+STATUS_CLAIMED = "claimed"
+STATUS_RESOLVED = "resolved"
+STATUS_CLOSED = "closed"
+OPEN_STATUSES: tuple[str, ...] = (STATUS_WAITING, STATUS_CLAIMED)
+
+# --- priorities, lowest first --------------------------------------------------
+PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
+
+# --- metadata keys a channel may send about the customer ------------------------
+# Connectors normalise to ``customer_name``; the others are what common channels
+# (and Rasa's own connectors) already send.
+NAME_METADATA_KEYS: tuple[str, ...] = (
+    "customer_name",
+    "first_name",
+    "name",
+    "display_name",
+    "username",
+)
+LANGUAGE_METADATA_KEYS: tuple[str, ...] = ("language", "language_code", "locale")
+
+
+def form_name(case_type: str) -> str:
+    """Return the form that asks the clarifying questions of a case type."""
+    return f"{case_type}_form"
+
+
+def priority_rank(priority: str) -> int:
+    """Return the position of ``priority`` in ``PRIORITIES`` (higher is more urgent)."""
+    return PRIORITIES.index(priority)
+
+
+# Responses the actions send by name (rather than through a rule), so Rasa's validator
+# cannot see them used. ``python -m bot data check`` verifies each exists.
+RESPONSES_SENT_BY_ACTIONS: tuple[str, ...] = (
+    "utter_greeting",
+    "utter_greeting_named",
+    "utter_non_english",
+    "utter_ack_upset",
+    "utter_did_you_mean",
+    "utter_something_else_button",
+    "utter_unclear_pass_on",
+    "utter_invalid_order_number",
+    "utter_invalid_email",
+    "utter_answer_too_short",
+    "utter_summary",
+    "utter_detail_added",
+    "utter_handoff",
+    "utter_handoff_named",
+    "utter_response_time",
+    "utter_default",
+)
+# Families of responses the actions send by pattern, one per intent or case type.
+ACK_RESPONSE_PREFIX = "utter_ack_"
+LABEL_RESPONSE_PREFIX = "utter_label_"
+ASK_RESPONSE_PREFIX = "utter_ask_"

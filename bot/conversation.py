@@ -1,0 +1,130 @@
+"""Reading a Rasa tracker's events: the current session, the transcript, the customer.
+
+Works on the plain event dictionaries that Rasa sends to the action server (and that
+its HTTP API returns), so the desk can use it on a fetched tracker too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+from bot.constants import LANGUAGE_METADATA_KEYS, NAME_METADATA_KEYS
+
+Event = Mapping[str, Any]
+
+_NON_TEXT_KEYS = ("attachment", "attachments", "photo", "sticker", "voice", "document", "location", "contact")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One message of the conversation, as an agent reads it."""
+
+    who: str
+    text: str
+    at: datetime
+
+
+def current_session(events: Sequence[Event]) -> list[Event]:
+    """Return the events since the last ``session_started`` (all events if none)."""
+    for index in range(len(events) - 1, -1, -1):
+        if events[index].get("event") == "session_started":
+            return list(events[index + 1 :])
+    return list(events)
+
+
+def _at(event: Event) -> datetime:
+    return datetime.fromtimestamp(float(event.get("timestamp") or 0.0), tz=timezone.utc)
+
+
+def _non_text_note(metadata: Mapping[str, Any] | None) -> str | None:
+    if not metadata:
+        return None
+    kinds = [key for key in _NON_TEXT_KEYS if metadata.get(key)]
+    return f"[{', '.join(kinds)} sent]" if kinds else None
+
+
+def transcript(events: Iterable[Event]) -> list[Line]:
+    """Return the customer's and the assistant's messages, in order.
+
+    A message with no text (a photo, a sticker) is kept as a note of what was sent,
+    so the agent knows it exists.
+    """
+    lines: list[Line] = []
+    for event in events:
+        kind = event.get("event")
+        if kind == "user":
+            text = event.get("text") or ""
+            note = _non_text_note(event.get("metadata"))
+            if note:
+                text = f"{text} {note}".strip()
+            lines.append(Line("customer", text, _at(event)))
+        elif kind == "bot" and event.get("text"):
+            lines.append(Line("bot", str(event["text"]), _at(event)))
+    return lines
+
+
+def user_events(events: Iterable[Event]) -> list[Event]:
+    """Return the customer's messages (``user`` events)."""
+    return [event for event in events if event.get("event") == "user"]
+
+
+def has_bot_spoken(events: Iterable[Event]) -> bool:
+    """Return whether the assistant has said anything in these events."""
+    return any(event.get("event") == "bot" for event in events)
+
+
+def _first_metadata_value(events: Sequence[Event], keys: Sequence[str]) -> str | None:
+    for event in reversed(events):
+        metadata = event.get("metadata") or {}
+        for key in keys:
+            value = metadata.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    return None
+
+
+def customer_name(events: Sequence[Event]) -> str | None:
+    """Return the name the channel gave for the customer, if any (latest wins).
+
+    A handle such as ``@maria_k`` loses its ``@``; the name is capped at 64 characters.
+    """
+    name = _first_metadata_value(
+        [event for event in events if event.get("event") in ("user", "session_started")], NAME_METADATA_KEYS
+    )
+    if not name:
+        return None
+    name = name.lstrip("@").strip()
+    return name[:64] or None
+
+
+def reported_language(events: Sequence[Event]) -> str | None:
+    """Return the language the channel reported for the customer, if any."""
+    return _first_metadata_value([event for event in events if event.get("event") == "user"], LANGUAGE_METADATA_KEYS)
+
+
+def customer_texts(events: Iterable[Event]) -> list[str]:
+    """Return the text of every customer message, in order (empty ones skipped)."""
+    return [event["text"] for event in user_events(events) if event.get("text")]
+
+
+def last_bot_action_before_latest_message(events: Sequence[Event]) -> str | None:
+    """Return the name of the last action run before the customer's latest message."""
+    seen_latest_user = False
+    for event in reversed(events):
+        kind = event.get("event")
+        if kind == "user":
+            if seen_latest_user:
+                return None
+            seen_latest_user = True
+        elif kind == "action" and seen_latest_user and event.get("name") != "action_listen":
+            return str(event.get("name"))
+    return None
+
+
+def first_name(name: str | None) -> str | None:
+    """Return the part of a full name to address the customer by ("Maria Keller" -> "Maria")."""
+    if not name or not name.split():
+        return None
+    return name.split()[0]

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Start the action server and the Rasa server on 127.0.0.1; Ctrl-C stops both.
+#   scripts/run.sh         serve the REST channel (and the HTTP API)
+#   scripts/run.sh shell   chat in this terminal instead
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rasa_port="${FIRSTREPLY_RASA_PORT:-5005}"
+actions_port="${FIRSTREPLY_ACTIONS_PORT:-5055}"
+mkdir -p var/run
+
+.venv/bin/python -m bot ops check >/dev/null
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "FirstReply stopped."
+}
+trap stop INT TERM EXIT
+
+SANIC_HOST=127.0.0.1 .venv/bin/rasa run actions --port "$actions_port" --actions actions \
+  >var/run/actions.log 2>&1 &
+pids+=($!)
+for _ in $(seq 1 120); do
+  curl -fsS "http://127.0.0.1:$actions_port/health" >/dev/null 2>&1 && break
+  kill -0 "${pids[0]}" 2>/dev/null || { echo "The action server did not start; see var/run/actions.log" >&2; exit 1; }
+  sleep 0.5
+done
+
+endpoints=var/run/endpoints.yml
+sed "s#http://127.0.0.1:5055/webhook#http://127.0.0.1:$actions_port/webhook#" endpoints.yml >"$endpoints"
+auth=()
+[ -n "${FIRSTREPLY_API_TOKEN:-}" ] && auth=(--auth-token "$FIRSTREPLY_API_TOKEN")
+
+if [ "${1:-}" = "shell" ]; then
+  .venv/bin/rasa shell --model models/firstreply.tar.gz --endpoints "$endpoints" --port "$rasa_port"
+  exit 0
+fi
+
+.venv/bin/rasa run --model models/firstreply.tar.gz --endpoints "$endpoints" --credentials credentials.yml \
+  --interface 127.0.0.1 --port "$rasa_port" --enable-api "${auth[@]}" >var/run/rasa.log 2>&1 &
+pids+=($!)
+for _ in $(seq 1 240); do
+  curl -fsS "http://127.0.0.1:$rasa_port/" >/dev/null 2>&1 && break
+  kill -0 "${pids[1]}" 2>/dev/null || { echo "Rasa did not start; see var/run/rasa.log" >&2; exit 1; }
+  sleep 0.5
+done
+cat <<MSG
+FirstReply is running.
+  Rasa server    http://127.0.0.1:$rasa_port   (REST channel and HTTP API; log: var/run/rasa.log)
+  Action server  http://127.0.0.1:$actions_port   (log: var/run/actions.log)
+Talk to it:
+  curl -s http://127.0.0.1:$rasa_port/webhooks/rest/webhook \\
+    -d '{"sender": "maria", "message": "where is my parcel??", "metadata": {"customer_name": "Maria"}}'
+  make shell                         (a chat in the terminal)
+  .venv/bin/python -m bot cases list (the cases handed to the team)
+Press Ctrl-C to stop.
+MSG
+wait -n "${pids[@]}"
+echo "A server stopped unexpectedly; see var/run/*.log" >&2
+exit 1
