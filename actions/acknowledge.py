@@ -13,6 +13,7 @@ from bot import conversation
 from bot.constants import (
     ACTION_ACKNOWLEDGE,
     ANSWER_SLOTS,
+    INTENT_NLU_FALLBACK,
     SLOT_CASE_ADDITIONS,
     SLOT_CASE_ID,
     SLOT_CASE_TYPE,
@@ -43,7 +44,7 @@ class ActionAcknowledge(ServiceAction):
     ) -> List[EventType]:
         """Greet if this is the start of the conversation, then acknowledge."""
         session = conversation.current_session(tracker.events)
-        intent = latest_intent(tracker) or "nlu_fallback"
+        intent = latest_intent(tracker) or INTENT_NLU_FALLBACK
         text = tracker.latest_message.get("text") or ""
         events: List[EventType] = []
 
@@ -51,13 +52,16 @@ class ActionAcknowledge(ServiceAction):
         if name and name != tracker.get_slot(SLOT_CUSTOMER_NAME):
             events.append(SlotSet(SLOT_CUSTOMER_NAME, name))
 
-        if not conversation.has_bot_spoken(session):
+        first_message = not conversation.has_bot_spoken(session)
+        if first_message:
             self._greet(dispatcher, name)
             language = guess_language(text, conversation.reported_language(session))
             if language != "en":
                 dispatcher.utter_message(response="utter_non_english")
 
-        if has_response(domain, f"utter_ack_{intent}"):
+        # An unclear message is acknowledged once, on the first message; after that the
+        # "did you mean" question is the acknowledgement.
+        if (intent != INTENT_NLU_FALLBACK or first_message) and has_response(domain, f"utter_ack_{intent}"):
             dispatcher.utter_message(response=f"utter_ack_{intent}")
         if intent not in SMALL_TALK_INTENTS and intent != "complaint" and self._sounds_upset(tracker, session):
             dispatcher.utter_message(response="utter_ack_upset")

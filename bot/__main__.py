@@ -13,6 +13,21 @@ import sys
 from collections.abc import Sequence
 
 from bot.cases.cli import add_cases_parser
+from bot.datacheck import add_data_parser
+
+
+def _add_ops_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    ops = subparsers.add_parser("ops", help="check the support-operations file (hours, targets, routing)")
+    ops_sub = ops.add_subparsers(dest="ops_command", required=True)
+    check = ops_sub.add_parser("check", help="validate support.yml (or FILE); errors name the file and line")
+    check.add_argument("file", nargs="?", help="the file to check (default: FIRSTREPLY_SUPPORT_FILE or support.yml)")
+    check.set_defaults(handler=_run_ops_check)
+
+
+def _run_ops_check(args: argparse.Namespace) -> int:
+    from bot.ops import check_main
+
+    return check_main([args.file] if args.file else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     areas = parser.add_subparsers(dest="area", required=True, metavar="COMMAND")
     add_cases_parser(areas)
+    add_data_parser(areas)
+    _add_ops_parser(areas)
     return parser
 
 

@@ -241,12 +241,18 @@ class _Reader:
     def __init__(self, path: Path, text: str) -> None:
         self._path = path
         self._text = text
-        self._loader = yaml.SafeLoader(text)
+        try:
+            self._loader = yaml.SafeLoader(text)
+        except yaml.reader.ReaderError as error:
+            # Raised for control characters before any parsing; it knows only the offset.
+            line = text.count("\n", 0, error.position) + 1
+            bad = chr(error.character) if isinstance(error.character, int) else error.character
+            raise OpsConfigError(path, line, f"invalid YAML: {error.reason}", bad) from None
 
     def read(self) -> SupportConfig:
         try:
             root = self._compose()
-            if root is None:
+            if root is None or _is_empty(root):
                 needed = ", ".join(_SECTIONS)
                 raise OpsConfigError(self._path, 1, f"the file is empty; it needs {needed}")
             return self._config(root)
@@ -281,6 +287,10 @@ class _Reader:
         """Return a node as Python data, the way yaml.safe_load would."""
         try:
             return self._loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as error:
+            # An explicit tag safe YAML does not allow, e.g. !!python/object.
+            problem = "invalid YAML: only plain YAML is allowed, not tags like this"
+            raise self._error(node, problem, node.tag) from None
         except ValueError:
             # A scalar YAML took for a timestamp but that is no real date: 2026-02-30.
             return node.value if isinstance(node, ScalarNode) else None

@@ -33,10 +33,10 @@ def compose_summary(
         first_message: What the customer wrote first, quoted so nothing they said is lost.
         corrections: What the customer corrected or added after seeing the summary.
     """
-    parts = [case_label[:1].upper() + case_label[1:]]
+    text = f"{case_label[:1].upper() + case_label[1:]}".rstrip(".") + "."
     if answers:
-        parts[0] += " — " + "; ".join(f"{answer_label(slot)}: {value}" for slot, value in answers.items())
-    text = parts[0].rstrip(".") + "."
+        details = "; ".join(f"{answer_label(slot)}: {value}" for slot, value in answers.items())
+        text += f" {details[:1].upper() + details[1:]}".rstrip(".") + "."
     if first_message:
         text += f" In your words: {_quote(first_message)}."
     for correction in corrections:

@@ -87,16 +87,17 @@ def first_instant_at(day: date, clock: time, zone: ZoneInfo) -> datetime:
     if earlier <= later:
         # An ordinary time (equal) or the repeated hour (fold=0 is the first pass).
         return earlier
-    # The clock skips ``naive``: find the jump, the first second whose local time
-    # is at or after it. ``later`` reads before ``naive``, ``earlier`` after it.
-    low, high = later, earlier
-    while high - low > _ONE_SECOND:
-        middle = low + (high - low) // 2
-        if middle.astimezone(zone).replace(tzinfo=None) >= naive:
+    # The clock skips ``naive``: find the jump, the first whole second after
+    # ``later`` (which reads before ``naive``) whose local time is at or after it.
+    # Searching whole seconds keeps the answer exact; offsets are whole seconds.
+    low, high = 0, math.ceil((earlier - later) / _ONE_SECOND)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if (later + middle * _ONE_SECOND).astimezone(zone).replace(tzinfo=None) >= naive:
             high = middle
         else:
             low = middle
-    return high
+    return later + high * _ONE_SECOND
 
 
 @dataclass(frozen=True)
