@@ -105,7 +105,7 @@ def _check_case_types(domain: "Domain", story_graph: "StoryGraph", report: Repor
                 f"case type '{case_type}': {form} asks {len(slots)} questions; ask between 1 and 3"
             )
         for slot in slots:
-            if slot not in domain.slots:
+            if slot not in {defined.name for defined in domain.slots}:
                 continue  # Rasa's own validation reports an undefined slot
             if f"{ASK_RESPONSE_PREFIX}{slot}" not in domain.responses and (
                 f"{ASK_RESPONSE_PREFIX}{form}_{slot}" not in domain.responses

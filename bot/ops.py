@@ -287,7 +287,7 @@ class _Reader:
         """Return a node as Python data, the way yaml.safe_load would."""
         try:
             return self._loader.construct_object(node, deep=True)
-        except yaml.constructor.ConstructorError as error:
+        except yaml.constructor.ConstructorError:
             # An explicit tag safe YAML does not allow, e.g. !!python/object.
             problem = "invalid YAML: only plain YAML is allowed, not tags like this"
             raise self._error(node, problem, node.tag) from None

@@ -1,0 +1,121 @@
+"""Pieces every connector needs: credentials checks, background work, text splitting.
+
+No platform code here; Telegram, Slack and the web chat each build on these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+from rasa.shared.exceptions import RasaException
+
+log = logging.getLogger(__name__)
+
+# A paragraph break, then the end of a sentence, then a line break, then any space:
+# where a long text is best cut, best first.
+_CUT_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"\n\s*\n"),
+    re.compile(r"(?<=[.!?…])\s+"),
+    re.compile(r"\n"),
+    re.compile(r"\s+"),
+)
+
+
+class ChannelCredentialsError(RasaException):
+    """A connector's credentials are missing or malformed; the message names the fix."""
+
+
+def credential(
+    credentials: Mapping[str, Any] | None,
+    key: str,
+    env_name: str,
+    channel: str,
+    environ: Mapping[str, str],
+) -> str:
+    """Return the credential ``key``, falling back to the environment variable ``env_name``.
+
+    Raises:
+        ChannelCredentialsError: neither holds a non-empty value. The message names the
+            variable and the key, never a value.
+    """
+    value = (credentials or {}).get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        value = environ.get(env_name, "")
+    if not isinstance(value, str) or not value.strip():
+        raise ChannelCredentialsError(
+            f"The {channel} channel needs {env_name}: set that environment variable "
+            f"(credentials.yml: `{key}: ${{{env_name}}}`)."
+        )
+    return value.strip()
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Split ``text`` into parts of at most ``limit`` characters, none empty.
+
+    Cuts at a paragraph break if one falls in the second half of the window, else at a
+    sentence end, a line break, a space, and only as a last resort inside a word.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be positive, got {limit}")
+    parts: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        window = rest[: limit + 1]
+        cut = _best_cut(window, minimum=limit // 2)
+        head, rest = rest[:cut].rstrip(), rest[cut:].lstrip()
+        if head:
+            parts.append(head)
+    if rest:
+        parts.append(rest)
+    return parts
+
+
+def _best_cut(window: str, minimum: int) -> int:
+    """Return where to cut ``window`` (its last character belongs to the next part)."""
+    for pattern in _CUT_PATTERNS:
+        ends = [match.start() for match in pattern.finditer(window) if minimum <= match.start() < len(window)]
+        if ends:
+            return ends[-1]
+    return len(window) - 1
+
+
+class BackgroundTasks:
+    """Work started after the platform got its fast answer.
+
+    Keeps a reference to every running task (the event loop holds only weak ones) and
+    logs each failure with its traceback: the one place connector errors are reported.
+    """
+
+    def __init__(self, name: str) -> None:
+        """Name the owner, for the log lines."""
+        self._name = name
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, work: Coroutine[Any, Any, None], label: str) -> asyncio.Task[None]:
+        """Run ``work`` in the background; ``label`` identifies it in the log."""
+        task = asyncio.get_running_loop().create_task(work, name=f"{self._name}:{label}")
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            log.warning("%s cancelled", task.get_name())
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("%s failed", task.get_name(), exc_info=error)
+
+    def __len__(self) -> int:
+        """Return how many tasks are still running."""
+        return len(self._tasks)
+
+    async def wait(self) -> None:
+        """Wait until every task started so far (and any they start) has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

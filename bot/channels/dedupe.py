@@ -1,0 +1,181 @@
+"""What the channel connectors remember between requests: updates seen, button payloads.
+
+A platform retries a webhook it thinks failed, so a connector records each update id the
+first time it arrives and drops any later copy, also after a restart. Telegram limits a
+button's callback data to 64 bytes, so every button payload is kept here under a short
+content-derived key and looked up again when the button is pressed.
+
+SQLite file by default (``$FIRSTREPLY_CHANNEL_DB``, else ``var/channels.db``); a
+SQLAlchemy URL there (PostgreSQL) lets several Rasa replicas share it. SQLAlchemy 1.4 Core.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, create_engine, delete, event, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+ENV_CHANNEL_DB = "FIRSTREPLY_CHANNEL_DB"
+# Telegram keeps undelivered updates for 24 hours; a copy older than two days cannot come.
+SEEN_TTL_SECONDS = 2 * 24 * 3600
+# A button older than this answers "expired" when pressed.
+PAYLOAD_TTL_SECONDS = 90 * 24 * 3600
+PRUNE_EVERY_SECONDS = 3600
+PAYLOAD_KEY_PREFIX = "p:"
+_UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+metadata = MetaData()
+
+seen_updates = Table(
+    "channel_seen_updates",
+    metadata,
+    # Which connector (and which bot) the id belongs to: update ids are per bot.
+    Column("source", String(64), primary_key=True),
+    Column("update_id", String(128), primary_key=True),
+    Column("seen_at", BigInteger, nullable=False, index=True),
+)
+
+button_payloads = Table(
+    "channel_button_payloads",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("payload", Text, nullable=False),
+    Column("stored_at", BigInteger, nullable=False, index=True),
+)
+
+
+def default_url() -> str:
+    """Return the SQLite URL of ``var/channels.db`` under the repository root."""
+    repo_root = Path(__file__).resolve().parents[2]
+    return f"sqlite:///{repo_root / 'var' / 'channels.db'}"
+
+
+def url_from_env(value: str | None = None) -> str:
+    """Turn ``$FIRSTREPLY_CHANNEL_DB`` (a file path or a SQLAlchemy URL) into a URL."""
+    value = value if value is not None else os.environ.get(ENV_CHANNEL_DB, "")
+    if not value:
+        return default_url()
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).resolve()}"
+
+
+def payload_key(payload: str) -> str:
+    """Return the short key a payload is kept under: same payload, same key (45 bytes)."""
+    digest = hashlib.sha256(payload.encode("utf-8")).digest()
+    return PAYLOAD_KEY_PREFIX + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in _UPSERTS:
+        raise ValueError(
+            f"{ENV_CHANNEL_DB} must name a SQLite file or a PostgreSQL URL, not a {backend!r} database"
+        )
+    if backend != "sqlite":
+        return create_engine(url, future=True, pool_pre_ping=True)
+    path = parsed.database
+    if path and path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        # Two Rasa processes (or Rasa and the desk) may write at once: wait, don't fail.
+        cursor.execute("PRAGMA busy_timeout = 10000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    return engine
+
+
+class ChannelStore:
+    """Seen update ids and stored button payloads, in one small database.
+
+    Build it with ``ChannelStore.from_url``. Every method is one short transaction and
+    blocking; async callers run it in a thread (``asyncio.to_thread``).
+    """
+
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+        """Wrap an engine whose tables exist (use ``from_url``)."""
+        self._engine = engine
+        self._clock = clock
+        self._upsert = _UPSERTS[engine.dialect.name]
+        self._last_prune = 0.0
+
+    @classmethod
+    def from_url(cls, url: str | None = None, clock: Callable[[], float] = time.time) -> ChannelStore:
+        """Connect to ``url`` (default: from ``$FIRSTREPLY_CHANNEL_DB``) and create the tables."""
+        engine = _create_engine(url or url_from_env())
+        metadata.create_all(engine)
+        store = cls(engine, clock)
+        store.prune()
+        return store
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def first_time(self, source: str, update_id: str) -> bool:
+        """Record ``update_id`` of ``source``; return whether it had not been seen before.
+
+        Insert-if-absent in one statement, so two copies racing in two processes still
+        yield exactly one ``True``.
+        """
+        now = int(self._clock())
+        statement = (
+            self._upsert(seen_updates)
+            .values(source=source, update_id=update_id, seen_at=now)
+            .on_conflict_do_nothing(index_elements=["source", "update_id"])
+        )
+        with self._engine.begin() as conn:
+            inserted = conn.execute(statement).rowcount == 1
+        if now - self._last_prune >= PRUNE_EVERY_SECONDS:
+            self.prune()
+        return inserted
+
+    def store_payload(self, payload: str) -> str:
+        """Keep ``payload`` and return its key (storing it again refreshes its age)."""
+        key = payload_key(payload)
+        statement = self._upsert(button_payloads).values(key=key, payload=payload, stored_at=int(self._clock()))
+        statement = statement.on_conflict_do_update(
+            index_elements=["key"], set_={"stored_at": statement.excluded.stored_at}
+        )
+        with self._engine.begin() as conn:
+            conn.execute(statement)
+        return key
+
+    def payload_for(self, key: str) -> str | None:
+        """Return the payload kept under ``key``, or ``None`` (unknown or expired)."""
+        with self._engine.connect() as conn:
+            found = conn.execute(select(button_payloads.c.payload).where(button_payloads.c.key == key)).scalar()
+        return str(found) if found is not None else None
+
+    def prune(self) -> int:
+        """Delete seen ids and payloads past their time; return how many rows went."""
+        now = self._clock()
+        self._last_prune = now
+        with self._engine.begin() as conn:
+            removed = conn.execute(delete(seen_updates).where(seen_updates.c.seen_at < int(now - SEEN_TTL_SECONDS)))
+            dropped = conn.execute(
+                delete(button_payloads).where(button_payloads.c.stored_at < int(now - PAYLOAD_TTL_SECONDS))
+            )
+        count = int(removed.rowcount) + int(dropped.rowcount)
+        if count:
+            log.info("channel store: pruned %d old row(s)", count)
+        return count

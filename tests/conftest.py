@@ -1,0 +1,47 @@
+"""Shared fixtures: the real domain, a real case store in a temporary file, a pinned clock."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Monday 23 November 2026, 10:00 in London: the support team is open.
+OPEN_NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+# Sunday 22 November 2026, 22:30 in London: closed until Monday 08:00.
+CLOSED_NOW = datetime(2026, 11, 22, 22, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def domain() -> Dict[str, Any]:
+    """Return the assistant's domain, loaded from domain/ as Rasa loads it."""
+    from rasa.shared.core.domain import Domain
+
+    return Domain.load(str(ROOT / "domain")).as_dict()
+
+
+@pytest.fixture
+def case_db_url(tmp_path: Path) -> str:
+    """Return the URL of an empty SQLite case store in a temporary folder."""
+    return f"sqlite:///{tmp_path / 'cases.db'}"
+
+
+@pytest.fixture
+def services(case_db_url: str) -> Iterator[Any]:
+    """Return Services around a fresh case store, the shipped support.yml and a clock pinned to OPEN_NOW."""
+    from bot.cases import CaseStore
+    from bot.ops import load_support_config
+    from bot.services import Services
+
+    store = CaseStore.from_url(case_db_url)
+    built = Services(store=store, support=load_support_config(ROOT / "support.yml"), now=lambda: OPEN_NOW)
+    yield built
+    store.dispose()
