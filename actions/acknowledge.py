@@ -26,6 +26,31 @@ from bot.nlu.signals import read_signals
 UPSET_SCORE = 0.5
 
 
+def greet_if_new(dispatcher: CollectingDispatcher, tracker: Tracker, assistant_name: str) -> tuple[bool, bool]:
+    """Greet the customer if the assistant has not spoken in this session yet.
+
+    The greeting uses the customer's first name when the channel gives one, and a
+    message in another language is told that a person will read it as written.
+
+    Returns:
+        Whether this is the first message of the conversation (and a greeting was sent),
+        and whether it is in a language other than English.
+    """
+    session = conversation.current_session(tracker.events)
+    if conversation.has_bot_spoken(session):
+        return False, False
+    first = conversation.first_name(conversation.customer_name(session) or tracker.get_slot(SLOT_CUSTOMER_NAME))
+    if first:
+        dispatcher.utter_message(response="utter_greeting_named", customer_name=first, assistant_name=assistant_name)
+    else:
+        dispatcher.utter_message(response="utter_greeting", assistant_name=assistant_name)
+    text = tracker.latest_message.get("text") or ""
+    foreign = guess_language(text, conversation.reported_language(session)) != "en"
+    if foreign:
+        dispatcher.utter_message(response="utter_non_english")
+    return True, foreign
+
+
 class ActionAcknowledge(ServiceAction):
     """Greets a new conversation by name, then acknowledges the customer's message.
 
@@ -45,23 +70,19 @@ class ActionAcknowledge(ServiceAction):
         """Greet if this is the start of the conversation, then acknowledge."""
         session = conversation.current_session(tracker.events)
         intent = latest_intent(tracker) or INTENT_NLU_FALLBACK
-        text = tracker.latest_message.get("text") or ""
         events: List[EventType] = []
 
         name = conversation.customer_name(session) or tracker.get_slot(SLOT_CUSTOMER_NAME)
         if name and name != tracker.get_slot(SLOT_CUSTOMER_NAME):
             events.append(SlotSet(SLOT_CUSTOMER_NAME, name))
 
-        first_message = not conversation.has_bot_spoken(session)
-        if first_message:
-            self._greet(dispatcher, name)
-            language = guess_language(text, conversation.reported_language(session))
-            if language != "en":
-                dispatcher.utter_message(response="utter_non_english")
+        first_message, foreign = greet_if_new(dispatcher, tracker, self.services.support.brand.assistant_name)
 
         # An unclear message is acknowledged once, on the first message; after that the
-        # "did you mean" question is the acknowledgement.
-        if (intent != INTENT_NLU_FALLBACK or first_message) and has_response(domain, f"utter_ack_{intent}"):
+        # "did you mean" question is the acknowledgement. What the classifier makes of a
+        # message in another language is a guess, so it is not acknowledged as if understood.
+        acknowledge = (intent != INTENT_NLU_FALLBACK or first_message) and not foreign
+        if acknowledge and has_response(domain, f"utter_ack_{intent}"):
             dispatcher.utter_message(response=f"utter_ack_{intent}")
         if intent not in SMALL_TALK_INTENTS and intent != "complaint" and self._sounds_upset(tracker, session):
             dispatcher.utter_message(response="utter_ack_upset")
@@ -69,14 +90,6 @@ class ActionAcknowledge(ServiceAction):
         if intent in case_types(domain):
             events.extend(self._start_case(tracker, intent))
         return events
-
-    def _greet(self, dispatcher: CollectingDispatcher, name: Any) -> None:
-        assistant = self.services.support.brand.assistant_name
-        first = conversation.first_name(name if isinstance(name, str) else None)
-        if first:
-            dispatcher.utter_message(response="utter_greeting_named", customer_name=first, assistant_name=assistant)
-        else:
-            dispatcher.utter_message(response="utter_greeting", assistant_name=assistant)
 
     @staticmethod
     def _sounds_upset(tracker: Tracker, session: List[Dict[str, Any]]) -> bool:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import EventType, SlotSet, UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.base import DomainDict, case_labels, case_types, response_text
+from actions.acknowledge import greet_if_new
+from actions.base import DomainDict, ServiceAction, case_labels, case_types, response_text
 from bot import conversation
 from bot.constants import (
     ACTION_ADD_DETAIL,
     ACTION_DID_YOU_MEAN,
+    ACTION_FALLBACK,
     CASE_TYPE_GENERAL,
     INTENT_SOMETHING_ELSE,
     RESPONSE_ASK_DESCRIBE,
@@ -37,6 +39,23 @@ def _top_case_types(tracker: Tracker, known: List[str]) -> List[str]:
     return picks
 
 
+def offer_choices(dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
+    """Ask "did you mean" with the two likeliest case types and "something else" as buttons."""
+    labels = case_labels(domain)
+    buttons: List[Dict[str, Any]] = [
+        {"title": labels[case_type], "payload": f"/{case_type}"}
+        for case_type in _top_case_types(tracker, case_types(domain))
+    ]
+    buttons.append(
+        {
+            "title": response_text(domain, "utter_something_else_button") or "Something else",
+            "payload": f"/{INTENT_SOMETHING_ELSE}",
+        }
+    )
+    dispatcher.utter_message(response="utter_did_you_mean", buttons=buttons)
+    return [SlotSet(SLOT_UNCLEAR_TWICE, False)]
+
+
 class ActionDidYouMean(Action):
     """Offers the two likeliest case types as buttons, plus "something else".
 
@@ -58,19 +77,28 @@ class ActionDidYouMean(Action):
             dispatcher.utter_message(response="utter_unclear_pass_on")
             return [SlotSet(SLOT_CASE_TYPE, CASE_TYPE_GENERAL), SlotSet(SLOT_UNCLEAR_TWICE, True)]
 
-        labels = case_labels(domain)
-        buttons: List[Dict[str, Any]] = [
-            {"title": labels[case_type], "payload": f"/{case_type}"}
-            for case_type in _top_case_types(tracker, case_types(domain))
-        ]
-        buttons.append(
-            {
-                "title": response_text(domain, "utter_something_else_button") or "Something else",
-                "payload": f"/{INTENT_SOMETHING_ELSE}",
-            }
-        )
-        dispatcher.utter_message(response="utter_did_you_mean", buttons=buttons)
-        return [SlotSet(SLOT_UNCLEAR_TWICE, False)]
+        return offer_choices(dispatcher, tracker, domain)
+
+
+class ActionFallback(ServiceAction):
+    """What the assistant does when no rule fits the message (Rasa's core fallback).
+
+    The customer is greeted if this is their first message and offered the "did you
+    mean" choices; the message itself stays in the conversation (and so in the case
+    transcript) but is taken back from the dialogue state, so the next message starts
+    afresh, as with Rasa's own default fallback.
+    """
+
+    def name(self) -> str:
+        """Return the action's name."""
+        return ACTION_FALLBACK
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Greet if new, offer the choices, and revert the message's effect on the dialogue."""
+        greet_if_new(dispatcher, tracker, self.services.support.brand.assistant_name)
+        return [*offer_choices(dispatcher, tracker, domain), UserUtteranceReverted()]
 
 
 class ActionAddDetail(Action):

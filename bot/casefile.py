@@ -49,13 +49,14 @@ def _case_confidence(user_events: Sequence[Mapping[str, Any]], case_type: str) -
 
 
 def _first_case_message(user_events: Sequence[Mapping[str, Any]], case_type: str) -> str | None:
-    """Return the customer's own words about the case: the message that raised it, else the first with text."""
+    """Return the customer's own words about the case: the message that raised it, else all they wrote."""
     for event in user_events:
         intent = (event.get("parse_data") or {}).get("intent") or {}
         if intent.get("name") == case_type and event.get("text") and not str(event["text"]).startswith("/"):
             return str(event["text"])
+    # No message raised this case type (a general case): everything the customer wrote.
     texts = [str(event["text"]) for event in user_events if event.get("text") and not str(event["text"]).startswith("/")]
-    return texts[0] if texts else None
+    return " / ".join(texts) if texts else None
 
 
 def read_case_file(

@@ -84,6 +84,7 @@ ACTION_SUMMARIZE = "action_summarize_case"
 ACTION_HANDOFF = "action_handoff"
 ACTION_TELL_RESPONSE_TIME = "action_tell_response_time"
 ACTION_ADD_DETAIL = "action_add_detail"
+ACTION_FALLBACK = "action_fallback"
 RESPONSE_ASK_DESCRIBE = "utter_ask_describe"
 ACTION_LISTEN = "action_listen"
 
@@ -138,7 +139,6 @@ RESPONSES_SENT_BY_ACTIONS: tuple[str, ...] = (
     "utter_handoff",
     "utter_handoff_named",
     "utter_response_time",
-    "utter_default",
 )
 # Families of responses the actions send by pattern, one per intent or case type.
 ACK_RESPONSE_PREFIX = "utter_ack_"

@@ -126,7 +126,7 @@ def test_a_message_in_another_language_is_told_a_person_will_read_it(services: A
         dispatcher, tracker([user("hola, mi pedido no ha llegado todavía", "nlu_fallback", 0.2)]), domain
     )
 
-    assert sent(dispatcher) == ["utter_greeting", "utter_non_english", "utter_ack_nlu_fallback"]
+    assert sent(dispatcher) == ["utter_greeting", "utter_non_english"]
 
 
 def test_an_upset_customer_hears_sorry_once(services: Any, domain: Dict) -> None:

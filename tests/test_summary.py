@@ -33,6 +33,7 @@ def test_answer_label_reads_the_slot_name_as_words(slot: str, label: str) -> Non
             "Where my order is.",
         ),
         (
+            # Answers keep the order they are given in (the order the form asks them).
             "Where my order is",
             {"order_number": "AC-2291734", "delivery_problem": "It's late"},
             "Where is my parcel?",
@@ -41,13 +42,13 @@ def test_answer_label_reads_the_slot_name_as_words(slot: str, label: str) -> Non
             " In your words: “Where is my parcel?”.",
         ),
         (
-            # Answers keep the order they are given in; a final full stop is not doubled.
+            # A final full stop is not doubled; the quote has its whitespace collapsed.
             "A complaint about our service",
-            {"desired_outcome": "an apology.", "complaint_detail": "the driver was rude"},
+            {"complaint_detail": "the driver was rude", "desired_outcome": "an apology."},
             "Your driver   swore at me\n\nyesterday",
             (),
-            "A complaint about our service. Desired outcome: an apology.; complaint detail: "
-            "the driver was rude. In your words: “Your driver swore at me yesterday”.",
+            "A complaint about our service. Complaint detail: the driver was rude; desired outcome: "
+            "an apology. In your words: “Your driver swore at me yesterday”.",
         ),
         (
             "A payment, charge or invoice",

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -149,16 +150,20 @@ class ChannelStore:
             self.prune()
         return inserted
 
-    def store_payload(self, payload: str) -> str:
-        """Keep ``payload`` and return its key (storing it again refreshes its age)."""
-        key = payload_key(payload)
-        statement = self._upsert(button_payloads).values(key=key, payload=payload, stored_at=int(self._clock()))
+    def store_payloads(self, payloads: Sequence[str]) -> list[str]:
+        """Keep each payload and return their keys, in order (storing again refreshes age)."""
+        keys = [payload_key(payload) for payload in payloads]
+        if not payloads:
+            return keys
+        now = int(self._clock())
+        rows = [{"key": key, "payload": payload, "stored_at": now} for key, payload in zip(keys, payloads)]
+        statement = self._upsert(button_payloads)
         statement = statement.on_conflict_do_update(
             index_elements=["key"], set_={"stored_at": statement.excluded.stored_at}
         )
         with self._engine.begin() as conn:
-            conn.execute(statement)
-        return key
+            conn.execute(statement, rows)
+        return keys
 
     def payload_for(self, key: str) -> str | None:
         """Return the payload kept under ``key``, or ``None`` (unknown or expired)."""

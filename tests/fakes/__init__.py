@@ -1,0 +1,1 @@
+"""Local stand-ins for platform APIs, spoken to by the real client libraries."""
