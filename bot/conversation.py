@@ -56,6 +56,9 @@ def transcript(events: Iterable[Event]) -> list[Line]:
         kind = event.get("event")
         if kind == "user":
             text = event.get("text") or ""
+            if text.startswith("/"):
+                # A button press arrives as its payload ("/affirm"): show it as a press.
+                text = f"[pressed: {text[1:].split('{')[0]}]"
             note = _non_text_note(event.get("metadata"))
             if note:
                 text = f"{text} {note}".strip()

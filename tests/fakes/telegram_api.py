@@ -30,6 +30,7 @@ BOT_USER = {"id": 123456, "is_bot": True, "first_name": "FirstReply", "username"
 # Ports this project may use on the shared machine.
 PORT_RANGE = range(6300, 6400)
 # Parameters PTB sends JSON-encoded inside the form.
+_DESCRIPTIONS = {400: "Bad Request: chat not found", 403: "Forbidden: bot was blocked by the user"}
 _JSON_PARAMS = frozenset({"reply_markup", "allowed_updates", "reply_parameters", "link_preview_options"})
 
 
@@ -199,7 +200,7 @@ class FakeTelegramAPI:
                 body["description"] = f"Too Many Requests: retry after {failure.retry_after}"
                 body["parameters"] = {"retry_after": failure.retry_after}
             else:
-                body["description"] = "Internal Server Error"
+                body["description"] = _DESCRIPTIONS.get(failure.status, "Internal Server Error")
             return self._answer(method, params, failure.status, body)
         if method == "getUpdates":
             return self._answer(method, params, 200, {"ok": True, "result": await self._updates(params)})

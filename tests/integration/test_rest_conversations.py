@@ -1,0 +1,197 @@
+"""Whole conversations over the REST channel against real Rasa and action servers."""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from tests.integration.conftest import Assistant, http, texts
+
+pytestmark = pytest.mark.integration
+
+CONVERSATIONS: Dict[str, Dict[str, Any]] = {
+    "order-1": {
+        "metadata": {"customer_name": "Maria Keller"},
+        "messages": ["where is my parcel?? ordered 2 weeks ago and still nothing", "AC-2291734", "It's late", "/affirm"],
+        "case_type": "order_status",
+        "answers": {"order_number": "AC-2291734", "delivery_problem": "It's late"},
+    },
+    "change-1": {
+        "metadata": {"first_name": "Tom"},
+        "messages": ["i need to change the delivery address on my order 48213907", "new address is 12 Baker St NW1", "/affirm"],
+        "case_type": "change_order",
+        "answers": {"order_number": "48213907", "requested_change": "new address is 12 Baker St NW1"},
+    },
+    "billing-1": {
+        "metadata": None,
+        "messages": ["i was charged twice for my order", "I was charged twice", "talk to a human please", "/affirm"],
+        "case_type": "billing",
+        "answers": {"billing_problem": "I was charged twice"},
+    },
+    "complaint-1": {
+        "metadata": {"customer_name": "Sam"},
+        "messages": [
+            "your service is a joke, nobody ever answers",
+            "I emailed four times about a broken table and never heard back",
+            "a refund and an apology",
+            "/affirm",
+        ],
+        "case_type": "complaint",
+        "answers": {
+            "complaint_detail": "I emailed four times about a broken table and never heard back",
+            "desired_outcome": "a refund and an apology",
+        },
+    },
+    "unclear-1": {
+        "metadata": None,
+        "messages": ["blorp the frobnicator", "/refund_return", "#48213", "Exchange it", "wrong size", "/affirm"],
+        "case_type": "refund_return",
+        "answers": {"order_number": "48213", "return_request": "Exchange it", "return_reason": "wrong size"},
+    },
+    "question-1": {
+        "metadata": None,
+        "messages": ["do you have the trail runner in size 44?", "Trail runner 2", "is it waterproof?", "/affirm"],
+        "case_type": "product_question",
+        "answers": {"product_name": "Trail runner 2", "question_detail": "is it waterproof?"},
+    },
+}
+
+
+def _converse(assistant: Assistant, sender: str, script: Dict[str, Any]) -> List[List[Dict[str, Any]]]:
+    return [assistant.say(sender, text, script["metadata"]) for text in script["messages"]]
+
+
+@pytest.fixture(scope="module")
+def finished(assistant: Assistant) -> Dict[str, List[List[Dict[str, Any]]]]:
+    """Hold every scripted conversation at once, from first message to hand-off."""
+    with ThreadPoolExecutor(max_workers=len(CONVERSATIONS)) as pool:
+        futures = {sender: pool.submit(_converse, assistant, sender, script) for sender, script in CONVERSATIONS.items()}
+        return {sender: future.result(timeout=300) for sender, future in futures.items()}
+
+
+def _case_of(assistant: Assistant, sender: str) -> Dict[str, Any]:
+    matching = [case for case in assistant.cases() if case["sender_id"] == sender]
+    assert len(matching) == 1, f"expected one case for {sender}, found {len(matching)}"
+    return matching[0]
+
+
+@pytest.mark.parametrize("sender", sorted(CONVERSATIONS))
+def test_every_conversation_starts_with_a_greeting(finished: Dict, sender: str) -> None:
+    first_reply = texts(finished[sender][0])
+    name = (CONVERSATIONS[sender]["metadata"] or {}).get("customer_name") or (
+        CONVERSATIONS[sender]["metadata"] or {}
+    ).get("first_name")
+    expected = f"Hi {name.split()[0]}! I'm Northwind's assistant." if name else "Hi there! I'm Northwind's assistant."
+    assert first_reply[0] == expected
+    assert len(first_reply) >= 2, "the greeting must go straight on with the request"
+
+
+@pytest.mark.parametrize("sender", sorted(CONVERSATIONS))
+def test_every_conversation_ends_in_one_prepared_case(assistant: Assistant, finished: Dict, sender: str) -> None:
+    script = CONVERSATIONS[sender]
+    case = _case_of(assistant, sender)
+    last = texts(finished[sender][-1])[-1]
+
+    assert re.search(rf"as case #{case['id']}\. A person will reply {re.escape(case['promise_wording'])}\.", last)
+    assert case["case_type"] == script["case_type"]
+    assert case["answers"] == script["answers"]
+    assert case["status"] == "waiting"
+    assert case["channel"] == "rest"
+    assert case["language"] == "en"
+    assert case["summary"].startswith("Here is") is False
+    assert datetime.fromisoformat(case["promised_by"]) > datetime.fromisoformat(case["created_at"])
+    customer_lines = [line["text"] for line in case["transcript"] if line["who"] == "customer"]
+    expected_lines = [
+        f"[pressed: {text[1:]}]" if text.startswith("/") else text for text in script["messages"]
+    ]
+    assert customer_lines == expected_lines
+    bot_lines = [line["text"] for line in case["transcript"] if line["who"] == "bot"]
+    assert bot_lines[0].startswith("Hi ")
+    assert any(line.startswith("Here is what I will pass on: ") for line in bot_lines)
+
+
+def test_the_summary_the_customer_confirmed_is_the_one_stored(assistant: Assistant, finished: Dict) -> None:
+    case = _case_of(assistant, "order-1")
+    shown = [text for turn in finished["order-1"] for text in texts(turn) if text.startswith("Here is what")]
+    assert shown == [f"Here is what I will pass on: {case['summary']} Is that right?"]
+
+
+def test_a_complaint_is_prioritised_above_a_question(assistant: Assistant, finished: Dict) -> None:
+    complaint, question = _case_of(assistant, "complaint-1"), _case_of(assistant, "question-1")
+    assert complaint["priority"] in ("high", "urgent")
+    assert question["priority"] == "low"
+    assert complaint["complaint_score"] > 0.5 > question["complaint_score"]
+
+
+def test_the_bot_stays_silent_after_handoff_and_keeps_the_message(assistant: Assistant, finished: Dict) -> None:
+    replies = assistant.say("order-1", "also the box had no label")
+    tracker = assistant.tracker("order-1")
+
+    assert replies == []
+    assert tracker["paused"] is True
+    assert [event["text"] for event in tracker["events"] if event["event"] == "user"][-1] == "also the box had no label"
+
+
+def test_the_parse_result_carries_the_complaint_signal(assistant: Assistant) -> None:
+    def parse(text: str) -> Dict[str, Any]:
+        status, raw = http("POST", f"{assistant.rasa_url}/model/parse", json.dumps({"text": text}).encode())
+        assert status == 200
+        return dict(json.loads(raw))
+
+    angry = parse("this is the WORST service ever, 3 weeks and nobody answers!!!")["complaint"]
+    calm = parse("do you have the blue one in medium?")["complaint"]
+    assert angry["is_complaint"] is True and angry["score"] >= 0.8
+    assert calm == {"is_complaint": False, "score": 0.0, "hostility": 0.0}
+
+
+LONG = " ".join(["my order AC-2291734 never arrived and I am still waiting."] * 180)[:10_000]
+
+
+@pytest.mark.parametrize(
+    ("sender", "text"),
+    [
+        ("bad-empty", ""),
+        ("bad-long", LONG),
+        ("bad-emoji", "😡😡😡📦❓"),
+        ("bad-spanish", "hola, mi pedido no ha llegado todavía y necesito ayuda"),
+        ("bad-html", "<script>alert('x')</script> **bold** [link](http://example.com) <!channel>"),
+        ("bad-whitespace", "   \n\t  "),
+    ],
+)
+def test_bad_input_gets_a_sensible_reply_and_is_kept(assistant: Assistant, sender: str, text: str) -> None:
+    replies = texts(assistant.say(sender, text))
+    user_texts = [event["text"] for event in assistant.tracker(sender)["events"] if event["event"] == "user"]
+
+    assert replies[0] == "Hi there! I'm Northwind's assistant."
+    assert len(replies) >= 2 and all(replies)
+    # Rasa trims surrounding white space; every character of content is kept.
+    assert user_texts == [text.strip()]
+
+
+def test_a_message_in_another_language_can_be_passed_to_a_person(assistant: Assistant) -> None:
+    sender = "lang-1"
+    first = assistant.say(sender, "bonjour, ma commande n'est pas arrivée et je suis très déçu")
+    assert first[1]["buttons"] == [{"title": "Pass it to a person", "payload": "/request_human"}]
+    assistant.say(sender, "/request_human")
+    assistant.say(sender, "/affirm")
+
+    case = _case_of(assistant, sender)
+    assert case["case_type"] == "general"
+    assert case["language"] == "fr"
+    assert "bonjour, ma commande n'est pas arrivée et je suis très déçu" in case["summary"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b'{"sender": "x", "message": ', 400),
+        (b"not json at all", 400),
+    ],
+)
+def test_malformed_requests_get_a_clear_client_error(assistant: Assistant, body: bytes, status: int) -> None:
+    assert http("POST", f"{assistant.rasa_url}/webhooks/rest/webhook", body)[0] == status
