@@ -43,9 +43,9 @@ run: $(MODEL) ## Start the assistant: Rasa on 127.0.0.1:5005 and the action serv
 shell: $(MODEL) ## Chat with the assistant in this terminal
 	@scripts/run.sh shell
 
-validate: $(SETUP_STAMP) ## Check the ops YAML and Rasa's training data (fails on any warning)
+validate: $(SETUP_STAMP) ## Check support.yml and Rasa's domain, data and config (fails on any warning)
 	$(PY) -m bot ops check
-	$(RASA) data validate --domain domain --data data --config config.yml --fail-on-warnings
+	$(PY) -m bot data check
 
 test: $(SETUP_STAMP) validate $(MODEL) ## Run every check: ops YAML, Rasa data, unit, story and integration tests
 	$(PY) -m pytest

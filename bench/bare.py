@@ -27,7 +27,7 @@ def our_intents() -> List[str]:
     """Return the intents our domain declares, in order."""
     intents: List[str] = []
     for path in sorted((ROOT / "domain").glob("*.yml")):
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for intent in doc.get("intents") or []:
             name = next(iter(intent)) if isinstance(intent, dict) else str(intent)
             if name not in intents:
@@ -39,7 +39,7 @@ def our_entities() -> List[str]:
     """Return the entities our domain declares."""
     entities: List[str] = []
     for path in sorted((ROOT / "domain").glob("*.yml")):
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for entity in doc.get("entities") or []:
             name = next(iter(entity)) if isinstance(entity, dict) else str(entity)
             if name not in entities:

@@ -99,11 +99,11 @@ def order_status_conversation() -> list[Event]:
         action("order_status_form", 90011),
         bot("What's your order number?", 90011),
         action("action_listen", 90011),
-        user("AC-2291734", 90030, "order_status", 0.55, complaint={"is_complaint": False, "score": 0.0, "hostility": 0.0}),
+        user("AC-2291734", 90030, "order_status", 0.55, complaint={"is_complaint": False, "score": 0.0}),
         action("order_status_form", 90031),
         bot("What's happening with the delivery?", 90031),
         action("action_listen", 90031),
-        user("It's late", 90040, "order_status", 0.61, complaint={"is_complaint": False, "score": 0.35, "hostility": 0.0}),
+        user("It's late", 90040, "order_status", 0.61, complaint={"is_complaint": False, "score": 0.35}),
     ]
 
 
@@ -215,12 +215,34 @@ def test_a_button_payload_is_not_the_customers_words() -> None:
 
 
 def test_no_words_at_all_leaves_the_quote_out() -> None:
-    events = [user(None, 1, "nlu_fallback", 0.1, metadata={"photo": "AgAC"}), user("/request_human", 2, "request_human")]
+    events = [
+        user(None, 1, "nlu_fallback", 0.1, metadata={"photo": "AgAC"}),
+        user("/request_human", 2, "request_human"),
+    ]
 
     case_file = read_case_file(events, {}, CASE_LABELS, CASE_QUESTIONS)
 
     assert case_file.summary == "A message for a person on our team."
-    assert case_file.transcript == [Line("customer", "[photo sent]", at(1)), Line("customer", "/request_human", at(2))]
+    assert case_file.transcript == [
+        Line("customer", "[photo sent]", at(1)),
+        Line("customer", "[pressed: request_human]", at(2)),
+    ]
+
+
+def test_a_case_no_message_raised_quotes_everything_the_customer_wrote() -> None:
+    events = [
+        user("hi", 1, "greet"),
+        user("hmm not sure how to put it", 2, "nlu_fallback", 0.2),
+        user("/something_else", 3, "something_else", 1.0),
+        user("it's about a voucher I never got", 4, "nlu_fallback", 0.3),
+    ]
+
+    case_file = read_case_file(events, {"case_type": "general"}, CASE_LABELS, CASE_QUESTIONS)
+
+    assert case_file.summary == (
+        "A message for a person on our team. In your words: "
+        "“hi / hmm not sure how to put it / it's about a voucher I never got”."
+    )
 
 
 def test_complaint_scores_come_from_the_nlu_when_present() -> None:

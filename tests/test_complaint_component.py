@@ -38,7 +38,12 @@ def test_default_config() -> None:
     ("text", "intent", "confidence", "expected"),
     [
         # Calm: nothing.
-        ("do you have this in blue?", "product_question", 0.88, {"is_complaint": False, "score": 0.0, "hostility": 0.0}),
+        (
+            "do you have this in blue?",
+            "product_question",
+            0.88,
+            {"is_complaint": False, "score": 0.0, "hostility": 0.0},
+        ),
         # The text's own cues: 0.5 is a complaint at the default threshold of 0.5.
         (
             "My parcel still hasn't arrived after 3 weeks",

@@ -152,6 +152,17 @@ def test_transcript_notes_what_was_sent_without_text(
     assert transcript([user(text, 3, metadata=metadata)]) == [Line("customer", expected, at(3))]
 
 
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ("/affirm", "[pressed: affirm]"),
+        ('/order_status{"order_number": "48213"}', "[pressed: order_status]"),
+    ],
+)
+def test_transcript_shows_a_button_press_as_a_press(payload: str, expected: str) -> None:
+    assert transcript([user(payload, 5, intent=payload[1:].split("{")[0])]) == [Line("customer", expected, at(5))]
+
+
 def test_transcript_leaves_out_bot_events_without_text() -> None:
     events = [bot(None, 1, data={"custom": {"typing": True}}), bot("", 2), bot("Hello", 3)]
 

@@ -263,7 +263,7 @@ class TelegramOutput(OutputChannel):
         for attempt in range(1, self.max_attempts + 1):
             try:
                 return await request()
-            except ZeroDivisionError as error:
+            except RetryAfter as error:
                 wait = float(error.retry_after)
                 if attempt == self.max_attempts or wait > self.max_retry_after:
                     raise
