@@ -120,8 +120,8 @@ def _check_case_types(domain: "Domain", story_graph: "StoryGraph", report: Repor
             )
         if not _has_rule(rules, ("action", form), ("action", "action_summarize_case")):
             report.problems.append(f"case type '{case_type}': no rule sums the case up when {form} is done")
-        if not _has_rule(rules, ("intent", INTENT_REQUEST_HUMAN), ("action", "action_deactivate_loop")):
-            report.problems.append("no rule lets the customer ask for a person during the questions")
+    if case_types and not _has_rule(rules, ("intent", INTENT_REQUEST_HUMAN), ("action", "action_deactivate_loop")):
+        report.problems.append("no rule lets the customer ask for a person during the questions")
     if f"{LABEL_RESPONSE_PREFIX}{CASE_TYPE_GENERAL}" not in domain.responses:
         report.problems.append(f"the response '{LABEL_RESPONSE_PREFIX}{CASE_TYPE_GENERAL}' is missing")
 

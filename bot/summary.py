@@ -35,7 +35,7 @@ def compose_summary(
     """
     text = f"{case_label[:1].upper() + case_label[1:]}".rstrip(".") + "."
     if answers:
-        details = "; ".join(f"{answer_label(slot)}: {value}" for slot, value in answers.items())
+        details = "; ".join(f"{answer_label(slot)}: {value.rstrip('.')}" for slot, value in answers.items())
         text += f" {details[:1].upper() + details[1:]}".rstrip(".") + "."
     if first_message:
         text += f" In your words: {_quote(first_message)}."

@@ -74,7 +74,7 @@ class ComplaintSignal(GraphComponent):
         return messages
 
     def _intent_evidence(self, intent: Optional[Dict[Text, Any]]) -> float:
-        if not intent or intent.get(INTENT_NAME_KEY) not in self._complaint_intents:
+        if not isinstance(intent, dict) or intent.get(INTENT_NAME_KEY) not in self._complaint_intents:
             return 0.0
         # The classifier's confidence is evidence, discounted so that a lukewarm
         # guess alone does not make a complaint.
