@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,11 @@ def _run_ops_check(args: argparse.Namespace) -> int:
     from bot.ops import check_main
 
     return check_main([args.file] if args.file else [])
+
+
+# The data check loads Rasa, which loads TensorFlow: keep their start-up chatter quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 
 
 def build_parser() -> argparse.ArgumentParser:
