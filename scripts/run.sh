@@ -17,7 +17,8 @@ stop() {
   wait 2>/dev/null || true
   echo "FirstReply stopped."
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 SANIC_HOST=127.0.0.1 .venv/bin/rasa run actions --port "$actions_port" --actions actions \
   >var/run/actions.log 2>&1 &
