@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -30,9 +31,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def http(method: str, url: str, body: Optional[bytes] = None, timeout: float = 60.0) -> tuple[int, bytes]:
-    """Send one HTTP request; return the status and the body (errors included)."""
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+def http(
+    method: str, url: str, body: Optional[bytes] = None, timeout: float = 60.0, token: Optional[str] = None
+) -> tuple[int, bytes]:
+    """Send one HTTP request (with a bearer token if given); return the status and the body."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
@@ -94,6 +100,7 @@ class Assistant:
     rasa_url: str
     case_db_url: str
     env: Dict[str, str]
+    token: str
     processes: List[Process] = field(default_factory=list)
 
     def say(self, sender: str, text: Any, metadata: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
@@ -101,9 +108,14 @@ class Assistant:
         body: Dict[str, Any] = {"sender": sender, "message": text}
         if metadata is not None:
             body["metadata"] = metadata
-        status, raw = http("POST", f"{self.rasa_url}/webhooks/rest/webhook", json.dumps(body).encode())
+        status, raw = http("POST", self.webhook, json.dumps(body).encode(), token=self.token)
         assert status == 200, f"REST channel answered {status}: {raw[:500]!r}"
         return list(json.loads(raw))
+
+    @property
+    def webhook(self) -> str:
+        """Return the REST channel's URL."""
+        return f"{self.rasa_url}/webhooks/rest/webhook"
 
     def tracker(self, sender: str) -> Dict[str, Any]:
         """Return the conversation as Rasa's HTTP API has it."""
@@ -150,9 +162,12 @@ def assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
         "SANIC_HOST": "127.0.0.1",
         "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
         "TF_CPP_MIN_LOG_LEVEL": "3",
+        "FIRSTREPLY_REST_TOKEN": secrets.token_urlsafe(24),
     }
     env.pop("FIRSTREPLY_NOW", None)
-    running = Assistant(rasa_url=f"http://127.0.0.1:{rasa_port}", case_db_url=case_db_url, env=env)
+    running = Assistant(
+        rasa_url=f"http://127.0.0.1:{rasa_port}", case_db_url=case_db_url, env=env, token=env["FIRSTREPLY_REST_TOKEN"]
+    )
     actions = start(
         "action server",
         [str(VENV_BIN / "rasa"), "run", "actions", "--port", str(actions_port), "--actions", "actions"],

@@ -187,11 +187,26 @@ def test_a_message_in_another_language_can_be_passed_to_a_person(assistant: Assi
 
 
 @pytest.mark.parametrize(
-    ("body", "status"),
+    ("body", "status", "error"),
     [
-        (b'{"sender": "x", "message": ', 400),
-        (b"not json at all", 400),
+        (b'{"sender": "x", "message": ', 400, "the body must be JSON"),
+        (b"[1, 2]", 400, "the body must be a JSON object"),
+        (b'{"message": "hi"}', 400, "'sender' must be a non-empty string"),
+        (b'{"sender": "x", "message": 42}', 400, "'message' must be a string"),
+        (b'{"sender": "x", "message": "hi", "metadata": "Maria"}', 400, "'metadata' must be a JSON object"),
+        (json.dumps({"sender": "x", "message": "a" * 20_001}).encode(), 413, "'message' must be at most 20000"),
     ],
 )
-def test_malformed_requests_get_a_clear_client_error(assistant: Assistant, body: bytes, status: int) -> None:
-    assert http("POST", f"{assistant.rasa_url}/webhooks/rest/webhook", body)[0] == status
+def test_malformed_requests_get_a_clear_client_error(assistant: Assistant, body: bytes, status: int, error: str) -> None:
+    answered, raw = http("POST", assistant.webhook, body, token=assistant.token)
+    assert answered == status
+    assert json.loads(raw)["error"].startswith(error)
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+def test_a_request_without_the_right_token_is_refused_and_not_stored(assistant: Assistant, token: Any) -> None:
+    body = json.dumps({"sender": "intruder", "message": "hi"}).encode()
+    answered, raw = http("POST", assistant.webhook, body, token=token)
+
+    assert (answered, json.loads(raw)) == (401, {"error": "missing or wrong bearer token"})
+    assert [event for event in assistant.tracker("intruder")["events"] if event["event"] == "user"] == []

@@ -1,0 +1,100 @@
+"""The REST channel, checked: a bearer token and a well-formed request, or a clear error.
+
+Rasa's own REST channel accepts anything: a request with no ``sender`` is filed under
+the conversation "default" (mixing strangers' messages), a non-text ``message`` fails
+silently, and there is no authentication. This channel keeps Rasa's URL
+(``/webhooks/rest/webhook``) and responses, and before a message reaches Rasa:
+
+- requires ``Authorization: Bearer <token>`` when ``FIRSTREPLY_REST_TOKEN`` is set
+  (compared in constant time; 401 otherwise);
+- answers 400 with ``{"error": "..."}`` naming what is wrong with the body, and 413 for
+  a message longer than ``MAX_MESSAGE_CHARS``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Text
+
+from rasa.core.channels.channel import UserMessage
+from rasa.core.channels.rest import RestInput as RasaRestInput
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+TOKEN_ENV = "FIRSTREPLY_REST_TOKEN"
+MAX_MESSAGE_CHARS = 20_000
+MAX_SENDER_CHARS = 128
+
+
+def request_problem(body: bytes) -> Optional[tuple[int, str]]:
+    """Return (status, error) for a webhook body that must not reach Rasa, else ``None``."""
+    try:
+        payload = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError):
+        return 400, "the body must be JSON: {\"sender\": \"...\", \"message\": \"...\"}"
+    if not isinstance(payload, dict):
+        return 400, "the body must be a JSON object"
+    sender = payload.get("sender")
+    if not isinstance(sender, str) or not sender.strip():
+        return 400, "'sender' must be a non-empty string identifying the customer"
+    if len(sender) > MAX_SENDER_CHARS:
+        return 400, f"'sender' must be at most {MAX_SENDER_CHARS} characters"
+    message = payload.get("message")
+    if not isinstance(message, str):
+        return 400, "'message' must be a string (it may be empty)"
+    if len(message) > MAX_MESSAGE_CHARS:
+        return 413, f"'message' must be at most {MAX_MESSAGE_CHARS} characters"
+    metadata = payload.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return 400, "'metadata' must be a JSON object when given"
+    return None
+
+
+def authorized(request: Request, token: str) -> bool:
+    """Return whether the request carries ``Authorization: Bearer <token>``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+class RestInput(RasaRestInput):
+    """Rasa's REST channel with authentication and request checks (name ``rest``)."""
+
+    def __init__(self, token: Optional[str] = None) -> None:
+        """Keep the bearer token required of every request (``None``: no token required)."""
+        self._token = token or None
+
+    @classmethod
+    def name(cls) -> Text:
+        """Return ``rest``, so the URL stays ``/webhooks/rest/webhook``."""
+        return "rest"
+
+    @classmethod
+    def from_credentials(
+        cls, credentials: Optional[Dict[Text, Any]], environ: Optional[Mapping[str, str]] = None
+    ) -> "RestInput":
+        """Build the channel; the token comes from ``FIRSTREPLY_REST_TOKEN`` (never from a file)."""
+        env = os.environ if environ is None else environ
+        return cls(token=(env.get(TOKEN_ENV) or "").strip() or None)
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[None]]) -> Blueprint:
+        """Return Rasa's REST routes behind the token and body checks."""
+        blueprint = super().blueprint(on_new_message)
+        token = self._token
+
+        @blueprint.middleware("request")
+        async def check(request: Request) -> Optional[HTTPResponse]:
+            if request.method != "POST":
+                return None
+            if token and not authorized(request, token):
+                return response.json({"error": "missing or wrong bearer token"}, status=401)
+            problem = request_problem(request.body)
+            if problem:
+                status, error = problem
+                return response.json({"error": error}, status=status)
+            return None
+
+        return blueprint
