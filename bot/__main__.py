@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.cases.cli import add_cases_parser
+from bot.channels import add_telegram_parser
 from bot.datacheck import add_data_parser
 
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     areas = parser.add_subparsers(dest="area", required=True, metavar="COMMAND")
     add_cases_parser(areas)
     add_data_parser(areas)
+    add_telegram_parser(areas)
     _add_ops_parser(areas)
     return parser
 

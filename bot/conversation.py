@@ -6,6 +6,7 @@ its HTTP API returns), so the desk can use it on a fetched tracker too.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
@@ -14,6 +15,7 @@ from bot.constants import LANGUAGE_METADATA_KEYS, NAME_METADATA_KEYS
 
 Event = Mapping[str, Any]
 
+_PLACEHOLDER = re.compile(r"(\[[^\[\]]*\])?")
 _NON_TEXT_KEYS = ("attachment", "attachments", "photo", "sticker", "voice", "document", "location", "contact")
 
 
@@ -61,7 +63,9 @@ def transcript(events: Iterable[Event]) -> list[Line]:
                 text = f"[pressed: {text[1:].split('{')[0]}]"
             note = _non_text_note(event.get("metadata"))
             if note:
-                text = f"{text} {note}".strip()
+                # A channel stands a placeholder such as "[photo]" in for a message with no
+                # text; the note says the same, so it replaces the placeholder.
+                text = note if _PLACEHOLDER.fullmatch(text.strip()) else f"{text} {note}".strip()
             lines.append(Line("customer", text, _at(event)))
         elif kind == "bot" and event.get("text"):
             lines.append(Line("bot", str(event["text"]), _at(event)))

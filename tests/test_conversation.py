@@ -138,6 +138,8 @@ def test_transcript_keeps_customer_and_bot_messages_in_order() -> None:
         (None, {"photo": "AgACAgQAAxkBAAIB"}, "[photo sent]"),
         ("", {"voice": "AwACAgQAAxkBAAIC"}, "[voice sent]"),
         ("This is how it arrived", {"photo": "AgACAgQAAxkBAAIB"}, "This is how it arrived [photo sent]"),
+        # A channel's placeholder text for a message without text is replaced by the note.
+        ("[photo]", {"photo": "AgACAgQAAxkBAAIB"}, "[photo sent]"),
         (None, {"sticker": "CAACAgIAAxkBAAID", "photo": "AgACAgQAAxkBAAIB"}, "[photo, sticker sent]"),
         (None, {"attachments": [{"type": "image"}]}, "[attachments sent]"),
         # Metadata that is not a non-text message adds nothing.

@@ -6,8 +6,11 @@ Registered in ``credentials.yml``::
     bot.channels.telegram.TelegramInput:
       token: ${TELEGRAM_BOT_TOKEN}
       webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}
-      bot_username: ${TELEGRAM_BOT_USERNAME}     # optional: group mentions, private-chat link
-      base_url: ${TELEGRAM_API_BASE_URL}         # optional: a local Bot API (tests)
+
+Optional keys, read from the environment when left out (a ``${VAR}`` in the file makes
+the variable mandatory for Rasa): ``bot_username`` (``TELEGRAM_BOT_USERNAME``: group
+mentions and the private-chat link) and ``base_url`` (``TELEGRAM_API_BASE_URL``: another
+Bot API server, e.g. the tests' fake).
 
 Rasa serves it at ``/webhooks/telegram/webhook``. Without a public URL, ``python -m bot
 telegram poll`` fetches updates and posts them to that same webhook.
@@ -42,7 +45,7 @@ from telegram import (
     User,
 )
 from telegram.constants import InlineKeyboardButtonLimit, MessageLimit
-from telegram.error import BadRequest, Conflict, NetworkError, RetryAfter
+from telegram.error import BadRequest, Conflict, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
 from bot.channels.common import BackgroundTasks, ChannelCredentialsError, credential, split_text
@@ -123,7 +126,9 @@ class TelegramSettings:
         creds = credentials or {}
         token = credential(creds, "token", ENV_TOKEN, CHANNEL_NAME, env)
         if not _TOKEN_FORMAT.fullmatch(token):
-            raise ChannelCredentialsError(f"{ENV_TOKEN} does not look like a bot token from @BotFather (digits:letters).")
+            raise ChannelCredentialsError(
+                f"{ENV_TOKEN} does not look like a bot token from @BotFather (digits:letters)."
+            )
         secret = credential(creds, "webhook_secret", ENV_SECRET, CHANNEL_NAME, env)
         if not _SECRET_FORMAT.fullmatch(secret):
             raise ChannelCredentialsError(f"{ENV_SECRET} must be 1-256 characters of A-Z, a-z, 0-9, _ and - only.")
@@ -300,15 +305,15 @@ class TelegramOutput(OutputChannel):
 
     async def keyboard(self, buttons: Sequence[Mapping[str, Any]]) -> InlineKeyboardMarkup:
         """Return the inline keyboard for Rasa buttons; payloads are stored, keys sent."""
-        payloads = [str(button.get("payload") or button.get("title") or "") for button in buttons]
-        keys = await asyncio.to_thread(self.store.store_payloads, payloads)
+        payloads = [str(b.get("payload") or b.get("title") or "") for b in buttons if not b.get("url")]
+        keys = iter(await asyncio.to_thread(self.store.store_payloads, payloads))
         rows = []
-        for button, key in zip(buttons, keys):
+        for button in buttons:
             title = str(button.get("title") or button.get("payload") or "?")
             if button.get("url"):
                 rows.append([InlineKeyboardButton(title, url=str(button["url"]))])
             else:
-                rows.append([InlineKeyboardButton(title, callback_data=key)])
+                rows.append([InlineKeyboardButton(title, callback_data=next(keys))])
         return InlineKeyboardMarkup(rows)
 
     async def send_image_url(self, recipient_id: str, image: str, **kwargs: Any) -> None:
@@ -378,9 +383,12 @@ class TelegramInput(InputChannel):
         """Return the sender, for messages Rasa starts itself (reminders, triggered intents)."""
         return self.output
 
-    async def close(self) -> None:
-        """Let running work finish, then close the HTTP connections."""
-        await self.tasks.wait()
+    async def close(self, grace_seconds: float = 10.0) -> None:
+        """Give running work ``grace_seconds`` to finish, then close the HTTP connections."""
+        try:
+            await asyncio.wait_for(self.tasks.wait(), grace_seconds)
+        except asyncio.TimeoutError:
+            log.warning("telegram: %d update(s) still being handled at shutdown were cancelled", len(self.tasks))
         await close_bot(self.bot)
 
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
@@ -445,7 +453,8 @@ class TelegramInput(InputChannel):
             log.debug("telegram update %s: nothing for the assistant", update.update_id)
             return
         if message.chat.type in (Chat.GROUP, Chat.SUPERGROUP):
-            await self._on_group_message(message)
+            if update.message is not None:  # an edit of a mention is not a new question
+                await self._on_group_message(message)
             return
         if message.chat.type != Chat.PRIVATE:
             return
@@ -468,6 +477,9 @@ class TelegramInput(InputChannel):
         metadata.update(recorded)
         if not text:
             user_message.text = f"[{kind.noun}]"
+        if update.edited_message is not None:  # the notice went out with the original
+            await on_new_message(user_message)
+            return
         notice = NON_TEXT_REPLY.format(noun=kind.noun) + ("" if text else NON_TEXT_ASK)
         try:
             await self.output.send_text_message(str(message.chat.id), notice)
@@ -645,9 +657,12 @@ def run_command(command: str, argument: str | None = None, drop_webhook: bool = 
             asyncio.run(run_poll(settings, argument or "http://127.0.0.1:5005", drop_webhook))
         else:
             raise ValueError(f"unknown telegram command {command!r}")
-    except (ChannelCredentialsError, WebhookRefused, BadRequest) as error:
+    except (ChannelCredentialsError, WebhookRefused) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TelegramError as error:
+        print(f"error: Telegram answered: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     return 0
