@@ -1,7 +1,7 @@
 """A small local Telegram Bot API for tests: the real python-telegram-bot talks to it.
 
-It runs an aiohttp server in its own thread on 127.0.0.1 (a free port from
-``PORT_RANGE``), so async tests, sync tests and other processes (``rasa run``) can all
+It runs an aiohttp server in its own thread on 127.0.0.1 (on a port the system
+chooses as free), so async tests, sync tests and other processes (``rasa run``) can all
 use it. It records every request, serves queued updates to ``getUpdates``, and answers
 the next calls with an error when told to (429 flood control or 500).
 
@@ -28,7 +28,6 @@ from aiohttp import web
 TOKEN = "123456:TEST-token_for-the-fake-api"
 BOT_USER = {"id": 123456, "is_bot": True, "first_name": "FirstReply", "username": "firstreply_test_bot"}
 # Ports this project may use on the shared machine.
-PORT_RANGE = range(6300, 6400)
 # Parameters PTB sends JSON-encoded inside the form.
 _DESCRIPTIONS = {400: "Bad Request: chat not found", 403: "Forbidden: bot was blocked by the user"}
 _JSON_PARAMS = frozenset({"reply_markup", "allowed_updates", "reply_parameters", "link_preview_options"})
@@ -59,16 +58,10 @@ class _State:
 
 
 def free_port(host: str = "127.0.0.1") -> socket.socket:
-    """Return a socket bound to the first free port of ``PORT_RANGE`` (not yet listening)."""
-    for port in PORT_RANGE:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            sock.close()
-            continue
-        return sock
-    raise RuntimeError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
+    """Return a socket bound to a port the system chose as free (not yet listening)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    return sock
 
 
 class FakeTelegramAPI:

@@ -228,7 +228,7 @@ def test_a_telegram_customer_gets_from_first_message_to_an_open_case(running: Ru
     customer_lines = [line["text"] for line in case["transcript"] if line["who"] == "customer"]
     assert customer_lines == [
         "[pressed: greet]", "Where is my parcel? It has not arrived yet", "AC-2291734", "It's late",
-        "[photo] [photo sent]", "[pressed: affirm]",
+        "[photo sent]", "[pressed: affirm]",
     ]  # fmt: skip
 
     events = httpx.get(f"{running.rasa_url}/conversations/4242/tracker", timeout=10).json()["events"]
