@@ -34,12 +34,36 @@ sed "s#http://127.0.0.1:5055/webhook#http://127.0.0.1:$actions_port/webhook#" en
 auth=()
 [ -n "${FIRSTREPLY_API_TOKEN:-}" ] && auth=(--auth-token "$FIRSTREPLY_API_TOKEN")
 
+# Channels: credentials.yml lists the ones that need no account; a messaging app is
+# added when its token is in the environment (its values stay ${VARIABLES} in the file).
+credentials=var/run/credentials.yml
+cp credentials.yml "$credentials"
+channels=()
+telegram_mode=""
+if [ -n "${TELEGRAM_BOT_TOKEN:-}" ]; then
+  if [ -n "${TELEGRAM_WEBHOOK_URL:-}" ]; then
+    telegram_mode=webhook
+    [ -n "${TELEGRAM_WEBHOOK_SECRET:-}" ] || {
+      echo "error: TELEGRAM_WEBHOOK_URL is set, so Telegram runs with a webhook and needs TELEGRAM_WEBHOOK_SECRET" >&2
+      exit 1
+    }
+  else
+    # No public URL: poll Telegram and hand each update to the local webhook, signed
+    # with a secret made up for this run.
+    telegram_mode=polling
+    export TELEGRAM_WEBHOOK_SECRET="${TELEGRAM_WEBHOOK_SECRET:-$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))')}"
+  fi
+  printf '%s\n' 'bot.channels.telegram.TelegramInput:' '  token: ${TELEGRAM_BOT_TOKEN}' \
+    '  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}' >>"$credentials"
+  channels+=("Telegram ($telegram_mode)")
+fi
+
 if [ "${1:-}" = "shell" ]; then
   .venv/bin/rasa shell --model models/firstreply.tar.gz --endpoints "$endpoints" --port "$rasa_port"
   exit 0
 fi
 
-.venv/bin/rasa run --model models/firstreply.tar.gz --endpoints "$endpoints" --credentials credentials.yml \
+.venv/bin/rasa run --model models/firstreply.tar.gz --endpoints "$endpoints" --credentials "$credentials" \
   --interface 127.0.0.1 --port "$rasa_port" --enable-api "${auth[@]}" >var/run/rasa.log 2>&1 &
 pids+=($!)
 for _ in $(seq 1 240); do
@@ -47,8 +71,19 @@ for _ in $(seq 1 240); do
   kill -0 "${pids[1]}" 2>/dev/null || { echo "Rasa did not start; see var/run/rasa.log" >&2; exit 1; }
   sleep 0.5
 done
+case "$telegram_mode" in
+  webhook) .venv/bin/python -m bot telegram set-webhook "$TELEGRAM_WEBHOOK_URL" ;;
+  polling)
+    FIRSTREPLY_RASA_URL="http://127.0.0.1:$rasa_port" .venv/bin/python -m bot telegram poll --delete-webhook \
+      >var/run/telegram-poll.log 2>&1 &
+    pids+=($!)
+    ;;
+esac
+channel_list="REST"
+for channel in "${channels[@]}"; do channel_list="$channel_list, $channel"; done
+
 cat <<MSG
-FirstReply is running.
+FirstReply is running (channels: $channel_list).
   Rasa server    http://127.0.0.1:$rasa_port   (REST channel and HTTP API; log: var/run/rasa.log)
   Action server  http://127.0.0.1:$actions_port   (log: var/run/actions.log)
 Talk to it:

@@ -27,9 +27,8 @@ from aiohttp import web
 
 TOKEN = "123456:TEST-token_for-the-fake-api"
 BOT_USER = {"id": 123456, "is_bot": True, "first_name": "FirstReply", "username": "firstreply_test_bot"}
-# Ports this project may use on the shared machine.
-# Parameters PTB sends JSON-encoded inside the form.
 _DESCRIPTIONS = {400: "Bad Request: chat not found", 403: "Forbidden: bot was blocked by the user"}
+# Parameters PTB sends JSON-encoded inside the form.
 _JSON_PARAMS = frozenset({"reply_markup", "allowed_updates", "reply_parameters", "link_preview_options"})
 
 
