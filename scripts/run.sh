@@ -59,11 +59,11 @@ if [ -n "${TELEGRAM_BOT_TOKEN:-}" ]; then
 fi
 
 if [ "${1:-}" = "shell" ]; then
-  .venv/bin/rasa shell --model models/firstreply.tar.gz --endpoints "$endpoints" --port "$rasa_port"
+  .venv/bin/python -m bot.launcher shell --model models/firstreply.tar.gz --endpoints "$endpoints" --port "$rasa_port"
   exit 0
 fi
 
-.venv/bin/rasa run --model models/firstreply.tar.gz --endpoints "$endpoints" --credentials "$credentials" \
+.venv/bin/python -m bot.launcher run --model models/firstreply.tar.gz --endpoints "$endpoints" --credentials "$credentials" \
   --interface 127.0.0.1 --port "$rasa_port" --enable-api "${auth[@]}" >var/run/rasa.log 2>&1 &
 pids+=($!)
 for _ in $(seq 1 240); do

@@ -153,7 +153,7 @@ def assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
     endpoints = work / "endpoints.yml"
     endpoints.write_text(
         f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
-        f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {work / 'trackers.db'}\n"
+        f"tracker_store:\n  type: bot.trackers.SQLiteTrackerStore\n  db: {work / 'trackers.db'}\n"
     )
     env = {
         **os.environ,
@@ -178,7 +178,7 @@ def assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
     rasa = start(
         "rasa server",
         [
-            str(VENV_BIN / "rasa"), "run", "--model", str(MODEL), "--endpoints", str(endpoints),
+            sys.executable, "-m", "bot.launcher", "run", "--model", str(MODEL), "--endpoints", str(endpoints),
             "--credentials", str(ROOT / "credentials.yml"), "--interface", "127.0.0.1",
             "--port", str(rasa_port), "--enable-api",
         ],

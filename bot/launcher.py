@@ -1,0 +1,24 @@
+"""``python -m bot.launcher ARGS``: Rasa's command line, with FirstReply's speed-ups.
+
+Takes exactly the arguments of the ``rasa`` command (``run``, ``shell``, ``test``, ...);
+``make run`` and the tests start Rasa through it. See ``bot.speedups`` for what changes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    """Install the speed-ups, then hand over to Rasa's own ``main``."""
+    from bot import speedups
+
+    speedups.install()
+    from rasa.__main__ import main as rasa_main
+
+    sys.argv = ["rasa", *sys.argv[1:]]
+    rasa_main()
+
+
+if __name__ == "__main__":
+    main()
