@@ -57,6 +57,15 @@ if [ -n "${TELEGRAM_BOT_TOKEN:-}" ]; then
     '  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}' >>"$credentials"
   channels+=("Telegram ($telegram_mode)")
 fi
+if [ -n "${SLACK_BOT_TOKEN:-}" ]; then
+  [ -n "${SLACK_SIGNING_SECRET:-}" ] || {
+    echo "error: SLACK_BOT_TOKEN is set, so Slack DMs are served and need SLACK_SIGNING_SECRET" >&2
+    exit 1
+  }
+  printf '%s\n' 'bot.channels.slack.SlackDMInput:' '  token: ${SLACK_BOT_TOKEN}' \
+    '  signing_secret: ${SLACK_SIGNING_SECRET}' >>"$credentials"
+  channels+=("Slack DMs at /webhooks/slack_dm/events")
+fi
 
 if [ "${1:-}" = "shell" ]; then
   .venv/bin/python -m bot.launcher shell --model models/firstreply.tar.gz --endpoints "$endpoints" --port "$rasa_port"
@@ -79,13 +88,14 @@ case "$telegram_mode" in
     pids+=($!)
     ;;
 esac
-channel_list="REST"
+channel_list="REST, web chat"
 for channel in "${channels[@]}"; do channel_list="$channel_list, $channel"; done
 
 cat <<MSG
 FirstReply is running (channels: $channel_list).
   Rasa server    http://127.0.0.1:$rasa_port   (REST channel and HTTP API; log: var/run/rasa.log)
   Action server  http://127.0.0.1:$actions_port   (log: var/run/actions.log)
+  Web chat       http://127.0.0.1:$rasa_port/chat
 Talk to it:
   curl -s http://127.0.0.1:$rasa_port/webhooks/rest/webhook \\
     -d '{"sender": "maria", "message": "where is my parcel??", "metadata": {"customer_name": "Maria"}}'

@@ -318,6 +318,7 @@ async def test_an_edited_photo_caption_gets_no_second_notice(served: Served, api
         ("/start from_group", "/greet", {"start_payload": "from_group"}),
         ("/start@firstreply_test_bot", "/greet", {}),
         ("/affirm", "affirm", {}),
+        ("//affirm", "affirm", {}),
         ("/help me please", "help me please", {}),
     ],
 )

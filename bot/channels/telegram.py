@@ -225,11 +225,12 @@ def command_text(text: str) -> tuple[str, dict[str, Any]]:
     """
     if not text.startswith("/"):
         return text, {}
-    command, _, rest = text[1:].partition(" ")
+    # Every leading slash goes: "//affirm" must not become the intent "/affirm".
+    command, _, rest = text.lstrip("/").partition(" ")
     command = command.split("@", 1)[0]
     if command.lower() == "start":
         return f"/{INTENT_GREET}", ({"start_payload": rest.strip()} if rest.strip() else {})
-    return f"{command} {rest}".strip() or text, {}
+    return f"{command} {rest}".strip(), {}
 
 
 # --- sending ---------------------------------------------------------------------------

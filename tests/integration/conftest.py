@@ -159,6 +159,7 @@ def assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "FIRSTREPLY_CASE_DB": case_db_url,
+        "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
         "SANIC_HOST": "127.0.0.1",
         "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
         "TF_CPP_MIN_LOG_LEVEL": "3",

@@ -1,0 +1,669 @@
+"""Slack DMs: customers who write to the brand's Slack app, and the sender that answers them.
+
+A slack-bolt ``AsyncApp`` mounted in Rasa's Sanic server with bolt's Sanic adapter; bolt
+verifies the signature and timestamp of every request and acknowledges at once, the work
+runs after in tracked background tasks. Registered in ``credentials.yml``::
+
+    bot.channels.slack.SlackDMInput:
+      token: ${SLACK_BOT_TOKEN}
+      signing_secret: ${SLACK_SIGNING_SECRET}
+
+Optional key, read from the environment when left out: ``base_url``
+(``SLACK_API_BASE_URL``: another Web API server, e.g. the tests' fake).
+
+Rasa serves it at ``/webhooks/slack_dm/events`` (events and interactivity alike). The app
+to create in Slack is described by ``slack/customer-app-manifest.yml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiohttp
+from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+from slack_bolt import BoltResponse
+from slack_bolt.adapter.sanic import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.channels.common import BackgroundTasks, ChannelCredentialsError, credential, split_text
+from bot.channels.dedupe import ChannelStore
+from bot.constants import INTENT_GREET
+
+if TYPE_CHECKING:
+    from slack_bolt.context.ack.async_ack import AsyncAck
+    from slack_bolt.context.async_context import AsyncBoltContext
+    from slack_bolt.request.async_request import AsyncBoltRequest
+    from slack_sdk.http_retry.request import HttpRequest
+    from slack_sdk.http_retry.response import HttpResponse
+    from slack_sdk.http_retry.state import RetryState
+    from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
+
+CHANNEL_NAME = "slack_dm"
+EVENTS_PATH = "/webhooks/slack_dm/events"
+DEFAULT_BASE_URL = "https://slack.com/api/"
+ENV_TOKEN = "SLACK_BOT_TOKEN"
+ENV_SIGNING_SECRET = "SLACK_SIGNING_SECRET"
+ENV_BASE_URL = "SLACK_API_BASE_URL"
+ENV_OAUTH_CLIENT_ID = "SLACK_CLIENT_ID"
+ENV_OAUTH_CLIENT_SECRET = "SLACK_CLIENT_SECRET"
+RETRY_NUM_HEADER = "x-slack-retry-num"
+RETRY_REASON_HEADER = "x-slack-retry-reason"
+# Slack takes 40,000 characters in a message but only 3,000 in a section block: one limit for both.
+TEXT_LIMIT = 3000
+BUTTON_TITLE_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2000
+BUTTONS_PER_ACTIONS_BLOCK = 25
+BUTTON_ACTION_PREFIX = "fr_button_"
+BUTTON_ACTION = re.compile(rf"^{BUTTON_ACTION_PREFIX}\d+$")
+# Per-process memory of users (names, DM channels): bounded, oldest forgotten first.
+CACHE_SIZE = 10_000
+# Message subtypes that are a customer writing; everything else (edits, deletions, joins,
+# bot posts) is acknowledged and left alone.
+CUSTOMER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+
+# What the customer reads. Built from escaped text only (see ``escape``).
+FILE_REPLY = "I can only read text, but I've attached your {noun} to your case for the person who picks it up."
+FILE_ASK = " Could you also tell me in a few words what it's about?"
+MENTION_REPLY = "Thanks for reaching out! I've sent you a direct message so we can look into this privately."
+MENTION_REPLY_NO_DM = "Thanks for reaching out! Please send us a direct message so we can look into this privately."
+CHOSEN = "You chose: *{title}*"
+BUTTONS_PROMPT = "Please choose:"
+FILE_PLACEHOLDER = "[file]"
+
+# Slack's markup in what a customer typed: <@U123>, <#C123|name>, <!here>, <https://x|label>.
+_MARKUP = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+_BOT_TOKEN_FORMAT = re.compile(r"xoxb-[A-Za-z0-9-]+")
+
+
+# --- settings and the Web API client ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    """Validated connector settings. Token and signing secret never appear in ``repr``."""
+
+    token: str = field(repr=False)
+    signing_secret: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+
+    @classmethod
+    def from_credentials(
+        cls, credentials: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
+    ) -> SlackSettings:
+        """Read ``credentials.yml`` values, falling back to the environment variables.
+
+        Raises:
+            ChannelCredentialsError: a value is missing or malformed; names the variable.
+        """
+        env = os.environ if environ is None else environ
+        creds = credentials or {}
+        token = credential(creds, "token", ENV_TOKEN, CHANNEL_NAME, env)
+        if not _BOT_TOKEN_FORMAT.fullmatch(token):
+            raise ChannelCredentialsError(
+                f"{ENV_TOKEN} must be the app's bot token (xoxb-...), from OAuth & Permissions in the app settings."
+            )
+        secret = credential(creds, "signing_secret", ENV_SIGNING_SECRET, CHANNEL_NAME, env)
+        if env.get(ENV_OAUTH_CLIENT_ID) and env.get(ENV_OAUTH_CLIENT_SECRET):
+            # slack-bolt reads these itself and would ignore the bot token for OAuth installs.
+            raise ChannelCredentialsError(
+                f"{ENV_OAUTH_CLIENT_ID} and {ENV_OAUTH_CLIENT_SECRET} are set: slack-bolt would switch the "
+                f"{CHANNEL_NAME} channel to OAuth installs and ignore {ENV_TOKEN}. Unset them for Rasa."
+            )
+        base_url = str(creds.get("base_url") or env.get(ENV_BASE_URL) or DEFAULT_BASE_URL).strip()
+        return cls(token, secret, base_url.rstrip("/") + "/")
+
+
+class _Backoff(RetryIntervalCalculator):
+    """Exponential backoff with up to a quarter more at random, so replicas do not retry in step."""
+
+    def __init__(self, first_seconds: float) -> None:
+        self.first_seconds = first_seconds
+
+    def calculate_sleep_duration(self, current_attempt: int) -> float:
+        return self.first_seconds * 2**current_attempt * (1 + random.random() / 4)
+
+
+def _method(request: HttpRequest) -> str:
+    return request.url.rsplit("/", 1)[-1]
+
+
+def _retry_after(response: HttpResponse) -> float:
+    values = {key.lower(): value for key, value in response.headers.items()}.get("retry-after") or ["1"]
+    try:
+        return max(0.0, float(values[0]))
+    except ValueError:
+        return 1.0
+
+
+class _RateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """Waits out a 429 for as long as its Retry-After says, unless that is beyond the cap."""
+
+    def __init__(self, max_retry_count: int, max_wait_seconds: float) -> None:
+        super().__init__(max_retry_count)
+        self.max_wait_seconds = max_wait_seconds
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        wait = _retry_after(response)
+        if wait > self.max_wait_seconds:
+            log.warning("slack %s: rate limited for %.0fs, more than we wait; giving up", _method(request), wait)
+            return False
+        log.warning("slack %s: rate limited, retry %d in %.0fs", _method(request), state.current_attempt + 1, wait)
+        return True
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        # The SDK's own version reads Retry-After with int() and adds up to a second.
+        assert response is not None  # _can_retry_async said yes to a 429 answer
+        state.next_attempt_requested = True
+        await asyncio.sleep(_retry_after(response) * (1 + random.random() / 10))
+        state.increment_current_attempt()
+
+
+class _ServerErrorRetry(AsyncServerErrorRetryHandler):
+    """Retries any 5xx answer (the SDK's own handler knows only 500 and 503)."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code < 500:
+            return False
+        log.warning(
+            "slack %s: server error %d, retry %d", _method(request), response.status_code, state.current_attempt + 1
+        )
+        return True
+
+
+def build_client(
+    settings: SlackSettings, *, max_attempts: int = 4, backoff_seconds: float = 0.5, max_retry_after: float = 60.0
+) -> AsyncWebClient:
+    """Return a Web API client (no network call) that retries 429s, 5xx and lost connections.
+
+    Every call is tried at most ``max_attempts`` times; a Retry-After beyond
+    ``max_retry_after`` seconds is not waited for. The client opens a connection per
+    call, so there is nothing to close.
+    """
+    retries = max_attempts - 1
+    backoff = _Backoff(backoff_seconds)
+    handlers = [
+        _RateLimitRetry(retries, max_retry_after),
+        _ServerErrorRetry(retries, backoff),
+        AsyncConnectionErrorRetryHandler(retries, backoff),
+    ]
+    return AsyncWebClient(token=settings.token, base_url=settings.base_url, timeout=15, retry_handlers=handlers)
+
+
+class _Bounded(dict[K, V]):
+    """A dict that forgets its oldest entries beyond ``size``."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.size:
+            del self[next(iter(self))]
+
+
+# --- text ---------------------------------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    """Escape ``&``, ``<`` and ``>`` so text can never become a mention, a link or ``<!channel>``."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def message_parts(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Split ``text`` for Slack and escape each part; no part is longer than ``limit`` escaped."""
+    parts: list[str] = []
+    pending = split_text(text, limit)
+    while pending:
+        raw = pending.pop(0)
+        escaped = escape(raw)
+        if len(escaped) <= limit:
+            parts.append(escaped)
+        else:  # entities made it longer: cut the raw part smaller, in proportion
+            pending[0:0] = split_text(raw, max(1, len(raw) * limit // len(escaped)))
+    return parts
+
+
+def _unmarkup(match: re.Match[str]) -> str:
+    target, label = match.group(1), match.group(2)
+    if target.startswith(("@", "#")):
+        return f"{target[0]}{label}" if label else target
+    if target.startswith("!"):
+        return "@" + (label or target[1:].split("^", 1)[0]).lstrip("@")
+    return label or target
+
+
+def customer_text(text: str) -> str:
+    """Turn the text of a Slack message into what the customer saw when typing it.
+
+    Slack's markup becomes plain (``<https://x|x>`` -> ``x``), entities are unescaped,
+    and a leading ``/`` is dropped: Rasa would read ``/affirm`` as an intent, and
+    customers must not be able to inject intents.
+    """
+    plain = _MARKUP.sub(_unmarkup, text)
+    plain = plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+    return plain.lstrip("/").strip() if plain.startswith("/") else plain
+
+
+def _button_elements(buttons: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    elements = []
+    for number, button in enumerate(buttons):
+        title = str(button.get("title") or button.get("payload") or "?")
+        element: dict[str, Any] = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": title[:BUTTON_TITLE_LIMIT], "emoji": True},
+            "action_id": f"{BUTTON_ACTION_PREFIX}{number}",
+        }
+        if button.get("url"):
+            element["url"] = str(button["url"])
+        else:
+            value = str(button.get("payload") or title)
+            if len(value) > BUTTON_VALUE_LIMIT:
+                log.warning("slack button %r: payload longer than Slack allows, its title is sent instead", title)
+                value = title[:BUTTON_VALUE_LIMIT]
+            element["value"] = value
+        elements.append(element)
+    return elements
+
+
+def button_blocks(text: str, buttons: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return Block Kit blocks: the (already escaped) ``text`` and Rasa's buttons under it."""
+    elements = _button_elements(buttons)
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    for start in range(0, len(elements), BUTTONS_PER_ACTIONS_BLOCK):
+        blocks.append({"type": "actions", "elements": elements[start : start + BUTTONS_PER_ACTIONS_BLOCK]})
+    return blocks
+
+
+def chosen_blocks(blocks: Sequence[Mapping[str, Any]], title: str) -> list[dict[str, Any]]:
+    """Return ``blocks`` with their buttons replaced by a line saying which one was chosen."""
+    kept = [dict(block) for block in blocks if block.get("type") != "actions"]
+    kept.append({"type": "context", "elements": [{"type": "mrkdwn", "text": CHOSEN.format(title=escape(title))}]})
+    return kept
+
+
+# --- sending ------------------------------------------------------------------------------
+
+
+class SlackDMOutput(OutputChannel):
+    """Sends to customers' DMs with the app: Rasa's responses and the agents' replies.
+
+    ``recipient_id`` is the customer's Slack user id (a DM or channel id also works). All
+    text is escaped and split at 3,000 characters; retries live in the client
+    (``build_client``).
+    """
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        """Send through ``client``."""
+        self.client = client
+        self._dm_channels: _Bounded[str, str] = _Bounded()
+
+    @classmethod
+    def name(cls) -> str:
+        """Rasa's name for this output channel."""
+        return CHANNEL_NAME
+
+    def remember_dm(self, user_id: str, channel_id: str) -> None:
+        """Note the DM channel of ``user_id`` (seen on an incoming message: no lookup needed)."""
+        self._dm_channels[user_id] = channel_id
+
+    async def dm_channel(self, recipient_id: str) -> str:
+        """Return the DM channel for a user id, opening it once (``conversations.open``)."""
+        if not recipient_id.startswith(("U", "W")):
+            return recipient_id  # already a channel id
+        known = self._dm_channels.get(recipient_id)
+        if known is None:
+            opened = await self.client.conversations_open(users=recipient_id)
+            known = str(opened["channel"]["id"])
+            self._dm_channels[recipient_id] = known
+        return known
+
+    async def _post(self, recipient_id: str, text: str, **extra: Any) -> AsyncSlackResponse:
+        channel = await self.dm_channel(recipient_id)
+        return await self.client.chat_postMessage(channel=channel, text=text, **extra)
+
+    async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
+        """Send ``text``, escaped, in as many messages as the length limit needs."""
+        for part in message_parts(text):
+            await self._post(recipient_id, part)
+
+    async def send_text_with_buttons(
+        self, recipient_id: str, text: str, buttons: list[dict[str, Any]], **kwargs: Any
+    ) -> None:
+        """Send ``text`` with Rasa ``buttons`` as Block Kit buttons under the last part."""
+        parts = message_parts(text or "") or [BUTTONS_PROMPT]
+        for part in parts[:-1]:
+            await self._post(recipient_id, part)
+        await self._post(recipient_id, parts[-1], blocks=button_blocks(parts[-1], buttons))
+
+    async def send_image_url(self, recipient_id: str, image: str, **kwargs: Any) -> None:
+        """Send the image at ``image`` (a URL Slack can fetch)."""
+        block = {"type": "image", "image_url": image, "alt_text": "image"}
+        await self._post(recipient_id, escape(image), blocks=[block])
+
+    async def send_custom_json(self, recipient_id: str, json_message: dict[str, Any], **kwargs: Any) -> None:
+        """Send a custom payload: ``text`` (with optional ``buttons``), ``blocks``, ``image``.
+
+        ``blocks`` come from the domain (trusted) and are sent as they are, with ``text``
+        (escaped) as the notification text.
+        """
+        handled = {"text", "buttons", "blocks", "image"}
+        text = str(json_message.get("text") or "")
+        if json_message.get("blocks"):
+            await self._post(recipient_id, escape(text[:TEXT_LIMIT]) or " ", blocks=json_message["blocks"])
+        elif text and json_message.get("buttons"):
+            await self.send_text_with_buttons(recipient_id, text, json_message["buttons"])
+        elif text:
+            await self.send_text_message(recipient_id, text)
+        if json_message.get("image"):
+            await self.send_image_url(recipient_id, str(json_message["image"]))
+        ignored = sorted(set(json_message) - handled)
+        if ignored:
+            log.warning("slack custom payload: keys %s are not supported and were not sent", ignored)
+
+    async def reply_in_thread(self, channel_id: str, thread_ts: str, text: str) -> None:
+        """Answer a message in a channel, in its thread."""
+        await self.client.chat_postMessage(channel=channel_id, thread_ts=thread_ts, text=escape(text))
+
+    async def show_choice(self, channel_id: str, message: Mapping[str, Any], title: str) -> None:
+        """Replace a message's buttons with the choice made, so it cannot be made twice."""
+        await self.client.chat_update(
+            channel=channel_id,
+            ts=str(message["ts"]),
+            text=str(message.get("text") or BUTTONS_PROMPT),
+            blocks=chosen_blocks(message.get("blocks") or [], title),
+        )
+
+
+# --- receiving ----------------------------------------------------------------------------
+
+OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
+Next = Callable[[], Awaitable[BoltResponse]]
+
+
+class SlackDMInput(InputChannel):
+    """Customers' DMs with the brand's Slack app, and mentions of it in channels (moved to a DM)."""
+
+    @classmethod
+    def name(cls) -> str:
+        """Rasa's name for the channel; also the URL prefix (``/webhooks/slack_dm``)."""
+        return CHANNEL_NAME
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> SlackDMInput:
+        """Validate the credentials (or environment) and build the channel."""
+        return cls(SlackSettings.from_credentials(credentials))
+
+    def __init__(
+        self, settings: SlackSettings, store: ChannelStore | None = None, client: AsyncWebClient | None = None
+    ) -> None:
+        """Build the client (no network call) and open the channel store."""
+        self.settings = settings
+        self.store = store if store is not None else ChannelStore.from_url()
+        self.client = client if client is not None else build_client(settings)
+        self.output = SlackDMOutput(self.client)
+        self.tasks = BackgroundTasks(CHANNEL_NAME)
+        self._profiles: _Bounded[str, dict[str, str]] = _Bounded()
+        self._turns: dict[str, asyncio.Lock] = {}
+
+    def get_output_channel(self) -> SlackDMOutput:
+        """Return the sender, for messages Rasa starts itself (reminders, triggered intents)."""
+        return self.output
+
+    async def close(self, grace_seconds: float = 10.0) -> None:
+        """Give running work ``grace_seconds`` to finish."""
+        try:
+            await asyncio.wait_for(self.tasks.wait(), grace_seconds)
+        except asyncio.TimeoutError:
+            log.warning("slack: %d event(s) still being handled at shutdown were cancelled", len(self.tasks))
+
+    def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
+        """Return the Sanic routes: ``GET /`` (health) and ``POST /events`` (the bolt app)."""
+        handler = AsyncSlackRequestHandler(self.build_app(on_new_message))
+        slack_webhook = Blueprint("firstreply_slack_dm", __name__)
+
+        @slack_webhook.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @slack_webhook.route("/events", methods=["POST"])
+        async def events(request: Request) -> HTTPResponse:
+            try:
+                answer = await handler.handle(request)
+            except ValueError:  # bolt parses the body before it checks the signature
+                log.warning("slack webhook: body is not what Slack sends, request dropped")
+                return response.json({"ok": False, "error": "malformed request"}, status=400)
+            # Bolt runs listeners in futures it does not keep; one turn of the loop lets the
+            # listener just started hand its work to self.tasks before Slack has its answer,
+            # so a shutdown right after waits for that work too.
+            await asyncio.sleep(0)
+            return answer
+
+        @slack_webhook.listener("after_server_stop")
+        async def close(*_: Any) -> None:
+            await self.close()
+
+        return slack_webhook
+
+    def build_app(self, on_new_message: OnNewMessage) -> AsyncApp:
+        """Return the bolt app: signature checks, copies dropped, listeners that ack first."""
+        # The token comes with the client; giving it twice makes bolt warn.
+        app = AsyncApp(client=self.client, signing_secret=self.settings.signing_secret, process_before_response=False)
+        app.middleware(self._drop_copies)
+
+        @app.event("message")
+        async def on_message(ack: AsyncAck, event: dict[str, Any], body: dict[str, Any]) -> None:
+            await ack()
+            if self._from_customer(event):
+                work = partial(self._direct_message, event, body, on_new_message)
+                self.tasks.start(self._in_turn(str(event["user"]), work), f"event {body['event_id']}")
+
+        @app.event("app_mention")
+        async def on_mention(
+            ack: AsyncAck, event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext
+        ) -> None:
+            await ack()
+            if not event.get("bot_id") and event.get("user") and not str(event.get("channel", "")).startswith("D"):
+                work = partial(self._mention, event, body, context.bot_user_id, on_new_message)
+                self.tasks.start(self._in_turn(str(event["user"]), work), f"event {body['event_id']}")
+
+        @app.action(BUTTON_ACTION)
+        async def on_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+            await ack()
+            if action.get("value") is not None:  # a URL button only opens its link
+                work = partial(self._button, body, action, on_new_message)
+                self.tasks.start(self._in_turn(str(body["user"]["id"]), work), f"button {action['action_id']}")
+
+        return app
+
+    async def _drop_copies(self, request: AsyncBoltRequest, body: dict[str, Any], next_: Next) -> BoltResponse | None:
+        """Acknowledge a copy of an event or of a button press already handled (also after a restart).
+
+        A retry (``X-Slack-Retry-Num``) goes through the same check: if the first delivery
+        was handled it is dropped here; if it never reached us (Rasa was down), the retry
+        is the customer's only copy and is handled.
+        """
+        key = None
+        if body.get("type") == "event_callback" and body.get("event_id"):
+            key = str(body["event_id"])
+        elif body.get("type") == "block_actions" and body.get("container", {}).get("message_ts"):
+            # One answer per button message: a second press before the buttons are gone is a copy.
+            key = f"buttons:{body['container'].get('channel_id')}:{body['container']['message_ts']}"
+        if key is None:
+            return await next_()
+        retry = request.headers.get(RETRY_NUM_HEADER)
+        if retry:
+            reason = (request.headers.get(RETRY_REASON_HEADER) or ["?"])[0]
+            log.info("slack retry %s (%s) of %s", retry[0], reason, key)
+        source = f"{CHANNEL_NAME}:{body.get('api_app_id') or body.get('team_id') or '-'}"
+        if await asyncio.to_thread(self.store.first_time, source, key):
+            return await next_()
+        log.info("slack %s already handled, copy dropped", key)
+        return BoltResponse(status=200, body="")
+
+    @staticmethod
+    def _from_customer(event: Mapping[str, Any]) -> bool:
+        """Return whether a ``message`` event is a customer writing in a DM with the app."""
+        if event.get("channel_type") != "im" or event.get("hidden"):
+            return False
+        if event.get("bot_id") or event.get("subtype") == "bot_message" or not event.get("user"):
+            return False  # other bots (the app's own messages bolt drops before)
+        return event.get("subtype") in CUSTOMER_SUBTYPES
+
+    async def _profile(self, user_id: str) -> dict[str, str]:
+        """Return what Slack says of the customer (name, locale): one ``users.info`` per user.
+
+        Called in the customer's turn (``_in_turn``), so two first messages make one call.
+        A failed lookup is not remembered; the message goes on without a name.
+        """
+        known = self._profiles.get(user_id)
+        if known is not None:
+            return known
+        try:
+            found = (await self.client.users_info(user=user_id, include_locale=True))["user"]
+        except SlackApiError as error:
+            log.warning("slack users.info for %s failed (%s): no name this time", user_id, error.response.get("error"))
+            return {}
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            log.warning("slack users.info for %s failed (%r): no name this time", user_id, error)
+            return {}
+        profile = found.get("profile") or {}
+        names = (profile.get("real_name"), profile.get("display_name"), found.get("real_name"), found.get("name"))
+        name = next((str(value).strip() for value in names if value and str(value).strip()), None)
+        known = {key: str(value) for key, value in (("customer_name", name), ("locale", found.get("locale"))) if value}
+        self._profiles[user_id] = known
+        return known
+
+    async def _metadata(self, user_id: str, channel_id: str, team_id: str | None) -> dict[str, Any]:
+        found: dict[str, Any] = dict(await self._profile(user_id))
+        found.update(slack_user_id=user_id, slack_channel_id=channel_id)
+        if team_id:
+            found["team_id"] = team_id
+        return found
+
+    async def _in_turn(self, user_id: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` after the customer's earlier events: Rasa gets them in order."""
+        lock = self._turns.setdefault(user_id, asyncio.Lock())
+        try:
+            async with lock:
+                await work()
+        finally:
+            if not lock.locked() and self._turns.get(user_id) is lock:
+                del self._turns[user_id]
+
+    async def _direct_message(self, event: dict[str, Any], body: dict[str, Any], on_new_message: OnNewMessage) -> None:
+        user, channel = str(event["user"]), str(event["channel"])
+        self.output.remember_dm(user, channel)
+        text = customer_text(str(event.get("text") or ""))
+        files = [item for item in event.get("files") or [] if item.get("id")]
+        if not text and not files:
+            log.debug("slack event %s: nothing to read", body.get("event_id"))
+            return
+        metadata = await self._metadata(user, channel, body.get("team_id") or event.get("team"))
+        message = self._user_message(text or FILE_PLACEHOLDER, user, f"{CHANNEL_NAME}-{body['event_id']}", metadata)
+        if not files:
+            await on_new_message(message)
+            return
+        metadata["attachments"] = [
+            {key: item.get(source) for key, source in (("file_id", "id"), ("name", "name"), ("mimetype", "mimetype"))}
+            for item in files
+        ]
+        metadata["slack_file_ids"] = [str(item["id"]) for item in files]
+        notice = FILE_REPLY.format(noun="files" if len(files) > 1 else "file") + ("" if text else FILE_ASK)
+        try:
+            await self.output.send_text_message(channel, notice)
+        finally:
+            # Even if the notice could not be sent, Rasa (and the case) gets the message.
+            await on_new_message(message)
+
+    async def _mention(
+        self, event: dict[str, Any], body: dict[str, Any], bot_user_id: str | None, on_new_message: OnNewMessage
+    ) -> None:
+        """Answer in public briefly, then carry on in a DM: a case is never discussed in a channel."""
+        user, channel = str(event["user"]), str(event["channel"])
+        thread = str(event.get("thread_ts") or event["ts"])
+        try:
+            dm = await self.output.dm_channel(user)
+        except SlackApiError as error:
+            log.warning("slack: could not open a DM with %s (%s)", user, error.response.get("error"))
+            await self.output.reply_in_thread(channel, thread, MENTION_REPLY_NO_DM)
+            return
+        await self.output.reply_in_thread(channel, thread, MENTION_REPLY)
+        # What the customer asked in public, without the mention of the app.
+        text = str(event.get("text") or "")
+        if bot_user_id:
+            text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^<>]*)?>", " ", text)
+        metadata = await self._metadata(user, dm, body.get("team_id") or event.get("team"))
+        metadata["slack_mention_channel_id"] = channel
+        message_id = f"{CHANNEL_NAME}-{body['event_id']}"
+        await on_new_message(self._user_message(customer_text(text) or f"/{INTENT_GREET}", user, message_id, metadata))
+
+    async def _button(self, body: dict[str, Any], action: dict[str, Any], on_new_message: OnNewMessage) -> None:
+        channel = str((body.get("channel") or {}).get("id") or body.get("container", {}).get("channel_id") or "")
+        user = str(body["user"]["id"])
+        if not channel.startswith("D"):
+            log.info("slack button pressed outside a DM (%s), ignored", channel)
+            return
+        self.output.remember_dm(user, channel)
+        title = str((action.get("text") or {}).get("text") or action["value"])
+        metadata = await self._metadata(user, channel, (body.get("team") or {}).get("id"))
+        metadata["button"] = True
+        message = self._user_message(
+            str(action["value"]), user, f"{CHANNEL_NAME}-{action.get('action_ts') or body.get('trigger_id')}", metadata
+        )
+        try:
+            if body.get("message"):
+                await self.output.show_choice(channel, body["message"], title)
+        finally:
+            await on_new_message(message)
+
+    def _user_message(self, text: str, user_id: str, message_id: str, metadata: dict[str, Any]) -> UserMessage:
+        return UserMessage(
+            text, self.output, user_id, input_channel=CHANNEL_NAME, message_id=message_id, metadata=metadata
+        )

@@ -1,0 +1,655 @@
+"""The web chat: a small DM-style page served by Rasa itself, and the routes it talks to.
+
+Registered in ``credentials.yml`` (no required keys)::
+
+    bot.channels.webchat.WebChatInput:
+
+Rasa mounts it under ``/webhooks/webchat/``:
+
+- ``GET  /webhooks/webchat/``         the page (``chat.js`` and ``chat.css`` beside it);
+  ``GET /chat`` redirects there.
+- ``POST /webhooks/webchat/session``  a new conversation: ``{"sender", "token"}``, where the
+  token is HMAC-SHA256(secret, sender). The secret is ``FIRSTREPLY_WEBCHAT_SECRET`` (or the
+  optional ``secret`` key); without one a random secret lives as long as the process, so
+  sessions end when Rasa restarts.
+- ``POST /webhooks/webchat/message``  ``{"sender", "token", "client_id", "message", "name"?,
+  "payload"?}``: one customer message, through Rasa, answered with the bot's messages. A
+  message repeated with the same ``client_id`` (a retry after a lost answer) reaches Rasa once
+  and gets the same answer again.
+- ``GET  /webhooks/webchat/history?sender=&after=`` (token in ``Authorization: Bearer``, or
+  ``token=``): the conversation so far, for a reload and for messages sent later (an agent's
+  reply through ``WebChatOutput``).
+
+Every displayed message is kept in the table ``webchat_messages`` of the channel database
+(``$FIRSTREPLY_CHANNEL_DB``, default ``var/channels.db``, shared with the Telegram dedupe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from bot.channels.common import ChannelCredentialsError
+from bot.channels.dedupe import url_from_env
+from bot.channels.rest import request_problem
+
+if TYPE_CHECKING:
+    from sanic import Sanic
+    from sqlalchemy.engine import Engine, Row
+
+log = logging.getLogger(__name__)
+
+CHANNEL_NAME = "webchat"
+SHORT_URL = "/chat"
+ENV_SECRET = "FIRSTREPLY_WEBCHAT_SECRET"
+MIN_SECRET_CHARS = 16
+SENDER_PREFIX = "webchat-"
+MAX_BODY_BYTES = 64_000
+MAX_TEXT_CHARS = 4_000
+MAX_NAME_CHARS = 64
+MAX_PAYLOAD_CHARS = 1_024
+HISTORY_LIMIT = 500
+# An answer still missing this long after its message was taken is presumed lost (the
+# process handling it died); a retry of the message then goes to Rasa again.
+STALE_CLAIM_SECONDS = 120
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+_UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+STATIC_DIR = Path(__file__).with_name("webchat_static")
+PAGE = "index.html"
+STATIC_FILES: Mapping[str, str] = {
+    PAGE: "text/html; charset=utf-8",
+    "chat.js": "text/javascript; charset=utf-8",
+    "chat.css": "text/css; charset=utf-8",
+}
+# The page loads nothing from elsewhere, and says so to the browser.
+PAGE_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+NO_STORE = {"Cache-Control": "no-store"}
+
+CUSTOMER = "customer"
+BOT = "bot"
+
+metadata = MetaData()
+
+webchat_messages = Table(
+    "webchat_messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sender", String(128), nullable=False, index=True),
+    Column("role", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("buttons", Text, nullable=True),  # JSON list, bot messages only
+    # Customer messages: the browser's id for the message, and when the answer was stored.
+    Column("client_id", String(64), nullable=True),
+    Column("answered_at", BigInteger, nullable=True),
+    # Bot messages: the customer message they answer (None: sent on the bot's own initiative).
+    Column("reply_to", Integer, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("sender", "client_id", name="uq_webchat_messages_client_id"),
+)
+
+
+# --- sessions ----------------------------------------------------------------------
+
+
+def session_token(secret: str, sender: str) -> str:
+    """Return the token that proves a browser was given ``sender``."""
+    return hmac.new(secret.encode("utf-8"), sender.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def token_matches(secret: str, sender: str, token: str) -> bool:
+    """Return whether ``token`` is the token of ``sender`` (constant-time comparison)."""
+    return hmac.compare_digest(session_token(secret, sender).encode("ascii"), token.encode("utf-8"))
+
+
+def new_sender() -> str:
+    """Return a fresh, unguessable conversation id."""
+    return SENDER_PREFIX + secrets.token_hex(16)
+
+
+def secret_from(credentials: Mapping[str, Any] | None, environ: Mapping[str, str]) -> str | None:
+    """Return the configured session secret, or ``None`` when there is none.
+
+    Raises:
+        ChannelCredentialsError: the secret is set but too short to be safe.
+    """
+    value = str((credentials or {}).get("secret") or environ.get(ENV_SECRET) or "").strip()
+    if value and len(value) < MIN_SECRET_CHARS:
+        raise ChannelCredentialsError(
+            f"{ENV_SECRET} must be at least {MIN_SECRET_CHARS} characters; generate one with "
+            '`python -c "import secrets; print(secrets.token_urlsafe(32))"`.'
+        )
+    return value or None
+
+
+# --- requests ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MessageRequest:
+    """A checked ``POST /message`` body. The token never appears in ``repr``."""
+
+    sender: str
+    token: str = field(repr=False)
+    client_id: str
+    text: str
+    name: str | None = None
+    payload: str | None = None
+
+
+def parse_message_request(body: bytes) -> MessageRequest | tuple[int, str]:
+    """Return the checked request, or (status, error) naming what is wrong."""
+    if len(body) > MAX_BODY_BYTES:
+        return 413, f"the body must be at most {MAX_BODY_BYTES} bytes"
+    problem = request_problem(body)
+    if problem:
+        return problem
+    payload = json.loads(body)
+    token = payload.get("token")
+    if not isinstance(token, str) or not token:
+        return 400, "'token' must be the session token from /session"
+    client_id = payload.get("client_id")
+    if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
+        return 400, "'client_id' must be 8-64 characters of A-Z, a-z, 0-9, _ and -, new for each message"
+    text = payload["message"].strip()
+    if not typed_text(text):
+        return 400, "'message' must contain some text"
+    if len(text) > MAX_TEXT_CHARS:
+        return 413, f"'message' must be at most {MAX_TEXT_CHARS} characters"
+    name = payload.get("name")
+    if name is not None and not isinstance(name, str):
+        return 400, "'name' must be a string when given"
+    if name is not None and len(name.strip()) > MAX_NAME_CHARS:
+        return 400, f"'name' must be at most {MAX_NAME_CHARS} characters"
+    button = payload.get("payload")
+    if button is not None and (not isinstance(button, str) or not button or len(button) > MAX_PAYLOAD_CHARS):
+        return 400, f"'payload' must be a button's payload (1-{MAX_PAYLOAD_CHARS} characters) when given"
+    return MessageRequest(payload["sender"], token, client_id, text, (name or "").strip() or None, button)
+
+
+def typed_text(text: str) -> str:
+    """Return what Rasa reads of a typed message: no leading ``/``, so no intent injection."""
+    return text.strip().lstrip("/").strip()
+
+
+# --- what is displayed ---------------------------------------------------------------
+
+
+def displayed(message: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Turn one message of Rasa's ``CollectingOutputChannel`` into what the page shows.
+
+    Returns ``{"text", "buttons"}`` (buttons with a title and a payload or a URL), or ``None``
+    when there is nothing to show.
+    """
+    custom = message.get("custom") if isinstance(message.get("custom"), dict) else {}
+    lines = [
+        str(value)
+        for value in (message.get("text") or custom.get("text"), message.get("image"), message.get("attachment"))
+        if value
+    ]
+    buttons = []
+    for button in message.get("buttons") or custom.get("buttons") or []:
+        if not isinstance(button, dict):
+            continue
+        title = str(button.get("title") or button.get("payload") or "").strip()
+        if button.get("url"):
+            # Shown as a link: only web addresses, never ``javascript:`` and the like.
+            if title and urlsplit(str(button["url"])).scheme in ("http", "https"):
+                buttons.append({"title": title, "url": str(button["url"])})
+        elif title:
+            buttons.append({"title": title, "payload": str(button.get("payload") or title)})
+    if not lines and not buttons:
+        return None
+    return {"text": "\n".join(lines), "buttons": buttons}
+
+
+# --- the message table ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The customer row of one message: just taken (``new``), or taken before."""
+
+    id: int
+    new: bool
+    text: str  # as stored: the first copy's
+    replies: list[dict[str, Any]] | None  # None: not answered yet
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() not in _UPSERTS:
+        raise ValueError(f"the web chat needs a SQLite file or a PostgreSQL URL, not {parsed.get_backend_name()!r}")
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, future=True, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        # Rasa and the Telegram dedupe share the file: wait for a writer, don't fail.
+        cursor.execute("PRAGMA busy_timeout = 10000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    return engine
+
+
+class WebChatStore:
+    """The displayed messages of every web chat conversation, in order.
+
+    Build it with ``WebChatStore.from_url``. Every method is one short transaction and
+    blocking; async callers run it in a thread.
+    """
+
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+        """Wrap an engine whose table exists (use ``from_url``)."""
+        self._engine = engine
+        self._clock = clock
+        self._upsert = _UPSERTS[engine.dialect.name]
+
+    @classmethod
+    def from_url(cls, url: str | None = None, clock: Callable[[], float] = time.time) -> WebChatStore:
+        """Connect to ``url`` (default: ``$FIRSTREPLY_CHANNEL_DB``) and create the table."""
+        engine = _create_engine(url or url_from_env())
+        metadata.create_all(engine)
+        return cls(engine, clock)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def claim(self, sender: str, client_id: str, text: str) -> Claim:
+        """Record a customer message once per (sender, client_id); say whether it is new.
+
+        A message taken more than ``STALE_CLAIM_SECONDS`` ago and never answered is given up
+        (its handler died) and taken again. Insert-if-absent in one statement, so two copies
+        racing in two processes yield exactly one new claim.
+        """
+        now = int(self._clock())
+        rows = webchat_messages.c
+        statement = (
+            self._upsert(webchat_messages)
+            .values(sender=sender, role=CUSTOMER, text=text, client_id=client_id, created_at=now)
+            .on_conflict_do_nothing(index_elements=["sender", "client_id"])
+        )
+        with self._engine.begin() as conn:
+            conn.execute(
+                delete(webchat_messages).where(
+                    rows.sender == sender, rows.client_id == client_id, rows.answered_at.is_(None),
+                    rows.created_at < now - STALE_CLAIM_SECONDS,
+                )
+            )  # fmt: skip
+            inserted = conn.execute(statement).rowcount == 1
+            found = conn.execute(
+                select(rows.id, rows.text, rows.answered_at).where(rows.sender == sender, rows.client_id == client_id)
+            ).one()
+            replies = None
+            if found.answered_at is not None:
+                answer = select(webchat_messages).where(rows.reply_to == found.id).order_by(rows.id)
+                replies = [_shown(row, with_buttons=True) for row in conn.execute(answer)]
+        return Claim(int(found.id), inserted, str(found.text), replies)
+
+    def answer(self, sender: str, customer_id: int, replies: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Store the bot's ``replies`` to a claimed message; return them as displayed."""
+        now = int(self._clock())
+        rows = webchat_messages.c
+        with self._engine.begin() as conn:
+            stored = self._insert_bot(conn, sender, replies, customer_id, now)
+            conn.execute(update(webchat_messages).where(rows.id == customer_id).values(answered_at=now))
+        return stored
+
+    def forget(self, customer_id: int) -> None:
+        """Remove a claimed message Rasa failed to handle, so a retry goes through again."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(webchat_messages).where(webchat_messages.c.id == customer_id))
+
+    def append(self, sender: str, replies: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Store bot messages sent without a customer message (reminders, agents' replies)."""
+        with self._engine.begin() as conn:
+            return self._insert_bot(conn, sender, replies, None, int(self._clock()))
+
+    def _insert_bot(
+        self, conn: Any, sender: str, replies: Sequence[Mapping[str, Any]], reply_to: int | None, now: int
+    ) -> list[dict[str, Any]]:
+        stored = []
+        for reply in replies:
+            values = {"sender": sender, "role": BOT, "text": reply["text"], "reply_to": reply_to, "created_at": now,
+                      "buttons": json.dumps(reply["buttons"]) if reply.get("buttons") else None}  # fmt: skip
+            new_id = conn.execute(webchat_messages.insert().values(**values)).inserted_primary_key[0]
+            stored.append(_shown_values({"id": new_id, **values}, with_buttons=True))
+        return stored
+
+    def history(self, sender: str, after: int = 0, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
+        """Return the conversation's messages after id ``after`` (the latest ``limit``), oldest first.
+
+        Buttons come only with the bot messages since the customer's last message: older
+        ones were answered already.
+        """
+        rows = webchat_messages.c
+        with self._engine.connect() as conn:
+            last_customer = self._last_customer_id(conn, sender)
+            found = conn.execute(
+                select(webchat_messages)
+                .where(rows.sender == sender, rows.id > after)
+                .order_by(rows.id.desc())
+                .limit(limit)
+            ).all()
+        return [_shown(row, with_buttons=row.id > last_customer) for row in reversed(found)]
+
+    def offered_buttons(self, sender: str) -> list[dict[str, Any]]:
+        """Return the buttons the customer can press now (those since their last message)."""
+        rows = webchat_messages.c
+        with self._engine.connect() as conn:
+            last_customer = self._last_customer_id(conn, sender)
+            found = conn.execute(
+                select(rows.buttons).where(
+                    rows.sender == sender, rows.role == BOT, rows.id > last_customer, rows.buttons.is_not(None)
+                )
+            ).scalars()
+            return [button for buttons in found for button in json.loads(buttons)]
+
+    @staticmethod
+    def _last_customer_id(conn: Any, sender: str) -> int:
+        rows = webchat_messages.c
+        found = conn.execute(select(func.max(rows.id)).where(and_(rows.sender == sender, rows.role == CUSTOMER)))
+        return int(found.scalar() or 0)
+
+
+def _shown(row: Row, with_buttons: bool) -> dict[str, Any]:
+    return _shown_values(dict(row._mapping), with_buttons)
+
+
+def _shown_values(values: Mapping[str, Any], with_buttons: bool) -> dict[str, Any]:
+    """Return a stored message as the page gets it."""
+    shown: dict[str, Any] = {"id": int(values["id"]), "from": values["role"], "text": values["text"]}
+    if values["role"] == CUSTOMER:
+        shown["client_id"] = values["client_id"]
+    elif with_buttons and values.get("buttons"):
+        shown["buttons"] = json.loads(values["buttons"])
+    return shown
+
+
+# --- sending -------------------------------------------------------------------------
+
+
+class WebChatOutput(CollectingOutputChannel):
+    """Sends to a web chat conversation by storing the message; the page fetches it.
+
+    Rasa uses it for messages it starts itself (reminders, triggered intents with
+    ``output_channel=latest``); the agent desk for agents' replies.
+    """
+
+    def __init__(self, store: WebChatStore) -> None:
+        """Store messages in ``store``."""
+        super().__init__()
+        self.store = store
+
+    @classmethod
+    def name(cls) -> str:
+        """Rasa's name for this output channel."""
+        return CHANNEL_NAME
+
+    async def _persist_message(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        shown = displayed(message)
+        if shown is not None:
+            await asyncio.to_thread(self.store.append, str(message["recipient_id"]), [shown])
+
+
+# --- receiving -----------------------------------------------------------------------
+
+OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What ``POST /message`` answers: a status and a JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class _WebChatBlueprint(Blueprint):
+    """The channel's routes, plus ``GET /chat`` outside the ``/webhooks/webchat`` prefix.
+
+    Rasa registers every channel blueprint with ``url_prefix=/webhooks/<name>``, which
+    applies to all its routes; registration is the one moment the channel sees the app, so
+    the short URL is added there (before the router is finalised).
+    """
+
+    def register(self, app: Sanic, options: dict[str, Any]) -> None:
+        super().register(app, options)
+        prefix = str(options.get("url_prefix", self.url_prefix) or "").strip("/")
+        # Relative, so it also holds behind a reverse proxy that mounts Rasa under a path.
+        target = f"{prefix}/" if prefix else "./"
+
+        async def short_url(_: Request) -> HTTPResponse:
+            return response.redirect(target)
+
+        app.add_route(short_url, SHORT_URL, methods=["GET"], name=f"{self.name}_short_url")
+
+
+class WebChatInput(InputChannel):
+    """The web chat: page, sessions, messages and history (name ``webchat``)."""
+
+    @classmethod
+    def name(cls) -> str:
+        """Rasa's name for the channel; also the URL prefix (``/webhooks/webchat``)."""
+        return CHANNEL_NAME
+
+    @classmethod
+    def from_credentials(
+        cls, credentials: dict[str, Any] | None, environ: Mapping[str, str] | None = None
+    ) -> WebChatInput:
+        """Build the channel; the session secret comes from ``FIRSTREPLY_WEBCHAT_SECRET``."""
+        secret = secret_from(credentials, os.environ if environ is None else environ)
+        if secret is None:
+            log.warning(
+                "webchat: %s is not set; a random secret is used, so chat sessions end when Rasa restarts",
+                ENV_SECRET,
+            )
+        return cls(secret)
+
+    def __init__(self, secret: str | None = None, store: WebChatStore | None = None) -> None:
+        """Keep the session secret (random when ``None``) and open the message table."""
+        self._secret = secret or secrets.token_urlsafe(32)
+        self.store = store if store is not None else WebChatStore.from_url()
+        self.output = WebChatOutput(self.store)
+        # Messages being answered now, so a retry that arrives meanwhile waits for the answer.
+        self._running: dict[tuple[str, str], asyncio.Task[Answer]] = {}
+
+    def get_output_channel(self) -> WebChatOutput:
+        """Return the sender, for messages Rasa starts itself."""
+        return self.output
+
+    def new_session(self) -> dict[str, str]:
+        """Return a new conversation id and its token."""
+        sender = new_sender()
+        return {"sender": sender, "token": session_token(self._secret, sender)}
+
+    def authentic(self, sender: str, token: str) -> bool:
+        """Return whether ``token`` was issued for ``sender`` by this deployment."""
+        return token_matches(self._secret, sender, token)
+
+    def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
+        """Return the routes: the page and its files, ``/session``, ``/message``, ``/history``."""
+        webchat = _WebChatBlueprint("firstreply_webchat", __name__)
+
+        @webchat.route("/", methods=["GET"])
+        async def page(request: Request) -> HTTPResponse:
+            if not request.path.endswith("/"):
+                # The page's relative links need the slash.
+                return response.redirect(request.path.rsplit("/", 1)[-1] + "/")
+            return await static_file(PAGE)
+
+        for filename in STATIC_FILES:
+            if filename != PAGE:
+                webchat.add_route(_static_handler(filename), f"/{filename}", methods=["GET"],
+                                  name=f"static_{filename.replace('.', '_')}")  # fmt: skip
+
+        @webchat.route("/session", methods=["GET", "POST"])
+        async def session(_: Request) -> HTTPResponse:
+            return response.json(self.new_session(), headers=NO_STORE)
+
+        @webchat.route("/message", methods=["POST"])
+        async def message(request: Request) -> HTTPResponse:
+            answer = await self.handle_message(request.body, on_new_message)
+            return response.json(answer.body, status=answer.status, headers=NO_STORE)
+
+        @webchat.route("/history", methods=["GET"])
+        async def history(request: Request) -> HTTPResponse:
+            return await self.handle_history(request)
+
+        @webchat.listener("after_server_stop")
+        async def close(*_: Any) -> None:
+            await self.close()
+
+        return webchat
+
+    async def handle_history(self, request: Request) -> HTTPResponse:
+        """Answer ``GET /history``: the messages after ``after``, for an authentic session."""
+        sender = request.args.get("sender", "")
+        scheme, _, header_token = request.headers.get("Authorization", "").partition(" ")
+        token = header_token.strip() if scheme.lower() == "bearer" else request.args.get("token", "")
+        after = request.args.get("after", "0")
+        if not sender or not token:
+            return _error(400, "'sender' and the session token are required")
+        if not after.isdigit():
+            return _error(400, "'after' must be a message id (a whole number)")
+        if not self.authentic(sender, token):
+            return _error(401, "unknown session: start a new one at /session")
+        messages = await asyncio.to_thread(self.store.history, sender, int(after))
+        return response.json({"messages": messages}, headers=NO_STORE)
+
+    async def handle_message(self, body: bytes, on_new_message: OnNewMessage) -> Answer:
+        """Check one ``POST /message`` body and answer it, once per ``client_id``."""
+        parsed = parse_message_request(body)
+        if isinstance(parsed, tuple):
+            return Answer(parsed[0], {"error": parsed[1]})
+        if not self.authentic(parsed.sender, parsed.token):
+            log.info("webchat: message with a wrong token refused")
+            return Answer(401, {"error": "unknown session: start a new one at /session"})
+        key = (parsed.sender, parsed.client_id)
+        running = self._running.get(key)
+        if running is not None:  # a retry while the first copy is still being answered
+            first = await asyncio.shield(running)
+            return Answer(first.status, {**first.body, "duplicate": True}) if first.status == 200 else first
+        # Not the request's own task: Sanic cancels that when the browser drops the
+        # connection, and Rasa must still finish the turn so the retry finds the answer.
+        task = asyncio.get_running_loop().create_task(
+            self._answer(parsed, on_new_message), name=f"{CHANNEL_NAME}:{parsed.client_id}"
+        )
+        self._running[key] = task
+        task.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(task)
+
+    def _finished(self, key: tuple[str, str], task: asyncio.Task[Answer]) -> None:
+        self._running.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webchat: answering a message of %s failed", key[0], exc_info=task.exception())
+
+    async def close(self, grace_seconds: float = 10.0) -> None:
+        """Give messages being answered ``grace_seconds`` to finish, then close the database."""
+        running = list(self._running.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace_seconds)
+            if pending:
+                log.warning("webchat: %d message(s) still being answered at shutdown were cancelled", len(pending))
+                for task in pending:
+                    task.cancel()
+        self.store.dispose()
+
+    async def _answer(self, request: MessageRequest, on_new_message: OnNewMessage) -> Answer:
+        shown_text, rasa_text = request.text, typed_text(request.text)
+        if request.payload is not None:
+            offered = await asyncio.to_thread(self.store.offered_buttons, request.sender)
+            pressed = next((b for b in offered if b.get("payload") == request.payload), None)
+            if pressed is not None:
+                shown_text, rasa_text = pressed["title"], request.payload
+        claim = await asyncio.to_thread(self.store.claim, request.sender, request.client_id, shown_text)
+        customer = {"id": claim.id, "from": CUSTOMER, "text": claim.text, "client_id": request.client_id}
+        if not claim.new:
+            if claim.replies is None:
+                return Answer(409, {"error": "this message is still being answered; try again shortly"})
+            return Answer(200, {"customer": customer, "replies": claim.replies, "duplicate": True})
+        collector = CollectingOutputChannel()
+        message = UserMessage(
+            rasa_text,
+            collector,
+            request.sender,
+            input_channel=CHANNEL_NAME,
+            message_id=f"{CHANNEL_NAME}-{request.client_id}",
+            metadata={"customer_name": request.name} if request.name else None,
+        )
+        try:
+            await on_new_message(message)
+        except Exception:
+            log.exception("webchat: Rasa failed on a message of %s; the browser will send it again", request.sender)
+            await asyncio.to_thread(self.store.forget, claim.id)
+            return Answer(500, {"error": "the assistant could not answer; please send it again"})
+        shown = [reply for reply in map(displayed, collector.messages) if reply is not None]
+        replies = await asyncio.to_thread(self.store.answer, request.sender, claim.id, shown)
+        return Answer(200, {"customer": customer, "replies": replies, "duplicate": False})
+
+
+def _error(status: int, error: str) -> HTTPResponse:
+    return response.json({"error": error}, status=status, headers=NO_STORE)
+
+
+async def static_file(filename: str) -> HTTPResponse:
+    """Return one of the page's files with its content type and the page's headers."""
+    return await response.file(STATIC_DIR / filename, mime_type=STATIC_FILES[filename], headers=dict(PAGE_HEADERS))
+
+
+def _static_handler(filename: str) -> Callable[[Request], Awaitable[HTTPResponse]]:
+    async def serve(_: Request) -> HTTPResponse:
+        return await static_file(filename)
+
+    return serve
