@@ -36,7 +36,8 @@ SEEN_TTL_SECONDS = 2 * 24 * 3600
 PAYLOAD_TTL_SECONDS = 90 * 24 * 3600
 PRUNE_EVERY_SECONDS = 3600
 PAYLOAD_KEY_PREFIX = "p:"
-_UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# The insert-if-absent statement of each supported database.
+UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 metadata = MetaData()
 
@@ -80,10 +81,15 @@ def payload_key(payload: str) -> str:
     return PAYLOAD_KEY_PREFIX + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
-def _create_engine(url: str) -> Engine:
+def channel_engine(url: str) -> Engine:
+    """Return an engine for the channels' database: a SQLite file (WAL) or PostgreSQL.
+
+    Raises:
+        ValueError: the URL names another kind of database.
+    """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    if backend not in _UPSERTS:
+    if backend not in UPSERTS:
         raise ValueError(
             f"{ENV_CHANNEL_DB} must name a SQLite file or a PostgreSQL URL, not a {backend!r} database"
         )
@@ -97,7 +103,7 @@ def _create_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
-        # Two Rasa processes (or Rasa and the desk) may write at once: wait, don't fail.
+        # Several processes (Rasa, the poller, the desk) may write at once: wait, don't fail.
         cursor.execute("PRAGMA busy_timeout = 10000")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.close()
@@ -116,13 +122,13 @@ class ChannelStore:
         """Wrap an engine whose tables exist (use ``from_url``)."""
         self._engine = engine
         self._clock = clock
-        self._upsert = _UPSERTS[engine.dialect.name]
+        self._upsert = UPSERTS[engine.dialect.name]
         self._last_prune = 0.0
 
     @classmethod
     def from_url(cls, url: str | None = None, clock: Callable[[], float] = time.time) -> ChannelStore:
         """Connect to ``url`` (default: from ``$FIRSTREPLY_CHANNEL_DB``) and create the tables."""
-        engine = _create_engine(url or url_from_env())
+        engine = channel_engine(url or url_from_env())
         metadata.create_all(engine)
         store = cls(engine, clock)
         store.prune()

@@ -55,18 +55,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
-    create_engine,
     delete,
-    event,
     func,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 
 from bot.channels.common import ChannelCredentialsError
-from bot.channels.dedupe import url_from_env
+from bot.channels.dedupe import UPSERTS, channel_engine, url_from_env
 from bot.channels.rest import request_problem
 
 if TYPE_CHECKING:
@@ -89,7 +85,6 @@ HISTORY_LIMIT = 500
 # process handling it died); a retry of the message then goes to Rasa again.
 STALE_CLAIM_SECONDS = 120
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
-_UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 STATIC_DIR = Path(__file__).with_name("webchat_static")
 PAGE = "index.html"
@@ -260,27 +255,6 @@ class Claim:
     replies: list[dict[str, Any]] | None  # None: not answered yet
 
 
-def _create_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() not in _UPSERTS:
-        raise ValueError(f"the web chat needs a SQLite file or a PostgreSQL URL, not {parsed.get_backend_name()!r}")
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, future=True, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        # Rasa and the Telegram dedupe share the file: wait for a writer, don't fail.
-        cursor.execute("PRAGMA busy_timeout = 10000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.close()
-
-    return engine
-
-
 class WebChatStore:
     """The displayed messages of every web chat conversation, in order.
 
@@ -292,12 +266,12 @@ class WebChatStore:
         """Wrap an engine whose table exists (use ``from_url``)."""
         self._engine = engine
         self._clock = clock
-        self._upsert = _UPSERTS[engine.dialect.name]
+        self._upsert = UPSERTS[engine.dialect.name]
 
     @classmethod
     def from_url(cls, url: str | None = None, clock: Callable[[], float] = time.time) -> WebChatStore:
         """Connect to ``url`` (default: ``$FIRSTREPLY_CHANNEL_DB``) and create the table."""
-        engine = _create_engine(url or url_from_env())
+        engine = channel_engine(url or url_from_env())
         metadata.create_all(engine)
         return cls(engine, clock)
 
