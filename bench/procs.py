@@ -166,3 +166,24 @@ def rss_mb(pid: int) -> float:
             continue
         todo += _children(current)
     return round(total_kb / 1024.0, 1)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user + system) used so far by ``pid`` and its live descendants."""
+    total = 0
+    todo, seen = [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            continue
+        todo += _children(current)
+    return total / _TICKS

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from bot.cases.cli import add_cases_parser
 from bot.channels import add_telegram_parser
 from bot.datacheck import add_data_parser
+from bot.report import add_report_parser
+from bot.desk.cli import add_desk_parser
 
 
 def _add_ops_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -46,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     areas = parser.add_subparsers(dest="area", required=True, metavar="COMMAND")
     add_cases_parser(areas)
     add_data_parser(areas)
+    add_desk_parser(areas)
     add_telegram_parser(areas)
     _add_ops_parser(areas)
+    add_report_parser(areas)
     return parser
 
 

@@ -59,6 +59,7 @@ _SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "min_history_samples",
             "safety_factor",
             "history_window_days",
+            "promise_quantile",
         ),
         ("first_response_minutes", "average_handle_minutes"),
     ),
@@ -74,6 +75,7 @@ _HOLIDAY_KEYS = ("date", "name")
 _DEFAULT_MIN_HISTORY_SAMPLES = 5
 _DEFAULT_SAFETY_FACTOR = 1.5
 _DEFAULT_HISTORY_WINDOW_DAYS = 7
+_DEFAULT_PROMISE_QUANTILE = 0.9
 
 _TIME_RANGE = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 _NO_VALUE = object()
@@ -567,6 +569,17 @@ class _Reader:
                     *e, "targets.safety_factor", "a number of at least 1", lambda v: v >= 1
                 ),
                 _DEFAULT_SAFETY_FACTOR,
+            ),
+            promise_quantile=self._optional(
+                entries,
+                "promise_quantile",
+                lambda e: self._number(
+                    *e,
+                    "targets.promise_quantile",
+                    "a number from 0.5 to 1 (the share of promises to keep, e.g. 0.9)",
+                    lambda v: 0.5 <= v <= 1,
+                ),
+                _DEFAULT_PROMISE_QUANTILE,
             ),
         )
         window = self._optional(

@@ -13,7 +13,7 @@ from typing import Callable
 
 from bot import clock
 from bot.cases import CaseStore
-from bot.eta import Promise, QueueSnapshot, estimate_promise
+from bot.eta import HandledCase, History, Promise, QueueSnapshot, estimate_promise
 from bot.ops import SupportConfig, load_support_config
 
 
@@ -52,15 +52,26 @@ def default_services() -> Services:
 def promise_for(services: Services, priority: str, now: datetime) -> Promise:
     """Return the response-time promise for a new case of ``priority`` made at ``now``.
 
-    Reads the live queue, the agents on shift and the recent handle time from the store
-    and leaves the arithmetic to ``bot.eta``.
+    Reads the live queue, the agents on shift, the recent handle time and the recently
+    answered cases from the store and leaves the arithmetic to ``bot.eta``.
     """
     store, support = services.store, services.support
-    handle_minutes, samples = store.recent_handle_minutes(now, support.history_window_days)
+    window = support.history_window_days
+    handle_minutes, samples = store.recent_handle_minutes(now, window)
+    answered = [
+        HandledCase(
+            created_at=timing.created_at,
+            first_reply_at=timing.first_human_reply_at,
+            claimed_at=timing.claimed_at,
+            cases_ahead=timing.cases_ahead,
+        )
+        for timing in store.handled_timings(now, window)
+    ]
     queue = QueueSnapshot(
         cases_ahead=store.count_waiting_ahead(priority, now),
         agents_on_shift=store.agents_on_shift(),
         recent_handle_minutes=handle_minutes,
         recent_samples=samples,
+        history=History.from_cases(support.calendar, answered),
     )
     return estimate_promise(now, support.calendar, queue, support.targets)

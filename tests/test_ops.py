@@ -217,7 +217,7 @@ KNOWN_CASE_TYPES_TEXT = (
 )
 TARGET_KEYS_TEXT = (
     "first_response_minutes, average_handle_minutes, min_history_samples, safety_factor, "
-    "history_window_days"
+    "history_window_days, promise_quantile"
 )
 
 

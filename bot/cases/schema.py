@@ -34,6 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.schema import DDL, CreateColumn, CreateIndex
 from sqlalchemy.types import TypeDecorator
 
 if TYPE_CHECKING:
@@ -125,9 +126,27 @@ cases = Table(
     Column("resolved_at", UTCDateTime, nullable=True),
     # Not called "metadata": that name is taken on Table and declarative classes.
     Column("case_metadata", JSON, nullable=False),
+    # --- added in version 2 (the agent desk) ---
+    # Where the desk posted the case card (its thread is the conversation with the customer).
+    Column("card_channel", String(64), nullable=True),
+    Column("card_ts", String(32), nullable=True),
+    # Digest of the card content last delivered to Slack: the desk updates the card when it changes.
+    Column("card_digest", String(64), nullable=True),
+    Column("resolved_by", String(255), nullable=True),
+    Column("followup_asked_at", UTCDateTime, nullable=True),
+    # The customer's answers to the follow-up: did it solve it, and a 1-5 rating.
+    Column("solved", Boolean, nullable=True),
+    Column("rating", Integer, nullable=True),
+    Column("reopened_count", Integer, nullable=False, server_default="0"),
     Index("ix_cases_customer", "channel", "sender_id", "id"),
     Index("ix_cases_status_priority", "status", "priority"),
+    Index("ix_cases_card", "card_channel", "card_ts"),
 )
+# The columns step 2 adds to ``cases``, in order.
+_V2_CASE_COLUMNS: tuple[str, ...] = (
+    "card_channel", "card_ts", "card_digest", "resolved_by", "followup_asked_at", "solved", "rating",
+    "reopened_count",
+)  # fmt: skip
 
 agent_shifts = Table(
     "agent_shifts",
@@ -135,6 +154,43 @@ agent_shifts = Table(
     Column("agent", String(255), primary_key=True),
     Column("on_shift", Boolean, nullable=False),
     Column("changed_at", UTCDateTime, nullable=False),
+)
+
+# Everything the agent desk sends (Slack posts, messages to customers, Rasa tracker
+# events) is written here first, in the same transaction as the change that causes it,
+# and delivered by the desk's worker: a crash or an outage loses nothing, and the
+# unique idempotency key means nothing is queued twice.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    # Messages with the same target are delivered one at a time, in id order.
+    Column("target", String(255), nullable=False),
+    Column("case_id", Integer, nullable=True),
+    Column("payload", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    # NULL while undelivered means given up (a permanent error; see last_error).
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    # Set while an attempt is under way; still set after a crash: the outcome is in doubt.
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("result", JSON, nullable=True),
+    Index("ix_outbox_pending", "delivered_at", "id"),
+    Index("ix_outbox_case", "case_id", "kind"),
+)
+
+# How far the desk has read other logs (Rasa's event broker table), so a restart
+# neither skips nor repeats.
+desk_cursors = Table(
+    "desk_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 
@@ -182,11 +238,65 @@ def create_case_engine(url: str) -> Engine:
     return engine
 
 
+def _frozen_v1_tables() -> list[Table]:
+    """Return the tables as version 1 created them (the ``cases`` table has grown since)."""
+    v1 = MetaData()
+    v1_cases = Table(
+        "cases",
+        v1,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("handoff_key", String(255), nullable=False, unique=True),
+        Column("channel", String(64), nullable=False),
+        Column("sender_id", String(255), nullable=False),
+        Column("customer_name", String(255), nullable=True),
+        Column("case_type", String(64), nullable=False),
+        Column("intent_confidence", Float, nullable=True),
+        Column("answers", JSON, nullable=False),
+        Column("summary", Text, nullable=False),
+        Column("transcript", JSON, nullable=False),
+        Column("language", String(16), nullable=False),
+        Column("priority", String(16), nullable=False),
+        Column("complaint_score", Float, nullable=False),
+        Column("promised_by", UTCDateTime, nullable=False),
+        Column("promise_wording", Text, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        Column("claimed_by", String(255), nullable=True),
+        Column("claimed_at", UTCDateTime, nullable=True),
+        Column("first_human_reply_at", UTCDateTime, nullable=True),
+        Column("resolved_at", UTCDateTime, nullable=True),
+        Column("case_metadata", JSON, nullable=False),
+        Index("ix_cases_customer", "channel", "sender_id", "id"),
+        Index("ix_cases_status_priority", "status", "priority"),
+    )
+    v1_shifts = Table(
+        "agent_shifts",
+        v1,
+        Column("agent", String(255), primary_key=True),
+        Column("on_shift", Boolean, nullable=False),
+        Column("changed_at", UTCDateTime, nullable=False),
+    )
+    return [v1_cases, v1_shifts]
+
+
 def _v1_initial_tables(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[cases, agent_shifts])
+    tables = _frozen_v1_tables()
+    tables[0].metadata.create_all(conn, tables=tables)
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_initial_tables,)
+def _v2_agent_desk(conn: Connection) -> None:
+    """The agent desk: card, follow-up and reopen columns on cases; the outbox; read cursors."""
+    for name in _V2_CASE_COLUMNS:
+        # SQLAlchemy Core has no ADD COLUMN construct; the column definition is compiled
+        # from the table above, so names and types come from code, never from input.
+        definition = CreateColumn(cases.c[name]).compile(dialect=conn.dialect)
+        conn.execute(DDL(f"ALTER TABLE cases ADD COLUMN {definition}"))
+    conn.execute(CreateIndex(next(index for index in cases.indexes if index.name == "ix_cases_card")))
+    metadata.create_all(conn, tables=[outbox, desk_cursors])
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_initial_tables, _v2_agent_desk)
 
 
 def migrate(engine: Engine) -> int:

@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from bot.cases.schema import IMMEDIATE, agent_shifts, cases, create_case_engine, migrate
+from bot.cases.schema import IMMEDIATE, agent_shifts, cases, create_case_engine, desk_cursors, migrate, outbox
 from bot.constants import (
     OPEN_STATUSES,
     PRIORITIES,
@@ -139,6 +139,16 @@ class Case:
     claimed_at: datetime | None
     first_human_reply_at: datetime | None
     resolved_at: datetime | None
+    # The agent desk's fields (schema version 2). ``to_dict`` leaves them out: it is the
+    # hand-off record, and these describe the case's life in Slack.
+    card_channel: str | None = None
+    card_ts: str | None = None
+    card_digest: str | None = None
+    resolved_by: str | None = None
+    followup_asked_at: datetime | None = None
+    solved: bool | None = None
+    rating: int | None = None
+    reopened_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the case as JSON-ready data (datetimes in ISO 8601 with offset)."""
@@ -164,6 +174,84 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [_json_ready(item) for item in value]
     return value
+
+
+@dataclass(frozen=True)
+class HandledTiming:
+    """When an answered case was opened, claimed and first answered, and its queue position.
+
+    Attributes:
+        case_id: The case.
+        created_at: When it was opened (UTC).
+        claimed_at: When an agent claimed it (UTC), or None if it was answered unclaimed.
+        first_human_reply_at: When a person first answered (UTC).
+        cases_ahead: Cases waiting ahead of it when it was opened, counted as
+            ``count_waiting_ahead`` counts them: same or more urgent priority, opened
+            before it, neither claimed nor resolved yet.
+    """
+
+    case_id: int
+    created_at: datetime
+    claimed_at: datetime | None
+    first_human_reply_at: datetime
+    cases_ahead: int
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """Something to send, queued in the outbox before it is sent.
+
+    Attributes:
+        key: Idempotency key: queueing the same key again queues nothing.
+        kind: What the desk's worker does with it (``bot.desk.outbox`` names the kinds).
+        target: Messages with the same target are delivered one at a time, in order.
+        payload: JSON-ready data for the worker.
+        case_id: The case it belongs to, if any.
+    """
+
+    key: str
+    kind: str
+    target: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    case_id: int | None = None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A queued message as stored, with its delivery state. Times are UTC.
+
+    ``next_attempt_at`` is None for a message given up on (undelivered, permanent error).
+    ``result`` holds what delivery returned, and ``{"in_doubt": true}`` once an attempt
+    was cut off (the desk stopped while it was under way).
+    """
+
+    id: int
+    key: str
+    kind: str
+    target: str
+    case_id: int | None
+    payload: Mapping[str, Any]
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    started_at: datetime | None
+    delivered_at: datetime | None
+    last_error: str | None
+    result: Mapping[str, Any] | None
+
+    @property
+    def in_doubt(self) -> bool:
+        """Return whether an earlier attempt was cut off, so it may have gone through."""
+        return bool((self.result or {}).get("in_doubt"))
+
+
+@dataclass(frozen=True)
+class CardPlacement:
+    """Where a case card is in Slack, and a digest of the content it shows."""
+
+    channel: str | None
+    ts: str | None
+    digest: str
 
 
 class CaseStore:
@@ -254,6 +342,22 @@ class CaseStore:
         """Return all cases, or those with ``status``, oldest first."""
         return self._select(cases.c.status == status if status is not None else None)
 
+    def cases_opened_between(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[Case]:
+        """Return the cases opened at or after ``since`` and before ``until``, oldest first.
+
+        ``None`` leaves that end open.
+        """
+        conditions = []
+        if since is not None:
+            _require_aware(since, "since")
+            conditions.append(cases.c.created_at >= since)
+        if until is not None:
+            _require_aware(until, "until")
+            conditions.append(cases.c.created_at < until)
+        return self._select(and_(*conditions) if conditions else None)
+
     def cases_for_customer(self, channel: str, sender_id: str) -> list[Case]:
         """Return every case of one customer on one channel, oldest first."""
         return self._select(and_(cases.c.channel == channel, cases.c.sender_id == sender_id))
@@ -329,10 +433,75 @@ class CaseStore:
             return None, 0
         return sum(spans) / len(spans), len(spans)
 
+    def handled_timings(self, now: datetime, window_days: int) -> list[HandledTiming]:
+        """Return the cases first answered by a person in the ``window_days`` days up to ``now``.
+
+        Each comes with its queue position when it was opened, rebuilt from the stored
+        timestamps (a case waits from ``created_at`` until it is claimed, answered or
+        resolved, whichever comes first), so the estimate can tell a slow reply from a long
+        queue. Oldest first. A reopened case's second wait is not counted: the store keeps
+        only its latest claim.
+        """
+        _require_aware(now, "now")
+        handled_query = (
+            select(
+                cases.c.id,
+                cases.c.priority,
+                cases.c.created_at,
+                cases.c.claimed_at,
+                cases.c.first_human_reply_at,
+            )
+            .where(
+                cases.c.first_human_reply_at > now - timedelta(days=window_days),
+                cases.c.first_human_reply_at <= now,
+            )
+            .order_by(cases.c.created_at, cases.c.id)
+        )
+        with self._engine.connect() as conn:
+            handled = conn.execute(handled_query).all()
+            if not handled:
+                return []
+            first_opened = min(row.created_at for row in handled)
+            last_opened = max(row.created_at for row in handled)
+            # Every case that may have been waiting while one of those was opened.
+            queue_query = select(
+                cases.c.id,
+                cases.c.priority,
+                cases.c.created_at,
+                cases.c.claimed_at,
+                cases.c.first_human_reply_at,
+                cases.c.resolved_at,
+            ).where(
+                cases.c.created_at <= last_opened,
+                or_(cases.c.claimed_at.is_(None), cases.c.claimed_at >= first_opened),
+                or_(
+                    cases.c.first_human_reply_at.is_(None),
+                    cases.c.first_human_reply_at >= first_opened,
+                ),
+                or_(cases.c.resolved_at.is_(None), cases.c.resolved_at >= first_opened),
+            )
+            queued = conn.execute(queue_query).all()
+        ahead = _waiting_ahead_at_opening(queued, {row.id for row in handled})
+        return [
+            HandledTiming(
+                case_id=row.id,
+                created_at=row.created_at,
+                claimed_at=row.claimed_at,
+                first_human_reply_at=row.first_human_reply_at,
+                cases_ahead=ahead.get(row.id, 0),
+            )
+            for row in handled
+        ]
+
     # --- moving a case through the queue ----------------------------------------------
 
-    def claim(self, case_id: int, agent: str, now: datetime) -> bool:
+    def claim(
+        self, case_id: int, agent: str, now: datetime, *, outbox: Sequence[OutboxMessage] = ()
+    ) -> bool:
         """Give a waiting case to ``agent``. Of agents racing for one case, exactly one wins.
+
+        Args:
+            outbox: Messages queued in the same transaction, only if this call wins.
 
         Returns:
             True if this call claimed the case; False if it was not waiting (or unknown).
@@ -345,6 +514,8 @@ class CaseStore:
         )
         with self._write() as conn:
             won = conn.execute(claim).rowcount == 1
+            if won:
+                _enqueue(conn, outbox, now)
         if won:
             log.info("case %s claimed by %s", case_id, agent)
         return won
@@ -360,20 +531,39 @@ class CaseStore:
         with self._write() as conn:
             conn.execute(first_reply)
 
-    def resolve(self, case_id: int, now: datetime) -> bool:
+    def resolve(
+        self,
+        case_id: int,
+        now: datetime,
+        *,
+        by: str | None = None,
+        only_if_claimed_by: str | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
         """Mark an open (waiting or claimed) case resolved.
+
+        Args:
+            by: Who resolved it.
+            only_if_claimed_by: Resolve only a case this agent holds (so an owner who lost
+                the case to a reassignment a moment ago cannot resolve it).
+            outbox: Messages queued in the same transaction, only if this call resolves it.
 
         Returns:
             True if this call resolved it; False if it was not open (or unknown).
         """
         _require_aware(now, "now")
+        conditions = [cases.c.id == case_id, cases.c.status.in_(OPEN_STATUSES)]
+        if only_if_claimed_by is not None:
+            conditions += [cases.c.status == STATUS_CLAIMED, cases.c.claimed_by == only_if_claimed_by]
         resolve = (
             update(cases)
-            .where(cases.c.id == case_id, cases.c.status.in_(OPEN_STATUSES))
-            .values(status=STATUS_RESOLVED, resolved_at=now, updated_at=now)
+            .where(*conditions)
+            .values(status=STATUS_RESOLVED, resolved_at=now, resolved_by=by, updated_at=now)
         )
         with self._write() as conn:
             done = conn.execute(resolve).rowcount == 1
+            if done:
+                _enqueue(conn, outbox, now)
         if done:
             log.info("case %s resolved", case_id)
         return done
@@ -398,9 +588,386 @@ class CaseStore:
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    # --- the agent desk: the case's life in Slack ----------------------------------------
+
+    def reassign(
+        self,
+        case_id: int,
+        from_agent: str,
+        to_agent: str,
+        now: datetime,
+        *,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Hand a claimed case from ``from_agent`` to ``to_agent``.
+
+        Returns:
+            True if this call moved it; False if ``from_agent`` no longer held it.
+        """
+        _require_aware(now, "now")
+        move = (
+            update(cases)
+            .where(cases.c.id == case_id, cases.c.status == STATUS_CLAIMED, cases.c.claimed_by == from_agent)
+            .values(claimed_by=to_agent, claimed_at=now, updated_at=now)
+        )
+        with self._write() as conn:
+            moved = conn.execute(move).rowcount == 1
+            if moved:
+                _enqueue(conn, outbox, now)
+        if moved:
+            log.info("case %s reassigned from %s to %s", case_id, from_agent, to_agent)
+        return moved
+
+    def reopen(self, case_id: int, now: datetime, *, outbox: Sequence[OutboxMessage] = ()) -> bool:
+        """Put a resolved case back in the queue: the customer says it is not solved.
+
+        The case waits again for anyone to claim; ``reopened_count`` goes up by one and
+        ``solved`` records the customer's answer.
+
+        Returns:
+            True if this call reopened it; False if it was not resolved (or unknown).
+        """
+        _require_aware(now, "now")
+        reopen = (
+            update(cases)
+            .where(cases.c.id == case_id, cases.c.status == STATUS_RESOLVED)
+            .values(
+                status=STATUS_WAITING,
+                claimed_by=None,
+                claimed_at=None,
+                resolved_at=None,
+                resolved_by=None,
+                followup_asked_at=None,
+                solved=False,
+                reopened_count=cases.c.reopened_count + 1,
+                updated_at=now,
+            )
+        )
+        with self._write() as conn:
+            done = conn.execute(reopen).rowcount == 1
+            if done:
+                _enqueue(conn, outbox, now)
+        if done:
+            log.info("case %s reopened", case_id)
+        return done
+
+    def mark_followup_asked(self, case_id: int, now: datetime) -> bool:
+        """Note that the customer was asked the follow-up questions of a resolved case.
+
+        Returns:
+            True the first time for a resolution; False if already asked (or not resolved).
+        """
+        _require_aware(now, "now")
+        mark = (
+            update(cases)
+            .where(
+                cases.c.id == case_id,
+                cases.c.status == STATUS_RESOLVED,
+                cases.c.followup_asked_at.is_(None),
+            )
+            .values(followup_asked_at=now, updated_at=now)
+        )
+        with self._write() as conn:
+            return bool(conn.execute(mark).rowcount == 1)
+
+    def record_followup(
+        self,
+        case_id: int,
+        now: datetime,
+        *,
+        solved: bool | None = None,
+        rating: int | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Store the customer's follow-up answers on a resolved case (``None`` leaves one as it is).
+
+        ``outbox`` messages are queued in the same transaction, only if the answers were stored.
+
+        Returns:
+            True if stored; False if the case is not resolved (or unknown).
+        """
+        _require_aware(now, "now")
+        if rating is not None and not 1 <= rating <= 5:
+            raise ValueError(f"rating must be 1 to 5, got {rating!r}")
+        values: dict[str, Any] = {"updated_at": now}
+        if solved is not None:
+            values["solved"] = solved
+        if rating is not None:
+            values["rating"] = rating
+        record = update(cases).where(cases.c.id == case_id, cases.c.status == STATUS_RESOLVED).values(**values)
+        with self._write() as conn:
+            stored = conn.execute(record).rowcount == 1
+            if stored:
+                _enqueue(conn, outbox, now)
+        return stored
+
+    def case_by_card(self, channel: str, ts: str) -> Case | None:
+        """Return the case whose card is the Slack message ``ts`` in ``channel``, or ``None``."""
+        found = self._select(and_(cases.c.card_channel == channel, cases.c.card_ts == ts))
+        return found[0] if found else None
+
+    def open_case_for_customer(self, channel: str, sender_id: str) -> Case | None:
+        """Return the customer's newest open (waiting or claimed) case on ``channel``, or ``None``."""
+        found = self._select(
+            and_(cases.c.channel == channel, cases.c.sender_id == sender_id, cases.c.status.in_(OPEN_STATUSES))
+        )
+        return found[-1] if found else None
+
+    def open_cases(self) -> list[Case]:
+        """Return the open (waiting or claimed) cases, the earliest promise first."""
+        found = self._select(cases.c.status.in_(OPEN_STATUSES))
+        return sorted(found, key=lambda case: (case.promised_by, case.id))
+
+    def cases_without_card(self) -> list[Case]:
+        """Return the open cases whose card is not in Slack yet, oldest first."""
+        return self._select(and_(cases.c.status.in_(OPEN_STATUSES), cases.c.card_ts.is_(None)))
+
+    def cases_with_cards(self, changed_since: datetime) -> list[Case]:
+        """Return the cases with a card that are open or changed since ``changed_since``."""
+        _require_aware(changed_since, "changed_since")
+        return self._select(
+            and_(
+                cases.c.card_ts.is_not(None),
+                or_(cases.c.status.in_(OPEN_STATUSES), cases.c.updated_at >= changed_since),
+            )
+        )
+
+    # --- the outbox -------------------------------------------------------------------------
+
+    def enqueue(self, messages: Sequence[OutboxMessage], now: datetime) -> int:
+        """Queue ``messages`` (those whose key is already queued are left out).
+
+        Returns:
+            How many were newly queued.
+        """
+        _require_aware(now, "now")
+        with self._write() as conn:
+            return _enqueue(conn, messages, now)
+
+    def outbox_ready(self, now: datetime, limit: int = 50) -> list[OutboxItem]:
+        """Return the messages to try now: per target, the oldest undelivered one, if due.
+
+        Messages given up on do not hold up the ones behind them. Oldest first.
+        """
+        _require_aware(now, "now")
+        live = and_(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at.is_not(None))
+        heads = select(func.min(outbox.c.id).label("head")).where(live).group_by(outbox.c.target).subquery()
+        query = (
+            select(outbox)
+            .join(heads, outbox.c.id == heads.c.head)
+            .where(outbox.c.next_attempt_at <= now, outbox.c.started_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [_outbox_item(row) for row in conn.execute(query)]
+
+    def start_delivery(self, item_id: int, now: datetime) -> OutboxItem | None:
+        """Mark an attempt at ``item_id`` as under way; ``None`` if it is delivered or already under way."""
+        _require_aware(now, "now")
+        start = (
+            update(outbox)
+            .where(outbox.c.id == item_id, outbox.c.delivered_at.is_(None), outbox.c.started_at.is_(None))
+            .values(started_at=now, attempts=outbox.c.attempts + 1)
+        )
+        with self._write() as conn:
+            if conn.execute(start).rowcount != 1:
+                return None
+            row = conn.execute(select(outbox).where(outbox.c.id == item_id)).one()
+        return _outbox_item(row)
+
+    def finish_delivery(
+        self,
+        item_id: int,
+        now: datetime,
+        result: Mapping[str, Any] | None = None,
+        *,
+        then: Sequence[OutboxMessage] = (),
+        card: CardPlacement | None = None,
+        human_reply: bool = False,
+    ) -> None:
+        """Mark ``item_id`` delivered and, in the same transaction, record what follows from it.
+
+        Args:
+            result: What the delivery returned (e.g. a Slack message ts).
+            then: Messages that may only go once this one went.
+            card: Where the message's case card now is (channel and ts are kept when None).
+            human_reply: A person's reply reached the customer of the message's case.
+        """
+        _require_aware(now, "now")
+        with self._write() as conn:
+            item = conn.execute(select(outbox.c.case_id).where(outbox.c.id == item_id)).one()
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == item_id)
+                .values(delivered_at=now, started_at=None, last_error=None, result=dict(result or {}))
+            )
+            _enqueue(conn, then, now)
+            if card is not None and item.case_id is not None:
+                values: dict[str, Any] = {"card_digest": card.digest}
+                if card.channel is not None and card.ts is not None:
+                    values.update(card_channel=card.channel, card_ts=card.ts)
+                conn.execute(update(cases).where(cases.c.id == item.case_id).values(**values))
+            if human_reply and item.case_id is not None:
+                conn.execute(
+                    update(cases)
+                    .where(cases.c.id == item.case_id, cases.c.first_human_reply_at.is_(None))
+                    .values(first_human_reply_at=now, updated_at=now)
+                )
+
+    def fail_delivery(self, item_id: int, error: str, retry_at: datetime | None) -> None:
+        """Record a failed attempt: try again at ``retry_at``, or give up when it is ``None``."""
+        if retry_at is not None:
+            _require_aware(retry_at, "retry_at")
+        with self._write() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == item_id, outbox.c.delivered_at.is_(None))
+                .values(started_at=None, last_error=error[:2000], next_attempt_at=retry_at)
+            )
+
+    def postpone_delivery(self, item_id: int, retry_at: datetime, reason: str) -> None:
+        """Put an attempt back without counting it (what it needs is not there yet)."""
+        _require_aware(retry_at, "retry_at")
+        with self._write() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == item_id, outbox.c.delivered_at.is_(None))
+                .values(
+                    started_at=None, attempts=outbox.c.attempts - 1, last_error=reason, next_attempt_at=retry_at
+                )
+            )
+
+    def recover_interrupted(self) -> int:
+        """Mark every attempt left under way as in doubt and due again; return how many.
+
+        For the one desk process at its start: an attempt still under way then was cut off
+        by a crash, so it may or may not have gone through.
+        """
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    update(outbox)
+                    .where(outbox.c.delivered_at.is_(None), outbox.c.started_at.is_not(None))
+                    .values(
+                        started_at=None,
+                        result={"in_doubt": True},
+                        last_error="interrupted: the desk stopped during delivery",
+                    )
+                ).rowcount
+            )
+
+    def outbox_items(self, *, case_id: int | None = None, kind: str | None = None) -> list[OutboxItem]:
+        """Return queued messages (of a case, of a kind), oldest first, delivered or not."""
+        query = select(outbox).order_by(outbox.c.id)
+        if case_id is not None:
+            query = query.where(outbox.c.case_id == case_id)
+        if kind is not None:
+            query = query.where(outbox.c.kind == kind)
+        with self._engine.connect() as conn:
+            return [_outbox_item(row) for row in conn.execute(query)]
+
+    def has_undelivered(self, case_id: int, kind: str) -> bool:
+        """Return whether a message of ``kind`` for the case is still waiting to go."""
+        query = (
+            select(func.count())
+            .select_from(outbox)
+            .where(
+                outbox.c.case_id == case_id,
+                outbox.c.kind == kind,
+                outbox.c.delivered_at.is_(None),
+                outbox.c.next_attempt_at.is_not(None),
+            )
+        )
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one()) > 0
+
+    # --- read positions ---------------------------------------------------------------------
+
+    def cursor(self, name: str) -> int | None:
+        """Return how far the reader ``name`` got, or ``None`` if it never read."""
+        with self._engine.connect() as conn:
+            found = conn.execute(select(desk_cursors.c.position).where(desk_cursors.c.name == name)).scalar()
+        return None if found is None else int(found)
+
+    def advance_cursor(
+        self, name: str, position: int, now: datetime, *, outbox: Sequence[OutboxMessage] = ()
+    ) -> None:
+        """Move the reader ``name`` to ``position`` and queue what it read, in one transaction."""
+        _require_aware(now, "now")
+        values = {"position": position, "updated_at": now}
+        with self._write() as conn:
+            _enqueue(conn, outbox, now)
+            upsert = _UPSERTS[conn.dialect.name](desk_cursors).values(name=name, **values)
+            conn.execute(upsert.on_conflict_do_update(index_elements=["name"], set_=values))
+
+
+def _waiting_ahead_at_opening(rows: Sequence[Row], wanted: set[int]) -> dict[int, int]:
+    """Count, for each case id in ``wanted``, the cases waiting ahead of it when it opened.
+
+    One sweep through time: a case joins the queue when opened and leaves when claimed,
+    answered or resolved; at each wanted case's opening, count the waiting cases of the same or a
+    more urgent priority. Leaving at the very moment another case opens counts as gone,
+    and cases opened at the same moment queue by id, as ``count_waiting_ahead`` sees them.
+    """
+    # (time, 0 = leaves / 1 = opens, id, rank, joins the queue)
+    events: list[tuple[datetime, int, int, int, bool]] = []
+    for row in rows:
+        rank = priority_rank(row.priority)
+        ends = [
+            moment
+            for moment in (row.claimed_at, row.first_human_reply_at, row.resolved_at)
+            if moment is not None
+        ]
+        left = min(ends) if ends else None
+        # Taken the moment it opened (or a clock fault): it never waited.
+        joins = left is None or left > row.created_at
+        events.append((row.created_at, 1, row.id, rank, joins))
+        if joins and left is not None:
+            events.append((left, 0, row.id, rank, False))
+    events.sort()
+    waiting = [0] * len(PRIORITIES)
+    ahead: dict[int, int] = {}
+    for _moment, opens, case_id, rank, joins in events:
+        if not opens:
+            waiting[rank] -= 1
+            continue
+        if case_id in wanted:
+            ahead[case_id] = sum(waiting[rank:])
+        if joins:
+            waiting[rank] += 1
+    return ahead
+
 
 def _case_from_row(row: Row, previous_cases: tuple[int, ...]) -> Case:
     values = dict(row._mapping)
     values["metadata"] = values.pop("case_metadata")
     values["transcript"] = tuple(TranscriptLine.from_dict(line) for line in values["transcript"])
     return Case(**values, previous_cases=previous_cases)
+
+
+def _enqueue(conn: Connection, messages: Sequence[OutboxMessage], now: datetime) -> int:
+    """Insert ``messages`` into the outbox, skipping keys already there; return how many went in."""
+    if not messages:
+        return 0
+    insert_new = _UPSERTS[conn.dialect.name](outbox).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    added = 0
+    for message in messages:
+        row = {
+            "idempotency_key": message.key,
+            "kind": message.kind,
+            "target": message.target,
+            "case_id": message.case_id,
+            "payload": _json_ready(message.payload),
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+        }
+        added += conn.execute(insert_new.values(**row)).rowcount
+    return added
+
+
+def _outbox_item(row: Row) -> OutboxItem:
+    values = dict(row._mapping)
+    values["key"] = values.pop("idempotency_key")
+    return OutboxItem(**values)

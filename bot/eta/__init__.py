@@ -10,25 +10,41 @@ from bot.eta.calendar import (
     NoOpeningHoursError,
 )
 from bot.eta.estimate import (
+    BASIS_ALL_HOURS,
+    BASIS_HOUR_OF_WEEK,
+    BASIS_PRIOR,
     EstimateError,
     Promise,
     QueueSnapshot,
     ServiceTargets,
+    WaitPrediction,
     describe_deadline,
     estimate_promise,
+    predict_wait,
     round_up_minutes,
 )
+from bot.eta.history import HandledCase, History, HistoryError, WaitSample, quantile
 
 __all__ = [
+    "BASIS_ALL_HOURS",
+    "BASIS_HOUR_OF_WEEK",
+    "BASIS_PRIOR",
     "END_OF_DAY",
     "BusinessCalendar",
     "CalendarError",
     "EstimateError",
+    "HandledCase",
+    "History",
+    "HistoryError",
     "NoOpeningHoursError",
     "Promise",
     "QueueSnapshot",
     "ServiceTargets",
+    "WaitPrediction",
+    "WaitSample",
     "describe_deadline",
     "estimate_promise",
+    "predict_wait",
+    "quantile",
     "round_up_minutes",
 ]

@@ -1,12 +1,25 @@
 """The response-time promise: when a person will pick the case up, and how we say it.
 
-The model is deliberately simple and pessimistic. With ``a`` agents each needing
-``h`` minutes a case and ``n`` cases ahead, the customer is served when the
-``n + 1``-th agent frees up: about ``(n + 0.5) * h / a`` minutes (the half is the
-average rest of the case each agent is on now). The promise is that times a safety
-factor, never below the first-response target, rounded up to a length people say,
-and counted in business minutes from the next opening, so it never falls while we
-are closed.
+Two models, chosen by how much history there is.
+
+The prior, used until enough cases have been answered, is deliberately simple and
+pessimistic. With ``a`` agents each needing ``h`` minutes a case and ``n`` cases ahead,
+the customer is served when the ``n + 1``-th agent frees up: about
+``(n + 0.5) * h / a`` minutes (the half is the average rest of the case each agent is
+on now). The promise is that times a safety factor.
+
+The calibrated model keeps that (formula times safety factor) for the part of the wait
+that grows with the queue, and learns the rest from history: for every recently
+answered case, how much later the first human reply came than the formula said,
+``lateness = actual - formula * safety_factor`` (business minutes, with today's handle
+time and staffing). The promise is the formula for the queue now plus the
+``promise_quantile`` (0.9: nine in ten) of those latenesses, taken from the same hour of
+the week when that hour has enough cases (Monday 08:00 is not Wednesday 15:00), else
+from all hours. Without history the lateness is taken as 0: the prior.
+
+Either way the promise is never below the first-response target, is rounded up to a
+length people say, and is counted in business minutes from the next opening, so it
+never falls while we are closed.
 
 Everything here is pure: nothing reads the clock; callers pass ``now`` in.
 """
@@ -14,15 +27,21 @@ Everything here is pure: nothing reads the clock; callers pass ``now`` in.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from bot.eta.calendar import BusinessCalendar
+from bot.eta.history import History, hour_of_week, quantile
 
 # Rounded-up lengths of time that read naturally; beyond the last, whole hours.
 MINUTE_BUCKETS: tuple[int, ...] = (5, 10, 15, 20, 30, 45, 60, 90, 120)
 # Share of one handle time the first free agent still needs on average.
 PICKUP_SHARE = 0.5
+# Where a promise's length came from (``Promise.basis``).
+BASIS_PRIOR = "prior"
+BASIS_ALL_HOURS = "all hours"
+BASIS_HOUR_OF_WEEK = "hour of week"
+NO_HISTORY = History()
 
 _UTC = timezone.utc
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -84,15 +103,18 @@ class QueueSnapshot:
         recent_handle_minutes: Recent average minutes an agent needs per case,
             or None without history.
         recent_samples: How many cases ``recent_handle_minutes`` averages.
+        history: Recently answered cases; the default, no history, gives the prior.
 
     Raises:
-        EstimateError: If a count is negative or the handle time is not positive.
+        EstimateError: If a count is negative, the handle time is not positive or
+            ``history`` is not a ``History``.
     """
 
     cases_ahead: int
     agents_on_shift: int
     recent_handle_minutes: float | None
     recent_samples: int = 0
+    history: History = NO_HISTORY
 
     def __post_init__(self) -> None:
         _require(
@@ -120,6 +142,9 @@ class QueueSnapshot:
             "a whole number of at least 0",
             self.recent_samples,
         )
+        _require(
+            isinstance(self.history, History), "history", "a History", type(self.history).__name__
+        )
 
 
 @dataclass(frozen=True)
@@ -130,8 +155,12 @@ class ServiceTargets:
         first_response_minutes: The shortest pickup time promised, even with an empty queue.
         average_handle_minutes: Handle time assumed while history is too thin.
         default_agents_on_shift: Agents assumed when the snapshot says 0.
-        min_history_samples: Cases of history needed to trust it fully.
-        safety_factor: Multiplies the expected wait so most promises hold.
+        min_history_samples: Cases of history needed to trust it fully: for the recent
+            handle time, and for the calibrated promise (all hours, or one hour of week).
+        safety_factor: Multiplies the expected wait: the part of every promise that
+            grows with the queue.
+        promise_quantile: With enough history, the share of recent customers the
+            promise would have been kept for (0.9: nine in ten).
 
     Raises:
         EstimateError: If a value is out of range.
@@ -142,6 +171,7 @@ class ServiceTargets:
     default_agents_on_shift: int
     min_history_samples: int = 5
     safety_factor: float = 1.5
+    promise_quantile: float = 0.9
 
     def __post_init__(self) -> None:
         for name in ("first_response_minutes", "average_handle_minutes"):
@@ -156,6 +186,12 @@ class ServiceTargets:
             "a number of at least 1",
             self.safety_factor,
         )
+        _require(
+            _is_number(self.promise_quantile) and 0.5 <= self.promise_quantile <= 1,
+            "promise_quantile",
+            "a number from 0.5 to 1",
+            self.promise_quantile,
+        )
 
 
 @dataclass(frozen=True)
@@ -167,12 +203,17 @@ class Promise:
         business_minutes: Open minutes from now to the deadline.
         open_now: Whether the brand was open when the promise was made.
         wording: What the customer reads, e.g. "within about 20 minutes".
+        basis: Where the length came from: ``BASIS_PRIOR`` (the formula times the
+            safety factor), ``BASIS_ALL_HOURS`` or ``BASIS_HOUR_OF_WEEK`` (history).
+        history_samples: How many answered cases the length was learned from.
     """
 
     deadline: datetime
     business_minutes: float
     open_now: bool
     wording: str
+    basis: str = BASIS_PRIOR
+    history_samples: int = 0
 
     def deadline_iso(self) -> str:
         """Return the deadline as ISO 8601 with its UTC offset, rounded up to the minute."""
@@ -314,6 +355,10 @@ def _handle_minutes(queue: QueueSnapshot, targets: ServiceTargets) -> float:
     return (samples * recent + (needed - samples) * targets.average_handle_minutes) / needed
 
 
+def _agents(queue: QueueSnapshot, targets: ServiceTargets) -> int:
+    return max(1, queue.agents_on_shift or targets.default_agents_on_shift)
+
+
 def expected_wait_minutes(queue: QueueSnapshot, targets: ServiceTargets) -> float:
     """Return the expected open minutes until an agent picks the case up.
 
@@ -324,8 +369,115 @@ def expected_wait_minutes(queue: QueueSnapshot, targets: ServiceTargets) -> floa
     Returns:
         ``(cases_ahead + PICKUP_SHARE) * handle / agents``, before any safety factor.
     """
-    agents = max(1, queue.agents_on_shift or targets.default_agents_on_shift)
-    return (queue.cases_ahead + PICKUP_SHARE) * _handle_minutes(queue, targets) / agents
+    return _formula_minutes(queue.cases_ahead, queue, targets)
+
+
+def _formula_minutes(cases_ahead: int, queue: QueueSnapshot, targets: ServiceTargets) -> float:
+    return (cases_ahead + PICKUP_SHARE) * _handle_minutes(queue, targets) / _agents(queue, targets)
+
+
+@dataclass(frozen=True)
+class WaitPrediction:
+    """How long the customer will wait, at the promise quantile, and why.
+
+    Attributes:
+        minutes: Business minutes, before the first-response floor and rounding.
+        basis: ``BASIS_PRIOR``, ``BASIS_ALL_HOURS`` or ``BASIS_HOUR_OF_WEEK``.
+        samples: Answered cases it was learned from (0 for the prior).
+        hour_of_week: The hour of week the wait starts counting in (see
+            ``bot.eta.history.hour_of_week``).
+        extra_minutes: The learned lateness added to the queue part (0 for the prior).
+    """
+
+    minutes: float
+    basis: str
+    samples: int
+    hour_of_week: int
+    extra_minutes: float
+
+
+def predict_wait(
+    now: datetime,
+    calendar: BusinessCalendar,
+    queue: QueueSnapshot,
+    targets: ServiceTargets,
+    *,
+    waited_minutes: float = 0.0,
+) -> WaitPrediction:
+    """Predict the wait a promise should cover, from history when there is enough.
+
+    - At least ``min_history_samples`` answered cases whose wait started in the same
+      hour of week as this one would: learn from those (``BASIS_HOUR_OF_WEEK``).
+    - Else at least that many in all: learn from all of them (``BASIS_ALL_HOURS``).
+      Learning: for each case, ``lateness = reply_minutes - formula(its cases_ahead) *
+      safety_factor``; the prediction is ``formula(cases_ahead now) * safety_factor +
+      quantile(lateness, promise_quantile)`` (nearest rank; never below 0).
+    - Else the prior: ``formula(cases_ahead now) * safety_factor``.
+
+    ``formula(n)`` is ``(n + PICKUP_SHARE) * handle / agents`` with the handle time and
+    staffing of now: the store keeps each case's queue position but not the staffing
+    then.
+
+    For a customer who has already waited (a new estimate when a promise is at risk),
+    a long wait so far is itself evidence: with ``waited_minutes`` > 0 the prediction is
+    at least the ``promise_quantile`` of how much longer the recent customers who had
+    waited that long still waited, when there are ``min_history_samples`` of them.
+
+    Args:
+        now: When the customer asked; timezone-aware.
+        calendar: The brand's business hours.
+        queue: The queue now, with its history; for an update, ``cases_ahead`` is the
+            customer's place in the queue now.
+        targets: The brand's targets.
+        waited_minutes: Business minutes the customer has already waited (0: a new case).
+
+    Raises:
+        EstimateError: If ``now`` is naive.
+        NoOpeningHoursError: If the calendar never opens.
+    """
+    _require_aware("now", now)
+    _require(
+        _is_number(waited_minutes) and waited_minutes >= 0,
+        "waited_minutes",
+        "a finite number of at least 0",
+        waited_minutes,
+    )
+    prediction = _predict_new_case(now, calendar, queue, targets)
+    if waited_minutes == 0:
+        return prediction
+    still_waiting = [
+        sample.reply_minutes - waited_minutes
+        for sample in queue.history.samples
+        if sample.reply_minutes > waited_minutes
+    ]
+    if len(still_waiting) < targets.min_history_samples:
+        return prediction
+    longer = quantile(still_waiting, targets.promise_quantile)
+    if longer <= prediction.minutes:
+        return prediction
+    return replace(prediction, minutes=longer, samples=len(still_waiting))
+
+
+def _predict_new_case(
+    now: datetime, calendar: BusinessCalendar, queue: QueueSnapshot, targets: ServiceTargets
+) -> WaitPrediction:
+    hour = hour_of_week(calendar, now)
+    queue_part = _formula_minutes(queue.cases_ahead, queue, targets) * targets.safety_factor
+    needed = targets.min_history_samples
+    same_hour = queue.history.in_hour(hour)
+    if len(same_hour) >= needed:
+        basis, learned = BASIS_HOUR_OF_WEEK, same_hour
+    elif len(queue.history) >= needed:
+        basis, learned = BASIS_ALL_HOURS, queue.history.samples
+    else:
+        return WaitPrediction(queue_part, BASIS_PRIOR, 0, hour, 0.0)
+    lateness = [
+        sample.reply_minutes
+        - _formula_minutes(sample.cases_ahead, queue, targets) * targets.safety_factor
+        for sample in learned
+    ]
+    extra = quantile(lateness, targets.promise_quantile)
+    return WaitPrediction(max(0.0, queue_part + extra), basis, len(learned), hour, extra)
 
 
 def estimate_promise(
@@ -335,15 +487,23 @@ def estimate_promise(
     targets: ServiceTargets,
     *,
     show_timezone: bool = False,
+    waited_minutes: float = 0.0,
 ) -> Promise:
     """Promise a pickup time the brand can keep.
+
+    The length is ``predict_wait`` (history at ``targets.promise_quantile`` when there
+    is enough, else the prior), at least ``first_response_minutes``, rounded up by
+    ``round_up_minutes``; the deadline is that many business minutes after the next
+    opening (``now`` when open).
 
     Args:
         now: When the customer asked; timezone-aware.
         calendar: The brand's business hours.
-        queue: The queue now.
+        queue: The queue now, with its history (``QueueSnapshot.history``).
         targets: The brand's targets.
         show_timezone: Add the timezone abbreviation to clock times in the wording.
+        waited_minutes: For a new estimate to a customer already waiting, the business
+            minutes waited so far (see ``predict_wait``); the promise counts from now.
 
     Returns:
         The promise; its deadline is never while closed.
@@ -352,13 +512,9 @@ def estimate_promise(
         EstimateError: If ``now`` is naive.
         NoOpeningHoursError: If the calendar never opens.
     """
-    _require_aware("now", now)
+    prediction = predict_wait(now, calendar, queue, targets, waited_minutes=waited_minutes)
     open_now = calendar.is_open(now)
-    wanted = max(
-        targets.first_response_minutes,
-        expected_wait_minutes(queue, targets) * targets.safety_factor,
-    )
-    promised = round_up_minutes(wanted)
+    promised = round_up_minutes(max(targets.first_response_minutes, prediction.minutes))
     opening = calendar.next_opening(now)
     deadline = calendar.add_business_minutes(opening, promised)
     local_now = now.astimezone(calendar.timezone)
@@ -380,4 +536,6 @@ def estimate_promise(
         business_minutes=float(promised),
         open_now=open_now,
         wording=wording,
+        basis=prediction.basis,
+        history_samples=prediction.samples,
     )

@@ -1,0 +1,153 @@
+"""What a simulation run says about each promise policy.
+
+For the customers arriving in the measured window:
+
+- kept: the first human reply came at or before the deadline;
+- promised / actual: promised business minutes over the business minutes actually
+  waited (at least one minute, so an instant reply does not divide by zero); also over
+  only the customers who waited at least ``first_response_minutes``, since a reply
+  faster than the shortest promise makes any promise look long;
+- at risk: promises that slipped (no reply by the deadline); updated before the deadline:
+  of those, the share the watchdog told before the deadline passed;
+- updates: customers who got an update; needless: updated, then answered in time anyway;
+  new promise kept: for the calibrated policy, the first update's new deadline was met.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
+
+from bench.sim.model import POLICY_CALIBRATED, Customer, Scenario
+from bot.eta import quantile
+
+# Float minutes are compared with this slack: a reply on the deadline is on time.
+_EPSILON = 1e-6
+_MIN_ACTUAL_MINUTES = 1.0
+
+
+@dataclass(frozen=True)
+class PolicySummary:
+    """One policy's figures over the measured customers."""
+
+    policy: str
+    customers: int
+    kept: int
+    kept_share: float
+    promised_p50: float
+    promised_p90: float
+    ratio_p50: float
+    ratio_p90: float
+    ratio_p50_long_waits: float | None
+    slipped: int
+    slipped_updated_before_deadline: int
+    updated_before_deadline_share: float | None
+    customers_updated: int
+    needless_updates: int
+    updated_promises_kept_share: float | None
+    median_warning_lead_minutes: float | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A whole run: the waits everyone shared, and each policy's figures."""
+
+    scenario: str
+    customers: int
+    actual_p50: float
+    actual_p90: float
+    calibrated_basis: dict[str, int]
+    policies: tuple[PolicySummary, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return JSON-ready data."""
+        return asdict(self)
+
+
+def summarize(scenario: Scenario, customers: Sequence[Customer], policies: Sequence[str]) -> RunSummary:
+    """Reduce a finished run to its figures.
+
+    Raises:
+        ValueError: If a measured customer was never answered (the run did not finish).
+    """
+    calendar, epoch = scenario.calendar, scenario.epoch
+    measured = [
+        customer
+        for customer in customers
+        if scenario.measure_from <= customer.arrival.at < scenario.measure_until
+    ]
+    if not measured:
+        raise ValueError("no customers in the measured window")
+    actual: dict[int, float] = {}
+    for customer in measured:
+        if customer.replied is None:
+            raise ValueError(f"customer {customer.id} was never answered")
+        actual[customer.id] = calendar.business_minutes_between(
+            epoch + timedelta(minutes=customer.arrival.at),
+            epoch + timedelta(minutes=customer.replied),
+        )
+    waits = list(actual.values())
+    basis = Counter(customer.promises[POLICY_CALIBRATED].basis for customer in measured if POLICY_CALIBRATED in customer.promises)
+    return RunSummary(
+        scenario=scenario.name,
+        customers=len(measured),
+        actual_p50=quantile(waits, 0.5),
+        actual_p90=quantile(waits, 0.9),
+        calibrated_basis=dict(sorted(basis.items())),
+        policies=tuple(
+            _policy(name, measured, actual, scenario.targets.first_response_minutes)
+            for name in policies
+        ),
+    )
+
+
+def _policy(
+    name: str, measured: Sequence[Customer], actual: dict[int, float], floor: float
+) -> PolicySummary:
+    kept = slipped = warned = updated = needless = 0
+    ratios: list[float] = []
+    long_ratios: list[float] = []
+    promised: list[float] = []
+    leads: list[float] = []
+    updated_kept = updated_with_new = 0
+    for customer in measured:
+        record = customer.promises[name]
+        assert customer.replied is not None
+        on_time = customer.replied <= record.deadline + _EPSILON
+        kept += on_time
+        promised.append(record.minutes)
+        ratios.append(record.minutes / max(actual[customer.id], _MIN_ACTUAL_MINUTES))
+        if actual[customer.id] >= floor:
+            long_ratios.append(ratios[-1])
+        warned_in_time = bool(record.updates) and record.updates[0] < record.deadline
+        if record.updates:
+            updated += 1
+            needless += on_time
+            leads.append(record.deadline - record.updates[0])
+            if record.new_deadlines:
+                updated_with_new += 1
+                updated_kept += customer.replied <= record.new_deadlines[0] + _EPSILON
+        if not on_time:
+            slipped += 1
+            warned += warned_in_time
+    return PolicySummary(
+        policy=name,
+        customers=len(measured),
+        kept=kept,
+        kept_share=kept / len(measured),
+        promised_p50=quantile(promised, 0.5),
+        promised_p90=quantile(promised, 0.9),
+        ratio_p50=quantile(ratios, 0.5),
+        ratio_p90=quantile(ratios, 0.9),
+        ratio_p50_long_waits=quantile(long_ratios, 0.5) if long_ratios else None,
+        slipped=slipped,
+        slipped_updated_before_deadline=warned,
+        updated_before_deadline_share=warned / slipped if slipped else None,
+        customers_updated=updated,
+        needless_updates=needless,
+        updated_promises_kept_share=updated_kept / updated_with_new if updated_with_new else None,
+        median_warning_lead_minutes=quantile(leads, 0.5) if leads else None,
+    )

@@ -1,0 +1,105 @@
+"""Which sender reaches a customer, given the channel their case came in on.
+
+The agent desk answers customers through the same senders Rasa uses, built here from the
+environment (the same variables Rasa's connectors read):
+
+- ``telegram``: ``bot.channels.telegram.TelegramOutput`` (``TELEGRAM_BOT_TOKEN``,
+  ``TELEGRAM_API_BASE_URL``);
+- ``slack_dm``: ``bot.channels.slack.SlackDMOutput`` (``SLACK_BOT_TOKEN``,
+  ``SLACK_API_BASE_URL``), imported only when a Slack DM case needs it;
+- anything else (``rest``, the web chat, ...): no message can be pushed to the customer
+  later, so the desk records the reply in the conversation only (``sender_for`` returns None).
+
+Senders are built once per channel and reused.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable
+
+from bot.channels.common import ChannelCredentialsError
+
+if TYPE_CHECKING:
+    from rasa.core.channels.channel import OutputChannel
+
+log = logging.getLogger(__name__)
+
+TELEGRAM = "telegram"
+SLACK_DM = "slack_dm"
+PUSH_CHANNELS: tuple[str, ...] = (TELEGRAM, SLACK_DM)
+# Connector settings check the secret that authenticates *incoming* webhooks too; a sender
+# never receives anything, so it is built with a stand-in that passes the format check.
+_SENDER_ONLY_SECRET = "sender-only-no-webhook"
+
+
+class OutboundUnavailable(ChannelCredentialsError):
+    """The sender for a channel cannot be built (missing settings or module); the message says why."""
+
+
+class Outbound:
+    """Builds and keeps the customer senders, one per channel."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        """Read settings from ``environ`` (default: the process environment) when a sender is first needed."""
+        self._env = os.environ if environ is None else environ
+        self._senders: dict[str, OutputChannel] = {}
+        self._closers: list[Callable[[], Any]] = []
+
+    def can_push(self, channel: str) -> bool:
+        """Return whether messages can be pushed to customers of ``channel``."""
+        return channel in PUSH_CHANNELS
+
+    def sender_for(self, channel: str) -> OutputChannel | None:
+        """Return the sender for customers of ``channel``, or None where nothing can be pushed.
+
+        Raises:
+            OutboundUnavailable: the channel can push, but its sender cannot be built.
+        """
+        if not self.can_push(channel):
+            return None
+        known = self._senders.get(channel)
+        if known is None:
+            known = self._build_telegram() if channel == TELEGRAM else self._build_slack_dm()
+            self._senders[channel] = known
+        return known
+
+    async def close(self) -> None:
+        """Close the senders' connections."""
+        for close in self._closers:
+            result = close()
+            if hasattr(result, "__await__"):
+                await result
+        self._closers.clear()
+        self._senders.clear()
+
+    def _build_telegram(self) -> OutputChannel:
+        from bot.channels.dedupe import ENV_CHANNEL_DB, ChannelStore, url_from_env
+        from bot.channels.telegram import TelegramOutput, TelegramSettings, build_bot, close_bot
+
+        try:
+            settings = TelegramSettings.from_credentials({"webhook_secret": _SENDER_ONLY_SECRET}, self._env)
+        except ChannelCredentialsError as error:
+            raise OutboundUnavailable(f"cannot answer Telegram customers: {error}") from error
+        bot = build_bot(settings)
+        store = ChannelStore.from_url(url_from_env(self._env.get(ENV_CHANNEL_DB) or ""))
+        self._closers.extend([lambda: close_bot(bot), store.dispose])
+        return TelegramOutput(bot, store)
+
+    def _build_slack_dm(self) -> OutputChannel:
+        try:
+            slack = importlib.import_module("bot.channels.slack")
+        except ModuleNotFoundError as error:
+            if error.name != "bot.channels.slack":
+                raise  # the module is there but one of its dependencies is not: a real error
+            raise OutboundUnavailable(
+                "cannot answer Slack DM customers: the Slack DM channel (bot/channels/slack.py) is not installed"
+            ) from error
+        try:
+            settings = slack.SlackSettings.from_credentials({"signing_secret": _SENDER_ONLY_SECRET}, self._env)
+        except ChannelCredentialsError as error:
+            raise OutboundUnavailable(f"cannot answer Slack DM customers: {error}") from error
+        return slack.SlackDMOutput(slack.build_client(settings))  # type: ignore[no-any-return]

@@ -1,0 +1,53 @@
+"""``python -m bot desk``: run the agent desk (the Slack app) as its own process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+
+def add_desk_parser(subparsers: Any) -> None:
+    """Register the ``desk`` command on the top-level parser."""
+    desk = subparsers.add_parser(
+        "desk",
+        help="run the agent desk: case cards, claim, relay and resolve in Slack",
+        description="Run the agent desk. Settings come from the environment; see docs/agent-guide.md.",
+    )
+    desk.add_argument("--check", action="store_true", help="check the settings, the case store and support.yml, then exit")
+    desk.set_defaults(handler=run_desk)
+
+
+def run_desk(args: argparse.Namespace) -> int:
+    """Check the settings and run the desk until SIGTERM or Ctrl-C; return the exit code."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from bot.cases import CaseStore
+    from bot.cases.schema import SchemaTooNewError
+    from bot.desk.settings import DeskSettings, DeskSettingsError
+    from bot.ops import OpsConfigError, load_support_config
+
+    try:
+        settings = DeskSettings.from_env()
+        support = load_support_config()
+        store = CaseStore.from_url()
+    except (DeskSettingsError, OpsConfigError, SchemaTooNewError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (ArgumentError, ValueError, OperationalError) as error:
+        print(f"error: cannot open the case store: {error}", file=sys.stderr)
+        return 2
+    try:
+        if args.check:
+            mode = "Socket Mode" if settings.socket_mode else f"HTTP on {settings.host}:{settings.port}"
+            print(f"desk settings OK ({mode}, agents {settings.agents}, {len(settings.leads)} lead(s))")
+            return 0
+        from bot.desk.app import main_async
+
+        asyncio.run(main_async(settings, store, support))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.dispose()
+    return 0

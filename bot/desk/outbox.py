@@ -1,0 +1,470 @@
+"""The outbox worker: delivers what the desk queued, with retries, exactly once where it can.
+
+Every Slack post, every reply to a customer and every change to a Rasa conversation is
+first written to the ``outbox`` table (``bot.cases``), in the same transaction as the
+change that causes it. This worker, inside the desk process, delivers it:
+
+- per target (a case's Slack thread, a customer, a Rasa conversation) one message at a
+  time, oldest first, so a thread reads in order and a retry never overtakes;
+- a failure is retried with exponential backoff (``retry_seconds`` doubling up to
+  ``retry_max_seconds``); a 429 waits as long as its ``Retry-After`` says, and holds back
+  every Slack call until then; errors that sending again cannot fix are given up on and
+  logged (the row stays, with ``last_error``);
+- delivered is marked in the same transaction that queues what follows (a customer
+  reply's tracker event) and stores what it produced (the card's ts);
+- after a crash, an attempt that was under way is *in doubt*: Slack posts carry their
+  idempotency key in the message metadata, so the worker first looks for the message in
+  the channel or thread and only posts if it is not there; Rasa's bot events are looked
+  for in the tracker; a follow-up trigger is not repeated once the case records it was
+  asked; card updates are simply made again. Only a customer message cut off mid-send
+  cannot be checked (Telegram has no such lookup): it is sent again, since a reply seen
+  twice is better than a reply lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+
+from bot.cases.store import CardPlacement, OutboxMessage
+from bot.constants import OPEN_STATUSES
+from bot.desk import cards, messages
+from bot.desk.rasa_api import RasaError
+
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.cases import Case, CaseStore
+    from bot.cases.store import OutboxItem
+    from bot.channels.outbound import Outbound
+    from bot.desk.rasa_api import RasaClient
+
+log = logging.getLogger(__name__)
+
+METADATA_EVENT = "firstreply_outbox"
+# Errors about the message itself: sending it again cannot succeed.
+_SLACK_CONTENT_ERRORS = frozenset(
+    {"invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text", "invalid_arguments", "too_many_attachments",
+     "invalid_metadata_format", "invalid_metadata_schema", "metadata_too_large", "message_not_found",
+     "cant_update_message", "edit_window_closed", "user_not_in_channel", "user_not_found"}
+)  # fmt: skip
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
+# Telegram errors that sending again cannot fix (python-telegram-bot class names).
+_PERMANENT_SEND_ERRORS = ("BadRequest", "Forbidden", "ChatMigrated", "InvalidToken")
+
+
+def utc_now() -> datetime:
+    """Return the real current time in UTC (the desk never uses a pinned clock)."""
+    return datetime.now(timezone.utc)
+
+
+class _GiveUp(Exception):
+    """Delivery failed for good."""
+
+
+class _Retry(Exception):
+    """Delivery failed for now; try again after ``wait`` seconds (None: the usual backoff)."""
+
+    def __init__(self, message: str, wait: float | None = None, slack_pause: bool = False) -> None:
+        super().__init__(message)
+        self.wait = wait
+        self.slack_pause = slack_pause
+
+
+@dataclass(frozen=True)
+class RenderedCard:
+    """A case card as blocks, with its digest."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+    digest: str
+
+
+def render_card(store: CaseStore, case: Case, now: datetime) -> RenderedCard:
+    """Render ``case``'s card as of ``now`` (its previous cases read from ``store``)."""
+    previous = [earlier for earlier in (store.get(number) for number in case.previous_cases) if earlier is not None]
+    text, blocks = cards.card(case, previous, now)
+    return RenderedCard(text, blocks, cards.digest(text, blocks))
+
+
+def outbox_metadata(key: str) -> dict[str, Any]:
+    """Return the Slack message metadata that marks a post with its idempotency key."""
+    return {"event_type": METADATA_EVENT, "event_payload": {"key": key}}
+
+
+class ChannelDirectory:
+    """Turns the channel names of support.yml routing (``#support-queue``) into channel ids."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        """Look channels up with ``client``."""
+        self._client = client
+        self._ids: dict[str, str] = {}
+
+    async def resolve(self, channel: str) -> str:
+        """Return the id of ``channel`` (a name, with or without ``#``, or already an id)."""
+        if _CHANNEL_ID.fullmatch(channel):
+            return channel
+        name = channel.lstrip("#")
+        if name not in self._ids:
+            cursor = None
+            while True:
+                answer = await self._client.conversations_list(
+                    types="public_channel,private_channel", exclude_archived=True, limit=1000, cursor=cursor
+                )
+                for found in answer.get("channels") or []:
+                    self._ids[str(found["name"])] = str(found["id"])
+                cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+                if name in self._ids or not cursor:
+                    break
+        if name not in self._ids:
+            raise _Retry(f"no channel named #{name} that the desk app can see (invite the app to it)")
+        return self._ids[name]
+
+
+class OutboxWorker:
+    """Delivers the outbox (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: CaseStore,
+        slack: AsyncWebClient,
+        rasa: RasaClient,
+        outbound: Outbound,
+        *,
+        retry_seconds: float = 1.0,
+        retry_max_seconds: float = 300.0,
+        poll_seconds: float = 1.0,
+        concurrency: int = 4,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        """Deliver through ``slack``, ``rasa`` and the customer senders of ``outbound``."""
+        self.store = store
+        self.slack = slack
+        self.rasa = rasa
+        self.outbound = outbound
+        self.channels = ChannelDirectory(slack)
+        self.retry_seconds = retry_seconds
+        self.retry_max_seconds = retry_max_seconds
+        self.poll_seconds = poll_seconds
+        self.concurrency = concurrency
+        self.clock = clock
+        self._slack_paused_until = datetime.min.replace(tzinfo=timezone.utc)
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look at the outbox now (something was just queued)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event, grace_seconds: float = 10.0) -> None:
+        """Deliver until ``stop`` is set; then give running deliveries ``grace_seconds`` to finish."""
+        recovered = await asyncio.to_thread(self.store.recover_interrupted)
+        if recovered:
+            log.warning("desk outbox: %d delivery(ies) were cut off by a stop; checking them before sending", recovered)
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:  # noqa: BLE001 - the loop must outlive a database hiccup
+                log.exception("desk outbox: reading the outbox failed; trying again")
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=grace_seconds)
+
+    async def run_once(self) -> int:
+        """Start delivering what is due now; return how many deliveries were started."""
+        now = self.clock()
+        items = await asyncio.to_thread(self.store.outbox_ready, now, 50)
+        started = 0
+        for item in items:
+            if len(self._running) >= self.concurrency:
+                break
+            if item.id in self._running:
+                continue
+            if item.kind in messages.SLACK_KINDS and now < self._slack_paused_until:
+                continue
+            task = asyncio.create_task(self._attempt(item.id), name=f"desk-outbox-{item.id}")
+            self._running[item.id] = task
+            task.add_done_callback(lambda done, number=item.id: self._finished(number, done))
+            started += 1
+        return started
+
+    def _finished(self, item_id: int, task: asyncio.Task[None]) -> None:
+        self._running.pop(item_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("desk outbox: delivery %s failed unexpectedly", item_id, exc_info=task.exception())
+        self._wake.set()  # the next message of the same target may go now
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Deliver until nothing is due or running (for tests and the command line)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            started = await self.run_once()
+            if not started and not self._running:
+                return
+            if self._running:
+                await asyncio.wait(list(self._running.values()), timeout=1.0)
+        raise TimeoutError(f"the outbox was still busy after {timeout}s")
+
+    # --- one attempt ---------------------------------------------------------------------
+
+    async def _attempt(self, item_id: int) -> None:
+        item = await asyncio.to_thread(self.store.start_delivery, item_id, self.clock())
+        if item is None:
+            return  # delivered meanwhile, or already under way
+        handler = self._handlers().get(item.kind)
+        try:
+            if handler is None:
+                raise _GiveUp(f"unknown kind {item.kind!r}")
+            await handler(item)
+        except _GiveUp as error:
+            log.error("desk outbox: giving up on %s %s: %s", item.kind, item.key, error)
+            await asyncio.to_thread(self.store.fail_delivery, item.id, str(error), None)
+            if isinstance(error, _GiveUpWithNotice) and item.case_id is not None:
+                notice = messages.thread_notice(
+                    item.case_id, f"{item.key}:not-delivered", messages.NOTICE_NOT_DELIVERED, error=str(error)
+                )
+                await asyncio.to_thread(self.store.enqueue, [notice], self.clock())
+        except _Retry as error:
+            await self._retry_later(item, str(error), error.wait, error.slack_pause)
+        except SlackApiError as error:
+            await self._slack_failed(item, error)
+        except RasaError as error:
+            if error.permanent:
+                log.error("desk outbox: giving up on %s %s: %s", item.kind, item.key, error)
+                await asyncio.to_thread(self.store.fail_delivery, item.id, str(error), None)
+            else:
+                await self._retry_later(item, str(error))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            await self._retry_later(item, f"{type(error).__name__}: {error}")
+        except Exception as error:  # noqa: BLE001 - a bug must not stop the other deliveries
+            log.exception("desk outbox: %s %s failed", item.kind, item.key)
+            await self._retry_later(item, f"{type(error).__name__}: {error}")
+
+    def _handlers(self) -> Mapping[str, Callable[[OutboxItem], Awaitable[None]]]:
+        return {
+            messages.KIND_CARD_POST: self._card_post,
+            messages.KIND_CARD_UPDATE: self._card_update,
+            messages.KIND_THREAD: self._thread_post,
+            messages.KIND_EPHEMERAL: self._ephemeral,
+            messages.KIND_CUSTOMER: self._customer_send,
+            messages.KIND_RASA_EVENTS: self._rasa_events,
+            messages.KIND_RASA_TRIGGER: self._rasa_trigger,
+        }
+
+    def backoff(self, attempts: int) -> float:
+        """Return the wait before the next try after ``attempts`` failed ones (doubling, capped, jittered)."""
+        wait = min(self.retry_max_seconds, self.retry_seconds * 2 ** max(0, attempts - 1))
+        return wait * random.uniform(0.8, 1.0)
+
+    async def _retry_later(self, item: OutboxItem, error: str, wait: float | None = None, slack_pause: bool = False) -> None:
+        seconds = self.backoff(item.attempts) if wait is None else wait
+        retry_at = self.clock() + timedelta(seconds=seconds)
+        if slack_pause:
+            self._slack_paused_until = max(self._slack_paused_until, retry_at)
+        log.warning("desk outbox: %s %s failed (%s); try %d again in %.1fs", item.kind, item.key, error, item.attempts + 1, seconds)
+        await asyncio.to_thread(self.store.fail_delivery, item.id, error, retry_at)
+
+    async def _slack_failed(self, item: OutboxItem, error: SlackApiError) -> None:
+        status = error.response.status_code
+        code = str(error.response.get("error") or "")
+        if status == 429:
+            header = {key.lower(): value for key, value in (error.response.headers or {}).items()}.get("retry-after")
+            try:
+                wait = float(header[0] if isinstance(header, list) else header) if header else 1.0
+            except ValueError:
+                wait = 1.0
+            await self._retry_later(item, "slack: rate limited (429)", wait, slack_pause=True)
+        elif status < 500 and code in _SLACK_CONTENT_ERRORS:
+            log.error("desk outbox: Slack refused %s %s for good: %s", item.kind, item.key, code)
+            await asyncio.to_thread(self.store.fail_delivery, item.id, f"slack: {code}", None)
+        else:
+            await self._retry_later(item, f"slack: {code or status}")
+
+    async def _finish(self, item: OutboxItem, result: Mapping[str, Any] | None = None, **extra: Any) -> None:
+        await asyncio.to_thread(self.store.finish_delivery, item.id, self.clock(), result, **extra)
+
+    async def _case(self, item: OutboxItem) -> Case:
+        case = await asyncio.to_thread(self.store.get, item.case_id) if item.case_id is not None else None
+        if case is None:
+            raise _GiveUp(f"case {item.case_id} does not exist")
+        return case
+
+    # --- Slack ---------------------------------------------------------------------------
+
+    async def _find_posted(self, item: OutboxItem, channel: str, thread_ts: str | None) -> str | None:
+        """Return the ts of the message posted for ``item`` by an earlier, cut-off attempt, if any."""
+        oldest = f"{item.created_at.timestamp() - 60:.6f}"
+        cursor = None
+        while True:
+            if thread_ts is None:
+                answer = await self.slack.conversations_history(
+                    channel=channel, oldest=oldest, include_all_metadata=True, limit=200, cursor=cursor
+                )
+            else:
+                answer = await self.slack.conversations_replies(
+                    channel=channel, ts=thread_ts, oldest=oldest, include_all_metadata=True, limit=200, cursor=cursor
+                )
+            for message in answer.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                if metadata.get("event_type") == METADATA_EVENT and (metadata.get("event_payload") or {}).get("key") == item.key:
+                    return str(message["ts"])
+            cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+
+    async def _card_post(self, item: OutboxItem) -> None:
+        case = await self._case(item)
+        if case.card_ts is not None:
+            await self._finish(item, {"ts": case.card_ts, "already": True})
+            return
+        route = str(case.metadata.get("route") or "")
+        if not route:
+            raise _GiveUp(f"case {case.id} has no route")
+        channel = await self.channels.resolve(route)
+        card = await asyncio.to_thread(render_card, self.store, case, self.clock())
+        if item.in_doubt:
+            ts = await self._find_posted(item, channel, None)
+            if ts is not None:
+                log.info("desk outbox: card of case %s was posted before the stop (%s)", case.id, ts)
+                await self._finish(item, {"ts": ts, "found": True}, card=CardPlacement(channel, ts, ""))
+                return
+        answer = await self.slack.chat_postMessage(
+            channel=channel, text=card.text, blocks=card.blocks, metadata=outbox_metadata(item.key),
+            unfurl_links=False, unfurl_media=False,
+        )  # fmt: skip
+        posted_in, ts = str(answer["channel"]), str(answer["ts"])
+        log.info("desk: card of case %s posted in %s", case.id, posted_in)
+        await self._finish(item, {"ts": ts, "channel": posted_in}, card=CardPlacement(posted_in, ts, card.digest))
+
+    async def _card_update(self, item: OutboxItem) -> None:
+        case = await self._case(item)
+        if case.card_ts is None or case.card_channel is None:
+            raise _GiveUp(f"case {case.id} has no card to update")
+        card = await asyncio.to_thread(render_card, self.store, case, self.clock())
+        await self.slack.chat_update(channel=case.card_channel, ts=case.card_ts, text=card.text, blocks=card.blocks)
+        await self._finish(item, {"digest": card.digest}, card=CardPlacement(None, None, card.digest))
+
+    async def _thread_post(self, item: OutboxItem) -> None:
+        case = await self._case(item)
+        if case.card_ts is None or case.card_channel is None:
+            if case.status not in OPEN_STATUSES:
+                raise _GiveUp(f"case {case.id} is closed and never had a card")
+            retry_at = self.clock() + timedelta(seconds=self.poll_seconds)
+            await asyncio.to_thread(self.store.postpone_delivery, item.id, retry_at, "waiting for the card")
+            return
+        payload = item.payload
+        text = str(payload["text"]) if payload.get("text") else cards.notice_text(payload, case)
+        if item.in_doubt:
+            ts = await self._find_posted(item, case.card_channel, case.card_ts)
+            if ts is not None:
+                await self._finish(item, {"ts": ts, "found": True})
+                return
+        answer = await self.slack.chat_postMessage(
+            channel=case.card_channel, thread_ts=case.card_ts, text=text, metadata=outbox_metadata(item.key),
+            reply_broadcast=bool(payload.get("broadcast")), unfurl_links=False, unfurl_media=False,
+        )  # fmt: skip
+        await self._finish(item, {"ts": str(answer["ts"])})
+
+    async def _ephemeral(self, item: OutboxItem) -> None:
+        payload = item.payload
+        if item.in_doubt:
+            # Cannot be looked up, and a stale hint shown twice helps nobody: count it as shown.
+            await self._finish(item, {"skipped": "in doubt"})
+            return
+        options = {"thread_ts": payload["thread_ts"]} if payload.get("thread_ts") else {}
+        await self.slack.chat_postEphemeral(
+            channel=str(payload["channel"]), user=str(payload["user"]), text=str(payload["text"]), **options
+        )
+        await self._finish(item)
+
+    # --- customers -------------------------------------------------------------------------
+
+    async def _customer_send(self, item: OutboxItem) -> None:
+        payload = item.payload
+        channel, sender_id, text = str(payload["channel"]), str(payload["sender_id"]), str(payload["text"])
+        from bot.channels.outbound import OutboundUnavailable
+
+        try:
+            sender = self.outbound.sender_for(channel)
+        except OutboundUnavailable as error:
+            raise _Retry(str(error)) from error
+        tracker_event = OutboxMessage(
+            key=f"{item.key}:tracker",
+            kind=messages.KIND_RASA_EVENTS,
+            target=messages.rasa_target(sender_id),
+            payload={
+                "conversation_id": sender_id,
+                "events": [
+                    {
+                        "event": "bot",
+                        "text": text,
+                        "timestamp": self.clock().timestamp(),
+                        "metadata": {"firstreply_outbox": item.key, "agent": payload.get("agent")},
+                    }
+                ],
+            },
+            case_id=item.case_id,
+        )
+        if sender is None:
+            notice = messages.thread_notice(
+                item.case_id or 0, f"{item.key}:not-pushed", messages.NOTICE_NOT_PUSHED, channel=channel
+            )
+            await self._finish(item, {"pushed": False}, then=[tracker_event, notice] if item.case_id else [tracker_event])
+            return
+        try:
+            await sender.send_text_message(sender_id, text)
+        except Exception as error:
+            self._classify_send_error(item, error)
+            raise
+        await self._finish(item, {"pushed": True}, then=[tracker_event], human_reply=True)
+
+    def _classify_send_error(self, item: OutboxItem, error: Exception) -> None:
+        """Turn a sender's error into give-up (with a notice in the thread) or retry."""
+        if isinstance(error, SlackApiError):
+            return  # handled like any Slack error
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            seconds = retry_after.total_seconds() if isinstance(retry_after, timedelta) else float(retry_after)
+            raise _Retry(f"{type(error).__name__}: {error}", seconds) from error
+        if type(error).__name__ in _PERMANENT_SEND_ERRORS:
+            raise _GiveUpWithNotice(str(error)) from error
+
+    # --- Rasa ------------------------------------------------------------------------------
+
+    async def _rasa_events(self, item: OutboxItem) -> None:
+        conversation = str(item.payload["conversation_id"])
+        events = list(item.payload["events"])
+        if item.in_doubt and any((event.get("metadata") or {}).get("firstreply_outbox") for event in events):
+            keys = {(event.get("metadata") or {}).get("firstreply_outbox") for event in events}
+            recorded = await self.rasa.events(conversation)
+            if any((event.get("metadata") or {}).get("firstreply_outbox") in keys for event in recorded):
+                await self._finish(item, {"found": True})
+                return
+        await self.rasa.append_events(conversation, events)
+        await self._finish(item)
+
+    async def _rasa_trigger(self, item: OutboxItem) -> None:
+        if item.in_doubt and item.case_id is not None:
+            case = await self._case(item)
+            if case.followup_asked_at is not None:
+                await self._finish(item, {"found": True})
+                return
+        await self.rasa.trigger_intent(str(item.payload["conversation_id"]), str(item.payload["intent"]))
+        await self._finish(item)
+
+
+class _GiveUpWithNotice(_GiveUp):
+    """A customer could not be reached for good: the agent is told in the thread."""

@@ -1,0 +1,208 @@
+"""The promise simulator's bookkeeping, on scenarios small enough to check by hand.
+
+The simulator (bench/sim) is a benchmark, not part of the bot; these tests only prove
+that it counts right, so its results table can be trusted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bench.sim import profiles
+from bench.sim.metrics import summarize
+from bench.sim.model import (
+    POLICY_CALIBRATED,
+    POLICY_FIXED,
+    POLICY_MEDIAN,
+    Arrival,
+    Scenario,
+    Shift,
+    Simulation,
+)
+from bot.eta import BASIS_PRIOR, END_OF_DAY, BusinessCalendar, ServiceTargets
+
+LONDON = ZoneInfo("Europe/London")
+# Monday 30 November 2026, 00:00 GMT (= UTC): no clock change for weeks.
+EPOCH = datetime(2026, 11, 30, tzinfo=timezone.utc)
+TARGETS = ServiceTargets(
+    first_response_minutes=15, average_handle_minutes=12, default_agents_on_shift=2
+)
+ALWAYS_OPEN = BusinessCalendar(LONDON, {day: ((time(0), END_OF_DAY),) for day in range(7)}, {})
+
+
+def tiny_scenario() -> Scenario:
+    """One agent, four customers, every handle time fixed.
+
+    Hand-worked (minutes after the epoch; open all day, so business = wall minutes):
+
+    ==  ======  =====  ======  =====  =====  =====================================
+    id  arrive  ahead  claim   reply  done   FirstReply's promise (no history yet)
+    ==  ======  =====  ======  =====  =====  =====================================
+    c0  1       0      1       3      15     0.5*12/1*1.5 = 9 -> floor 15: by 16
+    c1  2       0      15      17     29     15: by 17 (answered on the deadline)
+    c2  3       1      29      31     59     1.5*12*1.5 = 27 -> 30: by 33
+    c3  4       2      59      61     73     2.5*12*1.5 = 45: by 49 -> slips
+    ==  ======  =====  ======  =====  =====  =====================================
+
+    The watchdog polls each promise at 75 % of it and warns whoever is still waiting,
+    with a new estimate (first in line by then, so the 15-minute floor each time):
+
+    - c1 at 2 + 11.25 -> 14: handle still the prior 12: by 29 (kept; the warning was
+      needless, the original promise held too);
+    - c2 at 3 + 22.5 -> 26: handle (14 + 4*12)/5 = 12.4 after c0: by 41 (kept, needless);
+    - c3 at 4 + 33.75 -> 38: handle (2*14 + 3*12)/5 = 12.8: by 53, which slips too; so
+      again at 38 + 11.25 -> 50: by 65, kept.
+    """
+    handles = (14.0, 14.0, 30.0, 14.0)
+    return Scenario(
+        name="tiny",
+        epoch=EPOCH,
+        calendar=ALWAYS_OPEN,
+        targets=TARGETS,
+        arrivals=tuple(
+            Arrival(at=float(index + 1), handle_minutes=handle, reply_after_minutes=2.0)
+            for index, handle in enumerate(handles)
+        ),
+        shifts=(Shift("ann", 0.0, 100.0),),
+    )
+
+
+POLICIES = (POLICY_CALIBRATED, POLICY_FIXED, POLICY_MEDIAN)
+
+
+def test_tiny_scenario_timeline() -> None:
+    customers = Simulation(tiny_scenario(), POLICIES).run()
+
+    timeline = [
+        (c.cases_ahead, c.claimed, c.replied, c.resolved) for c in customers
+    ]
+    assert timeline == [
+        (0, 1.0, 3.0, 15.0),
+        (0, 15.0, 17.0, 29.0),
+        (1, 29.0, 31.0, 59.0),
+        (2, 59.0, 61.0, 73.0),
+    ]
+    calibrated = [customer.promises[POLICY_CALIBRATED] for customer in customers]
+    assert [(r.minutes, r.deadline, r.basis) for r in calibrated] == [
+        (15.0, 16.0, BASIS_PRIOR),
+        (15.0, 17.0, BASIS_PRIOR),
+        (30.0, 33.0, BASIS_PRIOR),
+        (45.0, 49.0, BASIS_PRIOR),
+    ]
+    assert [(r.updates, r.new_deadlines) for r in calibrated] == [
+        ([], []),
+        ([14.0], [29.0]),
+        ([26.0], [41.0]),
+        ([38.0, 50.0], [53.0, 65.0]),
+    ]
+    # Fixed: 60 minutes for everyone; c3 is warned at 4 + 45 = 49 and answered in time.
+    fixed = [customer.promises[POLICY_FIXED] for customer in customers]
+    assert [(r.deadline, r.updates) for r in fixed] == [
+        (61.0, []),
+        (62.0, []),
+        (63.0, []),
+        (64.0, [49.0]),
+    ]
+    # Trailing median: no answered case before c3 (c0's reply at 3 comes after c2
+    # arrives), so 60; then c0's 2 minutes -> 5. The 5-minute scan at 5 sees c3 third
+    # in line ((2 + 0.5) * 12 / 1 = 30 minutes > 4 left) and warns at once.
+    median = [customer.promises[POLICY_MEDIAN] for customer in customers]
+    assert [(r.minutes, r.deadline, r.updates) for r in median] == [
+        (60.0, 61.0, []),
+        (60.0, 62.0, []),
+        (60.0, 63.0, []),
+        (5.0, 9.0, [5.0]),
+    ]
+
+
+def test_tiny_scenario_summary() -> None:
+    scenario = tiny_scenario()
+    customers = Simulation(scenario, POLICIES).run()
+
+    summary = summarize(scenario, customers, POLICIES)
+
+    assert (summary.customers, summary.actual_p50, summary.actual_p90) == (4, 15.0, 57.0)
+    assert summary.calibrated_basis == {BASIS_PRIOR: 4}
+    calibrated, fixed, median = summary.policies
+    # Waits 2, 15, 28, 57 against promises 15, 15, 30, 45.
+    assert (calibrated.kept, calibrated.slipped, calibrated.kept_share) == (3, 1, 0.75)
+    assert (calibrated.promised_p50, calibrated.promised_p90) == (15.0, 45.0)
+    assert (calibrated.ratio_p50, calibrated.ratio_p90) == (1.0, 7.5)
+    assert calibrated.ratio_p50_long_waits == 1.0  # of 45/57, 15/15, 30/28
+    assert (calibrated.slipped_updated_before_deadline, calibrated.updated_before_deadline_share) == (1, 1.0)
+    assert (calibrated.customers_updated, calibrated.needless_updates) == (3, 2)
+    # First new deadlines 29, 41 and 53 against replies at 17, 31 and 61.
+    assert calibrated.updated_promises_kept_share == 2 / 3
+    assert calibrated.median_warning_lead_minutes == 7.0  # of 17 - 14, 33 - 26, 49 - 38
+    assert (fixed.kept, fixed.slipped, fixed.updated_before_deadline_share) == (4, 0, None)
+    assert (fixed.customers_updated, fixed.needless_updates) == (1, 1)
+    assert (median.kept, median.slipped, median.slipped_updated_before_deadline) == (3, 1, 1)
+
+
+def test_closed_time_does_not_count_and_promises_start_at_opening() -> None:
+    calendar = BusinessCalendar(LONDON, {day: ((time(9), time(17)),) for day in range(7)}, {})
+    scenario = Scenario(
+        name="closed",
+        epoch=EPOCH,
+        calendar=calendar,
+        targets=TARGETS,
+        arrivals=(
+            Arrival(at=8 * 60.0, handle_minutes=10.0, reply_after_minutes=5.0),  # closed
+            Arrival(at=16 * 60 + 40.0, handle_minutes=30.0, reply_after_minutes=5.0),
+            Arrival(at=16 * 60 + 50.0, handle_minutes=10.0, reply_after_minutes=5.0),
+        ),
+        # Ann works 09:00-17:00 on Monday and Tuesday (minutes after Monday 00:00).
+        shifts=(Shift("ann", 9 * 60.0, 17 * 60.0), Shift("ann", 33 * 60.0, 41 * 60.0)),
+    )
+
+    customers = Simulation(scenario, (POLICY_CALIBRATED,)).run()
+    summary = summarize(scenario, customers, (POLICY_CALIBRATED,))
+
+    deadlines = [c.promises[POLICY_CALIBRATED].deadline for c in customers]
+    # 08:00, nobody on shift: 15 minutes from the 09:00 opening. 16:40: 15 minutes.
+    # 16:50, Ann busy until 17:10: 10 minutes today and 5 from 09:00 tomorrow.
+    assert deadlines == [9 * 60 + 15.0, 16 * 60 + 55.0, 33 * 60 + 5.0]
+    # Ann ends her shift after her case; the third customer waits for Tuesday 09:00.
+    assert [c.replied for c in customers] == [9 * 60 + 5.0, 16 * 60 + 45.0, 33 * 60 + 5.0]
+    # Business minutes waited: 5, 5 and 10 + 5. All kept, the last on the deadline.
+    assert (summary.actual_p50, summary.actual_p90) == (5.0, 15.0)
+    assert summary.policies[0].kept == 3
+
+
+def test_replay_answers_after_the_drawn_business_minutes() -> None:
+    calendar = BusinessCalendar(LONDON, {day: ((time(9), time(17)),) for day in range(7)}, {})
+    scenario = Scenario(
+        name="replay",
+        epoch=EPOCH,
+        calendar=calendar,
+        targets=TARGETS,
+        arrivals=(
+            Arrival(at=16 * 60.0, pickup_minutes=20.0),
+            Arrival(at=16 * 60 + 10.0, pickup_minutes=90.0),  # 50 today, 40 tomorrow
+        ),
+        shifts=(),
+    )
+
+    customers = Simulation(scenario, (POLICY_CALIBRATED,)).run()
+
+    assert [(c.cases_ahead, c.claimed, c.replied, c.resolved) for c in customers] == [
+        (0, 16 * 60 + 20.0, 16 * 60 + 20.0, 16 * 60 + 32.0),
+        (1, 33 * 60 + 40.0, 33 * 60 + 40.0, 33 * 60 + 52.0),
+    ]
+
+
+def test_the_public_figures_fit_reproduces_them() -> None:
+    mixture = profiles.fit_public_figures()
+
+    for minutes, share in profiles.PUBLIC_FIGURES:
+        assert mixture.cdf(minutes) == pytest.approx(share, abs=1e-4)
+
+
+def test_profiles_are_seeded() -> None:
+    calendar = BusinessCalendar(LONDON, {day: ((time(9), time(17)),) for day in range(7)}, {})
+
+    assert profiles.arrivals(calendar, 3) == profiles.arrivals(calendar, 3)
+    assert profiles.arrivals(calendar, 3) != profiles.arrivals(calendar, 4)
