@@ -13,7 +13,10 @@ from bot import conversation
 from bot.constants import (
     ACTION_ACKNOWLEDGE,
     ANSWER_SLOTS,
+    INTENT_COMPLAINT,
+    INTENT_COMPLIMENT,
     INTENT_NLU_FALLBACK,
+    INTENT_THANK,
     SLOT_CASE_ADDITIONS,
     SLOT_CASE_ID,
     SLOT_CASE_TYPE,
@@ -24,6 +27,19 @@ from bot.language import guess_language
 from bot.nlu.signals import read_signals
 
 UPSET_SCORE = 0.5
+# Praise with this much complaint evidence, or with complaint this close in the
+# classifier's ranking, is answered as the complaint it probably is.
+SARCASM_SCORE = 0.4
+SARCASM_COMPLAINT_CONFIDENCE = 0.2
+PRAISE_INTENTS = frozenset({INTENT_COMPLIMENT, INTENT_THANK})
+
+
+def _complaint_score(tracker: Tracker) -> float:
+    """Return the complaint score of the latest message (from NLU, else computed here)."""
+    score = (tracker.latest_message.get("complaint") or {}).get("score")
+    if score is None:
+        score = read_signals(tracker.latest_message.get("text")).complaint_score
+    return float(score)
 
 
 def greet_if_new(dispatcher: CollectingDispatcher, tracker: Tracker, assistant_name: str) -> tuple[bool, bool]:
@@ -82,9 +98,12 @@ class ActionAcknowledge(ServiceAction):
         # "did you mean" question is the acknowledgement. What the classifier makes of a
         # message in another language is a guess, so it is not acknowledged as if understood.
         acknowledge = (intent != INTENT_NLU_FALLBACK or first_message) and not foreign
-        if acknowledge and has_response(domain, f"utter_ack_{intent}"):
+        if acknowledge and intent in PRAISE_INTENTS and self._reads_as_complaint(tracker):
+            # "thanks for nothing", "great job losing my parcel": never thank a complaint.
+            dispatcher.utter_message(response="utter_ack_mixed_feelings")
+        elif acknowledge and has_response(domain, f"utter_ack_{intent}"):
             dispatcher.utter_message(response=f"utter_ack_{intent}")
-        if intent not in SMALL_TALK_INTENTS and intent != "complaint" and self._sounds_upset(tracker, session):
+        if intent not in SMALL_TALK_INTENTS and intent != INTENT_COMPLAINT and self._sounds_upset(tracker, session):
             dispatcher.utter_message(response="utter_ack_upset")
 
         if intent in case_types(domain):
@@ -92,12 +111,19 @@ class ActionAcknowledge(ServiceAction):
         return events
 
     @staticmethod
+    def _reads_as_complaint(tracker: Tracker) -> bool:
+        """Return whether praise or thanks reads as sarcasm: complaint cues, or complaint a close second."""
+        ranking = tracker.latest_message.get("intent_ranking") or []
+        close_complaint = any(
+            entry.get("name") == INTENT_COMPLAINT and float(entry.get("confidence") or 0.0) >= SARCASM_COMPLAINT_CONFIDENCE
+            for entry in ranking
+        )
+        return _complaint_score(tracker) >= SARCASM_SCORE or close_complaint
+
+    @staticmethod
     def _sounds_upset(tracker: Tracker, session: List[Dict[str, Any]]) -> bool:
         """Return whether the latest message reads as upset and we have not said sorry yet."""
-        complaint = tracker.latest_message.get("complaint") or {}
-        score = complaint.get("score")
-        if score is None:
-            score = read_signals(tracker.latest_message.get("text")).complaint_score
+        score = _complaint_score(tracker)
         already = any(
             event.get("event") == "bot" and (event.get("metadata") or {}).get("utter_action") == "utter_ack_upset"
             for event in session

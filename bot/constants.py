@@ -17,6 +17,7 @@ INTENT_REQUEST_HUMAN = "request_human"
 INTENT_SOMETHING_ELSE = "something_else"
 INTENT_ASK_RESPONSE_TIME = "ask_response_time"
 INTENT_COMPLIMENT = "compliment"
+INTENT_COMPLAINT = "complaint"
 INTENT_NLU_FALLBACK = "nlu_fallback"
 
 # Case types: each is an intent, has a form named ``<case type>_form`` and an
@@ -128,6 +129,7 @@ RESPONSES_SENT_BY_ACTIONS: tuple[str, ...] = (
     "utter_greeting_named",
     "utter_non_english",
     "utter_ack_upset",
+    "utter_ack_mixed_feelings",
     "utter_did_you_mean",
     "utter_something_else_button",
     "utter_unclear_pass_on",

@@ -451,3 +451,25 @@ def test_asking_when_someone_will_answer_gets_the_live_estimate(services: Any, d
 
     assert sent(dispatcher) == ["utter_response_time"]
     assert dispatcher.messages[0]["promise"] == "within about 15 minutes"
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "complaint", "ranking", "expected"),
+    [
+        ("thanks for nothing", "thank", {"is_complaint": True, "score": 0.6, "hostility": 0.0}, None,
+         ["utter_greeting", "utter_ack_mixed_feelings"]),
+        ("love how nobody ever answers", "compliment", {"is_complaint": False, "score": 0.0, "hostility": 0.0},
+         [{"name": "compliment", "confidence": 0.55}, {"name": "complaint", "confidence": 0.25}],
+         ["utter_greeting", "utter_ack_mixed_feelings"]),
+        ("you guys are amazing", "compliment", {"is_complaint": False, "score": 0.0, "hostility": 0.0},
+         [{"name": "compliment", "confidence": 0.96}, {"name": "complaint", "confidence": 0.01}],
+         ["utter_greeting", "utter_ack_compliment"]),
+    ],
+)
+def test_praise_that_reads_as_a_complaint_is_not_thanked(
+    services: Any, domain: Dict, text: str, intent: str, complaint: Dict, ranking: Any, expected: List[str]
+) -> None:
+    dispatcher = CollectingDispatcher()
+    ActionAcknowledge(services).run(dispatcher, tracker([user(text, intent, complaint=complaint, ranking=ranking)]), domain)
+
+    assert sent(dispatcher) == expected

@@ -22,7 +22,7 @@ _BREACH_CUES: tuple[tuple[str, float], ...] = (
     (r"\b(late|delayed|delay|overdue)\b", 0.35),
     (r"\b(never|still not|hasn'?t|has not|didn'?t|did not|not yet)\b.{0,30}"
      r"\b(arriv\w*|come|came|deliver\w*|receiv\w*|show\w* up|turn\w* up|shipp\w*)", 0.5),
-    (r"\b(missing|lost|stolen|disappeared)\b", 0.4),
+    (r"\b(missing|lost|losing|lose|stolen|disappeared)\b", 0.4),
     (r"\bstill (waiting|nothing|no)\b", 0.45),
     (r"\b(weeks?|days?|months?) (and|with) (nothing|no)\b", 0.4),
     # broken / wrong
@@ -33,7 +33,9 @@ _BREACH_CUES: tuple[tuple[str, float], ...] = (
     (r"\b(charged|billed) (me )?(twice|double|two times|again)\b", 0.5),
     (r"\b(overcharged|double charged|unauthori[sz]ed)\b", 0.5),
     # ignored / let down
-    (r"\b(no ?(one|body)|nobody) (answer\w*|respond\w*|repl\w*|help\w*|gets back|got back|cares)\b", 0.55),
+    (r"\b(no ?(one|body)|nobody)(\s+\w+){0,2}\s+(answer\w*|respond\w*|repl\w*|help\w*|gets back|got back|cares)\b",
+     0.55),
+    (r"\b(thanks|thank you|cheers) for nothing\b", 0.6),
     (r"\b(ignor\w*|ghosted|no (reply|response|answer))\b", 0.5),
     (r"\b(again|third time|second time|(\d+|several|many|multiple) times)\b", 0.2),
     (r"\b(unacceptable|ridiculous|disgrace\w*|appalling|awful|terrible|horrible|worst|useless|pathetic|joke)\b",
