@@ -14,7 +14,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup train run shell validate test bench clean
+.PHONY: help setup train run shell desk validate test bench clean
 
 help: ## List the targets
 	@echo "FirstReply — make targets:"
@@ -46,6 +46,9 @@ run: $(MODEL) ## Start the assistant: Rasa on 127.0.0.1:5005 and the action serv
 
 shell: $(MODEL) ## Chat with the assistant in this terminal
 	@scripts/run.sh shell
+
+desk: $(SETUP_STAMP) ## Run only the agent desk (Slack); make run starts it when SLACK_DESK_BOT_TOKEN is set
+	$(PY) -m bot desk
 
 validate: $(SETUP_STAMP) ## Check support.yml and Rasa's domain, data and config (fails on any warning)
 	$(PY) -m bot ops check

@@ -125,9 +125,11 @@ class ActionFollowupRating(_FollowupAction):
         """Store the rating on the case the customer was just asked about."""
         rating = rating_from(tracker.latest_message)
         case = self.resolved_case(tracker, asked=True)
-        if rating is not None and case is not None and case.rating is None:
-            notice = messages.followup_notice(case, messages.NOTICE_RATED, rating=rating)
-            self.services.store.record_followup(case.id, self.services.now(), rating=rating, outbox=[notice])
+        if rating is None or case is None or case.rating is not None:
+            # Nothing to rate (e.g. "my case number is 3" read as a rating): treat it as unclear.
+            return [FollowupAction(ACTION_FALLBACK)]
+        notice = messages.followup_notice(case, messages.NOTICE_RATED, rating=rating)
+        self.services.store.record_followup(case.id, self.services.now(), rating=rating, outbox=[notice])
         return []
 
 

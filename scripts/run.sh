@@ -67,6 +67,13 @@ if [ -n "${SLACK_BOT_TOKEN:-}" ]; then
   channels+=("Slack DMs at /webhooks/slack_dm/events")
 fi
 
+# The agent desk follows customers' messages through Rasa's SQL event broker.
+desk=""
+if [ -n "${SLACK_DESK_BOT_TOKEN:-}" ]; then
+  desk=yes
+  printf '\n%s\n' 'event_broker:' '  type: SQL' '  dialect: sqlite' "  db: ${FIRSTREPLY_EVENTS_DB:-var/events.db}" >>"$endpoints"
+fi
+
 if [ "${1:-}" = "shell" ]; then
   .venv/bin/python -m bot.launcher shell --model models/firstreply.tar.gz --endpoints "$endpoints" --port "$rasa_port"
   exit 0
@@ -88,6 +95,11 @@ case "$telegram_mode" in
     pids+=($!)
     ;;
 esac
+if [ -n "$desk" ]; then
+  RASA_URL="http://127.0.0.1:$rasa_port" .venv/bin/python -m bot desk >var/run/desk.log 2>&1 &
+  pids+=($!)
+  channels+=("agent desk in Slack (log: var/run/desk.log)")
+fi
 channel_list="REST, web chat"
 for channel in "${channels[@]}"; do channel_list="$channel_list, $channel"; done
 

@@ -422,6 +422,7 @@ def test_migrations_run_once_and_reopening_is_a_no_op(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     applied: list[str] = []
+    names = [step.__name__ for step in schema.MIGRATIONS]
 
     def recording(step: Callable[[Any], None]) -> Callable[[Any], None]:
         def run(conn: Any) -> None:
@@ -437,12 +438,13 @@ def test_migrations_run_once_and_reopening_is_a_no_op(
     first.dispose()
     second = CaseStore.from_url(db_url)
 
-    assert applied == ["_v1_initial_tables"]
+    assert names[:2] == ["_v1_initial_tables", "_v2_agent_desk"]
+    assert applied == names
     assert [case.handoff_key for case in second.list_cases()] == ["telegram:100200:1"]
     second.dispose()
     engine = create_engine(db_url, future=True)
     with engine.connect() as conn:
-        assert conn.execute(select(schema.schema_version.c.version)).scalars().all() == [1]
+        assert conn.execute(select(schema.schema_version.c.version)).scalars().all() == [len(names)]
     engine.dispose()
 
 

@@ -270,3 +270,17 @@ def test_cards_follow_open_and_recently_changed_cases(store: CaseStore) -> None:
     assert [case.id for case in store.cases_with_cards(NOW)] == [waiting.id, resolved.id]
     assert [case.id for case in store.cases_with_cards(NOW + timedelta(seconds=1))] == [waiting.id]
     assert [case.id for case in store.cases_without_card()] == [no_card.id]
+
+
+def test_a_card_goes_before_the_thread_messages_queued_ahead_of_it(store: CaseStore) -> None:
+    store.enqueue([message("reply-1", "slack:case:1"), message("reply-2", "slack:case:1")], NOW)
+    store.enqueue([OutboxMessage("card-post:1", "card.post", "slack:case:1", {}, 1)], NOW)
+
+    assert [item.key for item in store.outbox_ready(NOW)] == ["reply-1"]
+    assert [item.key for item in store.outbox_ready(NOW, first_kinds=("card.post",))] == ["card-post:1"]
+    card = store.start_delivery(store.outbox_ready(NOW, first_kinds=("card.post",))[0].id, NOW)
+    assert card is not None
+    # Under way: nothing else of its target goes meanwhile.
+    assert store.outbox_ready(NOW, first_kinds=("card.post",)) == []
+    store.finish_delivery(card.id, NOW)
+    assert [item.key for item in store.outbox_ready(NOW, first_kinds=("card.post",))] == ["reply-1"]

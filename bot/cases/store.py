@@ -744,23 +744,35 @@ class CaseStore:
         with self._write() as conn:
             return _enqueue(conn, messages, now)
 
-    def outbox_ready(self, now: datetime, limit: int = 50) -> list[OutboxItem]:
+    def outbox_ready(
+        self, now: datetime, limit: int = 50, *, first_kinds: Sequence[str] = (), scan: int = 5000
+    ) -> list[OutboxItem]:
         """Return the messages to try now: per target, the oldest undelivered one, if due.
+
+        Args:
+            first_kinds: Kinds that go before the other messages of their target (a case's
+                card before the replies in its thread, whatever was queued first).
+            scan: How many undelivered messages to look at, oldest first.
 
         Messages given up on do not hold up the ones behind them. Oldest first.
         """
         _require_aware(now, "now")
-        live = and_(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at.is_not(None))
-        heads = select(func.min(outbox.c.id).label("head")).where(live).group_by(outbox.c.target).subquery()
-        query = (
-            select(outbox)
-            .join(heads, outbox.c.id == heads.c.head)
-            .where(outbox.c.next_attempt_at <= now, outbox.c.started_at.is_(None))
-            .order_by(outbox.c.id)
-            .limit(limit)
-        )
+        live = select(outbox.c.id, outbox.c.target, outbox.c.kind, outbox.c.next_attempt_at, outbox.c.started_at)
+        live = live.where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at.is_not(None))
         with self._engine.connect() as conn:
-            return [_outbox_item(row) for row in conn.execute(query)]
+            rows = conn.execute(live.order_by(outbox.c.id).limit(scan)).all()
+            heads: dict[str, Row] = {}
+            for row in rows:
+                current = heads.get(row.target)
+                if current is None or (row.kind in first_kinds and current.kind not in first_kinds):
+                    heads[row.target] = row
+            due = sorted(
+                row.id for row in heads.values() if row.started_at is None and row.next_attempt_at <= now
+            )[:limit]
+            if not due:
+                return []
+            found = conn.execute(select(outbox).where(outbox.c.id.in_(due)).order_by(outbox.c.id))
+            return [_outbox_item(row) for row in found]
 
     def start_delivery(self, item_id: int, now: datetime) -> OutboxItem | None:
         """Mark an attempt at ``item_id`` as under way; ``None`` if it is delivered or already under way."""

@@ -58,6 +58,7 @@ CARD_FOLLOW_DAYS = 2
 NOT_AGENT = "Only the support team can use the desk. Ask a lead to add you to the agents group."
 CANNOT_CHECK = "The desk cannot check who is on the support team right now (Slack did not answer). Try again in a minute."
 UNKNOWN_CARD = "This card is not a case the desk knows."
+RESUME_EVENTS: list[dict[str, Any]] = [{"event": "resume"}, {"event": "action", "name": "action_listen"}]
 SHIFT_USAGE = "Use `/shift on` when you start and `/shift off` when you stop taking cases."
 
 
@@ -115,6 +116,8 @@ class Desk:
 
     async def _every(self, what: str, work: Callable[[datetime], int], stop: asyncio.Event, wake: asyncio.Event | None) -> None:
         while not stop.is_set():
+            if wake is not None:
+                wake.clear()  # before the work: a poke during it means "look again"
             try:
                 if await asyncio.to_thread(work, self.clock()):
                     self.worker.wake()
@@ -122,7 +125,6 @@ class Desk:
                 log.exception("desk: the %s loop failed; trying again", what)
             waiters = [asyncio.ensure_future(stop.wait())]
             if wake is not None:
-                wake.clear()
                 waiters.append(asyncio.ensure_future(wake.wait()))
             await asyncio.wait(waiters, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
@@ -279,7 +281,9 @@ class Desk:
         prefix = f"resolve:{case.id}:{case.reopened_count}"
         follow = [
             messages.thread_notice(case.id, f"{prefix}:notice", messages.NOTICE_RESOLVED, by=user),
-            messages.rasa_events(case, f"{prefix}:resume", [{"event": "resume"}]),
+            # The hand-off paused the bot right after its action: it never listened. Resume and
+            # listen, so the triggered intent meets the rules as a new turn.
+            messages.rasa_events(case, f"{prefix}:resume", RESUME_EVENTS),
             messages.rasa_trigger(case, f"{prefix}:followup", messages.INTENT_CASE_RESOLVED),
         ]
         done = await self._store(

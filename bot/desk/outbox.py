@@ -36,6 +36,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.cases.store import CardPlacement, OutboxMessage
+from bot.channels.outbound import OutboundUnavailable
 from bot.constants import OPEN_STATUSES
 from bot.desk import cards, messages
 from bot.desk.rasa_api import RasaError
@@ -69,6 +70,10 @@ def utc_now() -> datetime:
 
 class _GiveUp(Exception):
     """Delivery failed for good."""
+
+
+class _GiveUpWithNotice(_GiveUp):
+    """A customer could not be reached for good: the agent is told in the thread."""
 
 
 class _Retry(Exception):
@@ -171,11 +176,11 @@ class OutboxWorker:
         if recovered:
             log.warning("desk outbox: %d delivery(ies) were cut off by a stop; checking them before sending", recovered)
         while not stop.is_set():
+            self._wake.clear()  # before reading: a wake during it means "look again"
             try:
                 await self.run_once()
             except Exception:  # noqa: BLE001 - the loop must outlive a database hiccup
                 log.exception("desk outbox: reading the outbox failed; trying again")
-            self._wake.clear()
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waiters, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
@@ -186,7 +191,7 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Start delivering what is due now; return how many deliveries were started."""
         now = self.clock()
-        items = await asyncio.to_thread(self.store.outbox_ready, now, 50)
+        items = await asyncio.to_thread(self.store.outbox_ready, now, 50, first_kinds=(messages.KIND_CARD_POST,))
         started = 0
         for item in items:
             if len(self._running) >= self.concurrency:
@@ -395,8 +400,6 @@ class OutboxWorker:
     async def _customer_send(self, item: OutboxItem) -> None:
         payload = item.payload
         channel, sender_id, text = str(payload["channel"]), str(payload["sender_id"]), str(payload["text"])
-        from bot.channels.outbound import OutboundUnavailable
-
         try:
             sender = self.outbound.sender_for(channel)
         except OutboundUnavailable as error:
@@ -464,7 +467,3 @@ class OutboxWorker:
                 return
         await self.rasa.trigger_intent(str(item.payload["conversation_id"]), str(item.payload["intent"]))
         await self._finish(item)
-
-
-class _GiveUpWithNotice(_GiveUp):
-    """A customer could not be reached for good: the agent is told in the thread."""

@@ -5,16 +5,22 @@ Adds ``usergroups.users.list``, ``conversations.members``, ``conversations.list`
 ``chat.postEphemeral``, ``views.open`` and ``views.publish``; keeps the messages posted
 so history reads them back; and can hold answers back (``delay_next``: the call is
 taken and recorded at once, the answer comes later), to stop the desk mid-delivery.
+
+For Socket Mode it serves ``apps.connections.open`` (with the app-level token) and the
+WebSocket that URL names: it says ``hello`` to a client, sends it envelopes
+(``send_envelope``) and records the client's acknowledgements (``acks``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from tests.fakes.slack_api import TOKEN, Call, FakeSlackAPI
 
@@ -46,7 +52,65 @@ class FakeDeskSlackAPI(FakeSlackAPI):
         self.messages: list[Posted] = []
         self.socket_url: str | None = None
         self._delays: list[tuple[str | None, float]] = []
+        self._release: asyncio.Event | None = None
+        self._sockets: list[web.WebSocketResponse] = []
+        self.acks: list[dict[str, Any]] = []
         self._extra_lock = threading.Lock()
+
+    # --- Socket Mode ----------------------------------------------------------------------
+
+    def _serve(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        app = web.Application()
+        app.router.add_route("GET", "/socket", self._socket)
+        app.router.add_route("POST", "/api/{method}", self._handle)
+        app.router.add_route("GET", "/api/{method}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        assert self._sock is not None
+        loop.run_until_complete(web.SockSite(runner, self._sock).start())
+        self.socket_url = f"ws://127.0.0.1:{self.port}/socket"
+        ready.set()
+        loop.run_forever()
+        for socket in list(self._sockets):
+            loop.run_until_complete(socket.close())
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self._sockets.append(socket)
+        await socket.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0FIRSTREPLY"}})
+        async for message in socket:
+            if message.type == WSMsgType.TEXT:
+                with self._extra_lock:
+                    self.acks.append(json.loads(message.data))
+        if socket in self._sockets:
+            self._sockets.remove(socket)
+        return socket
+
+    @property
+    def connected(self) -> int:
+        """Return how many Socket Mode clients are connected."""
+        return len(self._sockets)
+
+    def send_envelope(self, kind: str, payload: dict[str, Any], envelope_id: str) -> None:
+        """Send an envelope (``events_api``, ``interactive``, ``slash_commands``) to every connected client."""
+        assert self._loop is not None
+        envelope = {"envelope_id": envelope_id, "type": kind, "payload": payload, "accepts_response_payload": kind != "events_api"}
+
+        async def send() -> None:
+            for socket in list(self._sockets):
+                await socket.send_json(envelope)
+
+        asyncio.run_coroutine_threadsafe(send(), self._loop).result(5)
+
+    def ack(self, envelope_id: str) -> dict[str, Any] | None:
+        """Return the client's acknowledgement of an envelope, if it came."""
+        with self._extra_lock:
+            return next((ack for ack in self.acks if ack.get("envelope_id") == envelope_id), None)
 
     # --- what tests set up -----------------------------------------------------------
 
@@ -99,8 +163,20 @@ class FakeDeskSlackAPI(FakeSlackAPI):
                     break
         answer = await super()._handle(request)
         if delay is not None:
-            await asyncio.sleep(delay)
+            if self._release is None:
+                self._release = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._release.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
         return answer
+
+    def stop(self) -> None:
+        """Answer the calls still held back, then stop the server and its thread."""
+        if self._loop is not None and self._release is not None:
+            self._loop.call_soon_threadsafe(self._release.set)
+            time.sleep(0.1)
+        super().stop()
 
     async def _connections_open(self, request: web.Request) -> web.Response:
         if self.app_token is None or request.headers.get("Authorization") != f"Bearer {self.app_token}":
