@@ -5,18 +5,21 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from rasa_sdk import Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.base import DomainDict, ServiceAction, case_types, has_response, latest_intent
+from bot.services import Services
 from bot import conversation
 from bot.constants import (
     ACTION_ACKNOWLEDGE,
     ANSWER_SLOTS,
+    DEFAULT_CHANNEL,
     INTENT_COMPLAINT,
     INTENT_COMPLIMENT,
     INTENT_NLU_FALLBACK,
     INTENT_THANK,
+    OPEN_STATUSES,
     SLOT_CASE_ADDITIONS,
     SLOT_CASE_ID,
     SLOT_CASE_TYPE,
@@ -55,7 +58,8 @@ def greet_if_new(dispatcher: CollectingDispatcher, tracker: Tracker, assistant_n
     session = conversation.current_session(tracker.events)
     if conversation.has_bot_spoken(session):
         return False, False
-    first = conversation.first_name(conversation.customer_name(session) or tracker.get_slot(SLOT_CUSTOMER_NAME))
+    name = conversation.customer_name(session) or conversation.customer_name(tracker.events)
+    first = conversation.first_name(name or tracker.get_slot(SLOT_CUSTOMER_NAME))
     if first:
         dispatcher.utter_message(response="utter_greeting_named", customer_name=first, assistant_name=assistant_name)
     else:
@@ -65,6 +69,30 @@ def greet_if_new(dispatcher: CollectingDispatcher, tracker: Tracker, assistant_n
     if foreign:
         dispatcher.utter_message(response="utter_non_english")
     return True, foreign
+
+
+def pause_if_case_open(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker) -> List[EventType]:
+    """Keep the bot quiet for a customer whose case a person still holds.
+
+    A conversation is paused at hand-off; but a customer silent for longer than the
+    session expiry starts a new, unpaused session when they write again. On the first
+    message of such a session, if their case is still open, the assistant only says
+    the message was added to the case, and pauses again: the agent's thread shows it.
+
+    Returns:
+        The events to return (a pause), or an empty list when the bot should go on.
+    """
+    session = conversation.current_session(tracker.events)
+    if conversation.has_bot_spoken(session):
+        return []
+    channel = tracker.get_latest_input_channel() or DEFAULT_CHANNEL
+    open_cases = [case for case in services.store.cases_for_customer(channel, tracker.sender_id)
+                  if case.status in OPEN_STATUSES]
+    if not open_cases:
+        return []
+    case = open_cases[-1]
+    dispatcher.utter_message(response="utter_added_to_case", case_id=case.id)
+    return [SlotSet(SLOT_CASE_ID, str(case.id)), ConversationPaused()]
 
 
 class ActionAcknowledge(ServiceAction):
@@ -84,6 +112,9 @@ class ActionAcknowledge(ServiceAction):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[EventType]:
         """Greet if this is the start of the conversation, then acknowledge."""
+        held = pause_if_case_open(self.services, dispatcher, tracker)
+        if held:
+            return held
         session = conversation.current_session(tracker.events)
         intent = latest_intent(tracker) or INTENT_NLU_FALLBACK
         events: List[EventType] = []

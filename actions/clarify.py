@@ -8,7 +8,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet, UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.acknowledge import greet_if_new
+from actions.acknowledge import greet_if_new, pause_if_case_open
 from actions.base import DomainDict, ServiceAction, case_labels, case_types, response_text
 from bot import conversation
 from bot.constants import (
@@ -97,6 +97,9 @@ class ActionFallback(ServiceAction):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[EventType]:
         """Greet if new, offer the choices, and revert the message's effect on the dialogue."""
+        held = pause_if_case_open(self.services, dispatcher, tracker)
+        if held:
+            return held
         greet_if_new(dispatcher, tracker, self.services.support.brand.assistant_name)
         return [*offer_choices(dispatcher, tracker, domain), UserUtteranceReverted()]
 

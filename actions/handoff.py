@@ -14,6 +14,7 @@ from bot.cases import NewCase, TranscriptLine
 from bot.casefile import CaseFile, read_case_file
 from bot.constants import (
     ACTION_HANDOFF,
+    DEFAULT_CHANNEL,
     ACTION_SUMMARIZE,
     ACTION_TELL_RESPONSE_TIME,
     OPEN_STATUSES,
@@ -24,7 +25,6 @@ from bot.constants import (
 from bot.priority import case_priority
 from bot.services import promise_for
 
-DEFAULT_CHANNEL = "rest"
 QUOTE_PRIORITY = "normal"
 
 

@@ -89,6 +89,10 @@ ACTION_FALLBACK = "action_fallback"
 RESPONSE_ASK_DESCRIBE = "utter_ask_describe"
 ACTION_LISTEN = "action_listen"
 
+# --- channels ------------------------------------------------------------------
+# The channel a message is filed under when its input channel is not known.
+DEFAULT_CHANNEL = "rest"
+
 # --- case statuses -------------------------------------------------------------
 STATUS_WAITING = "waiting"
 STATUS_CLAIMED = "claimed"
@@ -141,6 +145,7 @@ RESPONSES_SENT_BY_ACTIONS: tuple[str, ...] = (
     "utter_handoff",
     "utter_handoff_named",
     "utter_response_time",
+    "utter_added_to_case",
 )
 # Families of responses the actions send by pattern, one per intent or case type.
 ACK_RESPONSE_PREFIX = "utter_ack_"

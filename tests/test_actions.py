@@ -12,11 +12,11 @@ from rasa_sdk.events import ConversationPaused, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.acknowledge import ActionAcknowledge
-from actions.clarify import ActionAddDetail, ActionDidYouMean
+from actions.clarify import ActionAddDetail, ActionDidYouMean, ActionFallback
 from actions.forms import FORM_VALIDATIONS, UNVERIFIED
 from actions.handoff import ActionHandoff, ActionSummarizeCase, ActionTellResponseTime
 from bot.constants import CASE_TYPES, STATUS_WAITING
-from tests.conftest import CLOSED_NOW
+from tests.conftest import CLOSED_NOW, OPEN_NOW
 
 T0 = datetime(2026, 11, 23, 9, 58, tzinfo=timezone.utc).timestamp()
 
@@ -473,3 +473,34 @@ def test_praise_that_reads_as_a_complaint_is_not_thanked(
     ActionAcknowledge(services).run(dispatcher, tracker([user(text, intent, complaint=complaint, ranking=ranking)]), domain)
 
     assert sent(dispatcher) == expected
+
+
+def test_a_customer_whose_case_is_open_is_not_greeted_again_in_a_new_session(services: Any, domain: Dict) -> None:
+    events = _order_conversation() + [user("yes", "affirm", at=T0 + 30)]
+    ActionHandoff(services).run(CollectingDispatcher(), tracker(events, ORDER_SLOTS), domain)
+    case = services.store.list_cases()[0]
+
+    later = events + [
+        bot("Thanks, Maria! ...", at=T0 + 31),
+        {"event": "session_started", "timestamp": T0 + 7200},
+        user("any news??", "nlu_fallback", 0.3, at=T0 + 7201),
+    ]
+    for action in (ActionAcknowledge(services), ActionFallback(services)):
+        dispatcher = CollectingDispatcher()
+        result = action.run(dispatcher, tracker(later), domain)
+
+        assert result == [SlotSet("case_id", str(case.id)), ConversationPaused()]
+        assert sent(dispatcher) == ["utter_added_to_case"]
+        assert dispatcher.messages[0]["case_id"] == case.id
+
+
+def test_a_resolved_case_lets_the_bot_greet_the_customer_again(services: Any, domain: Dict) -> None:
+    events = _order_conversation() + [user("yes", "affirm", at=T0 + 30)]
+    ActionHandoff(services).run(CollectingDispatcher(), tracker(events, ORDER_SLOTS), domain)
+    services.store.resolve(services.store.list_cases()[0].id, OPEN_NOW)
+
+    dispatcher = CollectingDispatcher()
+    later = events + [{"event": "session_started", "timestamp": T0 + 7200}, user("hi again", "greet", at=T0 + 7201)]
+    ActionAcknowledge(services).run(dispatcher, tracker(later), domain)
+
+    assert sent(dispatcher) == ["utter_greeting_named", "utter_ack_greet"]
