@@ -24,6 +24,21 @@ from bot.constants import (
 )
 
 CHOICES = 2
+RESPONSE_NON_ENGLISH = "utter_non_english"
+SERVED_LANGUAGES = frozenset({"en"})
+
+
+def _in_another_language(tracker: Tracker) -> bool:
+    """Return whether the NLU pipeline read the latest message as another language."""
+    language = tracker.latest_message.get("language")
+    return isinstance(language, str) and language not in SERVED_LANGUAGES
+
+
+def _already_said(session: List[Dict[str, Any]], response: str) -> bool:
+    return any(
+        event.get("event") == "bot" and (event.get("metadata") or {}).get("utter_action") == response
+        for event in session
+    )
 
 
 def _top_case_types(tracker: Tracker, known: List[str]) -> List[str]:
@@ -72,7 +87,14 @@ class ActionDidYouMean(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[EventType]:
         """Ask, or give up asking and pass it on."""
-        before = conversation.last_bot_action_before_latest_message(conversation.current_session(tracker.events))
+        session = conversation.current_session(tracker.events)
+        before = conversation.last_bot_action_before_latest_message(session)
+        if _in_another_language(tracker):
+            # The choices would be a guess in a language the customer may not read; the
+            # offer to pass the message to a person is what helps.
+            if not _already_said(session, RESPONSE_NON_ENGLISH):
+                dispatcher.utter_message(response=RESPONSE_NON_ENGLISH)
+            return [SlotSet(SLOT_UNCLEAR_TWICE, False)]
         if before in (ACTION_DID_YOU_MEAN, RESPONSE_ASK_DESCRIBE):
             dispatcher.utter_message(response="utter_unclear_pass_on")
             return [SlotSet(SLOT_CASE_TYPE, CASE_TYPE_GENERAL), SlotSet(SLOT_UNCLEAR_TWICE, True)]

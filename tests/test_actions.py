@@ -504,3 +504,18 @@ def test_a_resolved_case_lets_the_bot_greet_the_customer_again(services: Any, do
     ActionAcknowledge(services).run(dispatcher, tracker(later), domain)
 
     assert sent(dispatcher) == ["utter_greeting_named", "utter_ack_greet"]
+
+
+def test_a_message_in_another_language_is_offered_a_person_not_english_choices(domain: Dict) -> None:
+    message = user("mi pedido no ha llegado", "nlu_fallback", 0.0)
+    message["parse_data"]["language"] = "es"
+    events = [message, bot("Hi there!"), bot("I can only read English for now...", utter_action="utter_non_english")]
+    dispatcher = CollectingDispatcher()
+    result = ActionDidYouMean().run(dispatcher, tracker([message] + events[1:]), domain)
+
+    assert sent(dispatcher) == []
+    assert result == [SlotSet("unclear_twice", False)]
+
+    fresh = CollectingDispatcher()
+    ActionDidYouMean().run(fresh, tracker([message]), domain)
+    assert sent(fresh) == ["utter_non_english"]
