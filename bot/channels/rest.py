@@ -27,16 +27,23 @@ from sanic.response import HTTPResponse
 TOKEN_ENV = "FIRSTREPLY_REST_TOKEN"
 MAX_MESSAGE_CHARS = 20_000
 MAX_SENDER_CHARS = 128
+REST_CHANNEL = "rest"
 
 
 def request_problem(body: bytes) -> Optional[tuple[int, str]]:
     """Return (status, error) for a webhook body that must not reach Rasa, else ``None``."""
     try:
-        payload = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
+        # Decoded here: from bytes json.loads also takes UTF-16/32, which request.json (ujson) refuses.
+        payload = json.loads((body or b"").decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         return 400, "the body must be JSON: {\"sender\": \"...\", \"message\": \"...\"}"
     if not isinstance(payload, dict):
         return 400, "the body must be a JSON object"
+    try:
+        # JSON escapes can carry unpaired surrogates ("\ud800"), which no database can store.
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return 400, "the body must be valid Unicode text (an unpaired \\ud800-\\udfff escape is not)"
     sender = payload.get("sender")
     if not isinstance(sender, str) or not sender.strip():
         return 400, "'sender' must be a non-empty string identifying the customer"
@@ -50,6 +57,11 @@ def request_problem(body: bytes) -> Optional[tuple[int, str]]:
     metadata = payload.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         return 400, "'metadata' must be a JSON object when given"
+    # Rasa's REST channel would pass it on as it is, so a caller could file a message (and
+    # its case) under another channel's customer.
+    input_channel = payload.get("input_channel")
+    if input_channel is not None and input_channel != REST_CHANNEL:
+        return 400, f"'input_channel' may only be {REST_CHANNEL!r} here"
     return None
 
 
@@ -57,7 +69,9 @@ def authorized(request: Request, token: str) -> bool:
     """Return whether the request carries ``Authorization: Bearer <token>``."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    # Sanic keeps header bytes that are not UTF-8 as surrogates: give them back as they came.
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode())
 
 
 class RestInput(RasaRestInput):
@@ -70,7 +84,7 @@ class RestInput(RasaRestInput):
     @classmethod
     def name(cls) -> Text:
         """Return ``rest``, so the URL stays ``/webhooks/rest/webhook``."""
-        return "rest"
+        return REST_CHANNEL
 
     @classmethod
     def from_credentials(

@@ -33,8 +33,9 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 from slack_bolt import BoltResponse
-from slack_bolt.adapter.sanic import AsyncSlackRequestHandler
+from slack_bolt.adapter.sanic.async_handler import to_async_bolt_request, to_sanic_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request import payload_utils
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -42,6 +43,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.common import BackgroundTasks, ChannelCredentialsError, credential, split_text
@@ -93,6 +95,12 @@ CHOSEN = "You chose: *{title}*"
 BUTTONS_PROMPT = "Please choose:"
 FILE_PLACEHOLDER = "[file]"
 
+# What bolt reads out of every body before any middleware or listener of ours runs; a
+# signed body where one of these fails is malformed (400), not a server error (500).
+_BOLT_PAYLOAD_VIEWS = (
+    payload_utils.to_options, payload_utils.to_shortcut, payload_utils.to_action, payload_utils.to_view,
+    payload_utils.to_command, payload_utils.to_event, payload_utils.to_message, payload_utils.to_step,
+)  # fmt: skip
 # Slack's markup in what a customer typed: <@U123>, <#C123|name>, <!here>, <https://x|label>.
 _MARKUP = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
 _BOT_TOKEN_FORMAT = re.compile(r"xoxb-[A-Za-z0-9-]+")
@@ -288,7 +296,10 @@ def customer_text(text: str) -> str:
     """
     plain = _MARKUP.sub(_unmarkup, text)
     plain = plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
-    return plain.lstrip("/").strip() if plain.startswith("/") else plain
+    # Slashes and spaces go together until neither is left: "/ /affirm" must not become "/affirm".
+    while plain.startswith("/"):
+        plain = plain.lstrip("/").lstrip()
+    return plain
 
 
 def _button_elements(buttons: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -427,6 +438,35 @@ OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 Next = Callable[[], Awaitable[BoltResponse]]
 
 
+def _shape_problem(body: Mapping[str, Any]) -> str | None:
+    """Return what is wrong with the shape of an event or a button press, or ``None``.
+
+    Only the fields the listeners read are checked: Slack always sends them so, and a body
+    that does not would make a listener fail after the acknowledgement.
+    """
+    if body.get("type") == "event_callback":
+        event = body.get("event")
+        if not isinstance(body.get("event_id"), str) or not isinstance(event, dict):
+            return "an event needs an event_id and an event object"
+        if event.get("type") in ("message", "app_mention"):
+            if not isinstance(event.get("channel"), str):
+                return "a message event needs a channel id"
+            if "user" in event and not isinstance(event["user"], str):
+                return "a message event's user must be a user id"
+            files = event.get("files")
+            if files is not None and not (isinstance(files, list) and all(isinstance(f, dict) for f in files)):
+                return "a message event's files must be a list of objects"
+    elif body.get("type") == "block_actions":
+        user, actions = body.get("user"), body.get("actions")
+        if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+            return "a button press needs a user object with an id"
+        if not isinstance(actions, list) or not all(isinstance(action, dict) for action in actions):
+            return "a button press needs a list of actions"
+        if any("text" in action and not isinstance(action["text"], dict) for action in actions):
+            return "a button's text must be an object"
+    return None
+
+
 class SlackDMInput(InputChannel):
     """Customers' DMs with the brand's Slack app, and mentions of it in channels (moved to a DM)."""
 
@@ -449,6 +489,7 @@ class SlackDMInput(InputChannel):
         self.client = client if client is not None else build_client(settings)
         self.output = SlackDMOutput(self.client)
         self.tasks = BackgroundTasks(CHANNEL_NAME)
+        self._verifier = SignatureVerifier(settings.signing_secret)
         self._profiles: _Bounded[str, dict[str, str]] = _Bounded()
         self._turns: dict[str, asyncio.Lock] = {}
 
@@ -465,7 +506,7 @@ class SlackDMInput(InputChannel):
 
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         """Return the Sanic routes: ``GET /`` (health) and ``POST /events`` (the bolt app)."""
-        handler = AsyncSlackRequestHandler(self.build_app(on_new_message))
+        app = self.build_app(on_new_message)
         slack_webhook = Blueprint("firstreply_slack_dm", __name__)
 
         @slack_webhook.route("/", methods=["GET"])
@@ -474,11 +515,20 @@ class SlackDMInput(InputChannel):
 
         @slack_webhook.route("/events", methods=["POST"])
         async def events(request: Request) -> HTTPResponse:
+            # Bolt checks the signature too, but only after it has parsed the body and read
+            # fields of it: a stranger's body must not get that far.
+            if not self._signed(request):
+                log.warning("slack webhook: missing, wrong or stale signature, request dropped")
+                return response.json({"ok": False, "error": "invalid request"}, status=401)
             try:
-                answer = await handler.handle(request)
-            except ValueError:  # bolt parses the body before it checks the signature
+                bolt_request = to_async_bolt_request(request)
+                for view in _BOLT_PAYLOAD_VIEWS:
+                    view(bolt_request.body)
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError):
+                # Not JSON, not an object, or fields of the wrong type where bolt looks.
                 log.warning("slack webhook: body is not what Slack sends, request dropped")
                 return response.json({"ok": False, "error": "malformed request"}, status=400)
+            answer = to_sanic_response(await app.async_dispatch(bolt_request))
             # Bolt runs listeners in futures it does not keep; one turn of the loop lets the
             # listener just started hand its work to self.tasks before Slack has its answer,
             # so a shutdown right after waits for that work too.
@@ -490,6 +540,19 @@ class SlackDMInput(InputChannel):
             await self.close()
 
         return slack_webhook
+
+    def _signed(self, request: Request) -> bool:
+        """Return whether the request carries Slack's fresh ``v0`` signature of its body."""
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        # The verifier calls int() on the timestamp and compares strings, so only ASCII gets there.
+        if not (timestamp.isascii() and timestamp.isdigit() and signature.isascii()):
+            return False
+        try:
+            body = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return self._verifier.is_valid(body, timestamp, signature)
 
     def build_app(self, on_new_message: OnNewMessage) -> AsyncApp:
         """Return the bolt app: signature checks, copies dropped, listeners that ack first."""
@@ -529,12 +592,19 @@ class SlackDMInput(InputChannel):
         was handled it is dropped here; if it never reached us (Rasa was down), the retry
         is the customer's only copy and is handled.
         """
+        problem = _shape_problem(body)
+        if problem:
+            # Signed, so from Slack or from someone with the secret; either way nothing our
+            # listeners can read safely. Refused before them, with nothing stored.
+            log.warning("slack request refused: %s", problem)
+            return BoltResponse(status=400, body=problem)
         key = None
+        container = body.get("container")
         if body.get("type") == "event_callback" and body.get("event_id"):
             key = str(body["event_id"])
-        elif body.get("type") == "block_actions" and body.get("container", {}).get("message_ts"):
+        elif body.get("type") == "block_actions" and isinstance(container, dict) and container.get("message_ts"):
             # One answer per button message: a second press before the buttons are gone is a copy.
-            key = f"buttons:{body['container'].get('channel_id')}:{body['container']['message_ts']}"
+            key = f"buttons:{container.get('channel_id')}:{container['message_ts']}"
         if key is None:
             return await next_()
         retry = request.headers.get(RETRY_NUM_HEADER)

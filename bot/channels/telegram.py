@@ -223,14 +223,17 @@ def command_text(text: str) -> tuple[str, dict[str, Any]]:
     deep-link payload) greets. Any other leading ``/`` is dropped: Rasa would otherwise
     read ``/affirm`` as an intent, and customers must not be able to inject intents.
     """
-    if not text.startswith("/"):
+    if not text.lstrip().startswith("/"):  # Rasa strips the text: " /affirm" would be an intent
         return text, {}
     # Every leading slash goes: "//affirm" must not become the intent "/affirm".
-    command, _, rest = text.lstrip("/").partition(" ")
+    command, _, rest = text.lstrip().lstrip("/").partition(" ")
     command = command.split("@", 1)[0]
     if command.lower() == "start":
         return f"/{INTENT_GREET}", ({"start_payload": rest.strip()} if rest.strip() else {})
-    return f"{command} {rest}".strip(), {}
+    text = f"{command} {rest}".strip()
+    while text.startswith("/"):  # nor "/ /affirm"
+        text = text.lstrip("/").lstrip()
+    return text, {}
 
 
 # --- sending ---------------------------------------------------------------------------
@@ -432,17 +435,25 @@ class TelegramInput(InputChannel):
     def _parse(self, body: bytes) -> Update | None:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             log.warning("telegram webhook: body is not JSON")
             return None
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             log.warning("telegram webhook: JSON without an update_id")
             return None
         try:
-            return Update.de_json(data, self.bot)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            update = Update.de_json(data, self.bot)
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as error:
             log.warning("telegram webhook: update %s malformed: %r", data.get("update_id"), error)
             return None
+        # PTB does not check types; what is read as text must be text, or handling fails later.
+        messages = [m for m in (update.message, update.edited_message) if m is not None]
+        texts = [m.text for m in messages] + [m.caption for m in messages]
+        texts.append(update.callback_query.data if update.callback_query is not None else None)
+        if any(value is not None and not isinstance(value, str) for value in texts):
+            log.warning("telegram webhook: update %s has text that is not a string", data.get("update_id"))
+            return None
+        return update
 
     async def process(self, update: Update, on_new_message: OnNewMessage) -> None:
         """Handle one update: reply directly where needed, pass customer messages to Rasa."""
@@ -544,7 +555,8 @@ class TelegramInput(InputChannel):
 
 
 def _compare(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    # Sanic keeps header bytes that are not UTF-8 as surrogates: give them back as they came.
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
 
 
 # --- command line: webhook registration and local polling ------------------------------

@@ -85,6 +85,7 @@ HISTORY_LIMIT = 500
 # process handling it died); a retry of the message then goes to Rasa again.
 STALE_CLAIM_SECONDS = 120
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+_MESSAGE_ID = re.compile(r"[0-9]{1,18}")  # fits SQLite's 64-bit integer
 
 STATIC_DIR = Path(__file__).with_name("webchat_static")
 PAGE = "index.html"
@@ -138,7 +139,11 @@ def session_token(secret: str, sender: str) -> str:
 
 def token_matches(secret: str, sender: str, token: str) -> bool:
     """Return whether ``token`` is the token of ``sender`` (constant-time comparison)."""
-    return hmac.compare_digest(session_token(secret, sender).encode("ascii"), token.encode("utf-8"))
+    try:
+        expected, given = session_token(secret, sender).encode("ascii"), token.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate (JSON escape, non-UTF-8 header): never issued
+        return False
+    return hmac.compare_digest(expected, given)
 
 
 def new_sender() -> str:
@@ -207,8 +212,14 @@ def parse_message_request(body: bytes) -> MessageRequest | tuple[int, str]:
 
 
 def typed_text(text: str) -> str:
-    """Return what Rasa reads of a typed message: no leading ``/``, so no intent injection."""
-    return text.strip().lstrip("/").strip()
+    """Return what Rasa reads of a typed message: no leading ``/``, so no intent injection.
+
+    Slashes and spaces go together until neither is left: "/ /affirm" must not become "/affirm".
+    """
+    rest = text.strip()
+    while rest.startswith("/"):
+        rest = rest.lstrip("/").lstrip()
+    return rest
 
 
 # --- what is displayed ---------------------------------------------------------------
@@ -535,7 +546,7 @@ class WebChatInput(InputChannel):
         after = request.args.get("after", "0")
         if not sender or not token:
             return _error(400, "'sender' and the session token are required")
-        if not after.isdigit():
+        if not _MESSAGE_ID.fullmatch(after):  # not isdigit(): "²" is a digit int() refuses
             return _error(400, "'after' must be a message id (a whole number)")
         if not self.authentic(sender, token):
             return _error(401, "unknown session: start a new one at /session")

@@ -194,6 +194,7 @@ def test_a_message_in_another_language_can_be_passed_to_a_person(assistant: Assi
         (b'{"message": "hi"}', 400, "'sender' must be a non-empty string"),
         (b'{"sender": "x", "message": 42}', 400, "'message' must be a string"),
         (b'{"sender": "x", "message": "hi", "metadata": "Maria"}', 400, "'metadata' must be a JSON object"),
+        (b'{"sender": "x", "message": "hi", "input_channel": "telegram"}', 400, "'input_channel' may only be 'rest'"),
         (json.dumps({"sender": "x", "message": "a" * 20_001}).encode(), 413, "'message' must be at most 20000"),
     ],
 )
