@@ -69,7 +69,24 @@ _SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "routing": (("default", "case_types", "priorities"), ("default",)),
 }
+# Sections a file may leave out (their keys all have defaults).
+_OPTIONAL_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "watchdog": (
+        (
+            "enabled",
+            "escalate_at",
+            "update_at",
+            "lead_channel",
+            "oncall",
+            "checkin_after_minutes",
+            "close_after_minutes",
+        ),
+        (),
+    ),
+}
 _HOLIDAY_KEYS = ("date", "name")
+# A Slack user (U.../W...) or user group (S...) id, for the watchdog's on-call mention.
+_SLACK_MENTIONABLE = re.compile(r"[UWS][A-Z0-9]{2,}")
 
 # Defaults for optional target keys: the same as ServiceTargets' own.
 _DEFAULT_MIN_HISTORY_SAMPLES = 5
@@ -172,6 +189,34 @@ class Routing:
 
 
 @dataclass(frozen=True)
+class WatchdogRules:
+    """What the desk's watchdog does about promises and silent customers.
+
+    Attributes:
+        enabled: Whether the watchdog runs at all.
+        escalate_at: Share of a waiting case's promise (in open minutes) after which it
+            is escalated to the leads, once per promise.
+        update_at: Share after which the customer gets a new estimate, if the new
+            deadline is later than the one they were told.
+        lead_channel: Where escalations go; None: ``routing.priorities.urgent``, else
+            ``routing.default``.
+        oncall: A Slack user (U...) or user group (S...) id mentioned in escalations.
+        checkin_after_minutes: Open minutes of silence after an agent's last reply before
+            the customer is asked whether they need anything else.
+        close_after_minutes: Open minutes after that question, still unanswered, before
+            the case is closed.
+    """
+
+    enabled: bool = True
+    escalate_at: float = 0.75
+    update_at: float = 0.9
+    lead_channel: str | None = None
+    oncall: str | None = None
+    checkin_after_minutes: float = 60.0
+    close_after_minutes: float = 60.0
+
+
+@dataclass(frozen=True)
 class SupportConfig:
     """Everything support.yml says, checked.
 
@@ -183,6 +228,7 @@ class SupportConfig:
         history_window_days: How many days of handled cases the estimate learns from.
         priority: When a case's priority is raised.
         routing: Which channel a case is posted to.
+        watchdog: What the desk's watchdog does (all defaults when the section is left out).
     """
 
     path: Path
@@ -192,6 +238,12 @@ class SupportConfig:
     history_window_days: int
     priority: PriorityRules
     routing: Routing
+    watchdog: WatchdogRules = WatchdogRules()
+
+    @property
+    def lead_channel(self) -> str:
+        """Return where the watchdog escalates: its own channel, else urgent cases', else the default."""
+        return self.watchdog.lead_channel or self.routing.priorities.get("urgent") or self.routing.default
 
 
 def default_support_path() -> Path:
@@ -398,11 +450,16 @@ class _Reader:
                 root, f"the file must be a mapping of sections ({', '.join(_SECTIONS)})"
             )
         sections = self._section(
-            root, "the file", root, tuple(_SECTIONS), tuple(_SECTIONS), "section"
+            root, "the file", root, (*_SECTIONS, *_OPTIONAL_SECTIONS), tuple(_SECTIONS), "section"
         )
         parts: dict[str, dict[str, tuple[Node, Node]]] = {}
-        for name, (allowed, required) in _SECTIONS.items():
+        for name, (allowed, required) in {**_SECTIONS, **_OPTIONAL_SECTIONS}.items():
+            if name not in sections:
+                continue
             key_node, value_node = sections[name]
+            if name in _OPTIONAL_SECTIONS and _is_empty(value_node):
+                parts[name] = {}
+                continue
             parts[name] = self._section(value_node, name, key_node, allowed, required)
         brand = self._brand(parts["brand"])
         calendar = self._calendar(parts["hours"])
@@ -418,6 +475,7 @@ class _Reader:
             history_window_days=window,
             priority=self._priority(parts["priority"]),
             routing=self._routing(parts["routing"]),
+            watchdog=self._watchdog(parts.get("watchdog", {})),
         )
 
     def _brand(self, entries: Mapping[str, tuple[Node, Node]]) -> Brand:
@@ -698,6 +756,69 @@ class _Reader:
                 name_node, channel_node, f"{where}.{name}", "; put it in quotes"
             )
         return routes
+
+
+    def _watchdog(self, entries: Mapping[str, tuple[Node, Node]]) -> WatchdogRules:
+        defaults = WatchdogRules()
+        share = "a number greater than 0 and at most 1 (a share of the promised wait, e.g. 0.75)"
+
+        def fraction(key: str, default: float) -> float:
+            return self._optional(
+                entries,
+                key,
+                lambda e: self._number(*e, f"watchdog.{key}", share, lambda v: 0 < v <= 1),
+                default,
+            )
+
+        escalate_at = fraction("escalate_at", defaults.escalate_at)
+        update_at = fraction("update_at", defaults.update_at)
+        if "update_at" in entries and update_at < escalate_at:
+            raise self._error(
+                self._line_node(*entries["update_at"]),
+                f"watchdog.update_at must not be below escalate_at ({escalate_at:g}): the leads hear "
+                "of a case before its customer gets a new estimate",
+                update_at,
+            )
+        return WatchdogRules(
+            enabled=self._optional(entries, "enabled", lambda e: self._flag(*e, "watchdog.enabled"), True),
+            escalate_at=escalate_at,
+            update_at=update_at,
+            lead_channel=self._optional(
+                entries,
+                "lead_channel",
+                lambda e: self._channel(*e, "watchdog.lead_channel", "; put it in quotes"),
+                None,
+            ),
+            oncall=self._optional(entries, "oncall", lambda e: self._mentionable(*e), None),
+            checkin_after_minutes=self._optional(
+                entries,
+                "checkin_after_minutes",
+                lambda e: self._positive(e, "watchdog.checkin_after_minutes"),
+                defaults.checkin_after_minutes,
+            ),
+            close_after_minutes=self._optional(
+                entries,
+                "close_after_minutes",
+                lambda e: self._positive(e, "watchdog.close_after_minutes"),
+                defaults.close_after_minutes,
+            ),
+        )
+
+    def _flag(self, key_node: Node, node: Node, where: str) -> bool:
+        value = self._value(node)
+        if not isinstance(value, bool):
+            raise self._error(self._line_node(key_node, node), f"{where} must be true or false", value)
+        return value
+
+    def _mentionable(self, key_node: Node, node: Node) -> str:
+        value = self._value(node)
+        if not isinstance(value, str) or not _SLACK_MENTIONABLE.fullmatch(value.strip()):
+            raise self._error(
+                self._line_node(key_node, node),
+                "watchdog.oncall must be a Slack user id (U...) or user group id (S...)",
+                value,
+            )
+        return value.strip()
 
 
 def _is_empty(node: Node) -> bool:

@@ -98,7 +98,7 @@ esac
 if [ -n "$desk" ]; then
   RASA_URL="http://127.0.0.1:$rasa_port" .venv/bin/python -m bot desk >var/run/desk.log 2>&1 &
   pids+=($!)
-  channels+=("agent desk in Slack (log: var/run/desk.log)")
+  channels+=("agent desk in Slack (log: var/run/desk.log; dashboard http://127.0.0.1:${FIRSTREPLY_DESK_PORT:-3000}/dashboard)")
 fi
 channel_list="REST, web chat"
 for channel in "${channels[@]}"; do channel_list="$channel_list, $channel"; done

@@ -71,7 +71,7 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_cases(tmp_path: Path) ->
     assert store.outbox_items() == []
     assert store.cursor("anything") is None
     with store._engine.connect() as conn:
-        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == len(schema.MIGRATIONS) == 2
+        assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == len(schema.MIGRATIONS) >= 2
     store.dispose()
 
 

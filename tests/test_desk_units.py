@@ -206,8 +206,26 @@ def test_the_registry_finds_each_customer_sender(tmp_path: Path) -> None:
     assert isinstance(outbound.sender_for("telegram"), TelegramOutput)
     assert outbound.sender_for("telegram") is outbound.sender_for("telegram")
     assert isinstance(outbound.sender_for("slack_dm"), SlackDMOutput)
-    assert (outbound.sender_for("rest"), outbound.sender_for("webchat")) == (None, None)
-    assert not outbound.can_push("rest") and outbound.can_push("telegram")
+    assert outbound.sender_for("rest") is None
+    assert not outbound.can_push("rest") and outbound.can_push("telegram") and outbound.can_push("webchat")
+
+
+@pytest.mark.asyncio
+async def test_an_agent_reply_to_a_web_chat_customer_lands_in_their_history(tmp_path: Path) -> None:
+    from bot.channels.webchat import WebChatOutput, WebChatStore
+
+    db = tmp_path / "channels.db"
+    outbound = Outbound({"FIRSTREPLY_CHANNEL_DB": str(db)})
+    sender = outbound.sender_for("webchat")
+    assert isinstance(sender, WebChatOutput)
+
+    await sender.send_text_message("web-abc", "Hi Maria, Sam here — your parcel left the depot today.")
+    page = WebChatStore.from_url(f"sqlite:///{db}")
+    texts = [message.get("text") for message in page.history("web-abc")]
+    page.dispose()
+    await outbound.close()
+
+    assert texts == ["Hi Maria, Sam here — your parcel left the depot today."]
 
 
 @pytest.mark.asyncio

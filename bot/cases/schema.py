@@ -138,6 +138,20 @@ cases = Table(
     Column("solved", Boolean, nullable=True),
     Column("rating", Integer, nullable=True),
     Column("reopened_count", Integer, nullable=False, server_default="0"),
+    # --- added in version 3 (the watchdog) ---
+    # When the promise in force was made (NULL: when the case was opened) and how many
+    # times the watchdog replaced it with a new estimate before it fell due.
+    Column("promise_made_at", UTCDateTime, nullable=True),
+    Column("promise_updates", Integer, nullable=False, server_default="0"),
+    # Why the last new estimate was needed (``bot.desk.watchdog`` names the reasons).
+    Column("delay_reason", String(16), nullable=True),
+    # The promise (its ``promise_updates`` number) last escalated to the leads: once per promise.
+    Column("escalated_promise", Integer, nullable=True),
+    # When an agent's reply last reached the customer, and when the watchdog then asked
+    # the silent customer whether they need anything else.
+    Column("last_agent_reply_at", UTCDateTime, nullable=True),
+    Column("checkin_at", UTCDateTime, nullable=True),
+    Column("closed_at", UTCDateTime, nullable=True),
     Index("ix_cases_customer", "channel", "sender_id", "id"),
     Index("ix_cases_status_priority", "status", "priority"),
     Index("ix_cases_card", "card_channel", "card_ts"),
@@ -146,6 +160,12 @@ cases = Table(
 _V2_CASE_COLUMNS: tuple[str, ...] = (
     "card_channel", "card_ts", "card_digest", "resolved_by", "followup_asked_at", "solved", "rating",
     "reopened_count",
+)  # fmt: skip
+
+# The columns step 3 adds to ``cases``, in order.
+_V3_CASE_COLUMNS: tuple[str, ...] = (
+    "promise_made_at", "promise_updates", "delay_reason", "escalated_promise", "last_agent_reply_at", "checkin_at",
+    "closed_at",
 )  # fmt: skip
 
 agent_shifts = Table(
@@ -190,6 +210,17 @@ desk_cursors = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("position", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Leases: which desk process does a job only one may do at a time (the watchdog), until
+# when. Taken and renewed with one conditional UPDATE (see ``CaseStore.take_lease``).
+desk_leases = Table(
+    "desk_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
@@ -296,7 +327,21 @@ def _v2_agent_desk(conn: Connection) -> None:
     metadata.create_all(conn, tables=[outbox, desk_cursors])
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_initial_tables, _v2_agent_desk)
+def _add_case_columns(conn: Connection, names: tuple[str, ...]) -> None:
+    for name in names:
+        # SQLAlchemy Core has no ADD COLUMN construct; the column definition is compiled
+        # from the table above, so names and types come from code, never from input.
+        definition = CreateColumn(cases.c[name]).compile(dialect=conn.dialect)
+        conn.execute(DDL(f"ALTER TABLE cases ADD COLUMN {definition}"))
+
+
+def _v3_watchdog(conn: Connection) -> None:
+    """The watchdog: promise updates, escalations, check-ins and closing on cases; leases."""
+    _add_case_columns(conn, _V3_CASE_COLUMNS)
+    metadata.create_all(conn, tables=[desk_leases])
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_initial_tables, _v2_agent_desk, _v3_watchdog)
 
 
 def migrate(engine: Engine) -> int:

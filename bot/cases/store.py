@@ -13,19 +13,29 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from bot.cases.schema import IMMEDIATE, agent_shifts, cases, create_case_engine, desk_cursors, migrate, outbox
+from bot.cases.schema import (
+    IMMEDIATE,
+    agent_shifts,
+    cases,
+    create_case_engine,
+    desk_cursors,
+    desk_leases,
+    migrate,
+    outbox,
+)
 from bot.constants import (
     OPEN_STATUSES,
     PRIORITIES,
     STATUS_CLAIMED,
+    STATUS_CLOSED,
     STATUS_RESOLVED,
     STATUS_WAITING,
     priority_rank,
@@ -149,6 +159,19 @@ class Case:
     solved: bool | None = None
     rating: int | None = None
     reopened_count: int = 0
+    # The watchdog's fields (schema version 3); also left out of ``to_dict``.
+    promise_made_at: datetime | None = None
+    promise_updates: int = 0
+    delay_reason: str | None = None
+    escalated_promise: int | None = None
+    last_agent_reply_at: datetime | None = None
+    checkin_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    @property
+    def promise_start(self) -> datetime:
+        """Return when the promise in force was made (the opening, until the watchdog replaced it)."""
+        return self.promise_made_at or self.created_at
 
     def to_dict(self) -> dict[str, Any]:
         """Return the case as JSON-ready data (datetimes in ISO 8601 with offset)."""
@@ -243,6 +266,34 @@ class OutboxItem:
     def in_doubt(self) -> bool:
         """Return whether an earlier attempt was cut off, so it may have gone through."""
         return bool((self.result or {}).get("in_doubt"))
+
+
+@dataclass(frozen=True)
+class CaseFigures:
+    """What the desk's metrics need of a case. Times are UTC.
+
+    Attributes:
+        first_customer_at: The customer's first message in the transcript, if any.
+        first_bot_at: The assistant's first message after it, if any.
+    """
+
+    id: int
+    channel: str
+    case_type: str
+    priority: str
+    status: str
+    created_at: datetime
+    claimed_at: datetime | None
+    first_human_reply_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    promised_by: datetime
+    promise_updates: int
+    escalated_promise: int | None
+    checkin_at: datetime | None
+    rating: int | None
+    first_customer_at: datetime | None
+    first_bot_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -826,6 +877,7 @@ class CaseStore:
                     .where(cases.c.id == item.case_id, cases.c.first_human_reply_at.is_(None))
                     .values(first_human_reply_at=now, updated_at=now)
                 )
+                conn.execute(update(cases).where(cases.c.id == item.case_id).values(last_agent_reply_at=now))
 
     def fail_delivery(self, item_id: int, error: str, retry_at: datetime | None) -> None:
         """Record a failed attempt: try again at ``retry_at``, or give up when it is ``None``."""
@@ -894,6 +946,250 @@ class CaseStore:
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one()) > 0
 
+    def count_outbox(self, *, kind: str | None = None, key_prefix: str | None = None) -> int:
+        """Return how many messages were ever queued (of ``kind``, with keys starting ``key_prefix``)."""
+        query = select(func.count()).select_from(outbox)
+        if kind is not None:
+            query = query.where(outbox.c.kind == kind)
+        if key_prefix is not None:
+            query = query.where(outbox.c.idempotency_key.like(_like_prefix(key_prefix), escape="\\"))
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def outbox_backlog(self) -> tuple[int, int]:
+        """Return how many messages wait to be delivered, and how many were given up on."""
+        query = select(
+            func.count().filter(outbox.c.next_attempt_at.is_not(None)),
+            func.count().filter(outbox.c.next_attempt_at.is_(None)),
+        ).where(outbox.c.delivered_at.is_(None))
+        with self._engine.connect() as conn:
+            pending, failed = conn.execute(query).one()
+        return int(pending or 0), int(failed or 0)
+
+    # --- the watchdog ---------------------------------------------------------------------------
+
+    def last_queued(self, case_ids: Sequence[int], key_prefix: str) -> dict[int, datetime]:
+        """Return, per case, when a message with a key starting ``key_prefix`` was last queued.
+
+        The desk relays each customer message to its case's thread under a key of its own
+        (``bot.desk.messages.RELAY_IN_PREFIX``), so this is when the customer last wrote.
+        """
+        if not case_ids:
+            return {}
+        query = (
+            select(outbox.c.case_id, func.max(outbox.c.created_at))
+            .where(outbox.c.case_id.in_(list(case_ids)))
+            .where(outbox.c.idempotency_key.like(_like_prefix(key_prefix), escape="\\"))
+            .group_by(outbox.c.case_id)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        # func.max loses the column type: read the stored value back as UTCDateTime does.
+        return {int(case_id): _as_utc(latest) for case_id, latest in rows if latest is not None}
+
+    def mark_escalated(
+        self, case_id: int, promise_number: int, now: datetime, *, outbox: Sequence[OutboxMessage] = ()
+    ) -> bool:
+        """Record that promise ``promise_number`` of a waiting case was escalated (once per promise).
+
+        ``outbox`` is queued in the same transaction, only if this call recorded it.
+
+        Returns:
+            True the first time for that promise; False if already escalated, or the case moved on.
+        """
+        _require_aware(now, "now")
+        mark = (
+            update(cases)
+            .where(
+                cases.c.id == case_id,
+                cases.c.status == STATUS_WAITING,
+                cases.c.promise_updates == promise_number,
+                or_(cases.c.escalated_promise.is_(None), cases.c.escalated_promise < promise_number),
+            )
+            .values(escalated_promise=promise_number, updated_at=now)
+        )
+        with self._write() as conn:
+            done = conn.execute(mark).rowcount == 1
+            if done:
+                _enqueue(conn, outbox, now)
+        if done:
+            log.info("case %s escalated (promise %d)", case_id, promise_number)
+        return done
+
+    def update_promise(
+        self,
+        case_id: int,
+        promise_number: int,
+        promised_by: datetime,
+        wording: str,
+        reason: str,
+        now: datetime,
+        *,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Replace promise ``promise_number`` of a waiting, unanswered case with a new one.
+
+        ``outbox`` (the message that tells the customer) is queued in the same transaction,
+        only if the promise was replaced.
+
+        Returns:
+            True if replaced; False if the case was claimed, answered or updated meanwhile.
+        """
+        _require_aware(now, "now")
+        _require_aware(promised_by, "promised_by")
+        replace = (
+            update(cases)
+            .where(
+                cases.c.id == case_id,
+                cases.c.status == STATUS_WAITING,
+                cases.c.first_human_reply_at.is_(None),
+                cases.c.promise_updates == promise_number,
+            )
+            .values(
+                promised_by=promised_by,
+                promise_wording=wording,
+                promise_made_at=now,
+                promise_updates=cases.c.promise_updates + 1,
+                delay_reason=reason,
+                updated_at=now,
+            )
+        )
+        with self._write() as conn:
+            done = conn.execute(replace).rowcount == 1
+            if done:
+                _enqueue(conn, outbox, now)
+        if done:
+            log.info("case %s: promise %d replaced (%s)", case_id, promise_number, reason)
+        return done
+
+    def record_checkin(
+        self,
+        case_id: int,
+        agent_reply_at: datetime,
+        now: datetime,
+        *,
+        customer_key_prefix: str,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Record that the customer of a claimed case was asked whether they need anything else.
+
+        Only when the agent's last reply is still ``agent_reply_at``, the customer was not
+        asked since it, and no customer message (keys starting ``customer_key_prefix``) was
+        queued after it. ``outbox`` is queued in the same transaction, only if recorded.
+        """
+        _require_aware(now, "now")
+        ask = (
+            update(cases)
+            .where(
+                cases.c.id == case_id,
+                cases.c.status == STATUS_CLAIMED,
+                cases.c.last_agent_reply_at == agent_reply_at,
+                or_(cases.c.checkin_at.is_(None), cases.c.checkin_at < agent_reply_at),
+                ~_customer_wrote_since(customer_key_prefix, agent_reply_at),
+            )
+            .values(checkin_at=now, updated_at=now)
+        )
+        with self._write() as conn:
+            done = conn.execute(ask).rowcount == 1
+            if done:
+                _enqueue(conn, outbox, now)
+        if done:
+            log.info("case %s: the silent customer was asked whether they need anything else", case_id)
+        return done
+
+    def close_stale(
+        self,
+        case_id: int,
+        checkin_at: datetime,
+        now: datetime,
+        *,
+        customer_key_prefix: str,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> bool:
+        """Close a claimed case whose customer said nothing since the check-in at ``checkin_at``.
+
+        Only when no agent reply reached the customer after the check-in and no customer
+        message (keys starting ``customer_key_prefix``) was queued after it. ``outbox`` is
+        queued in the same transaction, only if closed.
+        """
+        _require_aware(now, "now")
+        close = (
+            update(cases)
+            .where(
+                cases.c.id == case_id,
+                cases.c.status == STATUS_CLAIMED,
+                cases.c.checkin_at == checkin_at,
+                or_(cases.c.last_agent_reply_at.is_(None), cases.c.last_agent_reply_at <= checkin_at),
+                ~_customer_wrote_since(customer_key_prefix, checkin_at),
+            )
+            .values(status=STATUS_CLOSED, closed_at=now, updated_at=now)
+        )
+        with self._write() as conn:
+            done = conn.execute(close).rowcount == 1
+            if done:
+                _enqueue(conn, outbox, now)
+        if done:
+            log.info("case %s closed: no answer to the check-in", case_id)
+        return done
+
+    # --- leases -----------------------------------------------------------------------------
+
+    def take_lease(self, name: str, holder: str, now: datetime, seconds: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until ``seconds`` after ``now``.
+
+        One conditional UPDATE: it succeeds when ``holder`` already holds the lease or the
+        lease has expired; the first holder ever inserts the row. Of several processes
+        asking at once, one gets it. Expiry is judged by the callers' clocks, so replicas'
+        clocks must agree to well within ``seconds``.
+
+        Returns:
+            True if ``holder`` holds the lease now.
+        """
+        _require_aware(now, "now")
+        values = {"holder": holder, "expires_at": now + timedelta(seconds=seconds), "updated_at": now}
+        renew = (
+            update(desk_leases)
+            .where(desk_leases.c.name == name, or_(desk_leases.c.holder == holder, desk_leases.c.expires_at <= now))
+            .values(**values)
+        )
+        with self._write() as conn:
+            if conn.execute(renew).rowcount == 1:
+                return True
+            first = _UPSERTS[conn.dialect.name](desk_leases).values(name=name, **values)
+            return bool(conn.execute(first.on_conflict_do_nothing(index_elements=["name"])).rowcount == 1)
+
+    def release_lease(self, name: str, holder: str, now: datetime) -> None:
+        """Give the lease ``name`` up at ``now`` if ``holder`` holds it (another process may take it at once)."""
+        _require_aware(now, "now")
+        with self._write() as conn:
+            conn.execute(
+                update(desk_leases)
+                .where(desk_leases.c.name == name, desk_leases.c.holder == holder)
+                .values(expires_at=now, updated_at=now)
+            )
+
+    def lease_holder(self, name: str, now: datetime) -> str | None:
+        """Return who holds the lease ``name`` at ``now``, or None if nobody does."""
+        _require_aware(now, "now")
+        query = select(desk_leases.c.holder).where(desk_leases.c.name == name, desk_leases.c.expires_at > now)
+        with self._engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return None if found is None else str(found)
+
+    # --- figures for the desk's metrics and dashboard ----------------------------------------
+
+    def case_figures(self) -> list[CaseFigures]:
+        """Return every case's timings, promise and rating (no summary or answers), oldest first."""
+        query = select(
+            cases.c.id, cases.c.channel, cases.c.case_type, cases.c.priority, cases.c.status, cases.c.transcript,
+            cases.c.created_at, cases.c.claimed_at, cases.c.first_human_reply_at, cases.c.resolved_at,
+            cases.c.closed_at, cases.c.promised_by, cases.c.promise_updates, cases.c.escalated_promise,
+            cases.c.checkin_at, cases.c.rating,
+        ).order_by(cases.c.created_at, cases.c.id)  # fmt: skip
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [_figures_from_row(row) for row in rows]
+
     # --- read positions ---------------------------------------------------------------------
 
     def cursor(self, name: str) -> int | None:
@@ -949,6 +1245,37 @@ def _waiting_ahead_at_opening(rows: Sequence[Row], wanted: set[int]) -> dict[int
         if joins:
             waiting[rank] += 1
     return ahead
+
+
+def _like_prefix(prefix: str) -> str:
+    """Return a LIKE pattern matching text that starts with ``prefix`` (its wildcards escaped)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _as_utc(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
+
+
+def _customer_wrote_since(key_prefix: str, since: Any) -> Any:
+    """Return a condition on ``cases``: a customer message of the case was queued after ``since``."""
+    return exists(
+        select(outbox.c.id).where(
+            outbox.c.case_id == cases.c.id,
+            outbox.c.idempotency_key.like(_like_prefix(key_prefix), escape="\\"),
+            outbox.c.created_at > since,
+        )
+    )
+
+
+def _figures_from_row(row: Row) -> CaseFigures:
+    values = dict(row._mapping)
+    lines = [TranscriptLine.from_dict(line) for line in values.pop("transcript") or []]
+    customer = [line.at for line in lines if line.who == "customer"]
+    first_customer = min(customer) if customer else None
+    bot = [line.at for line in lines if line.who == "bot" and (first_customer is None or line.at >= first_customer)]
+    return CaseFigures(**values, first_customer_at=first_customer, first_bot_at=min(bot) if bot and customer else None)
 
 
 def _case_from_row(row: Row, previous_cases: tuple[int, ...]) -> Case:

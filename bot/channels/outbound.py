@@ -7,8 +7,10 @@ environment (the same variables Rasa's connectors read):
   ``TELEGRAM_API_BASE_URL``);
 - ``slack_dm``: ``bot.channels.slack.SlackDMOutput`` (``SLACK_BOT_TOKEN``,
   ``SLACK_API_BASE_URL``), imported only when a Slack DM case needs it;
-- anything else (``rest``, the web chat, ...): no message can be pushed to the customer
-  later, so the desk records the reply in the conversation only (``sender_for`` returns None).
+- ``webchat``: ``bot.channels.webchat.WebChatOutput``, which stores the message in the web
+  chat's table (``FIRSTREPLY_CHANNEL_DB``, shared with Rasa); the customer's page fetches it;
+- anything else (``rest``, ...): no message can be pushed to the customer later, so the
+  desk records the reply in the conversation only (``sender_for`` returns None).
 
 Senders are built once per channel and reused.
 """
@@ -30,7 +32,8 @@ log = logging.getLogger(__name__)
 
 TELEGRAM = "telegram"
 SLACK_DM = "slack_dm"
-PUSH_CHANNELS: tuple[str, ...] = (TELEGRAM, SLACK_DM)
+WEBCHAT = "webchat"
+PUSH_CHANNELS: tuple[str, ...] = (TELEGRAM, SLACK_DM, WEBCHAT)
 # Connector settings check the secret that authenticates *incoming* webhooks too; a sender
 # never receives anything, so it is built with a stand-in that passes the format check.
 _SENDER_ONLY_SECRET = "sender-only-no-webhook"
@@ -63,7 +66,8 @@ class Outbound:
             return None
         known = self._senders.get(channel)
         if known is None:
-            known = self._build_telegram() if channel == TELEGRAM else self._build_slack_dm()
+            builders = {TELEGRAM: self._build_telegram, SLACK_DM: self._build_slack_dm, WEBCHAT: self._build_webchat}
+            known = builders[channel]()
             self._senders[channel] = known
         return known
 
@@ -88,6 +92,14 @@ class Outbound:
         store = ChannelStore.from_url(url_from_env(self._env.get(ENV_CHANNEL_DB) or ""))
         self._closers.extend([lambda: close_bot(bot), store.dispose])
         return TelegramOutput(bot, store)
+
+    def _build_webchat(self) -> OutputChannel:
+        from bot.channels.dedupe import ENV_CHANNEL_DB, url_from_env
+        from bot.channels.webchat import WebChatOutput, WebChatStore
+
+        store = WebChatStore.from_url(url_from_env(self._env.get(ENV_CHANNEL_DB) or ""))
+        self._closers.append(store.dispose)
+        return WebChatOutput(store)
 
     def _build_slack_dm(self) -> OutputChannel:
         try:

@@ -9,7 +9,13 @@ runs, until SIGTERM or Ctrl-C:
   a card shows changed (status, owner, follow-up, the promise countdown in words);
 - the relay loop: queues the customers' new messages for their case's thread
   (``bot.desk.relay``);
-- the outbox worker that delivers all of it (``bot.desk.outbox``).
+- the outbox worker that delivers all of it (``bot.desk.outbox``);
+- the watchdog (``bot.desk.watchdog``): escalations, honest promise updates, check-ins
+  and closing quiet cases, in the one desk process that holds its lease.
+
+The HTTP server also serves ``GET /health``, ``GET /metrics`` (Prometheus,
+``bot.desk.metrics``) and ``GET /dashboard`` (``bot.desk.dashboard``); in Socket Mode
+these run on a small server of their own on the same host and port.
 
 Listeners acknowledge first, then check everything against the store and the acting user:
 a button's case must be the case whose card the button is on, the user must be an agent
@@ -35,13 +41,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.outbound import Outbound
 from bot.constants import STATUS_CLAIMED, STATUS_WAITING
-from bot.desk import cards, messages
+from bot.desk import cards, dashboard, messages
 from bot.desk.access import AccessUnknown, AgentDirectory
+from bot.desk.metrics import CONTENT_TYPE, build_registry, exposition
 from bot.desk.outbox import OutboxWorker, render_card, utc_now
 from bot.desk.rasa_api import RasaClient
 from bot.desk.relay import CustomerMessages
 from bot.desk.settings import EVENTS_PATH, DeskSettings
 from bot.desk.text import is_note, plain_from_slack
+from bot.desk.watchdog import Watchdog, is_late, late_pickup_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,6 +57,7 @@ if TYPE_CHECKING:
     from slack_bolt.context.ack.async_ack import AsyncAck
 
     from bot.cases import Case, CaseStore
+    from bot.cases.store import OutboxMessage
     from bot.ops import SupportConfig
 
 log = logging.getLogger(__name__)
@@ -58,7 +67,7 @@ CARD_FOLLOW_DAYS = 2
 NOT_AGENT = "Only the support team can use the desk. Ask a lead to add you to the agents group."
 CANNOT_CHECK = "The desk cannot check who is on the support team right now (Slack did not answer). Try again in a minute."
 UNKNOWN_CARD = "This card is not a case the desk knows."
-RESUME_EVENTS: list[dict[str, Any]] = [{"event": "resume"}, {"event": "action", "name": "action_listen"}]
+RESUME_EVENTS: list[dict[str, Any]] = list(messages.RESUME_EVENTS)
 SHIFT_USAGE = "Use `/shift on` when you start and `/shift off` when you stop taking cases."
 
 
@@ -90,6 +99,10 @@ class Desk:
             poll_seconds=max(settings.poll_seconds, 0.05), clock=clock,
         )  # fmt: skip
         self.relay = CustomerMessages(store, settings.events_db)
+        self.watchdog = Watchdog(
+            store, support, can_push=self.outbound.can_push, lease_seconds=settings.watchdog_lease_seconds
+        )
+        self.metrics = build_registry(store, clock)
         self.app = self.build_app()
         self._cards_wake = asyncio.Event()
 
@@ -114,7 +127,15 @@ class Desk:
             count += self.store.enqueue([messages.card_update(case.id, card.digest, now)], now)
         return count
 
-    async def _every(self, what: str, work: Callable[[datetime], int], stop: asyncio.Event, wake: asyncio.Event | None) -> None:
+    async def _every(
+        self,
+        what: str,
+        work: Callable[[datetime], int],
+        stop: asyncio.Event,
+        wake: asyncio.Event | None,
+        period: float | None = None,
+    ) -> None:
+        seconds = self.settings.poll_seconds if period is None else period
         while not stop.is_set():
             if wake is not None:
                 wake.clear()  # before the work: a poke during it means "look again"
@@ -126,17 +147,30 @@ class Desk:
             waiters = [asyncio.ensure_future(stop.wait())]
             if wake is not None:
                 waiters.append(asyncio.ensure_future(wake.wait()))
-            await asyncio.wait(waiters, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
 
     async def run_loops(self, stop: asyncio.Event) -> None:
-        """Run the card, relay and delivery loops until ``stop`` is set."""
-        await asyncio.gather(
+        """Run the card, relay, watchdog and delivery loops until ``stop`` is set."""
+        loops = [
             self._every("card", self.sync_cards, stop, self._cards_wake),
             self._every("relay", self.relay.poll_once, stop, None),
             self.worker.run(stop),
-        )
+        ]
+        if self.support.watchdog.enabled:
+            loops.append(self._every("watchdog", self.watchdog.tick, stop, None, self.settings.watchdog_seconds))
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            if self.support.watchdog.enabled:
+                await self._release_watchdog()
+
+    async def _release_watchdog(self) -> None:
+        try:
+            await asyncio.to_thread(self.watchdog.release, self.clock())
+        except Exception:  # noqa: BLE001 - stopping anyway: the lease then simply expires
+            log.exception("desk: could not give the watchdog's lease up; it expires by itself")
 
     async def close(self) -> None:
         """Close every connection the desk opened."""
@@ -235,6 +269,13 @@ class Desk:
             case = None
         return case, channel, message_ts
 
+    def _late_pickup(self, case: Case, agent: str, now: datetime) -> list[OutboxMessage]:
+        """Return the apology suggested to the agent who picks up ``case`` late (none if it is on time)."""
+        if not is_late(case, now):
+            return []
+        key = f"late-pickup:{case.id}:{case.reopened_count}:{case.promise_updates}"
+        return [messages.thread_message(case.id, key, late_pickup_text(case, agent, now))]
+
     def _may_handle(self, case: Case, user: str) -> bool:
         return self.directory.is_lead(user) or (case.status == STATUS_CLAIMED and case.claimed_by == user)
 
@@ -249,8 +290,9 @@ class Desk:
             return
         if not await self._check_agent(user, channel):
             return
+        now = self.clock()
         notice = messages.thread_notice(case.id, f"claimed:{case.id}:{uuid.uuid4()}", messages.NOTICE_CLAIMED, by=user)
-        won = await self._store(self.store.claim, case.id, user, self.clock(), outbox=[notice])
+        won = await self._store(self.store.claim, case.id, user, now, outbox=[notice, *self._late_pickup(case, user, now)])
         if won:
             self.poke()
             return
@@ -349,7 +391,9 @@ class Desk:
         )
         now = self.clock()
         if case.status == STATUS_WAITING:
-            moved = await self._store(self.store.claim, case.id, chosen, now, outbox=[notice])
+            moved = await self._store(
+                self.store.claim, case.id, chosen, now, outbox=[notice, *self._late_pickup(case, chosen, now)]
+            )
         else:
             moved = await self._store(self.store.reassign, case.id, str(owner or case.claimed_by), chosen, now, outbox=[notice])
         if moved:
@@ -441,8 +485,12 @@ class Desk:
 # --- serving ------------------------------------------------------------------------------
 
 
-def http_app(desk: Desk) -> web.Application:
-    """Return the aiohttp application of HTTP mode: ``POST /slack/events`` and ``GET /health``."""
+def http_app(desk: Desk, *, slack_events: bool = True) -> web.Application:
+    """Return the desk's aiohttp application.
+
+    ``POST /slack/events`` (HTTP mode only: ``slack_events``), ``GET /health``, ``GET /metrics``
+    (Prometheus text format) and ``GET /dashboard`` (``?days=N``).
+    """
     application = web.Application()
 
     async def events(request: web.Request) -> web.Response:
@@ -458,9 +506,49 @@ def http_app(desk: Desk) -> web.Application:
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    application.router.add_post(EVENTS_PATH, events)
+    async def metrics(_: web.Request) -> web.Response:
+        body = await asyncio.to_thread(exposition, desk.metrics)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def board(request: web.Request) -> web.Response:
+        days = dashboard.days_param(request.query)
+        page = await asyncio.to_thread(dashboard.render, desk.store, desk.support, desk.clock(), days)
+        return web.Response(
+            text=page,
+            content_type="text/html",
+            headers={
+                "Cache-Control": "no-store",
+                # Everything is inline and nothing may load from elsewhere.
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+            },
+        )
+
+    if slack_events:
+        application.router.add_post(EVENTS_PATH, events)
     application.router.add_get("/health", health)
+    application.router.add_get("/metrics", metrics)
+    application.router.add_get("/dashboard", board)
     return application
+
+
+async def _status_server(desk: Desk) -> web.AppRunner | None:
+    """In Socket Mode, serve /health, /metrics and /dashboard on the desk's host and port.
+
+    Slack work matters more than figures: if the port is taken, say so and carry on without.
+    """
+    runner = web.AppRunner(http_app(desk, slack_events=False), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, desk.settings.host, desk.settings.port).start()
+    except OSError as error:
+        log.error(
+            "desk: cannot serve /metrics and /dashboard on %s:%s (%s); running without them",
+            desk.settings.host, desk.settings.port, error,
+        )  # fmt: skip
+        await runner.cleanup()
+        return None
+    log.info("desk: /health, /metrics and /dashboard on http://%s:%s", desk.settings.host, desk.settings.port)
+    return runner
 
 
 async def serve(desk: Desk, stop: asyncio.Event) -> None:
@@ -470,13 +558,18 @@ async def serve(desk: Desk, stop: asyncio.Event) -> None:
         if desk.settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-            handler = AsyncSocketModeHandler(desk.app, desk.settings.app_token)
-            await handler.connect_async()
-            log.info("desk: connected to Slack over Socket Mode")
+            status = await _status_server(desk)
             try:
-                await _until(stop, loops)
+                handler = AsyncSocketModeHandler(desk.app, desk.settings.app_token)
+                await handler.connect_async()
+                log.info("desk: connected to Slack over Socket Mode")
+                try:
+                    await _until(stop, loops)
+                finally:
+                    await handler.close_async()
             finally:
-                await handler.close_async()
+                if status is not None:
+                    await status.cleanup()
         else:
             runner = web.AppRunner(http_app(desk), access_log=None)
             await runner.setup()

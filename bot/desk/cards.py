@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.constants import STATUS_CLAIMED, STATUS_RESOLVED, STATUS_WAITING
+from bot.constants import STATUS_CLAIMED, STATUS_CLOSED, STATUS_RESOLVED, STATUS_WAITING
 from bot.desk import messages
 from bot.desk.text import clip, countdown_words, duration_words, escape, quote
 
@@ -30,6 +30,7 @@ SECTION_LIMIT = 3000
 TRANSCRIPT_LINES = 6
 QUEUE_LIMIT = 40
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
+_SLACK_GROUP = re.compile(r"S[A-Z0-9]{2,}")
 _SPEAKERS = {"customer": "Customer", "bot": "Assistant", "agent": "Agent", "system": "System"}
 
 
@@ -38,6 +39,15 @@ def user_ref(user_id: str | None) -> str:
     if user_id and _SLACK_USER.fullmatch(user_id):
         return f"<@{user_id}>"
     return escape(user_id or "nobody")
+
+
+def oncall_ref(oncall: str | None) -> str:
+    """Return a mention of the on-call person (``U...``) or user group (``S...``); "" for none."""
+    if oncall and _SLACK_GROUP.fullmatch(oncall):
+        return f"<!subteam^{oncall}>"
+    if oncall and _SLACK_USER.fullmatch(oncall):
+        return f"<@{oncall}>"
+    return ""
 
 
 def label(case_type: str) -> str:
@@ -79,16 +89,38 @@ def status_line(case: Case, now: datetime) -> str:
             line += " · customer says: solved"
         if case.rating is not None:
             line += f" · rated {case.rating}/5"
+    elif case.status == STATUS_CLOSED:
+        line = f":lock: *Closed*: the customer did not answer the check-in{reopened}"
     else:
         line = f"*{escape(case.status.capitalize())}*{reopened}"
     return line
 
 
 def promise_line(case: Case, now: datetime) -> str:
-    """Return the promise as a countdown in words, and what the customer was told."""
-    return (
+    """Return the promise as a countdown in words, what the customer was told, and what the watchdog did."""
+    line = (
         f":alarm_clock: Promise {countdown_words(case.promised_by - now)} "
         f"(the customer was told “{escape(clip(case.promise_wording, 200))}”)"
+    )
+    if case.promise_updates:
+        times = "once" if case.promise_updates == 1 else f"{case.promise_updates} times"
+        line += f" · new estimate sent {times}"
+    if case.status == STATUS_WAITING and case.escalated_promise is not None:
+        line += " · :rotating_light: escalated to the leads"
+    return line
+
+
+def escalation_text(case: Case, payload: Mapping[str, Any], now: datetime) -> str:
+    """Return the escalation the leads' channel gets for a case nobody has claimed (customer text escaped)."""
+    mention = oncall_ref(payload.get("oncall"))
+    share = float(payload.get("share") or 0)
+    where = f"\nThe card is in <#{case.card_channel}>: claim it there." if case.card_channel else ""
+    return (
+        f":rotating_light: {mention + ' ' if mention else ''}*Case #{case.id}* is still waiting for someone: "
+        f"{share:.0%} of its promise has passed and nobody has claimed it.\n"
+        f"{escape(label(case.case_type))} · {priority_line(case)} · {customer_label(case)}\n"
+        f":alarm_clock: Promise {countdown_words(case.promised_by - now)} "
+        f"(the customer was told “{escape(clip(case.promise_wording, 200))}”){where}"
     )
 
 

@@ -41,7 +41,8 @@ def run_desk(args: argparse.Namespace) -> int:
     try:
         if args.check:
             mode = "Socket Mode" if settings.socket_mode else f"HTTP on {settings.host}:{settings.port}"
-            print(f"desk settings OK ({mode}, agents {settings.agents}, {len(settings.leads)} lead(s))")
+            watchdog = f"watchdog every {settings.watchdog_seconds:g} s" if support.watchdog.enabled else "watchdog off"
+            print(f"desk settings OK ({mode}, agents {settings.agents}, {len(settings.leads)} lead(s), {watchdog})")
             return 0
         from bot.desk.app import main_async
 

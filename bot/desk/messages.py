@@ -23,6 +23,10 @@ ACTION_FOLLOWUP_SOLVED = "action_followup_solved"
 ACTION_FOLLOWUP_UNSOLVED = "action_followup_unsolved"
 ACTION_FOLLOWUP_RATING = "action_followup_rating"
 
+# Tracker events that give a paused conversation back to the bot: the hand-off paused it
+# right after its action, so it never listened; resume, and listen.
+RESUME_EVENTS: tuple[dict[str, Any], ...] = ({"event": "resume"}, {"event": "action", "name": "action_listen"})
+
 # --- kinds: what the worker does with a message ---------------------------------------
 KIND_CARD_POST = "card.post"  # post the case card to its routed channel
 KIND_CARD_UPDATE = "card.update"  # re-render the card in place (chat.update)
@@ -31,7 +35,19 @@ KIND_EPHEMERAL = "slack.ephemeral"  # a message only one Slack user sees
 KIND_CUSTOMER = "customer.send"  # an agent's reply, to the customer's own channel
 KIND_RASA_EVENTS = "rasa.events"  # events appended to the Rasa tracker (resume, bot)
 KIND_RASA_TRIGGER = "rasa.trigger"  # an intent triggered in the conversation (follow-up)
-SLACK_KINDS: frozenset[str] = frozenset({KIND_CARD_POST, KIND_CARD_UPDATE, KIND_THREAD, KIND_EPHEMERAL})
+KIND_LEAD_POST = "slack.lead_post"  # the watchdog's escalation, in the leads' channel
+SLACK_KINDS: frozenset[str] = frozenset(
+    {KIND_CARD_POST, KIND_CARD_UPDATE, KIND_THREAD, KIND_EPHEMERAL, KIND_LEAD_POST}
+)
+
+# --- idempotency-key prefixes other parts of the desk look for ---------------------------
+# Every customer message relayed to a case's thread (``bot.desk.relay``): when the customer last wrote.
+RELAY_IN_PREFIX = "relay-in:"
+# The watchdog's messages to customers, by what they are.
+PROMISE_UPDATE_PREFIX = "promise-update:"
+CHECKIN_PREFIX = "checkin:"
+CLOSE_PREFIX = "close:"
+ESCALATION_PREFIX = "escalation:"
 
 # --- notices: thread messages whose wording the desk renders -----------------------------
 NOTICE_CLAIMED = "claimed"
@@ -42,6 +58,11 @@ NOTICE_SOLVED = "solved"
 NOTICE_RATED = "rated"
 NOTICE_NOT_PUSHED = "not_pushed"
 NOTICE_NOT_DELIVERED = "not_delivered"
+NOTICE_ESCALATED = "escalated"
+NOTICE_PROMISE_UPDATED = "promise_updated"
+NOTICE_CHECKIN = "checkin"
+NOTICE_CLOSED = "closed"
+NOTICE_LATE_PICKUP = "late_pickup"
 
 
 def slack_target(case_id: int) -> str:
@@ -86,10 +107,33 @@ def ephemeral(key: str, channel: str, user: str, text: str, thread_ts: str | Non
     return OutboxMessage(key, KIND_EPHEMERAL, f"slack:ephemeral:{key}", payload, None)
 
 
+def relay_in_key(row_id: int) -> str:
+    """Return the key of a customer message (Rasa event row ``row_id``) relayed to its case's thread."""
+    return f"{RELAY_IN_PREFIX}{row_id}"
+
+
 def customer_reply(case: Case, key: str, text: str, agent: str) -> OutboxMessage:
     """Send an agent's reply to the customer of ``case`` through their own channel."""
     payload = {"channel": case.channel, "sender_id": case.sender_id, "text": text, "agent": agent}
     return OutboxMessage(key, KIND_CUSTOMER, customer_target(case.channel, case.sender_id), payload, case.id)
+
+
+def assistant_message(case: Case, key: str, text: str, what: str) -> OutboxMessage:
+    """Send the assistant's own message (``what``: a promise update, a check-in) to the customer of ``case``.
+
+    Delivered like an agent's reply (their channel, then a ``bot`` event in the tracker),
+    but it is no person's reply: the case's first human reply is not set by it.
+    """
+    payload = {"channel": case.channel, "sender_id": case.sender_id, "text": text, "agent": None, "watchdog": what}
+    return OutboxMessage(key, KIND_CUSTOMER, customer_target(case.channel, case.sender_id), payload, case.id)
+
+
+def lead_post(case: Case, key: str, channel: str, **details: Any) -> OutboxMessage:
+    """Post the escalation of ``case`` to the leads' ``channel`` (worded by the desk when delivered).
+
+    In the case's lane, so it goes after the card it points to.
+    """
+    return OutboxMessage(key, KIND_LEAD_POST, slack_target(case.id), {"channel": channel, **details}, case.id)
 
 
 def rasa_events(case: Case, key: str, events: list[dict[str, Any]]) -> OutboxMessage:

@@ -37,7 +37,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.cases.store import CardPlacement, OutboxMessage
 from bot.channels.outbound import OutboundUnavailable
-from bot.constants import OPEN_STATUSES
+from bot.constants import OPEN_STATUSES, STATUS_WAITING
 from bot.desk import cards, messages
 from bot.desk.rasa_api import RasaError
 
@@ -267,6 +267,7 @@ class OutboxWorker:
             messages.KIND_CUSTOMER: self._customer_send,
             messages.KIND_RASA_EVENTS: self._rasa_events,
             messages.KIND_RASA_TRIGGER: self._rasa_trigger,
+            messages.KIND_LEAD_POST: self._lead_post,
         }
 
     def backoff(self, attempts: int) -> float:
@@ -383,6 +384,25 @@ class OutboxWorker:
         )  # fmt: skip
         await self._finish(item, {"ts": str(answer["ts"])})
 
+    async def _lead_post(self, item: OutboxItem) -> None:
+        case = await self._case(item)
+        if case.status != STATUS_WAITING:
+            # Claimed (or closed) while the escalation waited to go: nothing left to escalate.
+            await self._finish(item, {"skipped": case.status})
+            return
+        channel = await self.channels.resolve(str(item.payload["channel"]))
+        if item.in_doubt:
+            ts = await self._find_posted(item, channel, None)
+            if ts is not None:
+                await self._finish(item, {"ts": ts, "found": True})
+                return
+        answer = await self.slack.chat_postMessage(
+            channel=channel, text=cards.escalation_text(case, item.payload, self.clock()),
+            metadata=outbox_metadata(item.key), unfurl_links=False, unfurl_media=False,
+        )  # fmt: skip
+        log.info("desk: case %s escalated in %s", case.id, answer["channel"])
+        await self._finish(item, {"ts": str(answer["ts"]), "channel": str(answer["channel"])})
+
     async def _ephemeral(self, item: OutboxItem) -> None:
         payload = item.payload
         if item.in_doubt:
@@ -400,6 +420,12 @@ class OutboxWorker:
     async def _customer_send(self, item: OutboxItem) -> None:
         payload = item.payload
         channel, sender_id, text = str(payload["channel"]), str(payload["sender_id"]), str(payload["text"])
+        # An agent's reply is a person answering; the assistant's own messages (the
+        # watchdog's updates and check-ins) are not.
+        by_person = bool(payload.get("agent"))
+        metadata = {"firstreply_outbox": item.key, "agent": payload.get("agent")}
+        if payload.get("watchdog"):
+            metadata["watchdog"] = payload["watchdog"]
         try:
             sender = self.outbound.sender_for(channel)
         except OutboundUnavailable as error:
@@ -415,7 +441,7 @@ class OutboxWorker:
                         "event": "bot",
                         "text": text,
                         "timestamp": self.clock().timestamp(),
-                        "metadata": {"firstreply_outbox": item.key, "agent": payload.get("agent")},
+                        "metadata": metadata,
                     }
                 ],
             },
@@ -432,7 +458,7 @@ class OutboxWorker:
         except Exception as error:
             self._classify_send_error(item, error)
             raise
-        await self._finish(item, {"pushed": True}, then=[tracker_event], human_reply=True)
+        await self._finish(item, {"pushed": True}, then=[tracker_event], human_reply=by_person)
 
     def _classify_send_error(self, item: OutboxItem, error: Exception) -> None:
         """Turn a sender's error into give-up (with a notice in the thread) or retry."""

@@ -137,4 +137,4 @@ class CustomerMessages:
         lines = conversation.transcript([event])
         if not lines:
             return None
-        return messages.thread_message(case.id, f"relay-in:{row_id}", cards.customer_message(case, lines[0].text))
+        return messages.thread_message(case.id, messages.relay_in_key(row_id), cards.customer_message(case, lines[0].text))

@@ -24,6 +24,7 @@ ENV_PORT = "FIRSTREPLY_DESK_PORT"
 ENV_POLL = "FIRSTREPLY_DESK_POLL_SECONDS"
 ENV_RETRY_BASE = "FIRSTREPLY_DESK_RETRY_SECONDS"
 ENV_RETRY_MAX = "FIRSTREPLY_DESK_RETRY_MAX_SECONDS"
+ENV_WATCHDOG = "FIRSTREPLY_WATCHDOG_SECONDS"
 DEFAULT_BASE_URL = "https://slack.com/api/"
 DEFAULT_RASA_URL = "http://127.0.0.1:5005"
 DEFAULT_PORT = 3000
@@ -57,6 +58,7 @@ class DeskSettings:
         poll_seconds: How often the desk looks for new cases, customer messages and card changes.
         retry_seconds: The first wait before a failed delivery is tried again (doubling).
         retry_max_seconds: The longest wait between two tries.
+        watchdog_seconds: How often the watchdog looks at the open cases' promises and silences.
     """
 
     bot_token: str = field(repr=False)
@@ -73,6 +75,12 @@ class DeskSettings:
     poll_seconds: float = 2.0
     retry_seconds: float = 1.0
     retry_max_seconds: float = 300.0
+    watchdog_seconds: float = 30.0
+
+    @property
+    def watchdog_lease_seconds(self) -> float:
+        """Return how long the watchdog's lease lasts: a few ticks, so one slow tick does not lose it."""
+        return max(3 * self.watchdog_seconds, 10.0)
 
     @property
     def socket_mode(self) -> bool:
@@ -132,6 +140,7 @@ class DeskSettings:
             poll_seconds=_number(env, ENV_POLL, 2.0, float, minimum=0.05),
             retry_seconds=_number(env, ENV_RETRY_BASE, 1.0, float, minimum=0.01),
             retry_max_seconds=_number(env, ENV_RETRY_MAX, 300.0, float, minimum=0.01),
+            watchdog_seconds=_number(env, ENV_WATCHDOG, 30.0, float, minimum=0.05),
         )
 
 
