@@ -56,7 +56,7 @@ validate: $(SETUP_STAMP) ## Check support.yml and Rasa's domain, data and config
 
 test: $(SETUP_STAMP) validate $(MODEL) ## Run every check: ops YAML, Rasa data, unit, story and integration tests
 	@scripts/install-system-deps.sh
-	$(PY) -m pytest
+	scripts/test-services.sh run $(PY) -m pytest
 
 bench: $(MODEL) ## Measure latency, throughput, memory and training time (see docs/benchmarks.md)
 	$(PY) -m bench.run

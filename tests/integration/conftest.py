@@ -1,4 +1,11 @@
-"""Real Rasa and action server processes for end-to-end tests over the REST channel."""
+"""Real Rasa and action server processes for end-to-end tests over the REST channel.
+
+The ``assistant`` fixture runs on the embedded defaults (SQLite files) and, when the test
+services are there (``scripts/test-services.sh`` sets ``FIRSTREPLY_TEST_POSTGRES_URL`` and
+``FIRSTREPLY_TEST_REDIS_URL``; ``make test`` runs under it), a second time on the production
+stack: Rasa with ``endpoints.prod.yml`` (``SQLTrackerStore`` on PostgreSQL, ``RedisLockStore``)
+and the case store and channel database on PostgreSQL, each run in a fresh database.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +19,30 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "firstreply.tar.gz"
 VENV_BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 180
+PROD_ENDPOINTS = ROOT / "endpoints.prod.yml"
+POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("FIRSTREPLY_TEST_REDIS_URL")
+# Like tests/test_cases.py: the production stack is a parameter only when its services are
+# given, so without them nothing is collected for it (rather than skipped). One of the two
+# alone is a mistake, and the production fixtures fail naming the other.
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL or REDIS_URL else [])
+collect_ignore = [] if "postgresql" in BACKENDS else ["test_production_stack.py"]
+# Redis database of each production stack's lock store: stacks never share lock keys.
+REDIS_DB_ASSISTANT = 1
 
 
 def free_port() -> int:
@@ -102,6 +123,8 @@ class Assistant:
     env: Dict[str, str]
     token: str
     processes: List[Process] = field(default_factory=list)
+    # The production stack's PostgreSQL database (tracker store, case store, channel tables).
+    database_url: Optional[str] = None
 
     def say(self, sender: str, text: Any, metadata: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
         """Send a customer message over the REST channel; return the bot's messages."""
@@ -142,9 +165,148 @@ def texts(messages: List[Dict[str, Any]]) -> List[str]:
     return [message.get("text", "") for message in messages]
 
 
-@pytest.fixture(scope="session")
-def assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
-    """Start the real assistant on free ports with its own case store and tracker store."""
+@dataclass(frozen=True)
+class ProductionServices:
+    """The PostgreSQL (superuser) and Redis the production-stack tests may use."""
+
+    postgres_url: str
+    redis_url: str
+
+
+def production_services() -> ProductionServices:
+    """Return the test services from the environment, failing with what is missing."""
+    missing = [
+        name
+        for name, value in (("FIRSTREPLY_TEST_POSTGRES_URL", POSTGRES_URL), ("FIRSTREPLY_TEST_REDIS_URL", REDIS_URL))
+        if not value
+    ]
+    if missing:
+        pytest.fail(f"the production-stack tests need {' and '.join(missing)} (scripts/test-services.sh sets both)")
+    assert POSTGRES_URL is not None and REDIS_URL is not None
+    return ProductionServices(POSTGRES_URL, REDIS_URL)
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """Create an empty PostgreSQL database next to ``admin_url``'s; yield its URL; drop it."""
+    name = f"firstreply_{secrets.token_hex(6)}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", future=True)
+    quoted = engine.dialect.identifier_preparer.quote(name)
+    # CREATE/DROP DATABASE take no bound parameters; the name is made just above from hex digits.
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+        engine.dispose()
+
+
+def base_env() -> Dict[str, str]:
+    """Return the environment every server process of the tests starts with."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SANIC_HOST": "127.0.0.1",
+        "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    env.pop("FIRSTREPLY_NOW", None)
+    return env
+
+
+def production_env(
+    database_url: str, events_url: str, redis_url: str, redis_db: int, action_endpoint: str
+) -> Dict[str, str]:
+    """Return the variables ``endpoints.prod.yml`` and FirstReply read, for one production stack.
+
+    The PostgreSQL database ``database_url`` holds Rasa's tracker store, the case tables and
+    the channel tables; ``events_url`` (same server) Rasa's event broker table, for the desk.
+    """
+    database, redis = make_url(database_url), urlsplit(redis_url)
+    return {
+        "ACTION_ENDPOINT_URL": action_endpoint,
+        "DB_HOST": str(database.host),
+        "DB_PORT": str(database.port),
+        "DB_NAME": str(database.database),
+        "DB_USER": str(database.username),
+        "DB_PASSWORD": database.password or "",
+        "EVENTS_DB_NAME": str(make_url(events_url).database),
+        "REDIS_HOST": str(redis.hostname),
+        "REDIS_PORT": str(redis.port),
+        "REDIS_DB": str(redis_db),
+        "REDIS_PASSWORD": unquote(redis.password or ""),
+        "FIRSTREPLY_CASE_DB": database_url,
+        "FIRSTREPLY_CHANNEL_DB": database_url,
+        "FIRSTREPLY_EVENTS_DB": events_url,
+    }
+
+
+def start_action_server(name: str, port: int, env: Dict[str, str], log: Path) -> Process:
+    """Start ``rasa run actions`` on 127.0.0.1:``port``."""
+    return start(name, [str(VENV_BIN / "rasa"), "run", "actions", "--port", str(port), "--actions", "actions"], env, log)
+
+
+def start_rasa_server(
+    name: str, port: int, endpoints: Path, env: Dict[str, str], log: Path, api_token: Optional[str] = None
+) -> Process:
+    """Start the Rasa server (REST channel, web chat, HTTP API) on 127.0.0.1:``port``."""
+    args = [
+        sys.executable, "-m", "bot.launcher", "run", "--model", str(MODEL), "--endpoints", str(endpoints),
+        "--credentials", str(ROOT / "credentials.yml"), "--interface", "127.0.0.1", "--port", str(port),
+        "--enable-api",
+    ]  # fmt: skip
+    if api_token:
+        args += ["--auth-token", api_token]
+    return start(name, args, env, log)
+
+
+def _production_assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
+    if not MODEL.exists():
+        pytest.fail(f"{MODEL} is missing: run `make train` (or `make test`, which trains first)")
+    services = production_services()
+    work = tmp_path_factory.mktemp("assistant-production")
+    rasa_port, actions_port = free_port(), free_port()
+    with fresh_database(services.postgres_url) as database_url, fresh_database(services.postgres_url) as events_url:
+        env = {
+            **base_env(),
+            **production_env(
+                database_url, events_url, services.redis_url, REDIS_DB_ASSISTANT,
+                f"http://127.0.0.1:{actions_port}/webhook",
+            ),
+            "FIRSTREPLY_REST_TOKEN": secrets.token_urlsafe(24),
+            "FIRSTREPLY_WEBCHAT_SECRET": secrets.token_urlsafe(24),
+        }
+        running = Assistant(
+            rasa_url=f"http://127.0.0.1:{rasa_port}",
+            case_db_url=database_url,
+            env=env,
+            token=env["FIRSTREPLY_REST_TOKEN"],
+            database_url=database_url,
+        )
+        # No API token, as on the SQLite stack: the tests call the API without one (loopback
+        # only). The scale-out stack in test_production_stack.py runs with a token.
+        running.processes.append(start_action_server("action server", actions_port, env, work / "actions.log"))
+        running.processes.append(start_rasa_server("rasa server", rasa_port, PROD_ENDPOINTS, env, work / "rasa.log"))
+        try:
+            wait_until_up(running.processes[0], f"http://127.0.0.1:{actions_port}/health")
+            wait_until_up(running.processes[1], f"{running.rasa_url}/status")
+            yield running
+        finally:
+            for process in reversed(running.processes):
+                process.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def assistant(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
+    """Start the real assistant on free ports with its own case store and tracker store.
+
+    ``sqlite``: the embedded defaults. ``postgresql``: the production stack (module docstring).
+    """
+    if request.param == "postgresql":
+        yield from _production_assistant(tmp_path_factory)
+        return
     if not MODEL.exists():
         pytest.fail(f"{MODEL} is missing: run `make train` (or `make test`, which trains first)")
     work = tmp_path_factory.mktemp("assistant")
