@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the action server and the Rasa server on 127.0.0.1; Ctrl-C stops both.
-#   scripts/run.sh         serve the REST channel (and the HTTP API)
+#   scripts/run.sh         serve the web chat, the REST channel, the HTTP API and every
+#                          channel whose token is set (and the desk when its token is set)
 #   scripts/run.sh shell   chat in this terminal instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
