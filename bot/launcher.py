@@ -1,7 +1,8 @@
-"""``python -m bot.launcher ARGS``: Rasa's command line, with FirstReply's speed-ups.
+"""``python -m bot.launcher ARGS``: Rasa's command line, with FirstReply's changes.
 
 Takes exactly the arguments of the ``rasa`` command (``run``, ``shell``, ``test``, ...);
-``make run`` and the tests start Rasa through it. See ``bot.speedups`` for what changes.
+``make run`` and the tests start Rasa through it. See ``bot.speedups`` (faster, same
+behaviour) and ``bot.resilience`` (an action server that is briefly away loses nothing).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import sys
 
 
 def main() -> None:
-    """Install the speed-ups, then hand over to Rasa's own ``main``."""
-    from bot import speedups
+    """Install the speed-ups and the action retries, then hand over to Rasa's own ``main``."""
+    from bot import resilience, speedups
 
     speedups.install()
+    resilience.install()
     from rasa.__main__ import main as rasa_main
 
     sys.argv = ["rasa", *sys.argv[1:]]

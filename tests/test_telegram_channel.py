@@ -201,7 +201,9 @@ async def test_a_text_message_becomes_one_user_message_with_the_customer_metadat
         "Where is my parcel??", "4242", "telegram", "telegram-1",
     )  # fmt: skip
     assert message.metadata == MARIA_METADATA
-    assert message.output_channel is served.channel.output
+    # The channel's sender, bound to this update so its replies are recorded and sent once.
+    assert isinstance(message.output_channel, TelegramOutput)
+    assert (message.output_channel.bot, message.output_channel.origin) == (served.channel.bot, "telegram-1")
 
 
 @pytest.mark.asyncio
@@ -224,12 +226,12 @@ async def test_a_failure_while_handling_is_logged_with_its_traceback(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
     served.agent.error = RuntimeError("tracker store down")
-    with caplog.at_level(logging.ERROR, logger="bot.channels.common"):
+    with caplog.at_level(logging.WARNING, logger="bot.channels.inbox"):
         answer = await served.post(message_update(1, text="hello"))
 
     assert answer.status_code == 200
-    [record] = [r for r in caplog.records if r.name == "bot.channels.common"]
-    assert record.getMessage() == "telegram:update 1 failed"
+    [record] = [r for r in caplog.records if r.name == "bot.channels.inbox"]
+    assert record.getMessage() == "telegram:123456 update 1: attempt 1 failed; retrying in 2s"
     assert record.exc_info is not None and str(record.exc_info[1]) == "tracker store down"
 
 

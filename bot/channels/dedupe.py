@@ -134,6 +134,11 @@ class ChannelStore:
         store.prune()
         return store
 
+    @property
+    def engine(self) -> Engine:
+        """Return the engine (``bot.channels.inbox`` keeps its tables in the same database)."""
+        return self._engine
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from contextvars import ContextVar
 from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Text
 
 from rasa.core.channels.channel import UserMessage
@@ -96,8 +97,28 @@ class RestInput(RasaRestInput):
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[None]]) -> Blueprint:
         """Return Rasa's REST routes behind the token and body checks."""
-        blueprint = super().blueprint(on_new_message)
+        failed: ContextVar[bool] = ContextVar("firstreply_rest_failed", default=False)
+
+        async def handle(message: UserMessage) -> None:
+            # Rasa's REST handler logs a failure and answers 200 with no replies, which a
+            # caller cannot tell from "no reply"; the response middleware below says 503.
+            try:
+                await on_new_message(message)
+            except Exception:
+                failed.set(True)
+                raise
+
+        blueprint = super().blueprint(handle)
         token = self._token
+
+        @blueprint.middleware("response")
+        async def report_failure(request: Request, _response: HTTPResponse) -> Optional[HTTPResponse]:
+            if not failed.get():
+                return None
+            failed.set(False)
+            return response.json(
+                {"error": "the message could not be handled now and was not kept: send it again"}, status=503
+            )
 
         @blueprint.middleware("request")
         async def check(request: Request) -> Optional[HTTPResponse]:

@@ -19,6 +19,7 @@ telegram poll`` fetches updates and posts them to that same webhook.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import json
 import logging
@@ -31,9 +32,11 @@ from typing import Any, TypeVar
 
 import httpx
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
+from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
+from sqlalchemy.exc import SQLAlchemyError
 from telegram import (
     Bot,
     Chat,
@@ -45,11 +48,21 @@ from telegram import (
     User,
 )
 from telegram.constants import InlineKeyboardButtonLimit, MessageLimit
-from telegram.error import BadRequest, Conflict, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, Conflict, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
 from bot.channels.common import BackgroundTasks, ChannelCredentialsError, credential, split_text
 from bot.channels.dedupe import PAYLOAD_KEY_PREFIX, ChannelStore
+from bot.channels.inbox import (
+    SENDING,
+    SENT,
+    Inbox,
+    InboxEntry,
+    InboxWorker,
+    lease_seconds_from_env,
+    reply_digest,
+    sweep_seconds_from_env,
+)
 from bot.constants import INTENT_GREET
 
 log = logging.getLogger(__name__)
@@ -78,6 +91,12 @@ GROUP_REPLY = "Thanks! Please send me a private message so we can look into it."
 GROUP_REPLY_WITH_LINK = "Thanks! I'll help you privately so we can look into it. Tap here to open our chat: {link}"
 EXPIRED_BUTTON = "That button has expired. Please type your answer instead."
 BUTTONS_PROMPT = "Please choose:"
+HOLDING_REPLY = (
+    "Sorry, I'm having a technical problem and can't answer right away. Your message is safe with us: "
+    "I'll reply here as soon as I can."
+)
+# Where the holding line sits among an update's recorded replies: after any real one.
+HOLDING_SEQ = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -243,7 +262,9 @@ class TelegramOutput(OutputChannel):
     """Sends to Telegram chats: Rasa's responses and, later, the agents' replies.
 
     Plain text only (no parse_mode), split at 4096 characters; flood control (429) and
-    network failures retried a bounded number of times.
+    network failures retried a bounded number of times. The copy made for one update
+    (``for_message``) records each reply in the inbox, so handling the update again never
+    sends a reply twice (``bot.channels.inbox``).
     """
 
     def __init__(
@@ -254,13 +275,23 @@ class TelegramOutput(OutputChannel):
         max_attempts: int = 4,
         backoff_seconds: float = 0.5,
         max_retry_after: float = 60.0,
+        inbox: Inbox | None = None,
     ) -> None:
-        """Send through ``bot``; keep button payloads in ``store``."""
+        """Send through ``bot``; keep button payloads in ``store``, replies sent in ``inbox``."""
         self.bot = bot
         self.store = store
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.max_retry_after = max_retry_after
+        self.inbox = inbox
+        self.origin: str | None = None
+        self._seq = 0
+
+    def for_message(self, message_id: str) -> TelegramOutput:
+        """Return a sender for the replies to the update ``message_id`` (recorded, sent once)."""
+        bound = copy.copy(self)
+        bound.origin, bound._seq = message_id, 0
+        return bound
 
     @classmethod
     def name(cls) -> str:
@@ -287,9 +318,49 @@ class TelegramOutput(OutputChannel):
             await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _send(self, chat_id: str | int, text: str, **options: Any) -> Message:
-        return await self._call(
-            f"sendMessage to {chat_id}", lambda: self.bot.send_message(chat_id, text, parse_mode=None, **options)
+    async def _once(
+        self, what: str, fingerprint: tuple[Any, ...], request: Callable[[], Awaitable[T]], seq: int | None = None
+    ) -> T | None:
+        """Make one reply call, at most once per place in the update's replies (see class doc).
+
+        Returns ``None`` when the reply had been sent before or was refused for good (the
+        customer blocked the bot, the chat is gone): neither is worth handling the update again.
+        """
+        if self.inbox is None or self.origin is None:
+            return await self._call(what, request)
+        if seq is None:
+            seq, self._seq = self._seq, self._seq + 1
+        state = await asyncio.to_thread(self.inbox.begin_reply, self.origin, seq, reply_digest(*fingerprint))
+        if state == SENT:
+            log.info("telegram %s: reply %d to %s went out before, not sent again", what, seq, self.origin)
+            return None
+        if state == SENDING:
+            log.warning(
+                "telegram %s: reply %d to %s was cut off mid-send by a crash; sending it again "
+                "(Telegram may have had it: the customer may see it twice)", what, seq, self.origin,
+            )  # fmt: skip
+        try:
+            result: T | None = await self._call(what, request)
+        except (Forbidden, BadRequest) as error:
+            log.error("telegram %s: refused for good (%s); reply %d to %s dropped", what, error, seq, self.origin)
+            result = None
+        await asyncio.to_thread(self.inbox.finish_reply, self.origin, seq)
+        return result
+
+    async def _send(self, chat_id: str | int, text: str, **options: Any) -> Message | None:
+        return await self._once(
+            f"sendMessage to {chat_id}",
+            ("sendMessage", str(chat_id), text, repr(options.get("reply_markup"))),
+            lambda: self.bot.send_message(chat_id, text, parse_mode=None, **options),
+        )
+
+    async def send_holding(self, chat_id: str | int) -> None:
+        """Tell the customer their message is kept and will be answered (once per update)."""
+        await self._once(
+            f"sendMessage to {chat_id}",
+            ("holding", str(chat_id)),
+            lambda: self.bot.send_message(chat_id, HOLDING_REPLY, parse_mode=None),
+            seq=HOLDING_SEQ,
         )
 
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
@@ -322,7 +393,10 @@ class TelegramOutput(OutputChannel):
 
     async def send_image_url(self, recipient_id: str, image: str, **kwargs: Any) -> None:
         """Send the image at ``image`` (a URL Telegram can fetch)."""
-        await self._call(f"sendPhoto to {recipient_id}", lambda: self.bot.send_photo(recipient_id, image))
+        await self._once(
+            f"sendPhoto to {recipient_id}", ("sendPhoto", recipient_id, image),
+            lambda: self.bot.send_photo(recipient_id, image),
+        )  # fmt: skip
 
     async def send_custom_json(self, recipient_id: str, json_message: dict[str, Any], **kwargs: Any) -> None:
         """Send a custom payload: ``text`` (with optional ``buttons``), ``photo``, ``document``, ``location``."""
@@ -336,13 +410,16 @@ class TelegramOutput(OutputChannel):
             await self.send_image_url(recipient_id, json_message["photo"])
         if json_message.get("document"):
             document = json_message["document"]
-            await self._call(f"sendDocument to {recipient_id}", lambda: self.bot.send_document(recipient_id, document))
+            await self._once(
+                f"sendDocument to {recipient_id}", ("sendDocument", recipient_id, repr(document)),
+                lambda: self.bot.send_document(recipient_id, document),
+            )  # fmt: skip
         if json_message.get("location"):
             where = json_message["location"]
-            await self._call(
-                f"sendLocation to {recipient_id}",
+            await self._once(
+                f"sendLocation to {recipient_id}", ("sendLocation", recipient_id, repr(where)),
                 lambda: self.bot.send_location(recipient_id, where["latitude"], where["longitude"]),
-            )
+            )  # fmt: skip
         ignored = sorted(set(json_message) - handled)
         if ignored:
             log.warning("telegram custom payload: keys %s are not supported and were not sent", ignored)
@@ -363,7 +440,12 @@ OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
 
 class TelegramInput(InputChannel):
-    """Telegram webhook: authenticated, deduplicated, answered at once, handled after."""
+    """Telegram webhook: authenticated, stored, answered at once, handled after.
+
+    Each update is kept in the inbox before Telegram gets its 200 and handled until Rasa has
+    saved it, by this process or, if it dies or the handling fails, by the inbox sweeper of
+    any Rasa process (``bot.channels.inbox``).
+    """
 
     @classmethod
     def name(cls) -> str:
@@ -375,13 +457,22 @@ class TelegramInput(InputChannel):
         """Validate the credentials (or environment) and build the channel."""
         return cls(TelegramSettings.from_credentials(credentials))
 
-    def __init__(self, settings: TelegramSettings, store: ChannelStore | None = None) -> None:
-        """Build the Bot (no network call) and open the channel store."""
+    def __init__(
+        self, settings: TelegramSettings, store: ChannelStore | None = None, inbox: Inbox | None = None
+    ) -> None:
+        """Build the Bot (no network call) and open the channel store and the inbox."""
         self.settings = settings
         self.store = store if store is not None else ChannelStore.from_url()
+        self.inbox = inbox if inbox is not None else Inbox(self.store.engine, lease_seconds=lease_seconds_from_env())
         self.bot = build_bot(settings)
-        self.output = TelegramOutput(self.bot, self.store)
+        self.output = TelegramOutput(self.bot, self.store, inbox=self.inbox)
         self.tasks = BackgroundTasks(CHANNEL_NAME)
+        self.worker = InboxWorker(
+            self.inbox, settings.source, self._handle_entry, self.tasks,
+            sweep_seconds=sweep_seconds_from_env(), on_failure=self._hold,
+        )  # fmt: skip
+        self._on_new_message: OnNewMessage | None = None
+        self._app: Any = None
 
     def get_output_channel(self) -> TelegramOutput:
         """Return the sender, for messages Rasa starts itself (reminders, triggered intents)."""
@@ -389,6 +480,7 @@ class TelegramInput(InputChannel):
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Give running work ``grace_seconds`` to finish, then close the HTTP connections."""
+        await self.worker.stop_sweeping()
         try:
             await asyncio.wait_for(self.tasks.wait(), grace_seconds)
         except asyncio.TimeoutError:
@@ -398,6 +490,7 @@ class TelegramInput(InputChannel):
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         """Return the Sanic routes: ``GET /`` (health) and ``POST /webhook``."""
         telegram_webhook = Blueprint("firstreply_telegram", __name__)
+        self._on_new_message = on_new_message
 
         @telegram_webhook.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -406,6 +499,11 @@ class TelegramInput(InputChannel):
         @telegram_webhook.route("/webhook", methods=["POST"])
         async def webhook(request: Request) -> HTTPResponse:
             return await self.handle_webhook(request, on_new_message)
+
+        @telegram_webhook.listener("after_server_start")
+        async def start_sweeping(app: Any, *_: Any) -> None:
+            self._app = app
+            self.worker.start_sweeping()
 
         @telegram_webhook.listener("after_server_stop")
         async def close(*_: Any) -> None:
@@ -418,21 +516,87 @@ class TelegramInput(InputChannel):
         return bool(given) and _compare(given, self.settings.webhook_secret)
 
     async def handle_webhook(self, request: Request, on_new_message: OnNewMessage) -> HTTPResponse:
-        """Check, dedupe and queue one update; answer Telegram without waiting for Rasa."""
+        """Check, store and start one update; answer Telegram without waiting for Rasa."""
         if not self._authentic(request):
             log.warning("telegram webhook: wrong or missing secret token, request dropped")
             return response.json({"ok": False, "error": "unauthorized"}, status=401)
-        update = self._parse(request.body)
-        if update is None:
+        parsed = self._parse(request.body)
+        if parsed is None:
             return response.json({"ok": False, "error": "malformed update"}, status=400)
-        first = await asyncio.to_thread(self.store.first_time, self.settings.source, str(update.update_id))
-        if not first:
-            log.info("telegram update %s already handled, copy dropped", update.update_id)
+        update, data = parsed
+        self._on_new_message = on_new_message
+        try:
+            # ASCII JSON: lone surrogates and NULs survive any database as escapes.
+            entry = await asyncio.to_thread(
+                self.inbox.accept, self.settings.source, str(update.update_id), _conversation(update), json.dumps(data)
+            )
+        except SQLAlchemyError as error:
+            # Not stored, so not taken: Telegram sends the update again after a non-2xx answer.
+            log.error("telegram update %s not stored (%s); Telegram will send it again", update.update_id, error)
+            return response.json({"ok": False, "error": "temporarily unavailable"}, status=503)
+        if entry is None:
+            log.info("telegram update %s already taken, copy dropped", update.update_id)
             return response.json({"ok": True, "duplicate": True})
-        self.tasks.start(self.process(update, on_new_message), label=f"update {update.update_id}")
+        self.worker.start(entry)
         return response.json({"ok": True})
 
-    def _parse(self, body: bytes) -> Update | None:
+    async def _handle_entry(self, entry: InboxEntry) -> None:
+        """Handle one stored update (first time or again); raise to have it tried again."""
+        update = Update.de_json(json.loads(entry.body), self.bot)
+        output = self.output.for_message(_message_id(update.update_id))
+        on_new_message = self._on_new_message
+        if on_new_message is None:
+            raise RuntimeError("the Telegram channel is not registered with Rasa yet")
+        if entry.replay:
+            on_new_message = self._unless_saved(on_new_message)
+        await self.process(update, on_new_message, output)
+
+    def _unless_saved(self, on_new_message: OnNewMessage) -> OnNewMessage:
+        """Wrap ``on_new_message`` for an update handled again after a crash.
+
+        If Rasa saved the conversation with this message, it was handled: only its replies
+        are sent again (those that went out before are skipped by the reply record).
+        """
+
+        async def deliver(message: UserMessage) -> Any:
+            saved = await self._saved_replies(message)
+            if saved is None:
+                return await on_new_message(message)
+            log.info("telegram %s: already in the conversation; sending its %d reply(ies) again if unsent",
+                     message.message_id, len(saved))  # fmt: skip
+            for reply in saved:
+                await message.output_channel.send_response(message.sender_id, reply)
+            return None
+
+        return deliver
+
+    async def _saved_replies(self, message: UserMessage) -> list[dict[str, Any]] | None:
+        """Return the replies Rasa recorded for ``message``, or ``None`` if it has not got it."""
+        agent = getattr(getattr(self._app, "ctx", None), "agent", None)
+        tracker_store = getattr(agent, "tracker_store", None)
+        if tracker_store is None:
+            return None
+        tracker = await tracker_store.retrieve(message.sender_id)
+        if tracker is None:
+            return None
+        replies: list[dict[str, Any]] | None = None
+        for event in tracker.events:
+            if isinstance(event, UserUttered):
+                if replies is not None:
+                    break
+                if event.message_id == message.message_id:
+                    replies = []
+            elif replies is not None and isinstance(event, BotUttered):
+                replies.append(event.message())
+        return replies
+
+    async def _hold(self, entry: InboxEntry, _error: BaseException) -> None:
+        """After a first failure, tell the customer their message is kept (once)."""
+        if entry.conversation:
+            update_id = json.loads(entry.body)["update_id"]
+            await self.output.for_message(_message_id(update_id)).send_holding(entry.conversation)
+
+    def _parse(self, body: bytes) -> tuple[Update, dict[str, Any]] | None:
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: nested too deep
@@ -448,17 +612,24 @@ class TelegramInput(InputChannel):
             return None
         # PTB does not check types; what is read as text must be text, or handling fails later.
         messages = [m for m in (update.message, update.edited_message) if m is not None]
+        if any(m.chat is None for m in messages):
+            log.warning("telegram webhook: update %s has a message without a chat", data.get("update_id"))
+            return None
         texts = [m.text for m in messages] + [m.caption for m in messages]
         texts.append(update.callback_query.data if update.callback_query is not None else None)
         if any(value is not None and not isinstance(value, str) for value in texts):
             log.warning("telegram webhook: update %s has text that is not a string", data.get("update_id"))
             return None
-        return update
+        return update, data
 
-    async def process(self, update: Update, on_new_message: OnNewMessage) -> None:
-        """Handle one update: reply directly where needed, pass customer messages to Rasa."""
+    async def process(self, update: Update, on_new_message: OnNewMessage, output: TelegramOutput | None = None) -> None:
+        """Handle one update: reply directly where needed, pass customer messages to Rasa.
+
+        ``output`` sends every reply to this update (default: one bound to it).
+        """
+        output = output if output is not None else self.output.for_message(_message_id(update.update_id))
         if update.callback_query is not None:
-            await self._on_button(update, on_new_message)
+            await self._on_button(update, on_new_message, output)
             return
         message = update.message or update.edited_message
         if message is None:
@@ -466,7 +637,7 @@ class TelegramInput(InputChannel):
             return
         if message.chat.type in (Chat.GROUP, Chat.SUPERGROUP):
             if update.message is not None:  # an edit of a mention is not a new question
-                await self._on_group_message(message)
+                await self._on_group_message(message, output)
             return
         if message.chat.type != Chat.PRIVATE:
             return
@@ -481,7 +652,7 @@ class TelegramInput(InputChannel):
         if text is not None:
             text, extra = command_text(text)
             metadata.update(extra)
-        user_message = self._user_message(update, text or "", metadata)
+        user_message = self._user_message(update, text or "", metadata, output)
         if found is None:
             await on_new_message(user_message)
             return
@@ -494,22 +665,22 @@ class TelegramInput(InputChannel):
             return
         notice = NON_TEXT_REPLY.format(noun=kind.noun) + ("" if text else NON_TEXT_ASK)
         try:
-            await self.output.send_text_message(str(message.chat.id), notice)
+            await output.send_text_message(str(message.chat.id), notice)
         finally:
             # Even if the notice could not be sent, Rasa (and the case) gets the message.
             await on_new_message(user_message)
 
-    def _user_message(self, update: Update, text: str, metadata: dict[str, Any]) -> UserMessage:
+    def _user_message(self, update: Update, text: str, metadata: dict[str, Any], output: TelegramOutput) -> UserMessage:
         return UserMessage(
             text,
-            self.output,
+            output,
             str(metadata["chat_id"]),
             input_channel=CHANNEL_NAME,
-            message_id=f"{CHANNEL_NAME}-{update.update_id}",
+            message_id=_message_id(update.update_id),
             metadata=metadata,
         )
 
-    async def _on_button(self, update: Update, on_new_message: OnNewMessage) -> None:
+    async def _on_button(self, update: Update, on_new_message: OnNewMessage, output: TelegramOutput) -> None:
         query = update.callback_query
         assert query is not None
         data = query.data or ""
@@ -519,13 +690,14 @@ class TelegramInput(InputChannel):
         chat = query.message.chat if query.message is not None else None
         if payload is None or chat is None or chat.type != Chat.PRIVATE:
             log.info("telegram button %r unknown or outside a private chat", data[:16])
-            await self.output.answer_callback(query.id, EXPIRED_BUTTON)
+            await output.answer_callback(query.id, EXPIRED_BUTTON)
             return
         metadata = {**customer_metadata(query.from_user, chat), "button": True}
         try:
-            await self.output.answer_callback(query.id)
-        finally:
-            await on_new_message(self._user_message(update, payload, metadata))
+            await output.answer_callback(query.id)
+        except TelegramError as error:  # only the spinner: the answer itself matters more
+            log.warning("telegram button %s: answerCallbackQuery failed: %s", update.update_id, error)
+        await on_new_message(self._user_message(update, payload, metadata, output))
 
     def _addressed(self, message: Message) -> bool:
         """Return whether a group message is meant for the assistant."""
@@ -542,7 +714,7 @@ class TelegramInput(InputChannel):
         first_word = text.split(" ", 1)[0]
         return first_word.startswith("/") and "@" not in first_word
 
-    async def _on_group_message(self, message: Message) -> None:
+    async def _on_group_message(self, message: Message, output: TelegramOutput) -> None:
         """Answer in public briefly; the case itself is for a private chat, not for Rasa here."""
         if not self._addressed(message):
             return
@@ -551,7 +723,21 @@ class TelegramInput(InputChannel):
             text = GROUP_REPLY_WITH_LINK.format(link=link)
         else:
             text = GROUP_REPLY
-        await self.output.reply_to(message.chat.id, message.message_id, text)
+        await output.reply_to(message.chat.id, message.message_id, text)
+
+
+def _message_id(update_id: int) -> str:
+    """Return the Rasa message id of an update (also the key of its recorded replies)."""
+    return f"{CHANNEL_NAME}-{update_id}"
+
+
+def _conversation(update: Update) -> str:
+    """Return the private chat an update belongs to, or "" (groups, anything else)."""
+    message = update.message or update.edited_message
+    if update.callback_query is not None and update.callback_query.message is not None:
+        message = update.callback_query.message  # type: ignore[assignment]
+    chat = message.chat if message is not None else None
+    return str(chat.id) if chat is not None and chat.type == Chat.PRIVATE else ""
 
 
 def _compare(given: str, expected: str) -> bool:

@@ -1,0 +1,436 @@
+"""Durable intake for webhook channels: no customer message lost, no reply sent twice.
+
+A platform such as Telegram forgets an update once the webhook answered 200, and the
+webhook answers before Rasa has read the message (the platform waits only seconds). So a
+Rasa server killed in between would lose the message, and one killed after sending some
+replies but before saving the conversation would, once the message is handled again, send
+those replies a second time. Two tables close both gaps:
+
+``channel_inbox``
+    Every update is written here *before* the webhook answers, with a lease held by the
+    process that handles it (renewed while it works). It is marked done only when Rasa has
+    saved the conversation. A sweeper in every Rasa process takes over updates whose lease
+    ran out (their process died) or whose handling failed (action server, database or
+    platform down), with back-off. The row doubles as the duplicate filter for platform
+    retries.
+
+``channel_replies``
+    Every reply sent for an update is recorded under (update, position in the reply
+    sequence): "sending" just before the platform call, "sent" once it answered. When an
+    update is handled again, the replies already sent are skipped. A reply left "sending"
+    by a crash is ambiguous (the platform may or may not have it): it is sent again, and
+    recorded as ``resent``, because a customer who gets a line twice is better served than
+    one who gets nothing; the log says so.
+
+Same database as ``bot.channels.dedupe`` (``$FIRSTREPLY_CHANNEL_DB``: SQLite or PostgreSQL),
+so several Rasa replicas share one inbox; a lease is taken with a conditional ``UPDATE``, so
+two replicas never handle one update at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, and_, delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from bot.channels.common import BackgroundTasks
+
+log = logging.getLogger(__name__)
+
+ENV_LEASE_SECONDS = "FIRSTREPLY_INBOX_LEASE_SECONDS"
+ENV_SWEEP_SECONDS = "FIRSTREPLY_INBOX_SWEEP_SECONDS"
+DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_SWEEP_SECONDS = 5.0
+# Back-off between attempts at one update: 2 s, 4 s, ... up to this.
+MAX_RETRY_DELAY_SECONDS = 60.0
+SWEEP_BATCH = 20
+# After this many failed attempts (about 40 minutes of trying) an update is set aside as
+# "dead" and reported at ERROR level: something is wrong that retrying will not mend.
+MAX_ATTEMPTS = 45
+PRUNE_EVERY_SECONDS = 3600
+
+PENDING = "pending"
+DONE = "done"
+DEAD = "dead"
+SENDING = "sending"
+SENT = "sent"
+
+metadata = MetaData()
+
+inbox = Table(
+    "channel_inbox",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("update_id", String(128), primary_key=True),
+    Column("conversation", String(255), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("received_at", Float, nullable=False, index=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("done_at", Float, nullable=True),
+)
+
+replies = Table(
+    "channel_replies",
+    metadata,
+    # The update a reply answers (the Rasa message id, e.g. "telegram-4711") and its place
+    # in the sequence of platform calls made for that update.
+    Column("message_id", String(160), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("resent", Integer, nullable=False, default=0),
+    Column("updated_at", BigInteger, nullable=False, index=True),
+)
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    """One update as the inbox holds it."""
+
+    source: str
+    update_id: str
+    conversation: str
+    body: str
+    attempts: int
+    # Taken over by a sweeper: an earlier attempt may have got part of the way.
+    replay: bool = False
+
+
+def lease_seconds_from_env() -> float:
+    """Return the lease length (``$FIRSTREPLY_INBOX_LEASE_SECONDS``, default 60 s)."""
+    return _positive_float(ENV_LEASE_SECONDS, DEFAULT_LEASE_SECONDS)
+
+
+def sweep_seconds_from_env() -> float:
+    """Return the sweep period (``$FIRSTREPLY_INBOX_SWEEP_SECONDS``, default 5 s)."""
+    return _positive_float(ENV_SWEEP_SECONDS, DEFAULT_SWEEP_SECONDS)
+
+
+def _positive_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {raw!r}")
+    return value
+
+
+def reply_digest(*parts: object) -> str:
+    """Return a fingerprint of a reply (recipient, text, options), for the log only."""
+    return hashlib.sha256(repr(parts).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+class Inbox:
+    """The two tables above, one short transaction per call (blocking; use threads)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+    ) -> None:
+        """Use ``engine`` (tables are created if missing)."""
+        self._engine = engine
+        self._clock = clock
+        self.lease_seconds = lease_seconds
+        self.owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._upsert = UPSERTS[engine.dialect.name]
+        self._last_prune = 0.0
+        metadata.create_all(engine)
+
+    # --- updates -----------------------------------------------------------------------
+
+    def accept(self, source: str, update_id: str, conversation: str, body: str) -> InboxEntry | None:
+        """Store a new update, leased to this process; return it, or ``None`` for a copy."""
+        now = self._clock()
+        statement = (
+            self._upsert(inbox)
+            .values(
+                source=source, update_id=update_id, conversation=conversation, body=body, received_at=now,
+                state=PENDING, attempts=0, lease_owner=self.owner, lease_until=now + self.lease_seconds,
+            )  # fmt: skip
+            .on_conflict_do_nothing(index_elements=["source", "update_id"])
+        )
+        with self._engine.begin() as conn:
+            inserted = conn.execute(statement).rowcount == 1
+        if now - self._last_prune >= PRUNE_EVERY_SECONDS:
+            self.prune()
+        return InboxEntry(source, update_id, conversation, body, 0) if inserted else None
+
+    def claim_due(self, source: str, limit: int = SWEEP_BATCH) -> list[InboxEntry]:
+        """Lease to this process up to ``limit`` pending updates nobody holds; oldest first."""
+        now = self._clock()
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(inbox.c.update_id, inbox.c.conversation, inbox.c.body, inbox.c.attempts)
+                .where(inbox.c.source == source, inbox.c.state == PENDING, inbox.c.lease_until <= now)
+                .order_by(inbox.c.received_at)
+                .limit(limit)
+            ).all()
+        claimed: list[InboxEntry] = []
+        for update_id, conversation, body, attempts in rows:
+            # Conditional on the lease still being free: of two sweepers, one wins.
+            with self._engine.begin() as conn:
+                taken = conn.execute(
+                    update(inbox)
+                    .where(
+                        inbox.c.source == source, inbox.c.update_id == update_id,
+                        inbox.c.state == PENDING, inbox.c.lease_until <= now,
+                    )  # fmt: skip
+                    .values(lease_owner=self.owner, lease_until=now + self.lease_seconds)
+                ).rowcount
+            if taken == 1:
+                claimed.append(InboxEntry(source, update_id, conversation, body, int(attempts), replay=True))
+        return claimed
+
+    def renew(self, entry: InboxEntry) -> bool:
+        """Extend this process's lease on ``entry``; return False if it no longer holds it."""
+        with self._engine.begin() as conn:
+            return (
+                conn.execute(
+                    update(inbox)
+                    .where(self._held(entry))
+                    .values(lease_until=self._clock() + self.lease_seconds)
+                ).rowcount
+                == 1
+            )
+
+    def done(self, entry: InboxEntry) -> None:
+        """Mark ``entry`` handled."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(inbox)
+                .where(inbox.c.source == entry.source, inbox.c.update_id == entry.update_id)
+                .values(state=DONE, lease_owner=None, done_at=self._clock(), last_error=None)
+            )
+
+    def failed(self, entry: InboxEntry, error: str) -> float | None:
+        """Give ``entry`` back for a later attempt; return the delay before it, in seconds.
+
+        Returns ``None`` when the entry has used up its attempts and is now ``dead``.
+        """
+        attempts = entry.attempts + 1
+        delay = min(2.0**attempts, MAX_RETRY_DELAY_SECONDS)
+        state = DEAD if attempts >= MAX_ATTEMPTS else PENDING
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(inbox)
+                .where(self._held(entry))
+                .values(
+                    attempts=attempts, state=state, lease_owner=None, lease_until=self._clock() + delay,
+                    last_error=error[:2000],
+                )  # fmt: skip
+            )
+        return None if state == DEAD else delay
+
+    def dead(self, source: str | None = None) -> list[tuple[str, str, str]]:
+        """Return (source, update id, last error) of every update given up on."""
+        query = select(inbox.c.source, inbox.c.update_id, inbox.c.last_error).where(inbox.c.state == DEAD)
+        if source is not None:
+            query = query.where(inbox.c.source == source)
+        with self._engine.connect() as conn:
+            return [(str(a), str(b), str(c or "")) for a, b, c in conn.execute(query.order_by(inbox.c.received_at))]
+
+    def _held(self, entry: InboxEntry) -> Any:
+        return and_(
+            inbox.c.source == entry.source,
+            inbox.c.update_id == entry.update_id,
+            inbox.c.state == PENDING,
+            inbox.c.lease_owner == self.owner,
+        )
+
+    def pending(self, source: str | None = None) -> int:
+        """Return how many updates are not handled yet."""
+        query = select(inbox.c.update_id).where(inbox.c.state == PENDING)
+        if source is not None:
+            query = query.where(inbox.c.source == source)
+        with self._engine.connect() as conn:
+            return len(conn.execute(query).all())
+
+    # --- replies -----------------------------------------------------------------------
+
+    def begin_reply(self, message_id: str, seq: int, digest: str) -> str | None:
+        """Record that reply ``seq`` of ``message_id`` is about to be sent.
+
+        Returns ``None`` for a new reply, ``SENT`` if it went out before (skip it) and
+        ``SENDING`` if an earlier attempt died mid-call (send again: it is now marked resent).
+        """
+        now = int(self._clock())
+        with self._engine.begin() as conn:
+            inserted = conn.execute(
+                self._upsert(replies)
+                .values(message_id=message_id, seq=seq, digest=digest, state=SENDING, resent=0, updated_at=now)
+                .on_conflict_do_nothing(index_elements=["message_id", "seq"])
+            ).rowcount
+            if inserted == 1:
+                return None
+            state, sent_digest = conn.execute(
+                select(replies.c.state, replies.c.digest).where(replies.c.message_id == message_id, replies.c.seq == seq)
+            ).one()
+            if state == SENDING:
+                conn.execute(
+                    update(replies)
+                    .where(replies.c.message_id == message_id, replies.c.seq == seq)
+                    .values(resent=replies.c.resent + 1, updated_at=now)
+                )
+        if sent_digest != digest:
+            log.info("reply %d to %s differs from the one recorded before; the recorded one stands", seq, message_id)
+        return str(state)
+
+    def finish_reply(self, message_id: str, seq: int) -> None:
+        """Record that reply ``seq`` of ``message_id`` reached the platform."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(replies)
+                .where(replies.c.message_id == message_id, replies.c.seq == seq)
+                .values(state=SENT, updated_at=int(self._clock()))
+            )
+
+    def prune(self) -> int:
+        """Delete handled updates and reply records older than two days; return how many."""
+        now = self._clock()
+        self._last_prune = now
+        with self._engine.begin() as conn:
+            gone = conn.execute(delete(inbox).where(inbox.c.state == DONE, inbox.c.done_at < now - SEEN_TTL_SECONDS))
+            dropped = conn.execute(delete(replies).where(replies.c.updated_at < int(now - SEEN_TTL_SECONDS)))
+        return int(gone.rowcount) + int(dropped.rowcount)
+
+
+Handler = Callable[[InboxEntry], Awaitable[None]]
+OnFailure = Callable[[InboxEntry, BaseException], Awaitable[None]]
+
+
+class InboxWorker:
+    """Handles inbox entries of one source: at once when they arrive, later when they fail.
+
+    ``handle`` is called with each entry, with the lease renewed while it runs; it raising
+    gives the entry back with back-off, and ``on_failure`` (the connector's "we're on it"
+    line) is awaited for the entry's first failure.
+    """
+
+    def __init__(
+        self,
+        store: Inbox,
+        source: str,
+        handle: Handler,
+        tasks: BackgroundTasks,
+        *,
+        sweep_seconds: float = DEFAULT_SWEEP_SECONDS,
+        on_failure: OnFailure | None = None,
+    ) -> None:
+        """Work on ``source``'s entries of ``store``, starting tasks through ``tasks``."""
+        self.store = store
+        self.source = source
+        self._handle = handle
+        self._tasks = tasks
+        self._on_failure = on_failure
+        self.sweep_seconds = sweep_seconds
+        self._sweeper: asyncio.Task[None] | None = None
+        self._running: set[str] = set()
+
+    def start(self, entry: InboxEntry) -> None:
+        """Handle ``entry`` in the background (it is leased to this process)."""
+        if entry.update_id in self._running:
+            return
+        self._running.add(entry.update_id)
+        self._tasks.start(self._run(entry), label=f"{self.source} update {entry.update_id}")
+
+    async def _run(self, entry: InboxEntry) -> None:
+        heartbeat = asyncio.get_running_loop().create_task(self._keep_lease(entry))
+        try:
+            await self._handle(entry)
+        except Exception as error:  # every failure is retried: logged here, given back below
+            delay = await self._give_back(entry, error)
+            if delay is None:
+                log.error(
+                    "%s update %s: given up after %d attempts; it stays in the inbox as dead",
+                    self.source, entry.update_id, entry.attempts + 1, exc_info=error,
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "%s update %s: attempt %d failed; retrying in %.0fs",
+                    self.source, entry.update_id, entry.attempts + 1, delay, exc_info=error,
+                )  # fmt: skip
+            if entry.attempts == 0 and self._on_failure is not None:
+                try:
+                    await self._on_failure(entry, error)
+                except Exception as notice_error:  # the retry above still stands
+                    log.warning("%s update %s: holding reply failed too: %s", self.source, entry.update_id, notice_error)
+        else:
+            try:
+                await asyncio.to_thread(self.store.done, entry)
+            except SQLAlchemyError as error:  # handled again later; its replies are not resent
+                log.warning("%s update %s handled but not marked done: %s", self.source, entry.update_id, error)
+        finally:
+            heartbeat.cancel()
+            self._running.discard(entry.update_id)
+
+    async def _give_back(self, entry: InboxEntry, error: BaseException) -> float | None:
+        try:
+            return await asyncio.to_thread(self.store.failed, entry, f"{type(error).__name__}: {error}")
+        except SQLAlchemyError as db_error:  # the lease runs out on its own
+            log.warning("%s update %s: could not record the failure: %s", self.source, entry.update_id, db_error)
+            return self.store.lease_seconds
+
+    async def _keep_lease(self, entry: InboxEntry) -> None:
+        while True:
+            await asyncio.sleep(self.store.lease_seconds / 3)
+            try:
+                if not await asyncio.to_thread(self.store.renew, entry):
+                    log.warning("%s update %s: lease lost while handling it", self.source, entry.update_id)
+                    return
+            except SQLAlchemyError as error:
+                log.warning("%s update %s: lease not renewed: %s", self.source, entry.update_id, error)
+
+    def start_sweeping(self) -> None:
+        """Start the loop that takes over due entries (call from the server's event loop)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(), name=f"{self.source}:sweeper")
+
+    async def stop_sweeping(self) -> None:
+        """Stop that loop."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+
+    async def sweep(self) -> int:
+        """Take over the due entries once; return how many were started."""
+        entries = await asyncio.to_thread(self.store.claim_due, self.source)
+        for entry in entries:
+            log.info("%s update %s: handling again (attempt %d)", self.source, entry.update_id, entry.attempts + 1)
+            self.start(entry)
+        return len(entries)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except SQLAlchemyError as error:
+                log.warning("%s inbox sweep failed: %s", self.source, error)
+            await asyncio.sleep(self.sweep_seconds)

@@ -1,0 +1,134 @@
+"""Rasa 3.6, kept from losing a customer's message when the action server is briefly away.
+
+Rasa 3.6 answers an action server it cannot reach by logging the error and carrying on
+*without the action's events*: the customer gets no greeting, no question, no hand-off,
+and the conversation is saved as if all went well. A restarted or redeployed action server
+is away for seconds, so ``install`` changes two things in the Rasa process:
+
+1. A custom action whose server cannot be reached (connection refused or dropped, or a
+   502/503/504 from a load balancer in front of it) is tried again with back-off for up to
+   ``$FIRSTREPLY_ACTION_RETRY_SECONDS`` (default 20 s). Actions are safe to repeat: the
+   hand-off is idempotent and the others only read.
+2. If it still cannot be reached, handling the message fails with ``ActionServerUnavailable``
+   instead of carrying on, so the conversation is not saved half done: the connector keeps
+   the message and it is handled again later (``bot.channels.inbox``), or the REST caller
+   gets an error and sends it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from rasa.shared.exceptions import RasaException
+
+log = logging.getLogger(__name__)
+
+ENV_RETRY_SECONDS = "FIRSTREPLY_ACTION_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 20.0
+FIRST_DELAY_SECONDS = 0.25
+MAX_DELAY_SECONDS = 2.0
+# What a load balancer answers while no action server behind it is up.
+GATEWAY_STATUSES = frozenset({502, 503, 504})
+
+_installed = False
+
+
+class ActionServerUnavailable(RasaException):
+    """The action server could not be reached for the whole retry budget."""
+
+
+def retry_seconds_from_env() -> float:
+    """Return the retry budget (``$FIRSTREPLY_ACTION_RETRY_SECONDS``; 0 turns retrying off)."""
+    raw = os.environ.get(ENV_RETRY_SECONDS, "").strip()
+    if not raw:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_RETRY_SECONDS} must be a number of seconds, not {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{ENV_RETRY_SECONDS} must not be negative, not {raw!r}")
+    return value
+
+
+def unreachable(error: BaseException) -> bool:
+    """Return whether ``error`` (as Rasa's ``RemoteAction`` raises it) means "server away"."""
+    import aiohttp
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, aiohttp.ClientResponseError):
+            return current.status in GATEWAY_STATUSES
+        if isinstance(current, (aiohttp.ClientConnectionError, asyncio.TimeoutError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _retrying_run(original: Any, budget: float) -> Any:
+    async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        delay = FIRST_DELAY_SECONDS
+        attempt = 1
+        while True:
+            try:
+                return await original(self, *args, **kwargs)
+            except RasaException as error:
+                if not unreachable(error):
+                    raise
+                if loop.time() + delay > deadline:
+                    raise ActionServerUnavailable(
+                        f"action server unreachable for {attempt} attempt(s) at {self.name()!r}: {error}"
+                    ) from error
+                log.warning("action %s: action server unreachable, attempt %d; retrying in %.2fs",
+                            self.name(), attempt, delay)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_DELAY_SECONDS)
+            attempt += 1
+
+    return run
+
+
+def _aborting_run_action(original: Any) -> Any:
+    # Rasa's _run_action catches every exception of an action and carries on; this lets
+    # ActionServerUnavailable through, once Rasa's own handling of it has run.
+    async def _run_action(self: Any, action: Any, *args: Any, **kwargs: Any) -> Any:
+        failure: list[ActionServerUnavailable] = []
+        run = action.run
+
+        async def guarded(*run_args: Any, **run_kwargs: Any) -> Any:
+            try:
+                return await run(*run_args, **run_kwargs)
+            except ActionServerUnavailable as error:
+                failure.append(error)
+                raise
+
+        action.run = guarded
+        try:
+            proceed = await original(self, action, *args, **kwargs)
+        finally:
+            del action.run
+        if failure:
+            raise failure[0]
+        return proceed
+
+    return _run_action
+
+
+def install() -> None:
+    """Apply both changes to this process (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    from rasa.core.actions.action import RemoteAction
+    from rasa.core.processor import MessageProcessor
+
+    RemoteAction.run = _retrying_run(RemoteAction.run, retry_seconds_from_env())  # type: ignore[method-assign]
+    MessageProcessor._run_action = _aborting_run_action(MessageProcessor._run_action)  # type: ignore[method-assign]
+    _installed = True
