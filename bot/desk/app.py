@@ -11,7 +11,13 @@ runs, until SIGTERM or Ctrl-C:
   (``bot.desk.relay``);
 - the outbox worker that delivers all of it (``bot.desk.outbox``);
 - the watchdog (``bot.desk.watchdog``): escalations, honest promise updates, check-ins
-  and closing quiet cases, in the one desk process that holds its lease.
+  and closing quiet cases.
+
+Any number of desk processes may share a case store. All of them serve Slack (listeners,
+``/health``, ``/metrics``, ``/dashboard``); the card, relay, delivery and watchdog loops
+run in one of them only, the leader elected on the case store (``bot.election``,
+``LEADER_ELECTION``). The others try to take the lead every ``FIRSTREPLY_DESK_LEADER_SECONDS``;
+what their listeners queue is delivered by the leader.
 
 The HTTP server also serves ``GET /health``, ``GET /metrics`` (Prometheus,
 ``bot.desk.metrics``) and ``GET /dashboard`` (``bot.desk.dashboard``); in Socket Mode
@@ -58,6 +64,7 @@ if TYPE_CHECKING:
 
     from bot.cases import Case, CaseStore
     from bot.cases.store import OutboxMessage
+    from bot.election import Election
     from bot.ops import SupportConfig
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,8 @@ CANNOT_CHECK = "The desk cannot check who is on the support team right now (Slac
 UNKNOWN_CARD = "This card is not a case the desk knows."
 RESUME_EVENTS: list[dict[str, Any]] = list(messages.RESUME_EVENTS)
 SHIFT_USAGE = "Use `/shift on` when you start and `/shift off` when you stop taking cases."
+# The election of the desk process that runs the loops (bot.election): one per case store.
+LEADER_ELECTION = "firstreply:desk-workers"
 
 
 class Desk:
@@ -82,12 +91,18 @@ class Desk:
         *,
         outbound: Outbound | None = None,
         clock: Callable[[], datetime] = utc_now,
+        election: Election | None = None,
     ) -> None:
-        """Build the Slack and Rasa clients and the bolt app (no network call)."""
+        """Build the Slack and Rasa clients and the bolt app (no network call).
+
+        ``election`` decides whether this process runs the loops; without one it always does
+        (the only desk of its case store: tests, tools).
+        """
         self.settings = settings
         self.store = store
         self.support = support
         self.clock = clock
+        self.election = election
         # Retries are the outbox's job (with its own backoff and Retry-After): none in the client.
         self.client = AsyncWebClient(token=settings.bot_token, base_url=settings.base_url, timeout=15, retry_handlers=[])
         self.directory = AgentDirectory(self.client, settings.agents, settings.leads)
@@ -102,7 +117,7 @@ class Desk:
         self.watchdog = Watchdog(
             store, support, can_push=self.outbound.can_push, lease_seconds=settings.watchdog_lease_seconds
         )
-        self.metrics = build_registry(store, clock)
+        self.metrics = build_registry(store, clock, self.worker.stats)
         self.app = self.build_app()
         self._cards_wake = asyncio.Event()
 
@@ -151,8 +166,26 @@ class Desk:
             for waiter in waiters:
                 waiter.cancel()
 
+    @property
+    def leading(self) -> bool:
+        """Return whether this desk process runs the loops now."""
+        return self.election is None or self.election.leading
+
     async def run_loops(self, stop: asyncio.Event) -> None:
+        """Run the loops until ``stop`` is set: whenever this process leads, if the desk has an election."""
+        if self.election is None:
+            await self.lead(stop)
+        else:
+            await self.election.run(stop, self.lead, on_lost=self.worker.abandon)
+
+    async def lead(self, stop: asyncio.Event) -> None:
         """Run the card, relay, watchdog and delivery loops until ``stop`` is set."""
+        if self.support.watchdog.enabled and self.election is not None:
+            # Elected: a lease left by a leader that died is ours now, not in a few ticks.
+            try:
+                await asyncio.to_thread(self.watchdog.take_over, self.clock())
+            except Exception:  # noqa: BLE001 - without the lease the watchdog waits for it to expire
+                log.exception("desk: could not take the watchdog's lease over; it waits for the lease to expire")
         loops = [
             self._every("card", self.sync_cards, stop, self._cards_wake),
             self._every("relay", self.relay.poll_once, stop, None),
@@ -504,7 +537,7 @@ def http_app(desk: Desk, *, slack_events: bool = True) -> web.Application:
         return await to_aiohttp_response(answer)
 
     async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", "leader": desk.leading})
 
     async def metrics(_: web.Request) -> web.Response:
         body = await asyncio.to_thread(exposition, desk.metrics)
@@ -594,11 +627,13 @@ async def _until(stop: asyncio.Event, loops: asyncio.Task[None]) -> None:
         raise loops.exception()  # type: ignore[misc]
 
 
-async def main_async(settings: DeskSettings, store: CaseStore, support: SupportConfig) -> None:
-    """Build the desk and serve it until SIGTERM or SIGINT."""
+async def main_async(
+    settings: DeskSettings, store: CaseStore, support: SupportConfig, election: Election | None = None
+) -> None:
+    """Build the desk and serve it until SIGTERM or SIGINT (running the loops while ``election`` elects it)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
-    desk = Desk(settings, store, support)
+    desk = Desk(settings, store, support, election=election)
     await serve(desk, stop)

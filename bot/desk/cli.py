@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -25,13 +26,19 @@ def run_desk(args: argparse.Namespace) -> int:
 
     from bot.cases import CaseStore
     from bot.cases.schema import SchemaTooNewError
+    from bot.cases.store import ENV_CASE_DB, default_url
+    from bot.desk.app import LEADER_ELECTION
     from bot.desk.settings import DeskSettings, DeskSettingsError
+    from bot.election import Election
     from bot.ops import OpsConfigError, load_support_config
 
     try:
         settings = DeskSettings.from_env()
         support = load_support_config()
-        store = CaseStore.from_url()
+        case_db = os.environ.get(ENV_CASE_DB) or default_url()
+        store = CaseStore.from_url(case_db)
+        # Elected on the case store itself: the desks that share it elect one leader.
+        election = Election.for_database(case_db, LEADER_ELECTION, period_seconds=settings.leader_seconds)
     except (DeskSettingsError, OpsConfigError, SchemaTooNewError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -43,10 +50,11 @@ def run_desk(args: argparse.Namespace) -> int:
             mode = "Socket Mode" if settings.socket_mode else f"HTTP on {settings.host}:{settings.port}"
             watchdog = f"watchdog every {settings.watchdog_seconds:g} s" if support.watchdog.enabled else "watchdog off"
             print(f"desk settings OK ({mode}, agents {settings.agents}, {len(settings.leads)} lead(s), {watchdog})")
+            print(f"leader election: {election.lock.description}, every {settings.leader_seconds:g} s")
             return 0
         from bot.desk.app import main_async
 
-        asyncio.run(main_async(settings, store, support))
+        asyncio.run(main_async(settings, store, support, election))
     except KeyboardInterrupt:
         pass
     finally:

@@ -7,7 +7,8 @@ store: one cheap query for all conversations, in the order Rasa saw the messages
 neither lost nor repeated across restarts (the cursor moves in the same transaction that
 queues the thread posts; each post is keyed by the event's row id). Polling each open
 case's tracker over HTTP would cost a request per case per poll and re-read whole
-conversations.
+conversations. Only the leading desk process follows the table (``bot.election``): two
+readers of one cursor would read every message twice (the keys would still queue it once).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ ENV_POLL = "FIRSTREPLY_DESK_POLL_SECONDS"
 ENV_RETRY_BASE = "FIRSTREPLY_DESK_RETRY_SECONDS"
 ENV_RETRY_MAX = "FIRSTREPLY_DESK_RETRY_MAX_SECONDS"
 ENV_WATCHDOG = "FIRSTREPLY_WATCHDOG_SECONDS"
+ENV_LEADER = "FIRSTREPLY_DESK_LEADER_SECONDS"
 DEFAULT_BASE_URL = "https://slack.com/api/"
 DEFAULT_RASA_URL = "http://127.0.0.1:5005"
 DEFAULT_PORT = 3000
@@ -59,6 +60,9 @@ class DeskSettings:
         retry_seconds: The first wait before a failed delivery is tried again (doubling).
         retry_max_seconds: The longest wait between two tries.
         watchdog_seconds: How often the watchdog looks at the open cases' promises and silences.
+        leader_seconds: How often a desk process that does not lead tries to become the leader
+            (the one that runs the loops); the leader checks twice as often that it still is
+            (``bot.election``).
     """
 
     bot_token: str = field(repr=False)
@@ -76,6 +80,7 @@ class DeskSettings:
     retry_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     watchdog_seconds: float = 30.0
+    leader_seconds: float = 5.0
 
     @property
     def watchdog_lease_seconds(self) -> float:
@@ -141,6 +146,7 @@ class DeskSettings:
             retry_seconds=_number(env, ENV_RETRY_BASE, 1.0, float, minimum=0.01),
             retry_max_seconds=_number(env, ENV_RETRY_MAX, 300.0, float, minimum=0.01),
             watchdog_seconds=_number(env, ENV_WATCHDOG, 30.0, float, minimum=0.05),
+            leader_seconds=_number(env, ENV_LEADER, 5.0, float, minimum=0.05),
         )
 
 

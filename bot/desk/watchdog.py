@@ -1,14 +1,15 @@
 """The watchdog: no promise slips in silence, and no quiet case stays open for ever.
 
 It runs inside the desk process (``Desk.run_loops``), one tick every
-``FIRSTREPLY_WATCHDOG_SECONDS``, and only in the desk process that holds the
-``watchdog`` lease in the case store (a row with a holder and an expiry, taken and
-renewed with one conditional UPDATE each tick): with several desk replicas, one
-watches. Every action is also a conditional update with its outbox messages in the
-same transaction and a unique key, so even two watchdogs acting at once (a lease that
-expired mid-tick) would queue nothing twice. On PostgreSQL a session advisory lock
-would do the lease's job without clock agreement between replicas; that is left for
-the production rollout.
+``FIRSTREPLY_WATCHDOG_SECONDS``, in the desk process elected to run the loops
+(``bot.election``: a PostgreSQL advisory lock, or a lock file next to a SQLite case
+store). Each tick also takes or renews the ``watchdog`` lease in the case store (a row
+with a holder and an expiry, one conditional UPDATE) and acts only while it holds it: a
+second guard, for desks without an election (tests, tools) and for a leader cut off
+mid-tick. A newly elected leader takes the lease over at once (``take_over``) rather than
+waiting for the dead leader's lease to expire. Every action is also a conditional update
+with its outbox messages in the same transaction and a unique key, so even two watchdogs
+acting at once would queue nothing twice.
 
 Each tick, for every open case (``support.yml`` ``watchdog``; shares are of the
 promise in force, counted in open minutes from when it was made):
@@ -217,6 +218,17 @@ class Watchdog:
     def release(self, now: datetime) -> None:
         """Give the lease up (at shutdown), so another replica takes over at once."""
         self.store.release_lease(LEASE, self.holder, now)
+
+    def take_over(self, now: datetime) -> None:
+        """Free the lease held by another holder: this process was just elected to watch (``bot.election``).
+
+        The election makes this process the only one that should watch; a lease still held is
+        a dead or cut-off leader's, and the next ``tick`` takes it.
+        """
+        holder = self.store.lease_holder(LEASE, now)
+        if holder is not None and holder != self.holder:
+            log.info("watchdog: taking the lease over from %s", holder)
+            self.store.release_lease(LEASE, holder, now)
 
     def _queue(self, open_cases: list[Case], now: datetime) -> _Queue:
         window = self.support.history_window_days
