@@ -744,11 +744,11 @@ async def test_a_429_is_waited_out_and_the_message_arrives_once(output: SlackDMO
 @pytest.mark.asyncio
 async def test_server_errors_are_retried_then_given_up(output: SlackDMOutput, api: FakeSlackAPI) -> None:
     output.remember_dm(MARIA, MARIA_DM)
-    api.fail_next(2, status=500)
+    api.fail_next(2, status=500, method="chat.postMessage")
     await output.send_text_message(MARIA, "one")
     assert api.posted_texts() == ["one"]
 
-    api.fail_next(4, status=502)
+    api.fail_next(4, status=502, method="chat.postMessage")
     with pytest.raises(SlackApiError) as raised:
         await output.send_text_message(MARIA, "two")
     assert raised.value.response.status_code == 502
@@ -758,10 +758,10 @@ async def test_server_errors_are_retried_then_given_up(output: SlackDMOutput, ap
 @pytest.mark.asyncio
 async def test_a_dropped_connection_is_retried_then_given_up(output: SlackDMOutput, api: FakeSlackAPI) -> None:
     output.remember_dm(MARIA, MARIA_DM)
-    api.fail_next(2, status=DROP_CONNECTION)
+    api.fail_next(2, status=DROP_CONNECTION, method="chat.postMessage")
     await output.send_text_message(MARIA, "one")
 
-    api.fail_next(4, status=DROP_CONNECTION)
+    api.fail_next(4, status=DROP_CONNECTION, method="chat.postMessage")
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await output.send_text_message(MARIA, "two")
     assert [c.status for c in api.calls("chat.postMessage", answered=None)] == [0, 0, 200, 0, 0, 0, 0]

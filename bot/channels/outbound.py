@@ -12,7 +12,10 @@ environment (the same variables Rasa's connectors read):
 - anything else (``rest``, ...): no message can be pushed to the customer later, so the
   desk records the reply in the conversation only (``sender_for`` returns None).
 
-Senders are built once per channel and reused.
+Senders are built once per channel and reused. The desk's outbox is their retry loop (it
+keeps every message until it is delivered, backs off, and knows which tries may have
+gone through), so the Telegram sender tries each call once and lets the outbox retry;
+the Slack DM sender keeps its client's retries, which never repeat a post blindly.
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ import importlib
 import logging
 import os
 from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
 from bot.channels.common import ChannelCredentialsError
 
 if TYPE_CHECKING:
     from rasa.core.channels.channel import OutputChannel
+    from slack_sdk.web.async_client import AsyncWebClient
+    from telegram import Bot
+
+    from bot.channels.telegram import TelegramSettings
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +90,28 @@ class Outbound:
 
     def _build_telegram(self) -> OutputChannel:
         from bot.channels.dedupe import ENV_CHANNEL_DB, ChannelStore, url_from_env
-        from bot.channels.telegram import TelegramOutput, TelegramSettings, build_bot, close_bot
+        from bot.channels.telegram import TelegramOutput, TelegramSettings, close_bot
 
         try:
             settings = TelegramSettings.from_credentials({"webhook_secret": _SENDER_ONLY_SECRET}, self._env)
         except ChannelCredentialsError as error:
             raise OutboundUnavailable(f"cannot answer Telegram customers: {error}") from error
-        bot = build_bot(settings)
+        bot = self._telegram_bot(settings)
         store = ChannelStore.from_url(url_from_env(self._env.get(ENV_CHANNEL_DB) or ""))
         self._closers.extend([lambda: close_bot(bot), store.dispose])
-        return TelegramOutput(bot, store)
+        # One try per call: a retry here would resend a message whose answer was lost
+        # without the outbox knowing, so it could neither warn nor count it.
+        return TelegramOutput(bot, store, max_attempts=1)
+
+    def _telegram_bot(self, settings: TelegramSettings) -> Bot:
+        """Return the Bot the Telegram sender uses (tests give it shorter time-outs)."""
+        from bot.channels.telegram import build_bot
+
+        return build_bot(settings)
+
+    def _slack_client(self, slack: ModuleType, settings: Any) -> AsyncWebClient:
+        """Return the Web API client the Slack DM sender uses (tests give it shorter time-outs)."""
+        return slack.build_client(settings)  # type: ignore[no-any-return]
 
     def _build_webchat(self) -> OutputChannel:
         from bot.channels.dedupe import ENV_CHANNEL_DB, url_from_env
@@ -114,4 +134,4 @@ class Outbound:
             settings = slack.SlackSettings.from_credentials({"signing_secret": _SENDER_ONLY_SECRET}, self._env)
         except ChannelCredentialsError as error:
             raise OutboundUnavailable(f"cannot answer Slack DM customers: {error}") from error
-        return slack.SlackDMOutput(slack.build_client(settings))  # type: ignore[no-any-return]
+        return slack.SlackDMOutput(self._slack_client(slack, settings))  # type: ignore[no-any-return]

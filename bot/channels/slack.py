@@ -13,6 +13,12 @@ Optional key, read from the environment when left out: ``base_url``
 
 Rasa serves it at ``/webhooks/slack_dm/events`` (events and interactivity alike). The app
 to create in Slack is described by ``slack/customer-app-manifest.yml``.
+
+Sending is exactly once per message where Slack lets us check: the Web API client retries
+what is safe to repeat (429s after their Retry-After, connections refused, and 5xx or lost
+connections of calls that change nothing); a post whose answer is lost (time-out, dropped
+connection, 5xx after sending) carries an idempotency key in its message metadata, so the
+DM's history is searched for it before it is posted again (``SlackDMOutput.post_once``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import logging
 import os
 import random
 import re
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -57,7 +65,6 @@ if TYPE_CHECKING:
     from slack_sdk.http_retry.request import HttpRequest
     from slack_sdk.http_retry.response import HttpResponse
     from slack_sdk.http_retry.state import RetryState
-    from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -80,6 +87,12 @@ BUTTON_VALUE_LIMIT = 2000
 BUTTONS_PER_ACTIONS_BLOCK = 25
 BUTTON_ACTION_PREFIX = "fr_button_"
 BUTTON_ACTION = re.compile(rf"^{BUTTON_ACTION_PREFIX}\d+$")
+# Message metadata that marks a post with its idempotency key (``post_once``).
+DELIVERY_EVENT = "firstreply_message"
+# How far before the first try a post is looked for: covers our clock running ahead of Slack's.
+LOOKBACK_SECONDS = 120.0
+# Web API methods that post something new: sending them again after a lost answer may post twice.
+NOT_IDEMPOTENT = frozenset({"chat.postMessage", "chat.postEphemeral", "chat.meMessage", "chat.scheduleMessage"})
 # Per-process memory of users (names, DM channels): bounded, oldest forgotten first.
 CACHE_SIZE = 10_000
 # Message subtypes that are a customer writing; everything else (edits, deletions, joins,
@@ -206,7 +219,11 @@ class _RateLimitRetry(AsyncRateLimitErrorRetryHandler):
 
 
 class _ServerErrorRetry(AsyncServerErrorRetryHandler):
-    """Retries any 5xx answer (the SDK's own handler knows only 500 and 503)."""
+    """Retries any 5xx answer (the SDK's own handler knows only 500 and 503) of a call safe to repeat.
+
+    A post answered 5xx may have been posted: ``SlackDMOutput.post_once`` checks before it
+    posts again, which a retry handler cannot (it can only say "try again", not "done").
+    """
 
     async def _can_retry_async(
         self,
@@ -216,7 +233,7 @@ class _ServerErrorRetry(AsyncServerErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if response is None or response.status_code < 500:
+        if response is None or response.status_code < 500 or _method(request) in NOT_IDEMPOTENT:
             return False
         log.warning(
             "slack %s: server error %d, retry %d", _method(request), response.status_code, state.current_attempt + 1
@@ -224,13 +241,56 @@ class _ServerErrorRetry(AsyncServerErrorRetryHandler):
         return True
 
 
+class _ConnectionRetry(AsyncConnectionErrorRetryHandler):
+    """Retries lost connections; for a post, only a connection that was never made (nothing sent)."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if _method(request) in NOT_IDEMPOTENT and not isinstance(error, aiohttp.ClientConnectorError):
+            return False
+        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
+
+
+def may_have_posted(error: BaseException) -> bool:
+    """Return whether a post that failed with ``error`` may still have reached Slack.
+
+    True for the answers lost after sending: a time-out, a connection dropped or reset, a
+    5xx. False for a connection never made and for Slack's own refusals (4xx, ``ok: false``).
+    """
+    if isinstance(error, SlackApiError):
+        return error.response is not None and error.response.status_code >= 500
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return False
+    return isinstance(
+        error, (asyncio.TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
+    )
+
+
+def delivery_metadata(key: str) -> dict[str, Any]:
+    """Return the message metadata that marks a post with its idempotency ``key``."""
+    return {"event_type": DELIVERY_EVENT, "event_payload": {"key": key}}
+
+
 def build_client(
-    settings: SlackSettings, *, max_attempts: int = 4, backoff_seconds: float = 0.5, max_retry_after: float = 60.0
+    settings: SlackSettings,
+    *,
+    max_attempts: int = 4,
+    backoff_seconds: float = 0.5,
+    max_retry_after: float = 60.0,
+    timeout: int = 15,
 ) -> AsyncWebClient:
     """Return a Web API client (no network call) that retries 429s, 5xx and lost connections.
 
     Every call is tried at most ``max_attempts`` times; a Retry-After beyond
-    ``max_retry_after`` seconds is not waited for. The client opens a connection per
+    ``max_retry_after`` seconds is not waited for; an answer is waited for ``timeout``
+    seconds. Posts are retried here only where nothing was sent (429, no connection);
+    ``SlackDMOutput`` retries the rest after checking. The client opens a connection per
     call, so there is nothing to close.
     """
     retries = max_attempts - 1
@@ -238,9 +298,9 @@ def build_client(
     handlers = [
         _RateLimitRetry(retries, max_retry_after),
         _ServerErrorRetry(retries, backoff),
-        AsyncConnectionErrorRetryHandler(retries, backoff),
+        _ConnectionRetry(retries, backoff),
     ]
-    return AsyncWebClient(token=settings.token, base_url=settings.base_url, timeout=15, retry_handlers=handlers)
+    return AsyncWebClient(token=settings.token, base_url=settings.base_url, timeout=timeout, retry_handlers=handlers)
 
 
 class _Bounded(dict[K, V]):
@@ -346,14 +406,18 @@ class SlackDMOutput(OutputChannel):
     """Sends to customers' DMs with the app: Rasa's responses and the agents' replies.
 
     ``recipient_id`` is the customer's Slack user id (a DM or channel id also works). All
-    text is escaped and split at 3,000 characters; retries live in the client
-    (``build_client``).
+    text is escaped and split at 3,000 characters. Retries that are safe live in the client
+    (``build_client``); a post whose answer was lost is looked up before it is posted
+    again (``post_once``), as often and as far apart as the client retries 5xx answers.
     """
 
     def __init__(self, client: AsyncWebClient) -> None:
         """Send through ``client``."""
         self.client = client
         self._dm_channels: _Bounded[str, str] = _Bounded()
+        handler = next((h for h in client.retry_handlers or [] if isinstance(h, _ServerErrorRetry)), None)
+        self.max_attempts = 1 + (handler.max_retry_count if handler is not None else 0)
+        self._backoff = handler.interval_calculator if handler is not None else None
 
     @classmethod
     def name(cls) -> str:
@@ -375,9 +439,69 @@ class SlackDMOutput(OutputChannel):
             self._dm_channels[recipient_id] = known
         return known
 
-    async def _post(self, recipient_id: str, text: str, **extra: Any) -> AsyncSlackResponse:
+    async def find_posted(self, channel: str, key: str, since: float) -> str | None:
+        """Return the ts of the message marked with ``key`` in ``channel`` since ``since`` (epoch seconds), if any."""
+        cursor = None
+        while True:
+            answer = await self.client.conversations_history(
+                channel=channel, oldest=f"{since:.6f}", include_all_metadata=True, limit=200, cursor=cursor
+            )
+            for message in answer.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                if metadata.get("event_type") == DELIVERY_EVENT and (metadata.get("event_payload") or {}).get("key") == key:
+                    return str(message["ts"])
+            cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+
+    async def post_once(
+        self, channel: str, text: str, key: str, *, since: float, check_first: bool = False, **extra: Any
+    ) -> str:
+        """Post ``text`` to ``channel`` once for ``key``, and return the message's ts.
+
+        After an answer lost on the way back (``may_have_posted``) the channel's history
+        since ``since`` is searched for ``key`` before posting again; ``check_first``
+        searches before the first try too (an earlier attempt may have posted it).
+        """
+        in_doubt = check_first
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                if in_doubt:
+                    found = await self.find_posted(channel, key, since)
+                    if found is not None:
+                        log.info("slack post %s in %s: already there (%s), not posted again", key, channel, found)
+                        return found
+                answer = await self.client.chat_postMessage(
+                    channel=channel, text=text, metadata=delivery_metadata(key), **extra
+                )
+                return str(answer["ts"])
+            except Exception as error:
+                if not may_have_posted(error) or attempt == self.max_attempts:
+                    raise
+                in_doubt = True
+                wait = self._backoff.calculate_sleep_duration(attempt - 1) if self._backoff is not None else 0.0
+                log.warning(
+                    "slack post %s in %s: no answer (%s: %s); checking whether it arrived, try %d in %.1fs",
+                    key, channel, type(error).__name__, error, attempt + 1, wait,
+                )  # fmt: skip
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def deliver_text(self, recipient_id: str, text: str, key: str, *, since: float, check_first: bool) -> None:
+        """Send ``text`` like ``send_text_message``, each part once for ``key`` (see ``post_once``).
+
+        For senders that retry on their own schedule (the desk's outbox): the same ``key``
+        on every attempt, ``since`` when the first one started, ``check_first`` from the
+        second on.
+        """
         channel = await self.dm_channel(recipient_id)
-        return await self.client.chat_postMessage(channel=channel, text=text, **extra)
+        for number, part in enumerate(message_parts(text)):
+            await self.post_once(channel, part, f"{key}:{number}", since=since, check_first=check_first)
+
+    async def _post(self, recipient_id: str, text: str, **extra: Any) -> str:
+        channel = await self.dm_channel(recipient_id)
+        key = uuid.uuid4().hex
+        return await self.post_once(channel, text, key, since=time.time() - LOOKBACK_SECONDS, **extra)
 
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
         """Send ``text``, escaped, in as many messages as the length limit needs."""
@@ -419,7 +543,11 @@ class SlackDMOutput(OutputChannel):
             log.warning("slack custom payload: keys %s are not supported and were not sent", ignored)
 
     async def reply_in_thread(self, channel_id: str, thread_ts: str, text: str) -> None:
-        """Answer a message in a channel, in its thread."""
+        """Answer a message in a channel, in its thread.
+
+        At most once: the app may not read the channel's history (no ``channels:history``),
+        so a lost answer is not retried (a missing "see your DMs" beats a doubled one).
+        """
         await self.client.chat_postMessage(channel=channel_id, thread_ts=thread_ts, text=escape(text))
 
     async def show_choice(self, channel_id: str, message: Mapping[str, Any], title: str) -> None:

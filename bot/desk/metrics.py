@@ -15,11 +15,16 @@ kept when a person's first reply came by its deadline (as in the report).
 
 Reading every case on each scrape costs a query that grows with the store; scrape every
 30 s or more, and see docs/promises.md for when to add a window.
+
+One family is not from the store but from the outbox worker of the process scraped
+(``DeliveryStats``, counted since it started): deliveries whose answer was lost after
+sending, by what came of it. Only the desk that delivers (the leader) counts any.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
@@ -40,6 +45,9 @@ HUMAN_BUCKETS: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400, 28800
 BOT_BUCKETS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60)
 RATING_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 5)
 SATISFIED_RATING = 4
+# What came of a delivery whose answer was lost after sending (``DeliveryStats``).
+IN_DOUBT_FOUND = "found"  # looked up and found already posted: not sent again
+IN_DOUBT_UNCHECKED = "unchecked"  # no way to look it up: sent again, may be seen twice
 
 
 def _histogram(name: str, doc: str, values: Sequence[float], buckets: Iterable[float]) -> HistogramMetricFamily:
@@ -54,6 +62,50 @@ def _le(bound: float) -> str:
 
 def _seconds(start: datetime, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds())
+
+
+class DeliveryStats:
+    """Counts of the outbox worker's deliveries in doubt, by platform and outcome (thread-safe).
+
+    ``IN_DOUBT_FOUND``: an earlier try had posted it (a Slack lookup found it), so it was
+    not sent again. ``IN_DOUBT_UNCHECKED``: its answer was lost and the platform has no
+    lookup (Telegram), so it was sent again and the customer may see it twice.
+    """
+
+    def __init__(self) -> None:
+        """Start at zero."""
+        self._counts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def count(self, platform: str, outcome: str) -> None:
+        """Add one delivery of ``platform`` (``slack``, ``telegram``, ...) with ``outcome``."""
+        with self._lock:
+            self._counts[(platform, outcome)] = self._counts.get((platform, outcome), 0) + 1
+
+    def counts(self) -> Mapping[tuple[str, str], int]:
+        """Return the counts so far, by (platform, outcome)."""
+        with self._lock:
+            return dict(self._counts)
+
+
+class DeliveryStatsCollector(Collector):
+    """Yields ``firstreply_desk_deliveries_in_doubt_total`` from a ``DeliveryStats``."""
+
+    def __init__(self, stats: DeliveryStats) -> None:
+        """Report ``stats`` (the outbox worker's)."""
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """Return the counter as of now."""
+        family = CounterMetricFamily(
+            "firstreply_desk_deliveries_in_doubt",
+            "Desk deliveries whose answer was lost after sending, by outcome: found (already posted, not sent "
+            "again) or unchecked (no lookup on the platform: sent again, may be seen twice). This process only.",
+            labels=["platform", "outcome"],
+        )
+        for (platform, outcome), value in sorted(self.stats.counts().items()):
+            family.add_metric([platform, outcome], value)
+        yield family
 
 
 class CaseStoreCollector(Collector):
@@ -173,10 +225,17 @@ class CaseStoreCollector(Collector):
         yield GaugeMetricFamily("firstreply_agents_on_shift", "Agents on shift (/shift on).", value=self.store.agents_on_shift())
 
 
-def build_registry(store: CaseStore, clock: Callable[[], datetime]) -> CollectorRegistry:
-    """Return a registry of its own holding the case store collector (nothing of the process's default one)."""
+def build_registry(
+    store: CaseStore, clock: Callable[[], datetime], deliveries: DeliveryStats | None = None
+) -> CollectorRegistry:
+    """Return a registry of its own holding the case store collector (nothing of the process's default one).
+
+    With ``deliveries`` (the outbox worker's ``stats``) it reports the deliveries in doubt too.
+    """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CaseStoreCollector(store, clock))
+    if deliveries is not None:
+        registry.register(DeliveryStatsCollector(deliveries))
     return registry
 
 

@@ -12,13 +12,18 @@ change that causes it. This worker, inside the desk process, delivers it:
   logged (the row stays, with ``last_error``);
 - delivered is marked in the same transaction that queues what follows (a customer
   reply's tracker event) and stores what it produced (the card's ts);
-- after a crash, an attempt that was under way is *in doubt*: Slack posts carry their
-  idempotency key in the message metadata, so the worker first looks for the message in
-  the channel or thread and only posts if it is not there; Rasa's bot events are looked
-  for in the tracker; a follow-up trigger is not repeated once the case records it was
-  asked; card updates are simply made again. Only a customer message cut off mid-send
-  cannot be checked (Telegram has no such lookup): it is sent again, since a reply seen
-  twice is better than a reply lost.
+- an attempt may have gone through although it failed: its answer was lost (a time-out,
+  a dropped connection, a 5xx after sending), or the desk stopped while it was under way
+  (*in doubt*). Slack posts carry their idempotency key in the message metadata, so every
+  try after the first looks for the message in the channel, thread or customer's DM and
+  only posts if it is not there; Rasa's bot events are looked for in the tracker; a
+  follow-up trigger is not repeated once the case records it was asked; card updates are
+  simply made again. Only a Telegram message whose answer was lost cannot be checked
+  (Telegram has no such lookup): it is sent again, with a warning and a count in the
+  metrics (``DeliveryStats``), since a reply seen twice is better than a reply lost;
+- errors that sending again cannot fix (a bot blocked by the customer, a channel gone)
+  are given up on at once, with the reason in ``last_error`` (and, for a customer, a
+  notice in the case's thread); everything else is retried for as long as it fails.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import httpx
 from slack_sdk.errors import SlackApiError
 
 from bot.cases.store import CardPlacement, OutboxMessage
 from bot.channels.outbound import OutboundUnavailable
 from bot.constants import OPEN_STATUSES, STATUS_WAITING
 from bot.desk import cards, messages
+from bot.desk.metrics import IN_DOUBT_FOUND, IN_DOUBT_UNCHECKED, DeliveryStats
 from bot.desk.rasa_api import RasaError
 
 if TYPE_CHECKING:
@@ -58,9 +65,18 @@ _SLACK_CONTENT_ERRORS = frozenset(
      "invalid_metadata_format", "invalid_metadata_schema", "metadata_too_large", "message_not_found",
      "cant_update_message", "edit_window_closed", "user_not_in_channel", "user_not_found"}
 )  # fmt: skip
+# Errors about where the message goes: the channel or person is gone or closed to the app for
+# good. (``not_in_channel`` is not: inviting the app fixes it, and the retries then deliver.)
+_SLACK_CHANNEL_ERRORS = frozenset(
+    {"channel_not_found", "is_archived", "cannot_dm_bot", "account_inactive", "user_disabled", "messages_tab_disabled"}
+)
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
 # Telegram errors that sending again cannot fix (python-telegram-bot class names).
 _PERMANENT_SEND_ERRORS = ("BadRequest", "Forbidden", "ChatMigrated", "InvalidToken")
+# What python-telegram-bot's failures stand on when the request went out and its answer was lost.
+_ANSWER_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+# How far before a message was queued an earlier post of it is looked for (clocks differ).
+LOOKBACK_SECONDS = 60.0
 
 
 def utc_now() -> datetime:
@@ -150,8 +166,9 @@ class OutboxWorker:
         poll_seconds: float = 1.0,
         concurrency: int = 4,
         clock: Callable[[], datetime] = utc_now,
+        stats: DeliveryStats | None = None,
     ) -> None:
-        """Deliver through ``slack``, ``rasa`` and the customer senders of ``outbound``."""
+        """Deliver through ``slack``, ``rasa`` and the customer senders of ``outbound``; count in ``stats``."""
         self.store = store
         self.slack = slack
         self.rasa = rasa
@@ -162,16 +179,29 @@ class OutboxWorker:
         self.poll_seconds = poll_seconds
         self.concurrency = concurrency
         self.clock = clock
+        self.stats = stats if stats is not None else DeliveryStats()
         self._slack_paused_until = datetime.min.replace(tzinfo=timezone.utc)
         self._running: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._abandoned = False
 
     def wake(self) -> None:
         """Look at the outbox now (something was just queued)."""
         self._wake.set()
 
+    def abandon(self) -> None:
+        """Start nothing more and cut off the deliveries under way: this process may no longer deliver.
+
+        For a desk process that lost the lead (``bot.election``) while ``run`` goes on until its
+        stop: what was cut off is in doubt, and the next leader checks it before sending again.
+        """
+        self._abandoned = True
+        for task in list(self._running.values()):
+            task.cancel()
+
     async def run(self, stop: asyncio.Event, grace_seconds: float = 10.0) -> None:
         """Deliver until ``stop`` is set; then give running deliveries ``grace_seconds`` to finish."""
+        self._abandoned = False
         recovered = await asyncio.to_thread(self.store.recover_interrupted)
         if recovered:
             log.warning("desk outbox: %d delivery(ies) were cut off by a stop; checking them before sending", recovered)
@@ -192,6 +222,8 @@ class OutboxWorker:
         """Start delivering what is due now; return how many deliveries were started."""
         now = self.clock()
         items = await asyncio.to_thread(self.store.outbox_ready, now, 50, first_kinds=(messages.KIND_CARD_POST,))
+        if self._abandoned:
+            return 0
         started = 0
         for item in items:
             if len(self._running) >= self.concurrency:
@@ -293,10 +325,11 @@ class OutboxWorker:
             except ValueError:
                 wait = 1.0
             await self._retry_later(item, "slack: rate limited (429)", wait, slack_pause=True)
-        elif status < 500 and code in _SLACK_CONTENT_ERRORS:
+        elif status < 500 and code in _SLACK_CONTENT_ERRORS | _SLACK_CHANNEL_ERRORS:
             log.error("desk outbox: Slack refused %s %s for good: %s", item.kind, item.key, code)
             await asyncio.to_thread(self.store.fail_delivery, item.id, f"slack: {code}", None)
         else:
+            # A 5xx may come after Slack took the post: the next try looks for it first.
             await self._retry_later(item, f"slack: {code or status}")
 
     async def _finish(self, item: OutboxItem, result: Mapping[str, Any] | None = None, **extra: Any) -> None:
@@ -310,9 +343,19 @@ class OutboxWorker:
 
     # --- Slack ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _may_be_posted(item: OutboxItem) -> bool:
+        """Return whether an earlier attempt at ``item`` may have gone through (look before sending).
+
+        Any earlier attempt, not only those known to be cut off: whether a time-out or a
+        5xx came before or after Slack took the post cannot be told, and one lookup per
+        retry is cheap.
+        """
+        return item.in_doubt or item.attempts > 1
+
     async def _find_posted(self, item: OutboxItem, channel: str, thread_ts: str | None) -> str | None:
-        """Return the ts of the message posted for ``item`` by an earlier, cut-off attempt, if any."""
-        oldest = f"{item.created_at.timestamp() - 60:.6f}"
+        """Return the ts of the message posted for ``item`` by an earlier attempt, if any."""
+        oldest = f"{item.created_at.timestamp() - LOOKBACK_SECONDS:.6f}"
         cursor = None
         while True:
             if thread_ts is None:
@@ -326,6 +369,7 @@ class OutboxWorker:
             for message in answer.get("messages") or []:
                 metadata = message.get("metadata") or {}
                 if metadata.get("event_type") == METADATA_EVENT and (metadata.get("event_payload") or {}).get("key") == item.key:
+                    self.stats.count("slack", IN_DOUBT_FOUND)
                     return str(message["ts"])
             cursor = (answer.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
@@ -341,10 +385,10 @@ class OutboxWorker:
             raise _GiveUp(f"case {case.id} has no route")
         channel = await self.channels.resolve(route)
         card = await asyncio.to_thread(render_card, self.store, case, self.clock())
-        if item.in_doubt:
+        if self._may_be_posted(item):
             ts = await self._find_posted(item, channel, None)
             if ts is not None:
-                log.info("desk outbox: card of case %s was posted before the stop (%s)", case.id, ts)
+                log.info("desk outbox: card of case %s was posted by an earlier try (%s)", case.id, ts)
                 await self._finish(item, {"ts": ts, "found": True}, card=CardPlacement(channel, ts, ""))
                 return
         answer = await self.slack.chat_postMessage(
@@ -373,7 +417,7 @@ class OutboxWorker:
             return
         payload = item.payload
         text = str(payload["text"]) if payload.get("text") else cards.notice_text(payload, case)
-        if item.in_doubt:
+        if self._may_be_posted(item):
             ts = await self._find_posted(item, case.card_channel, case.card_ts)
             if ts is not None:
                 await self._finish(item, {"ts": ts, "found": True})
@@ -391,7 +435,7 @@ class OutboxWorker:
             await self._finish(item, {"skipped": case.status})
             return
         channel = await self.channels.resolve(str(item.payload["channel"]))
-        if item.in_doubt:
+        if self._may_be_posted(item):
             ts = await self._find_posted(item, channel, None)
             if ts is not None:
                 await self._finish(item, {"ts": ts, "found": True})
@@ -453,23 +497,47 @@ class OutboxWorker:
             )
             await self._finish(item, {"pushed": False}, then=[tracker_event, notice] if item.case_id else [tracker_event])
             return
+        # A sender that can send once per key (Slack DMs: looked up in the DM) does; the
+        # others (Telegram) are sent again after a lost answer: at least once.
+        deliver_text = getattr(sender, "deliver_text", None)
         try:
-            await sender.send_text_message(sender_id, text)
+            if deliver_text is not None:
+                since = item.created_at.timestamp() - LOOKBACK_SECONDS
+                await deliver_text(sender_id, text, item.key, since=since, check_first=self._may_be_posted(item))
+            else:
+                await sender.send_text_message(sender_id, text)
         except Exception as error:
-            self._classify_send_error(item, error)
+            self._classify_send_error(item, channel, error)
             raise
         await self._finish(item, {"pushed": True}, then=[tracker_event], human_reply=by_person)
 
-    def _classify_send_error(self, item: OutboxItem, error: Exception) -> None:
-        """Turn a sender's error into give-up (with a notice in the thread) or retry."""
+    def _classify_send_error(self, item: OutboxItem, channel: str, error: Exception) -> None:
+        """Turn a customer sender's error into give-up (with a notice in the thread) or retry."""
         if isinstance(error, SlackApiError):
-            return  # handled like any Slack error
+            # The customer app's client: its own rate limit, not the desk's (no pause of the desk's posts).
+            code = str(error.response.get("error") or "")
+            if error.response.status_code == 429:
+                raise _Retry(f"{channel}: rate limited (429)") from error
+            if error.response.status_code < 500 and code in _SLACK_CHANNEL_ERRORS | _SLACK_CONTENT_ERRORS:
+                raise _GiveUpWithNotice(f"slack: {code}") from error
+            raise _Retry(f"{channel}: slack: {code or error.response.status_code}") from error
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             seconds = retry_after.total_seconds() if isinstance(retry_after, timedelta) else float(retry_after)
             raise _Retry(f"{type(error).__name__}: {error}", seconds) from error
         if type(error).__name__ in _PERMANENT_SEND_ERRORS:
             raise _GiveUpWithNotice(str(error)) from error
+        if isinstance(error.__cause__, _ANSWER_LOST):
+            self.stats.count(channel, IN_DOUBT_UNCHECKED)
+            log.warning(
+                "desk outbox: %s %s to %s: the answer was lost after sending (%s); it cannot be checked, so it is "
+                "sent again and the customer may see it twice",
+                item.kind, item.key, channel, type(error.__cause__).__name__,
+            )  # fmt: skip
+            raise _Retry(f"{channel}: answer lost after sending, sent again unchecked ({error})") from error
+        if type(error).__name__ in ("NetworkError", "TimedOut"):
+            # Refused, reset before sending, a 5xx answer: the platform did not take it.
+            raise _Retry(f"{channel}: {type(error).__name__}: {error}") from error
 
     # --- Rasa ------------------------------------------------------------------------------
 

@@ -1,9 +1,14 @@
 """A small local Slack Web API for tests: the real slack_sdk ``AsyncWebClient`` talks to it.
 
 An aiohttp server in its own thread on 127.0.0.1 (a port the OS picks), so async tests,
-sync tests and other processes (``rasa run``) can all use it. It records every request
-and answers the next calls with an error when told to (429 with Retry-After, or 500).
-Shaped after bolt-python's ``tests/mock_web_api_server``.
+sync tests and other processes (``rasa run``) can all use it. It records every request,
+keeps the messages posted (with their ``metadata``) so ``conversations.history`` and
+``conversations.replies`` read them back (``include_all_metadata``), records what reached
+the customer (``deliveries``), and plays platform faults when told to: the next calls
+answered with an error (``fail_next``: 429 with Retry-After, 5xx, a Slack error such as
+``channel_not_found``, or ``DROP_CONNECTION``), or any fault of ``tests.fakes.server``
+for some calls or for a while (``fault``). Shaped after bolt-python's
+``tests/mock_web_api_server``.
 
 Run it alone (for ``rasa run`` by hand)::
 
@@ -12,17 +17,18 @@ Run it alone (for ``rasa run`` by hand)::
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import socket
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import DROP, ERROR, NO_ANSWER, Call, Delivery, FakeServer, Fault, serve_until_interrupted
+
+__all__ = ["DROP_CONNECTION", "TOKEN", "Call", "Delivery", "FakeSlackAPI", "Posted", "dm_channel_of"]
 
 TOKEN = "xoxb-1000-2000-fakeBotTokenForTests"
 TEAM_ID = "T0BRAND"
@@ -30,36 +36,23 @@ BOT_USER_ID = "U0FIRSTREPLY"
 BOT_ID = "B0FIRSTREPLY"
 APP_ID = "A0FIRSTREPLY"
 # Parameters slack_sdk may send JSON-encoded inside a form.
-_JSON_PARAMS = frozenset({"blocks", "attachments"})
+_JSON_PARAMS = frozenset({"blocks", "attachments", "metadata"})
 # ``fail_next(status=DROP_CONNECTION)``: close the connection without answering.
-DROP_CONNECTION = 0
-_ERRORS = {429: "ratelimited", 500: "internal_error", 503: "service_unavailable"}
-
-
-@dataclass(frozen=True)
-class Call:
-    """One request the fake received, and the HTTP status and body it answered with."""
-
-    method: str
-    params: dict[str, Any]
-    status: int
-    answer: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+DROP_CONNECTION = NO_ANSWER
+_ERRORS = {429: "ratelimited", 500: "internal_error", 502: "bad_gateway", 503: "service_unavailable"}
+_TRUE = ("true", "1")
 
 
 @dataclass
-class _Failure:
-    method: str | None
-    status: int
-    retry_after: int
-    error: str | None
+class Posted:
+    """A message the fake holds (from ``chat.postMessage``, changed by ``chat.update``)."""
 
-
-@dataclass
-class _State:
-    calls: list[Call] = field(default_factory=list)
-    failures: list[_Failure] = field(default_factory=list)
-    users: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    channel: str
+    ts: str
+    text: str
+    thread_ts: str | None = None
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
 
 
 def dm_channel_of(user_id: str) -> str:
@@ -67,67 +60,27 @@ def dm_channel_of(user_id: str) -> str:
     return "D" + user_id[1:]
 
 
-class FakeSlackAPI:
+class FakeSlackAPI(FakeServer):
     """The Web API methods FirstReply uses, answered locally and recorded.
 
-    ``auth.test`` ``chat.postMessage`` ``chat.update`` ``users.info`` ``conversations.open``.
-    Any other method gets ``unknown_method``; a wrong token gets ``invalid_auth`` (both
-    HTTP 200 with ``ok: false``, as Slack answers).
+    ``auth.test`` ``chat.postMessage`` ``chat.update`` ``users.info`` ``conversations.open``
+    ``conversations.history`` ``conversations.replies``. Any other method gets
+    ``unknown_method``; a wrong token gets ``invalid_auth`` (both HTTP 200 with
+    ``ok: false``, as Slack answers).
     """
+
+    thread_name = "fake-slack-api"
+    # Whether ``posted()`` shows the (invisible) message metadata of each post.
+    posted_metadata = False
 
     def __init__(self, token: str = TOKEN) -> None:
         """Serve the app with bot token ``token``."""
+        super().__init__()
         self.token = token
-        self._state = _State()
+        self.messages: list[Posted] = []
+        self._users: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
         self._ts = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-        self.port = 0
-
-    # --- lifecycle -----------------------------------------------------------------
-
-    def start(self, sock: socket.socket | None = None) -> FakeSlackAPI:
-        """Start serving in a thread (on ``sock``, else a free port); return once it accepts."""
-        if sock is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-        self._sock = sock
-        self.port = int(sock.getsockname()[1])
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), name="fake-slack-api", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the fake Slack API did not start")
-        return self
-
-    def _serve(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        app = web.Application()
-        app.router.add_route("POST", "/api/{method}", self._handle)
-        app.router.add_route("GET", "/api/{method}", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        assert self._sock is not None
-        loop.run_until_complete(web.SockSite(runner, self._sock).start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    def stop(self) -> None:
-        """Stop the server and its thread."""
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop = self._thread = None
-
-    def __enter__(self) -> FakeSlackAPI:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:
@@ -148,8 +101,8 @@ class FakeSlackAPI:
         }
         if locale is not None:
             user["locale"] = locale
-        with self._state.lock:
-            self._state.users[user_id] = user
+        with self._lock:
+            self._users[user_id] = user
 
     def fail_next(
         self, times: int = 1, *, status: int = 429, retry_after: int = 1, method: str | None = None,
@@ -159,25 +112,21 @@ class FakeSlackAPI:
 
         ``error`` names the Slack error in the body (``ok: false``); with ``status=200``
         that is how Slack refuses a call (``cannot_dm_bot``, ``channel_not_found``).
+        ``DROP_CONNECTION`` closes the connection without answering.
         """
-        with self._state.lock:
-            self._state.failures.extend(_Failure(method, status, retry_after, error) for _ in range(times))
+        mode = DROP if status == DROP_CONNECTION else ERROR
+        self.faults.add(mode, method=method, times=times, status=status, retry_after=retry_after, error=error)
 
     # --- what tests read -----------------------------------------------------------
 
-    def calls(self, method: str | None = None, *, answered: int | None = 200) -> list[Call]:
-        """Return the recorded calls (of ``method``), by default only those answered 200."""
-        with self._state.lock:
-            return [
-                call
-                for call in self._state.calls
-                if (method is None or call.method == method) and (answered is None or call.status == answered)
-            ]
-
     def posted(self, channel: str | None = None) -> list[dict[str, Any]]:
-        """Return the parameters of successful ``chat.postMessage`` calls (to ``channel``), in order."""
+        """Return the parameters of successful ``chat.postMessage`` calls (to ``channel``), in order.
+
+        Message metadata, which no one sees in Slack, is left out unless the class says
+        ``posted_metadata`` (the desk's fake does: its tests read the idempotency keys).
+        """
         return [
-            call.params
+            {key: value for key, value in call.params.items() if self.posted_metadata or key != "metadata"}
             for call in self.calls("chat.postMessage")
             if channel is None or call.params.get("channel") == channel
         ]
@@ -186,70 +135,54 @@ class FakeSlackAPI:
         """Return the ``text`` of each successful ``chat.postMessage`` (to ``channel``)."""
         return [str(params["text"]) for params in self.posted(channel)]
 
-    def wait_for(self, method: str, count: int, timeout: float = 10.0) -> list[Call]:
-        """Block until ``count`` successful calls of ``method`` arrived; return them."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.calls(method)
-            if len(found) >= count:
-                return found
-            time.sleep(0.02)
-        raise AssertionError(f"{len(self.calls(method))} {method} call(s) after {timeout}s, expected {count}")
+    def thread(self, channel: str, thread_ts: str) -> list[Posted]:
+        """Return the replies posted in a thread, in order."""
+        with self._lock:
+            return [m for m in self.messages if m.channel == channel and m.thread_ts == thread_ts]
+
+    def top_level(self, channel: str) -> list[Posted]:
+        """Return the messages posted in a channel outside threads, in order."""
+        with self._lock:
+            return [m for m in self.messages if m.channel == channel and m.thread_ts is None]
+
+    def message(self, channel: str, ts: str) -> Posted:
+        """Return one message as it is now (after updates)."""
+        with self._lock:
+            return next(m for m in self.messages if m.channel == channel and m.ts == ts)
 
     # --- the API -------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         params = await _params(request)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return self._answer(method, params, 200, {"ok": False, "error": "invalid_auth"})
-        failure = self._take_failure(method)
-        if failure is not None and failure.status == DROP_CONNECTION:
-            with self._state.lock:
-                self._state.calls.append(Call(method, params, DROP_CONNECTION))
-            assert request.transport is not None
-            request.transport.close()  # no answer at all: the client sees the server disconnect
-            return web.Response()
-        if failure is not None:
-            headers = {"Retry-After": str(failure.retry_after)} if failure.status == 429 else {}
-            body = {"ok": False, "error": failure.error or _ERRORS.get(failure.status, "fatal_error")}
-            return self._answer(method, params, failure.status, body, headers)
-        return self._answer(method, params, 200, self._result(method, params))
+            body = {"ok": False, "error": "invalid_auth"}
+            self._record(Call(method, params, 200, body))
+            return web.json_response(body)
+        return await self._serve_call(request, method, params, lambda: self._process(method, params), _refusal)
 
-    def _answer(
-        self, method: str, params: dict[str, Any], status: int, body: dict[str, Any],
-        headers: Mapping[str, str] | None = None,
-    ) -> web.Response:  # fmt: skip
-        with self._state.lock:
-            self._state.calls.append(Call(method, params, status, body))
-        return web.json_response(body, status=status, headers=headers)
+    def _process(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any], Delivery | None]:
+        result = self._result(method, params)
+        delivery = None
+        if result.get("ok") and method == "chat.postMessage":
+            delivery = Delivery(method, str(result["channel"]), str(params.get("text") or ""), params)
+        return 200, result, delivery
 
-    def _take_failure(self, method: str) -> _Failure | None:
-        with self._state.lock:
-            for index, failure in enumerate(self._state.failures):
-                if failure.method in (None, method):
-                    return self._state.failures.pop(index)
-        return None
+    def _knows(self, channel: str) -> bool:
+        """Return whether the app can read ``channel``'s history (its DMs, or a channel it posted in)."""
+        return channel.startswith("D") or any(m.channel == channel for m in self.messages)
 
     def _result(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
             return {"ok": True, "url": "https://brand.slack.com/", "team": "Brand", "user": "firstreply",
                     "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID}  # fmt: skip
         if method in ("chat.postMessage", "chat.update"):
-            channel = params.get("channel")
-            if not channel:
-                return {"ok": False, "error": "channel_not_found"}
-            if not params.get("text") and not params.get("blocks"):
-                return {"ok": False, "error": "no_text"}
-            ts = str(params["ts"]) if method == "chat.update" else f"{int(time.time())}.{next(self._ts):06d}"
-            message = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": params.get("text", ""),
-                       "ts": ts}  # fmt: skip
-            if params.get("blocks"):
-                message["blocks"] = params["blocks"]
-            return {"ok": True, "channel": channel, "ts": ts, "message": message}
+            return self._post(method, params)
+        if method in ("conversations.history", "conversations.replies"):
+            return self._history(method, params)
         if method == "users.info":
-            with self._state.lock:
-                user = self._state.users.get(str(params.get("user")))
+            with self._lock:
+                user = self._users.get(str(params.get("user")))
             return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
         if method == "conversations.open":
             users = str(params.get("users") or "")
@@ -257,6 +190,72 @@ class FakeSlackAPI:
                 return {"ok": False, "error": "not_allowed" if users else "users_list_not_supplied"}
             return {"ok": True, "channel": {"id": dm_channel_of(users)}}
         return {"ok": False, "error": "unknown_method"}
+
+    def _post(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        channel = params.get("channel")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        if not params.get("text") and not params.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        metadata = params.get("metadata")
+        if metadata is not None and (not isinstance(metadata, dict) or not metadata.get("event_type")):
+            return {"ok": False, "error": "invalid_metadata_format"}
+        ts = str(params["ts"]) if method == "chat.update" else f"{int(time.time())}.{next(self._ts):06d}"
+        message = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "text": params.get("text", ""), "ts": ts}
+        if params.get("blocks"):
+            message["blocks"] = params["blocks"]
+        with self._lock:
+            if method == "chat.update":
+                found = [m for m in self.messages if m.channel == channel and m.ts == ts]
+                if found:
+                    found[0].text = str(params.get("text") or "")
+                    found[0].blocks = list(params.get("blocks") or [])
+            else:
+                self.messages.append(
+                    Posted(
+                        channel=str(channel), ts=ts, text=str(params.get("text") or ""),
+                        thread_ts=str(params["thread_ts"]) if params.get("thread_ts") else None,
+                        blocks=list(params.get("blocks") or []), metadata=metadata,
+                    )  # fmt: skip
+                )
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _history(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel"))
+        with self._lock:
+            if not self._knows(channel):
+                return {"ok": False, "error": "channel_not_found"}
+            if method == "conversations.history":
+                found = [m for m in self.messages if m.channel == channel and m.thread_ts is None]
+            else:
+                ts = str(params.get("ts"))
+                found = [m for m in self.messages if m.channel == channel and (m.ts == ts or m.thread_ts == ts)]
+        oldest = float(params.get("oldest") or 0)
+        with_metadata = str(params.get("include_all_metadata")).lower() in _TRUE
+        listed = []
+        for posted in found:
+            if float(posted.ts) < oldest:
+                continue
+            item: dict[str, Any] = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "ts": posted.ts,
+                                    "text": posted.text}  # fmt: skip
+            if posted.thread_ts:
+                item["thread_ts"] = posted.thread_ts
+            if with_metadata and posted.metadata:
+                item["metadata"] = posted.metadata
+            listed.append(item)
+        if method == "conversations.history":
+            listed.reverse()  # newest first, as Slack answers
+        # Pages as Slack does: ``limit`` at a time, ``next_cursor`` to go on.
+        limit = int(params.get("limit") or 100)
+        start = int(params.get("cursor") or 0)
+        page = listed[start : start + limit]
+        cursor = str(start + limit) if start + limit < len(listed) else ""
+        return {"ok": True, "messages": page, "has_more": bool(cursor), "response_metadata": {"next_cursor": cursor}}
+
+
+def _refusal(fault: Fault) -> tuple[dict[str, Any], dict[str, str]]:
+    headers = {"Retry-After": str(fault.retry_after)} if fault.status == 429 else {}
+    return {"ok": False, "error": fault.error or _ERRORS.get(fault.status, "fatal_error")}, headers
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
@@ -275,12 +274,7 @@ async def _params(request: web.Request) -> dict[str, Any]:
 
 def main() -> None:
     """Serve the fake API until interrupted (for ``rasa run`` by hand)."""
-    api = FakeSlackAPI().start()
-    print(f"fake Slack Web API at {api.base_url}, token {api.token}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        api.stop()
+    serve_until_interrupted(FakeSlackAPI().start(), "fake Slack Web API")
 
 
 if __name__ == "__main__":

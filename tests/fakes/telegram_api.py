@@ -2,8 +2,10 @@
 
 It runs an aiohttp server in its own thread on 127.0.0.1 (on a port the system
 chooses as free), so async tests, sync tests and other processes (``rasa run``) can all
-use it. It records every request, serves queued updates to ``getUpdates``, and answers
-the next calls with an error when told to (429 flood control or 500).
+use it. It records every request and every message a chat received (``deliveries``),
+serves queued updates to ``getUpdates``, and plays platform faults when told to: the
+next calls answered with an error (``fail_next``: 429 flood control, 5xx, 403), or any
+fault of ``tests.fakes.server`` for some calls or for a while (``fault``).
 
 Run it alone (for ``rasa run`` by hand)::
 
@@ -20,107 +22,42 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import ERROR, Call, Delivery, FakeServer, Fault, free_port, serve_until_interrupted
+
+__all__ = ["BOT_USER", "TOKEN", "Call", "Delivery", "FakeTelegramAPI", "free_port"]
+
 TOKEN = "123456:TEST-token_for-the-fake-api"
 BOT_USER = {"id": 123456, "is_bot": True, "first_name": "FirstReply", "username": "firstreply_test_bot"}
-_DESCRIPTIONS = {400: "Bad Request: chat not found", 403: "Forbidden: bot was blocked by the user"}
+_DESCRIPTIONS = {
+    400: "Bad Request: chat not found", 403: "Forbidden: bot was blocked by the user", 502: "Bad Gateway",
+    503: "Service Unavailable",
+}  # fmt: skip
 # Parameters PTB sends JSON-encoded inside the form.
 _JSON_PARAMS = frozenset({"reply_markup", "allowed_updates", "reply_parameters", "link_preview_options"})
+_SENDING = ("sendMessage", "sendPhoto", "sendDocument", "sendLocation")
 
 
-@dataclass(frozen=True)
-class Call:
-    """One request the fake received, and the status it answered with."""
-
-    method: str
-    params: dict[str, Any]
-    status: int
-
-
-@dataclass
-class _Failure:
-    method: str | None
-    status: int
-    retry_after: int
-
-
-@dataclass
-class _State:
-    calls: list[Call] = field(default_factory=list)
-    failures: list[_Failure] = field(default_factory=list)
-    updates: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def free_port(host: str = "127.0.0.1") -> socket.socket:
-    """Return a socket bound to a port the system chose as free (not yet listening)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((host, 0))
-    return sock
-
-
-class FakeTelegramAPI:
+class FakeTelegramAPI(FakeServer):
     """The Bot API methods FirstReply uses, answered locally and recorded.
 
     ``sendMessage`` ``sendPhoto`` ``sendDocument`` ``sendLocation`` ``answerCallbackQuery``
     ``setWebhook`` ``deleteWebhook`` ``getUpdates`` ``getMe``. Any other method gets 404.
     """
 
+    thread_name = "fake-telegram-api"
+    route = "/bot{token}/{method}"
+
     def __init__(self, token: str = TOKEN) -> None:
         """Serve the bot with ``token``; requests with another token get 401."""
+        super().__init__()
         self.token = token
-        self._state = _State()
+        self._updates: list[dict[str, Any]] = []
+        self._updates_lock = threading.Lock()
         self._message_ids = itertools.count(1000)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._sock: socket.socket | None = None
-        self.port = 0
-
-    # --- lifecycle -----------------------------------------------------------------
-
-    def start(self, sock: socket.socket | None = None) -> FakeTelegramAPI:
-        """Start serving in a thread; return once the port accepts connections."""
-        self._sock = sock or free_port()
-        self.port = self._sock.getsockname()[1]
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), name="fake-telegram-api", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the fake Telegram API did not start")
-        return self
-
-    def _serve(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        app = web.Application()
-        app.router.add_route("POST", "/bot{token}/{method}", self._handle)
-        app.router.add_route("GET", "/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(self._runner.setup())
-        assert self._sock is not None
-        loop.run_until_complete(web.SockSite(self._runner, self._sock).start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(self._runner.cleanup())
-        loop.close()
-
-    def stop(self) -> None:
-        """Stop the server and its thread."""
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop = self._thread = None
-
-    def __enter__(self) -> FakeTelegramAPI:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:
@@ -131,24 +68,14 @@ class FakeTelegramAPI:
 
     def fail_next(self, times: int = 1, *, status: int = 429, retry_after: int = 1, method: str | None = None) -> None:
         """Answer the next ``times`` calls (of ``method``, or any) with an error."""
-        with self._state.lock:
-            self._state.failures.extend(_Failure(method, status, retry_after) for _ in range(times))
+        self.faults.add(ERROR, method=method, times=times, status=status, retry_after=retry_after)
 
     def queue_update(self, update: Mapping[str, Any]) -> None:
         """Hand ``update`` out on the next ``getUpdates``."""
-        with self._state.lock:
-            self._state.updates.append(dict(update))
+        with self._updates_lock:
+            self._updates.append(dict(update))
 
     # --- what tests read -----------------------------------------------------------
-
-    def calls(self, method: str | None = None, *, answered: int | None = 200) -> list[Call]:
-        """Return the recorded calls (of ``method``), by default only those answered 200."""
-        with self._state.lock:
-            return [
-                call
-                for call in self._state.calls
-                if (method is None or call.method == method) and (answered is None or call.status == answered)
-            ]
 
     def sent_texts(self, chat_id: int | str | None = None) -> list[str]:
         """Return the texts of successful ``sendMessage`` calls (to ``chat_id``), in order."""
@@ -158,68 +85,35 @@ class FakeTelegramAPI:
             if chat_id is None or str(call.params["chat_id"]) == str(chat_id)
         ]
 
-    def wait_for(self, method: str, count: int, timeout: float = 10.0) -> list[Call]:
-        """Block until ``count`` successful calls of ``method`` arrived; return them."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.calls(method)
-            if len(found) >= count:
-                return found
-            time.sleep(0.02)
-        raise AssertionError(f"{len(self.calls(method))} {method} call(s) after {timeout}s, expected {count}")
-
-    async def wait_for_async(self, method: str, count: int, timeout: float = 10.0) -> list[Call]:
-        """``wait_for`` for async tests (does not block the event loop)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.calls(method)
-            if len(found) >= count:
-                return found
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"{len(self.calls(method))} {method} call(s) after {timeout}s, expected {count}")
-
     # --- the API -------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         params = await _params(request)
         if request.match_info["token"] != self.token:
-            return self._answer(method, params, 401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
-        failure = self._take_failure(method)
-        if failure is not None:
-            body: dict[str, Any] = {"ok": False, "error_code": failure.status}
-            if failure.status == 429:
-                body["description"] = f"Too Many Requests: retry after {failure.retry_after}"
-                body["parameters"] = {"retry_after": failure.retry_after}
-            else:
-                body["description"] = _DESCRIPTIONS.get(failure.status, "Internal Server Error")
-            return self._answer(method, params, failure.status, body)
+            body = {"ok": False, "error_code": 401, "description": "Unauthorized"}
+            self._record(Call(method, params, 401, body))
+            return web.json_response(body, status=401)
         if method == "getUpdates":
-            return self._answer(method, params, 200, {"ok": True, "result": await self._updates(params)})
+            updates = await self._updates_for(params)
+            return await self._serve_call(request, method, params, lambda: (200, {"ok": True, "result": updates}, None), _refusal)
+        return await self._serve_call(request, method, params, lambda: self._process(method, params), _refusal)
+
+    def _process(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any], Delivery | None]:
         result = self._result(method, params)
         if result is None:
-            body = {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
-            return self._answer(method, params, 404, body)
-        return self._answer(method, params, 200, {"ok": True, "result": result})
-
-    def _answer(self, method: str, params: dict[str, Any], status: int, body: dict[str, Any]) -> web.Response:
-        with self._state.lock:
-            self._state.calls.append(Call(method, params, status))
-        return web.json_response(body, status=status)
-
-    def _take_failure(self, method: str) -> _Failure | None:
-        with self._state.lock:
-            for index, failure in enumerate(self._state.failures):
-                if failure.method in (None, method):
-                    return self._state.failures.pop(index)
-        return None
+            return 404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"}, None
+        delivery = None
+        if method in _SENDING:
+            delivery = Delivery(method, str(params["chat_id"]), str(params.get("text") or ""), params)
+        return 200, {"ok": True, "result": result}, delivery
 
     def _result(self, method: str, params: dict[str, Any]) -> Any:
         if method == "getMe":
             return BOT_USER
         if method in ("answerCallbackQuery", "setWebhook", "deleteWebhook"):
             return True
-        if method in ("sendMessage", "sendPhoto", "sendDocument", "sendLocation"):
+        if method in _SENDING:
             chat_id = int(params["chat_id"])
             message: dict[str, Any] = {
                 "message_id": next(self._message_ids),
@@ -232,18 +126,28 @@ class FakeTelegramAPI:
             return message
         return None
 
-    async def _updates(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    async def _updates_for(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         offset = int(params.get("offset") or 0)
         # Long polling, kept short: a test waits for at most half a second of nothing.
         deadline = time.monotonic() + min(float(params.get("timeout") or 0), 0.5)
         while True:
-            with self._state.lock:
+            with self._updates_lock:
                 # As Telegram does: asking for a later offset confirms (drops) earlier updates.
-                self._state.updates = [u for u in self._state.updates if u["update_id"] >= offset]
-                pending = list(self._state.updates)
+                self._updates = [u for u in self._updates if u["update_id"] >= offset]
+                pending = list(self._updates)
             if pending or time.monotonic() >= deadline:
                 return pending
             await asyncio.sleep(0.02)
+
+
+def _refusal(fault: Fault) -> tuple[dict[str, Any], dict[str, str]]:
+    body: dict[str, Any] = {"ok": False, "error_code": fault.status}
+    if fault.status == 429:
+        body["description"] = f"Too Many Requests: retry after {fault.retry_after}"
+        body["parameters"] = {"retry_after": fault.retry_after}
+    else:
+        body["description"] = _DESCRIPTIONS.get(fault.status, "Internal Server Error")
+    return body, {}
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
@@ -266,12 +170,7 @@ def main() -> None:
     args = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", args.port))
-    api = FakeTelegramAPI().start(sock)
-    print(f"fake Telegram Bot API at {api.base_url}, token {api.token}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        api.stop()
+    serve_until_interrupted(FakeTelegramAPI().start(sock), "fake Telegram Bot API")
 
 
 if __name__ == "__main__":
