@@ -13,6 +13,11 @@ is away for seconds, so ``install`` changes two things in the Rasa process:
    instead of carrying on, so the conversation is not saved half done: the connector keeps
    the message and it is handled again later (``bot.channels.inbox``), or the REST caller
    gets an error and sends it again.
+3. Rasa wraps the tracker store in a ``FailSafeTrackerStore``: when the database fails it
+   *reads an empty conversation* (the customer is greeted as new, and the history is then
+   written twice) and *saves to memory* (the message is gone at the next restart, and other
+   replicas never see it). Here a failing read or save fails the message instead, which is
+   then handled again once the database is back.
 """
 
 from __future__ import annotations
@@ -60,9 +65,11 @@ def unreachable(error: BaseException) -> bool:
 
     seen: set[int] = set()
     current: BaseException | None = error
+    from rasa.utils.endpoints import ClientResponseError as EndpointResponseError
+
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, aiohttp.ClientResponseError):
+        if isinstance(current, (aiohttp.ClientResponseError, EndpointResponseError)):
             return current.status in GATEWAY_STATUSES
         if isinstance(current, (aiohttp.ClientConnectionError, asyncio.TimeoutError)):
             return True
@@ -70,10 +77,10 @@ def unreachable(error: BaseException) -> bool:
     return False
 
 
-def _retrying_run(original: Any, budget: float) -> Any:
+def _retrying_run(original: Any) -> Any:
     async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget
+        deadline = loop.time() + retry_seconds_from_env()
         delay = FIRST_DELAY_SECONDS
         attempt = 1
         while True:
@@ -121,14 +128,31 @@ def _aborting_run_action(original: Any) -> Any:
     return _run_action
 
 
+def _no_fallback(name: str) -> Any:
+    async def call(self: Any, *args: Any) -> Any:
+        try:
+            return await getattr(self._tracker_store, name)(*args)
+        except Exception as error:
+            log.error("tracker store %s failed (%s: %s); the message is not handled now",
+                      name, type(error).__name__, error)  # fmt: skip
+            raise
+
+    call.__name__ = name
+    return call
+
+
 def install() -> None:
-    """Apply both changes to this process (idempotent)."""
+    """Apply the three changes to this process (idempotent)."""
     global _installed
     if _installed:
         return
+    retry_seconds_from_env()  # a malformed value fails at start-up, not at the first action
     from rasa.core.actions.action import RemoteAction
     from rasa.core.processor import MessageProcessor
+    from rasa.core.tracker_store import FailSafeTrackerStore
 
-    RemoteAction.run = _retrying_run(RemoteAction.run, retry_seconds_from_env())  # type: ignore[method-assign]
+    RemoteAction.run = _retrying_run(RemoteAction.run)  # type: ignore[method-assign]
     MessageProcessor._run_action = _aborting_run_action(MessageProcessor._run_action)  # type: ignore[method-assign]
+    for name in ("retrieve", "retrieve_full_tracker", "save"):
+        setattr(FailSafeTrackerStore, name, _no_fallback(name))
     _installed = True

@@ -249,12 +249,13 @@ def start_action_server(name: str, port: int, env: Dict[str, str], log: Path) ->
 
 
 def start_rasa_server(
-    name: str, port: int, endpoints: Path, env: Dict[str, str], log: Path, api_token: Optional[str] = None
-) -> Process:
-    """Start the Rasa server (REST channel, web chat, HTTP API) on 127.0.0.1:``port``."""
+    name: str, port: int, endpoints: Path, env: Dict[str, str], log: Path, api_token: Optional[str] = None,
+    credentials: Path = ROOT / "credentials.yml",
+) -> Process:  # fmt: skip
+    """Start the Rasa server (by default: REST channel, web chat, HTTP API) on 127.0.0.1:``port``."""
     args = [
         sys.executable, "-m", "bot.launcher", "run", "--model", str(MODEL), "--endpoints", str(endpoints),
-        "--credentials", str(ROOT / "credentials.yml"), "--interface", "127.0.0.1", "--port", str(port),
+        "--credentials", str(credentials), "--interface", "127.0.0.1", "--port", str(port),
         "--enable-api",
     ]  # fmt: skip
     if api_token:

@@ -16,41 +16,19 @@ sets how many conversations run at once (40 by default, to keep CI time sane).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
-import secrets
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
-from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List
 
 import aiohttp
 import pytest
 import redis
-from aiohttp import web
-from sqlalchemy import MetaData, Table, create_engine, inspect, select
+from sqlalchemy import MetaData, Table, create_engine, select
 
-from tests.integration.conftest import (
-    PROD_ENDPOINTS,
-    ROOT,
-    START_TIMEOUT_S,
-    Process,
-    base_env,
-    free_port,
-    fresh_database,
-    http,
-    production_env,
-    production_services,
-    start_action_server,
-    start_rasa_server,
-    texts,
-    wait_until_up,
-)
+from tests.integration.conftest import texts
+from tests.integration.stack_support import REQUEST_TIMEOUT_S, Stack, running_stack, tables
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +37,6 @@ REPLICAS = 2
 # Redis database of this module's stack (the assistant fixture's uses 1).
 REDIS_DB_SCALE = 2
 GREETING = "I'm Northwind's assistant."
-REQUEST_TIMEOUT_S = 600
-BACKEND_KEEPALIVE_S = 2.0
 
 # Whole conversations, first message to hand-off; each ends in exactly one case.
 SCRIPTS: List[Dict[str, Any]] = [
@@ -92,167 +68,11 @@ SCRIPTS: List[Dict[str, Any]] = [
 ]
 
 
-class RoundRobinProxy:
-    """A load balancer for the tests: forwards each POST to the next backend in turn.
-
-    Runs its own event loop in a thread, so it serves while the test blocks; use it as a
-    context manager. ``served`` counts the requests each backend received.
-    """
-
-    def __init__(self, name: str, backends: Sequence[str]) -> None:
-        """Take the backends' base URLs (``http://127.0.0.1:PORT``); pick a free port."""
-        self.name = name
-        self.backends = list(backends)
-        self.port = free_port()
-        self.served: Counter[str] = Counter()
-        self.errors: List[str] = []
-        self._turn = itertools.count()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"proxy-{name}", daemon=True)
-        self._runner: Optional[web.AppRunner] = None
-        self._session: Optional[aiohttp.ClientSession] = None
-
-    @property
-    def url(self) -> str:
-        """Return the proxy's base URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> RoundRobinProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
-
-    async def _start(self) -> None:
-        # Idle connections to a backend are dropped well before the backend drops them (Sanic
-        # closes keep-alive connections after 5 s): a request sent on a connection the backend
-        # is closing fails, and Rasa loses the events of an action call that fails.
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=BACKEND_KEEPALIVE_S),
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-        )
-        app = web.Application(client_max_size=1 << 20)
-        app.router.add_post("/{path:.*}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024).start()
-
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
-
-    async def _forward(self, request: web.Request) -> web.Response:
-        assert self._session is not None
-        backend = self.backends[next(self._turn) % len(self.backends)]
-        self.served[backend] += 1
-        headers = {name: request.headers[name] for name in ("Authorization", "Content-Type") if name in request.headers}
-        body = await request.read()
-        try:
-            async with self._session.post(backend + request.path_qs, data=body, headers=headers) as answer:
-                return web.Response(status=answer.status, body=await answer.read(), content_type=answer.content_type)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            self.errors.append(f"{backend}{request.path_qs}: {error!r}")
-            return web.Response(status=502, text=f"{self.name} proxy: {error!r}")
-
-
-@dataclass
-class Stack:
-    """The running scale-out stack."""
-
-    front: RoundRobinProxy
-    actions: RoundRobinProxy
-    rasa_urls: List[str]
-    database_url: str
-    events_url: str
-    redis_url: str
-    env: Dict[str, str]
-    rest_token: str
-    api_token: str
-
-    def tracker(self, sender: str, replica: int = 0) -> Dict[str, Any]:
-        """Return a conversation as one Rasa server's HTTP API has it (token required)."""
-        status, raw = http("GET", f"{self.rasa_urls[replica]}/conversations/{sender}/tracker?token={self.api_token}")
-        assert status == 200, raw[:300]
-        return dict(json.loads(raw))
-
-    def cases(self) -> List[Dict[str, Any]]:
-        """Return every case, as `python -m bot cases list --json --db <PostgreSQL URL>` prints it."""
-        result = subprocess.run(
-            [sys.executable, "-m", "bot", "cases", "list", "--json", "--db", self.database_url],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120, check=True,
-        )  # fmt: skip
-        return list(json.loads(result.stdout))
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Start two action servers and two Rasa servers on one fresh database, behind the proxies."""
-    services = production_services()
-    work = tmp_path_factory.mktemp("scale-out")
-    action_ports = [free_port() for _ in range(REPLICAS)]
-    rasa_ports = [free_port() for _ in range(REPLICAS)]
-    rest_token, api_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    with ExitStack() as resources:
-        database_url = resources.enter_context(fresh_database(services.postgres_url))
-        events_url = resources.enter_context(fresh_database(services.postgres_url))
-        actions = resources.enter_context(RoundRobinProxy("actions", [f"http://127.0.0.1:{port}" for port in action_ports]))
-        front = resources.enter_context(RoundRobinProxy("front", [f"http://127.0.0.1:{port}" for port in rasa_ports]))
-        env = {
-            **base_env(),
-            **production_env(database_url, events_url, services.redis_url, REDIS_DB_SCALE, f"{actions.url}/webhook"),
-            "FIRSTREPLY_REST_TOKEN": rest_token,
-            # Every replica must sign web chat sessions with the same secret.
-            "FIRSTREPLY_WEBCHAT_SECRET": secrets.token_urlsafe(24),
-        }
-        processes: List[Process] = []
-        try:
-            for number, port in enumerate(action_ports, 1):
-                processes.append(start_action_server(f"action server {number}", port, env, work / f"actions{number}.log"))
-            # On an empty database the first replica creates the tables before the others start
-            # (docs/deployment.md): Rasa's event broker creates its table without a retry, so a
-            # replica that races another there fails its start.
-            for number, port in enumerate(rasa_ports, 1):
-                processes.append(
-                    start_rasa_server(f"rasa server {number}", port, PROD_ENDPOINTS, env, work / f"rasa{number}.log", api_token)
-                )
-                if number == 1:
-                    _wait_for_tables(processes[-1], {database_url: {"events", "webchat_messages"}, events_url: {"events"}})
-            for process, port in zip(processes[:REPLICAS], action_ports):
-                wait_until_up(process, f"http://127.0.0.1:{port}/health")
-            for process, port in zip(processes[REPLICAS:], rasa_ports):
-                wait_until_up(process, f"http://127.0.0.1:{port}/status?token={api_token}")
-            yield Stack(
-                front=front,
-                actions=actions,
-                rasa_urls=[f"http://127.0.0.1:{port}" for port in rasa_ports],
-                database_url=database_url,
-                events_url=events_url,
-                redis_url=services.redis_url,
-                env=env,
-                rest_token=rest_token,
-                api_token=api_token,
-            )
-        finally:
-            for process in reversed(processes):
-                process.stop()
-
-
-def _wait_for_tables(process: Process, wanted: Dict[str, set[str]]) -> None:
-    """Wait until each database has its tables, failing with the log if ``process`` dies."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not all(tables <= _tables(url) for url, tables in wanted.items()):
-        if process.popen.poll() is not None:
-            pytest.fail(f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{process.name} did not create {wanted} within {START_TIMEOUT_S} s:\n{process.tail()}")
-        time.sleep(0.3)
+    with running_stack(tmp_path_factory.mktemp("scale-out"), REPLICAS, REDIS_DB_SCALE) as running:
+        yield running
 
 
 async def _say(session: aiohttp.ClientSession, url: str, token: str, body: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -421,19 +241,11 @@ def test_conversations_cases_and_channel_tables_are_in_postgresql_and_the_locks_
     assert lock_calls >= len(messages) * 3
     # The tracker store, the case store and the channel tables share one database; the event
     # broker (which the desk follows) writes to its own.
-    assert {"events", "cases", "firstreply_schema", "webchat_messages"} <= _tables(stack.database_url)
+    assert {"events", "cases", "firstreply_schema", "webchat_messages"} <= tables(stack.database_url)
     assert _user_texts_in_table(stack.database_url, sender) == messages
     assert _user_texts_in_table(stack.events_url, sender) == messages
     [case] = [case for case in stack.cases() if case["sender_id"] == sender]
     assert case["case_type"] == "order_status" and case["answers"]["order_number"] == "AC-2291734"
-
-
-def _tables(url: str) -> set[str]:
-    engine = create_engine(url, future=True)
-    try:
-        return set(inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def _user_texts_in_table(url: str, sender: str) -> List[str]:

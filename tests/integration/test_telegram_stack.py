@@ -1,0 +1,413 @@
+"""Telegram customers on the scaled-out production stack, also while its parts are killed.
+
+Two Rasa servers and two action servers behind round-robin proxies on PostgreSQL and Redis
+(``stack_support.running_stack``), the real Telegram connector in each Rasa server talking
+to the local fake Bot API. Customers' updates are POSTed to the front proxy as Telegram
+does it: sent again after a connection error or a non-2xx answer, until taken.
+
+What is checked, for every customer, against what the fake Bot API received, what Rasa
+saved and what the case store holds:
+
+* every update is handled exactly once: it is in the conversation once, in order;
+* the customer received exactly the replies Rasa recorded, in order, none twice
+  (a "holding" line at most once per update, and a reply cut off mid-send by a crash
+  only where the inbox recorded it as resent);
+* every conversation ends in exactly one case holding every customer message.
+
+``FIRSTREPLY_TELEGRAM_CONVERSATIONS`` sets the scale-out test's number of customers (200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.pool import NullPool
+
+from bot.channels.inbox import inbox as inbox_table
+from bot.channels.inbox import replies as replies_table
+from bot.channels.telegram import HOLDING_REPLY
+from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI
+from tests.integration.stack_support import Stack, running_stack
+
+pytestmark = pytest.mark.integration
+
+CONVERSATIONS = int(os.environ.get("FIRSTREPLY_TELEGRAM_CONVERSATIONS", "200"))
+CRASH_CONVERSATIONS = 30
+REPLICAS = 2
+REDIS_DB_TELEGRAM = 3
+SECRET = "stack-webhook_secret"
+CONFIRM = "Yes, that's right"
+# A reply normally comes in well under a second; a killed replica holds its customers'
+# conversation locks until they expire (TICKET_LOCK_LIFETIME below).
+REPLY_TIMEOUT_S = 240
+SETTLE_TIMEOUT_S = 240
+CREDENTIALS = """\
+bot.channels.telegram.TelegramInput:
+  token: ${TELEGRAM_BOT_TOKEN}
+  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}
+  base_url: ${TELEGRAM_API_BASE_URL}
+  bot_username: firstreply_test_bot
+"""
+
+# Whole conversations over Telegram; the last step presses the summary's confirm button.
+SCRIPTS: List[Dict[str, Any]] = [
+    {"messages": ["where is my parcel?? ordered 2 weeks ago and still nothing", "AC-2291734", "It's late", CONFIRM],
+     "case_type": "order_status"},
+    {"messages": ["i need to change the delivery address on my order 48213907", "new address is 12 Baker St NW1",
+                  CONFIRM], "case_type": "change_order"},
+    {"messages": ["i was charged twice for my order", "I was charged twice", "talk to a human please", CONFIRM],
+     "case_type": "billing"},
+]  # fmt: skip
+
+
+@dataclass
+class Customer:
+    """One Telegram customer and what they sent."""
+
+    chat_id: int
+    script: Dict[str, Any]
+    update_ids: List[int] = field(default_factory=list)
+
+    @property
+    def user(self) -> Dict[str, Any]:
+        return {"id": self.chat_id, "is_bot": False, "first_name": f"Customer{self.chat_id % 1000}",
+                "language_code": "en"}  # fmt: skip
+
+    @property
+    def chat(self) -> Dict[str, Any]:
+        return {"id": self.chat_id, "type": "private", "first_name": self.user["first_name"]}
+
+
+@dataclass
+class Telegram:
+    """The fake Bot API and the customers' side of Telegram: webhook deliveries with retries."""
+
+    api: FakeTelegramAPI
+    webhook: str
+    ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    posted: int = 0
+    refused: int = 0
+
+    async def deliver(self, client: httpx.AsyncClient, update: Dict[str, Any]) -> None:
+        """POST ``update`` until it is taken (2xx), as Telegram does."""
+        while True:
+            try:
+                answer = await client.post(self.webhook, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+                if answer.is_success:
+                    self.posted += 1
+                    return
+                assert answer.status_code >= 500, f"update refused: {answer.status_code} {answer.text[:200]}"
+            except httpx.HTTPError:
+                pass
+            self.refused += 1
+            await asyncio.sleep(0.3)
+
+    _by_chat: Dict[str, List[Any]] = field(default_factory=lambda: defaultdict(list))
+    _indexed: int = 0
+    _indexed_at: float = 0.0
+
+    def sent(self, chat_id: int) -> List[Any]:
+        """Return the successful ``sendMessage`` calls to ``chat_id`` (indexed, read at most every 50 ms)."""
+        if time.monotonic() - self._indexed_at > 0.05:
+            calls = self.api.calls("sendMessage")
+            for call in calls[self._indexed :]:
+                self._by_chat[str(call.params["chat_id"])].append(call)
+            self._indexed, self._indexed_at = len(calls), time.monotonic()
+        return list(self._by_chat[str(chat_id)])
+
+    async def wait(self, what: str, probe: Callable[[], Any], timeout: float = REPLY_TIMEOUT_S) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = probe()
+            if found:
+                return found
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{what}: nothing within {timeout}s")
+
+    async def converse(
+        self, client: httpx.AsyncClient, customer: Customer, start_after: float = 0.0, think: float = 0.0
+    ) -> None:
+        """Go through the customer's script, each message ``think`` seconds after the reply to the one before."""
+        await asyncio.sleep(start_after)
+        for text in customer.script["messages"]:
+            update_id = next(self.ids)
+            update: Dict[str, Any] = {"update_id": update_id}
+            if text == CONFIRM:
+                data = await self.wait(f"{customer.chat_id}: confirm button", lambda: _button(self, customer, CONFIRM))
+                bot_message = {"message_id": 1, "date": int(time.time()), "chat": customer.chat, "from": BOT_USER,
+                               "text": "?"}  # fmt: skip
+                update["callback_query"] = {"id": f"q{update_id}", "from": customer.user, "chat_instance": "c",
+                                            "message": bot_message, "data": data}  # fmt: skip
+            else:
+                update["message"] = {"message_id": update_id, "date": int(time.time()), "chat": customer.chat,
+                                     "from": customer.user, "text": text}  # fmt: skip
+            before = len(self.sent(customer.chat_id))
+            await self.deliver(client, update)
+            customer.update_ids.append(update_id)
+            await self.wait(f"{customer.chat_id}: reply to {text!r}", lambda: len(self.sent(customer.chat_id)) > before)
+            await asyncio.sleep(think)
+
+
+def _button(telegram: Telegram, customer: Customer, title: str) -> Optional[str]:
+    for call in reversed(telegram.sent(customer.chat_id)):
+        for row in (call.params.get("reply_markup") or {}).get("inline_keyboard", []):
+            for button in row:
+                if button.get("text") == title:
+                    return str(button["callback_data"])
+    return None
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[FakeTelegramAPI]:
+    with FakeTelegramAPI() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, api: FakeTelegramAPI) -> Iterator[Stack]:
+    work = tmp_path_factory.mktemp("telegram-stack")
+    credentials = work / "credentials.yml"
+    credentials.write_text(CREDENTIALS)
+    env = {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "TELEGRAM_API_BASE_URL": api.base_url,
+        # Short enough that a killed replica's work is taken over within seconds in the test.
+        "FIRSTREPLY_INBOX_LEASE_SECONDS": "4",
+        "FIRSTREPLY_INBOX_SWEEP_SECONDS": "1",
+        "TICKET_LOCK_LIFETIME": "15",
+    }
+    with running_stack(work, REPLICAS, REDIS_DB_TELEGRAM, credentials=credentials, extra_env=env,
+                       channel_table="channel_inbox") as running:  # fmt: skip
+        yield running
+
+
+def _run(
+    telegram: Telegram, customers: List[Customer], faults: Optional[Callable[[], Awaitable[None]]] = None,
+    stagger: float = 0.0, think: float = 0.0,
+) -> float:  # fmt: skip
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=400, max_keepalive_connections=100)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            work = [telegram.converse(client, customer, number * stagger, think) for number, customer in enumerate(customers)]
+            await asyncio.gather(*work, *([faults()] if faults else []))
+
+    started = time.monotonic()
+    asyncio.run(main())
+    return time.monotonic() - started
+
+
+def _settled(stack: Stack) -> Dict[str, int]:
+    """Wait until no update is pending in the inbox; return the count of rows per state."""
+    engine = create_engine(stack.database_url, future=True, poolclass=NullPool)
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    try:
+        while True:
+            with engine.connect() as conn:
+                states = Counter(str(row[0]) for row in conn.execute(select(inbox_table.c.state)))
+            if not states.get("pending") or time.monotonic() > deadline:
+                return dict(states)
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+
+
+def _resent(stack: Stack) -> Dict[str, int]:
+    """Return, per Rasa message id, how many replies a crash cut off mid-send (sent again)."""
+    engine = create_engine(stack.database_url, future=True, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(replies_table.c.message_id, replies_table.c.resent).where(replies_table.c.resent > 0))
+            return {str(message_id): int(resent) for message_id, resent in rows}
+    finally:
+        engine.dispose()
+
+
+def _check(stack: Stack, telegram: Telegram, customers: List[Customer]) -> Dict[str, int]:
+    """Assert the properties in the module docstring; return figures for the report."""
+    states = _settled(stack)
+    assert states == {"done": sum(len(c.update_ids) for c in customers)}, states
+    resent = _resent(stack)
+    cases: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
+    for case in stack.cases():
+        cases[case["sender_id"]].append(case)
+    holding = 0
+    for customer in customers:
+        sender = str(customer.chat_id)
+        tracker = stack.tracker(sender)
+        users = [event for event in tracker["events"] if event["event"] == "user"]
+        # Every update handled once, in the order sent.
+        assert [event.get("message_id") for event in users] == [f"telegram-{i}" for i in customer.update_ids], sender
+        # The customer got exactly what Rasa recorded, in order; nothing twice.
+        recorded = [event.get("text") or "" for event in tracker["events"] if event["event"] == "bot"]
+        received = [str(call.params["text"]) for call in telegram.sent(customer.chat_id)]
+        holding += received.count(HOLDING_REPLY)
+        assert received.count(HOLDING_REPLY) <= len(customer.update_ids), sender
+        received = [line for line in received if line != HOLDING_REPLY]
+        cut_off = sum(count for message_id, count in resent.items() if message_id in
+                      {f"telegram-{i}" for i in customer.update_ids})  # fmt: skip
+        # A reply a crash cut off mid-send may have reached Telegram before the crash, or not.
+        assert len(recorded) <= len(received) <= len(recorded) + cut_off, (sender, received, recorded)
+        assert _without_repeats(received, cut_off) == recorded, (sender, received, recorded)
+        # One hand-off: one case, with every customer message.
+        assert len(cases[sender]) == 1, f"{sender}: {len(cases[sender])} cases"
+        [case] = cases[sender]
+        assert case["case_type"] == customer.script["case_type"], sender
+        typed = [line["text"] for line in case["transcript"] if line["who"] == "customer"]
+        expected = ["[pressed: affirm]" if text == CONFIRM else text for text in customer.script["messages"]]
+        assert typed == expected, sender
+    return {"holding": holding, "resent": sum(resent.values())}
+
+
+def _without_repeats(received: List[str], allowed: int) -> List[str]:
+    """Drop up to ``allowed`` immediate repeats (replies a crash cut off and the inbox sent again)."""
+    kept: List[str] = []
+    for line in received:
+        if allowed and kept and kept[-1] == line:
+            allowed -= 1
+            continue
+        kept.append(line)
+    return kept
+
+
+def _customers(first_chat: int, count: int) -> List[Customer]:
+    return [Customer(first_chat + number, SCRIPTS[number % len(SCRIPTS)]) for number in range(count)]
+
+
+def test_telegram_conversations_through_two_replicas_are_answered_once_and_handed_off_once(
+    stack: Stack, api: FakeTelegramAPI
+) -> None:
+    telegram = Telegram(api, f"{stack.front.url}/webhooks/telegram/webhook", ids=itertools.count(1))
+    customers = _customers(500_000, CONVERSATIONS)
+
+    elapsed = _run(telegram, customers)
+    figures = _check(stack, telegram, customers)
+
+    print(f"\ntelegram scale-out: {len(customers)} customers, {telegram.posted} updates in {elapsed:.1f} s "
+          f"through {REPLICAS} Rasa + {REPLICAS} action servers; {figures}")  # fmt: skip
+    assert stack.front.errors == [] and stack.actions.errors == [], stack.front.errors[:3] + stack.actions.errors[:3]
+    assert len(stack.front.served) == REPLICAS and min(stack.front.served.values()) > 0
+    assert figures["holding"] == 0  # nothing failed, so nobody was told to wait
+
+
+# --- crashes ------------------------------------------------------------------------------
+
+
+def _in_flight(stack: Stack, pid: Optional[int] = None) -> int:
+    """Return how many updates are being handled now (by the Rasa process ``pid``)."""
+    engine = create_engine(stack.database_url, future=True, poolclass=NullPool)
+    try:
+        query = select(inbox_table.c.lease_owner).where(inbox_table.c.state == "pending")
+        with engine.connect() as conn:
+            owners = [str(row[0]) for row in conn.execute(query) if row[0]]
+    finally:
+        engine.dispose()
+    return sum(1 for owner in owners if pid is None or owner.split(":")[1] == str(pid))
+
+
+async def _freeze_when_busy(pid: int, busy: Callable[[], bool], timeout: float = 120) -> None:
+    """Stop process ``pid`` (SIGSTOP) at a moment when ``busy()`` holds, leaving it stopped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        os.kill(pid, signal.SIGSTOP)
+        if await asyncio.to_thread(busy):
+            return
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"process {pid} was never caught at work within {timeout}s")
+
+
+async def _kill(process: Any) -> None:
+    """SIGKILL a server's process group and reap it."""
+    os.killpg(process.popen.pid, signal.SIGKILL)
+    await asyncio.to_thread(process.popen.wait)
+
+
+def _kill_database_connections(stack: Stack) -> int:
+    """SIGKILL every PostgreSQL backend serving the stack's databases; return how many."""
+    engine = create_engine(stack.database_url, future=True, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            pids = [int(row[0]) for row in conn.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname IN (current_database(), :events) "
+                "AND pid <> pg_backend_pid()"), {"events": stack.events_url.rsplit("/", 1)[1]})]  # fmt: skip
+    finally:
+        engine.dispose()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)
+
+
+def test_kill_9_of_rasa_the_action_server_and_the_database_connections_loses_and_doubles_nothing(
+    stack: Stack, api: FakeTelegramAPI
+) -> None:
+    telegram = Telegram(api, f"{stack.front.url}/webhooks/telegram/webhook", ids=itertools.count(100_000))
+    customers = _customers(600_000, CRASH_CONVERSATIONS)
+    total = sum(len(customer.script["messages"]) for customer in customers)
+    done: List[str] = []
+
+    async def at(share: float) -> None:
+        while telegram.posted < share * total:
+            await asyncio.sleep(0.05)
+
+    async def faults() -> None:
+        restarts = []
+        # 1. A Rasa server killed while it handles updates it has already acknowledged.
+        await at(0.1)
+        rasa = stack.rasa_servers[0]
+        await _freeze_when_busy(rasa.popen.pid, lambda: _in_flight(stack, rasa.popen.pid) > 0)
+        caught = await asyncio.to_thread(_in_flight, stack, rasa.popen.pid)
+        await _kill(rasa)
+        done.append(f"rasa 1 killed holding {caught} update(s)")
+        restarts.append(asyncio.create_task(asyncio.to_thread(stack.start_rasa, 0)))
+        # 2. An action server killed mid-action; back after a few seconds.
+        await at(0.3)
+        actions = stack.action_servers[0]
+        await _freeze_when_busy(actions.popen.pid, lambda: _in_flight(stack) > 0)
+        await _kill(actions)
+        done.append("action server 1 killed")
+        await asyncio.sleep(3)
+        restarts.append(asyncio.create_task(asyncio.to_thread(stack.start_actions, 0)))
+        # 3. Every database connection killed (PostgreSQL then restarts all of its backends).
+        await at(0.5)
+        await telegram.wait("updates in flight", lambda: _in_flight(stack) > 0, timeout=120)
+        killed = await asyncio.to_thread(_kill_database_connections, stack)
+        done.append(f"{killed} database connection(s) killed")
+        # 4. The other Rasa server, once the first is back.
+        await restarts[0]
+        await at(0.7)
+        rasa = stack.rasa_servers[1]
+        await _freeze_when_busy(rasa.popen.pid, lambda: _in_flight(stack, rasa.popen.pid) > 0)
+        caught = await asyncio.to_thread(_in_flight, stack, rasa.popen.pid)
+        await _kill(rasa)
+        done.append(f"rasa 2 killed holding {caught} update(s)")
+        restarts.append(asyncio.create_task(asyncio.to_thread(stack.start_rasa, 1)))
+        await asyncio.gather(*restarts)
+
+    # Customers who take a few seconds to type, arriving over half a minute: the faults
+    # land at different points of different conversations.
+    elapsed = _run(telegram, customers, faults, stagger=1.2, think=2.0)
+    figures = _check(stack, telegram, customers)
+
+    print(f"\ncrashes: {len(customers)} customers, {telegram.posted} updates in {elapsed:.1f} s; {done}; "
+          f"{telegram.refused} webhook deliveries refused and sent again; {figures}")  # fmt: skip
+    assert len(done) == 4, done
+    logs = "".join(path.read_text(errors="replace") for path in sorted(Path(stack.work or ".").glob("rasa*.log")))
+    # The killed servers' updates were taken over (not merely never started).
+    assert logs.count("handling again") >= 2, logs[-3000:]
