@@ -14,11 +14,11 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup train run shell desk validate test bench clean
+.PHONY: help setup train run shell desk validate test bench bench-stack audit clean
 
 help: ## List the targets
 	@echo "FirstReply — make targets:"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: $(SETUP_STAMP) ## Create .venv with Python 3.10 and the pinned dependencies
 
@@ -60,6 +60,19 @@ test: $(SETUP_STAMP) validate $(MODEL) ## Run every check: ops YAML, Rasa data, 
 
 bench: $(MODEL) ## Measure latency, throughput, memory and training time (see docs/benchmarks.md)
 	$(PY) -m bench.run
+
+bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis, 1 and 2 Rasa replicas
+	@scripts/install-system-deps.sh
+	$(PY) -m bench.stack
+
+# Needs pypi.org's per-release JSON or api.osv.dev, which the project's build machines do not
+# reach (docs/security.md): run it where they are reachable. --strict: a package it could not
+# look up fails the run instead of passing unchecked.
+AUDIT_VENV := $(or $(TMPDIR),/tmp)/firstreply-audit
+audit: ## Check every pinned dependency for known vulnerabilities (pip-audit; needs pypi.org or api.osv.dev)
+	@python310=$$(scripts/find-python310.sh) || exit 1; [ -x $(AUDIT_VENV)/bin/pip-audit ] || \
+	  { $$python310 -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet --disable-pip-version-check pip-audit==2.10.1; }
+	$(AUDIT_VENV)/bin/pip-audit -r requirements.lock --no-deps --disable-pip --strict
 
 clean: ## Remove trained models and local run data (keeps .venv)
 	rm -rf models results var/run

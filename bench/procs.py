@@ -148,24 +148,43 @@ def _children(pid: int) -> List[int]:
     return kids
 
 
-def rss_mb(pid: int) -> float:
-    """Return VmRSS of ``pid`` plus all its descendants, in MiB (0 if gone)."""
-    total_kb = 0
+def process_tree(pid: int) -> List[int]:
+    """Return ``pid`` and all its live descendants."""
+    found: List[int] = []
     todo, seen = [pid], set()
     while todo:
         current = todo.pop()
-        if current in seen:
+        if current in seen or not Path(f"/proc/{current}").exists():
             continue
         seen.add(current)
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-                    break
-        except OSError:
-            continue
+        found.append(current)
         todo += _children(current)
-    return round(total_kb / 1024.0, 1)
+    return found
+
+
+def _status_kb(pid: int, field: str, source: str = "status") -> int:
+    """Return one ``<field>: N kB`` line of /proc/<pid>/<source>, 0 if the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_mb(pid: int) -> float:
+    """Return VmRSS of ``pid`` plus all its descendants, in MiB (0 if gone)."""
+    return round(sum(_status_kb(p, "VmRSS") for p in process_tree(pid)) / 1024.0, 1)
+
+
+def pss_mb(pid: int) -> float:
+    """Return the proportional set size of ``pid`` plus all its descendants, in MiB.
+
+    Unlike RSS, shared memory (PostgreSQL's shared buffers, which every backend maps) is
+    split between the processes that map it instead of counted once per process.
+    """
+    return round(sum(_status_kb(p, "Pss", "smaps_rollup") for p in process_tree(pid)) / 1024.0, 1)
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -174,16 +193,10 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     """Return the CPU time (user + system) used so far by ``pid`` and its live descendants."""
     total = 0
-    todo, seen = [pid], set()
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
+    for current in process_tree(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
         except (OSError, IndexError, ValueError):
             continue
-        todo += _children(current)
     return total / _TICKS
