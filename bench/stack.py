@@ -51,6 +51,7 @@ from bench.procs import ROOT, VENV_BIN, Server, cpu_seconds, pss_mb, rasa_cmd, r
 from bench.run import _log_problems, loadavg, machine_facts, rasa_server_cmd, write_endpoints
 from bench.stack_load import SCRIPTS, TelegramCustomers, TimedBotAPI
 from bench.stack_proxy import HEALTH_PATH
+from tests.fakes.telegram_api import RASA_CREDENTIALS as CREDENTIALS
 from tests.fakes.telegram_api import TOKEN
 from tests.integration.conftest import free_port, fresh_database, production_env
 
@@ -61,13 +62,6 @@ MODEL = ROOT / "models" / "firstreply.tar.gz"
 P99_LIMIT_MS = 300.0
 # A step or level counts when at most this share of its messages failed.
 MAX_ERROR_SHARE = 0.01
-CREDENTIALS = """\
-bot.channels.telegram.TelegramInput:
-  token: ${TELEGRAM_BOT_TOKEN}
-  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}
-  base_url: ${TELEGRAM_API_BASE_URL}
-  bot_username: firstreply_test_bot
-"""
 LABELS = {
     "sqlite": "SQLite, 1 Rasa",
     "pg-1": "PostgreSQL + Redis, 1 Rasa",

@@ -25,3 +25,21 @@ def now() -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"{NOW_ENV} must include a UTC offset, e.g. 2026-11-22T23:00:00+00:00 (got {pinned!r})")
     return value
+
+
+def seconds_from_env(name: str, default: float, *, allow_zero: bool = False) -> float:
+    """Return a duration in seconds from the environment variable ``name`` (``default`` if unset).
+
+    Raises:
+        ValueError: the value is not a number, is negative, or is zero where that is not allowed.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'zero or more' if allow_zero else 'positive'}, not {raw!r}")
+    return value

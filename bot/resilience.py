@@ -5,10 +5,11 @@ Rasa 3.6 answers an action server it cannot reach by logging the error and carry
 and the conversation is saved as if all went well. A restarted or redeployed action server
 is away for seconds, so ``install`` changes two things in the Rasa process:
 
-1. A custom action whose server cannot be reached (connection refused or dropped, or a
-   502/503/504 from a load balancer in front of it) is tried again with back-off for up to
-   ``$FIRSTREPLY_ACTION_RETRY_SECONDS`` (default 20 s). Actions are safe to repeat: the
-   hand-off is idempotent and the others only read.
+1. A custom action whose server cannot be reached (connection refused or dropped), or
+   fails on its side (any 5xx: a load balancer with no server behind it, or the action's own
+   database away), is tried again with back-off for up to ``$FIRSTREPLY_ACTION_RETRY_SECONDS``
+   (default 20 s). Actions are safe to repeat: the hand-off is idempotent and the others only
+   read. A 4xx (an unknown action, a rejected form slot) is Rasa's to handle, as before.
 2. If it still cannot be reached, handling the message fails with ``ActionServerUnavailable``
    instead of carrying on, so the conversation is not saved half done: the connector keeps
    the message and it is handled again later (``bot.channels.inbox``), or the REST caller
@@ -29,38 +30,31 @@ from typing import Any
 
 from rasa.shared.exceptions import RasaException
 
+from bot.clock import seconds_from_env
+
 log = logging.getLogger(__name__)
 
 ENV_RETRY_SECONDS = "FIRSTREPLY_ACTION_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 20.0
 FIRST_DELAY_SECONDS = 0.25
 MAX_DELAY_SECONDS = 2.0
-# What a load balancer answers while no action server behind it is up.
-GATEWAY_STATUSES = frozenset({502, 503, 504})
+# 5xx: the action server (or the load balancer in front of it) failed, not the request.
+FIRST_SERVER_ERROR = 500
 
 _installed = False
 
 
 class ActionServerUnavailable(RasaException):
-    """The action server could not be reached for the whole retry budget."""
+    """The action server could not be reached, or failed, for the whole retry budget."""
 
 
 def retry_seconds_from_env() -> float:
     """Return the retry budget (``$FIRSTREPLY_ACTION_RETRY_SECONDS``; 0 turns retrying off)."""
-    raw = os.environ.get(ENV_RETRY_SECONDS, "").strip()
-    if not raw:
-        return DEFAULT_RETRY_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{ENV_RETRY_SECONDS} must be a number of seconds, not {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{ENV_RETRY_SECONDS} must not be negative, not {raw!r}")
-    return value
+    return seconds_from_env(ENV_RETRY_SECONDS, DEFAULT_RETRY_SECONDS, allow_zero=True)
 
 
 def unreachable(error: BaseException) -> bool:
-    """Return whether ``error`` (as Rasa's ``RemoteAction`` raises it) means "server away"."""
+    """Return whether ``error`` (as Rasa's ``RemoteAction`` raises it) means "server away or failing"."""
     import aiohttp
 
     seen: set[int] = set()
@@ -70,7 +64,7 @@ def unreachable(error: BaseException) -> bool:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, (aiohttp.ClientResponseError, EndpointResponseError)):
-            return current.status in GATEWAY_STATUSES
+            return bool(current.status and current.status >= FIRST_SERVER_ERROR)
         if isinstance(current, (aiohttp.ClientConnectionError, asyncio.TimeoutError)):
             return True
         current = current.__cause__ or current.__context__

@@ -487,7 +487,7 @@ def slack_api() -> Iterator[FakeSlackAPI]:
 async def slack(slack_api: FakeSlackAPI, db_url: str) -> AsyncIterator[SlackRig]:
     settings = SlackSettings(SLACK_TOKEN, SLACK_SECRET, slack_api.base_url)
     channel = SlackDMInput(settings, ChannelStore.from_url(db_url), build_client(settings, backoff_seconds=0.01))
-    watch = TableWatch(db_url, [seen_updates, button_payloads])
+    watch = TableWatch(db_url, [seen_updates, inbox, replies, button_payloads])
     async with serve_slack(channel, RecordingAgent()) as served:  # type: ignore[arg-type]
         yield SlackRig(served, slack_api, watch)
     watch.dispose()

@@ -46,8 +46,8 @@ class ActionServer:
         self.requests += 1
         await request.read()
         if self.requests <= self.failures:
-            if self.how == "502":
-                return web.Response(status=502, text="no backend")
+            if self.how in ("500", "502"):
+                return web.Response(status=int(self.how), text="no backend, or its database is away")
             assert request.transport is not None
             request.transport.close()  # a server killed mid-request
             return web.Response()
@@ -117,7 +117,7 @@ async def say(agent: Agent, sender: str, text: str) -> list[str]:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("how", ["drop", "502"])
+@pytest.mark.parametrize("how", ["drop", "502", "500"])
 async def test_an_action_server_that_is_briefly_away_is_tried_again(agent_factory: Any, how: str) -> None:
     server = ActionServer(failures=3, how=how)
     agent = await agent_factory(server)
@@ -146,19 +146,19 @@ async def test_an_action_server_away_for_the_whole_budget_fails_the_message_and_
 
 
 @pytest.mark.asyncio
-async def test_an_action_that_fails_for_another_reason_is_not_retried(agent_factory: Any) -> None:
-    server = ActionServer(failures=1, how="500")
+async def test_an_action_unknown_to_the_action_server_is_not_retried(agent_factory: Any) -> None:
+    server = ActionServer()
 
-    async def broken(request: web.Request) -> web.StreamResponse:
+    async def unknown(request: web.Request) -> web.StreamResponse:
         server.requests += 1
-        return web.Response(status=500, text="bug in the action")
+        return web.json_response({"error": "No registered action found", "action_name": "x"}, status=404)
 
-    server.handle = broken  # type: ignore[method-assign]
+    server.handle = unknown  # type: ignore[method-assign]
     agent = await agent_factory(server)
 
     await say(agent, "maria", "hi")
 
-    assert server.requests == 1  # a bug is not a server away: Rasa's own handling stands
+    assert server.requests == 1  # a 4xx is not a server away: Rasa's own handling stands
 
 
 @pytest.mark.asyncio
@@ -184,7 +184,8 @@ async def test_a_failing_tracker_store_fails_the_message_instead_of_falling_back
         (asyncio.TimeoutError(), True),
         (EndpointResponseError(502, "Bad Gateway", "x"), True),
         (EndpointResponseError(504, "Gateway Timeout", "x"), True),
-        (EndpointResponseError(500, "Internal Server Error", "x"), False),
+        (EndpointResponseError(500, "Internal Server Error", "x"), True),
+        (EndpointResponseError(404, "Not Found", "x"), False),
         (RasaException("no such action"), False),
     ],
 )

@@ -3,7 +3,9 @@ real slack_sdk client against a local fake Web API (``tests/fakes/slack_api.py``
 request signed as Slack signs it.
 
 Rasa's agent is replaced by one that records each ``UserMessage`` and can reply through
-the message's output channel, as Rasa does.
+the message's output channel, as Rasa does; given a real Rasa tracker store it also saves
+the conversation as Rasa does (after the replies, not when handling fails). The inbox's
+clock is the test's, so a retry is due when the test says.
 """
 
 from __future__ import annotations
@@ -30,16 +32,22 @@ import pytest_asyncio
 import yaml
 from rasa.core.channels.channel import UserMessage
 from rasa.core.run import configure_app, create_http_input_channels
+from rasa.core.tracker_store import InMemoryTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Sanic
 from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import OperationalError
 
 from bot.channels.common import ChannelCredentialsError
 from bot.channels.dedupe import ChannelStore
+from bot.channels.inbox import MAX_ATTEMPTS, Inbox, inbox
 from bot.channels.slack import (
     ENV_BASE_URL,
     EVENTS_PATH,
     ENV_SIGNING_SECRET,
     ENV_TOKEN,
+    HOLDING_REPLY,
     MENTION_REPLY,
     MENTION_REPLY_NO_DM,
     SlackDMInput,
@@ -50,6 +58,7 @@ from bot.channels.slack import (
     escape,
     message_parts,
 )
+from tests.fakes.server import ACCEPT_DROP
 from tests.fakes.slack_api import APP_ID, BOT_ID, BOT_USER_ID, DROP_CONNECTION, TEAM_ID, TOKEN, FakeSlackAPI
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -117,24 +126,56 @@ def signed(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> d
 
 @dataclass
 class RecordingAgent:
-    """Stands in for ``rasa.core.agent.Agent``: records messages, answers like Rasa does."""
+    """Stands in for ``rasa.core.agent.Agent``: records messages, answers like Rasa does.
+
+    With ``error`` set it fails after sending the first ``replies_before_error`` replies,
+    without saving the conversation (as Rasa does when an action or the database fails).
+    """
 
     messages: list[UserMessage] = field(default_factory=list)
     replies: list[dict[str, Any]] = field(default_factory=list)
     gate: asyncio.Event | None = None
     error: Exception | None = None
+    replies_before_error: int = 0
+    tracker_store: InMemoryTrackerStore | None = None
 
     async def handle_message(self, message: UserMessage) -> None:
         self.messages.append(message)
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:
+            for reply in self.replies[: self.replies_before_error]:
+                await message.output_channel.send_response(message.sender_id, dict(reply))
             raise self.error
         for reply in self.replies:
             await message.output_channel.send_response(message.sender_id, dict(reply))
+        if self.tracker_store is not None:
+            await save_conversation(self.tracker_store, message, self.replies)
 
     def seen(self) -> list[tuple[str | None, str, dict[str, Any] | None]]:
         return [(m.text, m.sender_id, m.metadata) for m in self.messages]
+
+
+async def save_conversation(store: InMemoryTrackerStore, message: UserMessage, replies: list[dict[str, Any]]) -> None:
+    """Save ``message`` and its ``replies`` in the customer's tracker, as Rasa does once it answered."""
+    tracker = await store.get_or_create_tracker(message.sender_id)
+    tracker.update(UserUttered(message.text, message_id=message.message_id))
+    for reply in replies:
+        tracker.update(BotUttered(reply.get("text"), {key: value for key, value in reply.items() if key != "text"}))
+    await store.save(tracker)
+
+
+class Clock:
+    """The inbox's clock: leases and retry delays run out when the test advances it."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @dataclass
@@ -166,6 +207,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in (ENV_TOKEN, ENV_SIGNING_SECRET, ENV_BASE_URL, "SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FIRSTREPLY_CHANNEL_DB", str(tmp_path / "channels.db"))
+    # The tests sweep the inbox themselves (``channel.sweep()``), when they advance the clock.
+    monkeypatch.setenv("FIRSTREPLY_INBOX_SWEEP_SECONDS", "3600")
 
 
 @pytest.fixture
@@ -181,8 +224,15 @@ def settings(api: FakeSlackAPI) -> SlackSettings:
     return SlackSettings(TOKEN, SECRET, api.base_url)
 
 
-def make_channel(settings: SlackSettings) -> SlackDMInput:
-    return SlackDMInput(settings, client=build_client(settings, backoff_seconds=0.01))
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_channel(settings: SlackSettings, clock: Clock | None = None) -> SlackDMInput:
+    store = ChannelStore.from_url()
+    inbox_ = Inbox(store.engine, clock=clock or time.time)
+    return SlackDMInput(settings, store, build_client(settings, backoff_seconds=0.01), inbox_)
 
 
 @asynccontextmanager
@@ -218,8 +268,9 @@ async def serve(channel: SlackDMInput, agent: RecordingAgent) -> AsyncIterator[S
 
 
 @pytest_asyncio.fixture
-async def served(settings: SlackSettings) -> AsyncIterator[Served]:
-    async with serve(make_channel(settings), RecordingAgent()) as running:
+async def served(settings: SlackSettings, clock: Clock) -> AsyncIterator[Served]:
+    agent = RecordingAgent(tracker_store=InMemoryTrackerStore(Domain.empty()))
+    async with serve(make_channel(settings, clock), agent) as running:
         yield running
 
 
@@ -298,7 +349,9 @@ async def test_a_dm_becomes_one_user_message_with_the_customer_metadata(served: 
         "Where is my parcel??", MARIA, "slack_dm", "slack_dm-Ev0001",
     )  # fmt: skip
     assert message.metadata == MARIA_METADATA
-    assert message.output_channel is served.channel.output
+    # The channel's sender, bound to this event so its replies are recorded and posted once.
+    assert isinstance(message.output_channel, SlackDMOutput)
+    assert (message.output_channel.client, message.output_channel.origin) == (served.channel.client, "slack_dm-Ev0001")
     assert [(c.method, c.params) for c in api.calls()] == [
         ("auth.test", {"team_id": TEAM_ID}), ("users.info", {"user": MARIA, "include_locale": "1"}),
     ]  # fmt: skip
@@ -394,13 +447,14 @@ async def test_a_customers_messages_reach_rasa_in_order(served: Served) -> None:
 async def test_a_failure_while_handling_is_logged_with_its_traceback(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Handling fails are now retried by the inbox, which reports them (before: the background task, at ERROR).
     served.agent.error = RuntimeError("tracker store down")
-    with caplog.at_level(logging.ERROR, logger="bot.channels.common"):
+    with caplog.at_level(logging.WARNING, logger="bot.channels.inbox"):
         answer = await served.event(event_body(dm()))
 
     assert answer.status_code == 200
-    [record] = [r for r in caplog.records if r.name == "bot.channels.common"]
-    assert record.getMessage() == "slack_dm:event Ev0001 failed"
+    [record] = [r for r in caplog.records if r.name == "bot.channels.inbox"]
+    assert record.getMessage() == "slack_dm:A0FIRSTREPLY update Ev0001: attempt 1 failed; retrying in 2s"
     assert record.exc_info is not None and str(record.exc_info[1]) == "tracker store down"
 
 
@@ -473,6 +527,167 @@ async def test_a_retry_of_an_event_that_never_arrived_is_the_one_handled(served:
     assert [m.text for m in served.agent.messages] == ["Where is my parcel??"]
 
 
+# --- failures and crashes: the inbox ----------------------------------------------------------------
+
+
+async def sweep_later(served: Served, clock: Clock, seconds: float = 61) -> int:
+    """Let ``seconds`` pass (retry delays, a dead process's lease) and sweep the inbox once."""
+    clock.advance(seconds)
+    started = await served.channel.sweep()
+    await served.channel.tasks.wait()
+    return started
+
+
+def left_by_a_dead_process(served: Served, body: dict[str, Any]) -> Inbox:
+    """Store ``body`` as another Rasa process did before it was killed (its lease runs out in 60 s)."""
+    channel = served.channel
+    dead = Inbox(channel.store.engine, clock=channel.inbox._clock, owner="killed-process")
+    stored = json.dumps({"body": body, "bot_user_id": BOT_USER_ID})
+    assert dead.accept(f"slack_dm:{APP_ID}", body["event_id"], MARIA, stored) is not None
+    return dead
+
+
+@pytest.mark.asyncio
+async def test_a_failure_gets_one_holding_reply_and_the_message_is_handled_later_once(
+    served: Served, api: FakeSlackAPI, clock: Clock
+) -> None:
+    served.agent.replies = [{"text": "On it."}]
+    served.agent.error = RuntimeError("action server down")
+    answer = await served.event(event_body(dm()))
+
+    assert (answer.status_code, api.posted()) == (200, [{"channel": MARIA_DM, "text": HOLDING_REPLY}])
+    assert served.channel.inbox.pending() == 1
+    assert await sweep_later(served, clock, 1) == 0  # the first retry is due after 2 s
+    assert await sweep_later(served, clock, 2) == 1  # fails again: no second holding line
+    assert api.posted_texts() == [HOLDING_REPLY]
+
+    served.agent.error = None
+    assert await sweep_later(served, clock) == 1
+    assert api.posted_texts() == [HOLDING_REPLY, "On it."]
+    assert [m.message_id for m in served.agent.messages] == ["slack_dm-Ev0001"] * 3  # never saved before
+    assert served.channel.inbox.pending() == 0
+    assert await sweep_later(served, clock) == 0
+    retry = await served.event(event_body(dm()), headers={"X-Slack-Retry-Num": "1"})
+    assert (retry.status_code, len(served.agent.messages), api.posted_texts()) == (200, 3, [HOLDING_REPLY, "On it."])
+
+
+@pytest.mark.asyncio
+async def test_replies_sent_before_a_failure_are_not_sent_again(served: Served, api: FakeSlackAPI, clock: Clock) -> None:
+    served.agent.replies = [{"text": "Sorry about that."}, {"text": "Which order?"}]
+    served.agent.error, served.agent.replies_before_error = RuntimeError("action server down"), 1
+    await served.event(event_body(dm()))
+    assert api.posted_texts() == ["Sorry about that.", HOLDING_REPLY]
+
+    served.agent.error = None
+    await sweep_later(served, clock)
+    assert api.posted_texts() == ["Sorry about that.", HOLDING_REPLY, "Which order?"]
+    assert len(served.agent.messages) == 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("slack_had_it", [True, False], ids=["slack had it", "slack never got it"])
+async def test_a_reply_a_crash_cut_off_mid_send_is_looked_up_before_it_is_posted(
+    served: Served, api: FakeSlackAPI, clock: Clock, slack_had_it: bool
+) -> None:
+    served.agent.replies = [{"text": "On it."}, {"text": "Which order?"}]
+    dead = left_by_a_dead_process(served, event_body(dm()))
+    # The killed process had recorded reply 0 as going out; it died before the answer.
+    assert dead.begin_reply("slack_dm-Ev0001", 0, "-") is None
+    if slack_had_it:
+        await SlackDMOutput(served.channel.client).post_once(MARIA_DM, "On it.", "slack_dm-Ev0001:0", since=0)
+
+    assert await sweep_later(served, clock, 30) == 0  # its lease still holds
+    assert await sweep_later(served, clock) == 1
+
+    assert api.posted_texts() == ["On it.", "Which order?"]
+    assert [m.text for m in served.agent.messages] == ["Where is my parcel??"]  # Rasa had not saved it
+    assert len(api.calls("conversations.history")) == 1
+    assert served.channel.inbox.pending() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_post_slack_took_without_answering_is_found_and_not_posted_again(
+    served: Served, api: FakeSlackAPI
+) -> None:
+    served.agent.replies = [{"text": "On it."}]
+    api.fault(ACCEPT_DROP, method="chat.postMessage", times=1)
+    await served.event(event_body(dm()))
+
+    assert [(m.channel, m.text) for m in api.messages] == [(MARIA_DM, "On it.")]  # posted, the answer lost
+    assert [c.method for c in api.calls(answered=None) if c.method.startswith(("chat", "conv"))] == [
+        "chat.postMessage", "conversations.history",
+    ]  # fmt: skip
+    assert served.channel.inbox.pending() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_replayed_message_rasa_already_saved_is_not_passed_to_rasa_again(
+    served: Served, api: FakeSlackAPI, clock: Clock
+) -> None:
+    replies = [{"text": "On it."}, {"text": "Which order?"}]
+    dead = left_by_a_dead_process(served, event_body(dm()))
+    # The killed process got the message through Rasa, posted the first reply, and died.
+    saved = UserMessage("Where is my parcel??", sender_id=MARIA, message_id="slack_dm-Ev0001")
+    assert served.agent.tracker_store is not None
+    await save_conversation(served.agent.tracker_store, saved, replies)
+    dead_output = served.channel.output.for_message("slack_dm-Ev0001", 0)
+    dead_output.inbox = dead
+    await dead_output.send_text_message(MARIA, "On it.")
+
+    assert await sweep_later(served, clock) == 1
+
+    assert served.agent.messages == []
+    assert api.posted_texts() == ["On it.", "Which order?"]
+    assert served.channel.inbox.pending() == 0
+
+
+@pytest.mark.asyncio
+async def test_an_event_that_cannot_be_stored_is_refused_so_slack_sends_it_again(
+    served: Served, api: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def database_down(*_: Any) -> None:
+        raise OperationalError("INSERT INTO channel_inbox", {}, Exception("database is locked"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(served.channel.inbox, "accept", database_down)
+        refused = await served.event(event_body(dm()))
+    retry = await served.event(event_body(dm()), headers={"X-Slack-Retry-Num": "1"})
+
+    assert (refused.status_code, retry.status_code) == (503, 200)
+    assert [m.text for m in served.agent.messages] == ["Where is my parcel??"]
+
+
+@pytest.mark.asyncio
+async def test_an_event_that_keeps_failing_is_set_aside_as_dead(served: Served, api: FakeSlackAPI, clock: Clock) -> None:
+    served.agent.error = RuntimeError("action server down")
+    await served.event(event_body(dm()))
+    with served.channel.store.engine.begin() as conn:  # as if it had failed all but once already
+        conn.execute(inbox.update().values(attempts=MAX_ATTEMPTS - 1))
+    await sweep_later(served, clock)
+
+    assert served.channel.inbox.dead() == [(f"slack_dm:{APP_ID}", "Ev0001", "RuntimeError: action server down")]
+    assert (served.channel.inbox.pending(), await sweep_later(served, clock, 3600)) == (0, 0)
+    assert api.posted_texts() == [HOLDING_REPLY]
+
+
+@pytest.mark.asyncio
+async def test_a_button_press_left_by_a_dead_process_is_handled_once(
+    served: Served, api: FakeSlackAPI, clock: Clock
+) -> None:
+    served.agent.gate = asyncio.Event()  # Rasa is slow; the process is "killed" meanwhile
+    await served.client.post(EVENTS, content=(form := urlencode({"payload": json.dumps(button_press())}).encode()),
+                             headers={"Content-Type": "application/x-www-form-urlencoded", **signed(form)})  # fmt: skip
+    await asyncio.sleep(0.2)
+    for task in list(served.channel.tasks._tasks):
+        task.cancel()
+    await served.channel.tasks.wait()
+    served.agent.gate = None
+
+    assert await sweep_later(served, clock) == 1
+    assert [m.text for m in served.agent.messages] == [LATE, LATE]  # Rasa had not saved it
+    assert served.channel.inbox.pending() == 0
+
+
 # --- what is not a customer writing ---------------------------------------------------------------
 
 IGNORED = [
@@ -542,12 +757,19 @@ async def test_files_with_text_pass_the_text_and_every_file(served: Served, api:
 
 
 @pytest.mark.asyncio
-async def test_a_file_still_reaches_rasa_when_the_notice_cannot_be_sent(served: Served, api: FakeSlackAPI) -> None:
+async def test_a_file_still_reaches_rasa_when_the_notice_cannot_be_sent_and_the_notice_follows_later(
+    served: Served, api: FakeSlackAPI, clock: Clock
+) -> None:
+    # Before the inbox, a notice failing past the client's retries was lost; now the event is tried again.
     api.fail_next(4, status=500, method="chat.postMessage")
     await served.event(event_body(dm("", subtype="file_share", files=[RECEIPT])))
 
-    assert api.posted() == []
+    assert api.posted_texts() == [HOLDING_REPLY]
     assert [m.text for m in served.agent.messages] == ["[file]"]
+
+    await sweep_later(served, clock)
+    assert api.posted_texts() == [HOLDING_REPLY, FILE_NOTICE + FILE_ASK]
+    assert [m.text for m in served.agent.messages] == ["[file]"]  # Rasa saved it the first time
 
 
 # --- mentions in channels ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Pieces every connector needs: credentials checks, background work, text splitting.
+"""Pieces every connector needs: credentials checks, background work, text splitting,
+and the replay of an update Rasa may already have handled (``unless_saved``).
 
 No platform code here; Telegram, Slack and the web chat each build on these.
 """
@@ -8,10 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Coroutine, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
 
+from rasa.shared.core.events import BotUttered, UserUttered
 from rasa.shared.exceptions import RasaException
+
+if TYPE_CHECKING:
+    from rasa.core.channels.channel import UserMessage
+
+OnNewMessage = Callable[["UserMessage"], Awaitable[Any]]
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +126,53 @@ class BackgroundTasks:
         """Wait until every task started so far (and any they start) has finished."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+# --- handling an update again (bot.channels.inbox) ----------------------------------------
+
+
+def unless_saved(on_new_message: OnNewMessage, app: Any, channel: str) -> OnNewMessage:
+    """Wrap ``on_new_message`` for an update handled again after a crash or a failure.
+
+    If Rasa saved the conversation with this message, it was handled: only its replies are
+    sent again, through the message's output channel (which skips those that went out
+    before, see ``bot.channels.inbox``). ``app`` is Rasa's Sanic app (``ctx.agent``);
+    ``channel`` names the connector in the log.
+    """
+
+    async def deliver(message: UserMessage) -> Any:
+        saved = await saved_replies(app, message)
+        if saved is None:
+            return await on_new_message(message)
+        log.info("%s %s: already in the conversation; sending its %d reply(ies) again if unsent",
+                 channel, message.message_id, len(saved))  # fmt: skip
+        for reply in saved:
+            await message.output_channel.send_response(message.sender_id, reply)
+        return None
+
+    return deliver
+
+
+async def saved_replies(app: Any, message: UserMessage) -> list[dict[str, Any]] | None:
+    """Return the replies Rasa recorded for ``message``, or ``None`` if it has not got it.
+
+    Read from the tracker store of Rasa's agent (``app.ctx.agent.tracker_store``): the
+    ``BotUttered`` events after the ``UserUttered`` with the message's id.
+    """
+    agent = getattr(getattr(app, "ctx", None), "agent", None)
+    tracker_store = getattr(agent, "tracker_store", None)
+    if tracker_store is None:
+        return None
+    tracker = await tracker_store.retrieve(message.sender_id)
+    if tracker is None:
+        return None
+    replies: list[dict[str, Any]] | None = None
+    for event in tracker.events:
+        if isinstance(event, UserUttered):
+            if replies is not None:
+                break
+            if event.message_id == message.message_id:
+                replies = []
+        elif replies is not None and isinstance(event, BotUttered):
+            replies.append(event.message())
+    return replies

@@ -20,7 +20,8 @@ those replies a second time. Two tables close both gaps:
     update is handled again, the replies already sent are skipped. A reply left "sending"
     by a crash is ambiguous (the platform may or may not have it): it is sent again, and
     recorded as ``resent``, because a customer who gets a line twice is better served than
-    one who gets nothing; the log says so.
+    one who gets nothing; the log says so. (Where the platform can be asked, the connector
+    asks first: Slack's posts carry an idempotency key found in the DM's history.)
 
 Same database as ``bot.channels.dedupe`` (``$FIRSTREPLY_CHANNEL_DB``: SQLite or PostgreSQL),
 so several Rasa replicas share one inbox; a lease is taken with a conditional ``UPDATE``, so
@@ -44,6 +45,7 @@ from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Tab
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS
+from bot.clock import seconds_from_env
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -117,25 +119,12 @@ class InboxEntry:
 
 def lease_seconds_from_env() -> float:
     """Return the lease length (``$FIRSTREPLY_INBOX_LEASE_SECONDS``, default 60 s)."""
-    return _positive_float(ENV_LEASE_SECONDS, DEFAULT_LEASE_SECONDS)
+    return seconds_from_env(ENV_LEASE_SECONDS, DEFAULT_LEASE_SECONDS)
 
 
 def sweep_seconds_from_env() -> float:
     """Return the sweep period (``$FIRSTREPLY_INBOX_SWEEP_SECONDS``, default 5 s)."""
-    return _positive_float(ENV_SWEEP_SECONDS, DEFAULT_SWEEP_SECONDS)
-
-
-def _positive_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, not {raw!r}")
-    return value
+    return seconds_from_env(ENV_SWEEP_SECONDS, DEFAULT_SWEEP_SECONDS)
 
 
 def reply_digest(*parts: object) -> str:
@@ -263,6 +252,20 @@ class Inbox:
             inbox.c.state == PENDING,
             inbox.c.lease_owner == self.owner,
         )
+
+    def sources(self, prefix: str) -> list[str]:
+        """Return the sources starting with ``prefix`` that have updates not handled yet.
+
+        For a connector whose sources are known only from what arrives (Slack: one per app),
+        so its sweeper finds what a process that died left behind.
+        """
+        query = (
+            select(inbox.c.source)
+            .where(inbox.c.state == PENDING, inbox.c.source.startswith(prefix, autoescape=True))
+            .distinct()
+        )
+        with self._engine.connect() as conn:
+            return sorted(str(source) for source in conn.execute(query).scalars())
 
     def pending(self, source: str | None = None) -> int:
         """Return how many updates are not handled yet."""

@@ -14,16 +14,28 @@ Optional key, read from the environment when left out: ``base_url``
 Rasa serves it at ``/webhooks/slack_dm/events`` (events and interactivity alike). The app
 to create in Slack is described by ``slack/customer-app-manifest.yml``.
 
-Sending is exactly once per message where Slack lets us check: the Web API client retries
-what is safe to repeat (429s after their Retry-After, connections refused, and 5xx or lost
-connections of calls that change nothing); a post whose answer is lost (time-out, dropped
-connection, 5xx after sending) carries an idempotency key in its message metadata, so the
-DM's history is searched for it before it is posted again (``SlackDMOutput.post_once``).
+Nothing a customer sends is lost and no reply is posted twice, even when Rasa is killed
+mid-way (``bot.channels.inbox``, as for Telegram): each event or button press is stored in
+the inbox before Slack gets its answer (Slack sends it again after a non-2xx), handled in
+the background, and marked done only once Rasa has it; a failure is tried again with
+back-off (the customer gets one "holding" line), and an event left by a process that died is
+taken over by the inbox sweeper of any Rasa process.
+
+Sending is exactly once per message: the Web API client retries what is safe to repeat
+(429s after their Retry-After, connections refused, and 5xx or lost connections of calls
+that change nothing); every post carries an idempotency key in its message metadata, so
+after an answer lost on the way back (time-out, dropped connection, 5xx) the DM's history
+is searched for it before it is posted again (``SlackDMOutput.post_once``). A reply to an
+event has the key ``(Rasa message id, position)`` and is recorded in the inbox, so handling
+the event again skips the replies sent and finds in the history a post a crash cut off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import hashlib
+import json
 import logging
 import os
 import random
@@ -53,9 +65,20 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import SQLAlchemyError
 
-from bot.channels.common import BackgroundTasks, ChannelCredentialsError, credential, split_text
-from bot.channels.dedupe import ChannelStore
+from bot.channels.common import BackgroundTasks, ChannelCredentialsError, credential, split_text, unless_saved
+from bot.channels.dedupe import SEEN_TTL_SECONDS, ChannelStore
+from bot.channels.inbox import (
+    SENDING,
+    SENT,
+    Inbox,
+    InboxEntry,
+    InboxWorker,
+    lease_seconds_from_env,
+    reply_digest,
+    sweep_seconds_from_env,
+)
 from bot.constants import INTENT_GREET
 
 if TYPE_CHECKING:
@@ -93,6 +116,19 @@ DELIVERY_EVENT = "firstreply_message"
 LOOKBACK_SECONDS = 120.0
 # Web API methods that post something new: sending them again after a lost answer may post twice.
 NOT_IDEMPOTENT = frozenset({"chat.postMessage", "chat.postEphemeral", "chat.meMessage", "chat.scheduleMessage"})
+# Slack refusals (``ok: false``) that may mend if tried later: the token or scopes being fixed,
+# Slack itself. Any other refusal of a reply (the DM gone, a message Slack will never take)
+# drops that reply, logged: handling the event again would not change the answer.
+RETRYABLE_ERRORS = frozenset({
+    "ratelimited", "invalid_auth", "not_authed", "token_revoked", "token_expired",
+    "missing_scope", "no_permission", "fatal_error", "internal_error", "service_unavailable", "request_timeout",
+})  # fmt: skip
+# Where the holding line sits among an event's recorded replies: after any real one.
+HOLDING_SEQ = 1_000_000
+# Longest inbox keys (``bot.channels.inbox`` columns); Slack's ids are far shorter.
+SOURCE_LIMIT = 64
+KEY_LIMIT = 128
+CONVERSATION_LIMIT = 255
 # Per-process memory of users (names, DM channels): bounded, oldest forgotten first.
 CACHE_SIZE = 10_000
 # Message subtypes that are a customer writing; everything else (edits, deletions, joins,
@@ -105,6 +141,10 @@ FILE_ASK = " Could you also tell me in a few words what it's about?"
 MENTION_REPLY = "Thanks for reaching out! I've sent you a direct message so we can look into this privately."
 MENTION_REPLY_NO_DM = "Thanks for reaching out! Please send us a direct message so we can look into this privately."
 CHOSEN = "You chose: *{title}*"
+HOLDING_REPLY = (
+    "Sorry, I'm having a technical problem and can't answer right away. Your message is safe with us: "
+    "I'll reply here as soon as I can."
+)
 BUTTONS_PROMPT = "Please choose:"
 FILE_PLACEHOLDER = "[file]"
 
@@ -272,6 +312,12 @@ def may_have_posted(error: BaseException) -> bool:
     )
 
 
+def refused_for_good(error: SlackApiError) -> bool:
+    """Return whether Slack refused a call in a way that trying again later will not mend."""
+    status = error.response.status_code if error.response is not None else 0
+    return 200 <= status < 500 and status != 429 and error.response.get("error") not in RETRYABLE_ERRORS
+
+
 def delivery_metadata(key: str) -> dict[str, Any]:
     """Return the message metadata that marks a post with its idempotency ``key``."""
     return {"event_type": DELIVERY_EVENT, "event_payload": {"key": key}}
@@ -409,11 +455,18 @@ class SlackDMOutput(OutputChannel):
     text is escaped and split at 3,000 characters. Retries that are safe live in the client
     (``build_client``); a post whose answer was lost is looked up before it is posted
     again (``post_once``), as often and as far apart as the client retries 5xx answers.
+    The copy made for one event (``for_message``) records each reply in the inbox under
+    ``(message id, position)``, its idempotency key too, so handling the event again
+    posts no reply twice (``bot.channels.inbox``).
     """
 
-    def __init__(self, client: AsyncWebClient) -> None:
-        """Send through ``client``."""
+    def __init__(self, client: AsyncWebClient, inbox: Inbox | None = None) -> None:
+        """Send through ``client``; record the replies to an event in ``inbox``."""
         self.client = client
+        self.inbox = inbox
+        self.origin: str | None = None
+        self.since = 0.0
+        self._seq = 0
         self._dm_channels: _Bounded[str, str] = _Bounded()
         handler = next((h for h in client.retry_handlers or [] if isinstance(h, _ServerErrorRetry)), None)
         self.max_attempts = 1 + (handler.max_retry_count if handler is not None else 0)
@@ -423,6 +476,16 @@ class SlackDMOutput(OutputChannel):
     def name(cls) -> str:
         """Rasa's name for this output channel."""
         return CHANNEL_NAME
+
+    def for_message(self, message_id: str, since: float) -> SlackDMOutput:
+        """Return a sender for the replies to the event ``message_id`` (recorded, posted once).
+
+        ``since`` (epoch seconds) is how far back the DM's history is searched for a reply a
+        crash or a lost answer left in doubt: just before the event happened.
+        """
+        bound = copy.copy(self)  # the DM channel cache stays shared
+        bound.origin, bound.since, bound._seq = message_id, since, 0
+        return bound
 
     def remember_dm(self, user_id: str, channel_id: str) -> None:
         """Note the DM channel of ``user_id`` (seen on an incoming message: no lookup needed)."""
@@ -498,10 +561,48 @@ class SlackDMOutput(OutputChannel):
         for number, part in enumerate(message_parts(text)):
             await self.post_once(channel, part, f"{key}:{number}", since=since, check_first=check_first)
 
-    async def _post(self, recipient_id: str, text: str, **extra: Any) -> str:
+    async def _post(self, recipient_id: str, text: str, **extra: Any) -> str | None:
         channel = await self.dm_channel(recipient_id)
-        key = uuid.uuid4().hex
-        return await self.post_once(channel, text, key, since=time.time() - LOOKBACK_SECONDS, **extra)
+        if self.inbox is None or self.origin is None:
+            key = uuid.uuid4().hex
+            return await self.post_once(channel, text, key, since=time.time() - LOOKBACK_SECONDS, **extra)
+        seq, self._seq = self._seq, self._seq + 1
+        return await self._post_recorded(channel, text, seq, **extra)
+
+    async def _post_recorded(self, channel: str, text: str, seq: int, **extra: Any) -> str | None:
+        """Post reply ``seq`` to the bound event once (see class doc); return its ts.
+
+        Returns ``None`` when it went out before or Slack refused it for good
+        (``refused_for_good``): neither is worth handling the event again.
+        """
+        assert self.inbox is not None and self.origin is not None
+        fingerprint = reply_digest("chat.postMessage", channel, text, repr(extra.get("blocks")))
+        state = await asyncio.to_thread(self.inbox.begin_reply, self.origin, seq, fingerprint)
+        if state == SENT:
+            log.info("slack reply %d to %s went out before, not posted again", seq, self.origin)
+            return None
+        if state == SENDING:
+            log.info("slack reply %d to %s was cut off mid-send; looking for it in %s first", seq, self.origin, channel)
+        key = f"{self.origin}:{seq}"
+        try:
+            ts: str | None = await self.post_once(
+                channel, text, key, since=self.since, check_first=state == SENDING, **extra
+            )
+        except SlackApiError as error:
+            if not refused_for_good(error):
+                raise
+            log.error("slack reply %d to %s refused for good (%s); dropped", seq, self.origin, error.response.get("error"))
+            ts = None
+        await asyncio.to_thread(self.inbox.finish_reply, self.origin, seq)
+        return ts
+
+    async def send_holding(self, recipient_id: str) -> None:
+        """Tell the customer their message is kept and will be answered (once per event)."""
+        channel = await self.dm_channel(recipient_id)
+        if self.inbox is None or self.origin is None:
+            await self._post(channel, escape(HOLDING_REPLY))
+            return
+        await self._post_recorded(channel, escape(HOLDING_REPLY), HOLDING_SEQ)
 
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
         """Send ``text``, escaped, in as many messages as the length limit needs."""
@@ -546,9 +647,21 @@ class SlackDMOutput(OutputChannel):
         """Answer a message in a channel, in its thread.
 
         At most once: the app may not read the channel's history (no ``channels:history``),
-        so a lost answer is not retried (a missing "see your DMs" beats a doubled one).
+        so a lost answer is not retried (a missing "see your DMs" beats a doubled one), and
+        for a bound event one recorded as sent or cut off mid-send is not posted again.
         """
-        await self.client.chat_postMessage(channel=channel_id, thread_ts=thread_ts, text=escape(text))
+        if self.inbox is None or self.origin is None:
+            await self.client.chat_postMessage(channel=channel_id, thread_ts=thread_ts, text=escape(text))
+            return
+        seq, self._seq = self._seq, self._seq + 1
+        fingerprint = reply_digest("thread", channel_id, thread_ts, text)
+        state = await asyncio.to_thread(self.inbox.begin_reply, self.origin, seq, fingerprint)
+        if state is not None:
+            log.info("slack thread reply %d to %s was %s before; not posted again", seq, self.origin,
+                     "posted" if state == SENT else "cut off mid-send")  # fmt: skip
+        else:
+            await self.client.chat_postMessage(channel=channel_id, thread_ts=thread_ts, text=escape(text))
+        await asyncio.to_thread(self.inbox.finish_reply, self.origin, seq)
 
     async def show_choice(self, channel_id: str, message: Mapping[str, Any], title: str) -> None:
         """Replace a message's buttons with the choice made, so it cannot be made twice."""
@@ -595,8 +708,88 @@ def _shape_problem(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _fit(value: str, limit: int) -> str:
+    """Return ``value`` as an inbox key: as it is if short and printable ASCII, else shortened.
+
+    Slack's ids always are; a signed body with odd ones must still be stored, not refused.
+    """
+    if len(value) <= limit and value.isascii() and value.isprintable():
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    head = value.encode("ascii", "ignore").decode()[: limit - len(digest) - 1]
+    return f"{''.join(c for c in head if c.isprintable())}~{digest}"
+
+
+def _update_key(body: Mapping[str, Any]) -> str | None:
+    """Return what identifies an event or a button press among Slack's copies of it, or ``None``."""
+    container = body.get("container")
+    if body.get("type") == "event_callback" and body.get("event_id"):
+        return str(body["event_id"])
+    if body.get("type") == "block_actions" and isinstance(container, dict) and container.get("message_ts"):
+        # One answer per button message: a second press before the buttons are gone is a copy.
+        return f"buttons:{container.get('channel_id')}:{container['message_ts']}"
+    return None
+
+
+def _source(body: Mapping[str, Any]) -> str:
+    """Return the inbox source of a body: ids count per Slack app."""
+    return _fit(f"{CHANNEL_NAME}:{body.get('api_app_id') or body.get('team_id') or '-'}", SOURCE_LIMIT)
+
+
+def _customer(body: Mapping[str, Any]) -> str | None:
+    """Return the user id of the customer a body is work for, or ``None`` if it is not ours to handle.
+
+    What the listeners of ``SlackDMInput.build_app`` take: a customer writing in a DM with
+    the app, a person mentioning the app in a channel, a press of one of our buttons.
+    """
+    if body.get("type") == "block_actions":
+        actions = body.get("actions") or []
+        action = actions[0] if actions else {}
+        action_id = action.get("action_id")
+        if isinstance(action_id, str) and BUTTON_ACTION.match(action_id) and action.get("value") is not None:
+            return str(body["user"]["id"])
+        return None  # a URL button only opens its link
+    event = body.get("event")
+    if body.get("type") != "event_callback" or not isinstance(event, dict):
+        return None
+    if event.get("type") == "message" and SlackDMInput.from_customer(event):
+        return str(event["user"])
+    if event.get("type") == "app_mention" and not event.get("bot_id") and event.get("user"):
+        return None if str(event.get("channel", "")).startswith("D") else str(event["user"])
+    return None
+
+
+def _message_id(body: Mapping[str, Any]) -> str:
+    """Return the Rasa message id of a stored body (also the key of its recorded replies)."""
+    if body.get("type") == "block_actions":
+        action = body["actions"][0]
+        return f"{CHANNEL_NAME}-{action.get('action_ts') or body.get('trigger_id')}"
+    return f"{CHANNEL_NAME}-{body['event_id']}"
+
+
+def _since(body: Mapping[str, Any]) -> float:
+    """Return how far back a reply to ``body`` may be found in a DM's history (epoch seconds).
+
+    Just before the event happened by Slack's clock (Slack's ts are by that clock too);
+    if the body does not say, as far back as reply records are kept.
+    """
+    happened: Any = body.get("event_time")
+    if body.get("type") == "block_actions":
+        happened = (body.get("actions") or [{}])[0].get("action_ts")
+    try:
+        at = float(happened)
+    except (TypeError, ValueError):
+        at = 0.0
+    return at - LOOKBACK_SECONDS if at > 0 else time.time() - SEEN_TTL_SECONDS
+
+
 class SlackDMInput(InputChannel):
-    """Customers' DMs with the brand's Slack app, and mentions of it in channels (moved to a DM)."""
+    """Customers' DMs with the brand's Slack app, and mentions of it in channels (moved to a DM).
+
+    Each event or button press is kept in the inbox before Slack gets its answer and handled
+    until Rasa has it, by this process or, if it dies or the handling fails, by the inbox
+    sweeper of any Rasa process (``bot.channels.inbox``).
+    """
 
     @classmethod
     def name(cls) -> str:
@@ -609,24 +802,36 @@ class SlackDMInput(InputChannel):
         return cls(SlackSettings.from_credentials(credentials))
 
     def __init__(
-        self, settings: SlackSettings, store: ChannelStore | None = None, client: AsyncWebClient | None = None
+        self,
+        settings: SlackSettings,
+        store: ChannelStore | None = None,
+        client: AsyncWebClient | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
-        """Build the client (no network call) and open the channel store."""
+        """Build the client (no network call) and open the channel store and the inbox."""
         self.settings = settings
         self.store = store if store is not None else ChannelStore.from_url()
+        self.inbox = inbox if inbox is not None else Inbox(self.store.engine, lease_seconds=lease_seconds_from_env())
         self.client = client if client is not None else build_client(settings)
-        self.output = SlackDMOutput(self.client)
+        self.output = SlackDMOutput(self.client, inbox=self.inbox)
         self.tasks = BackgroundTasks(CHANNEL_NAME)
+        self.sweep_seconds = sweep_seconds_from_env()
+        # One worker per Slack app (the inbox source), made when first needed.
+        self.workers: dict[str, InboxWorker] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._verifier = SignatureVerifier(settings.signing_secret)
         self._profiles: _Bounded[str, dict[str, str]] = _Bounded()
         self._turns: dict[str, asyncio.Lock] = {}
+        self._on_new_message: OnNewMessage | None = None
+        self._app: Any = None
 
     def get_output_channel(self) -> SlackDMOutput:
         """Return the sender, for messages Rasa starts itself (reminders, triggered intents)."""
         return self.output
 
     async def close(self, grace_seconds: float = 10.0) -> None:
-        """Give running work ``grace_seconds`` to finish."""
+        """Stop sweeping and give running work ``grace_seconds`` to finish."""
+        await self.stop_sweeping()
         try:
             await asyncio.wait_for(self.tasks.wait(), grace_seconds)
         except asyncio.TimeoutError:
@@ -663,6 +868,11 @@ class SlackDMInput(InputChannel):
             await asyncio.sleep(0)
             return answer
 
+        @slack_webhook.listener("after_server_start")
+        async def start_sweeping(app: Any, *_: Any) -> None:
+            self._app = app
+            self.start_sweeping()
+
         @slack_webhook.listener("after_server_stop")
         async def close(*_: Any) -> None:
             await self.close()
@@ -686,39 +896,34 @@ class SlackDMInput(InputChannel):
         """Return the bolt app: signature checks, copies dropped, listeners that ack first."""
         # The token comes with the client; giving it twice makes bolt warn.
         app = AsyncApp(client=self.client, signing_secret=self.settings.signing_secret, process_before_response=False)
-        app.middleware(self._drop_copies)
+        app.middleware(self._take)
+        self._on_new_message = on_new_message
 
+        # The work itself was stored and started by ``_take``, before these acknowledge:
+        # they are what makes bolt answer Slack 200 for what we handle.
         @app.event("message")
-        async def on_message(ack: AsyncAck, event: dict[str, Any], body: dict[str, Any]) -> None:
+        async def on_message(ack: AsyncAck) -> None:
             await ack()
-            if self._from_customer(event):
-                work = partial(self._direct_message, event, body, on_new_message)
-                self.tasks.start(self._in_turn(str(event["user"]), work), f"event {body['event_id']}")
 
         @app.event("app_mention")
-        async def on_mention(
-            ack: AsyncAck, event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext
-        ) -> None:
+        async def on_mention(ack: AsyncAck) -> None:
             await ack()
-            if not event.get("bot_id") and event.get("user") and not str(event.get("channel", "")).startswith("D"):
-                work = partial(self._mention, event, body, context.bot_user_id, on_new_message)
-                self.tasks.start(self._in_turn(str(event["user"]), work), f"event {body['event_id']}")
 
         @app.action(BUTTON_ACTION)
-        async def on_button(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        async def on_button(ack: AsyncAck) -> None:
             await ack()
-            if action.get("value") is not None:  # a URL button only opens its link
-                work = partial(self._button, body, action, on_new_message)
-                self.tasks.start(self._in_turn(str(body["user"]["id"]), work), f"button {action['action_id']}")
 
         return app
 
-    async def _drop_copies(self, request: AsyncBoltRequest, body: dict[str, Any], next_: Next) -> BoltResponse | None:
-        """Acknowledge a copy of an event or of a button press already handled (also after a restart).
+    async def _take(
+        self, request: AsyncBoltRequest, body: dict[str, Any], context: AsyncBoltContext, next_: Next
+    ) -> BoltResponse | None:
+        """Store an event or a button press for us in the inbox and start it, before the answer.
 
-        A retry (``X-Slack-Retry-Num``) goes through the same check: if the first delivery
-        was handled it is dropped here; if it never reached us (Rasa was down), the retry
-        is the customer's only copy and is handled.
+        A copy (also a retry, ``X-Slack-Retry-Num``, also after a restart) of one already
+        stored is acknowledged and dropped; if the first delivery never reached us (Rasa was
+        down), the retry is the customer's only copy and is the one stored. If it cannot be
+        stored, Slack gets a 503 and sends it again (up to three times).
         """
         problem = _shape_problem(body)
         if problem:
@@ -726,27 +931,101 @@ class SlackDMInput(InputChannel):
             # listeners can read safely. Refused before them, with nothing stored.
             log.warning("slack request refused: %s", problem)
             return BoltResponse(status=400, body=problem)
-        key = None
-        container = body.get("container")
-        if body.get("type") == "event_callback" and body.get("event_id"):
-            key = str(body["event_id"])
-        elif body.get("type") == "block_actions" and isinstance(container, dict) and container.get("message_ts"):
-            # One answer per button message: a second press before the buttons are gone is a copy.
-            key = f"buttons:{container.get('channel_id')}:{container['message_ts']}"
-        if key is None:
-            return await next_()
+        key = _update_key(body)
+        customer = _customer(body) if key is not None else None
+        if key is None or customer is None:
+            return await next_()  # nothing for the assistant: acknowledged, left alone
         retry = request.headers.get(RETRY_NUM_HEADER)
         if retry:
             reason = (request.headers.get(RETRY_REASON_HEADER) or ["?"])[0]
             log.info("slack retry %s (%s) of %s", retry[0], reason, key)
-        source = f"{CHANNEL_NAME}:{body.get('api_app_id') or body.get('team_id') or '-'}"
-        if await asyncio.to_thread(self.store.first_time, source, key):
-            return await next_()
-        log.info("slack %s already handled, copy dropped", key)
-        return BoltResponse(status=200, body="")
+        source = _source(body)
+        # ASCII JSON: lone surrogates and NULs survive any database as escapes. The bot's own
+        # user id goes with it: a mention is read without it, also when handled after a restart.
+        stored = json.dumps({"body": body, "bot_user_id": context.bot_user_id})
+        try:
+            entry = await asyncio.to_thread(
+                self.inbox.accept, source, _fit(key, KEY_LIMIT), _fit(customer, CONVERSATION_LIMIT), stored
+            )
+        except SQLAlchemyError as error:
+            log.error("slack %s not stored (%s); Slack will send it again", key, error)
+            return BoltResponse(status=503, body="")
+        if entry is None:
+            log.info("slack %s already taken, copy dropped", key)
+            return BoltResponse(status=200, body="")
+        self.worker(source).start(entry)
+        return await next_()
+
+    def worker(self, source: str) -> InboxWorker:
+        """Return the inbox worker of one Slack app (inbox source), made on first use."""
+        found = self.workers.get(source)
+        if found is None:
+            found = InboxWorker(
+                self.inbox, source, self._handle_entry, self.tasks, sweep_seconds=self.sweep_seconds,
+                on_failure=self._hold,
+            )  # fmt: skip
+            self.workers[source] = found
+        return found
+
+    async def sweep(self) -> int:
+        """Take over the due entries of every Slack app once; return how many were started."""
+        started = 0
+        for source in await asyncio.to_thread(self.inbox.sources, f"{CHANNEL_NAME}:"):
+            started += await self.worker(source).sweep()
+        return started
+
+    def start_sweeping(self) -> None:
+        """Start the loop that takes over due entries (call from the server's event loop)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(), name=f"{CHANNEL_NAME}:sweeper")
+
+    async def stop_sweeping(self) -> None:
+        """Stop that loop."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+
+    async def _sweep_forever(self) -> None:
+        # One loop for every app: InboxWorker's own sweeper knows one source, and the apps
+        # are known only from what arrives (or what a process that died left behind).
+        while True:
+            try:
+                await self.sweep()
+            except SQLAlchemyError as error:
+                log.warning("slack inbox sweep failed: %s", error)
+            await asyncio.sleep(self.sweep_seconds)
+
+    async def _handle_entry(self, entry: InboxEntry) -> None:
+        """Handle one stored event or press (first time or again); raise to have it tried again."""
+        stored = json.loads(entry.body)
+        body, bot_user_id = stored["body"], stored.get("bot_user_id")
+        on_new_message = self._on_new_message
+        if on_new_message is None:
+            raise RuntimeError("the Slack channel is not registered with Rasa yet")
+        if entry.replay:
+            on_new_message = unless_saved(on_new_message, self._app, CHANNEL_NAME)
+        output = self.output.for_message(_message_id(body), _since(body))
+        work = partial(self._dispatch, body, bot_user_id, on_new_message, output)
+        await self._in_turn(entry.conversation, work)
+
+    async def _dispatch(
+        self, body: dict[str, Any], bot_user_id: str | None, on_new_message: OnNewMessage, output: SlackDMOutput
+    ) -> None:
+        if body.get("type") == "block_actions":
+            await self._button(body, body["actions"][0], on_new_message, output)
+        elif body["event"].get("type") == "app_mention":
+            await self._mention(body["event"], body, bot_user_id, on_new_message, output)
+        else:
+            await self._direct_message(body["event"], body, on_new_message, output)
+
+    async def _hold(self, entry: InboxEntry, _error: BaseException) -> None:
+        """After a first failure, tell the customer their message is kept (once)."""
+        body = json.loads(entry.body)["body"]
+        await self.output.for_message(_message_id(body), _since(body)).send_holding(entry.conversation)
 
     @staticmethod
-    def _from_customer(event: Mapping[str, Any]) -> bool:
+    def from_customer(event: Mapping[str, Any]) -> bool:
         """Return whether a ``message`` event is a customer writing in a DM with the app."""
         if event.get("channel_type") != "im" or event.get("hidden"):
             return False
@@ -795,16 +1074,18 @@ class SlackDMInput(InputChannel):
             if not lock.locked() and self._turns.get(user_id) is lock:
                 del self._turns[user_id]
 
-    async def _direct_message(self, event: dict[str, Any], body: dict[str, Any], on_new_message: OnNewMessage) -> None:
+    async def _direct_message(
+        self, event: dict[str, Any], body: dict[str, Any], on_new_message: OnNewMessage, output: SlackDMOutput
+    ) -> None:
         user, channel = str(event["user"]), str(event["channel"])
-        self.output.remember_dm(user, channel)
+        output.remember_dm(user, channel)
         text = customer_text(str(event.get("text") or ""))
         files = [item for item in event.get("files") or [] if item.get("id")]
         if not text and not files:
             log.debug("slack event %s: nothing to read", body.get("event_id"))
             return
         metadata = await self._metadata(user, channel, body.get("team_id") or event.get("team"))
-        message = self._user_message(text or FILE_PLACEHOLDER, user, f"{CHANNEL_NAME}-{body['event_id']}", metadata)
+        message = self._user_message(text or FILE_PLACEHOLDER, user, _message_id(body), metadata, output)
         if not files:
             await on_new_message(message)
             return
@@ -815,53 +1096,55 @@ class SlackDMInput(InputChannel):
         metadata["slack_file_ids"] = [str(item["id"]) for item in files]
         notice = FILE_REPLY.format(noun="files" if len(files) > 1 else "file") + ("" if text else FILE_ASK)
         try:
-            await self.output.send_text_message(channel, notice)
+            await output.send_text_message(channel, notice)
         finally:
             # Even if the notice could not be sent, Rasa (and the case) gets the message.
             await on_new_message(message)
 
     async def _mention(
-        self, event: dict[str, Any], body: dict[str, Any], bot_user_id: str | None, on_new_message: OnNewMessage
-    ) -> None:
+        self, event: dict[str, Any], body: dict[str, Any], bot_user_id: str | None, on_new_message: OnNewMessage,
+        output: SlackDMOutput,
+    ) -> None:  # fmt: skip
         """Answer in public briefly, then carry on in a DM: a case is never discussed in a channel."""
         user, channel = str(event["user"]), str(event["channel"])
         thread = str(event.get("thread_ts") or event["ts"])
         try:
-            dm = await self.output.dm_channel(user)
+            dm = await output.dm_channel(user)
         except SlackApiError as error:
             log.warning("slack: could not open a DM with %s (%s)", user, error.response.get("error"))
-            await self.output.reply_in_thread(channel, thread, MENTION_REPLY_NO_DM)
+            await output.reply_in_thread(channel, thread, MENTION_REPLY_NO_DM)
             return
-        await self.output.reply_in_thread(channel, thread, MENTION_REPLY)
+        await output.reply_in_thread(channel, thread, MENTION_REPLY)
         # What the customer asked in public, without the mention of the app.
         text = str(event.get("text") or "")
         if bot_user_id:
             text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^<>]*)?>", " ", text)
         metadata = await self._metadata(user, dm, body.get("team_id") or event.get("team"))
         metadata["slack_mention_channel_id"] = channel
-        message_id = f"{CHANNEL_NAME}-{body['event_id']}"
-        await on_new_message(self._user_message(customer_text(text) or f"/{INTENT_GREET}", user, message_id, metadata))
+        text = customer_text(text) or f"/{INTENT_GREET}"
+        await on_new_message(self._user_message(text, user, _message_id(body), metadata, output))
 
-    async def _button(self, body: dict[str, Any], action: dict[str, Any], on_new_message: OnNewMessage) -> None:
+    async def _button(
+        self, body: dict[str, Any], action: dict[str, Any], on_new_message: OnNewMessage, output: SlackDMOutput
+    ) -> None:
         channel = str((body.get("channel") or {}).get("id") or body.get("container", {}).get("channel_id") or "")
         user = str(body["user"]["id"])
         if not channel.startswith("D"):
             log.info("slack button pressed outside a DM (%s), ignored", channel)
             return
-        self.output.remember_dm(user, channel)
+        output.remember_dm(user, channel)
         title = str((action.get("text") or {}).get("text") or action["value"])
         metadata = await self._metadata(user, channel, (body.get("team") or {}).get("id"))
         metadata["button"] = True
-        message = self._user_message(
-            str(action["value"]), user, f"{CHANNEL_NAME}-{action.get('action_ts') or body.get('trigger_id')}", metadata
-        )
+        message = self._user_message(str(action["value"]), user, _message_id(body), metadata, output)
         try:
             if body.get("message"):
-                await self.output.show_choice(channel, body["message"], title)
+                await output.show_choice(channel, body["message"], title)
         finally:
             await on_new_message(message)
 
-    def _user_message(self, text: str, user_id: str, message_id: str, metadata: dict[str, Any]) -> UserMessage:
-        return UserMessage(
-            text, self.output, user_id, input_channel=CHANNEL_NAME, message_id=message_id, metadata=metadata
-        )
+    @staticmethod
+    def _user_message(
+        text: str, user_id: str, message_id: str, metadata: dict[str, Any], output: SlackDMOutput
+    ) -> UserMessage:
+        return UserMessage(text, output, user_id, input_channel=CHANNEL_NAME, message_id=message_id, metadata=metadata)

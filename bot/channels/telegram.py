@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 
 import httpx
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
-from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -51,7 +50,7 @@ from telegram.constants import InlineKeyboardButtonLimit, MessageLimit
 from telegram.error import BadRequest, Conflict, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
-from bot.channels.common import BackgroundTasks, ChannelCredentialsError, credential, split_text
+from bot.channels.common import BackgroundTasks, ChannelCredentialsError, credential, split_text, unless_saved
 from bot.channels.dedupe import PAYLOAD_KEY_PREFIX, ChannelStore
 from bot.channels.inbox import (
     SENDING,
@@ -548,47 +547,8 @@ class TelegramInput(InputChannel):
         if on_new_message is None:
             raise RuntimeError("the Telegram channel is not registered with Rasa yet")
         if entry.replay:
-            on_new_message = self._unless_saved(on_new_message)
+            on_new_message = unless_saved(on_new_message, self._app, CHANNEL_NAME)
         await self.process(update, on_new_message, output)
-
-    def _unless_saved(self, on_new_message: OnNewMessage) -> OnNewMessage:
-        """Wrap ``on_new_message`` for an update handled again after a crash.
-
-        If Rasa saved the conversation with this message, it was handled: only its replies
-        are sent again (those that went out before are skipped by the reply record).
-        """
-
-        async def deliver(message: UserMessage) -> Any:
-            saved = await self._saved_replies(message)
-            if saved is None:
-                return await on_new_message(message)
-            log.info("telegram %s: already in the conversation; sending its %d reply(ies) again if unsent",
-                     message.message_id, len(saved))  # fmt: skip
-            for reply in saved:
-                await message.output_channel.send_response(message.sender_id, reply)
-            return None
-
-        return deliver
-
-    async def _saved_replies(self, message: UserMessage) -> list[dict[str, Any]] | None:
-        """Return the replies Rasa recorded for ``message``, or ``None`` if it has not got it."""
-        agent = getattr(getattr(self._app, "ctx", None), "agent", None)
-        tracker_store = getattr(agent, "tracker_store", None)
-        if tracker_store is None:
-            return None
-        tracker = await tracker_store.retrieve(message.sender_id)
-        if tracker is None:
-            return None
-        replies: list[dict[str, Any]] | None = None
-        for event in tracker.events:
-            if isinstance(event, UserUttered):
-                if replies is not None:
-                    break
-                if event.message_id == message.message_id:
-                    replies = []
-            elif replies is not None and isinstance(event, BotUttered):
-                replies.append(event.message())
-        return replies
 
     async def _hold(self, entry: InboxEntry, _error: BaseException) -> None:
         """After a first failure, tell the customer their message is kept (once)."""

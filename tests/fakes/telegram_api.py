@@ -31,6 +31,15 @@ from tests.fakes.server import ERROR, Call, Delivery, FakeServer, Fault, free_po
 __all__ = ["BOT_USER", "TOKEN", "Call", "Delivery", "FakeTelegramAPI", "free_port"]
 
 TOKEN = "123456:TEST-token_for-the-fake-api"
+# What a Rasa credentials.yml holds to run the Telegram connector against this fake (the
+# variables set to TOKEN, a webhook secret and ``FakeTelegramAPI.base_url``).
+RASA_CREDENTIALS = """\
+bot.channels.telegram.TelegramInput:
+  token: ${TELEGRAM_BOT_TOKEN}
+  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}
+  base_url: ${TELEGRAM_API_BASE_URL}
+  bot_username: firstreply_test_bot
+"""
 BOT_USER = {"id": 123456, "is_bot": True, "first_name": "FirstReply", "username": "firstreply_test_bot"}
 _DESCRIPTIONS = {
     400: "Bad Request: chat not found", 403: "Forbidden: bot was blocked by the user", 502: "Bad Gateway",

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,7 +191,8 @@ def production_services() -> ProductionServices:
 def fresh_database(admin_url: str) -> Iterator[str]:
     """Create an empty PostgreSQL database next to ``admin_url``'s; yield its URL; drop it."""
     name = f"firstreply_{secrets.token_hex(6)}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", future=True)
+    # No pool: a connection kept from the CREATE may be dead by the DROP (the crash tests).
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", future=True, poolclass=NullPool)
     quoted = engine.dialect.identifier_preparer.quote(name)
     # CREATE/DROP DATABASE take no bound parameters; the name is made just above from hex digits.
     with engine.connect() as conn:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI, free_port
+from tests.fakes.telegram_api import RASA_CREDENTIALS as CREDENTIALS
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +33,6 @@ RASA = REPO_ROOT / ".venv" / "bin" / "rasa"
 SECRET = "e2e-webhook_secret"
 MARIA = {"id": 4242, "is_bot": False, "first_name": "Maria", "username": "maria_k", "language_code": "en"}
 CHAT = {"id": 4242, "type": "private", "first_name": "Maria"}
-CREDENTIALS = """\
-bot.channels.telegram.TelegramInput:
-  token: ${TELEGRAM_BOT_TOKEN}
-  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}
-  base_url: ${TELEGRAM_API_BASE_URL}
-  bot_username: firstreply_test_bot
-"""
 T = TypeVar("T")
 
 
