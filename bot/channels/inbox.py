@@ -61,6 +61,8 @@ DEFAULT_SWEEP_SECONDS = 5.0
 # Back-off between attempts at one update: 2 s, 4 s, ... up to this.
 MAX_RETRY_DELAY_SECONDS = 60.0
 SWEEP_BATCH = 20
+# How often an update waiting behind an older one of the same customer looks again.
+ORDER_POLL_SECONDS = 0.2
 # After this many failed attempts (about 40 minutes of trying) an update is set aside as
 # "dead" and reported at ERROR level: something is wrong that retrying will not mend.
 MAX_ATTEMPTS = 45
@@ -79,7 +81,7 @@ inbox = Table(
     metadata,
     Column("source", String(64), primary_key=True),
     Column("update_id", String(128), primary_key=True),
-    Column("conversation", String(255), nullable=False),
+    Column("conversation", String(255), nullable=False, index=True),
     Column("body", Text, nullable=False),
     Column("received_at", Float, nullable=False, index=True),
     Column("state", String(16), nullable=False, index=True),
@@ -115,6 +117,7 @@ class InboxEntry:
     attempts: int
     # Taken over by a sweeper: an earlier attempt may have got part of the way.
     replay: bool = False
+    received_at: float = 0.0
 
 
 def lease_seconds_from_env() -> float:
@@ -169,33 +172,54 @@ class Inbox:
             inserted = conn.execute(statement).rowcount == 1
         if now - self._last_prune >= PRUNE_EVERY_SECONDS:
             self.prune()
-        return InboxEntry(source, update_id, conversation, body, 0) if inserted else None
+        return InboxEntry(source, update_id, conversation, body, 0, received_at=now) if inserted else None
 
     def claim_due(self, source: str, limit: int = SWEEP_BATCH) -> list[InboxEntry]:
         """Lease to this process up to ``limit`` pending updates nobody holds; oldest first."""
         now = self._clock()
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(inbox.c.update_id, inbox.c.conversation, inbox.c.body, inbox.c.attempts)
-                .where(inbox.c.source == source, inbox.c.state == PENDING, inbox.c.lease_until <= now)
+                self._pending_query()
+                .where(inbox.c.source == source, inbox.c.lease_until <= now)
                 .order_by(inbox.c.received_at)
                 .limit(limit)
             ).all()
-        claimed: list[InboxEntry] = []
-        for update_id, conversation, body, attempts in rows:
-            # Conditional on the lease still being free: of two sweepers, one wins.
-            with self._engine.begin() as conn:
-                taken = conn.execute(
-                    update(inbox)
-                    .where(
-                        inbox.c.source == source, inbox.c.update_id == update_id,
-                        inbox.c.state == PENDING, inbox.c.lease_until <= now,
-                    )  # fmt: skip
-                    .values(lease_owner=self.owner, lease_until=now + self.lease_seconds)
-                ).rowcount
-            if taken == 1:
-                claimed.append(InboxEntry(source, update_id, conversation, body, int(attempts), replay=True))
-        return claimed
+        claimed = (self.take_over(InboxEntry(source, *row[:4], replay=True, received_at=row[4])) for row in rows)
+        return [entry for entry in claimed if entry is not None]
+
+    @staticmethod
+    def _pending_query() -> Any:
+        return select(
+            inbox.c.update_id, inbox.c.conversation, inbox.c.body, inbox.c.attempts, inbox.c.received_at
+        ).where(inbox.c.state == PENDING)
+
+    def take_over(self, entry: InboxEntry) -> InboxEntry | None:
+        """Lease ``entry`` to this process if nobody holds it; return it, or ``None``."""
+        now = self._clock()
+        # Conditional on the lease still being free: of two sweepers, one wins.
+        with self._engine.begin() as conn:
+            taken = conn.execute(
+                update(inbox)
+                .where(
+                    inbox.c.source == entry.source, inbox.c.update_id == entry.update_id,
+                    inbox.c.state == PENDING, inbox.c.lease_until <= now,
+                )  # fmt: skip
+                .values(lease_owner=self.owner, lease_until=now + self.lease_seconds)
+            ).rowcount
+        return entry if taken == 1 else None
+
+    def older_pending(self, entry: InboxEntry) -> list[InboxEntry]:
+        """Return the same customer's updates that came before ``entry`` and are not handled yet."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                self._pending_query()
+                .where(
+                    inbox.c.source == entry.source, inbox.c.conversation == entry.conversation,
+                    inbox.c.received_at < entry.received_at,
+                )  # fmt: skip
+                .order_by(inbox.c.received_at)
+            ).all()
+        return [InboxEntry(entry.source, *row[:4], replay=True, received_at=row[4]) for row in rows]
 
     def renew(self, entry: InboxEntry) -> bool:
         """Extend this process's lease on ``entry``; return False if it no longer holds it."""
@@ -366,6 +390,7 @@ class InboxWorker:
     async def _run(self, entry: InboxEntry) -> None:
         heartbeat = asyncio.get_running_loop().create_task(self._keep_lease(entry))
         try:
+            await self._after_older(entry)
             await self._handle(entry)
         except Exception as error:  # every failure is retried: logged here, given back below
             delay = await self._give_back(entry, error)
@@ -392,6 +417,28 @@ class InboxWorker:
         finally:
             heartbeat.cancel()
             self._running.discard(entry.update_id)
+
+    async def _after_older(self, entry: InboxEntry) -> None:
+        """Keep one customer's messages in the order they came, also across crashes.
+
+        An older update of the same customer may still be pending: its process died before
+        the lease ran out, or it failed and waits for its retry. Handling this one first would
+        put the customer's messages out of order, so it waits, and takes the older one over
+        (handling it here, first) as soon as nobody holds it.
+        """
+        if not entry.conversation:
+            return
+        while older := await asyncio.to_thread(self.store.older_pending, entry):
+            for candidate in older:
+                if candidate.update_id in self._running:
+                    continue
+                taken = await asyncio.to_thread(self.store.take_over, candidate)
+                if taken is not None:
+                    log.info("%s update %s: handling the older update %s of the same customer first",
+                             self.source, entry.update_id, taken.update_id)  # fmt: skip
+                    self._running.add(taken.update_id)
+                    await self._run(taken)
+            await asyncio.sleep(ORDER_POLL_SECONDS)
 
     async def _give_back(self, entry: InboxEntry, error: BaseException) -> float | None:
         try:
