@@ -37,6 +37,7 @@ from bot.ops import load_support_config
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.polling import until as poll_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "desk-signing-secret-for-tests"
@@ -203,14 +204,11 @@ class Running:
         return found
 
     async def until(self, what: str, probe: Callable[[], Any], timeout: float = 15.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = probe()
-            if value:
-                return value
-            await asyncio.sleep(0.02)
-        outbox = [(i.id, i.kind, i.attempts, i.delivered_at is not None, i.last_error) for i in self.store.outbox_items()]
-        raise AssertionError(f"{what}: not within {timeout}s; outbox: {outbox}")
+        def outbox() -> str:
+            items = [(i.id, i.kind, i.attempts, i.delivered_at is not None, i.last_error) for i in self.store.outbox_items()]
+            return f"outbox: {items}"
+
+        return await poll_until(what, probe, timeout, context=outbox)
 
     async def card_of(self, case_id: int) -> Case:
         return await self.until(f"card of case {case_id}", lambda: (c := self.case(case_id)).card_ts and c)

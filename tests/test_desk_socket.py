@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from bot.desk.settings import DeskSettings, DeskSettingsError
 from bot.ops import load_support_config
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
 from tests.test_desk_app import AGENTS, AGENTS_GROUP, QUEUE, open_case
+from tests.polling import until as poll_until
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_TOKEN = "xapp-1-A0FIRSTREPLY-1-fakeAppTokenForTests"
@@ -26,13 +26,7 @@ ANA, OUTSIDER = AGENTS[0], "U0OUTSIDER"
 
 
 async def until(what: str, probe: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout}s")
+    return await poll_until(what, probe, timeout)
 
 
 def settings(slack: FakeDeskSlackAPI, tmp_path: Path, **extra: str) -> DeskSettings:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from tests.fakes.slack_web_api import FakeDeskSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.test_desk_app import RASA_TOKEN, FakeRasa, open_case
+from tests.polling import until as poll_until
 
 QUEUE = "C0QUEUE"
 MARIA_CHAT = "4242"
@@ -77,14 +77,11 @@ class World:
     rasa: FakeRasa
 
     async def until(self, what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = probe()
-            if value:
-                return value
-            await asyncio.sleep(0.02)
-        outbox = [(i.key, i.attempts, i.delivered_at is not None, i.last_error) for i in self.store.outbox_items()]
-        raise AssertionError(f"{what}: not within {timeout}s; outbox: {outbox}")
+        def outbox() -> str:
+            items = [(i.key, i.attempts, i.delivered_at is not None, i.last_error) for i in self.store.outbox_items()]
+            return f"outbox: {items}"
+
+        return await poll_until(what, probe, timeout, context=outbox)
 
     def queue(self, *items: OutboxMessage) -> None:
         self.store.enqueue(list(items), self.worker.clock())

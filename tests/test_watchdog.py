@@ -40,6 +40,7 @@ from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.test_desk_app import FakeRasa
+from tests.polling import until as poll_until
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")
@@ -329,13 +330,7 @@ async def desk(tmp_path: Path, support: SupportConfig) -> AsyncIterator[tuple[De
 
 
 async def _until(what: str, probe: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout}s")
+    return await poll_until(what, probe, timeout)
 
 
 @pytest.mark.asyncio
