@@ -434,8 +434,8 @@ class InboxWorker:
                     continue
                 taken = await asyncio.to_thread(self.store.take_over, candidate)
                 if taken is not None:
-                    log.info("%s update %s: handling the older update %s of the same customer first",
-                             self.source, entry.update_id, taken.update_id)  # fmt: skip
+                    log.warning("%s update %s: handling the older update %s of the same customer first",
+                                self.source, entry.update_id, taken.update_id)  # fmt: skip
                     self._running.add(taken.update_id)
                     await self._run(taken)
             await asyncio.sleep(ORDER_POLL_SECONDS)
@@ -473,7 +473,11 @@ class InboxWorker:
         """Take over the due entries once; return how many were started."""
         entries = await asyncio.to_thread(self.store.claim_due, self.source)
         for entry in entries:
-            log.info("%s update %s: handling again (attempt %d)", self.source, entry.update_id, entry.attempts + 1)
+            if entry.attempts:
+                log.info("%s update %s: handling again (attempt %d)", self.source, entry.update_id, entry.attempts + 1)
+            else:  # nobody failed it: the process that took it died before finishing
+                log.warning("%s update %s: taken over, handling again (its process stopped before finishing)",
+                            self.source, entry.update_id)  # fmt: skip
             self.start(entry)
         return len(entries)
 
