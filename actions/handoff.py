@@ -85,7 +85,9 @@ class ActionHandoff(ServiceAction):
         )
         promise = promise_for(services, priority, now)
         latest = conversation.user_events(tracker.events)[-1:]
-        message_at = latest[0].get("timestamp") if latest else now.timestamp()
+        # The channel's message id, when it gave one: a message handled again after a crash
+        # gets a new timestamp but keeps its id, and must not open a second case.
+        message_at = (latest[0].get("message_id") or latest[0].get("timestamp")) if latest else now.timestamp()
         case = services.store.open_case(
             NewCase(
                 channel=channel,

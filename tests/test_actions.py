@@ -395,6 +395,17 @@ def test_handoff_of_the_same_message_twice_opens_one_case(services: Any, domain:
     assert len(services.store.list_cases()) == 1
 
 
+def test_a_message_handled_again_after_a_crash_opens_no_second_case(services: Any, domain: Dict) -> None:
+    # Rasa handles the message again when the first attempt was cut off before the conversation
+    # was saved: the same channel message id, a new timestamp.
+    confirm = {**user("yes", "affirm", at=T0 + 30), "message_id": "telegram-77"}
+    again = {**user("yes", "affirm", at=T0 + 95), "message_id": "telegram-77"}
+    ActionHandoff(services).run(CollectingDispatcher(), tracker(_order_conversation() + [confirm], ORDER_SLOTS), domain)
+    ActionHandoff(services).run(CollectingDispatcher(), tracker(_order_conversation() + [again], ORDER_SLOTS), domain)
+
+    assert len(services.store.list_cases()) == 1
+
+
 def test_an_angry_repeat_customer_is_urgent_and_sees_their_history(services: Any, domain: Dict) -> None:
     events = _order_conversation() + [user("yes", "affirm", at=T0 + 30)]
     ActionHandoff(services).run(CollectingDispatcher(), tracker(events, ORDER_SLOTS), domain)
