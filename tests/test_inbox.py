@@ -9,7 +9,9 @@ import pytest
 
 from bot.channels.common import BackgroundTasks
 from bot.channels.dedupe import ChannelStore
-from bot.channels.inbox import DEAD, MAX_ATTEMPTS, SENDING, SENT, Inbox, InboxEntry, InboxWorker
+from sqlalchemy import select
+
+from bot.channels.inbox import DEAD, FAILED, MAX_ATTEMPTS, SENDING, SENT, Inbox, InboxEntry, InboxWorker, replies
 
 SOURCE = "telegram:1"
 
@@ -80,6 +82,18 @@ def test_replies_are_recorded_so_none_is_sent_twice(tmp_path: Path, clock: Clock
     assert inbox.begin_reply("telegram-7", 1, "d1") is None  # sent, but the crash came first
     assert inbox.begin_reply("telegram-7", 0, "d0") == SENT  # skip
     assert inbox.begin_reply("telegram-7", 1, "d1") == SENDING  # send again, counted as resent
+
+
+def test_a_reply_whose_call_failed_is_sent_again_without_counting_as_resent(tmp_path: Path, clock: Clock) -> None:
+    inbox = make_inbox(tmp_path, clock, "a")
+    assert inbox.begin_reply("telegram-7", 0, "d0") is None
+    inbox.fail_reply("telegram-7", 0)
+
+    assert inbox.begin_reply("telegram-7", 0, "d0") == FAILED
+    inbox.finish_reply("telegram-7", 0)
+    assert inbox.begin_reply("telegram-7", 0, "d0") == SENT
+    with inbox._engine.connect() as conn:  # noqa: SLF001 - the counter the crash test reads
+        assert conn.execute(select(replies.c.resent)).scalar() == 0
 
 
 @pytest.mark.asyncio

@@ -73,6 +73,7 @@ DONE = "done"
 DEAD = "dead"
 SENDING = "sending"
 SENT = "sent"
+FAILED = "failed"
 
 metadata = MetaData()
 
@@ -304,8 +305,10 @@ class Inbox:
     def begin_reply(self, message_id: str, seq: int, digest: str) -> str | None:
         """Record that reply ``seq`` of ``message_id`` is about to be sent.
 
-        Returns ``None`` for a new reply, ``SENT`` if it went out before (skip it) and
-        ``SENDING`` if an earlier attempt died mid-call (send again: it is now marked resent).
+        Returns ``None`` for a new reply, ``SENT`` if it went out before (skip it),
+        ``FAILED`` if an earlier attempt saw its call fail (send again) and ``SENDING`` if an
+        earlier attempt died mid-call (send again: it is now marked resent, as the platform may
+        have it).
         """
         now = int(self._clock())
         with self._engine.begin() as conn:
@@ -319,11 +322,11 @@ class Inbox:
             state, sent_digest = conn.execute(
                 select(replies.c.state, replies.c.digest).where(replies.c.message_id == message_id, replies.c.seq == seq)
             ).one()
-            if state == SENDING:
+            if state in (SENDING, FAILED):
                 conn.execute(
                     update(replies)
                     .where(replies.c.message_id == message_id, replies.c.seq == seq)
-                    .values(resent=replies.c.resent + 1, updated_at=now)
+                    .values(state=SENDING, resent=replies.c.resent + (state == SENDING), updated_at=now)
                 )
         if sent_digest != digest:
             log.info("reply %d to %s differs from the one recorded before; the recorded one stands", seq, message_id)
@@ -336,6 +339,15 @@ class Inbox:
                 update(replies)
                 .where(replies.c.message_id == message_id, replies.c.seq == seq)
                 .values(state=SENT, updated_at=int(self._clock()))
+            )
+
+    def fail_reply(self, message_id: str, seq: int) -> None:
+        """Record that the call sending reply ``seq`` of ``message_id`` failed (it is sent again later)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(replies)
+                .where(replies.c.message_id == message_id, replies.c.seq == seq, replies.c.state == SENDING)
+                .values(state=FAILED, updated_at=int(self._clock()))
             )
 
     def prune(self) -> int:

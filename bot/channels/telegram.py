@@ -343,6 +343,11 @@ class TelegramOutput(OutputChannel):
         except (Forbidden, BadRequest) as error:
             log.error("telegram %s: refused for good (%s); reply %d to %s dropped", what, error, seq, self.origin)
             result = None
+        except Exception:
+            # A failure seen here (after _call's own retries) is not a crash: the reply goes
+            # out again when the update is handled again, without counting as resent.
+            await asyncio.to_thread(self.inbox.fail_reply, self.origin, seq)
+            raise
         await asyncio.to_thread(self.inbox.finish_reply, self.origin, seq)
         return result
 
