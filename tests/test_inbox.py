@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,27 @@ async def test_a_customer_s_messages_are_handled_in_the_order_they_came_also_aft
     await asyncio.wait_for(tasks.wait(), 10)
     assert handled == ["another customer", "first", "second"]
     assert alive.pending(SOURCE) == 0
+
+
+POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="needs FIRSTREPLY_TEST_POSTGRES_URL (make test sets it)")
+def test_reply_records_on_postgresql(clock: Clock) -> None:
+    from tests.integration.conftest import fresh_database
+
+    assert POSTGRES_URL is not None
+    with fresh_database(POSTGRES_URL) as url:
+        store = ChannelStore.from_url(url)
+        inbox = Inbox(store.engine, lease_seconds=10, clock=clock, owner="a")
+        try:
+            assert inbox.begin_reply("telegram-7", 0, "d0") is None
+            inbox.fail_reply("telegram-7", 0)
+            assert inbox.begin_reply("telegram-7", 0, "d0") == FAILED
+            assert inbox.begin_reply("telegram-7", 0, "d0") == SENDING  # the crash case: counted
+            inbox.finish_reply("telegram-7", 0)
+            assert inbox.begin_reply("telegram-7", 0, "d0") == SENT
+            with store.engine.connect() as conn:
+                assert conn.execute(select(replies.c.resent)).scalar() == 1
+        finally:
+            store.dispose()

@@ -326,7 +326,7 @@ class Inbox:
                 conn.execute(
                     update(replies)
                     .where(replies.c.message_id == message_id, replies.c.seq == seq)
-                    .values(state=SENDING, resent=replies.c.resent + (state == SENDING), updated_at=now)
+                    .values(state=SENDING, resent=replies.c.resent + int(state == SENDING), updated_at=now)
                 )
         if sent_digest != digest:
             log.info("reply %d to %s differs from the one recorded before; the recorded one stands", seq, message_id)
