@@ -905,8 +905,8 @@ class CaseStore:
     def recover_interrupted(self) -> int:
         """Mark every attempt left under way as in doubt and due again; return how many.
 
-        For the one desk process at its start: an attempt still under way then was cut off
-        by a crash, so it may or may not have gone through.
+        For the elected desk leader when it takes over (bot/election.py): an attempt still under
+        way then was cut off by a crash of the previous leader, so it may or may not have gone through.
         """
         with self._write() as conn:
             return int(
