@@ -67,7 +67,14 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.channels.common import BackgroundTasks, ChannelCredentialsError, credential, split_text, unless_saved
+from bot.channels.common import (
+    BackgroundTasks,
+    ChannelCredentialsError,
+    OnNewMessage,
+    credential,
+    split_text,
+    unless_saved,
+)
 from bot.channels.dedupe import SEEN_TTL_SECONDS, ChannelStore
 from bot.channels.inbox import (
     SENDING,
@@ -675,7 +682,6 @@ class SlackDMOutput(OutputChannel):
 
 # --- receiving ----------------------------------------------------------------------------
 
-OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 Next = Callable[[], Awaitable[BoltResponse]]
 
 

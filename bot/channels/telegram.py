@@ -50,7 +50,14 @@ from telegram.constants import InlineKeyboardButtonLimit, MessageLimit
 from telegram.error import BadRequest, Conflict, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
-from bot.channels.common import BackgroundTasks, ChannelCredentialsError, credential, split_text, unless_saved
+from bot.channels.common import (
+    BackgroundTasks,
+    ChannelCredentialsError,
+    OnNewMessage,
+    credential,
+    split_text,
+    unless_saved,
+)
 from bot.channels.dedupe import PAYLOAD_KEY_PREFIX, ChannelStore
 from bot.channels.inbox import (
     SENDING,
@@ -440,7 +447,6 @@ class TelegramOutput(OutputChannel):
 
 # --- receiving -------------------------------------------------------------------------
 
-OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
 
 class TelegramInput(InputChannel):

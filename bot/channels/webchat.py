@@ -61,7 +61,7 @@ from sqlalchemy import (
     update,
 )
 
-from bot.channels.common import ChannelCredentialsError
+from bot.channels.common import ChannelCredentialsError, OnNewMessage
 from bot.channels.dedupe import UPSERTS, channel_engine, url_from_env
 from bot.channels.rest import request_problem
 
@@ -430,7 +430,6 @@ class WebChatOutput(CollectingOutputChannel):
 
 # --- receiving -----------------------------------------------------------------------
 
-OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
