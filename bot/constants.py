@@ -19,6 +19,8 @@ INTENT_ASK_RESPONSE_TIME = "ask_response_time"
 INTENT_COMPLIMENT = "compliment"
 INTENT_COMPLAINT = "complaint"
 INTENT_NLU_FALLBACK = "nlu_fallback"
+# Not about the brand's service: answered plainly, no case starts.
+INTENT_OUT_OF_SCOPE = "out_of_scope"
 
 # Case types: each is an intent, has a form named ``<case type>_form`` and an
 # acknowledgement response ``utter_ack_<case type>``.
@@ -43,6 +45,7 @@ SMALL_TALK_INTENTS: tuple[str, ...] = (
     INTENT_THANK,
     INTENT_BOT_CHALLENGE,
     INTENT_COMPLIMENT,
+    INTENT_OUT_OF_SCOPE,
 )
 
 # --- slots ---------------------------------------------------------------------

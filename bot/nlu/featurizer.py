@@ -1,0 +1,178 @@
+"""A Rasa featurizer that adds a sentence embedding to every message.
+
+Placed after the tokenizer, it adds a dense *sentence* feature (384 numbers, a unit
+vector from :mod:`bot.nlu.encoder`) to the message's text. The classifiers read it
+next to the sparse word and character n-grams: the n-grams know the exact words of
+the training examples, the embedding knows what a message *means*, so "parcel never
+came" lands near "where is my order" though they share no word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Text
+
+import numpy as np
+from rasa.engine.graph import ExecutionContext, GraphComponent
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.nlu.featurizers.dense_featurizer.dense_featurizer import DenseFeaturizer
+from rasa.shared.nlu.constants import TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+from bot.nlu.encoder import shared_encoder
+from bot.nlu.text import for_classifier
+
+logger = logging.getLogger(__name__)
+
+ENCODER_ALIAS = "sentence_encoder"
+CACHE_ENV = "FIRSTREPLY_EMBEDDING_CACHE"
+_DEFAULT_CACHE = Path(".rasa") / "firstreply-embeddings.sqlite"
+
+
+class EmbeddingCache:
+    """Embeddings of training texts kept between trainings (a SQLite file).
+
+    Retraining after ops change a few examples encodes only the new ones. The key is
+    the text and the encoder's weights file, so new weights never reuse old vectors.
+    Anything wrong with the file only costs the time of encoding again.
+    """
+
+    def __init__(self, path: Path, model_id: str) -> None:
+        """Open (or create) the cache at ``path`` for the encoder identified by ``model_id``."""
+        self._path = path
+        self._model_id = model_id
+
+    @classmethod
+    def default(cls) -> Optional["EmbeddingCache"]:
+        """Return the cache at ``$FIRSTREPLY_EMBEDDING_CACHE`` or ``.rasa/``; ``None`` if set to ``off``."""
+        setting = os.environ.get(CACHE_ENV, "")
+        if setting.lower() == "off":
+            return None
+        from bot.nlu.encoder import find_model_dir
+
+        weights = find_model_dir() / "model.safetensors"
+        stat = weights.stat()
+        return cls(Path(setting) if setting else _DEFAULT_CACHE, f"{weights}:{stat.st_size}:{int(stat.st_mtime)}")
+
+    def _key(self, text: str) -> str:
+        return hashlib.sha256(f"{self._model_id}\n{text}".encode("utf-8")).hexdigest()
+
+    def _connect(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self._path)
+        connection.execute("CREATE TABLE IF NOT EXISTS embedding (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        return connection
+
+    def encode(self, texts: Sequence[str], encode: Any) -> np.ndarray:
+        """Return the embeddings of ``texts``, computing with ``encode`` only those not cached."""
+        keys = [self._key(text) for text in texts]
+        found: Dict[str, np.ndarray] = {}
+        try:
+            with self._connect() as connection:
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start:start + 500]
+                    rows = connection.execute(
+                        f"SELECT key, vector FROM embedding WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                    ).fetchall()
+                    found.update((key, np.frombuffer(blob, dtype=np.float32)) for key, blob in rows)
+        except sqlite3.Error as error:
+            logger.warning("Embedding cache %s unreadable (%s); encoding everything", self._path, error)
+        missing = sorted({i for i, key in enumerate(keys) if key not in found}, key=lambda i: keys[i])
+        unique = list(dict.fromkeys(texts[i] for i in missing))
+        if unique:
+            vectors = encode(unique)
+            fresh = {self._key(text): vector for text, vector in zip(unique, vectors)}
+            found.update(fresh)
+            try:
+                with self._connect() as connection:
+                    connection.executemany("INSERT OR REPLACE INTO embedding VALUES (?, ?)",
+                                           [(key, vector.astype(np.float32).tobytes()) for key, vector in fresh.items()])
+            except sqlite3.Error as error:
+                logger.warning("Embedding cache %s not written (%s)", self._path, error)
+        logger.info("Embedded %d training texts (%d from the cache)", len(texts), len(texts) - len(unique))
+        return np.vstack([found[key] for key in keys])
+
+
+def sentence_embedding(message: Message) -> np.ndarray | None:
+    """Return the message's sentence embedding (a 384-vector), or ``None`` if it has none."""
+    for feature in message.features:
+        if feature.attribute == TEXT and feature.type == "sentence" and feature.origin == ENCODER_ALIAS:
+            return np.asarray(feature.features, dtype=np.float32).reshape(-1)
+    return None
+
+
+@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER, is_trainable=False)
+class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
+    """Adds all-MiniLM-L6-v2's sentence embedding as a dense sentence feature.
+
+    Config:
+        batch_size: How many training examples are encoded at once (default 64).
+    """
+
+    @staticmethod
+    def get_default_config() -> Dict[Text, Any]:
+        """Return the component's defaults."""
+        return {**DenseFeaturizer.get_default_config(), "alias": ENCODER_ALIAS, "batch_size": 64}
+
+    @classmethod
+    def validate_config(cls, config: Dict[Text, Any]) -> None:
+        """Check the batch size."""
+        if int(config.get("batch_size") or 0) < 1:
+            raise ValueError(f"SentenceEncoderFeaturizer: batch_size must be at least 1, got {config.get('batch_size')!r}")
+
+    @staticmethod
+    def required_packages() -> List[Text]:
+        """Return the packages the component needs."""
+        return ["tokenizers", "safetensors"]
+
+    def __init__(self, config: Dict[Text, Any], name: Text) -> None:
+        """Build the featurizer; the encoder loads on first use."""
+        super().__init__(name, config)
+        self._batch_size = int(config["batch_size"])
+
+    @classmethod
+    def create(
+        cls,
+        config: Dict[Text, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> "SentenceEncoderFeaturizer":
+        """Create the component (nothing to train: the encoder is pre-trained)."""
+        # Load the weights now, so that the first customer does not wait for them.
+        shared_encoder()
+        return cls(config, execution_context.node_name)
+
+    def process_training_data(self, training_data: TrainingData) -> TrainingData:
+        """Embed every training example that has text, in batches, reusing cached vectors."""
+        messages = [message for message in training_data.training_examples if message.get(TEXT)]
+        if not messages:
+            return training_data
+        texts = [for_classifier(message.get(TEXT)) for message in messages]
+        cache = EmbeddingCache.default()
+        encode = lambda batch: shared_encoder().encode(batch, batch_size=self._batch_size)  # noqa: E731
+        vectors = cache.encode(texts, encode) if cache else encode(texts)
+        self._attach(messages, vectors)
+        return training_data
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        """Embed each message that has text."""
+        self._embed([message for message in messages if message.get(TEXT)])
+        return messages
+
+    def _embed(self, messages: List[Message]) -> None:
+        if not messages:
+            return
+        texts = [for_classifier(message.get(TEXT)) for message in messages]
+        self._attach(messages, shared_encoder().encode(texts, batch_size=self._batch_size))
+
+    def _attach(self, messages: List[Message], vectors: np.ndarray) -> None:
+        for message, vector in zip(messages, vectors):
+            self.add_features_to_message(sequence=None, sentence=vector[None, :], attribute=TEXT, message=message)

@@ -1,0 +1,27 @@
+"""How a customer's text is tidied before the classifiers read it.
+
+Social posts carry things that say nothing about what the customer wants: @mentions
+of the brand or of other people, links, HTML entities from the platform's API. They
+are taken out (for the classifiers only; the case keeps the text as written).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+_MENTION = re.compile(r"(?<![\w@])@\w{1,30}")
+_URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+
+
+def for_classifier(text: str | None) -> str:
+    """Return ``text`` without @mentions, links and HTML entities, spaces collapsed.
+
+    A message that was nothing but mentions and links becomes the empty string.
+    """
+    if not text:
+        return ""
+    cleaned = _URL.sub(" ", html.unescape(text))
+    cleaned = _MENTION.sub(" ", cleaned)
+    return _SPACES.sub(" ", cleaned).strip()
