@@ -40,6 +40,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from bot.nlu.featurizer import sentence_embedding
 from bot.nlu.signals import read_signals
+from bot.nlu.text import clauses, for_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +165,13 @@ class ComplaintSignal(GraphComponent):
             signals = read_signals(text)
             intent = message.get(INTENT) or {}
             score = max(signals.complaint_score, self._learned_score(message), self._intent_evidence(intent))
+            praise = intent.get(INTENT_NAME_KEY) in self._praise_intents
+            if praise and score < self.threshold:
+                # "another week without my package. love it. thanks a lot": the thanks
+                # drown the grievance in the whole message, not in its own clause.
+                score = max(score, self._worst_clause(text))
             is_complaint = bool(text) and score >= self.threshold
-            sarcasm = is_complaint and intent.get(INTENT_NAME_KEY) in self._praise_intents
+            sarcasm = is_complaint and praise
             if sarcasm:
                 message.set(INTENT, {INTENT_NAME_KEY: "complaint", PREDICTED_CONFIDENCE_KEY: round(score, 3)},
                             add_to_output=True)
@@ -183,6 +189,18 @@ class ComplaintSignal(GraphComponent):
         # The classifier's confidence is evidence, discounted so that a lukewarm
         # guess alone does not make a complaint.
         return float(intent.get(PREDICTED_CONFIDENCE_KEY) or 0.0) * 0.9
+
+    def _worst_clause(self, text: Optional[str]) -> float:
+        parts = clauses(text)
+        if len(parts) < 2:
+            return 0.0
+        lexical = max(read_signals(part).complaint_score for part in parts)
+        if self.model is None:
+            return lexical
+        from bot.nlu.encoder import shared_encoder
+
+        learned = self.model.predict_proba(shared_encoder().encode(parts))[:, 1].max()
+        return max(lexical, float(learned))
 
     def _learned_score(self, message: Message) -> float:
         if self.model is None:

@@ -35,12 +35,15 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 from scipy.sparse import csr_matrix, hstack
 
 from bot.nlu.featurizer import sentence_embedding
-from bot.nlu.text import for_classifier
+from bot.nlu.text import clauses, for_classifier
 
 logger = logging.getLogger(__name__)
 
 FALLBACK_INTENT = "nlu_fallback"
 OUT_OF_SCOPE_INTENT = "out_of_scope"
+PROBLEMS_KEY = "problems"
+CASE_INTENTS = ("order_status", "change_order", "cancel_order", "refund_return", "billing", "account_access",
+                "product_issue", "product_question", "complaint")
 _MODEL_FILE = "blended_intent_classifier.skops"
 _META_FILE = "blended_intent_classifier.json"
 
@@ -109,6 +112,9 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         max_threshold: The rejection threshold never exceeds this (default 0.5).
         cv_folds: Folds of the cross-validation (default 3).
         ranking_length: Intents listed in ``intent_ranking`` (default 10).
+        case_intents: The case types; a message whose clauses name two or more of them
+            gets ``problems`` in its parse result (one entry per clause).
+        problem_confidence: How sure the model must be of a clause's case type (default 0.5).
         max_iter: Solver iterations (default 3000).
     """
 
@@ -122,6 +128,8 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             "max_threshold": 0.5,
             "cv_folds": 3,
             "ranking_length": 10,
+            "case_intents": list(CASE_INTENTS),
+            "problem_confidence": 0.5,
             "max_iter": 3000,
         }
 
@@ -239,7 +247,36 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
                 ranking = [top] + ranking
             message.set(INTENT, top, add_to_output=True)
             message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
+            problems = self._problems(message.get(TEXT))
+            if problems:
+                message.set(PROBLEMS_KEY, problems, add_to_output=True)
         return messages
+
+    def _problems(self, text: str) -> List[Dict[str, Any]]:
+        """Return one entry per clause naming a case type, when the clauses name two or more.
+
+        "The box came broken and I was charged twice" is two problems: the case
+        carries both, so nobody has to ask for the second one later.
+        """
+        parts = [part for part in clauses(text) if len(part.split()) >= 3]
+        if len(parts) < 2:
+            return []
+        embeddings = None
+        if self.uses_embedding:
+            from bot.nlu.encoder import shared_encoder
+
+            embeddings = shared_encoder().encode(parts)
+        assert self.features is not None
+        rows = self.model.predict_proba(self.features.transform(parts, embeddings))
+        classes = self.classes
+        wanted = set(self.config["case_intents"])
+        found: Dict[str, Dict[str, Any]] = {}
+        for part, row in zip(parts, rows):
+            best = int(np.argmax(row))
+            intent, confidence = classes[best], float(row[best])
+            if intent in wanted and confidence >= float(self.config["problem_confidence"]) and intent not in found:
+                found[intent] = {"intent": intent, "text": part, "confidence": round(confidence, 3)}
+        return list(found.values()) if len(found) >= 2 else []
 
     def persist(self) -> None:
         """Save the features and the model (skops, no pickle) and the threshold."""

@@ -25,6 +25,10 @@ _BREACH_CUES: tuple[tuple[str, float], ...] = (
     (r"\b(missing|lost|losing|lose|stolen|disappeared)\b", 0.4),
     (r"\bstill (waiting|nothing|no)\b", 0.45),
     (r"\b(weeks?|days?|months?) (and|with) (nothing|no)\b", 0.4),
+    (r"\b(another|yet another|one more) (week|day|month|hour|delay)\b", 0.3),
+    (r"\bwithout (my|the|a|any|our) (package|parcel|order|delivery|refund|money|internet|wifi|phone|service|power|"
+     r"luggage|bag|card)\b", 0.45),
+    (r"\b(no|zero) (internet|wi-?fi|signal|service|connection|power|reply|update)\b", 0.35),
     # broken / wrong
     (r"\b(broken|broke|damaged|defective|faulty|cracked|smashed|ripped|torn|leaking)\b", 0.4),
     (r"\b(doesn'?t|does not|don'?t|won'?t|isn'?t|is not|stopped|not) (work\w*|charg\w*|turn\w* on|load\w*|fit\w*)\b",

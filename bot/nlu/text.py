@@ -25,3 +25,25 @@ def for_classifier(text: str | None) -> str:
     cleaned = _URL.sub(" ", html.unescape(text))
     cleaned = _MENTION.sub(" ", cleaned)
     return _SPACES.sub(" ", cleaned).strip()
+
+
+_CLAUSE_BREAKS = re.compile(r"(?:[.!?;]+|,\s*(?:but|and|also)\b|\s+(?:but|also|plus|and also|as well as)\s+|\s+and\s+(?=i\b|my\b|the\b|you\b|your\b|it\b))",
+                            re.IGNORECASE)
+
+
+def clauses(text: str | None, min_words: int = 2) -> list[str]:
+    """Split a message into its clauses ("..., but ...", "... and I ...", sentences).
+
+    Clauses shorter than ``min_words`` words are joined to the one before, so that
+    "love it." stays a clause but "ok." does not stand alone.
+    """
+    parts = [part.strip(" ,") for part in _CLAUSE_BREAKS.split(for_classifier(text))]
+    out: list[str] = []
+    for part in parts:
+        if not part:
+            continue
+        if out and len(part.split()) < min_words:
+            out[-1] = f"{out[-1]} {part}"
+        else:
+            out.append(part)
+    return out
