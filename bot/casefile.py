@@ -59,6 +59,25 @@ def _first_case_message(user_events: Sequence[Mapping[str, Any]], case_type: str
     return " / ".join(texts) if texts else None
 
 
+def other_problems(
+    user_events: Sequence[Mapping[str, Any]], case_type: str, case_labels: Mapping[str, str]
+) -> list[str]:
+    """Return the other problems the customer named beside this case's, as the summary lists them.
+
+    The NLU marks a message whose clauses name two case types ("the lamp came smashed
+    and I was charged twice") with ``problems``; the one this case is not about is
+    carried in the same case, so nobody has to ask for it again.
+    """
+    found: dict[str, str] = {}
+    for event in user_events:
+        for problem in (event.get("parse_data") or {}).get("problems") or []:
+            intent = problem.get("intent") if isinstance(problem, Mapping) else None
+            if intent and intent != case_type and intent not in found:
+                label = case_labels.get(intent, intent.replace("_", " "))
+                found[intent] = f"{label} (“{str(problem.get('text') or '').strip()}”)"
+    return list(found.values())
+
+
 def read_case_file(
     events: Sequence[Mapping[str, Any]],
     slots: Mapping[str, Any],
@@ -85,6 +104,9 @@ def read_case_file(
         first_message,
         list(slots.get(SLOT_CASE_ADDITIONS) or []),
     )
+    also = other_problems(users, case_type, case_labels)
+    if also:
+        summary += f" Also: {'; '.join(also)}."
     scores = [_message_signals(event) for event in users]
     texts = " ".join(str(event.get("text") or "") for event in users if not str(event.get("text") or "").startswith("/"))
     return CaseFile(

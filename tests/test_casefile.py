@@ -315,3 +315,19 @@ def test_customer_name_of_this_session_wins_over_an_earlier_one() -> None:
     case_file = read_case_file(events, {}, CASE_LABELS, CASE_QUESTIONS)
 
     assert case_file.customer_name == "mkeller"
+
+
+def test_a_second_problem_in_the_message_is_carried_in_the_summary() -> None:
+    from bot.casefile import other_problems
+
+    events = [
+        {"event": "user", "text": "the lamp came smashed and i was charged twice",
+         "parse_data": {"intent": {"name": "product_issue", "confidence": 0.8},
+                        "problems": [{"intent": "product_issue", "text": "the lamp came smashed", "confidence": 0.8},
+                                     {"intent": "billing", "text": "i was charged twice", "confidence": 0.7}]}},
+        {"event": "user", "text": "no problems key here", "parse_data": {"intent": {"name": "affirm"}}},
+    ]
+
+    assert other_problems(events, "product_issue", {"billing": "a payment"}) == ["a payment (“i was charged twice”)"]
+    assert other_problems(events, "billing", {}) == ["product issue (“the lamp came smashed”)"]
+    assert other_problems(events[1:], "billing", {}) == []
