@@ -60,7 +60,8 @@ def load_labelled(labels: Path = LABELS, twcs_dir: Optional[Path] = None) -> Lis
         KeyError: a labelled tweet id is not in the corpus.
     """
     folder = Path(twcs_dir or os.environ.get(TWCS_DIR_ENV) or DEFAULT_TWCS_DIR)
-    rows = list(csv.DictReader(labels.open(encoding="utf-8")))
+    with labels.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     texts: Dict[tuple, str] = {}
     for name in sorted({row["file"] for row in rows}):
         path = folder / name
@@ -129,8 +130,21 @@ def score(items: List[Dict[str, Any]], parses: List[Dict[str, Any]]) -> Dict[str
         sarcastic = [i for i, item in enumerate(items) if item["sarcasm"]]
         if sarcastic:
             result["sarcasm_read_as_complaint"] = round(sum(said[i] for i in sarcastic) / len(sarcastic), 3)
+    result["intent_accuracy_95ci"] = _bootstrap([right(i) for i in range(len(items))])
     result["curve"] = _curve(items, parses)
     return result
+
+
+def _bootstrap(hits: Sequence[bool], rounds: int = 2000, seed: int = 11) -> List[float]:
+    """Return a 95 % bootstrap interval of the share of ``hits`` (resampling the messages)."""
+    import random
+
+    if not hits:
+        return [0.0, 0.0]
+    rng = random.Random(seed)
+    n = len(hits)
+    shares = sorted(sum(hits[rng.randrange(n)] for _ in range(n)) / n for _ in range(rounds))
+    return [round(shares[int(0.025 * rounds)], 3), round(shares[int(0.975 * rounds) - 1], 3)]
 
 
 def _curve(items: List[Dict[str, Any]], parses: List[Dict[str, Any]]) -> List[Dict[str, float]]:
@@ -219,13 +233,16 @@ def render(results: Dict[str, Any]) -> str:
         f"Labelled real messages: {results['n']} ({', '.join(f'{k}: {v}' for k, v in results['parts'].items())}); "
         f"run {results['when']} on {results['machine']}.",
         "",
-        "| model | part | intent accuracy | in-scope accuracy | off-topic rejected | in-scope rejected | complaint macro-F1 |",
+        "| model | part | intent accuracy (95 % interval) | in-scope accuracy | off-topic rejected | in-scope rejected | "
+        "complaint macro-F1 |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, data in models.items():
         for part, figures in [("all", data["all"])] + list(data["parts"].items()):
             lines.append(
-                f"| {name} | {part} | {figures['intent_accuracy']:.3f} | {figures['in_scope_accuracy']:.3f} | "
+                f"| {name} | {part} | {figures['intent_accuracy']:.3f} "
+                f"({figures['intent_accuracy_95ci'][0]:.2f}–{figures['intent_accuracy_95ci'][1]:.2f}) | "
+                f"{figures['in_scope_accuracy']:.3f} | "
                 f"{figures['out_of_scope_rejected']:.3f} | {figures['in_scope_rejected']:.3f} | "
                 f"{figures.get('complaint_macro_f1', float('nan')):.3f} |"
             )
