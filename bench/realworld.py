@@ -298,7 +298,8 @@ def run(out_dir: Path, which: Sequence[str], keep: bool = False) -> Dict[str, An
             print(f"[realworld] evaluating {name}", flush=True)
             metrics_file = work / f"{name}.json"
             subprocess.run([sys.executable, "-m", "bench.realworld", "--evaluate", trained["model"],
-                            "--metrics", str(metrics_file)], check=True, env=rasa_env(), cwd=ROOT)
+                            "--metrics", str(metrics_file)], check=True, env=rasa_env(LOG_LEVEL="WARNING"),
+                           cwd=ROOT)
             results["models"][name] = {**json.loads(metrics_file.read_text()), "train_s": trained["train_s"]}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "realworld.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -83,3 +83,28 @@ def test_a_missing_model_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
 )
 def test_text_for_the_classifier(text: str | None, expected: str) -> None:
     assert for_classifier(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("great, another week without my package. love it. thanks a lot",
+         ["great, another week without my package", "love it", "thanks a lot"]),
+        ("the lamp arrived smashed and on top of that i was charged twice",
+         ["the lamp arrived smashed", "on top of that i was charged twice"]),
+        ("salt and pepper", ["salt and pepper"]),
+        ("ok. my parcel never came", ["ok my parcel never came"]),
+        ("it broke, but the refund was quick", ["it broke", "the refund was quick"]),
+        ("", []),
+    ],
+)
+def test_clauses(text: str, expected: list[str]) -> None:
+    from bot.nlu.text import clauses
+
+    assert clauses(text) == expected
+
+
+def test_words_are_what_the_classifier_reads() -> None:
+    from bot.nlu.text import words
+
+    assert words("@acme Can't log in!! https://x.co/1 2FA") == ["can't", "log", "in", "fa"]

@@ -35,7 +35,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 from scipy.sparse import csr_matrix, hstack
 
 from bot.nlu.featurizer import sentence_embedding
-from bot.nlu.text import clauses, for_classifier
+from bot.nlu.text import clauses, for_classifier, words
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         case_intents: The case types; a message whose clauses name two or more of them
             gets ``problems`` in its parse result (one entry per clause).
         problem_confidence: How sure the model must be of a clause's case type (default 0.5).
+        min_known_words: A message of two or more words of which fewer than this share
+            occur in the training examples is unclear (``nlu_fallback``) whatever the model
+            says: "blorp the frobnicator" is not a product question (default 0.34).
         max_iter: Solver iterations (default 3000).
     """
 
@@ -130,6 +133,7 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             "ranking_length": 10,
             "case_intents": list(CASE_INTENTS),
             "problem_confidence": 0.5,
+            "min_known_words": 0.34,
             "max_iter": 3000,
         }
 
@@ -233,7 +237,12 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         """Set ``intent`` and ``intent_ranking`` on each message that has text."""
         if self.model is None:
             return messages
-        with_text = [m for m in messages if m.get(TEXT)]
+        with_text = [m for m in messages if for_classifier(m.get(TEXT))]
+        for message in messages:
+            if message not in with_text and message.get(TEXT) is not None:
+                # Nothing to read (empty, spaces, only a mention or a link): unclear, not a guess.
+                message.set(INTENT, {"name": FALLBACK_INTENT, "confidence": 0.0}, add_to_output=True)
+                message.set(INTENT_RANKING_KEY, [], add_to_output=True)
         if not with_text:
             return messages
         classes = self.classes
@@ -242,7 +251,7 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
                              key=lambda entry: -entry["confidence"])
             ranking = ranking[: int(self.config["ranking_length"])]
             top = ranking[0]
-            if top["confidence"] < self.threshold:
+            if top["confidence"] < self.threshold or not self._known_enough(message.get(TEXT)):
                 # Kept at the threshold, as Rasa's FallbackClassifier does, with the ranking intact.
                 top = {"name": FALLBACK_INTENT, "confidence": self.threshold}
                 ranking = [top] + ranking
@@ -252,6 +261,14 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             if problems:
                 message.set(PROBLEMS_KEY, problems, add_to_output=True)
         return messages
+
+    def _known_enough(self, text: str) -> bool:
+        """Return whether enough of the message's words occur in the training examples."""
+        said = words(text)
+        if len(said) < 2 or self.features is None:
+            return True
+        vocabulary = self.features.words.vocabulary_
+        return sum(word in vocabulary for word in said) / len(said) >= float(self.config["min_known_words"])
 
     def _problems(self, text: str) -> List[Dict[str, Any]]:
         """Return one entry per clause naming a case type, when the clauses name two or more.

@@ -27,23 +27,33 @@ def for_classifier(text: str | None) -> str:
     return _SPACES.sub(" ", cleaned).strip()
 
 
-_CLAUSE_BREAKS = re.compile(r"(?:[.!?;]+|,\s*(?:but|and|also)\b|\s+(?:but|also|plus|and also|as well as)\s+|\s+and\s+(?=i\b|my\b|the\b|you\b|your\b|it\b))",
-                            re.IGNORECASE)
+_CLAUSE_BREAKS = re.compile(r"([.!?;]+|,\s*(?:but|and|also)\b|\s+(?:but|also|plus|and|as well as)\s+)", re.IGNORECASE)
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
 def clauses(text: str | None, min_words: int = 2) -> list[str]:
-    """Split a message into its clauses ("..., but ...", "... and I ...", sentences).
+    """Split a message into its clauses ("..., but ...", "... and ...", sentences).
 
-    Clauses shorter than ``min_words`` words are joined to the one before, so that
-    "love it." stays a clause but "ok." does not stand alone.
+    Clauses shorter than ``min_words`` words are joined back to the one before, with
+    what separated them, so that "love it." stays a clause but "salt and pepper" stays whole.
     """
-    parts = [part.strip(" ,") for part in _CLAUSE_BREAKS.split(for_classifier(text))]
+    pieces = _CLAUSE_BREAKS.split(for_classifier(text))
     out: list[str] = []
-    for part in parts:
+    separator = ""
+    for index, piece in enumerate(pieces):
+        if index % 2:
+            separator = piece
+            continue
+        part = piece.strip(" ,")
         if not part:
             continue
-        if out and len(part.split()) < min_words:
-            out[-1] = f"{out[-1]} {part}"
+        if out and (len(part.split()) < min_words or len(out[-1].split()) < min_words):
+            out[-1] = f"{out[-1]}{separator}{part}" if separator.strip(" ,.!?;") else f"{out[-1]} {part}"
         else:
             out.append(part)
     return out
+
+
+def words(text: str | None) -> list[str]:
+    """Return the lower-case words of ``text`` as the classifier reads it (letters only)."""
+    return _WORD.findall(for_classifier(text).lower())
