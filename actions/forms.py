@@ -3,25 +3,62 @@
 One validator per answer slot, shared by every form that asks it. An answer that
 cannot be used is asked again with a hint; after ``MAX_INVALID_ATTEMPTS`` tries the
 answer is taken as given and marked unverified, so no customer is ever stuck in a loop.
+
+Questions the customer has already answered are not asked: when the form starts, and
+with every later message, what the message plainly says fills the questions not yet
+asked (``bot.prefill``), and those answers are validated like typed ones.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Callable, Dict, List, Optional, Text
+from typing import Any, Callable, Dict, List, Mapping, Optional, Text
 
 from rasa_sdk import Tracker
+from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import FormValidationAction
 
-from actions.base import DomainDict
-from bot import validation
-from bot.constants import CASE_TYPES, SLOT_INVALID_ATTEMPTS, form_name
+from actions.base import DomainDict, latest_intent
+from bot import conversation, prefill, validation
+from bot.constants import (
+    CASE_TYPES,
+    INTENT_NLU_FALLBACK,
+    INTENT_REQUEST_HUMAN,
+    SLOT_INVALID_ATTEMPTS,
+    SLOT_REQUESTED,
+    form_name,
+)
 
 MAX_INVALID_ATTEMPTS = 2
 UNVERIFIED = "(unverified) "
 
 SlotValue = Dict[Text, Any]
+INTENT_PAYLOAD_PREFIX = "/"
+
+
+def _is_payload(text: Optional[str]) -> bool:
+    return bool(text) and str(text).startswith(INTENT_PAYLOAD_PREFIX)
+
+
+def message_to_read(tracker: Tracker) -> Optional[Mapping[str, Any]]:
+    """Return the parsed message whose answers may fill the open questions, if any.
+
+    Normally the latest message. A case chosen with a "did you mean" button
+    ("/order_status") starts from the message that was unclear, which still says what
+    the customer wrote about.
+    """
+    latest = tracker.latest_message or {}
+    if not _is_payload(latest.get("text")):
+        return latest
+    if tracker.get_slot(SLOT_REQUESTED):
+        return None
+    users = conversation.user_events(conversation.current_session(tracker.events))
+    if len(users) < 2:
+        return None
+    before = users[-2].get("parse_data") or {}
+    unclear = (before.get("intent") or {}).get("name") == INTENT_NLU_FALLBACK
+    return before if unclear and not _is_payload(before.get("text")) else None
 
 
 class CaseFormValidation(FormValidationAction):
@@ -71,6 +108,36 @@ class CaseFormValidation(FormValidationAction):
     ) -> SlotValue:
         """Accept an email address, or "skip"."""
         return self._checked("account_email", slot_value, tracker, dispatcher, validation.email, "utter_invalid_email")
+
+    async def get_extraction_events(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Fill the questions not asked yet from what the customer's message already says.
+
+        The question just asked is left to its own answer (the slot mapping takes the
+        whole reply); every other open question of this form is filled when the message
+        answers it plainly. rasa_sdk then validates these answers like typed ones.
+
+        A request for a person that does not answer the question is not read at all:
+        anything filled would keep the form going, and it must give way to the hand-off.
+        """
+        events = await super().get_extraction_events(dispatcher, tracker, domain)
+        requested = tracker.get_slot(SLOT_REQUESTED)
+        if latest_intent(tracker) == INTENT_REQUEST_HUMAN and requested not in tracker.slots_to_validate():
+            return events
+        message = message_to_read(tracker)
+        if message is None:
+            return events
+        open_slots = [
+            slot for slot in self.domain_slots(domain) if slot != requested and tracker.get_slot(slot) is None
+        ]
+        found = prefill.prefill(message.get("text"), message.get("entities") or [], open_slots)
+        if requested:
+            # The whole reply already answers the question asked; the same words as the
+            # answer to another question would only say it twice in the summary.
+            reply = " ".join(str(message.get("text") or "").split())
+            found = {slot: value for slot, value in found.items() if value != reply}
+        return events + [SlotSet(slot, value) for slot, value in found.items()]
 
     def _free_text(self, slot: str, slot_value: Any, dispatcher: CollectingDispatcher) -> SlotValue:
         cleaned = validation.free_text(slot_value if isinstance(slot_value, str) else None)

@@ -260,6 +260,157 @@ def test_the_validation_action_runs_through_rasa_sdk(domain: Dict) -> None:
     assert sent(dispatcher) == ["utter_invalid_order_number"]
 
 
+# --- answers the customer already gave -------------------------------------------------
+
+
+def _found(kind: str, text: str, value: str) -> Dict[str, Any]:
+    """Return an entity as RegexEntityExtractor reports it."""
+    start = text.index(value)
+    end = start + len(value)
+    return {"entity": kind, "value": value, "start": start, "end": end, "extractor": "RegexEntityExtractor"}
+
+
+def _form_tracker(events: List[Dict[str, Any]], slots: Dict[str, Any], form: str) -> Tracker:
+    """Return the tracker Rasa sends to a form's validation action."""
+    latest = next(event for event in reversed(events) if event["event"] == "user")
+    return Tracker("cust-1", slots, latest["parse_data"], events, False, None, {"name": form}, "action_listen")
+
+
+def _slot(name: str, value: Any) -> Dict[str, Any]:
+    return {"event": "slot", "name": name, "value": value, "timestamp": T0}
+
+
+def test_the_first_message_answers_every_question_it_already_answers(domain: Dict) -> None:
+    """At activation nothing is asked yet: what the message says fills the form, validated."""
+    text = "i want to return the jacket i bought, it's the wrong size. order AC-2291734"
+    entities = [_found("order_number", text, "AC-2291734"), _found("product", text, "jacket")]
+    events = [
+        user(text, "refund_return", entities=entities),
+        action("action_acknowledge"),
+        {"event": "active_loop", "name": "refund_return_form", "timestamp": T0},
+        _slot("requested_slot", None),
+        action("refund_return_form"),
+    ]
+    dispatcher = CollectingDispatcher()
+    validation_tracker = _form_tracker(events, {}, "refund_return_form")
+    result = asyncio.run(_validator("refund_return_form").run(dispatcher, validation_tracker, domain))
+
+    assert result == [
+        SlotSet("order_number", "AC-2291734"),
+        SlotSet("return_request", "Return it for a refund"),
+        SlotSet("return_reason", "jacket — wrong size"),
+        SlotSet("invalid_attempts", 0),
+    ]
+    assert sent(dispatcher) == []
+
+
+def test_a_later_answer_also_fills_the_questions_not_asked_yet(domain: Dict) -> None:
+    text = "AC-2291734, the jeans are too small so i'd like to swap them for a bigger size"
+    entities = [_found("order_number", text, "AC-2291734"), _found("product", text, "jeans")]
+    events = [
+        user("I need help with a return", "refund_return"),
+        action("refund_return_form"),
+        _slot("requested_slot", "order_number"),
+        action("action_listen"),
+        user(text, "nlu_fallback", at=T0 + 3, entities=entities),
+        _slot("order_number", text),
+        action("refund_return_form"),
+        _slot("order_number", text),
+    ]
+    slots = {"order_number": text, "requested_slot": "order_number", "invalid_attempts": 0}
+    validation_tracker = _form_tracker(events, slots, "refund_return_form")
+    result = asyncio.run(_validator("refund_return_form").run(CollectingDispatcher(), validation_tracker, domain))
+
+    assert result == [
+        SlotSet("order_number", "AC-2291734"),
+        SlotSet("return_request", "Exchange it"),
+        SlotSet("return_reason", "the jeans are too small"),
+        SlotSet("invalid_attempts", 0),
+    ]
+
+
+def test_asking_for_a_person_is_never_read_as_an_answer(domain: Dict) -> None:
+    """The form must give way to the hand-off rule, so nothing may be filled from it."""
+    events = [
+        user("there's a problem with a payment", "billing"),
+        action("billing_form"),
+        _slot("requested_slot", "billing_problem"),
+        action("action_listen"),
+        user("i was charged twice, just get me a human", "request_human", at=T0 + 3),
+        action("billing_form"),
+    ]
+    slots = {"requested_slot": "billing_problem"}
+    result = asyncio.run(
+        _validator("billing_form").run(CollectingDispatcher(), _form_tracker(events, slots, "billing_form"), domain)
+    )
+
+    assert result == []
+
+
+def test_an_answer_the_classifier_reads_as_a_request_for_a_person_still_answers(domain: Dict) -> None:
+    """The order number was asked and given: the form goes on, so the rest of the reply counts too."""
+    text = "AC-2291734 and it's too small"
+    events = [
+        user("i want to return my coat", "refund_return"),
+        action("refund_return_form"),
+        _slot("requested_slot", "order_number"),
+        action("action_listen"),
+        user(text, "request_human", at=T0 + 3, entities=[_found("order_number", text, "AC-2291734")]),
+        _slot("order_number", "AC-2291734"),
+        action("refund_return_form"),
+        _slot("order_number", "AC-2291734"),
+    ]
+    slots = {
+        "order_number": "AC-2291734", "return_request": "Return it for a refund", "requested_slot": "order_number",
+    }  # fmt: skip
+    validation_tracker = _form_tracker(events, slots, "refund_return_form")
+    result = asyncio.run(_validator("refund_return_form").run(CollectingDispatcher(), validation_tracker, domain))
+
+    assert result == [
+        SlotSet("order_number", "AC-2291734"),
+        SlotSet("return_reason", "too small"),
+        SlotSet("invalid_attempts", 0),
+    ]
+
+
+def test_a_reply_is_not_copied_into_a_second_question(domain: Dict) -> None:
+    text = "the blue sofa, is it available in green?"
+    events = [
+        user("got a question", "product_question"),
+        action("product_question_form"),
+        _slot("requested_slot", "product_name"),
+        action("action_listen"),
+        user(text, "product_question", at=T0 + 3, entities=[_found("product", text, "sofa")]),
+        _slot("product_name", text),
+        action("product_question_form"),
+        _slot("product_name", text),
+    ]
+    slots = {"product_name": text, "requested_slot": "product_name"}
+    validation_tracker = _form_tracker(events, slots, "product_question_form")
+    result = asyncio.run(_validator("product_question_form").run(CollectingDispatcher(), validation_tracker, domain))
+
+    assert result == [SlotSet("product_name", text)]
+
+
+def test_a_case_picked_from_did_you_mean_reads_the_unclear_message(domain: Dict) -> None:
+    unclear = "the blender stopped working"
+    events = [
+        user(unclear, "nlu_fallback", 0.3, entities=[_found("product", unclear, "blender")]),
+        action("action_acknowledge"),
+        action("action_did_you_mean"),
+        action("action_listen"),
+        user("/product_issue", "product_issue", 1.0, at=T0 + 3),
+        action("action_acknowledge"),
+        {"event": "active_loop", "name": "product_issue_form", "timestamp": T0 + 3},
+        _slot("requested_slot", None),
+        action("product_issue_form"),
+    ]
+    validation_tracker = _form_tracker(events, {}, "product_issue_form")
+    result = asyncio.run(_validator("product_issue_form").run(CollectingDispatcher(), validation_tracker, domain))
+
+    assert result == [SlotSet("product_name", "blender"), SlotSet("issue_description", "stopped working")]
+
+
 # --- did you mean ----------------------------------------------------------------------
 
 

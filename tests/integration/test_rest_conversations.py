@@ -9,29 +9,40 @@ from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 import pytest
+import yaml
 
-from tests.integration.conftest import Assistant, http, texts
+from tests.integration.conftest import ROOT, Assistant, http, texts
 
 pytestmark = pytest.mark.integration
 
+# Each conversation: what the customer sends, the case it must end in, and which
+# questions the assistant asks on the way (by answer slot), in order. What the first
+# message already says is never asked (bot/prefill.py).
 CONVERSATIONS: Dict[str, Dict[str, Any]] = {
     "order-1": {
         "metadata": {"customer_name": "Maria Keller"},
-        "messages": ["where is my parcel?? ordered 2 weeks ago and still nothing", "AC-2291734", "It's late", "/affirm"],
+        # "still nothing" two weeks on: the delivery is late, so only the order number is asked.
+        "messages": ["where is my parcel?? ordered 2 weeks ago and still nothing", "AC-2291734", "/affirm"],
         "case_type": "order_status",
         "answers": {"order_number": "AC-2291734", "delivery_problem": "It's late"},
+        "asks": ["order_number"],
     },
     "change-1": {
         "metadata": {"first_name": "Tom"},
-        "messages": ["i need to change the delivery address on my order 48213907", "new address is 12 Baker St NW1", "/affirm"],
+        "messages": [
+            "i need to change the delivery address on my order 48213907", "new address is 12 Baker St NW1", "/affirm"
+        ],  # fmt: skip
         "case_type": "change_order",
         "answers": {"order_number": "48213907", "requested_change": "new address is 12 Baker St NW1"},
+        "asks": ["requested_change"],
     },
     "billing-1": {
         "metadata": None,
-        "messages": ["i was charged twice for my order", "I was charged twice", "talk to a human please", "/affirm"],
+        # "charged twice" answers what went wrong; the customer asks for a person at the next question.
+        "messages": ["i was charged twice for my order", "talk to a human please", "/affirm"],
         "case_type": "billing",
         "answers": {"billing_problem": "I was charged twice"},
+        "asks": ["charge_details"],
     },
     "complaint-1": {
         "metadata": {"customer_name": "Sam"},
@@ -46,18 +57,96 @@ CONVERSATIONS: Dict[str, Dict[str, Any]] = {
             "complaint_detail": "I emailed four times about a broken table and never heard back",
             "desired_outcome": "a refund and an apology",
         },
+        "asks": ["complaint_detail", "desired_outcome"],
     },
     "unclear-1": {
         "metadata": None,
         "messages": ["blorp the frobnicator", "/refund_return", "#48213", "Exchange it", "wrong size", "/affirm"],
         "case_type": "refund_return",
         "answers": {"order_number": "48213", "return_request": "Exchange it", "return_reason": "wrong size"},
+        "asks": ["order_number", "return_request", "return_reason"],
     },
     "question-1": {
         "metadata": None,
-        "messages": ["do you have the trail runner in size 44?", "Trail runner 2", "is it waterproof?", "/affirm"],
+        "messages": ["do you have the trail runner in size 44?", "/affirm"],
         "case_type": "product_question",
-        "answers": {"product_name": "Trail runner 2", "question_detail": "is it waterproof?"},
+        "answers": {"product_name": "trail runner", "question_detail": "do you have the trail runner in size 44?"},
+        "asks": [],
+    },
+    # --- the first message already answers (issue 10, "never ask what the customer already said")
+    "return-said": {
+        "metadata": None,
+        "messages": ["i want to return the jacket i bought, it's the wrong size. order AC-2291734", "/affirm"],
+        "case_type": "refund_return",
+        "answers": {
+            "order_number": "AC-2291734",
+            "return_request": "Return it for a refund",
+            "return_reason": "jacket — wrong size",
+        },
+        "asks": [],
+    },
+    "charge-said": {
+        "metadata": None,
+        "messages": ["i was charged twice, £49.99 on 3 March", "ann@example.com", "/affirm"],
+        "case_type": "billing",
+        "answers": {
+            "billing_problem": "I was charged twice",
+            "charge_details": "£49.99 on 3 March",
+            "account_email": "ann@example.com",
+        },
+        "asks": ["account_email"],
+    },
+    "login-said": {
+        "metadata": None,
+        "messages": ["can't log in to my account, my email is ann@example.com", "/affirm"],
+        "case_type": "account_access",
+        "answers": {"account_email": "ann@example.com", "access_problem": "I can't log in"},
+        "asks": [],
+    },
+    "kettle-said": {
+        "metadata": None,
+        "messages": ["my kettle stopped working", "7781234", "/affirm"],
+        "case_type": "product_issue",
+        "answers": {"product_name": "kettle", "issue_description": "stopped working", "order_number": "7781234"},
+        "asks": ["order_number"],
+    },
+    "mattress-said": {
+        "metadata": None,
+        "messages": ["wats the cost for mattress", "/affirm"],
+        "case_type": "product_question",
+        "answers": {"product_name": "mattress", "question_detail": "wats the cost for mattress"},
+        "asks": [],
+    },
+    "delivered-said": {
+        "metadata": None,
+        "messages": ["parcel says delivered but it isn't here, order 48213907", "/affirm"],
+        "case_type": "order_status",
+        "answers": {"order_number": "48213907", "delivery_problem": "Says delivered, but it isn't here"},
+        "asks": [],
+    },
+    # A later answer fills the questions not asked yet too.
+    "later-said": {
+        "metadata": None,
+        "messages": [
+            "I need help with a return",
+            "AC-2291734, the jeans are too small so i'd like to swap them for a bigger size",
+            "/affirm",
+        ],
+        "case_type": "refund_return",
+        "answers": {
+            "order_number": "AC-2291734",
+            "return_request": "Exchange it",
+            "return_reason": "the jeans are too small",
+        },
+        "asks": ["order_number"],
+    },
+    # A social handle is not an order number: it is asked for.
+    "handle-said": {
+        "metadata": None,
+        "messages": ["@115858 my parcel still hasn't arrived", "48213907", "/affirm"],
+        "case_type": "order_status",
+        "answers": {"order_number": "48213907", "delivery_problem": "It's late"},
+        "asks": ["order_number"],
     },
 }
 
@@ -113,6 +202,52 @@ def test_every_conversation_ends_in_one_prepared_case(assistant: Assistant, fini
     bot_lines = [line["text"] for line in case["transcript"] if line["who"] == "bot"]
     assert bot_lines[0].startswith("Hi ")
     assert any(line.startswith("Here is what I will pass on: ") for line in bot_lines)
+
+
+def _questions() -> Dict[str, str]:
+    """Return question text -> the answer slot it asks for (domain/responses.yml)."""
+    responses = yaml.safe_load((ROOT / "domain" / "responses.yml").read_text())["responses"]
+    return {
+        variation["text"]: name[len("utter_ask_") :]
+        for name, variations in responses.items()
+        if name.startswith("utter_ask_")
+        for variation in variations
+    }
+
+
+@pytest.mark.parametrize("sender", sorted(CONVERSATIONS))
+def test_only_what_the_customer_has_not_said_is_asked(finished: Dict, sender: str) -> None:
+    questions = _questions()
+    asked = [questions[text] for turn in finished[sender] for text in texts(turn) if text in questions]
+    assert asked == CONVERSATIONS[sender]["asks"]
+
+
+@pytest.mark.parametrize("sender", ["return-said", "login-said", "mattress-said", "delivered-said", "question-1"])
+def test_a_message_that_answers_everything_goes_straight_to_the_summary(
+    assistant: Assistant, finished: Dict, sender: str
+) -> None:
+    first_reply = texts(finished[sender][0])
+    case = _case_of(assistant, sender)
+    events = assistant.tracker(sender)["events"]
+    first_user = next(index for index, event in enumerate(events) if event["event"] == "user")
+    actions = [
+        event["name"] for event in events[first_user:]
+        if event["event"] == "action" and event["name"] != "action_extract_slots"
+    ]  # fmt: skip
+
+    assert first_reply[-1] == f"Here is what I will pass on: {case['summary']} Is that right?"
+    assert not set(first_reply) & set(_questions()), "nothing may be asked before the summary"
+    assert actions[: actions.index("action_listen")] == [
+        "action_acknowledge", f"{case['case_type']}_form", "action_summarize_case"
+    ]  # fmt: skip
+
+
+def test_the_summary_shows_what_the_first_message_said_like_an_answer(assistant: Assistant, finished: Dict) -> None:
+    summary = _case_of(assistant, "return-said")["summary"]
+    assert summary.startswith(
+        "A return, exchange or refund. Order number: AC-2291734; return request: Return it for a refund;"
+        " return reason: jacket — wrong size. In your words: "
+    )
 
 
 def test_the_summary_the_customer_confirmed_is_the_one_stored(assistant: Assistant, finished: Dict) -> None:
