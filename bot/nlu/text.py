@@ -27,7 +27,11 @@ def for_classifier(text: str | None) -> str:
     return _SPACES.sub(" ", cleaned).strip()
 
 
-_CLAUSE_BREAKS = re.compile(r"([.!?;]+|,\s*(?:but|and|also)\b|\s+(?:but|also|plus|and|as well as)\s+)", re.IGNORECASE)
+# Sentence ends, commas, "but / also / plus / and", and emoji (often a clause of their own).
+_CLAUSE_BREAKS = re.compile(
+    r"([.!?;,]+\s*(?:but|and|also)?\b|\s+(?:but|also|plus|and|as well as)\s+|\s*[\U0001F300-\U0001FAFF\u2600-\u27BF]+\s*)",
+    re.IGNORECASE,
+)
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 

@@ -281,7 +281,8 @@ def test_the_parse_result_carries_the_complaint_signal(assistant: Assistant) -> 
     angry = parse("this is the WORST service ever, 3 weeks and nobody answers!!!")["complaint"]
     calm = parse("do you have the blue one in medium?")["complaint"]
     assert angry["is_complaint"] is True and angry["score"] >= 0.8
-    assert calm == {"is_complaint": False, "score": 0.0, "hostility": 0.0}
+    assert calm["is_complaint"] is False and calm["score"] < 0.3
+    assert calm["hostility"] == 0.0 and calm["sarcasm"] is False
 
 
 LONG = " ".join(["my order AC-2291734 never arrived and I am still waiting."] * 180)[:10_000]

@@ -45,7 +45,8 @@ def test_sarcastic_praise_gets_an_apology_and_the_complaint_path(assistant: Assi
     said = _joined(assistant.say(sender, message))
 
     assert "sorry" in said
-    assert "kind of you" not in said and "thank you" not in said and "make their day" not in said
+    # Neither the answer to a compliment nor the one to thanks (domain/responses.yml).
+    assert "kind of you" not in said and "make their day" not in said and "very welcome" not in said
     assert _slots(assistant, sender)["case_type"] == "complaint"
 
 
@@ -124,5 +125,7 @@ def test_two_problems_both_reach_the_case(assistant: Assistant) -> None:
         assistant.say(sender, "/affirm")
 
     [case] = [case for case in assistant.cases() if case["sender_id"] == sender]
-    assert case["case_type"] == "product_issue"
-    assert "Also:" in case["summary"] and "charged twice" in case["summary"]
+    # One case, whichever problem it is filed under, with the other one in its summary.
+    other = {"product_issue": "charged twice", "billing": "arrived smashed"}
+    assert case["case_type"] in other
+    assert "Also:" in case["summary"] and other[case["case_type"]] in case["summary"].split("Also:")[1]
