@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import shutil
 import signal
@@ -47,6 +46,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from sqlalchemy import create_engine, text
 
 from bench import stack_report
+from bench.outcome import finish, record_failure
 from bench.procs import ROOT, VENV_BIN, Server, cpu_seconds, pss_mb, rasa_cmd, rasa_env, rss_mb
 from bench.run import _log_problems, loadavg, machine_facts, rasa_server_cmd, write_endpoints
 from bench.stack_load import SCRIPTS, TelegramCustomers, TimedBotAPI
@@ -424,24 +424,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # the report says what failed; the temp dir is kept for its logs
         code = 1
         args.keep = True
-        results["error"] = f"{type(exc).__name__}: {exc}"
-        log(f"FAILED: {results['error']}")
+        record_failure(results, exc, log)
     finally:
         api.stop()
         results["machine"]["loadavg_end"] = loadavg()
         results["wall_s"] = round(time.perf_counter() - started, 1)
         results["summary"] = stack_report.summarize(results)
-        args.results.mkdir(parents=True, exist_ok=True)
         name = "stack-quick" if args.quick else "stack-latest"
-        (args.results / f"{name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-        markdown = stack_report.render(results)
-        (args.results / f"{name}.md").write_text(markdown + "\n")
-        print(markdown)
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-        log(f"done in {results['wall_s']:.0f} s; wrote {args.results / (name + '.md')} and .json")
+        finish(results, args.results, name, stack_report.render, work, args.keep, log)
     return code
 
 
