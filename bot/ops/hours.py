@@ -10,7 +10,7 @@ import re
 from datetime import date, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from yaml.nodes import Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, ScalarNode
 
 from bot.eta.calendar import END_OF_DAY, BusinessCalendar
 from bot.ops.nodes import Entries, NodeReader
@@ -77,14 +77,8 @@ def _weekly(nodes: NodeReader, key_node: Node, node: Node) -> dict[int, _Ranges]
 
 def _day(nodes: NodeReader, day: str, key_node: Node, node: Node) -> _Ranges:
     where = f"hours.weekly.{day}"
-    if not isinstance(node, SequenceNode):
-        raise nodes.error(
-            nodes.line_node(key_node, node),
-            f"{where} must be a list of time ranges like [\"09:00-17:00\"], or []",
-            nodes.value(node),
-        )
     ranges: list[tuple[timedelta, timedelta, Node]] = []
-    for item in node.value:
+    for item in nodes.items(key_node, node, where, 'time ranges like ["09:00-17:00"], or []'):
         start, end = _time_range(nodes, item, where)
         ranges.append((start, end, item))
     ranges.sort(key=lambda entry: entry[0])
@@ -131,15 +125,9 @@ def _time_range(nodes: NodeReader, node: Node, where: str) -> tuple[timedelta, t
 
 def _holidays(nodes: NodeReader, key_node: Node, node: Node) -> dict[date, str]:
     where = "hours.holidays"
-    if not isinstance(node, SequenceNode):
-        raise nodes.error(
-            nodes.line_node(key_node, node),
-            f"{where} must be a list of {{date: YYYY-MM-DD, name: ...}} entries",
-            nodes.value(node),
-        )
     holidays: dict[date, str] = {}
     lines: dict[date, int] = {}
-    for item in node.value:
+    for item in nodes.items(key_node, node, where, "{date: YYYY-MM-DD, name: ...} entries"):
         entries = nodes.section(item, where, item, _HOLIDAY_KEYS, _HOLIDAY_KEYS)
         date_key, date_node = entries["date"]
         day = _date(nodes, date_key, date_node, where)

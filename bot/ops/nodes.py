@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bot.ops.errors import NO_VALUE, OpsConfigError
 
@@ -155,6 +155,14 @@ class NodeReader:
             if key not in entries:
                 raise self.error(where_node, f"{where} is missing the required {item} '{key}'")
         return entries
+
+    def items(self, key_node: Node, node: Node, where: str, what: str) -> list[Node]:
+        """Return a list's item nodes; ``what`` says what the list holds, in the error."""
+        if not isinstance(node, SequenceNode):
+            raise self.error(
+                self.line_node(key_node, node), f"{where} must be a list of {what}", self.value(node)
+            )
+        return list(node.value)
 
     @staticmethod
     def line_node(key_node: Node, value_node: Node) -> Node:

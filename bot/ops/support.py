@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node
 
 from bot.constants import CASE_TYPE_GENERAL, CASE_TYPES, PRIORITIES
 from bot.eta.estimate import ServiceTargets
@@ -249,14 +249,8 @@ class _SupportReader(NodeReader):
         self, key_node: Node, node: Node, where: str, elsewhere: Mapping[str, int]
     ) -> dict[str, int]:
         """Read a list of case types; returns case type -> line, for duplicate reports."""
-        if not isinstance(node, SequenceNode):
-            raise self.error(
-                self.line_node(key_node, node),
-                f"{where} must be a list of case types, or []",
-                self.value(node),
-            )
         seen: dict[str, int] = {}
-        for item in node.value:
+        for item in self.items(key_node, node, where, "case types, or []"):
             case_type = self._case_type(item, where)
             if case_type in seen:
                 raise self.error(item, f"{where}: listed twice", case_type)

@@ -1,18 +1,42 @@
-"""How a benchmark run ends, the same for ``bench.run`` and ``bench.stack``.
+"""How a benchmark run starts and ends, the same for ``bench.run`` and ``bench.stack``.
 
-A failed run records its error in the results (and keeps its temporary directory for the
-logs); every run writes ``<name>.json`` and ``<name>.md`` to the results directory, prints
-the Markdown, and removes its temporary directory unless asked to keep it.
+A run works in a temporary directory and gathers its figures in one results mapping that
+starts with the same header (``begin``). A failed run records its error (``record_failure``)
+and keeps the directory for its logs; every run then writes ``<name>.json`` and ``<name>.md``
+to the results directory, prints the Markdown, and removes the directory unless asked to
+keep it (``finish``).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict
 
 Results = Dict[str, Any]
+
+
+def begin(
+    work: Path, quick: bool, settings: Dict[str, Any], machine: Dict[str, Any], log: Callable[[str], None]
+) -> Results:
+    """Say where the run works and return the header every results mapping starts with.
+
+    Args:
+        work: The run's temporary directory.
+        quick: Whether this is a smoke run (its figures mean nothing).
+        settings: The run's durations, rates and sizes.
+        machine: What the figures depend on (``bench.run.machine_facts``).
+        log: Prints a progress line.
+    """
+    log(f"working in {work}{' (quick smoke run)' if quick else ''}")
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": quick,
+        "machine": machine,
+        "settings": settings,
+    }
 
 
 def record_failure(results: Results, error: BaseException, log: Callable[[str], None]) -> None:
