@@ -246,13 +246,6 @@ def _measured_week(
     """Return a scenario from ``EPOCH`` that measures the week after the warm-up."""
     start, end = measured_window()
     return Scenario(
-        name=name,
-        epoch=EPOCH,
-        calendar=calendar,
-        targets=targets,
-        arrivals=customers,
-        shifts=agents,
-        measure_from=start,
-        measure_until=end,
-        window_days=window_days,
+        name=name, epoch=EPOCH, calendar=calendar, targets=targets, arrivals=customers, shifts=agents,
+        measure_from=start, measure_until=end, window_days=window_days,
     )
