@@ -5,11 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from bot.ops.config import SupportConfig
 from bot.ops.errors import OpsConfigError
 from bot.ops.hours import open_hours_per_week
 from bot.ops.support import SUPPORT_FILE_ENV, default_support_path, load_support_config
+
+
+def add_ops_parser(subparsers: Any) -> None:
+    """Register ``ops check`` on the top-level command line (``python -m bot``)."""
+    ops = subparsers.add_parser("ops", help="check the support-operations file (hours, targets, routing)")
+    ops_sub = ops.add_subparsers(dest="ops_command", required=True)
+    check = ops_sub.add_parser("check", help="validate support.yml (or FILE); errors name the file and line")
+    check.add_argument("file", nargs="?", help="the file to check (default: FIRSTREPLY_SUPPORT_FILE or support.yml)")
+    check.set_defaults(handler=_run_check)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    return check_main([args.file] if args.file else [])
 
 
 def summarize(config: SupportConfig) -> str:

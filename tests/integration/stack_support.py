@@ -29,7 +29,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import create_engine, inspect
 
-from bench.stack_proxy import REQUEST_TIMEOUT_S, backend_session, relay
+from bench.stack_proxy import backend_session, relay
 from tests.integration.conftest import (
     PROD_ENDPOINTS,
     ROOT,
