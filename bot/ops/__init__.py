@@ -7,7 +7,7 @@ Modules, by what they are for:
 - ``config``: what support.yml says once checked (``SupportConfig`` and its parts).
 - ``nodes``: reading YAML node by node, so a mistake names its line.
 - ``errors``: ``OpsConfigError``, the one shape of every reported mistake.
-- ``cli``: ``python -m bot ops check``.
+- ``cli``: ``python -m bot ops check`` (``check_main``, and ``add_ops_parser`` for ``python -m bot``).
 
 The names below are the package's interface; import them from ``bot.ops``.
 """
