@@ -56,8 +56,23 @@ def promise_for(services: Services, priority: str, now: datetime) -> Promise:
     answered cases from the store and leaves the arithmetic to ``bot.eta``.
     """
     store, support = services.store, services.support
-    window = support.history_window_days
-    handle_minutes, samples = store.recent_handle_minutes(now, window)
+    handle_minutes, samples = store.recent_handle_minutes(now, support.history_window_days)
+    history = recent_history(store, support, now)
+    queue = QueueSnapshot(
+        cases_ahead=store.count_waiting_ahead(priority, now),
+        agents_on_shift=store.agents_on_shift(),
+        recent_handle_minutes=handle_minutes,
+        recent_samples=samples,
+        history=history,
+    )
+    return estimate_promise(now, support.calendar, queue, support.targets)
+
+
+def recent_history(store: CaseStore, support: SupportConfig, now: datetime) -> History:
+    """Return what the estimate learns from: the cases answered in the last ``history_window_days``.
+
+    Used for a new case's promise (``promise_for``) and for the watchdog's new estimates.
+    """
     answered = [
         HandledCase(
             created_at=timing.created_at,
@@ -65,13 +80,6 @@ def promise_for(services: Services, priority: str, now: datetime) -> Promise:
             claimed_at=timing.claimed_at,
             cases_ahead=timing.cases_ahead,
         )
-        for timing in store.handled_timings(now, window)
+        for timing in store.handled_timings(now, support.history_window_days)
     ]
-    queue = QueueSnapshot(
-        cases_ahead=store.count_waiting_ahead(priority, now),
-        agents_on_shift=store.agents_on_shift(),
-        recent_handle_minutes=handle_minutes,
-        recent_samples=samples,
-        history=History.from_cases(support.calendar, answered),
-    )
-    return estimate_promise(now, support.calendar, queue, support.targets)
+    return History.from_cases(support.calendar, answered)

@@ -27,8 +27,9 @@ import pytest
 import redis
 from sqlalchemy import MetaData, Table, create_engine, select
 
+from bench.stack_proxy import REQUEST_TIMEOUT_S
 from tests.integration.conftest import texts
-from tests.integration.stack_support import REQUEST_TIMEOUT_S, Stack, running_stack, tables
+from tests.integration.stack_support import Stack, running_stack, tables
 
 pytestmark = pytest.mark.integration
 
