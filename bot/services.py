@@ -57,7 +57,7 @@ def promise_for(services: Services, priority: str, now: datetime) -> Promise:
     """
     store, support = services.store, services.support
     window = support.history_window_days
-    handle_minutes, samples = store.recent_handle_minutes(now, window)
+    handle_minutes, samples = store.figures.recent_handle_minutes(now, window)
     answered = [
         HandledCase(
             created_at=timing.created_at,
@@ -65,11 +65,11 @@ def promise_for(services: Services, priority: str, now: datetime) -> Promise:
             claimed_at=timing.claimed_at,
             cases_ahead=timing.cases_ahead,
         )
-        for timing in store.handled_timings(now, window)
+        for timing in store.figures.handled_timings(now, window)
     ]
     queue = QueueSnapshot(
-        cases_ahead=store.count_waiting_ahead(priority, now),
-        agents_on_shift=store.agents_on_shift(),
+        cases_ahead=store.figures.count_waiting_ahead(priority, now),
+        agents_on_shift=store.desk.agents_on_shift(),
         recent_handle_minutes=handle_minutes,
         recent_samples=samples,
         history=History.from_cases(support.calendar, answered),

@@ -84,11 +84,17 @@ class UTCDateTime(TypeDecorator):  # type: ignore[type-arg]
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         """Read back an aware UTC datetime."""
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
+        return None if value is None else as_utc(value)
+
+
+def as_utc(value: Any) -> datetime:
+    """Return a stored time as an aware UTC datetime (SQLite keeps it as ISO 8601 text).
+
+    Also for values that lost their column type on the way out (e.g. through ``func.max``).
+    """
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
 
 
 metadata = MetaData()
@@ -214,7 +220,7 @@ desk_cursors = Table(
 )
 
 # Leases: which desk process does a job only one may do at a time (the watchdog), until
-# when. Taken and renewed with one conditional UPDATE (see ``CaseStore.take_lease``).
+# when. Taken and renewed with one conditional UPDATE (see ``DeskState.take_lease``).
 desk_leases = Table(
     "desk_leases",
     metadata,

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from slack_bolt.context.ack.async_ack import AsyncAck
 
     from bot.cases import Case, CaseStore
-    from bot.cases.store import OutboxMessage
+    from bot.cases.records import OutboxMessage
     from bot.election import Election
     from bot.ops import SupportConfig
 
@@ -133,13 +133,13 @@ class Desk:
 
         Blocking (database work): async callers run it in a thread.
         """
-        queued = [messages.card_post(case.id) for case in self.store.cases_without_card()]
-        count = self.store.enqueue(queued, now) if queued else 0
-        for case in self.store.cases_with_cards(now - timedelta(days=CARD_FOLLOW_DAYS)):
-            card = render_card(self.store, case, now)
-            if card.digest == case.card_digest or self.store.has_undelivered(case.id, messages.KIND_CARD_UPDATE):
+        queued = [messages.card_post(case.id) for case in self.store.lookup.cases_without_card()]
+        count = self.store.outbox.enqueue(queued, now) if queued else 0
+        for case in self.store.lookup.cases_with_cards(now - timedelta(days=CARD_FOLLOW_DAYS)):
+            card = render_card(self.store.lookup, case, now)
+            if card.digest == case.card_digest or self.store.outbox.has_undelivered(case.id, messages.KIND_CARD_UPDATE):
                 continue
-            count += self.store.enqueue([messages.card_update(case.id, card.digest, now)], now)
+            count += self.store.outbox.enqueue([messages.card_update(case.id, card.digest, now)], now)
         return count
 
     async def _every(
@@ -270,7 +270,7 @@ class Desk:
     async def tell(self, user: str, channel: str, text: str, thread_ts: str | None = None) -> None:
         """Show ``text`` to ``user`` alone (through the outbox)."""
         message = messages.ephemeral(f"ephemeral:{uuid.uuid4()}", channel, user, text, thread_ts)
-        await self._store(self.store.enqueue, [message], self.clock())
+        await self._store(self.store.outbox.enqueue, [message], self.clock())
         self.worker.wake()
 
     async def _agent(self, user: str) -> bool | None:
@@ -296,7 +296,7 @@ class Desk:
         container = body.get("container") or {}
         channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
         message_ts = str(container.get("message_ts") or (body.get("message") or {}).get("ts") or "")
-        case = await self._store(self.store.case_by_card, channel, message_ts) if channel and message_ts else None
+        case = await self._store(self.store.lookup.case_by_card, channel, message_ts) if channel and message_ts else None
         if case is not None and str(action.get("value")) != str(case.id):
             log.warning("desk: button value %r does not match case %s of its card", action.get("value"), case.id)
             case = None
@@ -325,11 +325,11 @@ class Desk:
             return
         now = self.clock()
         notice = messages.thread_notice(case.id, f"claimed:{case.id}:{uuid.uuid4()}", messages.NOTICE_CLAIMED, by=user)
-        won = await self._store(self.store.claim, case.id, user, now, outbox=[notice, *self._late_pickup(case, user, now)])
+        won = await self._store(self.store.lifecycle.claim, case.id, user, now, outbox=[notice, *self._late_pickup(case, user, now)])
         if won:
             self.poke()
             return
-        current = await self._store(self.store.get, case.id)
+        current = await self._store(self.store.lookup.get, case.id)
         holder = cards.user_ref(current.claimed_by) if current is not None else "someone"
         if current is not None and current.status == STATUS_CLAIMED:
             text = f"Case #{case.id} is already claimed by {holder}."
@@ -362,7 +362,7 @@ class Desk:
             messages.rasa_trigger(case, f"{prefix}:followup", messages.INTENT_CASE_RESOLVED),
         ]
         done = await self._store(
-            self.store.resolve, case.id, self.clock(), by=user, only_if_claimed_by=None if lead else user, outbox=follow
+            self.store.lifecycle.resolve, case.id, self.clock(), by=user, only_if_claimed_by=None if lead else user, outbox=follow
         )
         if done:
             log.info("desk: case %s resolved by %s", case.id, user)
@@ -411,7 +411,7 @@ class Desk:
         if not target:
             await ack(response_action="errors", errors={cards.REASSIGN_BLOCK: "That person is not on the support team."})
             return
-        case = await self._store(self.store.get, case_id)
+        case = await self._store(self.store.lookup.get, case_id)
         if not allowed or case is None or (case.status != STATUS_WAITING and not self._may_handle(case, user)):
             await ack(response_action="errors", errors={cards.REASSIGN_BLOCK: "Only the case's owner or a lead can reassign it."})
             return
@@ -425,10 +425,10 @@ class Desk:
         now = self.clock()
         if case.status == STATUS_WAITING:
             moved = await self._store(
-                self.store.claim, case.id, chosen, now, outbox=[notice, *self._late_pickup(case, chosen, now)]
+                self.store.lifecycle.claim, case.id, chosen, now, outbox=[notice, *self._late_pickup(case, chosen, now)]
             )
         else:
-            moved = await self._store(self.store.reassign, case.id, str(owner or case.claimed_by), chosen, now, outbox=[notice])
+            moved = await self._store(self.store.lifecycle.reassign, case.id, str(owner or case.claimed_by), chosen, now, outbox=[notice])
         if moved:
             self.poke()
         elif case.card_channel:
@@ -445,7 +445,7 @@ class Desk:
         user = str(event.get("user") or "")
         if not thread_ts or thread_ts == ts or not user:
             return  # not a reply in a thread
-        case = await self._store(self.store.case_by_card, channel, str(thread_ts))
+        case = await self._store(self.store.lookup.case_by_card, channel, str(thread_ts))
         if case is None:
             return  # a thread that is not a case's
         text = str(event.get("text") or "")
@@ -467,14 +467,14 @@ class Desk:
         if not plain:
             return
         reply = messages.customer_reply(case, f"relay-out:{channel}:{ts}", plain, user)
-        await self._store(self.store.enqueue, [reply], self.clock())
+        await self._store(self.store.outbox.enqueue, [reply], self.clock())
         self.worker.wake()
 
     # --- queue, Home, shifts -----------------------------------------------------------------
 
     async def queue_view(self) -> list[dict[str, Any]]:
         """Return the open cases as blocks, the earliest promise first."""
-        open_cases = await self._store(self.store.open_cases)
+        open_cases = await self._store(self.store.lookup.open_cases)
         return cards.queue_blocks(open_cases, self.clock())
 
     async def on_queue(self, ack: AsyncAck, command: dict[str, Any]) -> None:
@@ -497,8 +497,8 @@ class Desk:
         if word not in ("on", "off"):
             await ack(text=SHIFT_USAGE, response_type="ephemeral")
             return
-        await self._store(self.store.set_agent_shift, user, word == "on", self.clock())
-        working = await self._store(self.store.agents_on_shift)
+        await self._store(self.store.desk.set_agent_shift, user, word == "on", self.clock())
+        working = await self._store(self.store.desk.agents_on_shift)
         state = "on shift" if word == "on" else "off shift"
         await ack(text=f"You are {state}. Agents on shift now: {working}.", response_type="ephemeral")
 

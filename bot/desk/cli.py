@@ -26,7 +26,7 @@ def run_desk(args: argparse.Namespace) -> int:
 
     from bot.cases import CaseStore
     from bot.cases.schema import SchemaTooNewError
-    from bot.cases.store import ENV_CASE_DB, default_url
+    from bot.cases.base import ENV_CASE_DB, default_url
     from bot.desk.app import LEADER_ELECTION
     from bot.desk.settings import DeskSettings, DeskSettingsError
     from bot.election import Election
