@@ -48,12 +48,8 @@ class TranscriptLine:
 
 
 @dataclass(frozen=True)
-class NewCase:
-    """Everything the assistant knows when it hands a conversation to a person.
-
-    ``handoff_key`` makes opening idempotent: opening the same key again returns the case
-    already opened for it.
-    """
+class _Handoff:
+    """What the assistant hands over with a conversation: a case to open, and every case stored."""
 
     channel: str
     sender_id: str
@@ -69,6 +65,16 @@ class NewCase:
     promised_by: datetime
     promise_wording: str
     handoff_key: str
+
+
+@dataclass(frozen=True)
+class NewCase(_Handoff):
+    """Everything the assistant knows when it hands a conversation to a person.
+
+    ``handoff_key`` makes opening idempotent: opening the same key again returns the case
+    already opened for it.
+    """
+
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,24 +86,11 @@ class NewCase:
 
 
 @dataclass(frozen=True)
-class Case:
+class Case(_Handoff):
     """A case as stored: the handoff plus its life in the queue. Times are UTC."""
 
-    id: int
-    channel: str
-    sender_id: str
-    customer_name: str | None
-    case_type: str
-    intent_confidence: float | None
-    answers: Mapping[str, str]
-    summary: str
     transcript: tuple[TranscriptLine, ...]
-    language: str
-    priority: str
-    complaint_score: float
-    promised_by: datetime
-    promise_wording: str
-    handoff_key: str
+    id: int
     metadata: Mapping[str, Any]
     status: str
     created_at: datetime
