@@ -30,8 +30,10 @@ from aiohttp import web
 from bot.cases import Case, CaseStore, NewCase, TranscriptLine
 from bot.channels.outbound import Outbound
 from bot.desk import cards, messages
-from bot.desk.app import NOT_AGENT, Desk, http_app
+from bot.desk.app import Desk
+from bot.desk.listener import NOT_AGENT
 from bot.desk.outbox import outbox_metadata
+from bot.desk.server import http_app
 from bot.desk.settings import DeskSettings
 from bot.ops import load_support_config
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI

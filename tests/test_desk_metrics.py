@@ -22,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.cases import Case, CaseStore, NewCase, TranscriptLine
 from bot.channels.outbound import Outbound
 from bot.desk import messages
-from bot.desk.app import Desk, http_app
+from bot.desk.app import Desk
 from bot.desk.metrics import build_registry, exposition
+from bot.desk.server import http_app
 from bot.desk.settings import DeskSettings
 from bot.ops import load_support_config
 from tests.conftest import OPEN_NOW
@@ -229,7 +230,7 @@ async def test_in_socket_mode_a_small_server_serves_metrics_and_the_dashboard(tm
 
     import aiohttp
 
-    from bot.desk.app import serve
+    from bot.desk.server import serve
     from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
     from tests.test_desk_socket import APP_TOKEN
 

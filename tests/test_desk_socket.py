@@ -13,7 +13,8 @@ import pytest
 from bot.cases import CaseStore
 from bot.channels.outbound import Outbound
 from bot.desk import cards
-from bot.desk.app import Desk, serve
+from bot.desk.app import Desk
+from bot.desk.server import serve
 from bot.desk.settings import DeskSettings, DeskSettingsError
 from bot.ops import load_support_config
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI

@@ -29,9 +29,10 @@ from sqlalchemy import create_engine
 from bot.cases import Case, CaseStore, NewCase, TranscriptLine, schema
 from bot.channels.outbound import Outbound
 from bot.desk import cards, messages
-from bot.desk.app import Desk, http_app
+from bot.desk.app import Desk
 from bot.desk.outbox import OutboxWorker
 from bot.desk.rasa_api import RasaClient
+from bot.desk.server import http_app
 from bot.desk.settings import DeskSettings
 from bot.desk.watchdog import LEASE, Watchdog, apology_line, is_late, late_pickup_text
 from bot.ops import OpsConfigError, SupportConfig, WatchdogRules, load_support_config
@@ -344,7 +345,7 @@ async def test_a_late_pickup_gives_the_agent_a_ready_apology(desk: tuple[Desk, F
         press = {
             "user": {"id": ANA}, "container": {"channel_id": carded.card_channel, "message_ts": carded.card_ts},
         }
-        await built.on_claim(press, {"value": str(case.id)})
+        await built.card_actions.on_claim(press, {"value": str(case.id)})
     await _until("claimed", lambda: all(get(built.store, c.id).status == "claimed" for c in (late, on_time)))
     late_ts = str(get(built.store, late.id).card_ts)
     await _until("apology", lambda: len(slack.thread("C0QUEUE", late_ts)) >= 2)

@@ -51,8 +51,9 @@ from bot.constants import STATUS_CLAIMED, STATUS_WAITING, priority_rank
 from bot.desk import messages
 from bot.desk.cards import user_ref
 from bot.desk.text import countdown_words, escape
-from bot.eta import HandledCase, History, QueueSnapshot, estimate_promise
+from bot.eta import History, QueueSnapshot, estimate_promise
 from bot.eta.estimate import expected_wait_minutes
+from bot.services import answered_history
 
 if TYPE_CHECKING:
     from bot.cases import Case, CaseStore
@@ -233,15 +234,6 @@ class Watchdog:
     def _queue(self, open_cases: list[Case], now: datetime) -> _Queue:
         window = self.support.history_window_days
         handle, samples = self.store.figures.recent_handle_minutes(now, window)
-        answered = [
-            HandledCase(
-                created_at=timing.created_at,
-                first_reply_at=timing.first_human_reply_at,
-                claimed_at=timing.claimed_at,
-                cases_ahead=timing.cases_ahead,
-            )
-            for timing in self.store.figures.handled_timings(now, window)
-        ]
         # The order agents take the queue in: most urgent first, then oldest.
         order = sorted(
             (case for case in open_cases if case.status == STATUS_WAITING),
@@ -251,7 +243,7 @@ class Watchdog:
             agents=self.store.desk.agents_on_shift(),
             handle_minutes=handle,
             samples=samples,
-            history=History.from_cases(self.calendar, answered),
+            history=answered_history(self.store.figures, self.calendar, now, window),
             ahead={case.id: place for place, case in enumerate(order)},
         )
 
