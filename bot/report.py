@@ -209,13 +209,15 @@ def build_report(
 
 # --- text and HTML ---------------------------------------------------------------------------
 
-def _number(value: float | None) -> str:
+def format_minutes(value: float | None) -> str:
+    """Return minutes as the report shows them: whole from 10 up, one decimal below, a dash for none."""
     if value is None:
         return "–"
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def _rate(value: float | None) -> str:
+def format_rate(value: float | None) -> str:
+    """Return a share (0 to 1) as a whole percentage, a dash for none."""
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
@@ -223,15 +225,15 @@ def _cells(data: dict[str, Any]) -> list[str]:
     human = data["time_to_human_minutes"]
     return [
         str(data["cases"]),
-        _number(data["time_to_case_minutes"]["p50"]),
-        _number(data["time_to_claim_minutes"]["p50"]),
-        f"{_number(human['p50'])} / {_number(human['p90'])}",
-        _rate(data[f"human_within_{QUICK_REPLY_MINUTES}_min"]["rate"]),
-        _rate(data["human_within_promise"]["rate"]),
+        format_minutes(data["time_to_case_minutes"]["p50"]),
+        format_minutes(data["time_to_claim_minutes"]["p50"]),
+        f"{format_minutes(human['p50'])} / {format_minutes(human['p90'])}",
+        format_rate(data[f"human_within_{QUICK_REPLY_MINUTES}_min"]["rate"]),
+        format_rate(data["human_within_promise"]["rate"]),
         f"{data['promises']['kept']}/{data['promises']['due']}",
-        _rate(data["repeat_contact_7d"]["rate"]),
-        _rate(data["reopen_rate"]),
-        data["csat"] if isinstance(data["csat"], str) else _rate(data["csat"]),
+        format_rate(data["repeat_contact_7d"]["rate"]),
+        format_rate(data["reopen_rate"]),
+        data["csat"] if isinstance(data["csat"], str) else format_rate(data["csat"]),
     ]
 
 

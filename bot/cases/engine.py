@@ -1,7 +1,8 @@
 """Engines for FirstReply's own databases: a SQLite file on one machine, PostgreSQL in production.
 
 The case store builds its engine on this (``bot.cases.schema.create_case_engine``); any
-other store that keeps the same two kinds of database can too.
+other store that keeps the same two kinds of database can too (the channels' inbox and dedupe
+database, ``bot.channels.dedupe``, still builds its engine by hand the same way).
 """
 
 from __future__ import annotations

@@ -116,6 +116,8 @@ schema_version = Table(
 
 # The columns of ``cases``, grouped by the schema version that added them. A group is
 # never edited once released: a later version adds a group (and a migration step).
+# (Table declarations here and in the channels' stores share the ``Column(name, type,
+# nullable=...)`` shape; that likeness is the declaration syntax, not repeated logic.)
 def _v1_case_columns() -> list[SchemaItem]:
     return [
         Column("id", Integer, primary_key=True, autoincrement=True),

@@ -46,7 +46,8 @@ class CardActions(Listener):
         user, case, channel = pressed
         now = self.clock()
         notice = messages.thread_notice(case.id, f"claimed:{case.id}:{uuid.uuid4()}", messages.NOTICE_CLAIMED, by=user)
-        won = await self._run(self.store.lifecycle.claim, case.id, user, now, outbox=[notice, *self._late_pickup(case, user, now)])
+        outbox = [notice, *self._late_pickup(case, user, now)]
+        won = await self._run(self.store.lifecycle.claim, case.id, user, now, outbox=outbox)
         if won:
             self.poke()
             return
@@ -80,8 +81,9 @@ class CardActions(Listener):
             messages.rasa_trigger(case, f"{prefix}:followup", messages.INTENT_CASE_RESOLVED),
         ]
         done = await self._run(
-            self.store.lifecycle.resolve, case.id, self.clock(), by=user, only_if_claimed_by=None if lead else user, outbox=follow
-        )
+            self.store.lifecycle.resolve, case.id, self.clock(),
+            by=user, only_if_claimed_by=None if lead else user, outbox=follow,
+        )  # fmt: skip
         if done:
             log.info("desk: case %s resolved by %s", case.id, user)
             self.poke()
@@ -143,7 +145,9 @@ class CardActions(Listener):
                 self.store.lifecycle.claim, case.id, chosen, now, outbox=[notice, *self._late_pickup(case, chosen, now)]
             )
         else:
-            moved = await self._run(self.store.lifecycle.reassign, case.id, str(owner or case.claimed_by), chosen, now, outbox=[notice])
+            moved = await self._run(
+                self.store.lifecycle.reassign, case.id, str(owner or case.claimed_by), chosen, now, outbox=[notice]
+            )
         if moved:
             self.poke()
         elif case.card_channel:

@@ -222,7 +222,8 @@ class CaseStoreCollector(Collector):
         backlog.add_metric(["pending"], pending)
         backlog.add_metric(["failed"], failed)
         yield backlog
-        yield GaugeMetricFamily("firstreply_agents_on_shift", "Agents on shift (/shift on).", value=self.store.desk.agents_on_shift())
+        working = self.store.desk.agents_on_shift()
+        yield GaugeMetricFamily("firstreply_agents_on_shift", "Agents on shift (/shift on).", value=working)
 
 
 def build_registry(

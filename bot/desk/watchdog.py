@@ -391,7 +391,9 @@ class Watchdog:
             ),
         ]  # fmt: skip
         return int(
-            self.store.watch.close_stale(case.id, asked, now, customer_key_prefix=messages.RELAY_IN_PREFIX, outbox=outbox)
+            self.store.watch.close_stale(
+                case.id, asked, now, customer_key_prefix=messages.RELAY_IN_PREFIX, outbox=outbox
+            )
         )
 
 
