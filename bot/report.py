@@ -38,7 +38,7 @@ from bot import clock
 from bot.eta.history import quantile
 
 if TYPE_CHECKING:
-    from bot.cases.store import Case, CaseStore
+    from bot.cases import Case, CaseStore
 
 QUICK_REPLY_MINUTES = 15
 REPEAT_CONTACT_DAYS = 7
@@ -438,9 +438,9 @@ def run_report(store: CaseStore, args: argparse.Namespace) -> int:
     if args.since and args.until and args.until <= args.since:
         print("--until must be after --since", file=sys.stderr)
         return 2
-    cases = store.cases_opened_between(args.since, args.until)
+    cases = store.figures.cases_opened_between(args.since, args.until)
     later = (
-        store.cases_opened_between(args.until, args.until + timedelta(days=REPEAT_CONTACT_DAYS))
+        store.figures.cases_opened_between(args.until, args.until + timedelta(days=REPEAT_CONTACT_DAYS))
         if args.until
         else []
     )

@@ -23,7 +23,7 @@ def db_url(tmp_path: Path) -> str:
     """A SQLite case database holding two cases of one customer, the first one claimed."""
     url = f"sqlite:///{tmp_path / 'cases.db'}"
     store = CaseStore.from_url(url)
-    store.open_case(
+    store.lifecycle.open_case(
         NewCase(
             channel="telegram",
             sender_id="100200",
@@ -47,7 +47,7 @@ def db_url(tmp_path: Path) -> str:
         ),
         NOW,
     )
-    store.open_case(
+    store.lifecycle.open_case(
         NewCase(
             channel="telegram",
             sender_id="100200",
@@ -66,8 +66,8 @@ def db_url(tmp_path: Path) -> str:
         ),
         NOW + timedelta(days=1),
     )
-    assert store.claim(1, "bea", NOW + timedelta(minutes=5)) is True
-    store.record_human_reply(1, NOW + timedelta(minutes=7))
+    assert store.lifecycle.claim(1, "bea", NOW + timedelta(minutes=5)) is True
+    store.lifecycle.record_human_reply(1, NOW + timedelta(minutes=7))
     store.dispose()
     return url
 

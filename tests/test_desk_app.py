@@ -30,8 +30,10 @@ from aiohttp import web
 from bot.cases import Case, CaseStore, NewCase, TranscriptLine
 from bot.channels.outbound import Outbound
 from bot.desk import cards, messages
-from bot.desk.app import NOT_AGENT, Desk, http_app
+from bot.desk.app import Desk
+from bot.desk.listener import NOT_AGENT
 from bot.desk.outbox import outbox_metadata
+from bot.desk.server import http_app
 from bot.desk.settings import DeskSettings
 from bot.ops import load_support_config
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
@@ -199,13 +201,13 @@ class Running:
     # -- reading ---------------------------------------------------------------------------
 
     def case(self, case_id: int) -> Case:
-        found = self.store.get(case_id)
+        found = self.store.lookup.get(case_id)
         assert found is not None
         return found
 
     async def until(self, what: str, probe: Callable[[], Any], timeout: float = 15.0) -> Any:
         def outbox() -> str:
-            items = [(i.id, i.kind, i.attempts, i.delivered_at is not None, i.last_error) for i in self.store.outbox_items()]
+            items = [(i.id, i.kind, i.attempts, i.delivered_at is not None, i.last_error) for i in self.store.outbox.items()]
             return f"outbox: {items}"
 
         return await poll_until(what, probe, timeout, context=outbox)
@@ -217,7 +219,7 @@ class Running:
         """Wait until the outbox has nothing due or under way for ``quiet`` seconds."""
         calm_since = time.monotonic()
         while time.monotonic() - calm_since < quiet:
-            pending = [i for i in self.store.outbox_items() if i.delivered_at is None and i.next_attempt_at is not None]
+            pending = [i for i in self.store.outbox.items() if i.delivered_at is None and i.next_attempt_at is not None]
             if pending:
                 calm_since = time.monotonic()
             await asyncio.sleep(0.05)
@@ -235,7 +237,7 @@ def open_case(store: CaseStore, *, sender: str = MARIA_CHAT, key: str = "k1", **
         promise_wording="within about 20 minutes", handoff_key=key, metadata={"route": "#support-queue"},
     )  # fmt: skip
     fields.update(overrides)
-    return store.open_case(NewCase(**fields), now - timedelta(seconds=1))
+    return store.lifecycle.open_case(NewCase(**fields), now - timedelta(seconds=1))
 
 
 @pytest.fixture
@@ -312,8 +314,8 @@ def buttons(api: FakeDeskSlackAPI, case: Case) -> list[str]:
 @pytest.mark.asyncio
 async def test_a_new_case_gets_a_card_with_everything_the_agent_needs(running: Running) -> None:
     earlier = open_case(running.store, key="k0", case_type="billing", metadata={"route": "#support-billing"})
-    running.store.claim(earlier.id, ANA, datetime.now(timezone.utc))
-    running.store.resolve(earlier.id, datetime.now(timezone.utc), by=ANA)
+    running.store.lifecycle.claim(earlier.id, ANA, datetime.now(timezone.utc))
+    running.store.lifecycle.resolve(earlier.id, datetime.now(timezone.utc), by=ANA)
     case = open_case(
         running.store, key="k1", case_type="complaint", priority="urgent", complaint_score=0.93,
         customer_name="Maria <!channel>", summary="Rude courier <@U0AGENT1> & <https://evil.example|click>",
@@ -525,9 +527,9 @@ async def test_resolve_hands_the_conversation_back_to_the_bot_for_the_follow_up(
 
     # The customer answers the follow-up (actions/followup.py stores it): the card shows it.
     now = datetime.now(timezone.utc)
-    assert running.store.mark_followup_asked(case.id, now)
-    running.store.record_followup(case.id, now, solved=True, outbox=[messages.followup_notice(resolved, messages.NOTICE_SOLVED)])
-    running.store.record_followup(case.id, now, rating=4, outbox=[messages.followup_notice(resolved, messages.NOTICE_RATED, rating=4)])
+    assert running.store.lifecycle.mark_followup_asked(case.id, now)
+    running.store.lifecycle.record_followup(case.id, now, solved=True, outbox=[messages.followup_notice(resolved, messages.NOTICE_SOLVED)])
+    running.store.lifecycle.record_followup(case.id, now, rating=4, outbox=[messages.followup_notice(resolved, messages.NOTICE_RATED, rating=4)])
     await running.until("card shows rating", lambda: "customer says: solved · rated 4/5" in card_json(running.slack, case))
     await running.settled()
     assert [m.text for m in running.slack.thread(QUEUE, str(case.card_ts))][-2:] == [
@@ -545,11 +547,11 @@ async def test_not_solved_puts_the_case_back_in_the_queue(running: Running) -> N
     await running.press(ANA, cards.ACTION_RESOLVE, case)
     await running.until("resolved", lambda: running.case(case.id).status == "resolved")
     now = datetime.now(timezone.utc)
-    running.store.mark_followup_asked(case.id, now)
+    running.store.lifecycle.mark_followup_asked(case.id, now)
 
     resolved = running.case(case.id)
     notice = messages.followup_notice(resolved, messages.NOTICE_REOPENED, broadcast=True)
-    assert running.store.reopen(case.id, now, outbox=[notice])
+    assert running.store.lifecycle.reopen(case.id, now, outbox=[notice])
 
     await running.until("card back in the queue", lambda: "reopened 1×" in card_json(running.slack, case))
     assert buttons(running.slack, case) == ["Claim", "Reassign", "Resolve"]
@@ -621,7 +623,7 @@ async def test_queue_home_and_shifts(running: Running) -> None:
     assert (await running.command(BEN, "/shift", "on"))["text"] == "You are on shift. Agents on shift now: 2."
     assert (await running.command(ANA, "/shift", "off"))["text"] == "You are off shift. Agents on shift now: 1."
     assert (await running.command(ANA, "/shift", "maybe"))["text"].startswith("Use `/shift on`")
-    assert running.store.agents_on_shift() == 1
+    assert running.store.desk.agents_on_shift() == 1
 
     await running.event({"type": "app_home_opened", "user": ANA, "channel": "D0ANA", "tab": "home"})
     [published] = await running.until("home", lambda: running.slack.calls("views.publish"))
@@ -653,7 +655,7 @@ async def test_a_slack_outage_delays_everything_and_loses_and_doubles_nothing(ru
     ]  # fmt: skip
     failures = [c.status for c in running.slack.calls(answered=None) if c.status != 200]
     assert sorted(failures) == [429, 429, 500, 500, 500, 500, 503, 503, 503]
-    [card_post] = running.store.outbox_items(kind=messages.KIND_CARD_POST)
+    [card_post] = running.store.outbox.items(kind=messages.KIND_CARD_POST)
     assert card_post.attempts == 7 and card_post.delivered_at is not None
 
 

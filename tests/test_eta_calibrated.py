@@ -518,16 +518,16 @@ def test_handled_timings_rebuild_the_queue_each_case_saw(case_db_url: str) -> No
     ]
     ids = {}
     for key, priority, opened, claimed, replied, resolved in plan:
-        ids[key] = store.open_case(_case(key, priority, _minute(opened)), _minute(opened)).id
+        ids[key] = store.lifecycle.open_case(_case(key, priority, _minute(opened)), _minute(opened)).id
     for key, _priority, _opened, claimed, replied, resolved in plan:
         if claimed is not None:
-            assert store.claim(ids[key], "ann", _minute(claimed))
+            assert store.lifecycle.claim(ids[key], "ann", _minute(claimed))
         if replied is not None:
-            store.record_human_reply(ids[key], _minute(replied))
+            store.lifecycle.record_human_reply(ids[key], _minute(replied))
         if resolved is not None:
-            assert store.resolve(ids[key], _minute(resolved))
+            assert store.lifecycle.resolve(ids[key], _minute(resolved))
 
-    timings = store.handled_timings(_minute(60), window_days=7)
+    timings = store.figures.handled_timings(_minute(60), window_days=7)
 
     assert [
         (t.case_id, t.cases_ahead, t.created_at, t.claimed_at, t.first_human_reply_at)
@@ -539,7 +539,7 @@ def test_handled_timings_rebuild_the_queue_each_case_saw(case_db_url: str) -> No
         (ids["D"], 3, _minute(8), _minute(40), _minute(41)),
     ]
     # Replies after "now" are not history yet.
-    assert [t.case_id for t in store.handled_timings(_minute(30), window_days=7)] == [
+    assert [t.case_id for t in store.figures.handled_timings(_minute(30), window_days=7)] == [
         ids["A"],
         ids["B"],
         ids["C"],
@@ -559,10 +559,10 @@ def test_promise_for_learns_from_the_store(case_db_url: str) -> None:
     last_monday = datetime(2026, 11, 16, 10, tzinfo=UTC)
     for index, wait in enumerate((10, 20, 30, 40, 50)):
         opened = last_monday + timedelta(minutes=index)
-        case = store.open_case(_case(f"k{index}", "normal", opened), opened)
-        store.claim(case.id, "ann", opened)
-        store.record_human_reply(case.id, opened + timedelta(minutes=wait))
-        store.resolve(case.id, opened + timedelta(minutes=wait + 12))
+        case = store.lifecycle.open_case(_case(f"k{index}", "normal", opened), opened)
+        store.lifecycle.claim(case.id, "ann", opened)
+        store.lifecycle.record_human_reply(case.id, opened + timedelta(minutes=wait))
+        store.lifecycle.resolve(case.id, opened + timedelta(minutes=wait + 12))
 
     promise = promise_for(services, "normal", now)
 

@@ -29,9 +29,10 @@ from sqlalchemy import create_engine
 from bot.cases import Case, CaseStore, NewCase, TranscriptLine, schema
 from bot.channels.outbound import Outbound
 from bot.desk import cards, messages
-from bot.desk.app import Desk, http_app
+from bot.desk.app import Desk
 from bot.desk.outbox import OutboxWorker
 from bot.desk.rasa_api import RasaClient
+from bot.desk.server import http_app
 from bot.desk.settings import DeskSettings
 from bot.desk.watchdog import LEASE, Watchdog, apology_line, is_late, late_pickup_text
 from bot.ops import OpsConfigError, SupportConfig, WatchdogRules, load_support_config
@@ -100,15 +101,15 @@ def open_case(
         metadata={"route": "#support-queue"},
     )  # fmt: skip
     fields.update(overrides)
-    return store.open_case(NewCase(**fields), at)
+    return store.lifecycle.open_case(NewCase(**fields), at)
 
 
 def queued(store: CaseStore, case_id: int, kind: str | None = None) -> list[Any]:
-    return [item for item in store.outbox_items(case_id=case_id, kind=kind)]
+    return [item for item in store.outbox.items(case_id=case_id, kind=kind)]
 
 
 def get(store: CaseStore, case_id: int) -> Case:
-    found = store.get(case_id)
+    found = store.lookup.get(case_id)
     assert found is not None
     return found
 
@@ -121,7 +122,7 @@ def test_an_unclaimed_case_is_escalated_exactly_once_at_75_percent(store: CaseSt
     watchdog = Watchdog(store, support, holder="desk-1")
 
     assert watchdog.tick(T0 + minutes(14.9)) == 0
-    assert store.outbox_items() == []
+    assert store.outbox.items() == []
     assert watchdog.tick(T0 + minutes(15)) == 1
     assert watchdog.tick(T0 + minutes(15.5)) == 0
     assert watchdog.tick(T0 + minutes(16.9)) == 0
@@ -156,11 +157,11 @@ def test_the_lead_channel_defaults_to_urgent_routing_and_can_be_set(support: Sup
 
 def test_claimed_cases_are_neither_escalated_nor_updated(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0)
-    assert store.claim(case.id, ANA, T0 + minutes(5))
+    assert store.lifecycle.claim(case.id, ANA, T0 + minutes(5))
 
     assert Watchdog(store, support).tick(T0 + minutes(19.5)) == 0
     assert Watchdog(store, support).tick(T0 + minutes(45)) == 0
-    assert store.outbox_items() == []
+    assert store.outbox.items() == []
     assert get(store, case.id).promise_updates == 0
 
 
@@ -170,7 +171,7 @@ def test_claimed_cases_are_neither_escalated_nor_updated(store: CaseStore, suppo
 def test_the_customer_gets_a_new_estimate_at_90_percent(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0)
     for agent in ("U0A1", "U0A2", "U0A3", "U0A4"):
-        store.set_agent_shift(agent, True, T0)
+        store.desk.set_agent_shift(agent, True, T0)
     watchdog = Watchdog(store, support)
     assert watchdog.tick(T0 + minutes(15)) == 1  # the escalation
 
@@ -257,7 +258,7 @@ def test_no_update_while_the_estimate_says_the_promise_holds(store: CaseStore, s
 
 def test_a_queue_that_cannot_keep_the_promise_is_told_early(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0, 30)
-    store.set_agent_shift(ANA, True, T0)
+    store.desk.set_agent_shift(ANA, True, T0)
     for number in range(5):
         open_case(store, T0 + minutes(1), 120, sender=f"urgent-{number}", priority="urgent")
     watchdog = Watchdog(store, support)
@@ -340,11 +341,11 @@ async def test_a_late_pickup_gives_the_agent_a_ready_apology(desk: tuple[Desk, F
     late = open_case(built.store, now - minutes(25), 20, customer_name="Maria <b>")
     on_time = open_case(built.store, now - minutes(1), 20, sender="77", customer_name="Tom")
     for case in (late, on_time):
-        carded = await _until("card", lambda c=case: (found := built.store.get(c.id)) and found.card_ts and found)
+        carded = await _until("card", lambda c=case: (found := built.store.lookup.get(c.id)) and found.card_ts and found)
         press = {
             "user": {"id": ANA}, "container": {"channel_id": carded.card_channel, "message_ts": carded.card_ts},
         }
-        await built.on_claim(press, {"value": str(case.id)})
+        await built.card_actions.on_claim(press, {"value": str(case.id)})
     await _until("claimed", lambda: all(get(built.store, c.id).status == "claimed" for c in (late, on_time)))
     late_ts = str(get(built.store, late.id).card_ts)
     await _until("apology", lambda: len(slack.thread("C0QUEUE", late_ts)) >= 2)
@@ -367,20 +368,20 @@ async def test_a_late_pickup_gives_the_agent_a_ready_apology(desk: tuple[Desk, F
 
 def _agent_replies(store: CaseStore, case: Case, at: datetime, number: int = 1) -> None:
     """The desk delivered an agent's reply to the customer at ``at``."""
-    store.enqueue([messages.customer_reply(case, f"relay-out:C0QUEUE:{number}", "Your parcel ships today.", ANA)], at)
-    [item] = [i for i in store.outbox_items(case_id=case.id) if i.key == f"relay-out:C0QUEUE:{number}"]
-    assert store.start_delivery(item.id, at) is not None
-    store.finish_delivery(item.id, at, {"pushed": True}, human_reply=True)
+    store.outbox.enqueue([messages.customer_reply(case, f"relay-out:C0QUEUE:{number}", "Your parcel ships today.", ANA)], at)
+    [item] = [i for i in store.outbox.items(case_id=case.id) if i.key == f"relay-out:C0QUEUE:{number}"]
+    assert store.outbox.start_delivery(item.id, at) is not None
+    store.outbox.finish_delivery(item.id, at, {"pushed": True}, human_reply=True)
 
 
 def _customer_writes(store: CaseStore, case: Case, at: datetime, row: int) -> None:
     """The desk relayed a customer message (Rasa event row ``row``) to the case's thread at ``at``."""
-    store.advance_cursor("rasa_events", row, at, outbox=[messages.thread_message(case.id, messages.relay_in_key(row), "hi")])
+    store.desk.advance_cursor("rasa_events", row, at, outbox=[messages.thread_message(case.id, messages.relay_in_key(row), "hi")])
 
 
 def test_a_silent_customer_is_asked_then_the_case_is_closed(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0)
-    store.claim(case.id, ANA, T0 + minutes(5))
+    store.lifecycle.claim(case.id, ANA, T0 + minutes(5))
     _agent_replies(store, case, T0 + minutes(10))
     watchdog = Watchdog(store, support)
 
@@ -399,15 +400,15 @@ def test_a_silent_customer_is_asked_then_the_case_is_closed(store: CaseStore, su
     assert watchdog.tick(T0 + minutes(130)) == 1
     closed = get(store, case.id)
     assert (closed.status, closed.closed_at) == ("closed", T0 + minutes(130))
-    keys = [item.key for item in store.outbox_items(case_id=case.id)]
+    keys = [item.key for item in store.outbox.items(case_id=case.id)]
     assert keys[-3:] == [
         f"close:{case.id}:{(T0 + minutes(70)).isoformat()}",
         f"close:{case.id}:{(T0 + minutes(70)).isoformat()}:resume",
         f"close:{case.id}:{(T0 + minutes(70)).isoformat()}:notice",
     ]
-    resume = store.outbox_items(case_id=case.id, kind=messages.KIND_RASA_EVENTS)[-1]
+    resume = store.outbox.items(case_id=case.id, kind=messages.KIND_RASA_EVENTS)[-1]
     assert resume.payload["events"] == [{"event": "resume"}, {"event": "action", "name": "action_listen"}]
-    assert store.outbox_items(case_id=case.id)[-3].payload["text"] == (
+    assert store.outbox.items(case_id=case.id)[-3].payload["text"] == (
         f"We haven't heard back, so we've closed case #{case.id}. If there's anything else, just write here and "
         "we'll pick it up."
     )
@@ -420,7 +421,7 @@ def test_a_silent_customer_is_asked_then_the_case_is_closed(store: CaseStore, su
 
 def test_a_customer_who_answers_is_not_closed(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0)
-    store.claim(case.id, ANA, T0 + minutes(5))
+    store.lifecycle.claim(case.id, ANA, T0 + minutes(5))
     _agent_replies(store, case, T0 + minutes(10))
     watchdog = Watchdog(store, support)
     assert watchdog.tick(T0 + minutes(70)) == 1
@@ -439,7 +440,7 @@ def test_a_customer_who_answers_is_not_closed(store: CaseStore, support: Support
 
 def test_silence_is_counted_in_open_minutes(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0 + minutes(560))  # 19:20
-    store.claim(case.id, ANA, T0 + minutes(562))
+    store.lifecycle.claim(case.id, ANA, T0 + minutes(562))
     _agent_replies(store, case, T0 + minutes(570))  # 19:30: 30 open minutes left today
     watchdog = Watchdog(store, support)
 
@@ -460,19 +461,19 @@ def test_of_two_watchdogs_only_the_lease_holder_acts(store: CaseStore, support: 
     assert second.tick(T0 + minutes(10)) == 0
     assert first.tick(T0 + minutes(10)) == 0  # renews it, until 10:20
     assert second.tick(T0 + minutes(15)) == 0  # the escalation is due, but not desk-b's to do
-    assert store.outbox_items() == []
+    assert store.outbox.items() == []
     assert first.tick(T0 + minutes(15)) == 1  # renewed until 10:25
-    assert store.lease_holder(LEASE, T0 + minutes(15)) == "desk-a"
+    assert store.desk.lease_holder(LEASE, T0 + minutes(15)) == "desk-a"
 
     # desk-a stops renewing (it died): once its lease ran out, desk-b takes over.
     assert second.tick(T0 + minutes(24.9)) == 0
     assert second.tick(T0 + minutes(25)) == 1  # the overdue promise gets its update
-    assert store.lease_holder(LEASE, T0 + minutes(25)) == "desk-b"
-    assert [i.key for i in store.outbox_items(kind=messages.KIND_CUSTOMER)] == [f"promise-update:{case.id}:1"]
+    assert store.desk.lease_holder(LEASE, T0 + minutes(25)) == "desk-b"
+    assert [i.key for i in store.outbox.items(kind=messages.KIND_CUSTOMER)] == [f"promise-update:{case.id}:1"]
     # A clean stop hands over at once.
     second.release(T0 + minutes(26))
     assert first.tick(T0 + minutes(26)) == 0
-    assert store.lease_holder(LEASE, T0 + minutes(26)) == "desk-a"
+    assert store.desk.lease_holder(LEASE, T0 + minutes(26)) == "desk-a"
 
 
 def test_a_lease_taken_by_many_at_once_goes_to_exactly_one(db_url: str) -> None:
@@ -484,7 +485,7 @@ def test_a_lease_taken_by_many_at_once_goes_to_exactly_one(db_url: str) -> None:
 
     def take(number: int) -> None:
         start.wait()
-        if stores[number].take_lease(LEASE, f"desk-{number}", T0, 60):
+        if stores[number].desk.take_lease(LEASE, f"desk-{number}", T0, 60):
             won.append(f"desk-{number}")
 
     threads = [threading.Thread(target=take, args=(number,)) for number in range(len(stores))]
@@ -493,7 +494,7 @@ def test_a_lease_taken_by_many_at_once_goes_to_exactly_one(db_url: str) -> None:
     for thread in threads:
         thread.join(30)
     try:
-        assert len(won) == 1 and stores[0].lease_holder(LEASE, T0) == won[0]
+        assert len(won) == 1 and stores[0].desk.lease_holder(LEASE, T0) == won[0]
     finally:
         for opened in stores:
             opened.dispose()
@@ -503,7 +504,7 @@ def test_a_disabled_watchdog_does_nothing(store: CaseStore, support: SupportConf
     open_case(store, T0)
     off = replace(support, watchdog=replace(support.watchdog, enabled=False))
     assert Watchdog(store, off).tick(T0 + minutes(60)) == 0
-    assert store.outbox_items() == [] and store.lease_holder(LEASE, T0 + minutes(60)) is None
+    assert store.outbox.items() == [] and store.desk.lease_holder(LEASE, T0 + minutes(60)) is None
 
 
 # --- delivered through the real worker -------------------------------------------------------------
@@ -532,7 +533,7 @@ async def test_escalation_and_update_are_delivered_and_the_update_is_no_human_re
     worker = OutboxWorker(store, client, RasaClient(rasa_url, "rasa-api-token"), outbound, clock=lambda: now[0])
     case = open_case(store, T0, customer_name="Maria <!here>")
     try:
-        store.enqueue([messages.card_post(case.id)], T0)
+        store.outbox.enqueue([messages.card_post(case.id)], T0)
         watchdog = Watchdog(store, support)
         assert watchdog.tick(now[0]) == 2  # escalated and updated in one tick (75 % and 90 % passed)
         await worker.drain()
@@ -553,14 +554,14 @@ async def test_escalation_and_update_are_delivered_and_the_update_is_no_human_re
         assert (delivered.first_human_reply_at, delivered.last_agent_reply_at) == (None, None)
         # Claimed before the escalation went out: it is skipped, not posted.
         second = open_case(store, T0 + minutes(5), sender="77")
-        store.enqueue([messages.card_post(second.id)], T0 + minutes(5))
+        store.outbox.enqueue([messages.card_post(second.id)], T0 + minutes(5))
         now[0] = T0 + minutes(20)
         # At 75 %, and with Maria ahead of it (1.5 x 12 / 2 = 9 > 5 minutes left): escalated and updated.
         assert watchdog.tick(now[0]) == 2
-        store.claim(second.id, ANA, now[0])
+        store.lifecycle.claim(second.id, ANA, now[0])
         await worker.drain()
         assert len(slack.posted("C0LEADS")) == 1
-        [skipped] = store.outbox_items(case_id=second.id, kind=messages.KIND_LEAD_POST)
+        [skipped] = store.outbox.items(case_id=second.id, kind=messages.KIND_LEAD_POST)
         assert skipped.result == {"skipped": "claimed"}
     finally:
         await worker.rasa.close()

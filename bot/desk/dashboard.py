@@ -310,8 +310,8 @@ def render(store: CaseStore, support: SupportConfig, now: datetime, days: int = 
     days = max(1, min(MAX_DAYS, days))
     zone = support.calendar.timezone
     since = now - timedelta(days=days)
-    open_cases = store.open_cases()
-    cases = store.cases_opened_between(since, None)
+    open_cases = store.lookup.open_cases()
+    cases = store.figures.cases_opened_between(since, None)
     report = build_report(cases, now, since, None)
     overall = report["overall"]
     waiting = [c for c in open_cases if c.status == STATUS_WAITING]

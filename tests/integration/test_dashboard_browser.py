@@ -63,7 +63,7 @@ def _open(
         promise_wording=f"within about {promise:g} minutes", handoff_key=f"dashboard:{number}",
         metadata={"route": "#support-queue"},
     )  # fmt: skip
-    return store.open_case(new, opened)
+    return store.lifecycle.open_case(new, opened)
 
 
 def seed(store: CaseStore, now: datetime) -> tuple[list[int], int, int, int]:
@@ -79,10 +79,10 @@ def seed(store: CaseStore, now: datetime) -> tuple[list[int], int, int, int]:
                 priority=("normal", "high", "normal", "low")[number % 4], case_type=TYPES[number % len(TYPES)],
             )  # fmt: skip
             wait = (4, 9, 17, 26, 45)[number % 5]
-            store.claim(case.id, "U0ANA" if number % 2 else "U0BEN", opened + timedelta(minutes=wait - 2))
-            store.record_human_reply(case.id, opened + timedelta(minutes=wait))
-            store.resolve(case.id, opened + timedelta(minutes=wait + 15), by="U0ANA")
-            store.record_followup(case.id, opened + timedelta(minutes=wait + 20), solved=True, rating=(5, 4, 4, 3, 5, 2)[number % 6])
+            store.lifecycle.claim(case.id, "U0ANA" if number % 2 else "U0BEN", opened + timedelta(minutes=wait - 2))
+            store.lifecycle.record_human_reply(case.id, opened + timedelta(minutes=wait))
+            store.lifecycle.resolve(case.id, opened + timedelta(minutes=wait + 15), by="U0ANA")
+            store.lifecycle.record_followup(case.id, opened + timedelta(minutes=wait + 20), solved=True, rating=(5, 4, 4, 3, 5, 2)[number % 6])
     # The live queue.
     live = []
     specs: list[tuple[float, float, str, str, str]] = [
@@ -98,14 +98,14 @@ def seed(store: CaseStore, now: datetime) -> tuple[list[int], int, int, int]:
         number += 1
         live.append(_open(store, number, now - timedelta(minutes=ago), promise, channel=channel, priority=priority,
                           case_type=case_type))  # fmt: skip
-    store.claim(live[5].id, "U0ANA", now - timedelta(minutes=4))
+    store.lifecycle.claim(live[5].id, "U0ANA", now - timedelta(minutes=4))
     # The billing case got a new estimate (now 20 minutes from now) and was escalated.
     billing = live[1]
-    assert store.mark_escalated(billing.id, 0, now - timedelta(minutes=3))
-    assert store.update_promise(
+    assert store.watch.mark_escalated(billing.id, 0, now - timedelta(minutes=3))
+    assert store.watch.update_promise(
         billing.id, 0, now + timedelta(minutes=20), "within about 20 minutes", "busy", now - timedelta(minutes=1)
     )
-    current = [store.get(case.id) for case in live]
+    current = [store.lookup.get(case.id) for case in live]
     ordered = sorted((c for c in current if c is not None), key=lambda c: (c.promised_by, -priority_rank(c.priority), c.id))
     return [c.id for c in ordered], 5, 1, number
 

@@ -201,7 +201,7 @@ class Stack:
     def case(self, case_id: int) -> Case:
         store = CaseStore.from_url(self.case_db)
         try:
-            found = store.get(case_id)
+            found = store.lookup.get(case_id)
         finally:
             store.dispose()
         assert found is not None
@@ -379,7 +379,7 @@ def test_a_desk_killed_mid_delivery_loses_nothing_and_doubles_nothing(tmp_path: 
     stack = Stack(tmp_path, telegram, slack, env, "", f"http://127.0.0.1:{desk_port}/slack/events", env["FIRSTREPLY_CASE_DB"])
     store = CaseStore.from_url(stack.case_db)
     now = datetime.now(timezone.utc)
-    case = store.open_case(
+    case = store.lifecycle.open_case(
         NewCase(
             channel="telegram", sender_id="4242", customer_name="Maria", case_type="order_status", intent_confidence=0.9,
             answers={}, summary="Parcel late.", transcript=(TranscriptLine("customer", "late", now),), language="en",
@@ -420,7 +420,7 @@ def test_a_desk_killed_mid_delivery_loses_nothing_and_doubles_nothing(tmp_path: 
         assert len(keys) == len(set(keys)) == 5
         assert len(slack.calls("conversations.history")) >= 1 and len(slack.calls("conversations.replies")) >= 1
         store = CaseStore.from_url(stack.case_db)
-        pending = [i.key for i in store.outbox_items() if i.delivered_at is None]
+        pending = [i.key for i in store.outbox.items() if i.delivered_at is None]
         store.dispose()
         assert pending == []
     finally:

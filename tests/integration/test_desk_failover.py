@@ -95,7 +95,7 @@ def test_two_desks_deliver_once_and_the_survivor_delivers_what_the_killed_leader
         wait_until("claimed", lambda: stack.case(maria.id).claimed_by == ANA, 30, stack.alive)
         notice = f":raising_hand: Claimed by <@{ANA}>."
         wait_until("notice posted by the leader", lambda: notice in stack.thread(stack.case(maria.id)), 30, stack.alive)
-        [card] = store.outbox_items(case_id=tom.id, kind=messages.KIND_CARD_POST)
+        [card] = store.outbox.items(case_id=tom.id, kind=messages.KIND_CARD_POST)
         assert (card.started_at is not None, card.in_doubt, card.delivered_at) == (True, False, None)
         assert slack.calls("conversations.history") == []  # nobody took the leader's delivery for cut off
         assert not _leads(second)
@@ -105,7 +105,7 @@ def test_two_desks_deliver_once_and_the_survivor_delivers_what_the_killed_leader
         wait_until("desk-2 leads", lambda: _leads(second), 30, stack.alive)
         wait_until("card found", lambda: stack.case(tom.id).card_ts, 30, stack.alive)
         wait_until("relayed", lambda: _relayed(stack, maria.id) == ["message 0", "message 1"], 30, stack.alive)
-        wait_until("all delivered", lambda: all(i.delivered_at for i in store.outbox_items()), 30, stack.alive)
+        wait_until("all delivered", lambda: all(i.delivered_at for i in store.outbox.items()), 30, stack.alive)
 
         cards = [stack.case(maria.id).card_ts, stack.case(tom.id).card_ts]
         assert [m.ts for m in slack.top_level(QUEUE)] == cards
