@@ -6,11 +6,10 @@ every store test against PostgreSQL too; without it only the SQLite tests are co
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,41 +22,11 @@ from bot.cases import schema
 from bot.cases.store import default_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")
-# PostgreSQL is a parameter only when there is one, so an unset URL collects nothing
-# rather than skipping (a skip would look the same as a broken database).
-DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
-
 UTC = timezone.utc
 PARIS = timezone(timedelta(hours=2))
 NOW = datetime(2024, 5, 6, 9, 15, 30, 123456, tzinfo=UTC)
 
 T = TypeVar("T")
-
-
-def _drop_all(url: str) -> None:
-    engine = create_engine(url, future=True)
-    schema.metadata.drop_all(engine)
-    engine.dispose()
-
-
-@pytest.fixture(params=DATABASES)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of an empty database: a fresh SQLite file, or the test PostgreSQL emptied."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cases.db'}"
-        return
-    assert POSTGRES_URL is not None
-    _drop_all(POSTGRES_URL)
-    yield POSTGRES_URL
-    _drop_all(POSTGRES_URL)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[CaseStore]:
-    case_store = CaseStore.from_url(db_url)
-    yield case_store
-    case_store.dispose()
 
 
 def new_case(**overrides: Any) -> NewCase:
