@@ -112,16 +112,20 @@ def start(name: str, args: Sequence[str], env: Mapping[str, str], log: Path) -> 
 
 
 def wait_until(
-    what: str, probe: Callable[[], T | None], timeout: float, processes: Iterable[Process] = (), interval: float = 0.2
-) -> T:
-    """Return ``probe()``'s first truthy value; fail with its log if a process dies, or when time runs out."""
+    what: str, probe: Callable[[], T | None], timeout: float,
+    processes: Iterable[Process | subprocess.Popen[bytes]] = (), interval: float = 0.2,
+) -> T:  # fmt: skip
+    """Return ``probe()``'s first truthy value; fail (with its log) if a process dies, or when time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = probe()
         if value:
             return value
         for process in processes:
-            process.check_alive()
+            if isinstance(process, Process):
+                process.check_alive()
+            elif process.poll() is not None:
+                raise AssertionError(f"{what}: {process.args!r} exited with {process.returncode}")
         time.sleep(interval)
     raise AssertionError(f"{what}: not within {timeout}s")
 

@@ -25,17 +25,14 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import make_url
 
-from tests.processes import (  # noqa: F401 - the starters, here for the integration tests that import them from here
-    MODEL,
+from tests.processes import (
     ROOT,
     START_TIMEOUT_S,
-    VENV_BIN,
     Process,
     base_env,
     free_port,
     http,
     require_model,
-    start,
     start_action_server,
     start_rasa_server,
     wait_until_up,
@@ -195,7 +192,8 @@ def _production_assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         )
         # No API token, as on the SQLite stack: the tests call the API without one (loopback
         # only). The scale-out stack in test_production_stack.py runs with a token.
-        yield from serve_assistant(running, work, actions_port, rasa_port, PROD_ENDPOINTS)
+        with serve_assistant(running, work, actions_port, rasa_port, PROD_ENDPOINTS):
+            yield running
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -223,17 +221,21 @@ def assistant(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     running = Assistant(
         rasa_url=f"http://127.0.0.1:{rasa_port}", case_db_url=case_db_url, env=env, token=env["FIRSTREPLY_REST_TOKEN"]
     )
-    yield from serve_assistant(running, work, actions_port, rasa_port, endpoints)
+    with serve_assistant(running, work, actions_port, rasa_port, endpoints):
+        yield running
 
 
+@contextmanager
 def serve_assistant(
     running: Assistant, work: Path, actions_port: int, rasa_port: int, endpoints: Path, ready_path: str = "/status",
     *, credentials: Path = ROOT / "credentials.yml", launcher: bool = True, api_token: Optional[str] = None,
+    rasa_timeout: float = START_TIMEOUT_S,
 ) -> Iterator[Assistant]:  # fmt: skip
     """Start the action server and Rasa for ``running``; yield it once both answer ``ready_path``; stop both.
 
     ``credentials``, ``launcher`` and ``api_token`` are those of ``start_rasa_server``;
-    logs go to ``work/actions.log`` and ``work/rasa.log``.
+    Rasa may take ``rasa_timeout`` seconds to answer. Logs go to ``work/actions.log`` and
+    ``work/rasa.log``.
     """
     running.processes.append(start_action_server("action server", actions_port, running.env, work / "actions.log"))
     running.processes.append(
@@ -244,7 +246,7 @@ def serve_assistant(
     )
     try:
         wait_until_up(running.processes[0], f"http://127.0.0.1:{actions_port}/health")
-        wait_until_up(running.processes[1], f"{running.rasa_url}{ready_path}")
+        wait_until_up(running.processes[1], f"{running.rasa_url}{ready_path}", rasa_timeout)
         yield running
     finally:
         for process in reversed(running.processes):

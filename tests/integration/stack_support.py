@@ -28,17 +28,14 @@ import pytest
 from aiohttp import web
 from sqlalchemy import create_engine, inspect
 
-from tests.integration.conftest import (
-    PROD_ENDPOINTS,
+from tests.integration.conftest import PROD_ENDPOINTS, fresh_database, production_env, production_services
+from tests.processes import (
     ROOT,
     START_TIMEOUT_S,
     Process,
     base_env,
     free_port,
-    fresh_database,
     http,
-    production_env,
-    production_services,
     start_action_server,
     start_rasa_server,
     wait_until_up,

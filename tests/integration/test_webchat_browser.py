@@ -17,18 +17,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, Route, expect
 
-from tests.integration.conftest import (
-    ROOT,
-    Assistant,
-    Process,
-    base_env,
-    free_port,
-    http,
-    local_page,
-    require_model,
-    serve_assistant,
-    write_endpoints,
-)
+from tests.integration.conftest import Assistant, local_page, serve_assistant
+from tests.processes import ROOT, Process, base_env, free_port, http, require_model, write_endpoints
 
 pytestmark = pytest.mark.integration
 
@@ -73,10 +63,10 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer
         "FIRSTREPLY_WEBCHAT_SECRET": "browser-test-secret-0123456789",
     }
     running = Assistant(f"http://127.0.0.1:{rasa_port}", case_db_url, env, token="")
-    for assistant in serve_assistant(
+    with serve_assistant(
         running, work, actions_port, rasa_port, endpoints, "/webhooks/webchat/",
         credentials=work / "credentials.yml", launcher=False,
-    ):  # fmt: skip
+    ) as assistant:  # fmt: skip
         yield ChatServer(assistant, assistant.processes)
 
 
