@@ -30,39 +30,7 @@ from bot.eta.estimate import (
     estimate_promise,
     round_up_minutes,
 )
-
-LONDON = ZoneInfo("Europe/London")
-TARGETS = ServiceTargets(
-    first_response_minutes=15, average_handle_minutes=12, default_agents_on_shift=2
-)
-
-
-def at(text: str) -> datetime:
-    """Parse an ISO moment with an explicit offset."""
-    moment = datetime.fromisoformat(text)
-    assert moment.tzinfo is not None, "test moments must carry an offset"
-    return moment
-
-
-def northwind() -> BusinessCalendar:
-    """Mon-Fri 08:00-20:00, Sat 09:00-17:00, Sun 10:00-16:00, Europe/London."""
-    return BusinessCalendar(
-        timezone=LONDON,
-        weekly={
-            **{weekday: ((time(8), time(20)),) for weekday in range(5)},
-            5: ((time(9), time(17)),),
-            6: ((time(10), time(16)),),
-        },
-        holidays={
-            date(2026, 12, 25): "Christmas Day",
-            date(2026, 12, 26): "Boxing Day",
-            date(2026, 12, 28): "Boxing Day (substitute day)",
-            date(2027, 1, 1): "New Year's Day",
-            date(2027, 3, 26): "Good Friday",
-            date(2027, 3, 29): "Easter Monday",
-        },
-    )
-
+from tests.eta_support import LONDON, TARGETS, at, northwind
 
 def every_day(*intervals: tuple[time, time]) -> BusinessCalendar:
     return BusinessCalendar(LONDON, {weekday: intervals for weekday in range(7)}, {})

@@ -16,7 +16,6 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -40,32 +39,16 @@ from bot.eta import (
 from bot.eta.history import hour_of_week
 from bot.ops import OpsConfigError, load_support_config
 from bot.services import Services, promise_for
+from tests.eta_support import LONDON, TARGETS, at
+from tests.eta_support import northwind as opening_hours
 
-LONDON = ZoneInfo("Europe/London")
 UTC = timezone.utc
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ServiceTargets(
-    first_response_minutes=15, average_handle_minutes=12, default_agents_on_shift=2
-)
-
-
-def at(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    assert moment.tzinfo is not None, "test moments must carry an offset"
-    return moment
 
 
 def northwind() -> BusinessCalendar:
-    """Mon-Fri 08:00-20:00, Sat 09:00-17:00, Sun 10:00-16:00, Europe/London."""
-    return BusinessCalendar(
-        timezone=LONDON,
-        weekly={
-            **{weekday: ((time(8), time(20)),) for weekday in range(5)},
-            5: ((time(9), time(17)),),
-            6: ((time(10), time(16)),),
-        },
-        holidays={date(2026, 12, 25): "Christmas Day", date(2026, 12, 26): "Boxing Day"},
-    )
+    """Northwind's hours, closed only on Christmas Day and Boxing Day 2026."""
+    return opening_hours({date(2026, 12, 25): "Christmas Day", date(2026, 12, 26): "Boxing Day"})
 
 
 def answered(created: str, waits: list[float], ahead: int = 0) -> list[HandledCase]:

@@ -28,18 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import (
-    DROP,
-    ERROR,
-    NO_ANSWER,
-    UNKNOWN_METHOD,
-    Call,
-    Delivery,
-    FakeServer,
-    Fault,
-    answers,
-    serve_until_interrupted,
-)
+from tests.fakes.server import DROP, ERROR, NO_ANSWER, UNKNOWN_METHOD, Call, Delivery, FakeServer, Fault, answers
+from tests.fakes.server import serve_until_interrupted
 
 __all__ = ["DROP_CONNECTION", "TOKEN", "Call", "Delivery", "FakeSlackAPI", "Posted", "dm_channel_of", "signed_headers"]
 

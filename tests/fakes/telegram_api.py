@@ -26,30 +26,27 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import (
-    ERROR,
-    UNKNOWN_METHOD,
-    Call,
-    Delivery,
-    FakeServer,
-    Fault,
-    answers,
-    free_port,
-    serve_until_interrupted,
-)
+from tests.fakes.server import ERROR, UNKNOWN_METHOD, Call, Delivery, FakeServer, Fault, answers, free_port
+from tests.fakes.server import serve_until_interrupted
 
 __all__ = ["BOT_USER", "TOKEN", "Call", "Delivery", "FakeTelegramAPI", "free_port"]
 
 TOKEN = "123456:TEST-token_for-the-fake-api"
-# What a Rasa credentials.yml holds to run the Telegram connector against this fake (the
-# variables set to TOKEN, a webhook secret and ``FakeTelegramAPI.base_url``).
-RASA_CREDENTIALS = """\
-bot.channels.telegram.TelegramInput:
-  token: ${TELEGRAM_BOT_TOKEN}
-  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}
-  base_url: ${TELEGRAM_API_BASE_URL}
-  bot_username: firstreply_test_bot
-"""
+
+
+def rasa_credentials(bot_username: str | None = "firstreply_test_bot") -> str:
+    """Return what a Rasa credentials.yml holds to run the Telegram connector against this fake.
+
+    The variables are set to TOKEN, a webhook secret and ``FakeTelegramAPI.base_url``.
+    """
+    username = f"  bot_username: {bot_username}\n" if bot_username else ""
+    return (
+        "bot.channels.telegram.TelegramInput:\n  token: ${TELEGRAM_BOT_TOKEN}\n"
+        "  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}\n  base_url: ${TELEGRAM_API_BASE_URL}\n" + username
+    )
+
+
+RASA_CREDENTIALS = rasa_credentials()
 BOT_USER = {"id": 123456, "is_bot": True, "first_name": "FirstReply", "username": "firstreply_test_bot"}
 _DESCRIPTIONS = {
     400: "Bad Request: chat not found", 403: "Forbidden: bot was blocked by the user", 502: "Bad Gateway",

@@ -25,19 +25,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import make_url
 
-from tests.processes import (
-    ROOT,
-    START_TIMEOUT_S,
-    Process,
-    base_env,
-    free_port,
-    http,
-    require_model,
-    start_action_server,
-    start_rasa_server,
-    wait_until_up,
-    write_endpoints,
-)
+from tests.processes import ROOT, START_TIMEOUT_S, Process, base_env, free_port, http, require_model
+from tests.processes import start_action_server, start_rasa_server, wait_until_up, write_endpoints
 
 PROD_ENDPOINTS = ROOT / "endpoints.prod.yml"
 POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")

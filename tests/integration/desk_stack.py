@@ -22,7 +22,7 @@ from bot.cases import Case, CaseStore
 from tests.fakes.slack_api import signed_headers
 from tests.fakes.slack_web_api import TOKEN as SLACK_TOKEN
 from tests.fakes.slack_web_api import FakeDeskSlackAPI
-from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
+from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI, rasa_credentials
 from tests.integration.telegram_customer import deliver, replies_after, update
 from tests.processes import MODEL as TRAINED_MODEL
 from tests.processes import Process, answers, base_env, start_desk, wait_until
@@ -33,12 +33,7 @@ SLACK_SECRET = "desk-e2e-signing-secret"
 API_TOKEN = "desk-e2e-rasa-token"
 ANA, BEN = "U0ANA", "U0BEN"
 QUEUE = "C0QUEUE"
-CREDENTIALS = """\
-bot.channels.telegram.TelegramInput:
-  token: ${TELEGRAM_BOT_TOKEN}
-  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}
-  base_url: ${TELEGRAM_API_BASE_URL}
-"""
+CREDENTIALS = rasa_credentials(bot_username=None)
 
 
 @dataclass

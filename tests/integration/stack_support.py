@@ -29,17 +29,8 @@ from aiohttp import web
 from sqlalchemy import create_engine, inspect
 
 from tests.integration.conftest import PROD_ENDPOINTS, fresh_database, production_env, production_services
-from tests.processes import (
-    ROOT,
-    START_TIMEOUT_S,
-    Process,
-    base_env,
-    free_port,
-    http,
-    start_action_server,
-    start_rasa_server,
-    wait_until_up,
-)
+from tests.processes import ROOT, START_TIMEOUT_S, Process, base_env, free_port, http
+from tests.processes import start_action_server, start_rasa_server, wait_until_up
 
 REQUEST_TIMEOUT_S = 600
 BACKEND_KEEPALIVE_S = 2.0

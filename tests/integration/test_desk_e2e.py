@@ -20,17 +20,7 @@ from pathlib import Path
 import pytest
 
 from bot.cases import CaseStore, NewCase, TranscriptLine
-from tests.integration.desk_stack import (
-    ANA,
-    API_TOKEN,
-    BEN,
-    CREDENTIALS,
-    MODEL,
-    QUEUE,
-    Stack,
-    desk_env,
-    desk_fakes,
-)
+from tests.integration.desk_stack import ANA, API_TOKEN, BEN, CREDENTIALS, MODEL, QUEUE, Stack, desk_env, desk_fakes
 from tests.integration.telegram_customer import button
 from tests.processes import answers, free_ports, start_action_server, start_rasa_server, wait_until, write_endpoints
 
