@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta, timezone
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from bot.eta.calendar import BusinessCalendar
-from bot.eta.estimate import ServiceTargets
+from bot.eta.estimate import Promise, ServiceTargets
 
 LONDON = ZoneInfo("Europe/London")
 TARGETS = ServiceTargets(first_response_minutes=15, average_handle_minutes=12, default_agents_on_shift=2)
@@ -31,6 +31,18 @@ NORTHWIND_HOLIDAYS: Mapping[date, str] = MappingProxyType(
         date(2027, 3, 29): "Easter Monday",
     }
 )
+
+
+def assert_promise(promise: Promise, calendar: BusinessCalendar, deadline: str, minutes: float, wording: str) -> None:
+    """Check a promise's deadline (ISO, in London's time zone), business minutes and wording.
+
+    And that it is never a deadline while closed: the second before it is open time.
+    """
+    assert promise.deadline_iso() == deadline
+    assert promise.deadline.tzinfo is LONDON
+    assert promise.business_minutes == minutes
+    assert promise.wording == wording
+    assert calendar.is_open(promise.deadline.astimezone(timezone.utc) - timedelta(seconds=1)) is True
 
 
 def at(text: str) -> datetime:

@@ -30,7 +30,7 @@ from bot.eta.estimate import (
     estimate_promise,
     round_up_minutes,
 )
-from tests.eta_support import LONDON, TARGETS, at, northwind
+from tests.eta_support import LONDON, TARGETS, assert_promise, at, northwind
 
 def every_day(*intervals: tuple[time, time]) -> BusinessCalendar:
     return BusinessCalendar(LONDON, {weekday: intervals for weekday in range(7)}, {})
@@ -699,14 +699,8 @@ def test_estimate_promise(
 
     promise = estimate_promise(at(now), calendar, queue, TARGETS)
 
-    assert promise.deadline_iso() == deadline
-    assert promise.deadline.tzinfo is LONDON
-    assert promise.business_minutes == minutes
+    assert_promise(promise, calendar, deadline, minutes, wording)
     assert promise.open_now is open_now
-    assert promise.wording == wording
-    # Never a deadline while closed: the minute before it is open time.
-    just_before = promise.deadline.astimezone(timezone.utc) - timedelta(seconds=1)
-    assert calendar.is_open(just_before) is True
 
 
 @pytest.mark.parametrize(

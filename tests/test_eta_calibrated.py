@@ -39,7 +39,7 @@ from bot.eta import (
 from bot.eta.history import hour_of_week
 from bot.ops import OpsConfigError, load_support_config
 from bot.services import Services, promise_for
-from tests.eta_support import LONDON, TARGETS, at
+from tests.eta_support import TARGETS, assert_promise, at
 from tests.eta_support import northwind as opening_hours
 
 UTC = timezone.utc
@@ -243,13 +243,8 @@ def test_calibrated_promise(
 
     promise = estimate_promise(at(now), calendar, queue, TARGETS)
 
-    assert promise.deadline_iso() == deadline
-    assert promise.deadline.tzinfo is LONDON
-    assert promise.business_minutes == minutes
-    assert promise.wording == wording
+    assert_promise(promise, calendar, deadline, minutes, wording)
     assert (promise.basis, promise.history_samples) == (basis, samples)
-    # Never a deadline while closed: the second before it is open time.
-    assert calendar.is_open(promise.deadline.astimezone(UTC) - timedelta(seconds=1))
 
 
 def test_the_quantile_is_configurable() -> None:
