@@ -25,45 +25,28 @@ def db_url(tmp_path: Path) -> str:
     store = CaseStore.from_url(url)
     store.open_case(
         NewCase(
-            channel="telegram",
-            sender_id="100200",
-            customer_name="Ana Lima",
-            case_type="order_status",
-            intent_confidence=0.91,
-            answers={"order_number": "A-1001", "delivery_problem": "late"},
+            channel="telegram", sender_id="100200", customer_name="Ana Lima", case_type="order_status",
+            intent_confidence=0.91, answers={"order_number": "A-1001", "delivery_problem": "late"},
             summary="Order A-1001 is late.",
             transcript=(
                 TranscriptLine("customer", "Where is my order?", NOW - timedelta(minutes=2)),
                 TranscriptLine("bot", "Which order number?", NOW - timedelta(minutes=1)),
                 TranscriptLine("customer", "A-1001", NOW),
             ),
-            language="en",
-            priority="normal",
-            complaint_score=0.1,
+            language="en", priority="normal", complaint_score=0.1,
             promised_by=datetime(2024, 5, 6, 12, 0, tzinfo=timezone(timedelta(hours=2))),
-            promise_wording="A person will answer by 12:00.",
-            handoff_key="telegram:100200:1",
+            promise_wording="A person will answer by 12:00.", handoff_key="telegram:100200:1",
             metadata={"telegram_chat_id": 100200},
-        ),
+        ),  # fmt: skip
         NOW,
     )
     store.open_case(
         NewCase(
-            channel="telegram",
-            sender_id="100200",
-            customer_name=None,
-            case_type="complaint",
-            intent_confidence=None,
-            answers={},
-            summary="Still no parcel.",
-            transcript=(),
-            language="pt",
-            priority="urgent",
-            complaint_score=0.875,
-            promised_by=NOW + timedelta(hours=2),
-            promise_wording="Within two hours.",
+            channel="telegram", sender_id="100200", customer_name=None, case_type="complaint", intent_confidence=None,
+            answers={}, summary="Still no parcel.", transcript=(), language="pt", priority="urgent",
+            complaint_score=0.875, promised_by=NOW + timedelta(hours=2), promise_wording="Within two hours.",
             handoff_key="telegram:100200:2",
-        ),
+        ),  # fmt: skip
         NOW + timedelta(days=1),
     )
     assert store.claim(1, "bea", NOW + timedelta(minutes=5)) is True

@@ -576,6 +576,8 @@ def test_deadline_iso_rounds_up_to_the_minute(deadline: datetime, expected: str)
 # --- estimate_promise ---------------------------------------------------------------
 
 
+# The case tables of this module repeat one shape row after row, by design: a case is a row
+# (with the arithmetic that gives its figures), and one test function checks them all.
 @pytest.mark.parametrize(
     ("now", "queue", "deadline", "minutes", "open_now", "wording"),
     [
@@ -688,12 +690,7 @@ def test_deadline_iso_rounds_up_to_the_minute(deadline: datetime, expected: str)
     ],
 )
 def test_estimate_promise(
-    now: str,
-    queue: QueueSnapshot,
-    deadline: str,
-    minutes: float,
-    open_now: bool,
-    wording: str,
+    now: str, queue: QueueSnapshot, deadline: str, minutes: float, open_now: bool, wording: str
 ) -> None:
     calendar = northwind()
 

@@ -80,6 +80,8 @@ TUESDAY_TEN = "2026-11-24T10:00:00+00:00"
 # --- the estimate, table ---------------------------------------------------------------
 
 
+# A table: each case is one row of the same shape (the history it is given, with the
+# arithmetic that gives its figures), checked by the one test function below it.
 @pytest.mark.parametrize(
     ("now", "queue", "deadline", "minutes", "wording", "basis", "samples"),
     [
@@ -231,13 +233,7 @@ TUESDAY_TEN = "2026-11-24T10:00:00+00:00"
     ],
 )
 def test_calibrated_promise(
-    now: str,
-    queue: QueueSnapshot,
-    deadline: str,
-    minutes: float,
-    wording: str,
-    basis: str,
-    samples: int,
+    now: str, queue: QueueSnapshot, deadline: str, minutes: float, wording: str, basis: str, samples: int
 ) -> None:
     calendar = northwind()
 
