@@ -29,6 +29,11 @@ WebSocket, a REST resource) is a handler marked with ``@route("GET", "/path/{id}
         @answers("me")
         def _me(self, params):
             return {"id": "1", "name": "FirstReply"}
+
+        def _delivery(self, method, params):  # which calls reach the customer
+            ...
+
+``tests/test_fakes.py`` declares one such fake and checks what every fake gets for free.
 """
 
 from __future__ import annotations
@@ -302,8 +307,19 @@ class FakeServer:
         """Wait, before the call meets its fault (long polling, for one)."""
 
     def _process(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any], Delivery | None]:
-        """Answer a call no fault stopped: the HTTP status, the body and the delivery it made, if any."""
-        raise NotImplementedError
+        """Answer a call no fault stopped: the HTTP status, the body and the delivery it made, if any.
+
+        By default: the handler's answer with 200 (404 for a method the fake does not
+        serve), and the delivery ``_delivery`` says the call made.
+        """
+        handler = self.handler_for(method)
+        if handler is UNKNOWN_METHOD:
+            return 404, {"error": f"unknown method {method}"}, None
+        return 200, handler(params), self._delivery(method, params)
+
+    def _delivery(self, method: str, params: dict[str, Any]) -> Delivery | None:
+        """Return the message a served call put in front of the customer, if any (by default: none)."""
+        return None
 
     def _refusal(self, fault: Fault) -> tuple[dict[str, Any], Mapping[str, str]]:
         """Return the body and headers of an ``ERROR`` answer for ``fault``."""
