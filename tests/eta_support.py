@@ -52,6 +52,11 @@ def at(text: str) -> datetime:
     return moment
 
 
+def every_day(*intervals: tuple[time, time]) -> BusinessCalendar:
+    """Open ``intervals`` every day of the week, Europe/London, no holidays."""
+    return BusinessCalendar(LONDON, {weekday: intervals for weekday in range(7)}, {})
+
+
 def northwind(holidays: Mapping[date, str] = NORTHWIND_HOLIDAYS) -> BusinessCalendar:
     """Mon-Fri 08:00-20:00, Sat 09:00-17:00, Sun 10:00-16:00, Europe/London, closed on ``holidays``."""
     return BusinessCalendar(timezone=LONDON, weekly=dict(NORTHWIND_WEEK), holidays=dict(holidays))

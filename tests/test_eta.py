@@ -30,11 +30,7 @@ from bot.eta.estimate import (
     estimate_promise,
     round_up_minutes,
 )
-from tests.eta_support import LONDON, TARGETS, assert_promise, at, northwind
-
-def every_day(*intervals: tuple[time, time]) -> BusinessCalendar:
-    return BusinessCalendar(LONDON, {weekday: intervals for weekday in range(7)}, {})
-
+from tests.eta_support import LONDON, TARGETS, assert_promise, at, every_day, northwind
 
 # --- calendar: is_open ------------------------------------------------------------
 

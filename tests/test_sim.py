@@ -7,7 +7,6 @@ that it counts right, so its results table can be trusted.
 from __future__ import annotations
 
 from datetime import datetime, time, timezone
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -22,15 +21,12 @@ from bench.sim.model import (
     Shift,
     Simulation,
 )
-from bot.eta import BASIS_PRIOR, END_OF_DAY, BusinessCalendar, ServiceTargets
+from bot.eta import BASIS_PRIOR, END_OF_DAY
+from tests.eta_support import TARGETS, every_day
 
-LONDON = ZoneInfo("Europe/London")
 # Monday 30 November 2026, 00:00 GMT (= UTC): no clock change for weeks.
 EPOCH = datetime(2026, 11, 30, tzinfo=timezone.utc)
-TARGETS = ServiceTargets(
-    first_response_minutes=15, average_handle_minutes=12, default_agents_on_shift=2
-)
-ALWAYS_OPEN = BusinessCalendar(LONDON, {day: ((time(0), END_OF_DAY),) for day in range(7)}, {})
+ALWAYS_OPEN = every_day((time(0), END_OF_DAY))
 
 
 def tiny_scenario() -> Scenario:
@@ -143,7 +139,7 @@ def test_tiny_scenario_summary() -> None:
 
 
 def test_closed_time_does_not_count_and_promises_start_at_opening() -> None:
-    calendar = BusinessCalendar(LONDON, {day: ((time(9), time(17)),) for day in range(7)}, {})
+    calendar = every_day((time(9), time(17)))
     scenario = Scenario(
         name="closed",
         epoch=EPOCH,
@@ -173,7 +169,7 @@ def test_closed_time_does_not_count_and_promises_start_at_opening() -> None:
 
 
 def test_replay_answers_after_the_drawn_business_minutes() -> None:
-    calendar = BusinessCalendar(LONDON, {day: ((time(9), time(17)),) for day in range(7)}, {})
+    calendar = every_day((time(9), time(17)))
     scenario = Scenario(
         name="replay",
         epoch=EPOCH,
@@ -202,7 +198,7 @@ def test_the_public_figures_fit_reproduces_them() -> None:
 
 
 def test_profiles_are_seeded() -> None:
-    calendar = BusinessCalendar(LONDON, {day: ((time(9), time(17)),) for day in range(7)}, {})
+    calendar = every_day((time(9), time(17)))
 
     assert profiles.arrivals(calendar, 3) == profiles.arrivals(calendar, 3)
     assert profiles.arrivals(calendar, 3) != profiles.arrivals(calendar, 4)
