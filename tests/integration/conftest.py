@@ -5,6 +5,10 @@ services are there (``scripts/test-services.sh`` sets ``FIRSTREPLY_TEST_POSTGRES
 ``FIRSTREPLY_TEST_REDIS_URL``; ``make test`` runs under it), a second time on the production
 stack: Rasa with ``endpoints.prod.yml`` (``SQLTrackerStore`` on PostgreSQL, ``RedisLockStore``)
 and the case store and channel database on PostgreSQL, each run in a fresh database.
+
+``serve_assistant`` starts an action server and Rasa for any channel's end-to-end test (the
+processes themselves come from ``tests.processes``); ``browser`` and ``local_page`` are the
+one Chromium launch of the browser tests.
 """
 
 from __future__ import annotations
