@@ -35,47 +35,28 @@ def test_default_config() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "intent", "confidence", "expected"),
+    ("text", "intent", "confidence", "is_complaint", "score", "hostility"),
     [
         # Calm: nothing.
-        (
-            "do you have this in blue?",
-            "product_question",
-            0.88,
-            {"is_complaint": False, "score": 0.0, "hostility": 0.0},
-        ),
+        ("do you have this in blue?", "product_question", 0.88, False, 0.0, 0.0),
         # The text's own cues: 0.5 is a complaint at the default threshold of 0.5.
-        (
-            "My parcel still hasn't arrived after 3 weeks",
-            "order_status",
-            0.93,
-            {"is_complaint": True, "score": 0.5, "hostility": 0.0},
-        ),
-        ("my order is late", "order_status", 0.9, {"is_complaint": False, "score": 0.35, "hostility": 0.0}),
-        (
-            "WORST SERVICE EVER nobody answers!!!",
-            "greet",
-            0.4,
-            {"is_complaint": True, "score": 0.84, "hostility": 0.58},
-        ),
+        ("My parcel still hasn't arrived after 3 weeks", "order_status", 0.93, True, 0.5, 0.0),
+        ("my order is late", "order_status", 0.9, False, 0.35, 0.0),
+        ("WORST SERVICE EVER nobody answers!!!", "greet", 0.4, True, 0.84, 0.58),
         # The complaint intent is evidence too, discounted to 90% of its confidence.
-        ("you people are the pits", "complaint", 0.8, {"is_complaint": True, "score": 0.72, "hostility": 0.0}),
-        ("you people are the pits", "complaint", 0.5, {"is_complaint": False, "score": 0.45, "hostility": 0.0}),
+        ("you people are the pits", "complaint", 0.8, True, 0.72, 0.0),
+        ("you people are the pits", "complaint", 0.5, False, 0.45, 0.0),
         # ... taken instead of the cues when it is stronger, never added to them.
-        (
-            "WORST SERVICE EVER nobody answers!!!",
-            "complaint",
-            0.95,
-            {"is_complaint": True, "score": 0.855, "hostility": 0.58},
-        ),
-        ("I'd like to make a complaint", "complaint", 0.3, {"is_complaint": True, "score": 0.5, "hostility": 0.0}),
+        ("WORST SERVICE EVER nobody answers!!!", "complaint", 0.95, True, 0.855, 0.58),
+        ("I'd like to make a complaint", "complaint", 0.3, True, 0.5, 0.0),
         # Another intent's confidence is no evidence.
-        ("you people are the pits", "product_issue", 0.99, {"is_complaint": False, "score": 0.0, "hostility": 0.0}),
+        ("you people are the pits", "product_issue", 0.99, False, 0.0, 0.0),
     ],
 )
 def test_process_adds_the_complaint_key(
-    tmp_path: Path, text: str, intent: str, confidence: float, expected: dict[str, Any]
+    tmp_path: Path, text: str, intent: str, confidence: float, is_complaint: bool, score: float, hostility: float
 ) -> None:
+    expected = {"is_complaint": is_complaint, "score": score, "hostility": hostility}
     message = parsed(text, intent, confidence)
 
     returned = make_component(tmp_path).process([message])

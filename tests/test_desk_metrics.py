@@ -28,7 +28,6 @@ from bot.desk.server import http_app
 from bot.desk.settings import DeskSettings
 from bot.ops import load_support_config
 from tests.conftest import OPEN_NOW
-from tests.test_watchdog import db_url  # noqa: F401 - the fixture: SQLite, and PostgreSQL when given
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = OPEN_NOW + timedelta(hours=3)  # Monday 13:00

@@ -17,8 +17,9 @@ from bot.desk.app import Desk
 from bot.desk.server import serve
 from bot.desk.settings import DeskSettings, DeskSettingsError
 from bot.ops import load_support_config
+from tests.desk_support import open_case
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
-from tests.test_desk_app import AGENTS, AGENTS_GROUP, QUEUE, open_case
+from tests.test_desk_app import AGENTS, AGENTS_GROUP, QUEUE
 from tests.polling import until as poll_until
 
 ROOT = Path(__file__).resolve().parent.parent

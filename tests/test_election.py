@@ -36,7 +36,7 @@ from bot.desk.settings import DeskSettings
 from bot.desk.watchdog import LEASE, Watchdog
 from bot.election import Election, FileLock, LeaderLock, PostgresLock, SoloLock, lock_for_database, lock_key
 from bot.ops import load_support_config
-from tests.integration.test_desk_e2e import wait_until
+from tests.processes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from telegram import Bot
@@ -36,6 +35,9 @@ from bot.desk import messages
 from bot.desk.metrics import IN_DOUBT_FOUND, IN_DOUBT_UNCHECKED, DeliveryStats, build_registry, exposition
 from bot.desk.outbox import OutboxWorker, utc_now
 from bot.desk.rasa_api import RasaClient
+from tests.desk_support import open_case
+from tests.fakes.rasa_api import TOKEN as RASA_TOKEN
+from tests.fakes.rasa_api import FakeRasa
 from tests.fakes.server import ACCEPT_DROP, ACCEPT_HOLD, DROP, ERROR, HOLD
 from tests.fakes.slack_api import TOKEN as CUSTOMER_APP_TOKEN
 from tests.fakes.slack_api import FakeSlackAPI, dm_channel_of
@@ -43,7 +45,6 @@ from tests.fakes.slack_web_api import TOKEN as DESK_TOKEN
 from tests.fakes.slack_web_api import FakeDeskSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.test_desk_app import RASA_TOKEN, FakeRasa, open_case
 from tests.polling import until as poll_until
 
 QUEUE = "C0QUEUE"
@@ -110,12 +111,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     desk_slack.add_channel(QUEUE, "support-queue")
     customer_slack = FakeSlackAPI().start()
     telegram = FakeTelegramAPI().start()
-    rasa = FakeRasa()
-    rasa_runner = web.AppRunner(rasa.app(), access_log=None)
-    await rasa_runner.setup()
-    rasa_site = web.TCPSite(rasa_runner, "127.0.0.1", 0)
-    await rasa_site.start()
-    rasa.url = f"http://127.0.0.1:{rasa_site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    rasa = FakeRasa().start()
     env = {
         "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_API_BASE_URL": telegram.base_url,
         "SLACK_BOT_TOKEN": CUSTOMER_APP_TOKEN, "SLACK_API_BASE_URL": customer_slack.base_url,
@@ -139,7 +135,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         await loop
         await outbound.close()
         await rasa_client.close()
-        await rasa_runner.cleanup()
+        rasa.stop()
         store.dispose()
         telegram.stop()
         customer_slack.stop()

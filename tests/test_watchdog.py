@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,40 +21,30 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
-from sqlalchemy import create_engine
 
-from bot.cases import Case, CaseStore, NewCase, TranscriptLine, schema
+from bot.cases import Case, CaseStore, NewCase, TranscriptLine
 from bot.channels.outbound import Outbound
 from bot.desk import cards, messages
 from bot.desk.app import Desk
 from bot.desk.outbox import OutboxWorker
 from bot.desk.rasa_api import RasaClient
-from bot.desk.server import http_app
 from bot.desk.settings import DeskSettings
 from bot.desk.watchdog import LEASE, Watchdog, apology_line, is_late, late_pickup_text
 from bot.ops import OpsConfigError, SupportConfig, WatchdogRules, load_support_config
 from tests.conftest import OPEN_NOW
+from tests.desk_support import serving
+from tests.fakes.rasa_api import FakeRasa
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.test_desk_app import FakeRasa
 from tests.polling import until as poll_until
+from tests.processes import free_port, start_desk
 
 ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")
-# As in tests/test_cases.py: PostgreSQL is a parameter only when there is one.
-DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 ONCALL = "S0ONCALL"
 ANA = "U0ANA"
 MARIA = "4242"
 T0 = OPEN_NOW  # Monday 10:00 in London (UTC in November): open until 20:00
-
-
-def _drop_all(url: str) -> None:
-    engine = create_engine(url, future=True)
-    schema.metadata.drop_all(engine)
-    engine.dispose()
 
 
 def minutes(count: float) -> timedelta:
@@ -67,25 +55,6 @@ def minutes(count: float) -> timedelta:
 def support() -> SupportConfig:
     shipped = load_support_config(ROOT / "support.yml")
     return replace(shipped, watchdog=replace(shipped.watchdog, oncall=ONCALL))
-
-
-@pytest.fixture(params=DATABASES)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty case database: a fresh SQLite file, or the test PostgreSQL emptied (as tests/test_cases.py)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cases.db'}"
-        return
-    assert POSTGRES_URL is not None
-    _drop_all(POSTGRES_URL)
-    yield POSTGRES_URL
-    _drop_all(POSTGRES_URL)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[CaseStore]:
-    opened = CaseStore.from_url(db_url)
-    yield opened
-    opened.dispose()
 
 
 def open_case(
@@ -312,20 +281,10 @@ async def desk(tmp_path: Path, support: SupportConfig) -> AsyncIterator[tuple[De
     store = CaseStore.from_url(f"sqlite:///{tmp_path / 'cases.db'}")
     quiet = replace(support, watchdog=replace(support.watchdog, enabled=False))
     built = Desk(DeskSettings.from_env(env), store, quiet, outbound=Outbound({}))
-    runner = web.AppRunner(http_app(built), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    stop = asyncio.Event()
-    loops = asyncio.create_task(built.run_loops(stop))
     try:
-        yield built, slack, f"http://127.0.0.1:{port}"
+        async with serving(built) as url:
+            yield built, slack, url
     finally:
-        stop.set()
-        await loops
-        await runner.cleanup()
-        await built.close()
         store.dispose()
         slack.stop()
 
@@ -518,19 +477,14 @@ async def test_escalation_and_update_are_delivered_and_the_update_is_no_human_re
     slack.add_channel("C0QUEUE", "support-queue")
     slack.add_channel("C0LEADS", "support-leads")
     telegram = FakeTelegramAPI().start()
-    rasa = FakeRasa()
-    runner = web.AppRunner(rasa.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    rasa_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    rasa = FakeRasa().start()
     outbound = Outbound({"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_API_BASE_URL": telegram.base_url,
                          "FIRSTREPLY_CHANNEL_DB": str(tmp_path / "channels.db")})  # fmt: skip
     from slack_sdk.web.async_client import AsyncWebClient
 
     now = [T0 + minutes(18)]
     client = AsyncWebClient(token=TOKEN, base_url=slack.base_url, retry_handlers=[])
-    worker = OutboxWorker(store, client, RasaClient(rasa_url, "rasa-api-token"), outbound, clock=lambda: now[0])
+    worker = OutboxWorker(store, client, RasaClient(rasa.url, "rasa-api-token"), outbound, clock=lambda: now[0])
     case = open_case(store, T0, customer_name="Maria <!here>")
     try:
         store.outbox.enqueue([messages.card_post(case.id)], T0)
@@ -566,7 +520,7 @@ async def test_escalation_and_update_are_delivered_and_the_update_is_no_human_re
     finally:
         await worker.rasa.close()
         await outbound.close()
-        await runner.cleanup()
+        rasa.stop()
         telegram.stop()
         slack.stop()
 
@@ -644,44 +598,6 @@ def test_watchdog_mistakes_name_the_line(tmp_path: Path, section: str, offset: i
 # --- a desk process delivering an update through Telegram ---------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _RasaThread:
-    """The fake Rasa HTTP API on its own event loop in a thread (the desk is another process)."""
-
-    def __init__(self) -> None:
-        self.rasa = FakeRasa()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self.url = ""
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._runner = web.AppRunner(self.rasa.app(), access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._runner.cleanup())
-        self._loop.close()
-
-    def __enter__(self) -> _RasaThread:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
 ALWAYS_OPEN = '["00:00-24:00"]'
 
 
@@ -706,8 +622,8 @@ def test_a_desk_process_updates_a_telegram_customer_before_the_deadline(tmp_path
     slack.add_channel("C0QUEUE", "support-queue")
     slack.add_channel("C0LEADS", "support-leads")
     telegram = FakeTelegramAPI().start()
-    port = _free_port()
-    with _RasaThread() as rasa:
+    port = free_port()
+    with FakeRasa() as rasa:
         env = {
             **os.environ, "PYTHONPATH": str(ROOT), "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
             "SLACK_DESK_BOT_TOKEN": TOKEN, "SLACK_DESK_SIGNING_SECRET": "secret", "SLACK_API_BASE_URL": slack.base_url,
@@ -720,15 +636,11 @@ def test_a_desk_process_updates_a_telegram_customer_before_the_deadline(tmp_path
         }  # fmt: skip
         for name in ("FIRSTREPLY_NOW", "SLACK_APP_TOKEN", "SLACK_BOT_TOKEN"):
             env.pop(name, None)
-        with (tmp_path / "desk.log").open("wb") as log:
-            desk = subprocess.Popen(
-                [str(ROOT / ".venv" / "bin" / "python"), "-m", "bot", "desk"], cwd=ROOT, env=env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        desk = start_desk("desk", env, tmp_path / "desk.log")
         try:
             deadline = time.monotonic() + 30
             while not telegram.calls("sendMessage") and time.monotonic() < deadline:
-                assert desk.poll() is None, f"the desk exited with {desk.returncode}"
+                assert desk.popen.poll() is None, f"the desk exited with {desk.popen.returncode}"
                 time.sleep(0.1)
             [sent] = telegram.calls("sendMessage")
             assert (sent.params["chat_id"], sent.params["text"]) == (
@@ -737,9 +649,9 @@ def test_a_desk_process_updates_a_telegram_customer_before_the_deadline(tmp_path
                 "A person will reply within about 15 minutes.",
             )
             deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and not (rasa.rasa.events.get(MARIA) and slack.posted("C0LEADS")):
+            while time.monotonic() < deadline and not (rasa.events.get(MARIA) and slack.posted("C0LEADS")):
                 time.sleep(0.1)
-            assert [(e["event"], e["text"]) for e in rasa.rasa.events[MARIA]] == [("bot", sent.params["text"])]
+            assert [(e["event"], e["text"]) for e in rasa.events[MARIA]] == [("bot", sent.params["text"])]
             [lead] = slack.posted("C0LEADS")
             assert lead["text"].startswith(f":rotating_light: <!subteam^{ONCALL}> *Case #{case.id}*")
             checked = CaseStore.from_url(case_db)
@@ -751,12 +663,7 @@ def test_a_desk_process_updates_a_telegram_customer_before_the_deadline(tmp_path
             time.sleep(1.0)  # further ticks change nothing: the new promise is far from due
             assert len(telegram.calls("sendMessage")) == 1
         finally:
-            desk.terminate()
-            try:
-                desk.wait(20)
-            except subprocess.TimeoutExpired:
-                desk.kill()
-                desk.wait(10)
+            desk.stop()
             telegram.stop()
             slack.stop()
             print((tmp_path / "desk.log").read_text(errors="replace")[-3000:])  # shown when the test fails

@@ -30,21 +30,9 @@ from aiohttp import web
 from sqlalchemy import create_engine, inspect
 
 from bench.stack_proxy import backend_session, relay
-from tests.integration.conftest import (
-    PROD_ENDPOINTS,
-    ROOT,
-    START_TIMEOUT_S,
-    Process,
-    base_env,
-    free_port,
-    fresh_database,
-    http,
-    production_env,
-    production_services,
-    start_action_server,
-    start_rasa_server,
-    wait_until_up,
-)
+from tests.integration.conftest import PROD_ENDPOINTS, fresh_database, production_env, production_services
+from tests.processes import ROOT, START_TIMEOUT_S, Process, base_env, free_port, http
+from tests.processes import start_action_server, start_rasa_server, wait_until_up
 
 
 class RoundRobinProxy:

@@ -21,30 +21,25 @@ import pytest
 
 from bot.cases import CaseStore
 from bot.desk import messages
-from tests.integration.test_desk_e2e import ANA, PYTHON, QUEUE, Stack, _answers, _env, _fakes, _ports, wait_until
-from tests.test_desk_app import open_case
-from tests.test_watchdog import db_url  # noqa: F401 - the fixture: SQLite, and PostgreSQL when given
+from tests.desk_support import open_case
+from tests.integration.desk_stack import ANA, QUEUE, Stack, desk_env, desk_fakes
+from tests.processes import free_ports, wait_until
 
 pytestmark = pytest.mark.integration
 
 LEADER_SECONDS = "0.3"
 
 
-def _health(desk: Stack) -> str:
-    return desk.desk_url.replace("/slack/events", "/health")
-
-
 def _start_desk(stack: Stack, name: str, port: int) -> Stack:
     """Start one more desk process, ``name``, on ``port``; return the stack as seen through it."""
     desk = replace(stack, env={**stack.env, "FIRSTREPLY_DESK_PORT": str(port)}, desk_url=f"http://127.0.0.1:{port}/slack/events")
-    desk.start(name, str(PYTHON), "-m", "bot", "-v", "desk")
-    wait_until(f"{name} up", lambda: _answers(_health(desk)), 60, desk.alive)
+    desk.start_desk(name)
     return desk
 
 
 def _leads(desk: Stack) -> bool:
     """Return whether ``desk`` says it leads (runs the loops)."""
-    return bool(httpx.get(_health(desk), timeout=5).json()["leader"])
+    return bool(httpx.get(desk.health_url, timeout=5).json()["leader"])
 
 
 def _relayed(stack: Stack, case_id: int) -> list[str]:
@@ -56,14 +51,14 @@ def _relayed(stack: Stack, case_id: int) -> list[str]:
 
 
 def test_two_desks_deliver_once_and_the_survivor_delivers_what_the_killed_leader_left(
-    tmp_path: Path, db_url: str  # noqa: F811 - the fixture
+    tmp_path: Path, db_url: str
 ) -> None:
     from rasa.core.brokers.sql import SQLEventBroker
 
-    telegram, slack = _fakes()
-    first_port, second_port, closed_port = _ports(3)
+    telegram, slack = desk_fakes()
+    first_port, second_port, closed_port = free_ports(3)
     env = {
-        **_env(tmp_path, telegram, slack, f"http://127.0.0.1:{closed_port}", first_port),
+        **desk_env(tmp_path, telegram, slack, f"http://127.0.0.1:{closed_port}", first_port),
         "FIRSTREPLY_CASE_DB": db_url, "FIRSTREPLY_DESK_LEADER_SECONDS": LEADER_SECONDS,
     }  # fmt: skip
     stack = Stack(tmp_path, telegram, slack, env, "", "", db_url)
