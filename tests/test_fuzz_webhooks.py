@@ -41,8 +41,11 @@ from hypothesis import strategies as st
 from bot.channels.dedupe import ChannelStore, button_payloads, seen_updates
 from bot.channels.inbox import inbox, replies
 from bot.channels.rest import MAX_MESSAGE_CHARS, MAX_SENDER_CHARS, RestInput
-from bot.channels.slack import EVENTS_PATH, SlackDMInput, SlackSettings, build_client, escape
-from bot.channels.telegram import SECRET_HEADER, TelegramInput, TelegramSettings
+from bot.channels.slack import EVENTS_PATH, SlackDMInput
+from bot.channels.slack_client import SlackSettings, build_client
+from bot.channels.slack_output import escape
+from bot.channels.telegram import TelegramInput
+from bot.channels.telegram_output import SECRET_HEADER, TelegramSettings
 from bot.channels.webchat import MAX_NAME_CHARS, MAX_TEXT_CHARS, WebChatInput, WebChatStore, webchat_messages
 from bot.constants import INTENT_GREET
 from tests.fakes.slack_api import FakeSlackAPI

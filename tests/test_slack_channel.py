@@ -42,22 +42,10 @@ from sqlalchemy.exc import OperationalError
 from bot.channels.common import ChannelCredentialsError
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import MAX_ATTEMPTS, Inbox, inbox
-from bot.channels.slack import (
-    ENV_BASE_URL,
-    EVENTS_PATH,
-    ENV_SIGNING_SECRET,
-    ENV_TOKEN,
-    HOLDING_REPLY,
-    MENTION_REPLY,
-    MENTION_REPLY_NO_DM,
-    SlackDMInput,
-    SlackDMOutput,
-    SlackSettings,
-    build_client,
-    customer_text,
-    escape,
-    message_parts,
-)
+from bot.channels.base import HOLDING_REPLY
+from bot.channels.slack import EVENTS_PATH, MENTION_REPLY, MENTION_REPLY_NO_DM, SlackDMInput, customer_text
+from bot.channels.slack_client import ENV_BASE_URL, ENV_SIGNING_SECRET, ENV_TOKEN, SlackSettings, build_client
+from bot.channels.slack_output import SlackDMOutput, escape, message_parts
 from tests.fakes.server import ACCEPT_DROP
 from tests.fakes.slack_api import APP_ID, BOT_ID, BOT_USER_ID, DROP_CONNECTION, TEAM_ID, TOKEN, FakeSlackAPI
 

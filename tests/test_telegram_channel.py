@@ -29,22 +29,19 @@ from telegram.error import BadRequest, NetworkError, RetryAfter
 from bot.channels import add_telegram_parser
 from bot.channels.common import ChannelCredentialsError, split_text
 from bot.channels.dedupe import PAYLOAD_TTL_SECONDS, SEEN_TTL_SECONDS, ChannelStore, payload_key
-from bot.channels.telegram import (
+from bot.channels.telegram import EXPIRED_BUTTON, GROUP_REPLY, TelegramInput
+from bot.channels.telegram_output import (
     ENV_BASE_URL,
     ENV_BOT_USERNAME,
     ENV_SECRET,
     ENV_TOKEN,
-    EXPIRED_BUTTON,
-    GROUP_REPLY,
     SECRET_HEADER,
-    TelegramInput,
     TelegramOutput,
     TelegramSettings,
     build_bot,
     close_bot,
-    poll,
-    set_webhook,
 )
+from bot.channels.telegram_poll import poll, set_webhook
 from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI, free_port
 
 SECRET = "s3cret-Webhook_token"

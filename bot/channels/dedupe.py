@@ -41,12 +41,20 @@ UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 metadata = MetaData()
 
+
+def update_key() -> tuple[Column, Column]:
+    """Return the key columns of a table of updates (here and in ``bot.channels.inbox``).
+
+    The source says which connector (and which bot or app) an id belongs to: update ids
+    count per bot. Lengths as in the inbox's columns; a connector shortens longer ids.
+    """
+    return Column("source", String(64), primary_key=True), Column("update_id", String(128), primary_key=True)
+
+
 seen_updates = Table(
     "channel_seen_updates",
     metadata,
-    # Which connector (and which bot) the id belongs to: update ids are per bot.
-    Column("source", String(64), primary_key=True),
-    Column("update_id", String(128), primary_key=True),
+    *update_key(),
     Column("seen_at", BigInteger, nullable=False, index=True),
 )
 
