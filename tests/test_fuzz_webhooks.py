@@ -46,7 +46,8 @@ from bot.channels.slack_client import SlackSettings, build_client
 from bot.channels.slack_output import escape
 from bot.channels.telegram import TelegramInput
 from bot.channels.telegram_output import SECRET_HEADER, TelegramSettings
-from bot.channels.webchat import MAX_NAME_CHARS, MAX_TEXT_CHARS, WebChatInput, WebChatStore, webchat_messages
+from bot.channels.webchat import MAX_NAME_CHARS, MAX_TEXT_CHARS, WebChatInput
+from bot.channels.webchat_store import WebChatStore, webchat_messages
 from bot.constants import INTENT_GREET
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN

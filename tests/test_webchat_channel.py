@@ -26,15 +26,8 @@ from rasa.core.run import configure_app
 from sanic import Sanic
 
 from bot.channels.common import ChannelCredentialsError
-from bot.channels.webchat import (
-    ENV_SECRET,
-    MAX_TEXT_CHARS,
-    STALE_CLAIM_SECONDS,
-    STATIC_DIR,
-    WebChatInput,
-    WebChatStore,
-    displayed,
-)
+from bot.channels.webchat import ENV_SECRET, MAX_TEXT_CHARS, STATIC_DIR, WebChatInput
+from bot.channels.webchat_store import STALE_CLAIM_SECONDS, WebChatStore, displayed
 
 SECRET = "a-webchat-secret-for-tests-0123456789"
 BASE = "/webhooks/webchat"
