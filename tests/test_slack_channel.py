@@ -30,6 +30,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
+from prometheus_client import REGISTRY
 from rasa.core.channels.channel import UserMessage
 from rasa.core.run import configure_app, create_http_input_channels
 from rasa.core.tracker_store import InMemoryTrackerStore
@@ -400,6 +401,62 @@ async def test_when_slack_cannot_be_reached_for_the_name_the_message_goes_on_wit
     ]
 
 
+def lookup_failures(lookup: str) -> float:
+    """Return how many ``lookup`` calls of the Slack channel have failed soft so far (the Prometheus counter)."""
+    return REGISTRY.get_sample_value(
+        "firstreply_channel_lookup_failures_total", {"channel": "slack_dm", "lookup": lookup}
+    ) or 0.0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"ok": True},  # no ``user`` at all: the handler used to raise AttributeError and retry until dead
+        {"ok": True, "user": None},
+        {"ok": True, "user": "U0MARIA"},
+        {"ok": True, "user": {"id": MARIA, "profile": "Maria Silva"}},
+    ],
+    ids=["no-user", "null-user", "user-is-a-string", "profile-is-a-string"],
+)
+async def test_users_info_in_an_unexpected_shape_is_logged_counted_and_the_message_goes_on(
+    served: Served, api: FakeSlackAPI, answer: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    before = lookup_failures("users.info")
+    api.answer_oddly("users.info", answer)
+    with caplog.at_level(logging.WARNING, logger="bot.channels.base"):
+        first = await served.event(event_body(dm("hello"), "Ev1"))
+    await served.event(event_body(dm("again", ts="1.2"), "Ev2"))
+
+    assert first.status_code == 200
+    assert [(m.text, m.metadata) for m in served.agent.messages] == [
+        ("hello", {"slack_user_id": MARIA, "slack_channel_id": MARIA_DM, "team_id": TEAM_ID}),
+        ("again", MARIA_METADATA),  # not remembered: asked again, and this time Slack answered
+    ]
+    assert (served.channel.inbox.pending(), served.channel.inbox.dead()) == (0, [])
+    assert HOLDING_REPLY not in api.posted_texts()  # nothing failed: no "we're on it" line
+    assert lookup_failures("users.info") == before + 1
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "bot.channels.base"]
+    assert warning.startswith(f"slack_dm users.info for {MARIA} answered in an unexpected shape")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "answer", [{"ok": True}, {"ok": True, "channel": MARIA_DM}], ids=["no-channel", "channel-is-a-string"]
+)
+async def test_conversations_open_in_an_unexpected_shape_asks_for_a_dm_like_a_refusal(
+    served: Served, api: FakeSlackAPI, answer: dict[str, Any]
+) -> None:
+    before = lookup_failures("conversations.open")
+    api.answer_oddly("conversations.open", answer)
+    await served.event(event_body(mention(f"<@{BOT_USER_ID}> help")))
+
+    assert api.posted() == [{"channel": PUBLIC, "thread_ts": "1714986100.000300", "text": MENTION_REPLY_NO_DM}]
+    assert served.agent.messages == []
+    assert (served.channel.inbox.pending(), served.channel.inbox.dead()) == (0, [])
+    assert lookup_failures("conversations.open") == before + 1
+
+
 @pytest.mark.asyncio
 async def test_the_webhook_answers_before_rasa_has_finished(served: Served) -> None:
     served.agent.gate = asyncio.Event()
@@ -606,6 +663,22 @@ async def test_a_post_slack_took_without_answering_is_found_and_not_posted_again
         "chat.postMessage", "conversations.history",
     ]  # fmt: skip
     assert served.channel.inbox.pending() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_history_in_an_unexpected_shape_counts_as_not_posted_and_the_reply_goes_out_again(
+    served: Served, api: FakeSlackAPI
+) -> None:
+    before = lookup_failures("conversations.history")
+    served.agent.replies = [{"text": "On it."}]
+    api.fault(ACCEPT_DROP, method="chat.postMessage", times=1)
+    api.answer_oddly("conversations.history", {"ok": True, "messages": "none"})
+    await served.event(event_body(dm()))
+
+    # Seen twice rather than not at all: the post was in doubt and the history could not say.
+    assert [(m.channel, m.text) for m in api.messages] == [(MARIA_DM, "On it."), (MARIA_DM, "On it.")]
+    assert (served.channel.inbox.pending(), served.channel.inbox.dead()) == (0, [])
+    assert lookup_failures("conversations.history") == before + 1
 
 
 @pytest.mark.asyncio

@@ -79,6 +79,7 @@ class FakeSlackAPI(FakeServer):
         self.token = token
         self.messages: list[Posted] = []
         self._users: dict[str, dict[str, Any]] = {}
+        self._odd_answers: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
 
@@ -116,6 +117,21 @@ class FakeSlackAPI(FakeServer):
         """
         mode = DROP if status == DROP_CONNECTION else ERROR
         self.faults.add(mode, method=method, times=times, status=status, retry_after=retry_after, error=error)
+
+    def answer_oddly(self, method: str, body: dict[str, Any], times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``body`` (HTTP 200) instead of the real answer.
+
+        For an upstream answering ``ok: true`` in a shape Slack does not document (a
+        ``users.info`` without its ``user``): the fail-soft tests.
+        """
+        with self._lock:
+            self._odd_answers.setdefault(method, []).extend([body] * times)
+
+    def _odd_answer(self, method: str) -> dict[str, Any] | None:
+        """Return the next odd answer queued for ``method`` (``answer_oddly``), if any."""
+        with self._lock:
+            queued = self._odd_answers.get(method)
+            return queued.pop(0) if queued else None
 
     # --- what tests read -----------------------------------------------------------
 
@@ -173,6 +189,9 @@ class FakeSlackAPI(FakeServer):
         return channel.startswith("D") or any(m.channel == channel for m in self.messages)
 
     def _result(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        odd = self._odd_answer(method)
+        if odd is not None:
+            return odd
         if method == "auth.test":
             return {"ok": True, "url": "https://brand.slack.com/", "team": "Brand", "user": "firstreply",
                     "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID}  # fmt: skip
