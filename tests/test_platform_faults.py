@@ -44,8 +44,8 @@ from tests.fakes.slack_web_api import TOKEN as DESK_TOKEN
 from tests.fakes.slack_web_api import FakeDeskSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.test_desk_app import RASA_TOKEN, FakeRasa, open_case
 from tests.polling import until as poll_until
+from tests.test_desk_app import RASA_TOKEN, FakeRasa, open_case
 
 QUEUE = "C0QUEUE"
 MARIA_CHAT = "4242"

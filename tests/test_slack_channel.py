@@ -15,9 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
 import time
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,7 +30,6 @@ import pytest_asyncio
 import yaml
 from prometheus_client import REGISTRY
 from rasa.core.channels.channel import UserMessage
-from rasa.core.run import configure_app, create_http_input_channels
 from rasa.core.tracker_store import InMemoryTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import BotUttered, UserUttered
@@ -40,13 +37,14 @@ from sanic import Sanic
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import OperationalError
 
+from bot.channels.base import HOLDING_REPLY
 from bot.channels.common import ChannelCredentialsError
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import MAX_ATTEMPTS, Inbox, inbox
-from bot.channels.base import HOLDING_REPLY
 from bot.channels.slack import EVENTS_PATH, MENTION_REPLY, MENTION_REPLY_NO_DM, SlackDMInput, customer_text
 from bot.channels.slack_client import ENV_BASE_URL, ENV_SIGNING_SECRET, ENV_TOKEN, SlackSettings, build_client
 from bot.channels.slack_output import SlackDMOutput, escape, message_parts
+from tests.channel_support import credentials_refusal, rasa_channels, served_app
 from tests.fakes.server import ACCEPT_DROP
 from tests.fakes.slack_api import APP_ID, BOT_ID, BOT_USER_ID, DROP_CONNECTION, TEAM_ID, TOKEN, FakeSlackAPI
 
@@ -227,33 +225,16 @@ def make_channel(settings: SlackSettings, clock: Clock | None = None) -> SlackDM
 @asynccontextmanager
 async def serve(channel: SlackDMInput, agent: RecordingAgent) -> AsyncIterator[Served]:
     """Rasa's Sanic app (``configure_app``) with ``channel`` registered, on a free port."""
-    Sanic.test_mode = True  # Rasa names every app the same
-    app = configure_app(input_channels=[channel], enable_api=False)
-    app.ctx.agent = agent
     tasks_at_answer: list[int] = []
 
-    @app.on_response
-    async def note_tasks(request: Any, response: Any) -> None:
-        # What is running the moment the answer leaves for Slack.
-        tasks_at_answer.append(len(channel.tasks))
+    def note_tasks_at_answer(app: Sanic) -> None:
+        @app.on_response
+        async def note_tasks(request: Any, response: Any) -> None:
+            # What is running the moment the answer leaves for Slack.
+            tasks_at_answer.append(len(channel.tasks))
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-    assert server is not None
-    await server.startup()
-    await server.before_start()
-    await server.after_start()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield Served(channel, agent, client, tasks_at_answer)
-    finally:
-        await server.before_stop()
-        server.close()
-        await server.wait_closed()
-        await server.after_stop()  # closes the channel (after_server_stop listener)
-        sock.close()
+    async with served_app([channel], agent, prepare=note_tasks_at_answer) as (_, client):
+        yield Served(channel, agent, client, tasks_at_answer)
 
 
 @pytest_asyncio.fixture
@@ -1109,10 +1090,8 @@ async def test_the_token_never_reaches_the_log(
 def test_missing_credentials_name_the_variable(
     credentials: dict[str, Any] | None, environ: dict[str, str], named: str
 ) -> None:
-    with pytest.raises(ChannelCredentialsError) as raised:
-        SlackSettings.from_credentials(credentials, environ)
-    assert named in str(raised.value)
-    assert TOKEN not in str(raised.value) and SECRET not in str(raised.value)
+    refusal = credentials_refusal(lambda: SlackSettings.from_credentials(credentials, environ))
+    assert named in refusal and TOKEN not in refusal and SECRET not in refusal
 
 
 def test_a_token_that_is_not_a_bot_token_is_refused_without_echoing_it() -> None:
@@ -1163,19 +1142,8 @@ bot.channels.slack.SlackDMInput:
 """
 
 
-def _rasa_channels(credentials: Path) -> list[Any]:
-    with warnings.catch_warnings():
-        # Rasa 3.6 imports a channel class with the deprecated load_module(); not ours to fix.
-        warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
-        return list(create_http_input_channels(None, str(credentials)))
-
-
 def test_rasa_builds_the_channel_from_credentials_yml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "credentials.yml").write_text(CREDENTIALS_YML)
-    monkeypatch.setenv(ENV_TOKEN, TOKEN)
-    monkeypatch.setenv(ENV_SIGNING_SECRET, SECRET)
-
-    [channel] = _rasa_channels(tmp_path / "credentials.yml")
+    [channel] = rasa_channels(CREDENTIALS_YML, tmp_path, monkeypatch, {ENV_TOKEN: TOKEN, ENV_SIGNING_SECRET: SECRET})
 
     assert isinstance(channel, SlackDMInput)
     assert channel.name() == "slack_dm"
@@ -1185,13 +1153,8 @@ def test_rasa_builds_the_channel_from_credentials_yml(tmp_path: Path, monkeypatc
 
 
 def test_an_empty_signing_secret_stops_rasa_with_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "credentials.yml").write_text(CREDENTIALS_YML)
-    monkeypatch.setenv(ENV_TOKEN, TOKEN)
-    monkeypatch.setenv(ENV_SIGNING_SECRET, "")
-
-    with pytest.raises(ChannelCredentialsError) as raised:
-        _rasa_channels(tmp_path / "credentials.yml")
-    assert str(raised.value) == (
+    environ = {ENV_TOKEN: TOKEN, ENV_SIGNING_SECRET: ""}
+    assert credentials_refusal(lambda: rasa_channels(CREDENTIALS_YML, tmp_path, monkeypatch, environ)) == (
         "The slack_dm channel needs SLACK_SIGNING_SECRET: set that environment variable "
         "(credentials.yml: `signing_secret: ${SLACK_SIGNING_SECRET}`)."
     )

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import logging
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,8 +21,6 @@ import httpx
 import pytest
 import pytest_asyncio
 from rasa.core.channels.channel import UserMessage
-from rasa.core.run import configure_app, create_http_input_channels
-from sanic import Sanic
 from telegram.error import BadRequest, NetworkError, RetryAfter
 
 from bot.channels import add_telegram_parser
@@ -42,7 +39,8 @@ from bot.channels.telegram_output import (
     close_bot,
 )
 from bot.channels.telegram_poll import poll, set_webhook
-from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI, free_port
+from tests.channel_support import credentials_refusal, rasa_channels, served_app
+from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI
 
 SECRET = "s3cret-Webhook_token"
 WEBHOOK = "/webhooks/telegram/webhook"
@@ -129,25 +127,8 @@ def settings(api: FakeTelegramAPI) -> TelegramSettings:
 @asynccontextmanager
 async def serve(channel: TelegramInput, agent: RecordingAgent) -> AsyncIterator[Served]:
     """Rasa's Sanic app (``configure_app``) with ``channel`` registered, on a real port."""
-    Sanic.test_mode = True  # Rasa names every app the same
-    app = configure_app(input_channels=[channel], enable_api=False)
-    app.ctx.agent = agent
-    sock = free_port()
-    port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-    assert server is not None
-    await server.startup()
-    await server.before_start()
-    await server.after_start()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield Served(channel, agent, client)
-    finally:
-        await server.before_stop()
-        server.close()
-        await server.wait_closed()
-        await server.after_stop()  # closes the channel (after_server_stop listener)
-        sock.close()
+    async with served_app([channel], agent) as (_, client):
+        yield Served(channel, agent, client)
 
 
 @pytest_asyncio.fixture
@@ -687,10 +668,8 @@ def test_a_command_without_a_token_names_the_variable(capsys: pytest.CaptureFixt
 def test_missing_credentials_name_the_variable(
     credentials: dict[str, Any] | None, environ: dict[str, str], named: str
 ) -> None:
-    with pytest.raises(ChannelCredentialsError) as raised:
-        TelegramSettings.from_credentials(credentials, environ)
-    assert named in str(raised.value)
-    assert TOKEN not in str(raised.value) and SECRET not in str(raised.value)
+    refusal = credentials_refusal(lambda: TelegramSettings.from_credentials(credentials, environ))
+    assert named in refusal and TOKEN not in refusal and SECRET not in refusal
 
 
 CREDENTIALS_YML = """\
@@ -700,19 +679,8 @@ bot.channels.telegram.TelegramInput:
 """
 
 
-def _rasa_channels(credentials: Path) -> list[Any]:
-    with warnings.catch_warnings():
-        # Rasa 3.6 imports a channel class with the deprecated load_module(); not ours to fix.
-        warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
-        return list(create_http_input_channels(None, str(credentials)))
-
-
 def test_rasa_builds_the_channel_from_credentials_yml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "credentials.yml").write_text(CREDENTIALS_YML)
-    monkeypatch.setenv(ENV_TOKEN, TOKEN)
-    monkeypatch.setenv(ENV_SECRET, SECRET)
-
-    [channel] = _rasa_channels(tmp_path / "credentials.yml")
+    [channel] = rasa_channels(CREDENTIALS_YML, tmp_path, monkeypatch, {ENV_TOKEN: TOKEN, ENV_SECRET: SECRET})
 
     assert isinstance(channel, TelegramInput)
     assert (channel.name(), channel.settings.token, channel.settings.webhook_secret) == ("telegram", TOKEN, SECRET)
@@ -721,13 +689,8 @@ def test_rasa_builds_the_channel_from_credentials_yml(tmp_path: Path, monkeypatc
 
 
 def test_an_empty_secret_variable_stops_rasa_with_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "credentials.yml").write_text(CREDENTIALS_YML)
-    monkeypatch.setenv(ENV_TOKEN, TOKEN)
-    monkeypatch.setenv(ENV_SECRET, "")
-
-    with pytest.raises(ChannelCredentialsError) as raised:
-        _rasa_channels(tmp_path / "credentials.yml")
-    assert str(raised.value) == (
+    environ = {ENV_TOKEN: TOKEN, ENV_SECRET: ""}
+    assert credentials_refusal(lambda: rasa_channels(CREDENTIALS_YML, tmp_path, monkeypatch, environ)) == (
         "The telegram channel needs TELEGRAM_WEBHOOK_SECRET: set that environment variable "
         "(credentials.yml: `webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}`)."
     )

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,12 +21,11 @@ import httpx
 import pytest
 import pytest_asyncio
 from rasa.core.channels.channel import UserMessage
-from rasa.core.run import configure_app
-from sanic import Sanic
 
 from bot.channels.common import ChannelCredentialsError
 from bot.channels.webchat import ENV_SECRET, MAX_TEXT_CHARS, STATIC_DIR, WebChatInput
 from bot.channels.webchat_store import STALE_CLAIM_SECONDS, WebChatStore, displayed
+from tests.channel_support import served_app
 
 SECRET = "a-webchat-secret-for-tests-0123456789"
 BASE = "/webhooks/webchat"
@@ -101,26 +99,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @asynccontextmanager
 async def serve(channel: WebChatInput, agent: RecordingAgent) -> AsyncIterator[Served]:
     """Rasa's Sanic app (``configure_app``) with ``channel`` registered, on a free port."""
-    Sanic.test_mode = True  # Rasa names every app the same
-    app = configure_app(input_channels=[channel], enable_api=False)
-    app.ctx.agent = agent
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-    assert server is not None
-    await server.startup()
-    await server.before_start()
-    await server.after_start()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        async with served_app([channel], agent) as (_, client):
             yield Served(channel, agent, client, channel.store)
     finally:
-        await server.before_stop()
-        server.close()
-        await server.wait_closed()
-        await server.after_stop()
-        sock.close()
         channel.store.dispose()
 
 

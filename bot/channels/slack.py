@@ -52,7 +52,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels.base import Intake, InboxEntry, WebhookConnector, non_text_notice, optional_lookup, pass_on
+from bot.channels.base import InboxEntry, Intake, WebhookConnector, non_text_notice, optional_lookup, pass_on
 from bot.channels.common import BoundedDict, OnNewMessage, typed_text
 from bot.channels.dedupe import SEEN_TTL_SECONDS, ChannelStore
 from bot.channels.inbox import Inbox

@@ -33,7 +33,7 @@ from sanic.response import HTTPResponse
 from telegram import Chat, Message, Update, User
 from telegram.error import TelegramError
 
-from bot.channels.base import Intake, InboxEntry, WebhookConnector, non_text_notice, pass_on
+from bot.channels.base import InboxEntry, Intake, WebhookConnector, non_text_notice, pass_on
 from bot.channels.common import OnNewMessage, same_secret, typed_text
 from bot.channels.dedupe import PAYLOAD_KEY_PREFIX, ChannelStore
 from bot.channels.inbox import Inbox

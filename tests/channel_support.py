@@ -1,0 +1,82 @@
+"""What the channel tests share: Rasa's real Sanic app serving channels, and credentials checks.
+
+Each connector's test module (``tests/test_*_channel.py``) and the webhook fuzz tests
+(``tests/fuzz_support.py``) serve their channels through ``served_app``: Rasa's app as
+``rasa run`` builds it (``configure_app``), the agent replaced by the test's, on a free
+port, with an HTTP client pointed at it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rasa.core.channels.channel import InputChannel
+from rasa.core.run import configure_app, create_http_input_channels
+from sanic import Sanic
+
+from bot.channels.common import ChannelCredentialsError
+from tests.fakes.server import free_port
+
+
+@asynccontextmanager
+async def served_app(
+    channels: Sequence[InputChannel],
+    agent: Any,
+    *,
+    timeout: float = 10,
+    prepare: Callable[[Sanic], None] | None = None,
+) -> AsyncIterator[tuple[Sanic, httpx.AsyncClient]]:
+    """Serve Rasa's Sanic app with ``channels`` registered and ``agent`` as its agent.
+
+    ``prepare`` sees the app before the server starts (to add a middleware, say). On the
+    way out the server stops as Rasa's does, which runs the channels' ``after_server_stop``
+    listeners (closing them).
+    """
+    Sanic.test_mode = True  # Rasa names every app the same
+    app = configure_app(input_channels=list(channels), enable_api=False)
+    app.ctx.agent = agent
+    if prepare is not None:
+        prepare(app)
+    sock = free_port()
+    port = sock.getsockname()[1]
+    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
+    assert server is not None
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
+            yield app, client
+    finally:
+        await server.before_stop()
+        server.close()
+        await server.wait_closed()
+        await server.after_stop()
+        sock.close()
+
+
+def rasa_channels(
+    credentials_yml: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, environ: Mapping[str, str]
+) -> list[Any]:
+    """Return the channels Rasa builds from ``credentials_yml``, with ``environ`` set."""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    credentials = tmp_path / "credentials.yml"
+    credentials.write_text(credentials_yml)
+    with warnings.catch_warnings():
+        # Rasa 3.6 imports a channel class with the deprecated load_module(); not ours to fix.
+        warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+        return list(create_http_input_channels(None, str(credentials)))
+
+
+def credentials_refusal(build: Callable[[], object]) -> str:
+    """Return the message of the ``ChannelCredentialsError`` that ``build`` must raise."""
+    with pytest.raises(ChannelCredentialsError) as raised:
+        build()
+    return str(raised.value)
