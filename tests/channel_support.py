@@ -1,4 +1,5 @@
-"""What the channel tests share: Rasa's real Sanic app serving channels, and credentials checks.
+"""What the channel tests share: Rasa's real Sanic app serving channels, an agent that
+records, and credentials checks.
 
 Each connector's test module (``tests/test_*_channel.py``) and the webhook fuzz tests
 (``tests/fuzz_support.py``) serve their channels through ``served_app``: Rasa's app as
@@ -8,15 +9,17 @@ port, with an HTTP client pointed at it.
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from rasa.core.channels.channel import InputChannel
+from rasa.core.channels.channel import InputChannel, UserMessage
 from rasa.core.run import configure_app, create_http_input_channels
 from sanic import Sanic
 
@@ -80,3 +83,36 @@ def credentials_refusal(build: Callable[[], object]) -> str:
     with pytest.raises(ChannelCredentialsError) as raised:
         build()
     return str(raised.value)
+
+
+@dataclass
+class RecordingAgent:
+    """Stands in for ``rasa.core.agent.Agent``: records messages, answers like Rasa does.
+
+    It answers with ``replies`` through the message's output channel; ``gate`` holds it
+    before answering (Rasa being slow), ``error`` makes it fail instead (an action server
+    down). A channel's tests override ``answer`` or ``fail`` where they need more.
+    """
+
+    messages: list[UserMessage] = field(default_factory=list)
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    error: Exception | None = None
+
+    async def handle_message(self, message: UserMessage) -> None:
+        self.messages.append(message)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            await self.fail(message, self.error)
+        await self.answer(message)
+
+    async def answer(self, message: UserMessage) -> None:
+        for reply in self.replies:
+            await message.output_channel.send_response(message.sender_id, dict(reply))
+
+    async def fail(self, message: UserMessage, error: Exception) -> None:
+        raise error
+
+    def seen(self) -> list[tuple[str | None, str, dict[str, Any] | None]]:
+        return [(m.text, m.sender_id, m.metadata) for m in self.messages]

@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Table, create_engine, select
 
 from bot.channels.rest import RestInput
-from tests.channel_support import served_app
-from tests.test_telegram_channel import RecordingAgent
+from tests.channel_support import RecordingAgent, served_app
 
 REST_WEBHOOK = "/webhooks/rest/webhook"
 MEGABYTE = 1_000_000

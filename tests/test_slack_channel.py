@@ -44,7 +44,8 @@ from bot.channels.inbox import MAX_ATTEMPTS, Inbox, inbox
 from bot.channels.slack import EVENTS_PATH, MENTION_REPLY, MENTION_REPLY_NO_DM, SlackDMInput, customer_text
 from bot.channels.slack_client import ENV_BASE_URL, ENV_SIGNING_SECRET, ENV_TOKEN, SlackSettings, build_client
 from bot.channels.slack_output import SlackDMOutput, escape, message_parts
-from tests.channel_support import credentials_refusal, rasa_channels, served_app
+from tests import channel_support
+from tests.channel_support import credentials_refusal, served_app
 from tests.fakes.server import ACCEPT_DROP
 from tests.fakes.slack_api import APP_ID, BOT_ID, BOT_USER_ID, DROP_CONNECTION, TEAM_ID, TOKEN, FakeSlackAPI
 
@@ -112,35 +113,25 @@ def signed(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> d
 
 
 @dataclass
-class RecordingAgent:
-    """Stands in for ``rasa.core.agent.Agent``: records messages, answers like Rasa does.
+class RecordingAgent(channel_support.RecordingAgent):
+    """Records messages and answers like Rasa does; given a tracker store, saves the conversation too.
 
     With ``error`` set it fails after sending the first ``replies_before_error`` replies,
     without saving the conversation (as Rasa does when an action or the database fails).
     """
 
-    messages: list[UserMessage] = field(default_factory=list)
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    gate: asyncio.Event | None = None
-    error: Exception | None = None
     replies_before_error: int = 0
     tracker_store: InMemoryTrackerStore | None = None
 
-    async def handle_message(self, message: UserMessage) -> None:
-        self.messages.append(message)
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.error is not None:
-            for reply in self.replies[: self.replies_before_error]:
-                await message.output_channel.send_response(message.sender_id, dict(reply))
-            raise self.error
-        for reply in self.replies:
+    async def fail(self, message: UserMessage, error: Exception) -> None:
+        for reply in self.replies[: self.replies_before_error]:
             await message.output_channel.send_response(message.sender_id, dict(reply))
+        raise error
+
+    async def answer(self, message: UserMessage) -> None:
+        await super().answer(message)
         if self.tracker_store is not None:
             await save_conversation(self.tracker_store, message, self.replies)
-
-    def seen(self) -> list[tuple[str | None, str, dict[str, Any] | None]]:
-        return [(m.text, m.sender_id, m.metadata) for m in self.messages]
 
 
 async def save_conversation(store: InMemoryTrackerStore, message: UserMessage, replies: list[dict[str, Any]]) -> None:
@@ -1132,31 +1123,6 @@ def test_credentials_fall_back_to_the_environment_and_stay_out_of_repr() -> None
     assert repr(settings) == "SlackSettings(base_url='http://127.0.0.1:9/api/')"
     assert SlackSettings.from_credentials({"token": TOKEN, "signing_secret": SECRET}, {}).base_url == (
         "https://slack.com/api/"
-    )
-
-
-CREDENTIALS_YML = """\
-bot.channels.slack.SlackDMInput:
-  token: ${SLACK_BOT_TOKEN}
-  signing_secret: ${SLACK_SIGNING_SECRET}
-"""
-
-
-def test_rasa_builds_the_channel_from_credentials_yml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    [channel] = rasa_channels(CREDENTIALS_YML, tmp_path, monkeypatch, {ENV_TOKEN: TOKEN, ENV_SIGNING_SECRET: SECRET})
-
-    assert isinstance(channel, SlackDMInput)
-    assert channel.name() == "slack_dm"
-    assert (channel.settings.token, channel.settings.signing_secret) == (TOKEN, SECRET)
-    assert (channel.client.token, channel.client.base_url) == (TOKEN, "https://slack.com/api/")
-    assert (tmp_path / "channels.db").exists()  # FIRSTREPLY_CHANNEL_DB, set by clean_env
-
-
-def test_an_empty_signing_secret_stops_rasa_with_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    environ = {ENV_TOKEN: TOKEN, ENV_SIGNING_SECRET: ""}
-    assert credentials_refusal(lambda: rasa_channels(CREDENTIALS_YML, tmp_path, monkeypatch, environ)) == (
-        "The slack_dm channel needs SLACK_SIGNING_SECRET: set that environment variable "
-        "(credentials.yml: `signing_secret: ${SLACK_SIGNING_SECRET}`)."
     )
 
 

@@ -13,14 +13,13 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from rasa.core.channels.channel import UserMessage
 from telegram.error import BadRequest, NetworkError, RetryAfter
 
 from bot.channels import add_telegram_parser
@@ -39,7 +38,7 @@ from bot.channels.telegram_output import (
     close_bot,
 )
 from bot.channels.telegram_poll import poll, set_webhook
-from tests.channel_support import credentials_refusal, rasa_channels, served_app
+from tests.channel_support import RecordingAgent, credentials_refusal, served_app
 from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI
 
 SECRET = "s3cret-Webhook_token"
@@ -66,28 +65,6 @@ def callback_update(update_id: int, data: str, chat: dict[str, Any] = PRIVATE_CH
     bot_message = {"message_id": 77, "date": DATE, "chat": chat, "from": BOT_USER, "text": "Which one?"}
     query = {"id": f"cbq-{update_id}", "from": MARIA, "chat_instance": "ci-1", "message": bot_message, "data": data}
     return {"update_id": update_id, "callback_query": query}
-
-
-@dataclass
-class RecordingAgent:
-    """Stands in for ``rasa.core.agent.Agent``: records messages, answers like Rasa does."""
-
-    messages: list[UserMessage] = field(default_factory=list)
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    gate: asyncio.Event | None = None
-    error: Exception | None = None
-
-    async def handle_message(self, message: UserMessage) -> None:
-        self.messages.append(message)
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.error is not None:
-            raise self.error
-        for reply in self.replies:
-            await message.output_channel.send_response(message.sender_id, dict(reply))
-
-    def seen(self) -> list[tuple[str | None, str, dict[str, Any] | None]]:
-        return [(m.text, m.sender_id, m.metadata) for m in self.messages]
 
 
 @dataclass
@@ -670,30 +647,6 @@ def test_missing_credentials_name_the_variable(
 ) -> None:
     refusal = credentials_refusal(lambda: TelegramSettings.from_credentials(credentials, environ))
     assert named in refusal and TOKEN not in refusal and SECRET not in refusal
-
-
-CREDENTIALS_YML = """\
-bot.channels.telegram.TelegramInput:
-  token: ${TELEGRAM_BOT_TOKEN}
-  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}
-"""
-
-
-def test_rasa_builds_the_channel_from_credentials_yml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    [channel] = rasa_channels(CREDENTIALS_YML, tmp_path, monkeypatch, {ENV_TOKEN: TOKEN, ENV_SECRET: SECRET})
-
-    assert isinstance(channel, TelegramInput)
-    assert (channel.name(), channel.settings.token, channel.settings.webhook_secret) == ("telegram", TOKEN, SECRET)
-    assert channel.settings.base_url == "https://api.telegram.org/bot"
-    assert (tmp_path / "channels.db").exists()  # FIRSTREPLY_CHANNEL_DB, set by clean_env
-
-
-def test_an_empty_secret_variable_stops_rasa_with_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    environ = {ENV_TOKEN: TOKEN, ENV_SECRET: ""}
-    assert credentials_refusal(lambda: rasa_channels(CREDENTIALS_YML, tmp_path, monkeypatch, environ)) == (
-        "The telegram channel needs TELEGRAM_WEBHOOK_SECRET: set that environment variable "
-        "(credentials.yml: `webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}`)."
-    )
 
 
 @pytest.mark.parametrize(

@@ -50,12 +50,18 @@ def credential(
     env_name: str,
     channel: str,
     environ: Mapping[str, str],
+    *,
+    pattern: re.Pattern[str] | None = None,
+    malformed: str = "",
 ) -> str:
     """Return the credential ``key``, falling back to the environment variable ``env_name``.
 
+    With ``pattern``, the value must match it in full.
+
     Raises:
-        ChannelCredentialsError: neither holds a non-empty value. The message names the
-            variable and the key, never a value.
+        ChannelCredentialsError: neither holds a non-empty value (the message names the
+            variable and the key, never a value), or the value does not match ``pattern``
+            (the message is ``malformed``).
     """
     value = (credentials or {}).get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -65,6 +71,8 @@ def credential(
             f"The {channel} channel needs {env_name}: set that environment variable "
             f"(credentials.yml: `{key}: ${{{env_name}}}`)."
         )
+    if pattern is not None and not pattern.fullmatch(value.strip()):
+        raise ChannelCredentialsError(malformed)
     return value.strip()
 
 

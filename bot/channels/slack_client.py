@@ -79,11 +79,11 @@ class SlackSettings:
         """
         env = os.environ if environ is None else environ
         creds = credentials or {}
-        token = credential(creds, "token", ENV_TOKEN, CHANNEL_NAME, env)
-        if not _BOT_TOKEN_FORMAT.fullmatch(token):
-            raise ChannelCredentialsError(
-                f"{ENV_TOKEN} must be the app's bot token (xoxb-...), from OAuth & Permissions in the app settings."
-            )
+        token = credential(
+            creds, "token", ENV_TOKEN, CHANNEL_NAME, env, pattern=_BOT_TOKEN_FORMAT,
+            malformed=f"{ENV_TOKEN} must be the app's bot token (xoxb-...), from OAuth & Permissions in the app "
+            "settings.",
+        )  # fmt: skip
         secret = credential(creds, "signing_secret", ENV_SIGNING_SECRET, CHANNEL_NAME, env)
         if env.get(ENV_OAUTH_CLIENT_ID) and env.get(ENV_OAUTH_CLIENT_SECRET):
             # slack-bolt reads these itself and would ignore the bot token for OAuth installs.

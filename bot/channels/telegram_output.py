@@ -24,7 +24,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.request import HTTPXRequest
 
 from bot.channels.base import RecordedOutput
-from bot.channels.common import ChannelCredentialsError, credential
+from bot.channels.common import credential
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
 
@@ -70,14 +70,14 @@ class TelegramSettings:
         """
         env = os.environ if environ is None else environ
         creds = credentials or {}
-        token = credential(creds, "token", ENV_TOKEN, CHANNEL_NAME, env)
-        if not _TOKEN_FORMAT.fullmatch(token):
-            raise ChannelCredentialsError(
-                f"{ENV_TOKEN} does not look like a bot token from @BotFather (digits:letters)."
-            )
-        secret = credential(creds, "webhook_secret", ENV_SECRET, CHANNEL_NAME, env)
-        if not _SECRET_FORMAT.fullmatch(secret):
-            raise ChannelCredentialsError(f"{ENV_SECRET} must be 1-256 characters of A-Z, a-z, 0-9, _ and - only.")
+        token = credential(
+            creds, "token", ENV_TOKEN, CHANNEL_NAME, env, pattern=_TOKEN_FORMAT,
+            malformed=f"{ENV_TOKEN} does not look like a bot token from @BotFather (digits:letters).",
+        )  # fmt: skip
+        secret = credential(
+            creds, "webhook_secret", ENV_SECRET, CHANNEL_NAME, env, pattern=_SECRET_FORMAT,
+            malformed=f"{ENV_SECRET} must be 1-256 characters of A-Z, a-z, 0-9, _ and - only.",
+        )  # fmt: skip
         base_url = str(creds.get("base_url") or env.get(ENV_BASE_URL) or DEFAULT_BASE_URL).strip()
         username = str(creds.get("bot_username") or env.get(ENV_BOT_USERNAME) or "").strip().lstrip("@")
         return cls(token, secret, base_url, username or None)

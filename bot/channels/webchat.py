@@ -155,17 +155,22 @@ def parse_message_request(body: bytes) -> MessageRequest | tuple[int, str]:
     text = payload["message"].strip()
     if not typed_text(text):
         return 400, "'message' must contain some text"
-    if problem := too_long("message", text, MAX_TEXT_CHARS, status=413):
-        return problem
     name = payload.get("name")
-    if name is not None and not isinstance(name, str):
-        return 400, "'name' must be a string when given"
-    if name is not None and (problem := too_long("name", name.strip(), MAX_NAME_CHARS)):
+    if problem := too_long("message", text, MAX_TEXT_CHARS, status=413) or _name_problem(name):
         return problem
     button = payload.get("payload")
     if button is not None and (not isinstance(button, str) or not button or len(button) > MAX_PAYLOAD_CHARS):
         return 400, f"'payload' must be a button's payload (1-{MAX_PAYLOAD_CHARS} characters) when given"
     return MessageRequest(payload["sender"], token, client_id, text, (name or "").strip() or None, button)
+
+
+def _name_problem(name: object) -> tuple[int, str] | None:
+    """Return (status, error) for a customer name that is given but not usable, else ``None``."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        return 400, "'name' must be a string when given"
+    return too_long("name", name.strip(), MAX_NAME_CHARS)
 
 
 # --- sending -------------------------------------------------------------------------
