@@ -7,9 +7,11 @@ settings and webhook authentication, parsing, the platform calls and their limit
 
 What the base does, for every connector alike:
 
-- **Store before ack.** ``WebhookConnector.accept`` writes each inbound event to the inbox
-  (``bot.channels.inbox``) before the platform gets its answer. If the database is down the
-  platform is asked to send the event again (``Intake.UNAVAILABLE``: answer 503 or the like).
+- **Store before ack.** ``WebhookConnector.accept`` writes each inbound event (an
+  ``InboundEvent``: the platform's id of it, the customer, the body to read back) to the
+  inbox (``bot.channels.inbox``) before the platform gets its answer; ``accept_all`` does so
+  for a webhook call that carries several. If the database is down the platform is asked to
+  send the call again (``Intake.UNAVAILABLE``: answer 503 or the like).
 - **Dedupe.** The inbox row is the duplicate filter: a copy of an event already stored (a
   platform retry, also after a restart, also in another replica) is ``Intake.COPY``.
 - **Lease and replay.** One ``InboxWorker`` per inbox source handles each event in the
@@ -40,8 +42,7 @@ What a connector supplies (a new one is this much)::
         async def sources(self) -> list[str]: ... # its inbox source(s): ids count per source
         def blueprint(self, on_new_message):      # connector_blueprint() + its webhook route,
             ...                                   # which authenticates, parses the raw body into
-                                                  # events and calls accept(source, platform
-                                                  # message id, customer, body to store) for each
+                                                  # InboundEvents and answers what accept_all says
         def output_for(self, entry): ...          # the sender bound to a stored event
         async def handle(self, entry, on_new_message): ...
             # a stored event -> UserMessage(s), message_id = "<name>-<platform message id>"
@@ -63,7 +64,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -166,8 +168,22 @@ async def optional_lookup(
 # --- receiving ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class InboundEvent:
+    """One event from a platform, normalized: what the inbox stores and ``handle`` reads back."""
+
+    # The inbox's namespace: the connector and its bot or app (platform ids count per source).
+    source: str
+    # The platform's id of the event (update id, event id, message id): a copy has the same one.
+    platform_id: str
+    # The customer: their events are handled one at a time, in order ("" for none).
+    conversation: str
+    # What ``handle`` reads back: JSON text (ASCII, so lone surrogates and NULs survive any database).
+    body: str
+
+
 class Intake(Enum):
-    """What came of storing an inbound event (``WebhookConnector.accept``)."""
+    """What came of storing inbound events (``WebhookConnector.accept``)."""
 
     STORED = "stored"  # new: stored and started; answer the platform "ok"
     COPY = "copy"  # stored before: answer "ok" so the platform stops sending it
@@ -245,23 +261,32 @@ class WebhookConnector(InputChannel):
 
         return blueprint
 
-    async def accept(self, source: str, key: str, conversation: str, body: str) -> Intake:
-        """Store one inbound event and start handling it; say what to answer the platform.
-
-        ``key`` is the platform's id of the event (unique per ``source``), ``conversation``
-        the customer's (their events are handled in order; "" for none), ``body`` what
-        ``handle`` reads back (JSON text).
-        """
+    async def accept(self, event: InboundEvent) -> Intake:
+        """Store one inbound event and start handling it; say what to answer the platform."""
         try:
-            entry = await asyncio.to_thread(self.inbox.accept, source, key, conversation, body)
+            entry = await asyncio.to_thread(
+                self.inbox.accept, event.source, event.platform_id, event.conversation, event.body
+            )
         except SQLAlchemyError as error:
-            log.error("%s %s not stored (%s); the platform will send it again", self.name(), key, error)
+            log.error("%s %s not stored (%s); the platform will send it again", self.name(), event.platform_id, error)
             return Intake.UNAVAILABLE
         if entry is None:
-            log.info("%s %s already taken, copy dropped", self.name(), key)
+            log.info("%s %s already taken, copy dropped", self.name(), event.platform_id)
             return Intake.COPY
-        self.worker(source).start(entry)
+        self.worker(event.source).start(entry)
         return Intake.STORED
+
+    async def accept_all(self, events: Iterable[InboundEvent]) -> Intake:
+        """Store the events of one webhook call (platforms that batch them); say what to answer.
+
+        ``UNAVAILABLE`` if any could not be stored (the platform sends the whole call again,
+        and the ones stored are then copies), else ``STORED`` if any was new, else ``COPY``.
+        """
+        outcomes = {await self.accept(event) for event in events}
+        for worst in (Intake.UNAVAILABLE, Intake.STORED):
+            if worst in outcomes:
+                return worst
+        return Intake.COPY
 
     def worker(self, source: str) -> InboxWorker:
         """Return the inbox worker of ``source``, made on first use."""

@@ -52,10 +52,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels.base import InboxEntry, Intake, WebhookConnector, non_text_notice, optional_lookup, pass_on
+from bot.channels.base import InboundEvent, Intake, WebhookConnector, non_text_notice, optional_lookup, pass_on
 from bot.channels.common import BoundedDict, OnNewMessage, typed_text
 from bot.channels.dedupe import SEEN_TTL_SECONDS, ChannelStore
-from bot.channels.inbox import Inbox
+from bot.channels.inbox import Inbox, InboxEntry
 from bot.channels.slack_client import CHANNEL_NAME, SlackSettings, build_client, slack_error
 from bot.channels.slack_output import BUTTON_ACTION_PREFIX, LOOKBACK_SECONDS, SlackDMOutput
 from bot.constants import INTENT_GREET
@@ -359,11 +359,11 @@ class SlackDMInput(WebhookConnector):
         if retry:
             reason = (request.headers.get(RETRY_REASON_HEADER) or ["?"])[0]
             log.info("slack retry %s (%s) of %s", retry[0], reason, key)
-        source = _source(body)
-        # ASCII JSON: lone surrogates and NULs survive any database as escapes. The bot's own
-        # user id goes with it: a mention is read without it, also when handled after a restart.
+        # The bot's own user id goes with the body: a mention is read without it, also when
+        # handled after a restart.
         stored = json.dumps({"body": body, "bot_user_id": context.bot_user_id})
-        intake = await self.accept(source, _fit(key, KEY_LIMIT), _fit(customer, CONVERSATION_LIMIT), stored)
+        event = InboundEvent(_source(body), _fit(key, KEY_LIMIT), _fit(customer, CONVERSATION_LIMIT), stored)
+        intake = await self.accept(event)
         if intake is Intake.UNAVAILABLE:
             return BoltResponse(status=503, body="")  # Slack sends it again
         if intake is Intake.COPY:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -241,7 +242,7 @@ def build_client(
     """
     retries = max_attempts - 1
     backoff = _Backoff(backoff_seconds)
-    handlers = [
+    handlers: list[AsyncRetryHandler] = [
         _RateLimitRetry(retries, max_retry_after),
         _ServerErrorRetry(retries, backoff),
         _ConnectionRetry(retries, backoff),

@@ -33,10 +33,10 @@ from sanic.response import HTTPResponse
 from telegram import Chat, Message, Update, User
 from telegram.error import TelegramError
 
-from bot.channels.base import InboxEntry, Intake, WebhookConnector, non_text_notice, pass_on
+from bot.channels.base import InboundEvent, Intake, WebhookConnector, non_text_notice, pass_on
 from bot.channels.common import OnNewMessage, same_secret, typed_text
 from bot.channels.dedupe import PAYLOAD_KEY_PREFIX, ChannelStore
-from bot.channels.inbox import Inbox
+from bot.channels.inbox import Inbox, InboxEntry
 from bot.channels.telegram_output import (
     CHANNEL_NAME,
     SECRET_HEADER,
@@ -210,8 +210,8 @@ class TelegramInput(WebhookConnector):
             return response.json({"ok": False, "error": "malformed update"}, status=400)
         update, data = parsed
         self._on_new_message = on_new_message
-        # ASCII JSON: lone surrogates and NULs survive any database as escapes.
-        intake = await self.accept(self.settings.source, str(update.update_id), _conversation(update), json.dumps(data))
+        event = InboundEvent(self.settings.source, str(update.update_id), _conversation(update), json.dumps(data))
+        intake = await self.accept(event)
         if intake is Intake.UNAVAILABLE:
             # Not stored, so not taken: Telegram sends the update again after a non-2xx answer.
             return response.json({"ok": False, "error": "temporarily unavailable"}, status=503)
