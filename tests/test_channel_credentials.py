@@ -1,5 +1,6 @@
-"""What ``rasa run`` does with the connectors' entries in ``credentials.yml``: builds each
-channel from the file and the environment, and stops with the variable's name when one is empty.
+"""The connectors' credentials: a missing one is named (never echoed), and what ``rasa run``
+does with the entries in ``credentials.yml``: builds each channel from the file and the
+environment, and stops with the variable's name when one is empty.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import pytest
 
 from bot.channels import slack_client, telegram_output
 from bot.channels.slack import SlackDMInput
+from bot.channels.slack_client import SlackSettings
 from bot.channels.telegram import TelegramInput
+from bot.channels.telegram_output import TelegramSettings
 from tests.channel_support import credentials_refusal, rasa_channels
 from tests.fakes.slack_api import TOKEN as SLACK_TOKEN
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
@@ -88,3 +91,30 @@ def test_an_empty_secret_variable_stops_rasa_with_its_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, credentials_yml: str, environ: dict[str, str], refusal: str
 ) -> None:
     assert credentials_refusal(lambda: rasa_channels(credentials_yml, tmp_path, monkeypatch, environ)) == refusal
+
+
+def _missing(token_env: str, secret_key: str, secret_env: str, token: str, secret: str) -> list[tuple[Any, ...]]:
+    """Credentials (file, environment) with one value missing or blank, and the variable to name."""
+    return [
+        (None, {}, token_env),
+        ({"token": "", secret_key: secret}, {}, token_env),
+        ({"token": token}, {}, secret_env),
+        ({"token": token, secret_key: "  "}, {}, secret_env),
+        ({}, {token_env: token}, secret_env),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("settings", "credentials", "environ", "named"),
+    [(TelegramSettings, *case) for case in _missing(
+        telegram_output.ENV_TOKEN, "webhook_secret", telegram_output.ENV_SECRET, TELEGRAM_TOKEN, TELEGRAM_SECRET
+    )] + [(SlackSettings, *case) for case in _missing(
+        slack_client.ENV_TOKEN, "signing_secret", slack_client.ENV_SIGNING_SECRET, SLACK_TOKEN, SLACK_SECRET
+    )],
+)  # fmt: skip
+def test_missing_credentials_name_the_variable(
+    settings: Any, credentials: dict[str, Any] | None, environ: dict[str, str], named: str
+) -> None:
+    refusal = credentials_refusal(lambda: settings.from_credentials(credentials, environ))
+    assert named in refusal
+    assert all(secret not in refusal for secret in (TELEGRAM_TOKEN, TELEGRAM_SECRET, SLACK_TOKEN, SLACK_SECRET))

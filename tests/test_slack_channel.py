@@ -45,7 +45,7 @@ from bot.channels.slack import EVENTS_PATH, MENTION_REPLY, MENTION_REPLY_NO_DM, 
 from bot.channels.slack_client import ENV_BASE_URL, ENV_SIGNING_SECRET, ENV_TOKEN, SlackSettings, build_client
 from bot.channels.slack_output import SlackDMOutput, escape, message_parts
 from tests import channel_support
-from tests.channel_support import credentials_refusal, served_app
+from tests.channel_support import served_app
 from tests.fakes.server import ACCEPT_DROP
 from tests.fakes.slack_api import APP_ID, BOT_ID, BOT_USER_ID, DROP_CONNECTION, TEAM_ID, TOKEN, FakeSlackAPI
 
@@ -1066,23 +1066,6 @@ async def test_the_token_never_reaches_the_log(
 
 
 # --- credentials ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("credentials", "environ", "named"),
-    [
-        (None, {}, ENV_TOKEN),
-        ({"token": "", "signing_secret": SECRET}, {}, ENV_TOKEN),
-        ({"token": TOKEN}, {}, ENV_SIGNING_SECRET),
-        ({"token": TOKEN, "signing_secret": "  "}, {}, ENV_SIGNING_SECRET),
-        ({}, {ENV_TOKEN: TOKEN}, ENV_SIGNING_SECRET),
-    ],
-)
-def test_missing_credentials_name_the_variable(
-    credentials: dict[str, Any] | None, environ: dict[str, str], named: str
-) -> None:
-    refusal = credentials_refusal(lambda: SlackSettings.from_credentials(credentials, environ))
-    assert named in refusal and TOKEN not in refusal and SECRET not in refusal
 
 
 def test_a_token_that_is_not_a_bot_token_is_refused_without_echoing_it() -> None:

@@ -38,7 +38,7 @@ from bot.channels.telegram_output import (
     close_bot,
 )
 from bot.channels.telegram_poll import poll, set_webhook
-from tests.channel_support import RecordingAgent, credentials_refusal, served_app
+from tests.channel_support import RecordingAgent, served_app
 from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI
 
 SECRET = "s3cret-Webhook_token"
@@ -630,23 +630,6 @@ def test_a_command_without_a_token_names_the_variable(capsys: pytest.CaptureFixt
 
 
 # --- credentials ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("credentials", "environ", "named"),
-    [
-        (None, {}, ENV_TOKEN),
-        ({"token": "", "webhook_secret": SECRET}, {}, ENV_TOKEN),
-        ({"token": TOKEN}, {}, ENV_SECRET),
-        ({"token": TOKEN, "webhook_secret": "  "}, {}, ENV_SECRET),
-        ({}, {ENV_TOKEN: TOKEN}, ENV_SECRET),
-    ],
-)
-def test_missing_credentials_name_the_variable(
-    credentials: dict[str, Any] | None, environ: dict[str, str], named: str
-) -> None:
-    refusal = credentials_refusal(lambda: TelegramSettings.from_credentials(credentials, environ))
-    assert named in refusal and TOKEN not in refusal and SECRET not in refusal
 
 
 @pytest.mark.parametrize(

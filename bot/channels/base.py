@@ -65,7 +65,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -166,6 +166,22 @@ async def optional_lookup(
 
 
 # --- receiving ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectorSettings:
+    """What every webhook connector is configured with. Neither secret ever appears in ``repr``.
+
+    A platform's settings class adds its own fields and builds itself, validated, with
+    ``from_credentials(credentials, environ)`` (see ``bot.channels.common.credential``).
+    """
+
+    # Calls the platform's API.
+    token: str = field(repr=False)
+    # Authenticates the platform's webhooks (Telegram's secret token, Slack's signing secret).
+    secret: str = field(repr=False)
+    # Where the platform's API is (another server in tests).
+    base_url: str = ""
 
 
 @dataclass(frozen=True)

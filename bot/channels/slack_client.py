@@ -14,7 +14,7 @@ import os
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -28,6 +28,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.channels.base import ConnectorSettings
 from bot.channels.common import ChannelCredentialsError, credential
 
 if TYPE_CHECKING:
@@ -62,12 +63,15 @@ _BOT_TOKEN_FORMAT = re.compile(r"xoxb-[A-Za-z0-9-]+")
 
 
 @dataclass(frozen=True)
-class SlackSettings:
-    """Validated connector settings. Token and signing secret never appear in ``repr``."""
+class SlackSettings(ConnectorSettings):
+    """Validated connector settings: the app's bot token, its signing secret, the Web API."""
 
-    token: str = field(repr=False)
-    signing_secret: str = field(repr=False)
     base_url: str = DEFAULT_BASE_URL
+
+    @property
+    def signing_secret(self) -> str:
+        """Return the secret Slack signs every request with."""
+        return self.secret
 
     @classmethod
     def from_credentials(

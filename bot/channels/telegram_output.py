@@ -15,7 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
@@ -23,7 +23,7 @@ from telegram.constants import InlineKeyboardButtonLimit, MessageLimit
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.request import HTTPXRequest
 
-from bot.channels.base import RecordedOutput
+from bot.channels.base import ConnectorSettings, RecordedOutput
 from bot.channels.common import credential
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
@@ -51,13 +51,16 @@ _TOKEN_FORMAT = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
-class TelegramSettings:
-    """Validated connector settings. Token and secret never appear in ``repr``."""
+class TelegramSettings(ConnectorSettings):
+    """Validated connector settings: the bot's token, the webhook's secret token, the Bot API, the bot's name."""
 
-    token: str = field(repr=False)
-    webhook_secret: str = field(repr=False)
     base_url: str = DEFAULT_BASE_URL
     bot_username: str | None = None
+
+    @property
+    def webhook_secret(self) -> str:
+        """Return the secret token Telegram sends with every webhook call."""
+        return self.secret
 
     @classmethod
     def from_credentials(
