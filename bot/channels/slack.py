@@ -108,7 +108,6 @@ def _unmarkup(match: re.Match[str]) -> str:
     return label or target
 
 
-
 def customer_text(text: str) -> str:
     """Turn the text of a Slack message into what the customer saw when typing it.
 

@@ -122,7 +122,6 @@ def _retry_after(response: HttpResponse) -> float:
         return 1.0
 
 
-
 class _Judged:
     """slack_sdk asks its retry handlers with four keyword arguments; ours read them here, once.
 
@@ -213,7 +212,8 @@ def may_have_posted(error: BaseException) -> bool:
     if isinstance(error, aiohttp.ClientConnectorError):
         return False
     return isinstance(
-        error, (asyncio.TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)
+        error,
+        (asyncio.TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError),
     )
 
 
