@@ -10,8 +10,9 @@ port, with an HTTP client pointed at it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,16 @@ def rasa_channels(
         # Rasa 3.6 imports a channel class with the deprecated load_module(); not ours to fix.
         warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
         return list(create_http_input_channels(None, str(credentials)))
+
+
+async def logged_failure(
+    caplog: pytest.LogCaptureFixture, delivery: Awaitable[httpx.Response]
+) -> tuple[httpx.Response, logging.LogRecord]:
+    """Await ``delivery`` of a message the agent fails on; return the answer and the inbox's log of the failure."""
+    with caplog.at_level(logging.WARNING, logger="bot.channels.inbox"):
+        answer = await delivery
+    [record] = [r for r in caplog.records if r.name == "bot.channels.inbox"]
+    return answer, record
 
 
 def credentials_refusal(build: Callable[[], object]) -> str:

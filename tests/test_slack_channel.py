@@ -45,7 +45,7 @@ from bot.channels.slack import EVENTS_PATH, MENTION_REPLY, MENTION_REPLY_NO_DM, 
 from bot.channels.slack_client import ENV_BASE_URL, ENV_SIGNING_SECRET, ENV_TOKEN, SlackSettings, build_client
 from bot.channels.slack_output import SlackDMOutput, escape, message_parts
 from tests import channel_support
-from tests.channel_support import served_app
+from tests.channel_support import logged_failure, served_app
 from tests.fakes.server import ACCEPT_DROP
 from tests.fakes.slack_api import APP_ID, BOT_ID, BOT_USER_ID, DROP_CONNECTION, TEAM_ID, TOKEN, FakeSlackAPI
 
@@ -466,11 +466,9 @@ async def test_a_failure_while_handling_is_logged_with_its_traceback(
 ) -> None:
     # Handling fails are now retried by the inbox, which reports them (before: the background task, at ERROR).
     served.agent.error = RuntimeError("tracker store down")
-    with caplog.at_level(logging.WARNING, logger="bot.channels.inbox"):
-        answer = await served.event(event_body(dm()))
+    answer, record = await logged_failure(caplog, served.event(event_body(dm())))
 
     assert answer.status_code == 200
-    [record] = [r for r in caplog.records if r.name == "bot.channels.inbox"]
     assert record.getMessage() == "slack_dm:A0FIRSTREPLY update Ev0001: attempt 1 failed; retrying in 2s"
     assert record.exc_info is not None and str(record.exc_info[1]) == "tracker store down"
 

@@ -38,7 +38,7 @@ from bot.channels.telegram_output import (
     close_bot,
 )
 from bot.channels.telegram_poll import poll, set_webhook
-from tests.channel_support import RecordingAgent, served_app
+from tests.channel_support import RecordingAgent, logged_failure, served_app
 from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI
 
 SECRET = "s3cret-Webhook_token"
@@ -181,11 +181,9 @@ async def test_a_failure_while_handling_is_logged_with_its_traceback(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
     served.agent.error = RuntimeError("tracker store down")
-    with caplog.at_level(logging.WARNING, logger="bot.channels.inbox"):
-        answer = await served.post(message_update(1, text="hello"))
+    answer, record = await logged_failure(caplog, served.post(message_update(1, text="hello")))
 
     assert answer.status_code == 200
-    [record] = [r for r in caplog.records if r.name == "bot.channels.inbox"]
     assert record.getMessage() == "telegram:123456 update 1: attempt 1 failed; retrying in 2s"
     assert record.exc_info is not None and str(record.exc_info[1]) == "tracker store down"
 

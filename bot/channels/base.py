@@ -64,7 +64,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -95,6 +96,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Bound = TypeVar("Bound", bound="RecordedOutput")
+Settings = TypeVar("Settings", bound="ConnectorSettings")
 
 # What the customer reads, on every platform. Plain text (a platform escapes it if it must).
 HOLDING_REPLY = (
@@ -172,8 +174,8 @@ async def optional_lookup(
 class ConnectorSettings:
     """What every webhook connector is configured with. Neither secret ever appears in ``repr``.
 
-    A platform's settings class adds its own fields and builds itself, validated, with
-    ``from_credentials(credentials, environ)`` (see ``bot.channels.common.credential``).
+    A platform's settings class adds its own fields and implements ``read``: its values,
+    validated (see ``bot.channels.common.credential``).
     """
 
     # Calls the platform's API.
@@ -182,6 +184,22 @@ class ConnectorSettings:
     secret: str = field(repr=False)
     # Where the platform's API is (another server in tests).
     base_url: str = ""
+
+    @classmethod
+    def from_credentials(
+        cls: type[Settings], credentials: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Read ``credentials.yml`` values, falling back to the environment (default: the process's).
+
+        Raises:
+            ChannelCredentialsError: a value is missing or malformed; names the variable, never a value.
+        """
+        return cls.read(credentials or {}, os.environ if environ is None else environ)
+
+    @classmethod
+    def read(cls: type[Settings], credentials: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+        """Build the settings from ``credentials.yml`` values and the environment variables."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import re
 from collections.abc import Mapping
@@ -74,16 +73,9 @@ class SlackSettings(ConnectorSettings):
         return self.secret
 
     @classmethod
-    def from_credentials(
-        cls, credentials: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
-    ) -> SlackSettings:
-        """Read ``credentials.yml`` values, falling back to the environment variables.
-
-        Raises:
-            ChannelCredentialsError: a value is missing or malformed; names the variable.
-        """
-        env = os.environ if environ is None else environ
-        creds = credentials or {}
+    def read(cls, credentials: Mapping[str, Any], environ: Mapping[str, str]) -> SlackSettings:
+        """Build the settings: the app's bot token, its signing secret, no OAuth variables in the way."""
+        creds, env = credentials, environ
         token = credential(
             creds, "token", ENV_TOKEN, CHANNEL_NAME, env, pattern=_BOT_TOKEN_FORMAT,
             malformed=f"{ENV_TOKEN} must be the app's bot token (xoxb-...), from OAuth & Permissions in the app "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,16 +62,9 @@ class TelegramSettings(ConnectorSettings):
         return self.secret
 
     @classmethod
-    def from_credentials(
-        cls, credentials: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
-    ) -> TelegramSettings:
-        """Read ``credentials.yml`` values, falling back to the environment variables.
-
-        Raises:
-            ChannelCredentialsError: a value is missing or malformed; names the variable.
-        """
-        env = os.environ if environ is None else environ
-        creds = credentials or {}
+    def read(cls, credentials: Mapping[str, Any], environ: Mapping[str, str]) -> TelegramSettings:
+        """Build the settings: a token and a secret of the formats Telegram gives and takes."""
+        creds, env = credentials, environ
         token = credential(
             creds, "token", ENV_TOKEN, CHANNEL_NAME, env, pattern=_TOKEN_FORMAT,
             malformed=f"{ENV_TOKEN} does not look like a bot token from @BotFather (digits:letters).",
