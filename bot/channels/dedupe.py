@@ -92,6 +92,9 @@ def payload_key(payload: str) -> str:
 def channel_engine(url: str) -> Engine:
     """Return an engine for the channels' database: a SQLite file (WAL) or PostgreSQL.
 
+    The case store (``bot.cases.schema``) opens its database the same way, with pragmas of its
+    own: one factory taking the per-store pragmas could serve both.
+
     Raises:
         ValueError: the URL names another kind of database.
     """
