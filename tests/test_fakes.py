@@ -87,3 +87,15 @@ def test_a_subclass_overrides_a_handler_by_name() -> None:
 
         assert call(api, "notes.count").json() == {"ok": True, "count": 0}
         assert call(api, "notes.size").json() == {"ok": True, "count": 0}
+
+
+def test_a_declared_fake_answers_oddly_when_told(notes: FakeNotesAPI) -> None:
+    notes.answer_oddly("notes.add", {"ok": True}, times=1)
+
+    odd = call(notes, "notes.add", to="maria", text="lost")
+    usual = call(notes, "notes.add", to="maria", text="kept")
+
+    assert (odd.status_code, odd.json()) == (200, {"ok": True})
+    assert usual.json() == {"ok": True, "id": 1}
+    assert notes.notes == ["kept"] and notes.delivered_texts() == ["kept"]
+    assert [c.answer for c in notes.calls("notes.add")] == [{"ok": True}, {"ok": True, "id": 1}]

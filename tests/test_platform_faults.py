@@ -29,8 +29,9 @@ from telegram.request import HTTPXRequest
 from bot.cases import Case, CaseStore
 from bot.cases.records import OutboxMessage
 from bot.channels.outbound import Outbound
-from bot.channels.slack import SlackDMOutput, SlackSettings, build_client
-from bot.channels.telegram import TelegramSettings
+from bot.channels.slack_client import SlackSettings, build_client
+from bot.channels.slack_output import SlackDMOutput
+from bot.channels.telegram_output import TelegramSettings
 from bot.desk import messages
 from bot.desk.metrics import IN_DOUBT_FOUND, IN_DOUBT_UNCHECKED, DeliveryStats, build_registry, exposition
 from bot.desk.outbox import OutboxWorker, utc_now

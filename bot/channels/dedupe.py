@@ -41,12 +41,20 @@ UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 metadata = MetaData()
 
+
+def update_key() -> tuple[Column, Column]:
+    """Return the key columns of a table of updates (here and in ``bot.channels.inbox``).
+
+    The source says which connector (and which bot or app) an id belongs to: update ids
+    count per bot. Lengths as in the inbox's columns; a connector shortens longer ids.
+    """
+    return Column("source", String(64), primary_key=True), Column("update_id", String(128), primary_key=True)
+
+
 seen_updates = Table(
     "channel_seen_updates",
     metadata,
-    # Which connector (and which bot) the id belongs to: update ids are per bot.
-    Column("source", String(64), primary_key=True),
-    Column("update_id", String(128), primary_key=True),
+    *update_key(),
     Column("seen_at", BigInteger, nullable=False, index=True),
 )
 
@@ -83,6 +91,9 @@ def payload_key(payload: str) -> str:
 
 def channel_engine(url: str) -> Engine:
     """Return an engine for the channels' database: a SQLite file (WAL) or PostgreSQL.
+
+    The case store (``bot.cases.schema``) opens its database the same way, with pragmas of its
+    own: one factory taking the per-store pragmas could serve both.
 
     Raises:
         ValueError: the URL names another kind of database.

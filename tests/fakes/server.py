@@ -234,6 +234,7 @@ class FakeServer:
         self._runner: web.AppRunner | None = None
         self._site: web.BaseSite | None = None
         self._release: asyncio.Event | None = None
+        self._odd_answers: dict[str, list[dict[str, Any]]] = {}
         self.port = 0
 
     # --- lifecycle -----------------------------------------------------------------
@@ -376,6 +377,22 @@ class FakeServer:
             hold=hold,
         )  # fmt: skip
 
+    def answer_oddly(self, method: str, body: dict[str, Any], times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``body`` (HTTP 200) instead of the real answer.
+
+        For an upstream answering in a shape its documentation does not give (Slack's
+        ``users.info`` with ``ok: true`` and no ``user``): the fail-soft tests. A fault
+        queued for the same call comes first; an odd answer delivers nothing.
+        """
+        with self._records:
+            self._odd_answers.setdefault(method, []).extend([body] * times)
+
+    def _odd_answer(self, method: str) -> dict[str, Any] | None:
+        """Return the next odd answer queued for ``method`` (``answer_oddly``), if any."""
+        with self._records:
+            queued = self._odd_answers.get(method)
+            return queued.pop(0) if queued else None
+
     def refuse_connections(self) -> None:
         """Stop listening and close idle connections: clients get "connection refused"."""
 
@@ -478,7 +495,8 @@ class FakeServer:
                 await self._hold(fault.hold)
             self._record(Call(method, params, NO_ANSWER, {}, False, mode))
             return self._hang_up(request)
-        status, body, delivery = process()
+        odd = self._odd_answer(method)
+        status, body, delivery = (200, odd, None) if odd is not None else process()
         if delivery is not None:
             self._deliver(Delivery(delivery.method, delivery.chat, delivery.text, delivery.params, mode))
         if fault is not None and fault.mode == ACCEPT_DROP:
