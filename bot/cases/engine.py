@@ -1,8 +1,8 @@
 """Engines for FirstReply's own databases: a SQLite file on one machine, PostgreSQL in production.
 
-The case store builds its engine on this (``bot.cases.schema.create_case_engine``); any
-other store that keeps the same two kinds of database can too (the channels' inbox and dedupe
-database, ``bot.channels.dedupe``, still builds its engine by hand the same way).
+The case store builds its engine on this (``bot.cases.schema.create_case_engine``), and so
+does the channels' database of dedupe keys, inbox and reply records
+(``bot.channels.dedupe.channel_engine``), each with its own SQLite pragmas.
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ BOT = "bot"
 
 metadata = MetaData()
 
+# Declared like the case store's tables (bot/cases/schema.py) and the inbox's: the likeness
+# is SQLAlchemy's Column(name, type, nullable=...) syntax, not logic a helper could share.
 webchat_messages = Table(
     "webchat_messages",
     metadata,
