@@ -39,10 +39,14 @@ def begin(
     }
 
 
-def record_failure(results: Results, error: BaseException, log: Callable[[str], None]) -> None:
-    """Note in ``results`` what the run failed with, and log it."""
+def record_failure(results: Results, error: BaseException, log: Callable[[str], None]) -> int:
+    """Note in ``results`` what the run failed with, log it, and return the run's exit code (1).
+
+    ``finish`` then keeps the temporary directory, for its logs.
+    """
     results["error"] = f"{type(error).__name__}: {error}"
     log(f"FAILED: {results['error']}")
+    return 1
 
 
 def finish(
@@ -61,7 +65,7 @@ def finish(
         directory: Where ``<name>.json`` and ``<name>.md`` go (made if missing).
         name: The files' name, e.g. ``latest``.
         render: Turns the results into the Markdown report.
-        work: The run's temporary directory: removed, unless ``keep``.
+        work: The run's temporary directory: removed, unless ``keep`` or the run failed.
         keep: Keep ``work`` (its models and logs) and say where it is.
         log: Prints a progress line.
     """
@@ -70,7 +74,7 @@ def finish(
     markdown = render(results)
     (directory / f"{name}.md").write_text(markdown + "\n")
     print(markdown)
-    if keep:
+    if keep or "error" in results:
         log(f"kept {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)

@@ -416,9 +416,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if res.get("log_errors"):
                 results["notes"].append(f"{bot}: errors in its logs, first: `{res['log_errors'][0]}`")
     except Exception as exc:  # the report says what failed; the temp dir is kept for its logs
-        code = 1
-        args.keep = True
-        record_failure(results, exc, log)
+        code = record_failure(results, exc, log)
     finally:
         results["machine"]["loadavg_end"] = loadavg()
         results["wall_s"] = round(time.perf_counter() - started, 1)

@@ -417,9 +417,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if entry["log_errors"]:
                     results["notes"].append(f"{stack.name}: errors in its logs, first: `{entry['log_errors'][0]}`")
     except Exception as exc:  # the report says what failed; the temp dir is kept for its logs
-        code = 1
-        args.keep = True
-        record_failure(results, exc, log)
+        code = record_failure(results, exc, log)
     finally:
         api.stop()
         results["machine"]["loadavg_end"] = loadavg()
