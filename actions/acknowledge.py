@@ -86,7 +86,7 @@ def pause_if_case_open(services: Services, dispatcher: CollectingDispatcher, tra
     if conversation.has_bot_spoken(session):
         return []
     channel = tracker.get_latest_input_channel() or DEFAULT_CHANNEL
-    open_cases = [case for case in services.store.cases_for_customer(channel, tracker.sender_id)
+    open_cases = [case for case in services.store.lookup.cases_for_customer(channel, tracker.sender_id)
                   if case.status in OPEN_STATUSES]
     if not open_cases:
         return []

@@ -119,6 +119,8 @@ class ActionFallback(ServiceAction):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[EventType]:
         """Greet if new, offer the choices, and revert the message's effect on the dialogue."""
+        # Begins like ActionAcknowledge.run: the Rasa SDK Action interface and the one call
+        # every customer-facing action makes first (pause_if_case_open); the rest differs.
         held = pause_if_case_open(self.services, dispatcher, tracker)
         if held:
             return held

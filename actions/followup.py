@@ -50,11 +50,11 @@ class _FollowupAction(ServiceAction):
         slot = tracker.get_slot(SLOT_CASE_ID)
         candidates: List[Case] = []
         if slot and str(slot).isdigit():
-            found = store.get(int(slot))
+            found = store.lookup.get(int(slot))
             if found is not None:
                 candidates.append(found)
         channel = tracker.get_latest_input_channel() or DEFAULT_CHANNEL
-        candidates.extend(reversed(store.cases_for_customer(channel, tracker.sender_id)))
+        candidates.extend(reversed(store.lookup.cases_for_customer(channel, tracker.sender_id)))
         for case in candidates:
             if _belongs(case, tracker) and case.status == STATUS_RESOLVED and (case.followup_asked_at is not None) == asked:
                 return case
@@ -72,7 +72,7 @@ class ActionFollowup(_FollowupAction):
         """Mark the follow-up asked and set ``followup_pending`` so the rule asks the question."""
         external = str(tracker.latest_message.get("text") or "").startswith(EXTERNAL_PREFIX)
         case = self.resolved_case(tracker, asked=False)
-        if case is not None and self.services.store.mark_followup_asked(case.id, self.services.now()):
+        if case is not None and self.services.store.lifecycle.mark_followup_asked(case.id, self.services.now()):
             return [SlotSet(SLOT_CASE_ID, str(case.id)), SlotSet(SLOT_FOLLOWUP_PENDING, True)]
         if external:
             return [SlotSet(SLOT_FOLLOWUP_PENDING, False)]  # a repeated trigger: already asked
@@ -92,7 +92,7 @@ class ActionFollowupSolved(_FollowupAction):
         case = self.resolved_case(tracker, asked=True)
         if case is not None:
             notice = messages.followup_notice(case, messages.NOTICE_SOLVED)
-            self.services.store.record_followup(case.id, self.services.now(), solved=True, outbox=[notice])
+            self.services.store.lifecycle.record_followup(case.id, self.services.now(), solved=True, outbox=[notice])
         return [SlotSet(SLOT_FOLLOWUP_PENDING, False)]
 
 
@@ -110,7 +110,7 @@ class ActionFollowupUnsolved(_FollowupAction):
             log.warning("follow-up: %s says not solved, but there is no resolved case to reopen", tracker.sender_id)
             return [SlotSet(SLOT_FOLLOWUP_PENDING, False)]
         notice = messages.followup_notice(case, messages.NOTICE_REOPENED, broadcast=True)
-        self.services.store.reopen(case.id, self.services.now(), outbox=[notice])
+        self.services.store.lifecycle.reopen(case.id, self.services.now(), outbox=[notice])
         return [SlotSet(SLOT_FOLLOWUP_PENDING, False), ConversationPaused()]
 
 
@@ -129,7 +129,7 @@ class ActionFollowupRating(_FollowupAction):
             # Nothing to rate (e.g. "my case number is 3" read as a rating): treat it as unclear.
             return [FollowupAction(ACTION_FALLBACK)]
         notice = messages.followup_notice(case, messages.NOTICE_RATED, rating=rating)
-        self.services.store.record_followup(case.id, self.services.now(), rating=rating, outbox=[notice])
+        self.services.store.lifecycle.record_followup(case.id, self.services.now(), rating=rating, outbox=[notice])
         return []
 
 

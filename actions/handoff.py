@@ -75,7 +75,7 @@ class ActionHandoff(ServiceAction):
         now = services.now()
         case_file, events = _case_file(tracker, domain)
         channel = tracker.get_latest_input_channel() or DEFAULT_CHANNEL
-        previous = services.store.cases_for_customer(channel, tracker.sender_id)
+        previous = services.store.lookup.cases_for_customer(channel, tracker.sender_id)
         priority = case_priority(
             case_file.case_type,
             case_file.complaint_score,
@@ -88,7 +88,7 @@ class ActionHandoff(ServiceAction):
         # The channel's message id, when it gave one: a message handled again after a crash
         # gets a new timestamp but keeps its id, and must not open a second case.
         message_at = (latest[0].get("message_id") or latest[0].get("timestamp")) if latest else now.timestamp()
-        case = services.store.open_case(
+        case = services.store.lifecycle.open_case(
             NewCase(
                 channel=channel,
                 sender_id=tracker.sender_id,

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -38,6 +37,7 @@ import yaml
 
 from bench import report
 from bench.bare import build_bare_project
+from bench.lifecycle import begin, finish, record_failure
 from bench.load import LoadGenerator, nlu_examples
 from bench.nlu import split_nlu
 from bench.procs import ROOT, VENV_BIN, Server, cpu_seconds, rasa_cmd, rasa_env, run_timed
@@ -346,6 +346,11 @@ def _log_problems(run_dir: Path, limit: int = 8) -> List[str]:
 # --- main ---------------------------------------------------------------------------
 
 
+def _render(results: Dict[str, Any]) -> str:
+    """Return the Markdown report, or one line saying the run failed before training finished."""
+    return report.render(results) if "training" in results else f"Benchmark failed: {results.get('error')}"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the benchmark; return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
@@ -370,12 +375,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = dict(QUICK if args.quick else FULL)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="firstreply-bench-"))
-    log(f"working in {work}{' (quick smoke run)' if args.quick else ''}")
     results: Dict[str, Any] = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "quick": args.quick,
-        "machine": machine_facts(),
-        "settings": settings,
+        **begin(work, args.quick, settings, machine_facts(), log),
         "bots": {},
         "notes": [],
         "bare_tracker_store": args.bare_tracker_store,
@@ -415,26 +416,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             if res.get("log_errors"):
                 results["notes"].append(f"{bot}: errors in its logs, first: `{res['log_errors'][0]}`")
     except Exception as exc:  # the report says what failed; the temp dir is kept for its logs
-        code = 1
-        args.keep = True
-        results["error"] = f"{type(exc).__name__}: {exc}"
-        log(f"FAILED: {results['error']}")
+        code = record_failure(results, exc, log)
     finally:
         results["machine"]["loadavg_end"] = loadavg()
         results["wall_s"] = round(time.perf_counter() - started, 1)
         results["notes"] += standard_notes(results)
         results["targets"] = report.targets(results) if results["bots"] else []
-        args.results.mkdir(parents=True, exist_ok=True)
         name = "quick" if args.quick else "latest"
-        (args.results / f"{name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-        markdown = report.render(results) if "training" in results else f"Benchmark failed: {results.get('error')}\n"
-        (args.results / f"{name}.md").write_text(markdown + "\n")
-        print(markdown)
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-        log(f"done in {results['wall_s']:.0f} s; wrote {args.results / (name + '.md')} and .json")
+        finish(results, args.results, name, _render, work, args.keep, log)
     return code
 
 

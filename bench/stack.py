@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import shutil
 import signal
@@ -39,7 +38,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any, Dict, List, Optional, Sequence
@@ -47,6 +45,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from sqlalchemy import create_engine, text
 
 from bench import stack_report
+from bench.lifecycle import begin, finish, record_failure
 from bench.procs import ROOT, VENV_BIN, Server, cpu_seconds, pss_mb, rasa_cmd, rasa_env, rss_mb
 from bench.run import _log_problems, loadavg, machine_facts, rasa_server_cmd, write_endpoints
 from bench.stack_load import SCRIPTS, TelegramCustomers, TimedBotAPI
@@ -394,12 +393,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="firstreply-bench-stack-"))
     model = work / "firstreply.tar.gz"
     shutil.copy2(MODEL, model)  # the model in use stays the same if someone retrains meanwhile
-    log(f"working in {work}{' (quick smoke run)' if args.quick else ''}")
     results: Dict[str, Any] = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "quick": args.quick,
-        "machine": machine_facts(),
-        "settings": settings,
+        **begin(work, args.quick, settings, machine_facts(), log),
         "p99_limit_ms": P99_LIMIT_MS,
         "scripts": {script.name: len(script.steps) for script in SCRIPTS},
         "stacks": {name: {"label": LABELS[name], "trials": []} for name in args.stacks},
@@ -422,26 +417,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if entry["log_errors"]:
                     results["notes"].append(f"{stack.name}: errors in its logs, first: `{entry['log_errors'][0]}`")
     except Exception as exc:  # the report says what failed; the temp dir is kept for its logs
-        code = 1
-        args.keep = True
-        results["error"] = f"{type(exc).__name__}: {exc}"
-        log(f"FAILED: {results['error']}")
+        code = record_failure(results, exc, log)
     finally:
         api.stop()
         results["machine"]["loadavg_end"] = loadavg()
         results["wall_s"] = round(time.perf_counter() - started, 1)
         results["summary"] = stack_report.summarize(results)
-        args.results.mkdir(parents=True, exist_ok=True)
         name = "stack-quick" if args.quick else "stack-latest"
-        (args.results / f"{name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-        markdown = stack_report.render(results)
-        (args.results / f"{name}.md").write_text(markdown + "\n")
-        print(markdown)
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-        log(f"done in {results['wall_s']:.0f} s; wrote {args.results / (name + '.md')} and .json")
+        finish(results, args.results, name, stack_report.render, work, args.keep, log)
     return code
 
 

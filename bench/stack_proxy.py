@@ -1,13 +1,11 @@
 """A minimal round-robin HTTP load balancer for ``bench.stack``: ``python -m bench.stack_proxy``.
 
-tests/integration/test_production_stack.py has one (``RoundRobinProxy``), but it lives in tests/
-(it cannot be moved without editing them), runs in a thread of the test process and forwards only
-two headers. This one runs as a process of its own, so its CPU time and memory are measured apart
-from the load generator's, as a real load balancer's would be, and it forwards the Telegram
-webhook's secret header too. Each POST goes to the next backend in turn; ``GET /__proxy__``
-answers 200 (the benchmark's health check).
+It runs as a process of its own, so its CPU time and memory are measured apart from the load
+generator's, as a real load balancer's would be. Each POST goes to the next backend in turn;
+``GET /__proxy__`` answers 200 (the benchmark's health check). The forwarding itself
+(``backend_session``, ``relay``) is shared with the proxy the production-stack tests run in a
+thread (tests/integration/stack_support.py).
 """
-
 from __future__ import annotations
 
 import argparse
@@ -27,6 +25,27 @@ BACKEND_KEEPALIVE_S = 2.0
 REQUEST_TIMEOUT_S = 600.0
 
 
+def backend_session() -> aiohttp.ClientSession:
+    """Return a client session for forwarding to backends: no connection limit, short keep-alive."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=BACKEND_KEEPALIVE_S),
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+    )
+
+
+async def relay(session: aiohttp.ClientSession, backend: str, request: web.Request) -> web.Response:
+    """POST ``request`` (body and ``FORWARDED_HEADERS``) to the same path on ``backend``; return its answer.
+
+    Raises:
+        aiohttp.ClientError: The backend could not be reached.
+        asyncio.TimeoutError: It did not answer in ``REQUEST_TIMEOUT_S``.
+    """
+    headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
+    body = await request.read()
+    async with session.post(backend + request.path_qs, data=body, headers=headers) as answer:
+        return web.Response(status=answer.status, body=await answer.read(), content_type=answer.content_type)
+
+
 class RoundRobin:
     """Forwards each POST to the next of ``backends`` (base URLs, ``http://127.0.0.1:PORT``)."""
 
@@ -40,10 +59,7 @@ class RoundRobin:
 
     async def start(self, _app: web.Application) -> None:
         """Open the pooled client session (an aiohttp ``on_startup`` hook)."""
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=BACKEND_KEEPALIVE_S),
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-        )
+        self._session = backend_session()
 
     async def stop(self, _app: web.Application) -> None:
         """Close the client session (an aiohttp ``on_cleanup`` hook)."""
@@ -54,11 +70,8 @@ class RoundRobin:
         """Send the request to the next backend and relay its answer (502 if it cannot be reached)."""
         assert self._session is not None
         backend = self.backends[next(self._turn) % len(self.backends)]
-        headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
-        body = await request.read()
         try:
-            async with self._session.post(backend + request.path_qs, data=body, headers=headers) as answer:
-                return web.Response(status=answer.status, body=await answer.read(), content_type=answer.content_type)
+            return await relay(self._session, backend, request)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             return web.Response(status=502, text=f"proxy: {backend}: {error!r}")
 

@@ -18,20 +18,7 @@ from bot.channels import add_telegram_parser
 from bot.datacheck import add_data_parser
 from bot.report import add_report_parser
 from bot.desk.cli import add_desk_parser
-
-
-def _add_ops_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    ops = subparsers.add_parser("ops", help="check the support-operations file (hours, targets, routing)")
-    ops_sub = ops.add_subparsers(dest="ops_command", required=True)
-    check = ops_sub.add_parser("check", help="validate support.yml (or FILE); errors name the file and line")
-    check.add_argument("file", nargs="?", help="the file to check (default: FIRSTREPLY_SUPPORT_FILE or support.yml)")
-    check.set_defaults(handler=_run_ops_check)
-
-
-def _run_ops_check(args: argparse.Namespace) -> int:
-    from bot.ops import check_main
-
-    return check_main([args.file] if args.file else [])
+from bot.ops.cli import add_ops_parser
 
 
 # The data check loads Rasa, which loads TensorFlow: keep their start-up chatter quiet.
@@ -50,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(areas)
     add_desk_parser(areas)
     add_telegram_parser(areas)
-    _add_ops_parser(areas)
+    add_ops_parser(areas)
     add_report_parser(areas)
     return parser
 

@@ -38,7 +38,7 @@ from bot import clock
 from bot.eta.history import quantile
 
 if TYPE_CHECKING:
-    from bot.cases.store import Case, CaseStore
+    from bot.cases import Case, CaseStore
 
 QUICK_REPLY_MINUTES = 15
 REPEAT_CONTACT_DAYS = 7
@@ -209,13 +209,15 @@ def build_report(
 
 # --- text and HTML ---------------------------------------------------------------------------
 
-def _number(value: float | None) -> str:
+def format_minutes(value: float | None) -> str:
+    """Return minutes as the report and the dashboard show them: "–" for none, 1 decimal under 10."""
     if value is None:
         return "–"
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def _rate(value: float | None) -> str:
+def format_rate(value: float | None) -> str:
+    """Return a share (0-1) as a whole percentage, or "–" for none."""
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
@@ -223,15 +225,15 @@ def _cells(data: dict[str, Any]) -> list[str]:
     human = data["time_to_human_minutes"]
     return [
         str(data["cases"]),
-        _number(data["time_to_case_minutes"]["p50"]),
-        _number(data["time_to_claim_minutes"]["p50"]),
-        f"{_number(human['p50'])} / {_number(human['p90'])}",
-        _rate(data[f"human_within_{QUICK_REPLY_MINUTES}_min"]["rate"]),
-        _rate(data["human_within_promise"]["rate"]),
+        format_minutes(data["time_to_case_minutes"]["p50"]),
+        format_minutes(data["time_to_claim_minutes"]["p50"]),
+        f"{format_minutes(human['p50'])} / {format_minutes(human['p90'])}",
+        format_rate(data[f"human_within_{QUICK_REPLY_MINUTES}_min"]["rate"]),
+        format_rate(data["human_within_promise"]["rate"]),
         f"{data['promises']['kept']}/{data['promises']['due']}",
-        _rate(data["repeat_contact_7d"]["rate"]),
-        _rate(data["reopen_rate"]),
-        data["csat"] if isinstance(data["csat"], str) else _rate(data["csat"]),
+        format_rate(data["repeat_contact_7d"]["rate"]),
+        format_rate(data["reopen_rate"]),
+        data["csat"] if isinstance(data["csat"], str) else format_rate(data["csat"]),
     ]
 
 
@@ -436,9 +438,9 @@ def run_report(store: CaseStore, args: argparse.Namespace) -> int:
     if args.since and args.until and args.until <= args.since:
         print("--until must be after --since", file=sys.stderr)
         return 2
-    cases = store.cases_opened_between(args.since, args.until)
+    cases = store.figures.cases_opened_between(args.since, args.until)
     later = (
-        store.cases_opened_between(args.until, args.until + timedelta(days=REPEAT_CONTACT_DAYS))
+        store.figures.cases_opened_between(args.until, args.until + timedelta(days=REPEAT_CONTACT_DAYS))
         if args.until
         else []
     )

@@ -9,12 +9,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bot import clock
 from bot.cases import CaseStore
 from bot.eta import HandledCase, History, Promise, QueueSnapshot, estimate_promise
 from bot.ops import SupportConfig, load_support_config
+
+if TYPE_CHECKING:
+    from bot.cases.read_models import ReadModels
+    from bot.eta.calendar import BusinessCalendar
 
 
 @dataclass
@@ -57,7 +61,19 @@ def promise_for(services: Services, priority: str, now: datetime) -> Promise:
     """
     store, support = services.store, services.support
     window = support.history_window_days
-    handle_minutes, samples = store.recent_handle_minutes(now, window)
+    handle_minutes, samples = store.figures.recent_handle_minutes(now, window)
+    queue = QueueSnapshot(
+        cases_ahead=store.figures.count_waiting_ahead(priority, now),
+        agents_on_shift=store.desk.agents_on_shift(),
+        recent_handle_minutes=handle_minutes,
+        recent_samples=samples,
+        history=answered_history(store.figures, support.calendar, now, window),
+    )
+    return estimate_promise(now, support.calendar, queue, support.targets)
+
+
+def answered_history(figures: ReadModels, calendar: BusinessCalendar, now: datetime, window_days: int) -> History:
+    """Return the estimate's history: the cases people answered in the ``window_days`` days up to ``now``."""
     answered = [
         HandledCase(
             created_at=timing.created_at,
@@ -65,13 +81,6 @@ def promise_for(services: Services, priority: str, now: datetime) -> Promise:
             claimed_at=timing.claimed_at,
             cases_ahead=timing.cases_ahead,
         )
-        for timing in store.handled_timings(now, window)
+        for timing in figures.handled_timings(now, window_days)
     ]
-    queue = QueueSnapshot(
-        cases_ahead=store.count_waiting_ahead(priority, now),
-        agents_on_shift=store.agents_on_shift(),
-        recent_handle_minutes=handle_minutes,
-        recent_samples=samples,
-        history=History.from_cases(support.calendar, answered),
-    )
-    return estimate_promise(now, support.calendar, queue, support.targets)
+    return History.from_cases(calendar, answered)

@@ -21,14 +21,21 @@ stop() {
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
+# wait_until_up URL PID NAME LOG TRIES: poll URL every 0.5 s, up to TRIES times; give up
+# at once if process PID has exited (its log says why).
+wait_until_up() {
+  local url=$1 pid=$2 name=$3 log=$4 tries=$5
+  for _ in $(seq 1 "$tries"); do
+    curl -fsS "$url" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "$name did not start; see $log" >&2; exit 1; }
+    sleep 0.5
+  done
+}
+
 SANIC_HOST=127.0.0.1 .venv/bin/rasa run actions --port "$actions_port" --actions actions \
   >var/run/actions.log 2>&1 &
 pids+=($!)
-for _ in $(seq 1 120); do
-  curl -fsS "http://127.0.0.1:$actions_port/health" >/dev/null 2>&1 && break
-  kill -0 "${pids[0]}" 2>/dev/null || { echo "The action server did not start; see var/run/actions.log" >&2; exit 1; }
-  sleep 0.5
-done
+wait_until_up "http://127.0.0.1:$actions_port/health" "${pids[0]}" "The action server" var/run/actions.log 120
 
 endpoints=var/run/endpoints.yml
 sed "s#http://127.0.0.1:5055/webhook#http://127.0.0.1:$actions_port/webhook#" endpoints.yml >"$endpoints"
@@ -83,11 +90,7 @@ fi
 .venv/bin/python -m bot.launcher run --model models/firstreply.tar.gz --endpoints "$endpoints" --credentials "$credentials" \
   --interface 127.0.0.1 --port "$rasa_port" --enable-api "${auth[@]}" >var/run/rasa.log 2>&1 &
 pids+=($!)
-for _ in $(seq 1 240); do
-  curl -fsS "http://127.0.0.1:$rasa_port/" >/dev/null 2>&1 && break
-  kill -0 "${pids[1]}" 2>/dev/null || { echo "Rasa did not start; see var/run/rasa.log" >&2; exit 1; }
-  sleep 0.5
-done
+wait_until_up "http://127.0.0.1:$rasa_port/" "${pids[1]}" Rasa var/run/rasa.log 240
 case "$telegram_mode" in
   webhook) .venv/bin/python -m bot telegram set-webhook "$TELEGRAM_WEBHOOK_URL" ;;
   polling)

@@ -1,4 +1,10 @@
-"""Shared fixtures: the real domain, a real case store in a temporary file, a pinned clock."""
+"""Shared fixtures: the real domain, a real case store (SQLite, and PostgreSQL when given), a pinned clock.
+
+Set ``FIRSTREPLY_TEST_POSTGRES_URL`` (a database these tests may drop tables in) to run
+every test that takes ``db_url`` or ``store`` against PostgreSQL too; without it only
+SQLite is a parameter (nothing is collected for PostgreSQL, rather than skipped: a skip
+would look the same as a broken database).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from typing import Any, Dict, Iterator
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")
+DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -32,6 +40,38 @@ def domain() -> Dict[str, Any]:
 def case_db_url(tmp_path: Path) -> str:
     """Return the URL of an empty SQLite case store in a temporary folder."""
     return f"sqlite:///{tmp_path / 'cases.db'}"
+
+
+def _drop_all(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    from bot.cases import schema
+
+    engine = create_engine(url, future=True)
+    schema.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of an empty case database: a fresh SQLite file, or the test PostgreSQL emptied."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cases.db'}"
+        return
+    assert POSTGRES_URL is not None
+    _drop_all(POSTGRES_URL)
+    yield POSTGRES_URL
+    _drop_all(POSTGRES_URL)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Any]:
+    """A case store on ``db_url``, disposed of after the test."""
+    from bot.cases import CaseStore
+
+    opened = CaseStore.from_url(db_url)
+    yield opened
+    opened.dispose()
 
 
 @pytest.fixture

@@ -18,13 +18,10 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from rasa.core.run import configure_app
-from sanic import Sanic
 from sqlalchemy import Table, create_engine, select
 
 from bot.channels.rest import RestInput
-from tests.fakes.telegram_api import free_port
-from tests.test_telegram_channel import RecordingAgent
+from tests.channel_support import RecordingAgent, served_app
 
 REST_WEBHOOK = "/webhooks/rest/webhook"
 MEGABYTE = 1_000_000
@@ -255,22 +252,5 @@ class RestServed:
 @asynccontextmanager
 async def serve_rest(channel: RestInput, agent: RecordingAgent) -> AsyncIterator[RestServed]:
     """Rasa's Sanic app (``configure_app``) with the REST ``channel`` registered, on a free port."""
-    Sanic.test_mode = True  # Rasa names every app the same
-    app = configure_app(input_channels=[channel], enable_api=False)
-    app.ctx.agent = agent
-    sock = free_port()
-    port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-    assert server is not None
-    await server.startup()
-    await server.before_start()
-    await server.after_start()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield RestServed(channel, agent, client)
-    finally:
-        await server.before_stop()
-        server.close()
-        await server.wait_closed()
-        await server.after_stop()
-        sock.close()
+    async with served_app([channel], agent, timeout=30) as (_, client):
+        yield RestServed(channel, agent, client)

@@ -510,7 +510,7 @@ def test_handoff_opens_the_case_with_everything_the_agent_needs(services: Any, d
     events = _order_conversation() + [bot("Here is what I will pass on: ..."), user("yes", "affirm", at=T0 + 30)]
     result = ActionHandoff(services).run(dispatcher, tracker(events, ORDER_SLOTS), domain)
 
-    cases = services.store.list_cases()
+    cases = services.store.lookup.list_cases()
     assert len(cases) == 1
     case = cases[0]
     assert result == [SlotSet("case_id", str(case.id)), ConversationPaused()]
@@ -543,7 +543,7 @@ def test_handoff_of_the_same_message_twice_opens_one_case(services: Any, domain:
     second = ActionHandoff(services).run(CollectingDispatcher(), tracker(events, ORDER_SLOTS), domain)
 
     assert first == second
-    assert len(services.store.list_cases()) == 1
+    assert len(services.store.lookup.list_cases()) == 1
 
 
 def test_a_message_handled_again_after_a_crash_opens_no_second_case(services: Any, domain: Dict) -> None:
@@ -554,7 +554,7 @@ def test_a_message_handled_again_after_a_crash_opens_no_second_case(services: An
     ActionHandoff(services).run(CollectingDispatcher(), tracker(_order_conversation() + [confirm], ORDER_SLOTS), domain)
     ActionHandoff(services).run(CollectingDispatcher(), tracker(_order_conversation() + [again], ORDER_SLOTS), domain)
 
-    assert len(services.store.list_cases()) == 1
+    assert len(services.store.lookup.list_cases()) == 1
 
 
 def test_an_angry_repeat_customer_is_urgent_and_sees_their_history(services: Any, domain: Dict) -> None:
@@ -571,7 +571,7 @@ def test_an_angry_repeat_customer_is_urgent_and_sees_their_history(services: Any
         CollectingDispatcher(), tracker(angry, {"case_type": "complaint", "complaint_detail": "nobody answers"}), domain
     )
 
-    first, second = services.store.list_cases()
+    first, second = services.store.lookup.list_cases()
     assert second.priority == "urgent"
     assert second.complaint_score == 0.95
     assert second.previous_cases == (first.id,)
@@ -584,7 +584,7 @@ def test_out_of_hours_the_promise_says_when_we_open(services: Any, domain: Dict)
     events = _order_conversation() + [user("yes", "affirm", at=T0 + 30)]
     ActionHandoff(services).run(dispatcher, tracker(events, ORDER_SLOTS), domain)
 
-    case = services.store.list_cases()[0]
+    case = services.store.lookup.list_cases()[0]
     assert case.promise_wording == "by 8:15 tomorrow, Monday — we are closed now"
     assert case.promised_by == datetime(2026, 11, 23, 8, 15, tzinfo=timezone.utc)
     assert dispatcher.messages[0]["promise"] == "by 8:15 tomorrow, Monday — we are closed now"
@@ -595,7 +595,7 @@ def test_the_promise_grows_with_the_queue(services: Any, domain: Dict) -> None:
         events = [user(f"where is order {index}", "order_status", at=T0 + index), user("yes", "affirm", at=T0 + index)]
         ActionHandoff(services).run(CollectingDispatcher(), tracker(events, {"case_type": "order_status"}, f"c{index}"), domain)
 
-    wordings = [case.promise_wording for case in services.store.list_cases()]
+    wordings = [case.promise_wording for case in services.store.lookup.list_cases()]
     # Prior handle time 12 min, 2 agents, safety factor 1.5: (ahead + 0.5) * 6 * 1.5 minutes.
     assert wordings == [
         "within about 15 minutes",
@@ -640,7 +640,7 @@ def test_praise_that_reads_as_a_complaint_is_not_thanked(
 def test_a_customer_whose_case_is_open_is_not_greeted_again_in_a_new_session(services: Any, domain: Dict) -> None:
     events = _order_conversation() + [user("yes", "affirm", at=T0 + 30)]
     ActionHandoff(services).run(CollectingDispatcher(), tracker(events, ORDER_SLOTS), domain)
-    case = services.store.list_cases()[0]
+    case = services.store.lookup.list_cases()[0]
 
     later = events + [
         bot("Thanks, Maria! ...", at=T0 + 31),
@@ -659,7 +659,7 @@ def test_a_customer_whose_case_is_open_is_not_greeted_again_in_a_new_session(ser
 def test_a_resolved_case_lets_the_bot_greet_the_customer_again(services: Any, domain: Dict) -> None:
     events = _order_conversation() + [user("yes", "affirm", at=T0 + 30)]
     ActionHandoff(services).run(CollectingDispatcher(), tracker(events, ORDER_SLOTS), domain)
-    services.store.resolve(services.store.list_cases()[0].id, OPEN_NOW)
+    services.store.lifecycle.resolve(services.store.lookup.list_cases()[0].id, OPEN_NOW)
 
     dispatcher = CollectingDispatcher()
     later = events + [{"event": "session_started", "timestamp": T0 + 7200}, user("hi again", "greet", at=T0 + 7201)]

@@ -23,51 +23,34 @@ def db_url(tmp_path: Path) -> str:
     """A SQLite case database holding two cases of one customer, the first one claimed."""
     url = f"sqlite:///{tmp_path / 'cases.db'}"
     store = CaseStore.from_url(url)
-    store.open_case(
+    store.lifecycle.open_case(
         NewCase(
-            channel="telegram",
-            sender_id="100200",
-            customer_name="Ana Lima",
-            case_type="order_status",
-            intent_confidence=0.91,
-            answers={"order_number": "A-1001", "delivery_problem": "late"},
+            channel="telegram", sender_id="100200", customer_name="Ana Lima", case_type="order_status",
+            intent_confidence=0.91, answers={"order_number": "A-1001", "delivery_problem": "late"},
             summary="Order A-1001 is late.",
             transcript=(
                 TranscriptLine("customer", "Where is my order?", NOW - timedelta(minutes=2)),
                 TranscriptLine("bot", "Which order number?", NOW - timedelta(minutes=1)),
                 TranscriptLine("customer", "A-1001", NOW),
             ),
-            language="en",
-            priority="normal",
-            complaint_score=0.1,
+            language="en", priority="normal", complaint_score=0.1,
             promised_by=datetime(2024, 5, 6, 12, 0, tzinfo=timezone(timedelta(hours=2))),
-            promise_wording="A person will answer by 12:00.",
-            handoff_key="telegram:100200:1",
+            promise_wording="A person will answer by 12:00.", handoff_key="telegram:100200:1",
             metadata={"telegram_chat_id": 100200},
-        ),
+        ),  # fmt: skip
         NOW,
     )
-    store.open_case(
+    store.lifecycle.open_case(
         NewCase(
-            channel="telegram",
-            sender_id="100200",
-            customer_name=None,
-            case_type="complaint",
-            intent_confidence=None,
-            answers={},
-            summary="Still no parcel.",
-            transcript=(),
-            language="pt",
-            priority="urgent",
-            complaint_score=0.875,
-            promised_by=NOW + timedelta(hours=2),
-            promise_wording="Within two hours.",
+            channel="telegram", sender_id="100200", customer_name=None, case_type="complaint", intent_confidence=None,
+            answers={}, summary="Still no parcel.", transcript=(), language="pt", priority="urgent",
+            complaint_score=0.875, promised_by=NOW + timedelta(hours=2), promise_wording="Within two hours.",
             handoff_key="telegram:100200:2",
-        ),
+        ),  # fmt: skip
         NOW + timedelta(days=1),
     )
-    assert store.claim(1, "bea", NOW + timedelta(minutes=5)) is True
-    store.record_human_reply(1, NOW + timedelta(minutes=7))
+    assert store.lifecycle.claim(1, "bea", NOW + timedelta(minutes=5)) is True
+    store.lifecycle.record_human_reply(1, NOW + timedelta(minutes=7))
     store.dispose()
     return url
 
@@ -85,60 +68,9 @@ def run_bot(*args: str, db_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-FIRST_CASE = {
-    "id": 1,
-    "channel": "telegram",
-    "sender_id": "100200",
-    "customer_name": "Ana Lima",
-    "case_type": "order_status",
-    "intent_confidence": 0.91,
-    "answers": {"order_number": "A-1001", "delivery_problem": "late"},
-    "summary": "Order A-1001 is late.",
-    "transcript": [
-        {"who": "customer", "text": "Where is my order?", "at": "2024-05-06T09:13:00+00:00"},
-        {"who": "bot", "text": "Which order number?", "at": "2024-05-06T09:14:00+00:00"},
-        {"who": "customer", "text": "A-1001", "at": "2024-05-06T09:15:00+00:00"},
-    ],
-    "language": "en",
-    "priority": "normal",
-    "complaint_score": 0.1,
-    "previous_cases": [],
-    "promised_by": "2024-05-06T10:00:00+00:00",
-    "promise_wording": "A person will answer by 12:00.",
-    "status": "claimed",
-    "created_at": "2024-05-06T09:15:00+00:00",
-    "updated_at": "2024-05-06T09:22:00+00:00",
-    "claimed_by": "bea",
-    "claimed_at": "2024-05-06T09:20:00+00:00",
-    "first_human_reply_at": "2024-05-06T09:22:00+00:00",
-    "resolved_at": None,
-    "metadata": {"telegram_chat_id": 100200},
-}
-SECOND_CASE = {
-    "id": 2,
-    "channel": "telegram",
-    "sender_id": "100200",
-    "customer_name": None,
-    "case_type": "complaint",
-    "intent_confidence": None,
-    "answers": {},
-    "summary": "Still no parcel.",
-    "transcript": [],
-    "language": "pt",
-    "priority": "urgent",
-    "complaint_score": 0.875,
-    "previous_cases": [1],
-    "promised_by": "2024-05-06T11:15:00+00:00",
-    "promise_wording": "Within two hours.",
-    "status": "waiting",
-    "created_at": "2024-05-07T09:15:00+00:00",
-    "updated_at": "2024-05-07T09:15:00+00:00",
-    "claimed_by": None,
-    "claimed_at": None,
-    "first_human_reply_at": None,
-    "resolved_at": None,
-    "metadata": {},
-}
+# What `python -m bot cases list --json` prints for the two cases of ``db_url``.
+CLI_LIST = REPO_ROOT / "tests" / "fixtures" / "cases" / "cli_list.json"
+FIRST_CASE, SECOND_CASE = json.loads(CLI_LIST.read_text(encoding="utf-8"))
 
 
 def test_list_json_prints_every_case(db_url: str) -> None:

@@ -60,6 +60,11 @@ def action(name: str, seconds: float = 0.0) -> Event:
     return ActionExecuted(name, timestamp=T0 + seconds).as_dict()
 
 
+def bot_turn(name: str, text: str, seconds: float = 0.0) -> list[Event]:
+    """The bot's action ``name`` and the message it sent, both at ``seconds``."""
+    return [action(name, seconds), bot(text, seconds)]
+
+
 def session_start(seconds: float = 0.0, metadata: dict[str, Any] | None = None) -> list[Event]:
     """Return the events Rasa logs when a session starts."""
     return [
@@ -288,10 +293,8 @@ def test_last_bot_action_before_latest_message_skips_action_listen() -> None:
     events = [
         *session_start(0),
         user("hmm", 1, intent="nlu_fallback"),
-        action("action_acknowledge", 2),
-        bot("Thanks for your message.", 2),
-        action("action_did_you_mean", 2),
-        bot("I want to get this right — is your message about one of these?", 2),
+        *bot_turn("action_acknowledge", "Thanks for your message.", 2),
+        *bot_turn("action_did_you_mean", "I want to get this right — is your message about one of these?", 2),
         action("action_listen", 2),
         user("/something_else", 3, intent="something_else"),
         # What runs after the latest message does not count.
@@ -304,8 +307,7 @@ def test_last_bot_action_before_latest_message_skips_action_listen() -> None:
 def test_last_bot_action_can_be_a_response() -> None:
     events = [
         user("/something_else", 1, intent="something_else"),
-        action("utter_ask_describe", 2),
-        bot("No problem — tell me in a sentence or two what it's about", 2),
+        *bot_turn("utter_ask_describe", "No problem — tell me in a sentence or two what it's about", 2),
         action("action_listen", 2),
         user("it's about a voucher", 3),
     ]

@@ -10,14 +10,12 @@ poll and retry times so every test waits for real deliveries, not for mocks.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import time
 import urllib.parse
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,15 +23,19 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
-from bot.cases import Case, CaseStore, NewCase, TranscriptLine
+from bot.cases import Case, CaseStore
 from bot.channels.outbound import Outbound
 from bot.desk import cards, messages
-from bot.desk.app import NOT_AGENT, Desk, http_app
+from bot.desk.app import Desk
+from bot.desk.listener import NOT_AGENT
 from bot.desk.outbox import outbox_metadata
 from bot.desk.settings import DeskSettings
 from bot.ops import load_support_config
+from tests.desk_support import MARIA_CHAT, open_case, serving
+from tests.fakes.rasa_api import TOKEN as RASA_TOKEN
+from tests.fakes.rasa_api import FakeRasa
+from tests.fakes.slack_api import signed_headers
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
@@ -47,61 +49,6 @@ ANA, BEN = AGENTS[0], AGENTS[1]
 LEAD = "U0LEAD"
 OUTSIDER = "U0OUTSIDER"
 QUEUE, BILLING, LEADS = "C0QUEUE", "C0BILLING", "C0LEADS"
-MARIA_CHAT = "4242"
-RASA_TOKEN = "rasa-api-token"
-
-
-# --- a local Rasa HTTP API -------------------------------------------------------------
-
-
-@dataclass
-class FakeRasa:
-    """Records what the desk sends to Rasa's HTTP API (tracker events, triggered intents)."""
-
-    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    requests: list[tuple[str, str, Any]] = field(default_factory=list)
-    fail_next: int = 0
-    url: str = ""
-
-    def app(self) -> web.Application:
-        application = web.Application()
-        application.router.add_post("/conversations/{cid}/tracker/events", self._append)
-        application.router.add_post("/conversations/{cid}/trigger_intent", self._trigger)
-        application.router.add_get("/conversations/{cid}/tracker", self._tracker)
-        return application
-
-    def _refuse(self, request: web.Request) -> web.Response | None:
-        if request.query.get("token") != RASA_TOKEN:
-            return web.json_response({"message": "unauthorized"}, status=401)
-        if self.fail_next:
-            self.fail_next -= 1
-            return web.json_response({"message": "busy"}, status=503)
-        return None
-
-    async def _append(self, request: web.Request) -> web.Response:
-        refused = self._refuse(request)
-        if refused:
-            return refused
-        body = await request.json()
-        cid = request.match_info["cid"]
-        self.requests.append(("events", cid, body))
-        self.events.setdefault(cid, []).extend(body)
-        return web.json_response({"sender_id": cid})
-
-    async def _trigger(self, request: web.Request) -> web.Response:
-        refused = self._refuse(request)
-        if refused:
-            return refused
-        body = await request.json()
-        cid = request.match_info["cid"]
-        self.requests.append(("trigger", cid, (body, request.query.get("output_channel"))))
-        return web.json_response({"tracker": {"sender_id": cid}, "messages": []})
-
-    async def _tracker(self, request: web.Request) -> web.Response:
-        refused = self._refuse(request)
-        if refused:
-            return refused
-        return web.json_response({"events": self.events.get(request.match_info["cid"], [])})
 
 
 # --- the desk under test ---------------------------------------------------------------
@@ -127,14 +74,7 @@ class Running:
     # -- Slack's side, signed ---------------------------------------------------------
 
     async def post(self, body: bytes, content_type: str, *, secret: str = SECRET) -> tuple[int, str]:
-        timestamp = str(int(time.time()))
-        basestring = f"v0:{timestamp}:".encode() + body
-        signature = "v0=" + hmac.new(secret.encode(), basestring, hashlib.sha256).hexdigest()
-        headers = {
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": timestamp,
-            "X-Slack-Signature": signature,
-        }
+        headers = signed_headers(secret, body, content_type)
         async with self.session.post(self.url, data=body, headers=headers) as answer:
             return answer.status, await answer.text()
 
@@ -199,13 +139,13 @@ class Running:
     # -- reading ---------------------------------------------------------------------------
 
     def case(self, case_id: int) -> Case:
-        found = self.store.get(case_id)
+        found = self.store.lookup.get(case_id)
         assert found is not None
         return found
 
     async def until(self, what: str, probe: Callable[[], Any], timeout: float = 15.0) -> Any:
         def outbox() -> str:
-            items = [(i.id, i.kind, i.attempts, i.delivered_at is not None, i.last_error) for i in self.store.outbox_items()]
+            items = [(i.id, i.kind, i.attempts, i.delivered_at is not None, i.last_error) for i in self.store.outbox.items()]
             return f"outbox: {items}"
 
         return await poll_until(what, probe, timeout, context=outbox)
@@ -217,25 +157,10 @@ class Running:
         """Wait until the outbox has nothing due or under way for ``quiet`` seconds."""
         calm_since = time.monotonic()
         while time.monotonic() - calm_since < quiet:
-            pending = [i for i in self.store.outbox_items() if i.delivered_at is None and i.next_attempt_at is not None]
+            pending = [i for i in self.store.outbox.items() if i.delivered_at is None and i.next_attempt_at is not None]
             if pending:
                 calm_since = time.monotonic()
             await asyncio.sleep(0.05)
-
-
-def open_case(store: CaseStore, *, sender: str = MARIA_CHAT, key: str = "k1", **overrides: Any) -> Case:
-    now = datetime.now(timezone.utc)
-    fields: dict[str, Any] = dict(
-        channel="telegram", sender_id=sender, customer_name="Maria", case_type="order_status",
-        intent_confidence=0.91, answers={"order_number": "AC-2291734", "delivery_problem": "It's late"},
-        summary="Where my order is. Order number: AC-2291734; delivery problem: It's late.",
-        transcript=(TranscriptLine("customer", "where is my parcel??", now - timedelta(minutes=2)),
-                    TranscriptLine("bot", "What's your order number?", now - timedelta(minutes=2))),
-        language="en", priority="normal", complaint_score=0.12, promised_by=now + timedelta(minutes=20),
-        promise_wording="within about 20 minutes", handoff_key=key, metadata={"route": "#support-queue"},
-    )  # fmt: skip
-    fields.update(overrides)
-    return store.open_case(NewCase(**fields), now - timedelta(seconds=1))
 
 
 @pytest.fixture
@@ -253,13 +178,7 @@ def fakes() -> Iterator[tuple[FakeDeskSlackAPI, FakeTelegramAPI]]:
 @pytest_asyncio.fixture
 async def running(tmp_path: Path, fakes: tuple[FakeDeskSlackAPI, FakeTelegramAPI]) -> AsyncIterator[Running]:
     slack, telegram = fakes
-    rasa = FakeRasa()
-    rasa_runner = web.AppRunner(rasa.app(), access_log=None)
-    await rasa_runner.setup()
-    rasa_site = web.TCPSite(rasa_runner, "127.0.0.1", 0)
-    await rasa_site.start()
-    rasa_port = rasa_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    rasa.url = f"http://127.0.0.1:{rasa_port}"
+    rasa = FakeRasa().start()
     events_db = tmp_path / "events.db"
     env = {
         "SLACK_DESK_BOT_TOKEN": TOKEN, "SLACK_DESK_SIGNING_SECRET": SECRET, "SLACK_API_BASE_URL": slack.base_url,
@@ -272,25 +191,14 @@ async def running(tmp_path: Path, fakes: tuple[FakeDeskSlackAPI, FakeTelegramAPI
     }  # fmt: skip
     store = CaseStore.from_url(f"sqlite:///{tmp_path / 'cases.db'}")
     desk = Desk(DeskSettings.from_env(env), store, load_support_config(ROOT / "support.yml"), outbound=Outbound(env))
-    runner = web.AppRunner(http_app(desk), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    stop = asyncio.Event()
-    loops = asyncio.create_task(desk.run_loops(stop))
-    session = aiohttp.ClientSession()
-    running = Running(desk, store, slack, telegram, rasa, f"http://127.0.0.1:{port}/slack/events", session, events_db)
+    running: Running | None = None
     try:
-        yield running
+        async with serving(desk) as url, aiohttp.ClientSession() as session:
+            running = Running(desk, store, slack, telegram, rasa, f"{url}/slack/events", session, events_db)
+            yield running
     finally:
-        stop.set()
-        await loops
-        await session.close()
-        await runner.cleanup()
-        await desk.close()
-        await rasa_runner.cleanup()
-        if running.broker is not None:
+        rasa.stop()
+        if running is not None and running.broker is not None:
             running.broker.engine.dispose()
         store.dispose()
 
@@ -312,8 +220,8 @@ def buttons(api: FakeDeskSlackAPI, case: Case) -> list[str]:
 @pytest.mark.asyncio
 async def test_a_new_case_gets_a_card_with_everything_the_agent_needs(running: Running) -> None:
     earlier = open_case(running.store, key="k0", case_type="billing", metadata={"route": "#support-billing"})
-    running.store.claim(earlier.id, ANA, datetime.now(timezone.utc))
-    running.store.resolve(earlier.id, datetime.now(timezone.utc), by=ANA)
+    running.store.lifecycle.claim(earlier.id, ANA, datetime.now(timezone.utc))
+    running.store.lifecycle.resolve(earlier.id, datetime.now(timezone.utc), by=ANA)
     case = open_case(
         running.store, key="k1", case_type="complaint", priority="urgent", complaint_score=0.93,
         customer_name="Maria <!channel>", summary="Rude courier <@U0AGENT1> & <https://evil.example|click>",
@@ -525,9 +433,9 @@ async def test_resolve_hands_the_conversation_back_to_the_bot_for_the_follow_up(
 
     # The customer answers the follow-up (actions/followup.py stores it): the card shows it.
     now = datetime.now(timezone.utc)
-    assert running.store.mark_followup_asked(case.id, now)
-    running.store.record_followup(case.id, now, solved=True, outbox=[messages.followup_notice(resolved, messages.NOTICE_SOLVED)])
-    running.store.record_followup(case.id, now, rating=4, outbox=[messages.followup_notice(resolved, messages.NOTICE_RATED, rating=4)])
+    assert running.store.lifecycle.mark_followup_asked(case.id, now)
+    running.store.lifecycle.record_followup(case.id, now, solved=True, outbox=[messages.followup_notice(resolved, messages.NOTICE_SOLVED)])
+    running.store.lifecycle.record_followup(case.id, now, rating=4, outbox=[messages.followup_notice(resolved, messages.NOTICE_RATED, rating=4)])
     await running.until("card shows rating", lambda: "customer says: solved · rated 4/5" in card_json(running.slack, case))
     await running.settled()
     assert [m.text for m in running.slack.thread(QUEUE, str(case.card_ts))][-2:] == [
@@ -545,11 +453,11 @@ async def test_not_solved_puts_the_case_back_in_the_queue(running: Running) -> N
     await running.press(ANA, cards.ACTION_RESOLVE, case)
     await running.until("resolved", lambda: running.case(case.id).status == "resolved")
     now = datetime.now(timezone.utc)
-    running.store.mark_followup_asked(case.id, now)
+    running.store.lifecycle.mark_followup_asked(case.id, now)
 
     resolved = running.case(case.id)
     notice = messages.followup_notice(resolved, messages.NOTICE_REOPENED, broadcast=True)
-    assert running.store.reopen(case.id, now, outbox=[notice])
+    assert running.store.lifecycle.reopen(case.id, now, outbox=[notice])
 
     await running.until("card back in the queue", lambda: "reopened 1×" in card_json(running.slack, case))
     assert buttons(running.slack, case) == ["Claim", "Reassign", "Resolve"]
@@ -621,7 +529,7 @@ async def test_queue_home_and_shifts(running: Running) -> None:
     assert (await running.command(BEN, "/shift", "on"))["text"] == "You are on shift. Agents on shift now: 2."
     assert (await running.command(ANA, "/shift", "off"))["text"] == "You are off shift. Agents on shift now: 1."
     assert (await running.command(ANA, "/shift", "maybe"))["text"].startswith("Use `/shift on`")
-    assert running.store.agents_on_shift() == 1
+    assert running.store.desk.agents_on_shift() == 1
 
     await running.event({"type": "app_home_opened", "user": ANA, "channel": "D0ANA", "tab": "home"})
     [published] = await running.until("home", lambda: running.slack.calls("views.publish"))
@@ -653,7 +561,7 @@ async def test_a_slack_outage_delays_everything_and_loses_and_doubles_nothing(ru
     ]  # fmt: skip
     failures = [c.status for c in running.slack.calls(answered=None) if c.status != 200]
     assert sorted(failures) == [429, 429, 500, 500, 500, 500, 503, 503, 503]
-    [card_post] = running.store.outbox_items(kind=messages.KIND_CARD_POST)
+    [card_post] = running.store.outbox.items(kind=messages.KIND_CARD_POST)
     assert card_post.attempts == 7 and card_post.delivered_at is not None
 
 

@@ -35,7 +35,7 @@ def tracker(text: str, intent: str, slots: Optional[Dict[str, Any]] = None, enti
 
 def resolved_case(services: Any, sender: str = SENDER, key: str = "k1", asked: bool = False) -> Case:
     store = services.store
-    case = store.open_case(
+    case = store.lifecycle.open_case(
         NewCase(
             channel="telegram", sender_id=sender, customer_name="Maria", case_type="order_status", intent_confidence=0.9,
             answers={}, summary="Parcel late.", transcript=(TranscriptLine("customer", "late", OPEN_NOW),), language="en",
@@ -44,11 +44,11 @@ def resolved_case(services: Any, sender: str = SENDER, key: str = "k1", asked: b
         ),  # fmt: skip
         OPEN_NOW,
     )
-    store.claim(case.id, "U0AGENT0", OPEN_NOW)
-    store.resolve(case.id, OPEN_NOW, by="U0AGENT0")
+    store.lifecycle.claim(case.id, "U0AGENT0", OPEN_NOW)
+    store.lifecycle.resolve(case.id, OPEN_NOW, by="U0AGENT0")
     if asked:
-        store.mark_followup_asked(case.id, OPEN_NOW)
-    found = store.get(case.id)
+        store.lifecycle.mark_followup_asked(case.id, OPEN_NOW)
+    found = store.lookup.get(case.id)
     assert found is not None
     return found
 
@@ -68,7 +68,7 @@ def test_the_trigger_asks_once_per_resolution(services: Any, domain: Dict[str, A
     assert first == [SlotSet("case_id", str(case.id)), SlotSet("followup_pending", True)]
     assert dispatcher.messages == []  # the question is the rule's next step (utter_followup_ask)
     assert again == [SlotSet("followup_pending", False)]
-    stored = services.store.get(case.id)
+    stored = services.store.lookup.get(case.id)
     assert stored.followup_asked_at == OPEN_NOW
 
 
@@ -97,7 +97,7 @@ def test_a_case_of_another_conversation_is_never_touched(
     trigger = tracker(f"EXTERNAL: {messages.INTENT_CASE_RESOLVED}", messages.INTENT_CASE_RESOLVED, slots, channel=channel, sender=sender)
 
     assert run(ActionFollowup, services, domain, trigger)[0] == [SlotSet("followup_pending", False)]
-    assert services.store.get(case.id).followup_asked_at is None
+    assert services.store.lookup.get(case.id).followup_asked_at is None
 
 
 def test_a_customer_message_taken_for_the_trigger_goes_to_the_fallback(services: Any, domain: Dict[str, Any]) -> None:
@@ -119,9 +119,9 @@ def test_solved_and_rated_are_stored_with_notes_for_the_thread(services: Any, do
     again, _ = run(ActionFollowupRating, services, domain, tracker("5 stars", "rate", {"case_id": str(case.id)}))
 
     assert (solved, rated, again) == ([SlotSet("followup_pending", False)], [], [FollowupAction(ACTION_FALLBACK)])
-    stored = services.store.get(case.id)
+    stored = services.store.lookup.get(case.id)
     assert (stored.solved, stored.rating, stored.status) == (True, 4, "resolved")
-    notes = [(item.key, item.kind, dict(item.payload)) for item in services.store.outbox_items()]
+    notes = [(item.key, item.kind, dict(item.payload)) for item in services.store.outbox.items()]
     assert notes == [
         (f"followup:{case.id}:0:solved", messages.KIND_THREAD, {"notice": "solved"}),
         (f"followup:{case.id}:0:rated", messages.KIND_THREAD, {"notice": "rated", "rating": 4}),
@@ -135,9 +135,9 @@ def test_not_solved_reopens_the_case_and_pauses_the_bot(services: Any, domain: D
 
     assert events == [SlotSet("followup_pending", False), ConversationPaused()]
     assert dispatcher.messages == []
-    stored = services.store.get(case.id)
+    stored = services.store.lookup.get(case.id)
     assert (stored.status, stored.solved, stored.reopened_count, stored.claimed_by) == ("waiting", False, 1, None)
-    [note] = services.store.outbox_items()
+    [note] = services.store.outbox.items()
     assert (note.key, dict(note.payload)) == (f"followup:{case.id}:0:reopened", {"notice": "reopened", "broadcast": True})
 
 

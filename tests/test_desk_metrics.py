@@ -22,12 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.cases import Case, CaseStore, NewCase, TranscriptLine
 from bot.channels.outbound import Outbound
 from bot.desk import messages
-from bot.desk.app import Desk, http_app
+from bot.desk.app import Desk
 from bot.desk.metrics import build_registry, exposition
+from bot.desk.server import http_app
 from bot.desk.settings import DeskSettings
 from bot.ops import load_support_config
 from tests.conftest import OPEN_NOW
-from tests.test_watchdog import db_url  # noqa: F401 - the fixture: SQLite, and PostgreSQL when given
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = OPEN_NOW + timedelta(hours=3)  # Monday 13:00
@@ -57,15 +57,15 @@ def open_case(
         promised_by=at(promised), promise_wording="within about 20 minutes", handoff_key=key,
         metadata={"route": "#support-queue"},
     )  # fmt: skip
-    return store.open_case(new, at(opened))
+    return store.lifecycle.open_case(new, at(opened))
 
 
 def agent_reply(store: CaseStore, case: Case, when: str) -> None:
     """The desk delivered an agent's reply at ``when``."""
-    store.enqueue([messages.customer_reply(case, f"relay-out:{case.id}", "On it.", ANA)], at(when))
-    [item] = [i for i in store.outbox_items(case_id=case.id) if i.key == f"relay-out:{case.id}"]
-    store.start_delivery(item.id, at(when))
-    store.finish_delivery(item.id, at(when), {"pushed": True}, human_reply=True)
+    store.outbox.enqueue([messages.customer_reply(case, f"relay-out:{case.id}", "On it.", ANA)], at(when))
+    [item] = [i for i in store.outbox.items(case_id=case.id) if i.key == f"relay-out:{case.id}"]
+    store.outbox.start_delivery(item.id, at(when))
+    store.outbox.finish_delivery(item.id, at(when), {"pushed": True}, human_reply=True)
 
 
 @pytest.fixture
@@ -74,38 +74,38 @@ def store(db_url: str) -> Iterator[CaseStore]:
     opened = CaseStore.from_url(db_url)
     # A: answered in 10 minutes, within its promise; resolved, rated 5.
     a = open_case(opened, "a", "10:00", "10:20", said=("09:58", "09:58:02"))
-    opened.claim(a.id, ANA, at("10:05"))
+    opened.lifecycle.claim(a.id, ANA, at("10:05"))
     agent_reply(opened, a, "10:10")
-    opened.resolve(a.id, at("10:30"), by=ANA)
-    opened.record_followup(a.id, at("10:40"), solved=True, rating=5)
+    opened.lifecycle.resolve(a.id, at("10:30"), by=ANA)
+    opened.lifecycle.record_followup(a.id, at("10:40"), solved=True, rating=5)
     # B: answered after its promise; resolved, rated 3.
     b = open_case(opened, "b", "10:30", "10:50", priority="high", said=("10:29", "10:29:01"))
-    opened.claim(b.id, BEN, at("11:00"))
+    opened.lifecycle.claim(b.id, BEN, at("11:00"))
     agent_reply(opened, b, "11:10")
-    opened.resolve(b.id, at("11:20"), by=BEN)
-    opened.record_followup(b.id, at("11:30"), rating=3)
+    opened.lifecycle.resolve(b.id, at("11:20"), by=BEN)
+    opened.lifecycle.record_followup(b.id, at("11:30"), rating=3)
     # C: nobody claimed it; escalated, given a new estimate (12:45), which also passed.
     c = open_case(opened, "c", "12:00", "12:15", channel="rest", priority="urgent", said=("11:59:30", "11:59:30.5"))
     lead = messages.lead_post(c, f"escalation:{c.id}:0", "#support-leads", share=0.75)
-    assert opened.mark_escalated(c.id, 0, at("12:11:15"), outbox=[lead])
-    assert opened.update_promise(c.id, 0, at("12:45"), "within about 30 minutes", "busy", at("12:13:30"))
+    assert opened.watch.mark_escalated(c.id, 0, at("12:11:15"), outbox=[lead])
+    assert opened.watch.update_promise(c.id, 0, at("12:45"), "within about 30 minutes", "busy", at("12:13:30"))
     # D: just opened, promise not due; the assistant has not answered yet.
     open_case(opened, "d", "12:50", "13:05", channel="rest", priority="low", said=("12:49", None))
     # E: answered at once, then the customer went quiet: checked in on, closed.
     e = open_case(opened, "e", "11:00", "11:15", said=("10:59:57", "11:00"))
-    opened.claim(e.id, ANA, at("11:02"))
+    opened.lifecycle.claim(e.id, ANA, at("11:02"))
     agent_reply(opened, e, "11:03")
     checkin = messages.assistant_message(e, f"checkin:{e.id}:1", "Anything else?", "checkin")
-    assert opened.record_checkin(e.id, at("11:03"), at("12:03"), customer_key_prefix="relay-in:", outbox=[checkin])
-    assert opened.close_stale(e.id, at("12:03"), at("12:59"), customer_key_prefix="relay-in:")
-    [failed] = opened.outbox_items(kind=messages.KIND_CUSTOMER, case_id=e.id)[-1:]
-    opened.fail_delivery(failed.id, "Forbidden: bot was blocked by the user", None)
+    assert opened.watch.record_checkin(e.id, at("11:03"), at("12:03"), customer_key_prefix="relay-in:", outbox=[checkin])
+    assert opened.watch.close_stale(e.id, at("12:03"), at("12:59"), customer_key_prefix="relay-in:")
+    [failed] = opened.outbox.items(kind=messages.KIND_CUSTOMER, case_id=e.id)[-1:]
+    opened.outbox.fail_delivery(failed.id, "Forbidden: bot was blocked by the user", None)
     # F: claimed, not answered, promise passed.
     f = open_case(opened, "f", "12:30", "12:45", priority="high")
-    opened.claim(f.id, BEN, at("12:40"))
-    opened.set_agent_shift(ANA, True, at("09:00"))
-    opened.set_agent_shift(BEN, True, at("09:00"))
-    opened.set_agent_shift("U0CARL", False, at("09:00"))
+    opened.lifecycle.claim(f.id, BEN, at("12:40"))
+    opened.desk.set_agent_shift(ANA, True, at("09:00"))
+    opened.desk.set_agent_shift(BEN, True, at("09:00"))
+    opened.desk.set_agent_shift("U0CARL", False, at("09:00"))
     yield opened
     opened.dispose()
 
@@ -211,7 +211,7 @@ async def test_metrics_and_dashboard_are_served_by_the_desk(client: TestClient, 
     assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
     body = await page.text()
     # The live queue, the earliest promise first: C (12:45), F (12:45, after C), D (13:05).
-    ids = {case.sender_id: case.id for case in store.list_cases()}
+    ids = {case.sender_id: case.id for case in store.lookup.list_cases()}
     rows = [f'data-case="{ids[key]}"' for key in ("c", "f", "d")]
     assert all(row in body for row in rows)
     assert [body.index(row) for row in rows] == sorted(body.index(row) for row in rows)
@@ -229,7 +229,7 @@ async def test_in_socket_mode_a_small_server_serves_metrics_and_the_dashboard(tm
 
     import aiohttp
 
-    from bot.desk.app import serve
+    from bot.desk.server import serve
     from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
     from tests.test_desk_socket import APP_TOKEN
 

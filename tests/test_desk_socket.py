@@ -13,11 +13,13 @@ import pytest
 from bot.cases import CaseStore
 from bot.channels.outbound import Outbound
 from bot.desk import cards
-from bot.desk.app import Desk, serve
+from bot.desk.app import Desk
+from bot.desk.server import serve
 from bot.desk.settings import DeskSettings, DeskSettingsError
 from bot.ops import load_support_config
+from tests.desk_support import open_case
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
-from tests.test_desk_app import AGENTS, AGENTS_GROUP, QUEUE, open_case
+from tests.test_desk_app import AGENTS, AGENTS_GROUP, QUEUE
 from tests.polling import until as poll_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +62,7 @@ async def test_the_desk_works_over_socket_mode(tmp_path: Path) -> None:
     try:
         await until("connected", lambda: slack.connected)
         case = open_case(store)
-        carded = await until("card", lambda: (c := store.get(case.id)) is not None and c.card_ts and c)
+        carded = await until("card", lambda: (c := store.lookup.get(case.id)) is not None and c.card_ts and c)
 
         press = {"type": "block_actions", "team": {"id": "T0BRAND"}, "api_app_id": "A0FIRSTREPLY",
                  "user": {"id": ANA, "team_id": "T0BRAND"}, "trigger_id": "t1",
@@ -68,7 +70,7 @@ async def test_the_desk_works_over_socket_mode(tmp_path: Path) -> None:
                  "channel": {"id": QUEUE}, "message": {"ts": carded.card_ts, "text": "card"},
                  "actions": [{"action_id": cards.ACTION_CLAIM, "type": "button", "value": str(case.id), "action_ts": "1"}]}  # fmt: skip
         await asyncio.to_thread(slack.send_envelope, "interactive", press, "env-claim")
-        await until("claimed", lambda: (c := store.get(case.id)) is not None and c.claimed_by == ANA)
+        await until("claimed", lambda: (c := store.lookup.get(case.id)) is not None and c.claimed_by == ANA)
         assert await until("ack", lambda: slack.ack("env-claim")) == {"envelope_id": "env-claim"}
 
         command = {"command": "/queue", "text": "", "user_id": ANA, "channel_id": QUEUE, "team_id": "T0BRAND",
@@ -86,7 +88,7 @@ async def test_the_desk_works_over_socket_mode(tmp_path: Path) -> None:
         shift = {**command, "command": "/shift", "text": "on"}
         await asyncio.to_thread(slack.send_envelope, "slash_commands", shift, "env-shift")
         await until("shift", lambda: slack.ack("env-shift"))
-        assert store.agents_on_shift() == 1 and slack.calls("apps.connections.open")
+        assert store.desk.agents_on_shift() == 1 and slack.calls("apps.connections.open")
     finally:
         stop.set()
         await served

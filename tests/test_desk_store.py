@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, insert, select
 
 from bot.cases import CaseStore, NewCase, TranscriptLine
 from bot.cases import schema
-from bot.cases.store import CardPlacement, OutboxMessage
+from bot.cases.records import CardPlacement, OutboxMessage
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -64,12 +64,12 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_cases(tmp_path: Path) ->
     engine.dispose()
 
     store = CaseStore.from_url(url)
-    [old] = store.list_cases()
+    [old] = store.lookup.list_cases()
 
     assert (old.handoff_key, old.summary, old.status) == ("old:1", "Old case.", "waiting")
     assert (old.card_channel, old.card_ts, old.rating, old.solved, old.reopened_count) == (None, None, None, None, 0)
-    assert store.outbox_items() == []
-    assert store.cursor("anything") is None
+    assert store.outbox.items() == []
+    assert store.desk.cursor("anything") is None
     with store._engine.connect() as conn:
         assert conn.execute(select(schema.schema_version.c.version)).scalar_one() == len(schema.MIGRATIONS) >= 2
     store.dispose()
@@ -79,158 +79,158 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_cases(tmp_path: Path) ->
 
 
 def test_an_idempotency_key_is_queued_once(store: CaseStore) -> None:
-    assert store.enqueue([message("k1", text="hello"), message("k2")], NOW) == 2
-    assert store.enqueue([message("k1", text="again"), message("k3")], NOW) == 1
+    assert store.outbox.enqueue([message("k1", text="hello"), message("k2")], NOW) == 2
+    assert store.outbox.enqueue([message("k1", text="again"), message("k3")], NOW) == 1
 
-    items = store.outbox_items()
+    items = store.outbox.items()
     assert [(item.key, dict(item.payload)) for item in items] == [("k1", {"text": "hello"}), ("k2", {}), ("k3", {})]
     assert [(item.attempts, item.next_attempt_at, item.delivered_at) for item in items] == [(0, NOW, None)] * 3
 
 
 def test_one_message_per_target_at_a_time_in_order(store: CaseStore) -> None:
-    store.enqueue([message("a1", "A"), message("b1", "B"), message("a2", "A")], NOW)
+    store.outbox.enqueue([message("a1", "A"), message("b1", "B"), message("a2", "A")], NOW)
 
-    assert [item.key for item in store.outbox_ready(NOW)] == ["a1", "b1"]
-    started = store.start_delivery(store.outbox_ready(NOW)[0].id, NOW)
+    assert [item.key for item in store.outbox.ready(NOW)] == ["a1", "b1"]
+    started = store.outbox.start_delivery(store.outbox.ready(NOW)[0].id, NOW)
     assert started is not None and started.attempts == 1
     # Under way: its target is busy, the other target goes on.
-    assert [item.key for item in store.outbox_ready(NOW)] == ["b1"]
-    assert store.start_delivery(started.id, NOW) is None
+    assert [item.key for item in store.outbox.ready(NOW)] == ["b1"]
+    assert store.outbox.start_delivery(started.id, NOW) is None
 
-    store.finish_delivery(started.id, NOW, {"ts": "1.1"})
-    assert [item.key for item in store.outbox_ready(NOW)] == ["b1", "a2"]
+    store.outbox.finish_delivery(started.id, NOW, {"ts": "1.1"})
+    assert [item.key for item in store.outbox.ready(NOW)] == ["b1", "a2"]
 
 
 def test_a_failed_message_waits_for_its_retry_time_and_holds_its_target(store: CaseStore) -> None:
-    store.enqueue([message("a1", "A"), message("a2", "A")], NOW)
-    first = store.start_delivery(store.outbox_ready(NOW)[0].id, NOW)
+    store.outbox.enqueue([message("a1", "A"), message("a2", "A")], NOW)
+    first = store.outbox.start_delivery(store.outbox.ready(NOW)[0].id, NOW)
     assert first is not None
 
-    store.fail_delivery(first.id, "slack: ratelimited", NOW + timedelta(seconds=30))
+    store.outbox.fail_delivery(first.id, "slack: ratelimited", NOW + timedelta(seconds=30))
 
-    assert store.outbox_ready(NOW + timedelta(seconds=29)) == []
-    [due] = store.outbox_ready(NOW + timedelta(seconds=30))
+    assert store.outbox.ready(NOW + timedelta(seconds=29)) == []
+    [due] = store.outbox.ready(NOW + timedelta(seconds=30))
     assert (due.key, due.attempts, due.last_error) == ("a1", 1, "slack: ratelimited")
 
 
 def test_a_message_given_up_on_no_longer_holds_its_target(store: CaseStore) -> None:
-    store.enqueue([message("a1", "A"), message("a2", "A")], NOW)
-    first = store.start_delivery(store.outbox_ready(NOW)[0].id, NOW)
+    store.outbox.enqueue([message("a1", "A"), message("a2", "A")], NOW)
+    first = store.outbox.start_delivery(store.outbox.ready(NOW)[0].id, NOW)
     assert first is not None
 
-    store.fail_delivery(first.id, "slack: invalid_blocks", None)
+    store.outbox.fail_delivery(first.id, "slack: invalid_blocks", None)
 
-    assert [item.key for item in store.outbox_ready(NOW)] == ["a2"]
-    [given_up] = [item for item in store.outbox_items() if item.key == "a1"]
+    assert [item.key for item in store.outbox.ready(NOW)] == ["a2"]
+    [given_up] = [item for item in store.outbox.items() if item.key == "a1"]
     assert (given_up.delivered_at, given_up.next_attempt_at, given_up.last_error) == (None, None, "slack: invalid_blocks")
 
 
 def test_a_postponed_attempt_is_not_counted(store: CaseStore) -> None:
-    store.enqueue([message("a1")], NOW)
-    item = store.start_delivery(store.outbox_ready(NOW)[0].id, NOW)
+    store.outbox.enqueue([message("a1")], NOW)
+    item = store.outbox.start_delivery(store.outbox.ready(NOW)[0].id, NOW)
     assert item is not None
 
-    store.postpone_delivery(item.id, NOW + timedelta(seconds=1), "waiting for the card")
+    store.outbox.postpone_delivery(item.id, NOW + timedelta(seconds=1), "waiting for the card")
 
-    [again] = store.outbox_ready(NOW + timedelta(seconds=1))
+    [again] = store.outbox.ready(NOW + timedelta(seconds=1))
     assert (again.attempts, again.last_error) == (0, "waiting for the card")
 
 
 def test_an_attempt_cut_off_by_a_crash_comes_back_in_doubt(store: CaseStore) -> None:
-    store.enqueue([message("a1"), message("b1", "B")], NOW)
-    cut_off = store.start_delivery(store.outbox_ready(NOW)[0].id, NOW)
+    store.outbox.enqueue([message("a1"), message("b1", "B")], NOW)
+    cut_off = store.outbox.start_delivery(store.outbox.ready(NOW)[0].id, NOW)
     assert cut_off is not None and not cut_off.in_doubt
 
-    assert store.recover_interrupted() == 1
+    assert store.outbox.recover_interrupted() == 1
 
-    ready = {item.key: item for item in store.outbox_ready(NOW)}
+    ready = {item.key: item for item in store.outbox.ready(NOW)}
     assert ready["a1"].in_doubt and not ready["b1"].in_doubt
     assert ready["a1"].last_error == "interrupted: the desk stopped during delivery"
-    assert store.recover_interrupted() == 0
+    assert store.outbox.recover_interrupted() == 0
 
 
 def test_delivery_stores_the_card_and_queues_what_follows_in_one_go(store: CaseStore) -> None:
-    case = store.open_case(new_case(), NOW)
-    store.enqueue([OutboxMessage(f"card-post:{case.id}", "card.post", "slack:case:1", {}, case.id)], NOW)
-    item = store.start_delivery(store.outbox_ready(NOW)[0].id, NOW)
+    case = store.lifecycle.open_case(new_case(), NOW)
+    store.outbox.enqueue([OutboxMessage(f"card-post:{case.id}", "card.post", "slack:case:1", {}, case.id)], NOW)
+    item = store.outbox.start_delivery(store.outbox.ready(NOW)[0].id, NOW)
     assert item is not None
 
-    store.finish_delivery(
+    store.outbox.finish_delivery(
         item.id, NOW, {"ts": "171.0001"}, card=CardPlacement("C0QUEUE", "171.0001", "abc"),
         then=[message("next", case_id=case.id)], human_reply=True,
     )  # fmt: skip
 
-    stored = store.get(case.id)
+    stored = store.lookup.get(case.id)
     assert stored is not None
     assert (stored.card_channel, stored.card_ts, stored.card_digest, stored.first_human_reply_at) == (
         "C0QUEUE", "171.0001", "abc", NOW,
     )  # fmt: skip
-    assert store.case_by_card("C0QUEUE", "171.0001") == stored
-    assert store.case_by_card("C0QUEUE", "171.0002") is None
-    delivered, following = store.outbox_items()
+    assert store.lookup.case_by_card("C0QUEUE", "171.0001") == stored
+    assert store.lookup.case_by_card("C0QUEUE", "171.0002") is None
+    delivered, following = store.outbox.items()
     assert (delivered.delivered_at, dict(delivered.result or {})) == (NOW, {"ts": "171.0001"})
     assert (following.key, following.delivered_at) == ("next", None)
-    assert store.cases_without_card() == []
+    assert store.lookup.cases_without_card() == []
 
 
 # --- the case's life at the desk ------------------------------------------------------
 
 
 def test_resolve_reopen_and_follow_up(store: CaseStore) -> None:
-    case = store.open_case(new_case(), NOW)
-    assert store.claim(case.id, "UAGENT1", NOW, outbox=[message("claimed", case_id=case.id)])
-    assert not store.resolve(case.id, NOW, by="UOTHER", only_if_claimed_by="UOTHER")
-    assert store.resolve(case.id, NOW, by="UAGENT1", only_if_claimed_by="UAGENT1", outbox=[message("resolved")])
-    assert [item.key for item in store.outbox_items()] == ["claimed", "resolved"]
+    case = store.lifecycle.open_case(new_case(), NOW)
+    assert store.lifecycle.claim(case.id, "UAGENT1", NOW, outbox=[message("claimed", case_id=case.id)])
+    assert not store.lifecycle.resolve(case.id, NOW, by="UOTHER", only_if_claimed_by="UOTHER")
+    assert store.lifecycle.resolve(case.id, NOW, by="UAGENT1", only_if_claimed_by="UAGENT1", outbox=[message("resolved")])
+    assert [item.key for item in store.outbox.items()] == ["claimed", "resolved"]
 
-    assert store.mark_followup_asked(case.id, NOW)
-    assert not store.mark_followup_asked(case.id, NOW)
-    assert store.record_followup(case.id, NOW, solved=True)
-    assert store.record_followup(case.id, NOW, rating=4)
-    resolved = store.get(case.id)
+    assert store.lifecycle.mark_followup_asked(case.id, NOW)
+    assert not store.lifecycle.mark_followup_asked(case.id, NOW)
+    assert store.lifecycle.record_followup(case.id, NOW, solved=True)
+    assert store.lifecycle.record_followup(case.id, NOW, rating=4)
+    resolved = store.lookup.get(case.id)
     assert resolved is not None
     assert (resolved.status, resolved.resolved_by, resolved.solved, resolved.rating) == ("resolved", "UAGENT1", True, 4)
     with pytest.raises(ValueError, match="rating must be 1 to 5"):
-        store.record_followup(case.id, NOW, rating=6)
+        store.lifecycle.record_followup(case.id, NOW, rating=6)
 
-    assert store.reopen(case.id, NOW + timedelta(hours=1), outbox=[message("reopened")])
-    assert not store.reopen(case.id, NOW)
-    reopened = store.get(case.id)
+    assert store.lifecycle.reopen(case.id, NOW + timedelta(hours=1), outbox=[message("reopened")])
+    assert not store.lifecycle.reopen(case.id, NOW)
+    reopened = store.lookup.get(case.id)
     assert reopened is not None
     assert (reopened.status, reopened.claimed_by, reopened.solved, reopened.reopened_count, reopened.followup_asked_at) == (
         "waiting", None, False, 1, None,
     )  # fmt: skip
-    assert not store.record_followup(case.id, NOW, rating=3)
-    assert store.open_case_for_customer("telegram", "4242") == reopened
+    assert not store.lifecycle.record_followup(case.id, NOW, rating=3)
+    assert store.lookup.open_case_for_customer("telegram", "4242") == reopened
 
 
 def test_reassign_needs_the_current_owner(store: CaseStore) -> None:
-    case = store.open_case(new_case(), NOW)
-    store.claim(case.id, "UAGENT1", NOW)
+    case = store.lifecycle.open_case(new_case(), NOW)
+    store.lifecycle.claim(case.id, "UAGENT1", NOW)
 
-    assert not store.reassign(case.id, "UAGENT2", "UAGENT3", NOW)
-    assert store.reassign(case.id, "UAGENT1", "UAGENT2", NOW, outbox=[message("moved")])
-    moved = store.get(case.id)
+    assert not store.lifecycle.reassign(case.id, "UAGENT2", "UAGENT3", NOW)
+    assert store.lifecycle.reassign(case.id, "UAGENT1", "UAGENT2", NOW, outbox=[message("moved")])
+    moved = store.lookup.get(case.id)
     assert moved is not None and moved.claimed_by == "UAGENT2"
-    assert [item.key for item in store.outbox_items()] == ["moved"]
+    assert [item.key for item in store.outbox.items()] == ["moved"]
 
 
 def test_open_cases_come_earliest_promise_first(store: CaseStore) -> None:
-    later = store.open_case(new_case("1", "k1", promised_by=NOW + timedelta(hours=2)), NOW)
-    sooner = store.open_case(new_case("2", "k2", promised_by=NOW + timedelta(minutes=5)), NOW)
-    done = store.open_case(new_case("3", "k3", promised_by=NOW), NOW)
-    store.resolve(done.id, NOW)
+    later = store.lifecycle.open_case(new_case("1", "k1", promised_by=NOW + timedelta(hours=2)), NOW)
+    sooner = store.lifecycle.open_case(new_case("2", "k2", promised_by=NOW + timedelta(minutes=5)), NOW)
+    done = store.lifecycle.open_case(new_case("3", "k3", promised_by=NOW), NOW)
+    store.lifecycle.resolve(done.id, NOW)
 
-    assert [case.id for case in store.open_cases()] == [sooner.id, later.id]
+    assert [case.id for case in store.lookup.open_cases()] == [sooner.id, later.id]
 
 
 def test_claims_race_with_outbox_messages_only_for_the_winner(store: CaseStore) -> None:
-    case = store.open_case(new_case(), NOW)
+    case = store.lifecycle.open_case(new_case(), NOW)
     results: list[bool] = []
     lock = threading.Lock()
 
     def claim(agent: str) -> None:
-        won = store.claim(case.id, agent, NOW, outbox=[message(f"claimed-by-{agent}", case_id=case.id)])
+        won = store.lifecycle.claim(case.id, agent, NOW, outbox=[message(f"claimed-by-{agent}", case_id=case.id)])
         with lock:
             results.append(won)
 
@@ -241,46 +241,46 @@ def test_claims_race_with_outbox_messages_only_for_the_winner(store: CaseStore) 
         thread.join()
 
     assert sorted(results) == [False] * 9 + [True]
-    [queued] = store.outbox_items()
-    stored = store.get(case.id)
+    [queued] = store.outbox.items()
+    stored = store.lookup.get(case.id)
     assert stored is not None and queued.key == f"claimed-by-{stored.claimed_by}"
 
 
 def test_the_cursor_moves_with_what_it_read(store: CaseStore) -> None:
-    assert store.cursor("rasa_events") is None
+    assert store.desk.cursor("rasa_events") is None
 
-    store.advance_cursor("rasa_events", 7, NOW, outbox=[message("relay-in:7")])
-    store.advance_cursor("rasa_events", 9, NOW)
+    store.desk.advance_cursor("rasa_events", 7, NOW, outbox=[message("relay-in:7")])
+    store.desk.advance_cursor("rasa_events", 9, NOW)
 
-    assert store.cursor("rasa_events") == 9
-    assert [item.key for item in store.outbox_items()] == ["relay-in:7"]
+    assert store.desk.cursor("rasa_events") == 9
+    assert [item.key for item in store.outbox.items()] == ["relay-in:7"]
 
 
 def test_cards_follow_open_and_recently_changed_cases(store: CaseStore) -> None:
-    waiting = store.open_case(new_case("1", "k1"), NOW)
-    resolved = store.open_case(new_case("2", "k2"), NOW)
-    no_card = store.open_case(new_case("3", "k3"), NOW)
+    waiting = store.lifecycle.open_case(new_case("1", "k1"), NOW)
+    resolved = store.lifecycle.open_case(new_case("2", "k2"), NOW)
+    no_card = store.lifecycle.open_case(new_case("3", "k3"), NOW)
     for number, case in enumerate((waiting, resolved), start=1):
-        store.enqueue([OutboxMessage(f"card-post:{case.id}", "card.post", f"s{case.id}", {}, case.id)], NOW)
-        item = store.start_delivery(store.outbox_items()[-1].id, NOW)
+        store.outbox.enqueue([OutboxMessage(f"card-post:{case.id}", "card.post", f"s{case.id}", {}, case.id)], NOW)
+        item = store.outbox.start_delivery(store.outbox.items()[-1].id, NOW)
         assert item is not None
-        store.finish_delivery(item.id, NOW, card=CardPlacement("C1", f"1.{number}", "d"))
-    store.resolve(resolved.id, NOW)
+        store.outbox.finish_delivery(item.id, NOW, card=CardPlacement("C1", f"1.{number}", "d"))
+    store.lifecycle.resolve(resolved.id, NOW)
 
-    assert [case.id for case in store.cases_with_cards(NOW)] == [waiting.id, resolved.id]
-    assert [case.id for case in store.cases_with_cards(NOW + timedelta(seconds=1))] == [waiting.id]
-    assert [case.id for case in store.cases_without_card()] == [no_card.id]
+    assert [case.id for case in store.lookup.cases_with_cards(NOW)] == [waiting.id, resolved.id]
+    assert [case.id for case in store.lookup.cases_with_cards(NOW + timedelta(seconds=1))] == [waiting.id]
+    assert [case.id for case in store.lookup.cases_without_card()] == [no_card.id]
 
 
 def test_a_card_goes_before_the_thread_messages_queued_ahead_of_it(store: CaseStore) -> None:
-    store.enqueue([message("reply-1", "slack:case:1"), message("reply-2", "slack:case:1")], NOW)
-    store.enqueue([OutboxMessage("card-post:1", "card.post", "slack:case:1", {}, 1)], NOW)
+    store.outbox.enqueue([message("reply-1", "slack:case:1"), message("reply-2", "slack:case:1")], NOW)
+    store.outbox.enqueue([OutboxMessage("card-post:1", "card.post", "slack:case:1", {}, 1)], NOW)
 
-    assert [item.key for item in store.outbox_ready(NOW)] == ["reply-1"]
-    assert [item.key for item in store.outbox_ready(NOW, first_kinds=("card.post",))] == ["card-post:1"]
-    card = store.start_delivery(store.outbox_ready(NOW, first_kinds=("card.post",))[0].id, NOW)
+    assert [item.key for item in store.outbox.ready(NOW)] == ["reply-1"]
+    assert [item.key for item in store.outbox.ready(NOW, first_kinds=("card.post",))] == ["card-post:1"]
+    card = store.outbox.start_delivery(store.outbox.ready(NOW, first_kinds=("card.post",))[0].id, NOW)
     assert card is not None
     # Under way: nothing else of its target goes meanwhile.
-    assert store.outbox_ready(NOW, first_kinds=("card.post",)) == []
-    store.finish_delivery(card.id, NOW)
-    assert [item.key for item in store.outbox_ready(NOW, first_kinds=("card.post",))] == ["reply-1"]
+    assert store.outbox.ready(NOW, first_kinds=("card.post",)) == []
+    store.outbox.finish_delivery(card.id, NOW)
+    assert [item.key for item in store.outbox.ready(NOW, first_kinds=("card.post",))] == ["reply-1"]

@@ -104,7 +104,7 @@ def _case(store: CaseStore, **overrides: Any) -> Any:
         handoff_key="k", metadata={"route": "#support-queue"},
     )  # fmt: skip
     fields.update(overrides)
-    return store.open_case(NewCase(**fields), NOW)
+    return store.lifecycle.open_case(NewCase(**fields), NOW)
 
 
 @pytest.fixture
@@ -247,7 +247,7 @@ def test_the_relay_reads_forward_and_starts_again_on_a_new_event_database(tmp_pa
 
     relay = CustomerMessages(store, f"sqlite:///{tmp_path / 'events.db'}")
     assert relay.poll_once(NOW) == 0 and not (tmp_path / "events.db").exists()  # Rasa wrote nothing yet
-    case = store.open_case(
+    case = store.lifecycle.open_case(
         NewCase(channel="telegram", sender_id="4242", customer_name=None, case_type="general", intent_confidence=None,
                 answers={}, summary="s", transcript=(), language="en", priority="normal", complaint_score=0.0,
                 promised_by=NOW, promise_wording="soon", handoff_key="k"),  # fmt: skip
@@ -268,11 +268,11 @@ def test_the_relay_reads_forward_and_starts_again_on_a_new_event_database(tmp_pa
     publish("/affirm")
     assert relay.poll_once(NOW) == 2
     assert relay.poll_once(NOW) == 0
-    assert [dict(item.payload)["text"] for item in store.outbox_items(case_id=case.id)] == [
+    assert [dict(item.payload)["text"] for item in store.outbox.items(case_id=case.id)] == [
         ":speech_balloon: *4242* wrote:\n>a photo [photo sent]",
         ":speech_balloon: *4242* wrote:\n>[pressed: affirm]",
     ]
-    assert store.cursor(CURSOR) == 5
+    assert store.desk.cursor(CURSOR) == 5
     # A new, empty event database (ids start again): the reader starts from its beginning.
     broker.engine.dispose()
     relay.dispose()
@@ -281,7 +281,7 @@ def test_the_relay_reads_forward_and_starts_again_on_a_new_event_database(tmp_pa
         warnings.filterwarnings("ignore", "Calling URL\\(\\) directly is deprecated")
         broker = SQLEventBroker(dialect="sqlite", db=str(tmp_path / "events.db"))
     publish("after the restart")
-    assert relay.poll_once(NOW) == 0 and store.cursor(CURSOR) == 0
+    assert relay.poll_once(NOW) == 0 and store.desk.cursor(CURSOR) == 0
     assert relay.poll_once(NOW) == 1
     broker.engine.dispose()
     relay.dispose()

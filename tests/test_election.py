@@ -36,7 +36,7 @@ from bot.desk.settings import DeskSettings
 from bot.desk.watchdog import LEASE, Watchdog
 from bot.election import Election, FileLock, LeaderLock, PostgresLock, SoloLock, lock_for_database, lock_key
 from bot.ops import load_support_config
-from tests.integration.test_desk_e2e import wait_until
+from tests.processes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")
@@ -285,15 +285,15 @@ def test_a_new_leader_takes_the_watchdog_lease_over_from_the_dead_one(tmp_path: 
     store = CaseStore.from_url(f"sqlite:///{tmp_path / 'cases.db'}")
     now = datetime.now(timezone.utc)
     try:
-        assert store.take_lease(LEASE, "desk-that-died", now, 600)
+        assert store.desk.take_lease(LEASE, "desk-that-died", now, 600)
         elected = Watchdog(store, load_support_config(ROOT / "support.yml"), holder="desk-elected", lease_seconds=600)
         elected.tick(now)
-        assert store.lease_holder(LEASE, now) == "desk-that-died"  # without the election, it would wait 10 minutes
+        assert store.desk.lease_holder(LEASE, now) == "desk-that-died"  # without the election, it would wait 10 minutes
         elected.take_over(now)
         elected.tick(now)
-        assert store.lease_holder(LEASE, now) == "desk-elected"
+        assert store.desk.lease_holder(LEASE, now) == "desk-elected"
         elected.take_over(now)  # its own lease stays
-        assert store.lease_holder(LEASE, now) == "desk-elected"
+        assert store.desk.lease_holder(LEASE, now) == "desk-elected"
     finally:
         store.dispose()
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -40,32 +39,16 @@ from bot.eta import (
 from bot.eta.history import hour_of_week
 from bot.ops import OpsConfigError, load_support_config
 from bot.services import Services, promise_for
+from tests.eta_support import TARGETS, assert_promise, at
+from tests.eta_support import northwind as opening_hours
 
-LONDON = ZoneInfo("Europe/London")
 UTC = timezone.utc
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ServiceTargets(
-    first_response_minutes=15, average_handle_minutes=12, default_agents_on_shift=2
-)
-
-
-def at(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    assert moment.tzinfo is not None, "test moments must carry an offset"
-    return moment
 
 
 def northwind() -> BusinessCalendar:
-    """Mon-Fri 08:00-20:00, Sat 09:00-17:00, Sun 10:00-16:00, Europe/London."""
-    return BusinessCalendar(
-        timezone=LONDON,
-        weekly={
-            **{weekday: ((time(8), time(20)),) for weekday in range(5)},
-            5: ((time(9), time(17)),),
-            6: ((time(10), time(16)),),
-        },
-        holidays={date(2026, 12, 25): "Christmas Day", date(2026, 12, 26): "Boxing Day"},
-    )
+    """Northwind's hours, closed only on Christmas Day and Boxing Day 2026."""
+    return opening_hours({date(2026, 12, 25): "Christmas Day", date(2026, 12, 26): "Boxing Day"})
 
 
 def answered(created: str, waits: list[float], ahead: int = 0) -> list[HandledCase]:
@@ -88,6 +71,23 @@ def history(*groups: list[HandledCase]) -> History:
     return History.from_cases(northwind(), [case for group in groups for case in group])
 
 
+def handled(created: str, replied: str) -> list[HandledCase]:
+    """One case opened at ``created`` and first answered at ``replied``."""
+    return [HandledCase(created_at=at(created), first_reply_at=at(replied))]
+
+
+def queue(
+    *groups: list[HandledCase], ahead: int = 0, agents: int = 0, handle: float | None = None, samples: int = 0
+) -> QueueSnapshot:
+    """The queue now (``ahead`` cases, ``agents`` on shift, recent ``handle`` time of ``samples`` cases).
+
+    Its history: the answered cases of ``groups``; none without them.
+    """
+    if not groups:
+        return QueueSnapshot(ahead, agents, handle, recent_samples=samples)
+    return QueueSnapshot(ahead, agents, handle, recent_samples=samples, history=history(*groups))
+
+
 # Tuesday 24 November 2026, 14:00 GMT: hour of week 1 * 24 + 14 = 38.
 OTHER_HOURS = answered("2026-11-24T14:00:00+00:00", [2, 4, 6, 8, 10, 12, 14, 16, 40, 90])
 # Tuesday 24 November 2026, 10:00 GMT: hour of week 34, as for "now" on Tuesday 1 December.
@@ -97,73 +97,58 @@ TUESDAY_TEN = "2026-11-24T10:00:00+00:00"
 # --- the estimate, table ---------------------------------------------------------------
 
 
+# A table: each case is one row of the same shape (the history it is given, with the
+# arithmetic that gives its figures), checked by the one test function below it.
 @pytest.mark.parametrize(
     ("now", "queue", "deadline", "minutes", "wording", "basis", "samples"),
     [
         pytest.param(
             # No history: the prior, exactly as before calibration: 4.5 -> floor 15.
-            "2026-12-01T10:00:00+00:00", QueueSnapshot(0, 0, None),
+            "2026-12-01T10:00:00+00:00", queue(),
             "2026-12-01T10:15+00:00", 15.0, "within about 15 minutes", BASIS_PRIOR, 0,
             id="empty-history-is-the-prior",
         ),
         pytest.param(
             # Four cases are not enough (5 needed): still the prior. 3.5*12/2*1.5 = 31.5 -> 45.
-            "2026-12-01T10:00:00+00:00",
-            QueueSnapshot(3, 0, None, history=history(answered(TUESDAY_TEN, [5, 5, 5, 5]))),
+            "2026-12-01T10:00:00+00:00", queue(answered(TUESDAY_TEN, [5, 5, 5, 5]), ahead=3),
             "2026-12-01T10:45+00:00", 45.0, "within about 45 minutes", BASIS_PRIOR, 0,
             id="thin-history-is-the-prior",
         ),
         pytest.param(
             # All hours: lateness = waits - 4.5; 9th of 10 = 40 - 4.5; 4.5 + 35.5 = 40 -> 45.
-            "2026-12-01T10:00:00+00:00", QueueSnapshot(0, 0, None, history=history(OTHER_HOURS)),
+            "2026-12-01T10:00:00+00:00", queue(OTHER_HOURS),
             "2026-12-01T10:45+00:00", 45.0, "within about 45 minutes", BASIS_ALL_HOURS, 10,
             id="enough-history-all-hours",
         ),
         pytest.param(
             # Tuesday 10:00 has 5 cases of its own: 5th of 5 = 50 - 4.5; 50 -> 60.
-            "2026-12-01T10:00:00+00:00",
-            QueueSnapshot(
-                0, 0, None,
-                history=history(OTHER_HOURS, answered(TUESDAY_TEN, [20, 25, 30, 35, 50])),
-            ),
+            "2026-12-01T10:00:00+00:00", queue(OTHER_HOURS, answered(TUESDAY_TEN, [20, 25, 30, 35, 50])),
             "2026-12-01T11:00+00:00", 60.0, "within about an hour", BASIS_HOUR_OF_WEEK, 5,
             id="hour-of-week-bucket",
         ),
         pytest.param(
             # Only 4 in the bucket: all 14 cases; 13th of 14 = 40; 40 -> 45.
-            "2026-12-01T10:00:00+00:00",
-            QueueSnapshot(
-                0, 0, None, history=history(OTHER_HOURS, answered(TUESDAY_TEN, [20, 25, 30, 35]))
-            ),
+            "2026-12-01T10:00:00+00:00", queue(OTHER_HOURS, answered(TUESDAY_TEN, [20, 25, 30, 35])),
             "2026-12-01T10:45+00:00", 45.0, "within about 45 minutes", BASIS_ALL_HOURS, 14,
             id="thin-bucket-falls-back-to-all-hours",
         ),
         pytest.param(
             # 3 agents now; each old case had 4 ahead: formula 4.5*12/3 = 18, *1.5 = 27;
             # lateness 3, 8, 13, 18, 33 -> 33. Now 8 ahead: 8.5*4*1.5 = 51; 84 -> 90.
-            "2026-12-01T10:00:00+00:00",
-            QueueSnapshot(
-                8, 3, None, history=history(answered(TUESDAY_TEN, [30, 35, 40, 45, 60], ahead=4))
-            ),
-            "2026-12-01T11:30+00:00", 90.0, "within about an hour and a half",
-            BASIS_HOUR_OF_WEEK, 5,
+            "2026-12-01T10:00:00+00:00", queue(answered(TUESDAY_TEN, [30, 35, 40, 45, 60], ahead=4), ahead=8, agents=3),
+            "2026-12-01T11:30+00:00", 90.0, "within about an hour and a half", BASIS_HOUR_OF_WEEK, 5,
             id="queue-scales-the-promise",
         ),
         pytest.param(
             # Faster than the floor: lateness 1 - 4.5 ... 6 - 4.5; 4.5 + 1.5 = 6 -> floor 15.
-            "2026-12-01T10:00:00+00:00",
-            QueueSnapshot(0, 0, None, history=history(answered(TUESDAY_TEN, [1, 2, 3, 4, 6]))),
+            "2026-12-01T10:00:00+00:00", queue(answered(TUESDAY_TEN, [1, 2, 3, 4, 6])),
             "2026-12-01T10:15+00:00", 15.0, "within about 15 minutes", BASIS_HOUR_OF_WEEK, 5,
             id="never-below-first-response",
         ),
         pytest.param(
             # Recent handle time 20 (8 samples) in both formulas: 0.5*20/2*1.5 = 7.5;
             # lateness 100 - 7.5 -> 92.5; 100 -> 120, crossing no closing.
-            "2026-12-01T10:00:00+00:00",
-            QueueSnapshot(
-                0, 0, 20.0, recent_samples=8,
-                history=history(answered(TUESDAY_TEN, [60, 70, 80, 90, 100])),
-            ),
+            "2026-12-01T10:00:00+00:00", queue(answered(TUESDAY_TEN, [60, 70, 80, 90, 100]), handle=20.0, samples=8),
             "2026-12-01T12:00+00:00", 120.0, "within about 2 hours", BASIS_HOUR_OF_WEEK, 5,
             id="recent-handle-time-in-both-formulas",
         ),
@@ -172,17 +157,9 @@ TUESDAY_TEN = "2026-11-24T10:00:00+00:00"
             # waited over closing: 16:44 to Sunday 10:31 = 16 + 31. 5th of 5 = 47 -> 60:
             # 10 minutes today, 50 from Sunday's 10:00 opening.
             "2026-12-05T16:50:00+00:00",
-            QueueSnapshot(
-                0, 0, None,
-                history=history(
-                    answered("2026-11-28T16:40:00+00:00", [10, 15, 12, 5]),
-                    [
-                        HandledCase(
-                            created_at=at("2026-11-28T16:44:00+00:00"),
-                            first_reply_at=at("2026-11-29T10:31:00+00:00"),
-                        )
-                    ],
-                ),
+            queue(
+                answered("2026-11-28T16:40:00+00:00", [10, 15, 12, 5]),
+                handled("2026-11-28T16:44:00+00:00", "2026-11-29T10:31:00+00:00"),
             ),
             "2026-12-06T10:50+00:00", 60.0, "by 10:50 tomorrow, Sunday", BASIS_HOUR_OF_WEEK, 5,
             id="weekend-closing",
@@ -192,17 +169,9 @@ TUESDAY_TEN = "2026-11-24T10:00:00+00:00"
             # Sunday 10 (= 6 * 24 + 10). One case came in at 07:00 while closed and
             # counts from 10:00: 20 minutes. 5th of 5 = 45: 45.
             "2026-12-25T11:00:00+00:00",
-            QueueSnapshot(
-                0, 0, None,
-                history=history(
-                    answered("2026-12-20T10:00:00+00:00", [10, 30, 40, 45]),
-                    [
-                        HandledCase(
-                            created_at=at("2026-12-20T07:00:00+00:00"),
-                            first_reply_at=at("2026-12-20T10:20:00+00:00"),
-                        )
-                    ],
-                ),
+            queue(
+                answered("2026-12-20T10:00:00+00:00", [10, 30, 40, 45]),
+                handled("2026-12-20T07:00:00+00:00", "2026-12-20T10:20:00+00:00"),
             ),
             "2026-12-27T10:45+00:00", 45.0, "by 10:45 on Sunday — we are closed for Christmas Day",
             BASIS_HOUR_OF_WEEK, 5,
@@ -211,22 +180,14 @@ TUESDAY_TEN = "2026-11-24T10:00:00+00:00"
         pytest.param(
             # Autumn: Saturday 24 October 16:50 BST, bucket Saturday 16 (17 October, BST).
             # 5th of 5 = 25 -> 30: 10 minutes to 17:00 BST, 20 from Sunday 10:00 GMT.
-            "2026-10-24T16:50:00+01:00",
-            QueueSnapshot(
-                0, 0, None,
-                history=history(answered("2026-10-17T16:30:00+01:00", [10, 12, 14, 16, 25])),
-            ),
+            "2026-10-24T16:50:00+01:00", queue(answered("2026-10-17T16:30:00+01:00", [10, 12, 14, 16, 25])),
             "2026-10-25T10:20+00:00", 30.0, "by 10:20 tomorrow, Sunday", BASIS_HOUR_OF_WEEK, 5,
             id="across-autumn-clock-change",
         ),
         pytest.param(
             # Spring: Saturday 27 March 16:55 GMT, bucket Saturday 16 (20 March, GMT).
             # 5th of 5 = 55 -> 60: 5 minutes to 17:00 GMT, 55 from Sunday 10:00 BST.
-            "2027-03-27T16:55:00+00:00",
-            QueueSnapshot(
-                0, 0, None,
-                history=history(answered("2027-03-20T16:00:00+00:00", [20, 30, 40, 50, 55])),
-            ),
+            "2027-03-27T16:55:00+00:00", queue(answered("2027-03-20T16:00:00+00:00", [20, 30, 40, 50, 55])),
             "2027-03-28T10:55+01:00", 60.0, "by 10:55 tomorrow, Sunday", BASIS_HOUR_OF_WEEK, 5,
             id="across-spring-clock-change",
         ),
@@ -234,39 +195,24 @@ TUESDAY_TEN = "2026-11-24T10:00:00+00:00"
             # Sunday 28 March 2027, 02:30 BST (the night the clocks changed): closed, bucket
             # Sunday 10. All hours would say 90; Sunday 10:00 says 20 (5th of 5).
             "2027-03-28T01:30:00+00:00",
-            QueueSnapshot(
-                0, 0, None,
-                history=history(
-                    answered("2027-03-17T10:00:00+00:00", [90] * 6),
-                    answered("2027-03-21T10:00:00+00:00", [5, 10, 15, 18, 20]),
-                ),
+            queue(
+                answered("2027-03-17T10:00:00+00:00", [90] * 6),
+                answered("2027-03-21T10:00:00+00:00", [5, 10, 15, 18, 20]),
             ),
-            "2027-03-28T10:20+01:00", 20.0, "by 10:20 today — we open at 10:00",
-            BASIS_HOUR_OF_WEEK, 5,
+            "2027-03-28T10:20+01:00", 20.0, "by 10:20 today — we open at 10:00", BASIS_HOUR_OF_WEEK, 5,
             id="night-of-the-spring-change",
         ),
     ],
 )
 def test_calibrated_promise(
-    now: str,
-    queue: QueueSnapshot,
-    deadline: str,
-    minutes: float,
-    wording: str,
-    basis: str,
-    samples: int,
+    now: str, queue: QueueSnapshot, deadline: str, minutes: float, wording: str, basis: str, samples: int
 ) -> None:
     calendar = northwind()
 
     promise = estimate_promise(at(now), calendar, queue, TARGETS)
 
-    assert promise.deadline_iso() == deadline
-    assert promise.deadline.tzinfo is LONDON
-    assert promise.business_minutes == minutes
-    assert promise.wording == wording
+    assert_promise(promise, calendar, deadline, minutes, wording)
     assert (promise.basis, promise.history_samples) == (basis, samples)
-    # Never a deadline while closed: the second before it is open time.
-    assert calendar.is_open(promise.deadline.astimezone(UTC) - timedelta(seconds=1))
 
 
 def test_the_quantile_is_configurable() -> None:
@@ -518,16 +464,16 @@ def test_handled_timings_rebuild_the_queue_each_case_saw(case_db_url: str) -> No
     ]
     ids = {}
     for key, priority, opened, claimed, replied, resolved in plan:
-        ids[key] = store.open_case(_case(key, priority, _minute(opened)), _minute(opened)).id
+        ids[key] = store.lifecycle.open_case(_case(key, priority, _minute(opened)), _minute(opened)).id
     for key, _priority, _opened, claimed, replied, resolved in plan:
         if claimed is not None:
-            assert store.claim(ids[key], "ann", _minute(claimed))
+            assert store.lifecycle.claim(ids[key], "ann", _minute(claimed))
         if replied is not None:
-            store.record_human_reply(ids[key], _minute(replied))
+            store.lifecycle.record_human_reply(ids[key], _minute(replied))
         if resolved is not None:
-            assert store.resolve(ids[key], _minute(resolved))
+            assert store.lifecycle.resolve(ids[key], _minute(resolved))
 
-    timings = store.handled_timings(_minute(60), window_days=7)
+    timings = store.figures.handled_timings(_minute(60), window_days=7)
 
     assert [
         (t.case_id, t.cases_ahead, t.created_at, t.claimed_at, t.first_human_reply_at)
@@ -539,7 +485,7 @@ def test_handled_timings_rebuild_the_queue_each_case_saw(case_db_url: str) -> No
         (ids["D"], 3, _minute(8), _minute(40), _minute(41)),
     ]
     # Replies after "now" are not history yet.
-    assert [t.case_id for t in store.handled_timings(_minute(30), window_days=7)] == [
+    assert [t.case_id for t in store.figures.handled_timings(_minute(30), window_days=7)] == [
         ids["A"],
         ids["B"],
         ids["C"],
@@ -559,10 +505,10 @@ def test_promise_for_learns_from_the_store(case_db_url: str) -> None:
     last_monday = datetime(2026, 11, 16, 10, tzinfo=UTC)
     for index, wait in enumerate((10, 20, 30, 40, 50)):
         opened = last_monday + timedelta(minutes=index)
-        case = store.open_case(_case(f"k{index}", "normal", opened), opened)
-        store.claim(case.id, "ann", opened)
-        store.record_human_reply(case.id, opened + timedelta(minutes=wait))
-        store.resolve(case.id, opened + timedelta(minutes=wait + 12))
+        case = store.lifecycle.open_case(_case(f"k{index}", "normal", opened), opened)
+        store.lifecycle.claim(case.id, "ann", opened)
+        store.lifecycle.record_human_reply(case.id, opened + timedelta(minutes=wait))
+        store.lifecycle.resolve(case.id, opened + timedelta(minutes=wait + 12))
 
     promise = promise_for(services, "normal", now)
 

@@ -41,10 +41,15 @@ from hypothesis import strategies as st
 from bot.channels.dedupe import ChannelStore, button_payloads, seen_updates
 from bot.channels.inbox import inbox, replies
 from bot.channels.rest import MAX_MESSAGE_CHARS, MAX_SENDER_CHARS, RestInput
-from bot.channels.slack import EVENTS_PATH, SlackDMInput, SlackSettings, build_client, escape
-from bot.channels.telegram import SECRET_HEADER, TelegramInput, TelegramSettings
-from bot.channels.webchat import MAX_NAME_CHARS, MAX_TEXT_CHARS, WebChatInput, WebChatStore, webchat_messages
+from bot.channels.slack import EVENTS_PATH, SlackDMInput
+from bot.channels.slack_client import SlackSettings, build_client
+from bot.channels.slack_output import escape
+from bot.channels.telegram import TelegramInput
+from bot.channels.telegram_output import SECRET_HEADER, TelegramSettings
+from bot.channels.webchat import MAX_NAME_CHARS, MAX_TEXT_CHARS, WebChatInput
+from bot.channels.webchat_store import WebChatStore, webchat_messages
 from bot.constants import INTENT_GREET
+from tests.channel_support import RecordingAgent
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
@@ -74,7 +79,7 @@ from tests.test_slack_channel import TOKEN as SLACK_TOKEN
 from tests.test_slack_channel import Served as SlackServed
 from tests.test_slack_channel import button_press, dm, event_body, signed
 from tests.test_slack_channel import serve as serve_slack
-from tests.test_telegram_channel import PRIVATE_CHAT, RecordingAgent, callback_update, message_update
+from tests.test_telegram_channel import PRIVATE_CHAT, callback_update, message_update
 from tests.test_telegram_channel import SECRET as TELEGRAM_SECRET
 from tests.test_telegram_channel import Served as TelegramServed
 from tests.test_telegram_channel import serve as serve_telegram

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -20,12 +19,12 @@ from bot.ops import (
     default_support_path,
     load_support_config,
 )
+from tests.eta_support import LONDON, NORTHWIND_HOLIDAYS, NORTHWIND_WEEK
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = REPO_ROOT / "support.yml"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ops"
 MINIMAL = FIXTURES / "minimal.yml"
-LONDON = ZoneInfo("Europe/London")
 
 NINE_TO_FIVE = ((time(9), time(17)),)
 MINIMAL_OK = (
@@ -62,18 +61,9 @@ def test_shipped_support_yml_loads_with_the_documented_values() -> None:
     assert config.brand == Brand(name="Northwind Goods", assistant_name="Northwind's assistant")
     assert config.calendar == BusinessCalendar(
         timezone=LONDON,
-        weekly={
-            **{weekday: ((time(8), time(20)),) for weekday in range(5)},
-            5: ((time(9), time(17)),),
-            6: ((time(10), time(16)),),
-        },
+        weekly=dict(NORTHWIND_WEEK),
         holidays={
-            date(2026, 12, 25): "Christmas Day",
-            date(2026, 12, 26): "Boxing Day",
-            date(2026, 12, 28): "Boxing Day (substitute day)",
-            date(2027, 1, 1): "New Year's Day",
-            date(2027, 3, 26): "Good Friday",
-            date(2027, 3, 29): "Easter Monday",
+            **NORTHWIND_HOLIDAYS,
             date(2027, 5, 3): "Early May bank holiday",
             date(2027, 5, 31): "Spring bank holiday",
             date(2027, 8, 30): "Summer bank holiday",

@@ -21,21 +21,24 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from telegram import Bot
 from telegram.request import HTTPXRequest
 
 from bot.cases import Case, CaseStore
-from bot.cases.store import OutboxMessage
+from bot.cases.records import OutboxMessage
 from bot.channels.outbound import Outbound
-from bot.channels.slack import SlackDMOutput, SlackSettings, build_client
-from bot.channels.telegram import TelegramSettings
+from bot.channels.slack_client import SlackSettings, build_client
+from bot.channels.slack_output import SlackDMOutput
+from bot.channels.telegram_output import TelegramSettings
 from bot.desk import messages
 from bot.desk.metrics import IN_DOUBT_FOUND, IN_DOUBT_UNCHECKED, DeliveryStats, build_registry, exposition
 from bot.desk.outbox import OutboxWorker, utc_now
 from bot.desk.rasa_api import RasaClient
+from tests.desk_support import open_case
+from tests.fakes.rasa_api import TOKEN as RASA_TOKEN
+from tests.fakes.rasa_api import FakeRasa
 from tests.fakes.server import ACCEPT_DROP, ACCEPT_HOLD, DROP, ERROR, HOLD
 from tests.fakes.slack_api import TOKEN as CUSTOMER_APP_TOKEN
 from tests.fakes.slack_api import FakeSlackAPI, dm_channel_of
@@ -43,7 +46,6 @@ from tests.fakes.slack_web_api import TOKEN as DESK_TOKEN
 from tests.fakes.slack_web_api import FakeDeskSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.test_desk_app import RASA_TOKEN, FakeRasa, open_case
 from tests.polling import until as poll_until
 
 QUEUE = "C0QUEUE"
@@ -78,30 +80,30 @@ class World:
 
     async def until(self, what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
         def outbox() -> str:
-            items = [(i.key, i.attempts, i.delivered_at is not None, i.last_error) for i in self.store.outbox_items()]
+            items = [(i.key, i.attempts, i.delivered_at is not None, i.last_error) for i in self.store.outbox.items()]
             return f"outbox: {items}"
 
         return await poll_until(what, probe, timeout, context=outbox)
 
     def queue(self, *items: OutboxMessage) -> None:
-        self.store.enqueue(list(items), self.worker.clock())
+        self.store.outbox.enqueue(list(items), self.worker.clock())
         self.worker.wake()
 
     async def settled(self, timeout: float = 30.0) -> None:
         """Wait until nothing in the outbox is due or under way (given-up rows stay)."""
 
         def quiet() -> bool:
-            return not [i for i in self.store.outbox_items() if i.delivered_at is None and i.next_attempt_at is not None]
+            return not [i for i in self.store.outbox.items() if i.delivered_at is None and i.next_attempt_at is not None]
 
         await self.until("outbox settled", quiet, timeout)
 
     def item(self, key: str) -> Any:
-        [found] = [i for i in self.store.outbox_items() if i.key == key]
+        [found] = [i for i in self.store.outbox.items() if i.key == key]
         return found
 
     async def carded(self, case: Case) -> Case:
         self.queue(messages.card_post(case.id))
-        return await self.until("card", lambda: (c := self.store.get(case.id)) and c.card_ts and c)
+        return await self.until("card", lambda: (c := self.store.lookup.get(case.id)) and c.card_ts and c)
 
 
 @pytest_asyncio.fixture
@@ -110,12 +112,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     desk_slack.add_channel(QUEUE, "support-queue")
     customer_slack = FakeSlackAPI().start()
     telegram = FakeTelegramAPI().start()
-    rasa = FakeRasa()
-    rasa_runner = web.AppRunner(rasa.app(), access_log=None)
-    await rasa_runner.setup()
-    rasa_site = web.TCPSite(rasa_runner, "127.0.0.1", 0)
-    await rasa_site.start()
-    rasa.url = f"http://127.0.0.1:{rasa_site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    rasa = FakeRasa().start()
     env = {
         "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_API_BASE_URL": telegram.base_url,
         "SLACK_BOT_TOKEN": CUSTOMER_APP_TOKEN, "SLACK_API_BASE_URL": customer_slack.base_url,
@@ -139,7 +136,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         await loop
         await outbound.close()
         await rasa_client.close()
-        await rasa_runner.cleanup()
+        rasa.stop()
         store.dispose()
         telegram.stop()
         customer_slack.stop()
@@ -185,7 +182,7 @@ async def test_desk_posts_to_slack_arrive_once_and_in_order_through_each_fault(w
     assert keys == [messages.card_post(case.id).key, "note:0", "note:1", "note:2"]
     assert [m.text for m in world.desk_slack.thread(QUEUE, str(carded.card_ts))] == REPLIES
     assert [m.ts for m in world.desk_slack.top_level(QUEUE)] == [carded.card_ts]
-    assert all(item.delivered_at is not None for item in world.store.outbox_items())
+    assert all(item.delivered_at is not None for item in world.store.outbox.items())
     # Each post Slack took without the desk hearing so was found by its key, not posted again.
     taken_unheard = sum(1 for d in delivered if d.call_fault in ANSWER_LOST_AFTER_TAKING)
     assert (taken_unheard > 0) == (fault["mode"] in ANSWER_LOST_AFTER_TAKING)
@@ -200,7 +197,7 @@ async def test_desk_posts_wait_out_a_slack_that_refuses_connections(world: World
     await world.until("a refused try", lambda: world.item(messages.card_post(case.id).key).attempts >= 2)
     world.desk_slack.accept_connections()
 
-    carded = await world.until("card", lambda: (c := world.store.get(case.id)) and c.card_ts and c)
+    carded = await world.until("card", lambda: (c := world.store.lookup.get(case.id)) and c.card_ts and c)
     await world.settled()
     assert [m.ts for m in world.desk_slack.top_level(QUEUE)] == [carded.card_ts]
     assert len(world.desk_slack.deliveries(QUEUE)) == 1
@@ -226,7 +223,7 @@ async def test_replies_to_telegram_arrive_once_and_in_order_when_telegram_took_n
 
     assert world.telegram.delivered_texts(MARIA_CHAT) == REPLIES
     assert [e["text"] for e in world.rasa.events[MARIA_CHAT]] == REPLIES  # each recorded once in the conversation
-    assert all(item.delivered_at is not None for item in world.store.outbox_items())
+    assert all(item.delivered_at is not None for item in world.store.outbox.items())
     # A held request or a dropped connection cannot be told from a lost answer: counted, though nothing was doubled.
     unchecked = world.worker.stats.counts().get(("telegram", IN_DOUBT_UNCHECKED), 0)
     assert unchecked == {HOLD: 1, DROP: 2}.get(fault["mode"], 0)
@@ -284,7 +281,7 @@ async def test_replies_to_slack_dms_arrive_once_and_in_order_through_each_fault(
     assert world.customer_slack.delivered_texts(MARIA_DM) == REPLIES
     assert [m.text for m in world.customer_slack.messages] == REPLIES
     assert [e["text"] for e in world.rasa.events[MARIA_SLACK]] == REPLIES
-    assert all(item.delivered_at is not None for item in world.store.outbox_items())
+    assert all(item.delivered_at is not None for item in world.store.outbox.items())
 
 
 # --- permanent failures: given up at once, with the reason -------------------------------------------

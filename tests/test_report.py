@@ -84,16 +84,16 @@ def store(case_db_url: str) -> Iterator[CaseStore]:
     case_store = CaseStore.from_url(case_db_url)
     for key, channel, sender, case_type, first, opened, claimed, replied, resolved, promised, day in PLAN:
         opened_at = _at(opened, day)
-        case = case_store.open_case(
+        case = case_store.lifecycle.open_case(
             _new_case(key, channel, sender, case_type, first, opened_at, _at(promised, day), day),
             opened_at,
         )
         if claimed:
-            assert case_store.claim(case.id, "ann", _at(claimed, day))
+            assert case_store.lifecycle.claim(case.id, "ann", _at(claimed, day))
         if replied:
-            case_store.record_human_reply(case.id, _at(replied, day))
+            case_store.lifecycle.record_human_reply(case.id, _at(replied, day))
         if resolved:
-            assert case_store.resolve(case.id, _at(resolved, day))
+            assert case_store.lifecycle.resolve(case.id, _at(resolved, day))
     yield case_store
     case_store.dispose()
 
@@ -257,12 +257,12 @@ def test_reopens_and_ratings_when_the_store_has_them(
 ) -> None:
     if not hasattr(store, "record_followup") or "rating" not in Case.__dataclass_fields__:
         pytest.skip("this case store has no follow-up ratings or reopening (agent desk, schema 2)")
-    cases = {case.handoff_key: case for case in store.list_cases()}
+    cases = {case.handoff_key: case for case in store.lookup.list_cases()}
     at = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)
-    assert store.record_followup(cases["c1"].id, at, rating=5)
-    assert store.record_followup(cases["c2"].id, at, rating=2)
-    assert store.record_followup(cases["c6"].id, at, rating=4)
-    assert store.reopen(cases["c2"].id, at + timedelta(minutes=1))
+    assert store.lifecycle.record_followup(cases["c1"].id, at, rating=5)
+    assert store.lifecycle.record_followup(cases["c2"].id, at, rating=2)
+    assert store.lifecycle.record_followup(cases["c6"].id, at, rating=4)
+    assert store.lifecycle.reopen(cases["c2"].id, at + timedelta(minutes=1))
 
     report = _json_report(store, case_db_url, capsys, "--since", "2026-11-23", "--until", "2026-11-23")
 

@@ -7,7 +7,6 @@ that it counts right, so its results table can be trusted.
 from __future__ import annotations
 
 from datetime import datetime, time, timezone
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -22,15 +21,20 @@ from bench.sim.model import (
     Shift,
     Simulation,
 )
-from bot.eta import BASIS_PRIOR, END_OF_DAY, BusinessCalendar, ServiceTargets
+from bot.eta import BASIS_PRIOR, END_OF_DAY, BusinessCalendar
+from tests.eta_support import TARGETS, every_day
 
-LONDON = ZoneInfo("Europe/London")
 # Monday 30 November 2026, 00:00 GMT (= UTC): no clock change for weeks.
 EPOCH = datetime(2026, 11, 30, tzinfo=timezone.utc)
-TARGETS = ServiceTargets(
-    first_response_minutes=15, average_handle_minutes=12, default_agents_on_shift=2
-)
-ALWAYS_OPEN = BusinessCalendar(LONDON, {day: ((time(0), END_OF_DAY),) for day in range(7)}, {})
+ALWAYS_OPEN = every_day((time(0), END_OF_DAY))
+NINE_TO_FIVE = every_day((time(9), time(17)))
+
+
+def make_scenario(
+    name: str, arrivals: tuple[Arrival, ...], shifts: tuple[Shift, ...] = (), calendar: BusinessCalendar = NINE_TO_FIVE
+) -> Scenario:
+    """Return a scenario from the epoch, with the test targets."""
+    return Scenario(name=name, epoch=EPOCH, calendar=calendar, targets=TARGETS, arrivals=arrivals, shifts=shifts)
 
 
 def tiny_scenario() -> Scenario:
@@ -57,16 +61,14 @@ def tiny_scenario() -> Scenario:
       again at 38 + 11.25 -> 50: by 65, kept.
     """
     handles = (14.0, 14.0, 30.0, 14.0)
-    return Scenario(
-        name="tiny",
-        epoch=EPOCH,
-        calendar=ALWAYS_OPEN,
-        targets=TARGETS,
-        arrivals=tuple(
+    return make_scenario(
+        "tiny",
+        tuple(
             Arrival(at=float(index + 1), handle_minutes=handle, reply_after_minutes=2.0)
             for index, handle in enumerate(handles)
         ),
-        shifts=(Shift("ann", 0.0, 100.0),),
+        (Shift("ann", 0.0, 100.0),),
+        ALWAYS_OPEN,
     )
 
 
@@ -143,23 +145,19 @@ def test_tiny_scenario_summary() -> None:
 
 
 def test_closed_time_does_not_count_and_promises_start_at_opening() -> None:
-    calendar = BusinessCalendar(LONDON, {day: ((time(9), time(17)),) for day in range(7)}, {})
-    scenario = Scenario(
-        name="closed",
-        epoch=EPOCH,
-        calendar=calendar,
-        targets=TARGETS,
-        arrivals=(
+    closed = make_scenario(
+        "closed",
+        (
             Arrival(at=8 * 60.0, handle_minutes=10.0, reply_after_minutes=5.0),  # closed
             Arrival(at=16 * 60 + 40.0, handle_minutes=30.0, reply_after_minutes=5.0),
             Arrival(at=16 * 60 + 50.0, handle_minutes=10.0, reply_after_minutes=5.0),
         ),
         # Ann works 09:00-17:00 on Monday and Tuesday (minutes after Monday 00:00).
-        shifts=(Shift("ann", 9 * 60.0, 17 * 60.0), Shift("ann", 33 * 60.0, 41 * 60.0)),
+        (Shift("ann", 9 * 60.0, 17 * 60.0), Shift("ann", 33 * 60.0, 41 * 60.0)),
     )
 
-    customers = Simulation(scenario, (POLICY_CALIBRATED,)).run()
-    summary = summarize(scenario, customers, (POLICY_CALIBRATED,))
+    customers = Simulation(closed, (POLICY_CALIBRATED,)).run()
+    summary = summarize(closed, customers, (POLICY_CALIBRATED,))
 
     deadlines = [c.promises[POLICY_CALIBRATED].deadline for c in customers]
     # 08:00, nobody on shift: 15 minutes from the 09:00 opening. 16:40: 15 minutes.
@@ -173,20 +171,15 @@ def test_closed_time_does_not_count_and_promises_start_at_opening() -> None:
 
 
 def test_replay_answers_after_the_drawn_business_minutes() -> None:
-    calendar = BusinessCalendar(LONDON, {day: ((time(9), time(17)),) for day in range(7)}, {})
-    scenario = Scenario(
-        name="replay",
-        epoch=EPOCH,
-        calendar=calendar,
-        targets=TARGETS,
-        arrivals=(
+    replay = make_scenario(
+        "replay",
+        (
             Arrival(at=16 * 60.0, pickup_minutes=20.0),
             Arrival(at=16 * 60 + 10.0, pickup_minutes=90.0),  # 50 today, 40 tomorrow
         ),
-        shifts=(),
     )
 
-    customers = Simulation(scenario, (POLICY_CALIBRATED,)).run()
+    customers = Simulation(replay, (POLICY_CALIBRATED,)).run()
 
     assert [(c.cases_ahead, c.claimed, c.replied, c.resolved) for c in customers] == [
         (0, 16 * 60 + 20.0, 16 * 60 + 20.0, 16 * 60 + 32.0),
@@ -202,7 +195,5 @@ def test_the_public_figures_fit_reproduces_them() -> None:
 
 
 def test_profiles_are_seeded() -> None:
-    calendar = BusinessCalendar(LONDON, {day: ((time(9), time(17)),) for day in range(7)}, {})
-
-    assert profiles.arrivals(calendar, 3) == profiles.arrivals(calendar, 3)
-    assert profiles.arrivals(calendar, 3) != profiles.arrivals(calendar, 4)
+    assert profiles.arrivals(NINE_TO_FIVE, 3) == profiles.arrivals(NINE_TO_FIVE, 3)
+    assert profiles.arrivals(NINE_TO_FIVE, 3) != profiles.arrivals(NINE_TO_FIVE, 4)

@@ -15,9 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
 import time
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,8 +28,8 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
+from prometheus_client import REGISTRY
 from rasa.core.channels.channel import UserMessage
-from rasa.core.run import configure_app, create_http_input_channels
 from rasa.core.tracker_store import InMemoryTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import BotUttered, UserUttered
@@ -39,25 +37,15 @@ from sanic import Sanic
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import OperationalError
 
+from bot.channels.base import HOLDING_REPLY
 from bot.channels.common import ChannelCredentialsError
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import MAX_ATTEMPTS, Inbox, inbox
-from bot.channels.slack import (
-    ENV_BASE_URL,
-    EVENTS_PATH,
-    ENV_SIGNING_SECRET,
-    ENV_TOKEN,
-    HOLDING_REPLY,
-    MENTION_REPLY,
-    MENTION_REPLY_NO_DM,
-    SlackDMInput,
-    SlackDMOutput,
-    SlackSettings,
-    build_client,
-    customer_text,
-    escape,
-    message_parts,
-)
+from bot.channels.slack import EVENTS_PATH, MENTION_REPLY, MENTION_REPLY_NO_DM, SlackDMInput, customer_text
+from bot.channels.slack_client import ENV_BASE_URL, ENV_SIGNING_SECRET, ENV_TOKEN, SlackSettings, build_client
+from bot.channels.slack_output import SlackDMOutput, escape, message_parts
+from tests import channel_support
+from tests.channel_support import logged_failure, served_app
 from tests.fakes.server import ACCEPT_DROP
 from tests.fakes.slack_api import APP_ID, BOT_ID, BOT_USER_ID, DROP_CONNECTION, TEAM_ID, TOKEN, FakeSlackAPI
 
@@ -125,35 +113,25 @@ def signed(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> d
 
 
 @dataclass
-class RecordingAgent:
-    """Stands in for ``rasa.core.agent.Agent``: records messages, answers like Rasa does.
+class RecordingAgent(channel_support.RecordingAgent):
+    """Records messages and answers like Rasa does; given a tracker store, saves the conversation too.
 
     With ``error`` set it fails after sending the first ``replies_before_error`` replies,
     without saving the conversation (as Rasa does when an action or the database fails).
     """
 
-    messages: list[UserMessage] = field(default_factory=list)
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    gate: asyncio.Event | None = None
-    error: Exception | None = None
     replies_before_error: int = 0
     tracker_store: InMemoryTrackerStore | None = None
 
-    async def handle_message(self, message: UserMessage) -> None:
-        self.messages.append(message)
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.error is not None:
-            for reply in self.replies[: self.replies_before_error]:
-                await message.output_channel.send_response(message.sender_id, dict(reply))
-            raise self.error
-        for reply in self.replies:
+    async def fail(self, message: UserMessage, error: Exception) -> None:
+        for reply in self.replies[: self.replies_before_error]:
             await message.output_channel.send_response(message.sender_id, dict(reply))
+        raise error
+
+    async def answer(self, message: UserMessage) -> None:
+        await super().answer(message)
         if self.tracker_store is not None:
             await save_conversation(self.tracker_store, message, self.replies)
-
-    def seen(self) -> list[tuple[str | None, str, dict[str, Any] | None]]:
-        return [(m.text, m.sender_id, m.metadata) for m in self.messages]
 
 
 async def save_conversation(store: InMemoryTrackerStore, message: UserMessage, replies: list[dict[str, Any]]) -> None:
@@ -238,33 +216,16 @@ def make_channel(settings: SlackSettings, clock: Clock | None = None) -> SlackDM
 @asynccontextmanager
 async def serve(channel: SlackDMInput, agent: RecordingAgent) -> AsyncIterator[Served]:
     """Rasa's Sanic app (``configure_app``) with ``channel`` registered, on a free port."""
-    Sanic.test_mode = True  # Rasa names every app the same
-    app = configure_app(input_channels=[channel], enable_api=False)
-    app.ctx.agent = agent
     tasks_at_answer: list[int] = []
 
-    @app.on_response
-    async def note_tasks(request: Any, response: Any) -> None:
-        # What is running the moment the answer leaves for Slack.
-        tasks_at_answer.append(len(channel.tasks))
+    def note_tasks_at_answer(app: Sanic) -> None:
+        @app.on_response
+        async def note_tasks(request: Any, response: Any) -> None:
+            # What is running the moment the answer leaves for Slack.
+            tasks_at_answer.append(len(channel.tasks))
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-    assert server is not None
-    await server.startup()
-    await server.before_start()
-    await server.after_start()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield Served(channel, agent, client, tasks_at_answer)
-    finally:
-        await server.before_stop()
-        server.close()
-        await server.wait_closed()
-        await server.after_stop()  # closes the channel (after_server_stop listener)
-        sock.close()
+    async with served_app([channel], agent, prepare=note_tasks_at_answer) as (_, client):
+        yield Served(channel, agent, client, tasks_at_answer)
 
 
 @pytest_asyncio.fixture
@@ -412,6 +373,62 @@ async def test_when_slack_cannot_be_reached_for_the_name_the_message_goes_on_wit
     ]
 
 
+def lookup_failures(lookup: str) -> float:
+    """Return how many ``lookup`` calls of the Slack channel have failed soft so far (the Prometheus counter)."""
+    return REGISTRY.get_sample_value(
+        "firstreply_channel_lookup_failures_total", {"channel": "slack_dm", "lookup": lookup}
+    ) or 0.0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"ok": True},  # no ``user`` at all: the handler used to raise AttributeError and retry until dead
+        {"ok": True, "user": None},
+        {"ok": True, "user": "U0MARIA"},
+        {"ok": True, "user": {"id": MARIA, "profile": "Maria Silva"}},
+    ],
+    ids=["no-user", "null-user", "user-is-a-string", "profile-is-a-string"],
+)
+async def test_users_info_in_an_unexpected_shape_is_logged_counted_and_the_message_goes_on(
+    served: Served, api: FakeSlackAPI, answer: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    before = lookup_failures("users.info")
+    api.answer_oddly("users.info", answer)
+    with caplog.at_level(logging.WARNING, logger="bot.channels.base"):
+        first = await served.event(event_body(dm("hello"), "Ev1"))
+    await served.event(event_body(dm("again", ts="1.2"), "Ev2"))
+
+    assert first.status_code == 200
+    assert [(m.text, m.metadata) for m in served.agent.messages] == [
+        ("hello", {"slack_user_id": MARIA, "slack_channel_id": MARIA_DM, "team_id": TEAM_ID}),
+        ("again", MARIA_METADATA),  # not remembered: asked again, and this time Slack answered
+    ]
+    assert (served.channel.inbox.pending(), served.channel.inbox.dead()) == (0, [])
+    assert HOLDING_REPLY not in api.posted_texts()  # nothing failed: no "we're on it" line
+    assert lookup_failures("users.info") == before + 1
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "bot.channels.base"]
+    assert warning.startswith(f"slack_dm users.info for {MARIA} answered in an unexpected shape")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "answer", [{"ok": True}, {"ok": True, "channel": MARIA_DM}], ids=["no-channel", "channel-is-a-string"]
+)
+async def test_conversations_open_in_an_unexpected_shape_asks_for_a_dm_like_a_refusal(
+    served: Served, api: FakeSlackAPI, answer: dict[str, Any]
+) -> None:
+    before = lookup_failures("conversations.open")
+    api.answer_oddly("conversations.open", answer)
+    await served.event(event_body(mention(f"<@{BOT_USER_ID}> help")))
+
+    assert api.posted() == [{"channel": PUBLIC, "thread_ts": "1714986100.000300", "text": MENTION_REPLY_NO_DM}]
+    assert served.agent.messages == []
+    assert (served.channel.inbox.pending(), served.channel.inbox.dead()) == (0, [])
+    assert lookup_failures("conversations.open") == before + 1
+
+
 @pytest.mark.asyncio
 async def test_the_webhook_answers_before_rasa_has_finished(served: Served) -> None:
     served.agent.gate = asyncio.Event()
@@ -449,11 +466,9 @@ async def test_a_failure_while_handling_is_logged_with_its_traceback(
 ) -> None:
     # Handling fails are now retried by the inbox, which reports them (before: the background task, at ERROR).
     served.agent.error = RuntimeError("tracker store down")
-    with caplog.at_level(logging.WARNING, logger="bot.channels.inbox"):
-        answer = await served.event(event_body(dm()))
+    answer, record = await logged_failure(caplog, served.event(event_body(dm())))
 
     assert answer.status_code == 200
-    [record] = [r for r in caplog.records if r.name == "bot.channels.inbox"]
     assert record.getMessage() == "slack_dm:A0FIRSTREPLY update Ev0001: attempt 1 failed; retrying in 2s"
     assert record.exc_info is not None and str(record.exc_info[1]) == "tracker store down"
 
@@ -618,6 +633,22 @@ async def test_a_post_slack_took_without_answering_is_found_and_not_posted_again
         "chat.postMessage", "conversations.history",
     ]  # fmt: skip
     assert served.channel.inbox.pending() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_history_in_an_unexpected_shape_counts_as_not_posted_and_the_reply_goes_out_again(
+    served: Served, api: FakeSlackAPI
+) -> None:
+    before = lookup_failures("conversations.history")
+    served.agent.replies = [{"text": "On it."}]
+    api.fault(ACCEPT_DROP, method="chat.postMessage", times=1)
+    api.answer_oddly("conversations.history", {"ok": True, "messages": "none"})
+    await served.event(event_body(dm()))
+
+    # Seen twice rather than not at all: the post was in doubt and the history could not say.
+    assert [(m.channel, m.text) for m in api.messages] == [(MARIA_DM, "On it."), (MARIA_DM, "On it.")]
+    assert (served.channel.inbox.pending(), served.channel.inbox.dead()) == (0, [])
+    assert lookup_failures("conversations.history") == before + 1
 
 
 @pytest.mark.asyncio
@@ -1035,25 +1066,6 @@ async def test_the_token_never_reaches_the_log(
 # --- credentials ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("credentials", "environ", "named"),
-    [
-        (None, {}, ENV_TOKEN),
-        ({"token": "", "signing_secret": SECRET}, {}, ENV_TOKEN),
-        ({"token": TOKEN}, {}, ENV_SIGNING_SECRET),
-        ({"token": TOKEN, "signing_secret": "  "}, {}, ENV_SIGNING_SECRET),
-        ({}, {ENV_TOKEN: TOKEN}, ENV_SIGNING_SECRET),
-    ],
-)
-def test_missing_credentials_name_the_variable(
-    credentials: dict[str, Any] | None, environ: dict[str, str], named: str
-) -> None:
-    with pytest.raises(ChannelCredentialsError) as raised:
-        SlackSettings.from_credentials(credentials, environ)
-    assert named in str(raised.value)
-    assert TOKEN not in str(raised.value) and SECRET not in str(raised.value)
-
-
 def test_a_token_that_is_not_a_bot_token_is_refused_without_echoing_it() -> None:
     with pytest.raises(ChannelCredentialsError) as raised:
         SlackSettings.from_credentials({"token": "xoxp-user-token-123", "signing_secret": SECRET}, {})
@@ -1092,47 +1104,6 @@ def test_credentials_fall_back_to_the_environment_and_stay_out_of_repr() -> None
     assert repr(settings) == "SlackSettings(base_url='http://127.0.0.1:9/api/')"
     assert SlackSettings.from_credentials({"token": TOKEN, "signing_secret": SECRET}, {}).base_url == (
         "https://slack.com/api/"
-    )
-
-
-CREDENTIALS_YML = """\
-bot.channels.slack.SlackDMInput:
-  token: ${SLACK_BOT_TOKEN}
-  signing_secret: ${SLACK_SIGNING_SECRET}
-"""
-
-
-def _rasa_channels(credentials: Path) -> list[Any]:
-    with warnings.catch_warnings():
-        # Rasa 3.6 imports a channel class with the deprecated load_module(); not ours to fix.
-        warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
-        return list(create_http_input_channels(None, str(credentials)))
-
-
-def test_rasa_builds_the_channel_from_credentials_yml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "credentials.yml").write_text(CREDENTIALS_YML)
-    monkeypatch.setenv(ENV_TOKEN, TOKEN)
-    monkeypatch.setenv(ENV_SIGNING_SECRET, SECRET)
-
-    [channel] = _rasa_channels(tmp_path / "credentials.yml")
-
-    assert isinstance(channel, SlackDMInput)
-    assert channel.name() == "slack_dm"
-    assert (channel.settings.token, channel.settings.signing_secret) == (TOKEN, SECRET)
-    assert (channel.client.token, channel.client.base_url) == (TOKEN, "https://slack.com/api/")
-    assert (tmp_path / "channels.db").exists()  # FIRSTREPLY_CHANNEL_DB, set by clean_env
-
-
-def test_an_empty_signing_secret_stops_rasa_with_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "credentials.yml").write_text(CREDENTIALS_YML)
-    monkeypatch.setenv(ENV_TOKEN, TOKEN)
-    monkeypatch.setenv(ENV_SIGNING_SECRET, "")
-
-    with pytest.raises(ChannelCredentialsError) as raised:
-        _rasa_channels(tmp_path / "credentials.yml")
-    assert str(raised.value) == (
-        "The slack_dm channel needs SLACK_SIGNING_SECRET: set that environment variable "
-        "(credentials.yml: `signing_secret: ${SLACK_SIGNING_SECRET}`)."
     )
 
 

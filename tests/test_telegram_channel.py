@@ -11,41 +11,35 @@ import argparse
 import asyncio
 import json
 import logging
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from rasa.core.channels.channel import UserMessage
-from rasa.core.run import configure_app, create_http_input_channels
-from sanic import Sanic
 from telegram.error import BadRequest, NetworkError, RetryAfter
 
 from bot.channels import add_telegram_parser
 from bot.channels.common import ChannelCredentialsError, split_text
 from bot.channels.dedupe import PAYLOAD_TTL_SECONDS, SEEN_TTL_SECONDS, ChannelStore, payload_key
-from bot.channels.telegram import (
+from bot.channels.telegram import EXPIRED_BUTTON, GROUP_REPLY, TelegramInput
+from bot.channels.telegram_output import (
     ENV_BASE_URL,
     ENV_BOT_USERNAME,
     ENV_SECRET,
     ENV_TOKEN,
-    EXPIRED_BUTTON,
-    GROUP_REPLY,
     SECRET_HEADER,
-    TelegramInput,
     TelegramOutput,
     TelegramSettings,
     build_bot,
     close_bot,
-    poll,
-    set_webhook,
 )
-from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI, free_port
+from bot.channels.telegram_poll import poll, set_webhook
+from tests.channel_support import RecordingAgent, logged_failure, served_app
+from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI
 
 SECRET = "s3cret-Webhook_token"
 WEBHOOK = "/webhooks/telegram/webhook"
@@ -71,28 +65,6 @@ def callback_update(update_id: int, data: str, chat: dict[str, Any] = PRIVATE_CH
     bot_message = {"message_id": 77, "date": DATE, "chat": chat, "from": BOT_USER, "text": "Which one?"}
     query = {"id": f"cbq-{update_id}", "from": MARIA, "chat_instance": "ci-1", "message": bot_message, "data": data}
     return {"update_id": update_id, "callback_query": query}
-
-
-@dataclass
-class RecordingAgent:
-    """Stands in for ``rasa.core.agent.Agent``: records messages, answers like Rasa does."""
-
-    messages: list[UserMessage] = field(default_factory=list)
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    gate: asyncio.Event | None = None
-    error: Exception | None = None
-
-    async def handle_message(self, message: UserMessage) -> None:
-        self.messages.append(message)
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.error is not None:
-            raise self.error
-        for reply in self.replies:
-            await message.output_channel.send_response(message.sender_id, dict(reply))
-
-    def seen(self) -> list[tuple[str | None, str, dict[str, Any] | None]]:
-        return [(m.text, m.sender_id, m.metadata) for m in self.messages]
 
 
 @dataclass
@@ -132,25 +104,8 @@ def settings(api: FakeTelegramAPI) -> TelegramSettings:
 @asynccontextmanager
 async def serve(channel: TelegramInput, agent: RecordingAgent) -> AsyncIterator[Served]:
     """Rasa's Sanic app (``configure_app``) with ``channel`` registered, on a real port."""
-    Sanic.test_mode = True  # Rasa names every app the same
-    app = configure_app(input_channels=[channel], enable_api=False)
-    app.ctx.agent = agent
-    sock = free_port()
-    port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-    assert server is not None
-    await server.startup()
-    await server.before_start()
-    await server.after_start()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield Served(channel, agent, client)
-    finally:
-        await server.before_stop()
-        server.close()
-        await server.wait_closed()
-        await server.after_stop()  # closes the channel (after_server_stop listener)
-        sock.close()
+    async with served_app([channel], agent) as (_, client):
+        yield Served(channel, agent, client)
 
 
 @pytest_asyncio.fixture
@@ -226,11 +181,9 @@ async def test_a_failure_while_handling_is_logged_with_its_traceback(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
     served.agent.error = RuntimeError("tracker store down")
-    with caplog.at_level(logging.WARNING, logger="bot.channels.inbox"):
-        answer = await served.post(message_update(1, text="hello"))
+    answer, record = await logged_failure(caplog, served.post(message_update(1, text="hello")))
 
     assert answer.status_code == 200
-    [record] = [r for r in caplog.records if r.name == "bot.channels.inbox"]
     assert record.getMessage() == "telegram:123456 update 1: attempt 1 failed; retrying in 2s"
     assert record.exc_info is not None and str(record.exc_info[1]) == "tracker store down"
 
@@ -675,65 +628,6 @@ def test_a_command_without_a_token_names_the_variable(capsys: pytest.CaptureFixt
 
 
 # --- credentials ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("credentials", "environ", "named"),
-    [
-        (None, {}, ENV_TOKEN),
-        ({"token": "", "webhook_secret": SECRET}, {}, ENV_TOKEN),
-        ({"token": TOKEN}, {}, ENV_SECRET),
-        ({"token": TOKEN, "webhook_secret": "  "}, {}, ENV_SECRET),
-        ({}, {ENV_TOKEN: TOKEN}, ENV_SECRET),
-    ],
-)
-def test_missing_credentials_name_the_variable(
-    credentials: dict[str, Any] | None, environ: dict[str, str], named: str
-) -> None:
-    with pytest.raises(ChannelCredentialsError) as raised:
-        TelegramSettings.from_credentials(credentials, environ)
-    assert named in str(raised.value)
-    assert TOKEN not in str(raised.value) and SECRET not in str(raised.value)
-
-
-CREDENTIALS_YML = """\
-bot.channels.telegram.TelegramInput:
-  token: ${TELEGRAM_BOT_TOKEN}
-  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}
-"""
-
-
-def _rasa_channels(credentials: Path) -> list[Any]:
-    with warnings.catch_warnings():
-        # Rasa 3.6 imports a channel class with the deprecated load_module(); not ours to fix.
-        warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
-        return list(create_http_input_channels(None, str(credentials)))
-
-
-def test_rasa_builds_the_channel_from_credentials_yml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "credentials.yml").write_text(CREDENTIALS_YML)
-    monkeypatch.setenv(ENV_TOKEN, TOKEN)
-    monkeypatch.setenv(ENV_SECRET, SECRET)
-
-    [channel] = _rasa_channels(tmp_path / "credentials.yml")
-
-    assert isinstance(channel, TelegramInput)
-    assert (channel.name(), channel.settings.token, channel.settings.webhook_secret) == ("telegram", TOKEN, SECRET)
-    assert channel.settings.base_url == "https://api.telegram.org/bot"
-    assert (tmp_path / "channels.db").exists()  # FIRSTREPLY_CHANNEL_DB, set by clean_env
-
-
-def test_an_empty_secret_variable_stops_rasa_with_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "credentials.yml").write_text(CREDENTIALS_YML)
-    monkeypatch.setenv(ENV_TOKEN, TOKEN)
-    monkeypatch.setenv(ENV_SECRET, "")
-
-    with pytest.raises(ChannelCredentialsError) as raised:
-        _rasa_channels(tmp_path / "credentials.yml")
-    assert str(raised.value) == (
-        "The telegram channel needs TELEGRAM_WEBHOOK_SECRET: set that environment variable "
-        "(credentials.yml: `webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}`)."
-    )
 
 
 @pytest.mark.parametrize(

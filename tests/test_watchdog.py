@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,39 +21,30 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
-from sqlalchemy import create_engine
 
-from bot.cases import Case, CaseStore, NewCase, TranscriptLine, schema
+from bot.cases import Case, CaseStore, NewCase, TranscriptLine
 from bot.channels.outbound import Outbound
 from bot.desk import cards, messages
-from bot.desk.app import Desk, http_app
+from bot.desk.app import Desk
 from bot.desk.outbox import OutboxWorker
 from bot.desk.rasa_api import RasaClient
 from bot.desk.settings import DeskSettings
 from bot.desk.watchdog import LEASE, Watchdog, apology_line, is_late, late_pickup_text
 from bot.ops import OpsConfigError, SupportConfig, WatchdogRules, load_support_config
 from tests.conftest import OPEN_NOW
+from tests.desk_support import serving
+from tests.fakes.rasa_api import FakeRasa
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.test_desk_app import FakeRasa
 from tests.polling import until as poll_until
+from tests.processes import free_port, start_desk
 
 ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")
-# As in tests/test_cases.py: PostgreSQL is a parameter only when there is one.
-DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 ONCALL = "S0ONCALL"
 ANA = "U0ANA"
 MARIA = "4242"
 T0 = OPEN_NOW  # Monday 10:00 in London (UTC in November): open until 20:00
-
-
-def _drop_all(url: str) -> None:
-    engine = create_engine(url, future=True)
-    schema.metadata.drop_all(engine)
-    engine.dispose()
 
 
 def minutes(count: float) -> timedelta:
@@ -66,25 +55,6 @@ def minutes(count: float) -> timedelta:
 def support() -> SupportConfig:
     shipped = load_support_config(ROOT / "support.yml")
     return replace(shipped, watchdog=replace(shipped.watchdog, oncall=ONCALL))
-
-
-@pytest.fixture(params=DATABASES)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty case database: a fresh SQLite file, or the test PostgreSQL emptied (as tests/test_cases.py)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cases.db'}"
-        return
-    assert POSTGRES_URL is not None
-    _drop_all(POSTGRES_URL)
-    yield POSTGRES_URL
-    _drop_all(POSTGRES_URL)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[CaseStore]:
-    opened = CaseStore.from_url(db_url)
-    yield opened
-    opened.dispose()
 
 
 def open_case(
@@ -100,15 +70,15 @@ def open_case(
         metadata={"route": "#support-queue"},
     )  # fmt: skip
     fields.update(overrides)
-    return store.open_case(NewCase(**fields), at)
+    return store.lifecycle.open_case(NewCase(**fields), at)
 
 
 def queued(store: CaseStore, case_id: int, kind: str | None = None) -> list[Any]:
-    return [item for item in store.outbox_items(case_id=case_id, kind=kind)]
+    return [item for item in store.outbox.items(case_id=case_id, kind=kind)]
 
 
 def get(store: CaseStore, case_id: int) -> Case:
-    found = store.get(case_id)
+    found = store.lookup.get(case_id)
     assert found is not None
     return found
 
@@ -121,7 +91,7 @@ def test_an_unclaimed_case_is_escalated_exactly_once_at_75_percent(store: CaseSt
     watchdog = Watchdog(store, support, holder="desk-1")
 
     assert watchdog.tick(T0 + minutes(14.9)) == 0
-    assert store.outbox_items() == []
+    assert store.outbox.items() == []
     assert watchdog.tick(T0 + minutes(15)) == 1
     assert watchdog.tick(T0 + minutes(15.5)) == 0
     assert watchdog.tick(T0 + minutes(16.9)) == 0
@@ -156,11 +126,11 @@ def test_the_lead_channel_defaults_to_urgent_routing_and_can_be_set(support: Sup
 
 def test_claimed_cases_are_neither_escalated_nor_updated(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0)
-    assert store.claim(case.id, ANA, T0 + minutes(5))
+    assert store.lifecycle.claim(case.id, ANA, T0 + minutes(5))
 
     assert Watchdog(store, support).tick(T0 + minutes(19.5)) == 0
     assert Watchdog(store, support).tick(T0 + minutes(45)) == 0
-    assert store.outbox_items() == []
+    assert store.outbox.items() == []
     assert get(store, case.id).promise_updates == 0
 
 
@@ -170,7 +140,7 @@ def test_claimed_cases_are_neither_escalated_nor_updated(store: CaseStore, suppo
 def test_the_customer_gets_a_new_estimate_at_90_percent(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0)
     for agent in ("U0A1", "U0A2", "U0A3", "U0A4"):
-        store.set_agent_shift(agent, True, T0)
+        store.desk.set_agent_shift(agent, True, T0)
     watchdog = Watchdog(store, support)
     assert watchdog.tick(T0 + minutes(15)) == 1  # the escalation
 
@@ -257,7 +227,7 @@ def test_no_update_while_the_estimate_says_the_promise_holds(store: CaseStore, s
 
 def test_a_queue_that_cannot_keep_the_promise_is_told_early(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0, 30)
-    store.set_agent_shift(ANA, True, T0)
+    store.desk.set_agent_shift(ANA, True, T0)
     for number in range(5):
         open_case(store, T0 + minutes(1), 120, sender=f"urgent-{number}", priority="urgent")
     watchdog = Watchdog(store, support)
@@ -311,20 +281,10 @@ async def desk(tmp_path: Path, support: SupportConfig) -> AsyncIterator[tuple[De
     store = CaseStore.from_url(f"sqlite:///{tmp_path / 'cases.db'}")
     quiet = replace(support, watchdog=replace(support.watchdog, enabled=False))
     built = Desk(DeskSettings.from_env(env), store, quiet, outbound=Outbound({}))
-    runner = web.AppRunner(http_app(built), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    stop = asyncio.Event()
-    loops = asyncio.create_task(built.run_loops(stop))
     try:
-        yield built, slack, f"http://127.0.0.1:{port}"
+        async with serving(built) as url:
+            yield built, slack, url
     finally:
-        stop.set()
-        await loops
-        await runner.cleanup()
-        await built.close()
         store.dispose()
         slack.stop()
 
@@ -340,11 +300,11 @@ async def test_a_late_pickup_gives_the_agent_a_ready_apology(desk: tuple[Desk, F
     late = open_case(built.store, now - minutes(25), 20, customer_name="Maria <b>")
     on_time = open_case(built.store, now - minutes(1), 20, sender="77", customer_name="Tom")
     for case in (late, on_time):
-        carded = await _until("card", lambda c=case: (found := built.store.get(c.id)) and found.card_ts and found)
+        carded = await _until("card", lambda c=case: (found := built.store.lookup.get(c.id)) and found.card_ts and found)
         press = {
             "user": {"id": ANA}, "container": {"channel_id": carded.card_channel, "message_ts": carded.card_ts},
         }
-        await built.on_claim(press, {"value": str(case.id)})
+        await built.card_actions.on_claim(press, {"value": str(case.id)})
     await _until("claimed", lambda: all(get(built.store, c.id).status == "claimed" for c in (late, on_time)))
     late_ts = str(get(built.store, late.id).card_ts)
     await _until("apology", lambda: len(slack.thread("C0QUEUE", late_ts)) >= 2)
@@ -367,20 +327,20 @@ async def test_a_late_pickup_gives_the_agent_a_ready_apology(desk: tuple[Desk, F
 
 def _agent_replies(store: CaseStore, case: Case, at: datetime, number: int = 1) -> None:
     """The desk delivered an agent's reply to the customer at ``at``."""
-    store.enqueue([messages.customer_reply(case, f"relay-out:C0QUEUE:{number}", "Your parcel ships today.", ANA)], at)
-    [item] = [i for i in store.outbox_items(case_id=case.id) if i.key == f"relay-out:C0QUEUE:{number}"]
-    assert store.start_delivery(item.id, at) is not None
-    store.finish_delivery(item.id, at, {"pushed": True}, human_reply=True)
+    store.outbox.enqueue([messages.customer_reply(case, f"relay-out:C0QUEUE:{number}", "Your parcel ships today.", ANA)], at)
+    [item] = [i for i in store.outbox.items(case_id=case.id) if i.key == f"relay-out:C0QUEUE:{number}"]
+    assert store.outbox.start_delivery(item.id, at) is not None
+    store.outbox.finish_delivery(item.id, at, {"pushed": True}, human_reply=True)
 
 
 def _customer_writes(store: CaseStore, case: Case, at: datetime, row: int) -> None:
     """The desk relayed a customer message (Rasa event row ``row``) to the case's thread at ``at``."""
-    store.advance_cursor("rasa_events", row, at, outbox=[messages.thread_message(case.id, messages.relay_in_key(row), "hi")])
+    store.desk.advance_cursor("rasa_events", row, at, outbox=[messages.thread_message(case.id, messages.relay_in_key(row), "hi")])
 
 
 def test_a_silent_customer_is_asked_then_the_case_is_closed(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0)
-    store.claim(case.id, ANA, T0 + minutes(5))
+    store.lifecycle.claim(case.id, ANA, T0 + minutes(5))
     _agent_replies(store, case, T0 + minutes(10))
     watchdog = Watchdog(store, support)
 
@@ -399,15 +359,15 @@ def test_a_silent_customer_is_asked_then_the_case_is_closed(store: CaseStore, su
     assert watchdog.tick(T0 + minutes(130)) == 1
     closed = get(store, case.id)
     assert (closed.status, closed.closed_at) == ("closed", T0 + minutes(130))
-    keys = [item.key for item in store.outbox_items(case_id=case.id)]
+    keys = [item.key for item in store.outbox.items(case_id=case.id)]
     assert keys[-3:] == [
         f"close:{case.id}:{(T0 + minutes(70)).isoformat()}",
         f"close:{case.id}:{(T0 + minutes(70)).isoformat()}:resume",
         f"close:{case.id}:{(T0 + minutes(70)).isoformat()}:notice",
     ]
-    resume = store.outbox_items(case_id=case.id, kind=messages.KIND_RASA_EVENTS)[-1]
+    resume = store.outbox.items(case_id=case.id, kind=messages.KIND_RASA_EVENTS)[-1]
     assert resume.payload["events"] == [{"event": "resume"}, {"event": "action", "name": "action_listen"}]
-    assert store.outbox_items(case_id=case.id)[-3].payload["text"] == (
+    assert store.outbox.items(case_id=case.id)[-3].payload["text"] == (
         f"We haven't heard back, so we've closed case #{case.id}. If there's anything else, just write here and "
         "we'll pick it up."
     )
@@ -420,7 +380,7 @@ def test_a_silent_customer_is_asked_then_the_case_is_closed(store: CaseStore, su
 
 def test_a_customer_who_answers_is_not_closed(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0)
-    store.claim(case.id, ANA, T0 + minutes(5))
+    store.lifecycle.claim(case.id, ANA, T0 + minutes(5))
     _agent_replies(store, case, T0 + minutes(10))
     watchdog = Watchdog(store, support)
     assert watchdog.tick(T0 + minutes(70)) == 1
@@ -439,7 +399,7 @@ def test_a_customer_who_answers_is_not_closed(store: CaseStore, support: Support
 
 def test_silence_is_counted_in_open_minutes(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0 + minutes(560))  # 19:20
-    store.claim(case.id, ANA, T0 + minutes(562))
+    store.lifecycle.claim(case.id, ANA, T0 + minutes(562))
     _agent_replies(store, case, T0 + minutes(570))  # 19:30: 30 open minutes left today
     watchdog = Watchdog(store, support)
 
@@ -460,19 +420,19 @@ def test_of_two_watchdogs_only_the_lease_holder_acts(store: CaseStore, support: 
     assert second.tick(T0 + minutes(10)) == 0
     assert first.tick(T0 + minutes(10)) == 0  # renews it, until 10:20
     assert second.tick(T0 + minutes(15)) == 0  # the escalation is due, but not desk-b's to do
-    assert store.outbox_items() == []
+    assert store.outbox.items() == []
     assert first.tick(T0 + minutes(15)) == 1  # renewed until 10:25
-    assert store.lease_holder(LEASE, T0 + minutes(15)) == "desk-a"
+    assert store.desk.lease_holder(LEASE, T0 + minutes(15)) == "desk-a"
 
     # desk-a stops renewing (it died): once its lease ran out, desk-b takes over.
     assert second.tick(T0 + minutes(24.9)) == 0
     assert second.tick(T0 + minutes(25)) == 1  # the overdue promise gets its update
-    assert store.lease_holder(LEASE, T0 + minutes(25)) == "desk-b"
-    assert [i.key for i in store.outbox_items(kind=messages.KIND_CUSTOMER)] == [f"promise-update:{case.id}:1"]
+    assert store.desk.lease_holder(LEASE, T0 + minutes(25)) == "desk-b"
+    assert [i.key for i in store.outbox.items(kind=messages.KIND_CUSTOMER)] == [f"promise-update:{case.id}:1"]
     # A clean stop hands over at once.
     second.release(T0 + minutes(26))
     assert first.tick(T0 + minutes(26)) == 0
-    assert store.lease_holder(LEASE, T0 + minutes(26)) == "desk-a"
+    assert store.desk.lease_holder(LEASE, T0 + minutes(26)) == "desk-a"
 
 
 def test_a_lease_taken_by_many_at_once_goes_to_exactly_one(db_url: str) -> None:
@@ -484,7 +444,7 @@ def test_a_lease_taken_by_many_at_once_goes_to_exactly_one(db_url: str) -> None:
 
     def take(number: int) -> None:
         start.wait()
-        if stores[number].take_lease(LEASE, f"desk-{number}", T0, 60):
+        if stores[number].desk.take_lease(LEASE, f"desk-{number}", T0, 60):
             won.append(f"desk-{number}")
 
     threads = [threading.Thread(target=take, args=(number,)) for number in range(len(stores))]
@@ -493,7 +453,7 @@ def test_a_lease_taken_by_many_at_once_goes_to_exactly_one(db_url: str) -> None:
     for thread in threads:
         thread.join(30)
     try:
-        assert len(won) == 1 and stores[0].lease_holder(LEASE, T0) == won[0]
+        assert len(won) == 1 and stores[0].desk.lease_holder(LEASE, T0) == won[0]
     finally:
         for opened in stores:
             opened.dispose()
@@ -503,7 +463,7 @@ def test_a_disabled_watchdog_does_nothing(store: CaseStore, support: SupportConf
     open_case(store, T0)
     off = replace(support, watchdog=replace(support.watchdog, enabled=False))
     assert Watchdog(store, off).tick(T0 + minutes(60)) == 0
-    assert store.outbox_items() == [] and store.lease_holder(LEASE, T0 + minutes(60)) is None
+    assert store.outbox.items() == [] and store.desk.lease_holder(LEASE, T0 + minutes(60)) is None
 
 
 # --- delivered through the real worker -------------------------------------------------------------
@@ -517,22 +477,17 @@ async def test_escalation_and_update_are_delivered_and_the_update_is_no_human_re
     slack.add_channel("C0QUEUE", "support-queue")
     slack.add_channel("C0LEADS", "support-leads")
     telegram = FakeTelegramAPI().start()
-    rasa = FakeRasa()
-    runner = web.AppRunner(rasa.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    rasa_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    rasa = FakeRasa().start()
     outbound = Outbound({"TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_API_BASE_URL": telegram.base_url,
                          "FIRSTREPLY_CHANNEL_DB": str(tmp_path / "channels.db")})  # fmt: skip
     from slack_sdk.web.async_client import AsyncWebClient
 
     now = [T0 + minutes(18)]
     client = AsyncWebClient(token=TOKEN, base_url=slack.base_url, retry_handlers=[])
-    worker = OutboxWorker(store, client, RasaClient(rasa_url, "rasa-api-token"), outbound, clock=lambda: now[0])
+    worker = OutboxWorker(store, client, RasaClient(rasa.url, "rasa-api-token"), outbound, clock=lambda: now[0])
     case = open_case(store, T0, customer_name="Maria <!here>")
     try:
-        store.enqueue([messages.card_post(case.id)], T0)
+        store.outbox.enqueue([messages.card_post(case.id)], T0)
         watchdog = Watchdog(store, support)
         assert watchdog.tick(now[0]) == 2  # escalated and updated in one tick (75 % and 90 % passed)
         await worker.drain()
@@ -553,19 +508,19 @@ async def test_escalation_and_update_are_delivered_and_the_update_is_no_human_re
         assert (delivered.first_human_reply_at, delivered.last_agent_reply_at) == (None, None)
         # Claimed before the escalation went out: it is skipped, not posted.
         second = open_case(store, T0 + minutes(5), sender="77")
-        store.enqueue([messages.card_post(second.id)], T0 + minutes(5))
+        store.outbox.enqueue([messages.card_post(second.id)], T0 + minutes(5))
         now[0] = T0 + minutes(20)
         # At 75 %, and with Maria ahead of it (1.5 x 12 / 2 = 9 > 5 minutes left): escalated and updated.
         assert watchdog.tick(now[0]) == 2
-        store.claim(second.id, ANA, now[0])
+        store.lifecycle.claim(second.id, ANA, now[0])
         await worker.drain()
         assert len(slack.posted("C0LEADS")) == 1
-        [skipped] = store.outbox_items(case_id=second.id, kind=messages.KIND_LEAD_POST)
+        [skipped] = store.outbox.items(case_id=second.id, kind=messages.KIND_LEAD_POST)
         assert skipped.result == {"skipped": "claimed"}
     finally:
         await worker.rasa.close()
         await outbound.close()
-        await runner.cleanup()
+        rasa.stop()
         telegram.stop()
         slack.stop()
 
@@ -643,44 +598,6 @@ def test_watchdog_mistakes_name_the_line(tmp_path: Path, section: str, offset: i
 # --- a desk process delivering an update through Telegram ---------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _RasaThread:
-    """The fake Rasa HTTP API on its own event loop in a thread (the desk is another process)."""
-
-    def __init__(self) -> None:
-        self.rasa = FakeRasa()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self.url = ""
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._runner = web.AppRunner(self.rasa.app(), access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._runner.cleanup())
-        self._loop.close()
-
-    def __enter__(self) -> _RasaThread:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
 ALWAYS_OPEN = '["00:00-24:00"]'
 
 
@@ -705,8 +622,8 @@ def test_a_desk_process_updates_a_telegram_customer_before_the_deadline(tmp_path
     slack.add_channel("C0QUEUE", "support-queue")
     slack.add_channel("C0LEADS", "support-leads")
     telegram = FakeTelegramAPI().start()
-    port = _free_port()
-    with _RasaThread() as rasa:
+    port = free_port()
+    with FakeRasa() as rasa:
         env = {
             **os.environ, "PYTHONPATH": str(ROOT), "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
             "SLACK_DESK_BOT_TOKEN": TOKEN, "SLACK_DESK_SIGNING_SECRET": "secret", "SLACK_API_BASE_URL": slack.base_url,
@@ -719,15 +636,11 @@ def test_a_desk_process_updates_a_telegram_customer_before_the_deadline(tmp_path
         }  # fmt: skip
         for name in ("FIRSTREPLY_NOW", "SLACK_APP_TOKEN", "SLACK_BOT_TOKEN"):
             env.pop(name, None)
-        with (tmp_path / "desk.log").open("wb") as log:
-            desk = subprocess.Popen(
-                [str(ROOT / ".venv" / "bin" / "python"), "-m", "bot", "desk"], cwd=ROOT, env=env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        desk = start_desk("desk", env, tmp_path / "desk.log")
         try:
             deadline = time.monotonic() + 30
             while not telegram.calls("sendMessage") and time.monotonic() < deadline:
-                assert desk.poll() is None, f"the desk exited with {desk.returncode}"
+                assert desk.popen.poll() is None, f"the desk exited with {desk.popen.returncode}"
                 time.sleep(0.1)
             [sent] = telegram.calls("sendMessage")
             assert (sent.params["chat_id"], sent.params["text"]) == (
@@ -736,9 +649,9 @@ def test_a_desk_process_updates_a_telegram_customer_before_the_deadline(tmp_path
                 "A person will reply within about 15 minutes.",
             )
             deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and not (rasa.rasa.events.get(MARIA) and slack.posted("C0LEADS")):
+            while time.monotonic() < deadline and not (rasa.events.get(MARIA) and slack.posted("C0LEADS")):
                 time.sleep(0.1)
-            assert [(e["event"], e["text"]) for e in rasa.rasa.events[MARIA]] == [("bot", sent.params["text"])]
+            assert [(e["event"], e["text"]) for e in rasa.events[MARIA]] == [("bot", sent.params["text"])]
             [lead] = slack.posted("C0LEADS")
             assert lead["text"].startswith(f":rotating_light: <!subteam^{ONCALL}> *Case #{case.id}*")
             checked = CaseStore.from_url(case_db)
@@ -750,12 +663,7 @@ def test_a_desk_process_updates_a_telegram_customer_before_the_deadline(tmp_path
             time.sleep(1.0)  # further ticks change nothing: the new promise is far from due
             assert len(telegram.calls("sendMessage")) == 1
         finally:
-            desk.terminate()
-            try:
-                desk.wait(20)
-            except subprocess.TimeoutExpired:
-                desk.kill()
-                desk.wait(10)
+            desk.stop()
             telegram.stop()
             slack.stop()
             print((tmp_path / "desk.log").read_text(errors="replace")[-3000:])  # shown when the test fails

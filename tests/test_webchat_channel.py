@@ -11,10 +11,9 @@ import hashlib
 import hmac
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,12 @@ import httpx
 import pytest
 import pytest_asyncio
 from rasa.core.channels.channel import UserMessage
-from rasa.core.run import configure_app
-from sanic import Sanic
 
 from bot.channels.common import ChannelCredentialsError
-from bot.channels.webchat import (
-    ENV_SECRET,
-    MAX_TEXT_CHARS,
-    STALE_CLAIM_SECONDS,
-    STATIC_DIR,
-    WebChatInput,
-    WebChatStore,
-    displayed,
-)
+from bot.channels.webchat import ENV_SECRET, MAX_TEXT_CHARS, STATIC_DIR, WebChatInput
+from bot.channels.webchat_store import STALE_CLAIM_SECONDS, WebChatStore, displayed
+from tests import channel_support
+from tests.channel_support import served_app
 
 SECRET = "a-webchat-secret-for-tests-0123456789"
 BASE = "/webhooks/webchat"
@@ -44,25 +36,18 @@ BUTTONS = [{"title": "It's late", "payload": "It's late"}, {"title": "Yes, that'
 
 
 @dataclass
-class RecordingAgent:
-    """Stands in for ``rasa.core.agent.Agent``: records messages, answers like Rasa does."""
+class RecordingAgent(channel_support.RecordingAgent):
+    """Records messages and answers like Rasa does: a text, then a text with buttons (or without)."""
 
-    messages: list[UserMessage] = field(default_factory=list)
-    gate: asyncio.Event | None = None
-    error: Exception | None = None
     with_buttons: bool = True
 
-    async def handle_message(self, message: UserMessage) -> None:
-        self.messages.append(message)
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.error is not None:
-            raise self.error
-        await message.output_channel.send_response(message.sender_id, {"text": REPLY_TEXT})
+    async def answer(self, message: UserMessage) -> None:
         question = {"text": QUESTION, "buttons": BUTTONS} if self.with_buttons else {"text": QUESTION}
-        await message.output_channel.send_response(message.sender_id, question)
+        self.replies = [{"text": REPLY_TEXT}, question]
+        await super().answer(message)
 
-    def seen(self) -> list[tuple[str | None, str, str | None, dict[str, Any] | None]]:
+    def seen_on(self) -> list[tuple[str | None, str, str | None, dict[str, Any] | None]]:
+        """Return (text, sender, input channel, metadata) of each message."""
         return [(m.text, m.sender_id, m.input_channel, m.metadata) for m in self.messages]
 
 
@@ -108,26 +93,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @asynccontextmanager
 async def serve(channel: WebChatInput, agent: RecordingAgent) -> AsyncIterator[Served]:
     """Rasa's Sanic app (``configure_app``) with ``channel`` registered, on a free port."""
-    Sanic.test_mode = True  # Rasa names every app the same
-    app = configure_app(input_channels=[channel], enable_api=False)
-    app.ctx.agent = agent
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-    assert server is not None
-    await server.startup()
-    await server.before_start()
-    await server.after_start()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        async with served_app([channel], agent) as (_, client):
             yield Served(channel, agent, client, channel.store)
     finally:
-        await server.before_stop()
-        server.close()
-        await server.wait_closed()
-        await server.after_stop()
-        sock.close()
         channel.store.dispose()
 
 
@@ -174,7 +143,7 @@ async def test_a_message_with_a_wrong_token_is_refused_and_nothing_is_recorded(s
     assert await served.history(session) == []
     # The genuine message with the same client id still goes through afterwards.
     assert (await served.say(session, "hello", "client-0001")).status_code == 200
-    assert served.agent.seen() == [("hello", session["sender"], "webchat", None)]
+    assert served.agent.seen_on() == [("hello", session["sender"], "webchat", None)]
 
 
 @pytest.mark.asyncio
@@ -247,7 +216,7 @@ async def test_the_same_client_id_twice_reaches_rasa_once_and_gets_the_same_answ
 
     assert first.status_code == again.status_code == 200
     assert again.json() == {**first.json(), "duplicate": True}
-    assert served.agent.seen() == [("where is my parcel??", session["sender"], "webchat", None)]
+    assert served.agent.seen_on() == [("where is my parcel??", session["sender"], "webchat", None)]
     assert [m["id"] for m in await served.history(session)] == [1, 2, 3]
 
 

@@ -207,17 +207,13 @@ def northwind_week(
     calendar: BusinessCalendar, targets: ServiceTargets, window_days: int, seed: int
 ) -> Scenario:
     """Agents on shifts serve the queue by priority, oldest first; random handle times."""
-    start, end = measured_window()
-    return Scenario(
-        name="Northwind week (queue, shifts, burst, holiday)",
-        epoch=EPOCH,
-        calendar=calendar,
-        targets=targets,
-        arrivals=arrivals(calendar, seed),
-        shifts=shifts(calendar),
-        measure_from=start,
-        measure_until=end,
-        window_days=window_days,
+    return _measured_week(
+        "Northwind week (queue, shifts, burst, holiday)",
+        calendar,
+        targets,
+        window_days,
+        arrivals(calendar, seed),
+        shifts(calendar),
     )
 
 
@@ -229,15 +225,27 @@ def public_replay(
     mixture: ReplyTimeMixture,
 ) -> Scenario:
     """The same customers, each answered after a draw from the public-figures fit."""
+    return _measured_week(
+        "Public figures replay (fitted reply-time distribution)",
+        calendar,
+        targets,
+        window_days,
+        arrivals(calendar, seed, mixture),
+        (),
+    )
+
+
+def _measured_week(
+    name: str,
+    calendar: BusinessCalendar,
+    targets: ServiceTargets,
+    window_days: int,
+    customers: tuple[Arrival, ...],
+    agents: tuple[Shift, ...],
+) -> Scenario:
+    """Return a scenario from ``EPOCH`` that measures the week after the warm-up."""
     start, end = measured_window()
     return Scenario(
-        name="Public figures replay (fitted reply-time distribution)",
-        epoch=EPOCH,
-        calendar=calendar,
-        targets=targets,
-        arrivals=arrivals(calendar, seed, mixture),
-        shifts=(),
-        measure_from=start,
-        measure_until=end,
-        window_days=window_days,
+        name=name, epoch=EPOCH, calendar=calendar, targets=targets, arrivals=customers, shifts=agents,
+        measure_from=start, measure_until=end, window_days=window_days,
     )

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from bot.cases.schema import SchemaTooNewError
-from bot.cases.store import ENV_CASE_DB, CaseStore
+from bot.cases.base import ENV_CASE_DB
+from bot.cases.store import CaseStore
 from bot.constants import OPEN_STATUSES, STATUS_CLOSED, STATUS_RESOLVED
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from bot.cases.store import Case
+    from bot.cases.records import Case
 
 STATUSES: tuple[str, ...] = (*OPEN_STATUSES, STATUS_RESOLVED, STATUS_CLOSED)
 _TABLE_COLUMNS: tuple[str, ...] = (
@@ -75,7 +76,7 @@ def _with_store(
 
 
 def _list(store: CaseStore, args: argparse.Namespace) -> int:
-    found = store.list_cases(status=args.status)
+    found = store.lookup.list_cases(status=args.status)
     if args.json:
         json.dump([case.to_dict() for case in found], sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
@@ -103,7 +104,7 @@ def _list(store: CaseStore, args: argparse.Namespace) -> int:
 
 
 def _show(store: CaseStore, args: argparse.Namespace) -> int:
-    case = store.get(args.case_id)
+    case = store.lookup.get(args.case_id)
     if case is None:
         print(f"No case with id {args.case_id}.", file=sys.stderr)
         return 1

@@ -2,16 +2,15 @@
 
 The tables below describe the *current* schema. ``MIGRATIONS`` is the ordered list of
 steps that gets a database there: step ``n`` (1-based) brings it to version ``n``, and
-``firstreply_schema`` records the version a database is at. To change the schema, edit
-the tables and append a step; once a later step exists, step 1 must keep creating the
-version-1 tables (freeze a copy of them) rather than the edited ones.
+``firstreply_schema`` records the version a database is at. To change the schema, add
+what the new version adds (the ``cases`` columns come in one group per version) and append
+a step; never edit what an earlier step creates, or a database built by it would differ.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import (
@@ -26,7 +25,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     event,
     func,
     insert,
@@ -37,8 +35,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.schema import DDL, CreateColumn, CreateIndex
 from sqlalchemy.types import TypeDecorator
 
+from bot.cases.engine import sqlite_or_postgres_engine
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Dialect, Engine
+    from sqlalchemy.schema import SchemaItem
     from sqlalchemy.types import TypeEngine
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,13 @@ _PG_MIGRATION_LOCK = 0x46525F4341534553  # "FR_CASES"
 # (take the write lock up front) instead of a deferred BEGIN; see ``create_case_engine``.
 IMMEDIATE = "firstreply_sqlite_immediate"
 SUPPORTED_BACKENDS: tuple[str, ...] = ("sqlite", "postgresql")
+# Run on every new SQLite connection: a writer waits up to 30 s (busy_timeout, in ms) for
+# another one instead of failing with "locked"; WAL lets readers run beside the writer.
+_SQLITE_PRAGMAS: tuple[str, ...] = (
+    "PRAGMA busy_timeout = 30000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+)
 
 
 class SchemaTooNewError(RuntimeError):
@@ -84,11 +92,17 @@ class UTCDateTime(TypeDecorator):  # type: ignore[type-arg]
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         """Read back an aware UTC datetime."""
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
+        return None if value is None else as_utc(value)
+
+
+def as_utc(value: Any) -> datetime:
+    """Return a stored time as an aware UTC datetime (SQLite keeps it as ISO 8601 text).
+
+    Also for values that lost their column type on the way out (e.g. through ``func.max``).
+    """
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
 
 
 metadata = MetaData()
@@ -99,82 +113,98 @@ schema_version = Table(
     Column("version", Integer, nullable=False),
 )
 
+
+# The columns of ``cases``, grouped by the schema version that added them. A group is
+# never edited once released: a later version adds a group (and a migration step).
+# (Table declarations here and in the channels' stores share the ``Column(name, type,
+# nullable=...)`` shape; that likeness is the declaration syntax, not repeated logic.)
+def _v1_case_columns() -> list[SchemaItem]:
+    return [
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("handoff_key", String(255), nullable=False, unique=True),
+        Column("channel", String(64), nullable=False),
+        Column("sender_id", String(255), nullable=False),
+        Column("customer_name", String(255), nullable=True),
+        Column("case_type", String(64), nullable=False),
+        Column("intent_confidence", Float, nullable=True),
+        Column("answers", JSON, nullable=False),
+        Column("summary", Text, nullable=False),
+        Column("transcript", JSON, nullable=False),
+        Column("language", String(16), nullable=False),
+        Column("priority", String(16), nullable=False),
+        Column("complaint_score", Float, nullable=False),
+        Column("promised_by", UTCDateTime, nullable=False),
+        Column("promise_wording", Text, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        Column("claimed_by", String(255), nullable=True),
+        Column("claimed_at", UTCDateTime, nullable=True),
+        Column("first_human_reply_at", UTCDateTime, nullable=True),
+        Column("resolved_at", UTCDateTime, nullable=True),
+        # Not called "metadata": that name is taken on Table and declarative classes.
+        Column("case_metadata", JSON, nullable=False),
+        Index("ix_cases_customer", "channel", "sender_id", "id"),
+        Index("ix_cases_status_priority", "status", "priority"),
+    ]
+
+
+def _v2_case_columns() -> list[Column[Any]]:
+    """The agent desk."""
+    return [
+        # Where the desk posted the case card (its thread is the conversation with the customer).
+        Column("card_channel", String(64), nullable=True),
+        Column("card_ts", String(32), nullable=True),
+        # Digest of the card content last delivered to Slack: the desk updates the card when it changes.
+        Column("card_digest", String(64), nullable=True),
+        Column("resolved_by", String(255), nullable=True),
+        Column("followup_asked_at", UTCDateTime, nullable=True),
+        # The customer's answers to the follow-up: did it solve it, and a 1-5 rating.
+        Column("solved", Boolean, nullable=True),
+        Column("rating", Integer, nullable=True),
+        Column("reopened_count", Integer, nullable=False, server_default="0"),
+    ]
+
+
+def _v3_case_columns() -> list[Column[Any]]:
+    """The watchdog."""
+    return [
+        # When the promise in force was made (NULL: when the case was opened) and how many
+        # times the watchdog replaced it with a new estimate before it fell due.
+        Column("promise_made_at", UTCDateTime, nullable=True),
+        Column("promise_updates", Integer, nullable=False, server_default="0"),
+        # Why the last new estimate was needed (``bot.desk.watchdog`` names the reasons).
+        Column("delay_reason", String(16), nullable=True),
+        # The promise (its ``promise_updates`` number) last escalated to the leads: once per promise.
+        Column("escalated_promise", Integer, nullable=True),
+        # When an agent's reply last reached the customer, and when the watchdog then asked
+        # the silent customer whether they need anything else.
+        Column("last_agent_reply_at", UTCDateTime, nullable=True),
+        Column("checkin_at", UTCDateTime, nullable=True),
+        Column("closed_at", UTCDateTime, nullable=True),
+    ]
+
+
+def _agent_shifts_table(into: MetaData) -> Table:
+    return Table(
+        "agent_shifts",
+        into,
+        Column("agent", String(255), primary_key=True),
+        Column("on_shift", Boolean, nullable=False),
+        Column("changed_at", UTCDateTime, nullable=False),
+    )
+
+
 cases = Table(
     "cases",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("handoff_key", String(255), nullable=False, unique=True),
-    Column("channel", String(64), nullable=False),
-    Column("sender_id", String(255), nullable=False),
-    Column("customer_name", String(255), nullable=True),
-    Column("case_type", String(64), nullable=False),
-    Column("intent_confidence", Float, nullable=True),
-    Column("answers", JSON, nullable=False),
-    Column("summary", Text, nullable=False),
-    Column("transcript", JSON, nullable=False),
-    Column("language", String(16), nullable=False),
-    Column("priority", String(16), nullable=False),
-    Column("complaint_score", Float, nullable=False),
-    Column("promised_by", UTCDateTime, nullable=False),
-    Column("promise_wording", Text, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("claimed_by", String(255), nullable=True),
-    Column("claimed_at", UTCDateTime, nullable=True),
-    Column("first_human_reply_at", UTCDateTime, nullable=True),
-    Column("resolved_at", UTCDateTime, nullable=True),
-    # Not called "metadata": that name is taken on Table and declarative classes.
-    Column("case_metadata", JSON, nullable=False),
-    # --- added in version 2 (the agent desk) ---
-    # Where the desk posted the case card (its thread is the conversation with the customer).
-    Column("card_channel", String(64), nullable=True),
-    Column("card_ts", String(32), nullable=True),
-    # Digest of the card content last delivered to Slack: the desk updates the card when it changes.
-    Column("card_digest", String(64), nullable=True),
-    Column("resolved_by", String(255), nullable=True),
-    Column("followup_asked_at", UTCDateTime, nullable=True),
-    # The customer's answers to the follow-up: did it solve it, and a 1-5 rating.
-    Column("solved", Boolean, nullable=True),
-    Column("rating", Integer, nullable=True),
-    Column("reopened_count", Integer, nullable=False, server_default="0"),
-    # --- added in version 3 (the watchdog) ---
-    # When the promise in force was made (NULL: when the case was opened) and how many
-    # times the watchdog replaced it with a new estimate before it fell due.
-    Column("promise_made_at", UTCDateTime, nullable=True),
-    Column("promise_updates", Integer, nullable=False, server_default="0"),
-    # Why the last new estimate was needed (``bot.desk.watchdog`` names the reasons).
-    Column("delay_reason", String(16), nullable=True),
-    # The promise (its ``promise_updates`` number) last escalated to the leads: once per promise.
-    Column("escalated_promise", Integer, nullable=True),
-    # When an agent's reply last reached the customer, and when the watchdog then asked
-    # the silent customer whether they need anything else.
-    Column("last_agent_reply_at", UTCDateTime, nullable=True),
-    Column("checkin_at", UTCDateTime, nullable=True),
-    Column("closed_at", UTCDateTime, nullable=True),
-    Index("ix_cases_customer", "channel", "sender_id", "id"),
-    Index("ix_cases_status_priority", "status", "priority"),
+    *_v1_case_columns(),
+    *_v2_case_columns(),
+    *_v3_case_columns(),
     Index("ix_cases_card", "card_channel", "card_ts"),
 )
-# The columns step 2 adds to ``cases``, in order.
-_V2_CASE_COLUMNS: tuple[str, ...] = (
-    "card_channel", "card_ts", "card_digest", "resolved_by", "followup_asked_at", "solved", "rating",
-    "reopened_count",
-)  # fmt: skip
 
-# The columns step 3 adds to ``cases``, in order.
-_V3_CASE_COLUMNS: tuple[str, ...] = (
-    "promise_made_at", "promise_updates", "delay_reason", "escalated_promise", "last_agent_reply_at", "checkin_at",
-    "closed_at",
-)  # fmt: skip
-
-agent_shifts = Table(
-    "agent_shifts",
-    metadata,
-    Column("agent", String(255), primary_key=True),
-    Column("on_shift", Boolean, nullable=False),
-    Column("changed_at", UTCDateTime, nullable=False),
-)
+agent_shifts = _agent_shifts_table(metadata)
 
 # Everything the agent desk sends (Slack posts, messages to customers, Rasa tracker
 # events) is written here first, in the same transaction as the change that causes it,
@@ -203,25 +233,28 @@ outbox = Table(
     Index("ix_outbox_case", "case_id", "kind"),
 )
 
+
+def _desk_state_table(name: str, *columns: Column[Any]) -> Table:
+    """Return a table of the desk's shared state: one row per ``name``, with when it last changed."""
+    return Table(
+        name,
+        metadata,
+        Column("name", String(64), primary_key=True),
+        *columns,
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+
+
 # How far the desk has read other logs (Rasa's event broker table), so a restart
 # neither skips nor repeats.
-desk_cursors = Table(
-    "desk_cursors",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("position", Integer, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-)
+desk_cursors = _desk_state_table("desk_cursors", Column("position", Integer, nullable=False))
 
 # Leases: which desk process does a job only one may do at a time (the watchdog), until
-# when. Taken and renewed with one conditional UPDATE (see ``CaseStore.take_lease``).
-desk_leases = Table(
+# when. Taken and renewed with one conditional UPDATE (see ``DeskState.take_lease``).
+desk_leases = _desk_state_table(
     "desk_leases",
-    metadata,
-    Column("name", String(64), primary_key=True),
     Column("holder", String(255), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 
@@ -240,24 +273,9 @@ def create_case_engine(url: str) -> Engine:
     if backend not in SUPPORTED_BACKENDS:
         supported = " and ".join(SUPPORTED_BACKENDS)
         raise ValueError(f"case store supports {supported} databases, not {backend!r}: {parsed!r}")
+    engine = sqlite_or_postgres_engine(url, _SQLITE_PRAGMAS, sqlite_own_begin=True)
     if backend != "sqlite":
-        return create_engine(url, future=True, pool_pre_ping=True)
-
-    path = parsed.database
-    if path and path != ":memory:" and not path.startswith("file:"):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        # How long (ms) a writer waits for another one before failing with "locked".
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
+        return engine
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -272,43 +290,7 @@ def create_case_engine(url: str) -> Engine:
 def _frozen_v1_tables() -> list[Table]:
     """Return the tables as version 1 created them (the ``cases`` table has grown since)."""
     v1 = MetaData()
-    v1_cases = Table(
-        "cases",
-        v1,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("handoff_key", String(255), nullable=False, unique=True),
-        Column("channel", String(64), nullable=False),
-        Column("sender_id", String(255), nullable=False),
-        Column("customer_name", String(255), nullable=True),
-        Column("case_type", String(64), nullable=False),
-        Column("intent_confidence", Float, nullable=True),
-        Column("answers", JSON, nullable=False),
-        Column("summary", Text, nullable=False),
-        Column("transcript", JSON, nullable=False),
-        Column("language", String(16), nullable=False),
-        Column("priority", String(16), nullable=False),
-        Column("complaint_score", Float, nullable=False),
-        Column("promised_by", UTCDateTime, nullable=False),
-        Column("promise_wording", Text, nullable=False),
-        Column("status", String(16), nullable=False),
-        Column("created_at", UTCDateTime, nullable=False),
-        Column("updated_at", UTCDateTime, nullable=False),
-        Column("claimed_by", String(255), nullable=True),
-        Column("claimed_at", UTCDateTime, nullable=True),
-        Column("first_human_reply_at", UTCDateTime, nullable=True),
-        Column("resolved_at", UTCDateTime, nullable=True),
-        Column("case_metadata", JSON, nullable=False),
-        Index("ix_cases_customer", "channel", "sender_id", "id"),
-        Index("ix_cases_status_priority", "status", "priority"),
-    )
-    v1_shifts = Table(
-        "agent_shifts",
-        v1,
-        Column("agent", String(255), primary_key=True),
-        Column("on_shift", Boolean, nullable=False),
-        Column("changed_at", UTCDateTime, nullable=False),
-    )
-    return [v1_cases, v1_shifts]
+    return [Table("cases", v1, *_v1_case_columns()), _agent_shifts_table(v1)]
 
 
 def _v1_initial_tables(conn: Connection) -> None:
@@ -318,27 +300,23 @@ def _v1_initial_tables(conn: Connection) -> None:
 
 def _v2_agent_desk(conn: Connection) -> None:
     """The agent desk: card, follow-up and reopen columns on cases; the outbox; read cursors."""
-    for name in _V2_CASE_COLUMNS:
-        # SQLAlchemy Core has no ADD COLUMN construct; the column definition is compiled
-        # from the table above, so names and types come from code, never from input.
-        definition = CreateColumn(cases.c[name]).compile(dialect=conn.dialect)
-        conn.execute(DDL(f"ALTER TABLE cases ADD COLUMN {definition}"))
+    _add_case_columns(conn, _v2_case_columns())
     conn.execute(CreateIndex(next(index for index in cases.indexes if index.name == "ix_cases_card")))
     metadata.create_all(conn, tables=[outbox, desk_cursors])
 
 
-def _add_case_columns(conn: Connection, names: tuple[str, ...]) -> None:
-    for name in names:
-        # SQLAlchemy Core has no ADD COLUMN construct; the column definition is compiled
-        # from the table above, so names and types come from code, never from input.
-        definition = CreateColumn(cases.c[name]).compile(dialect=conn.dialect)
-        conn.execute(DDL(f"ALTER TABLE cases ADD COLUMN {definition}"))
-
-
 def _v3_watchdog(conn: Connection) -> None:
     """The watchdog: promise updates, escalations, check-ins and closing on cases; leases."""
-    _add_case_columns(conn, _V3_CASE_COLUMNS)
+    _add_case_columns(conn, _v3_case_columns())
     metadata.create_all(conn, tables=[desk_leases])
+
+
+def _add_case_columns(conn: Connection, added: list[Column[Any]]) -> None:
+    for column in added:
+        # SQLAlchemy Core has no ADD COLUMN construct; the column definition is compiled
+        # from the table above, so names and types come from code, never from input.
+        definition = CreateColumn(cases.c[column.name]).compile(dialect=conn.dialect)
+        conn.execute(DDL(f"ALTER TABLE cases ADD COLUMN {definition}"))
 
 
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_initial_tables, _v2_agent_desk, _v3_watchdog)

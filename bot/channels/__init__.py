@@ -46,18 +46,18 @@ def add_telegram_parser(subparsers: "argparse._SubParsersAction[argparse.Argumen
 
 
 def _run_set_webhook(args: argparse.Namespace) -> int:
-    from bot.channels.telegram import run_command
+    from bot.channels.telegram_poll import run_command
 
     return run_command("set-webhook", args.url)
 
 
 def _run_delete_webhook(args: argparse.Namespace) -> int:
-    from bot.channels.telegram import run_command
+    from bot.channels.telegram_poll import run_command
 
     return run_command("delete-webhook")
 
 
 def _run_poll(args: argparse.Namespace) -> int:
-    from bot.channels.telegram import run_command
+    from bot.channels.telegram_poll import run_command
 
     return run_command("poll", args.rasa_url or _default_rasa_url(), drop_webhook=args.delete_webhook)

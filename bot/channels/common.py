@@ -1,16 +1,19 @@
-"""Pieces every connector needs: credentials checks, background work, text splitting,
-and the replay of an update Rasa may already have handled (``unless_saved``).
+"""Pieces every connector needs: credentials checks, secrets compared, typed text made
+safe, background work, text splitting, a bounded memory, and the replay of an update Rasa
+may already have handled (``unless_saved``).
 
-No platform code here; Telegram, Slack and the web chat each build on these.
+No platform code here; Telegram, Slack, the web chat and the REST channel build on these
+(the webhook connectors through ``bot.channels.base``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rasa.shared.core.events import BotUttered, UserUttered
 from rasa.shared.exceptions import RasaException
@@ -21,6 +24,11 @@ if TYPE_CHECKING:
 OnNewMessage = Callable[["UserMessage"], Awaitable[Any]]
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
+
+# Per-process memories (names, DM channels): bounded, oldest forgotten first.
+CACHE_SIZE = 10_000
 
 # A paragraph break, then the end of a sentence, then a line break, then any space:
 # where a long text is best cut, best first.
@@ -42,12 +50,18 @@ def credential(
     env_name: str,
     channel: str,
     environ: Mapping[str, str],
+    *,
+    pattern: re.Pattern[str] | None = None,
+    malformed: str = "",
 ) -> str:
     """Return the credential ``key``, falling back to the environment variable ``env_name``.
 
+    With ``pattern``, the value must match it in full.
+
     Raises:
-        ChannelCredentialsError: neither holds a non-empty value. The message names the
-            variable and the key, never a value.
+        ChannelCredentialsError: neither holds a non-empty value (the message names the
+            variable and the key, never a value), or the value does not match ``pattern``
+            (the message is ``malformed``).
     """
     value = (credentials or {}).get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -57,7 +71,45 @@ def credential(
             f"The {channel} channel needs {env_name}: set that environment variable "
             f"(credentials.yml: `{key}: ${{{env_name}}}`)."
         )
+    if pattern is not None and not pattern.fullmatch(value.strip()):
+        raise ChannelCredentialsError(malformed)
     return value.strip()
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Return whether a secret from a request equals ``expected`` (constant-time comparison).
+
+    Sanic keeps header bytes that are not UTF-8 as surrogates: they are given back as they
+    came, so such a header never matches and never raises.
+    """
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+
+def typed_text(text: str) -> str:
+    """Return what Rasa reads of a typed message: no leading ``/``, so no intent injection.
+
+    Rasa reads ``/affirm`` as an intent, and customers must not be able to inject intents.
+    Slashes and spaces go together until neither is left: "/ /affirm" must not become "/affirm".
+    """
+    rest = text.strip()
+    while rest.startswith("/"):
+        rest = rest.lstrip("/").lstrip()
+    return rest
+
+
+class BoundedDict(dict[K, V]):
+    """A dict that forgets its oldest entries beyond ``size``."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        """Keep at most ``size`` entries."""
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: K, value: V) -> None:
+        """Set ``key``; forget the oldest entries beyond the size."""
+        super().__setitem__(key, value)
+        while len(self) > self.size:
+            del self[next(iter(self))]
 
 
 def split_text(text: str, limit: int) -> list[str]:

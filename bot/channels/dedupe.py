@@ -18,11 +18,13 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, create_engine, delete, event, select
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+
+from bot.cases.engine import sqlite_or_postgres_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -41,12 +43,20 @@ UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 metadata = MetaData()
 
+
+def update_key() -> tuple[Column, Column]:
+    """Return the key columns of a table of updates (here and in ``bot.channels.inbox``).
+
+    The source says which connector (and which bot or app) an id belongs to: update ids
+    count per bot. Lengths as in the inbox's columns; a connector shortens longer ids.
+    """
+    return Column("source", String(64), primary_key=True), Column("update_id", String(128), primary_key=True)
+
+
 seen_updates = Table(
     "channel_seen_updates",
     metadata,
-    # Which connector (and which bot) the id belongs to: update ids are per bot.
-    Column("source", String(64), primary_key=True),
-    Column("update_id", String(128), primary_key=True),
+    *update_key(),
     Column("seen_at", BigInteger, nullable=False, index=True),
 )
 
@@ -81,34 +91,24 @@ def payload_key(payload: str) -> str:
     return PAYLOAD_KEY_PREFIX + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
+# Several processes (Rasa, the poller, the desk) may write at once: wait, don't fail.
+_SQLITE_PRAGMAS = ("PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL")
+
+
 def channel_engine(url: str) -> Engine:
     """Return an engine for the channels' database: a SQLite file (WAL) or PostgreSQL.
+
+    Built like the case store's (``bot.cases.engine``), with the channels' own pragmas.
 
     Raises:
         ValueError: the URL names another kind of database.
     """
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
+    backend = make_url(url).get_backend_name()
     if backend not in UPSERTS:
         raise ValueError(
             f"{ENV_CHANNEL_DB} must name a SQLite file or a PostgreSQL URL, not a {backend!r} database"
         )
-    if backend != "sqlite":
-        return create_engine(url, future=True, pool_pre_ping=True)
-    path = parsed.database
-    if path and path != ":memory:" and not path.startswith("file:"):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        # Several processes (Rasa, the poller, the desk) may write at once: wait, don't fail.
-        cursor.execute("PRAGMA busy_timeout = 10000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.close()
-
-    return engine
+    return sqlite_or_postgres_engine(url, _SQLITE_PRAGMAS)
 
 
 class ChannelStore:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, and_, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS
+from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, update_key
 from bot.clock import seconds_from_env
 
 if TYPE_CHECKING:
@@ -80,8 +80,7 @@ metadata = MetaData()
 inbox = Table(
     "channel_inbox",
     metadata,
-    Column("source", String(64), primary_key=True),
-    Column("update_id", String(128), primary_key=True),
+    *update_key(),
     Column("conversation", String(255), nullable=False, index=True),
     Column("body", Text, nullable=False),
     Column("received_at", Float, nullable=False, index=True),
@@ -367,7 +366,8 @@ OnFailure = Callable[[InboxEntry, BaseException], Awaitable[None]]
 class InboxWorker:
     """Handles inbox entries of one source: at once when they arrive, later when they fail.
 
-    ``handle`` is called with each entry, with the lease renewed while it runs; it raising
+    ``sweep`` takes over the entries that are due (the connector's sweeper loop calls it,
+    ``bot.channels.base``). ``handle`` is called with each entry, with the lease renewed while it runs; it raising
     gives the entry back with back-off, and ``on_failure`` (the connector's "we're on it"
     line) is awaited for the entry's first failure.
     """
@@ -379,7 +379,6 @@ class InboxWorker:
         handle: Handler,
         tasks: BackgroundTasks,
         *,
-        sweep_seconds: float = DEFAULT_SWEEP_SECONDS,
         on_failure: OnFailure | None = None,
     ) -> None:
         """Work on ``source``'s entries of ``store``, starting tasks through ``tasks``."""
@@ -388,8 +387,6 @@ class InboxWorker:
         self._handle = handle
         self._tasks = tasks
         self._on_failure = on_failure
-        self.sweep_seconds = sweep_seconds
-        self._sweeper: asyncio.Task[None] | None = None
         self._running: set[str] = set()
 
     def start(self, entry: InboxEntry) -> None:
@@ -469,18 +466,6 @@ class InboxWorker:
             except SQLAlchemyError as error:
                 log.warning("%s update %s: lease not renewed: %s", self.source, entry.update_id, error)
 
-    def start_sweeping(self) -> None:
-        """Start the loop that takes over due entries (call from the server's event loop)."""
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(), name=f"{self.source}:sweeper")
-
-    async def stop_sweeping(self) -> None:
-        """Stop that loop."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-            self._sweeper = None
-
     async def sweep(self) -> int:
         """Take over the due entries once; return how many were started."""
         entries = await asyncio.to_thread(self.store.claim_due, self.source)
@@ -492,11 +477,3 @@ class InboxWorker:
                             self.source, entry.update_id)  # fmt: skip
             self.start(entry)
         return len(entries)
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except SQLAlchemyError as error:
-                log.warning("%s inbox sweep failed: %s", self.source, error)
-            await asyncio.sleep(self.sweep_seconds)

@@ -3,9 +3,9 @@
 The agent desk answers customers through the same senders Rasa uses, built here from the
 environment (the same variables Rasa's connectors read):
 
-- ``telegram``: ``bot.channels.telegram.TelegramOutput`` (``TELEGRAM_BOT_TOKEN``,
+- ``telegram``: ``bot.channels.telegram_output.TelegramOutput`` (``TELEGRAM_BOT_TOKEN``,
   ``TELEGRAM_API_BASE_URL``);
-- ``slack_dm``: ``bot.channels.slack.SlackDMOutput`` (``SLACK_BOT_TOKEN``,
+- ``slack_dm``: ``bot.channels.slack_output.SlackDMOutput`` (``SLACK_BOT_TOKEN``,
   ``SLACK_API_BASE_URL``), imported only when a Slack DM case needs it;
 - ``webchat``: ``bot.channels.webchat.WebChatOutput``, which stores the message in the web
   chat's table (``FIRSTREPLY_CHANNEL_DB``, shared with Rasa); the customer's page fetches it;
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
     from telegram import Bot
 
-    from bot.channels.telegram import TelegramSettings
+    from bot.channels.telegram_output import TelegramSettings
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Outbound:
 
     def _build_telegram(self) -> OutputChannel:
         from bot.channels.dedupe import ENV_CHANNEL_DB, ChannelStore, url_from_env
-        from bot.channels.telegram import TelegramOutput, TelegramSettings, close_bot
+        from bot.channels.telegram_output import TelegramOutput, TelegramSettings, close_bot
 
         try:
             settings = TelegramSettings.from_credentials({"webhook_secret": _SENDER_ONLY_SECRET}, self._env)
@@ -105,7 +105,7 @@ class Outbound:
 
     def _telegram_bot(self, settings: TelegramSettings) -> Bot:
         """Return the Bot the Telegram sender uses (tests give it shorter time-outs)."""
-        from bot.channels.telegram import build_bot
+        from bot.channels.telegram_output import build_bot
 
         return build_bot(settings)
 
@@ -115,7 +115,8 @@ class Outbound:
 
     def _build_webchat(self) -> OutputChannel:
         from bot.channels.dedupe import ENV_CHANNEL_DB, url_from_env
-        from bot.channels.webchat import WebChatOutput, WebChatStore
+        from bot.channels.webchat import WebChatOutput
+        from bot.channels.webchat_store import WebChatStore
 
         store = WebChatStore.from_url(url_from_env(self._env.get(ENV_CHANNEL_DB) or ""))
         self._closers.append(store.dispose)

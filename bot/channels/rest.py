@@ -13,7 +13,6 @@ silently, and there is no authentication. This channel keeps Rasa's URL
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 from contextvars import ContextVar
@@ -24,6 +23,8 @@ from rasa.core.channels.rest import RestInput as RasaRestInput
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
+
+from bot.channels.common import same_secret
 
 TOKEN_ENV = "FIRSTREPLY_REST_TOKEN"
 MAX_MESSAGE_CHARS = 20_000
@@ -48,13 +49,13 @@ def request_problem(body: bytes) -> Optional[tuple[int, str]]:
     sender = payload.get("sender")
     if not isinstance(sender, str) or not sender.strip():
         return 400, "'sender' must be a non-empty string identifying the customer"
-    if len(sender) > MAX_SENDER_CHARS:
-        return 400, f"'sender' must be at most {MAX_SENDER_CHARS} characters"
+    if problem := too_long("sender", sender, MAX_SENDER_CHARS):
+        return problem
     message = payload.get("message")
     if not isinstance(message, str):
         return 400, "'message' must be a string (it may be empty)"
-    if len(message) > MAX_MESSAGE_CHARS:
-        return 413, f"'message' must be at most {MAX_MESSAGE_CHARS} characters"
+    if problem := too_long("message", message, MAX_MESSAGE_CHARS, status=413):
+        return problem
     metadata = payload.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         return 400, "'metadata' must be a JSON object when given"
@@ -66,13 +67,16 @@ def request_problem(body: bytes) -> Optional[tuple[int, str]]:
     return None
 
 
+def too_long(field_name: str, value: str, limit: int, status: int = 400) -> tuple[int, str] | None:
+    """Return (status, error) when the request's ``field_name`` is longer than ``limit``, else ``None``."""
+    return (status, f"'{field_name}' must be at most {limit} characters") if len(value) > limit else None
+
+
 def authorized(request: Request, token: str) -> bool:
     """Return whether the request carries ``Authorization: Bearer <token>``."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    # Sanic keeps header bytes that are not UTF-8 as surrogates: give them back as they came.
-    given_bytes = given.strip().encode("utf-8", "surrogateescape")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode())
+    return scheme.lower() == "bearer" and same_secret(given.strip(), token)
 
 
 class RestInput(RasaRestInput):

@@ -26,7 +26,7 @@ def run_desk(args: argparse.Namespace) -> int:
 
     from bot.cases import CaseStore
     from bot.cases.schema import SchemaTooNewError
-    from bot.cases.store import ENV_CASE_DB, default_url
+    from bot.cases.base import ENV_CASE_DB, default_url
     from bot.desk.app import LEADER_ELECTION
     from bot.desk.settings import DeskSettings, DeskSettingsError
     from bot.election import Election
@@ -52,7 +52,7 @@ def run_desk(args: argparse.Namespace) -> int:
             print(f"desk settings OK ({mode}, agents {settings.agents}, {len(settings.leads)} lead(s), {watchdog})")
             print(f"leader election: {election.lock.description}, every {settings.leader_seconds:g} s")
             return 0
-        from bot.desk.app import main_async
+        from bot.desk.server import main_async
 
         asyncio.run(main_async(settings, store, support, election))
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from bot.constants import PRIORITIES, STATUS_CLAIMED, STATUS_WAITING, priority_rank
 from bot.desk.cards import label
 from bot.desk.text import countdown_words, duration_words
-from bot.report import QUICK_REPLY_MINUTES, build_report
+from bot.report import QUICK_REPLY_MINUTES, build_report, format_minutes, format_rate
 
 if TYPE_CHECKING:
     from bot.cases import Case, CaseStore
@@ -177,16 +177,6 @@ def _legend(items: Sequence[tuple[str, str]]) -> str:
 # --- the page ---------------------------------------------------------------------------------
 
 
-def _minutes(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
-
-
-def _rate(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.0f}%"
-
-
 def _tile(name: str, value: str, note: str = "", alert: bool = False) -> str:
     kind = "tile alert" if alert else "tile"
     return (
@@ -256,15 +246,15 @@ def report_table(report: Mapping[str, Any]) -> str:
     body = []
     for name, data in _report_rows(report):
         human = data["time_to_human_minutes"]
-        csat = data["csat"] if isinstance(data["csat"], str) else _rate(data["csat"])
+        csat = data["csat"] if isinstance(data["csat"], str) else format_rate(data["csat"])
         cells = [
             str(data["cases"]),
-            _minutes(data["time_to_claim_minutes"]["p50"]),
-            f"{_minutes(human['p50'])} / {_minutes(human['p90'])}",
-            _rate(data[f"human_within_{QUICK_REPLY_MINUTES}_min"]["rate"]),
-            _rate(data["human_within_promise"]["rate"]),
+            format_minutes(data["time_to_claim_minutes"]["p50"]),
+            f"{format_minutes(human['p50'])} / {format_minutes(human['p90'])}",
+            format_rate(data[f"human_within_{QUICK_REPLY_MINUTES}_min"]["rate"]),
+            format_rate(data["human_within_promise"]["rate"]),
             f"{data['promises']['kept']} / {data['promises']['due']}",
-            _rate(data["reopen_rate"]),
+            format_rate(data["reopen_rate"]),
             csat,
         ]
         body.append(f"<tr><td>{_e(name)}</td>" + "".join(f'<td class="num">{_e(cell)}</td>' for cell in cells) + "</tr>")
@@ -320,8 +310,8 @@ def render(store: CaseStore, support: SupportConfig, now: datetime, days: int = 
     days = max(1, min(MAX_DAYS, days))
     zone = support.calendar.timezone
     since = now - timedelta(days=days)
-    open_cases = store.open_cases()
-    cases = store.cases_opened_between(since, None)
+    open_cases = store.lookup.open_cases()
+    cases = store.figures.cases_opened_between(since, None)
     report = build_report(cases, now, since, None)
     overall = report["overall"]
     waiting = [c for c in open_cases if c.status == STATUS_WAITING]
@@ -335,10 +325,10 @@ def render(store: CaseStore, support: SupportConfig, now: datetime, days: int = 
             _tile("Claimed", str(len(open_cases) - len(waiting)), "being handled"),
             _tile("Overdue", str(len(overdue)), "promise passed, no reply", alert=bool(overdue)),
             _tile("Longest wait", duration_words(oldest) if oldest is not None else "–", "unclaimed"),
-            _tile("Promises kept", _rate(promises["kept_rate"]), f"{promises['kept']} of {promises['due']} due"),
-            _tile("To a person, p50", f"{_minutes(overall['time_to_human_minutes']['p50'])} min",
-                  f"p90 {_minutes(overall['time_to_human_minutes']['p90'])} min"),
-            _tile("CSAT", csat if isinstance(csat, str) else _rate(csat), f"{overall['ratings']} rating(s)"),
+            _tile("Promises kept", format_rate(promises["kept_rate"]), f"{promises['kept']} of {promises['due']} due"),
+            _tile("To a person, p50", f"{format_minutes(overall['time_to_human_minutes']['p50'])} min",
+                  f"p90 {format_minutes(overall['time_to_human_minutes']['p90'])} min"),
+            _tile("CSAT", csat if isinstance(csat, str) else format_rate(csat), f"{overall['ratings']} rating(s)"),
         ]
     )  # fmt: skip
     local = now.astimezone(zone)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.cases.store import OutboxMessage
+from bot.cases.records import OutboxMessage
 
 if TYPE_CHECKING:
     from bot.cases import Case

@@ -1,7 +1,7 @@
 """Prometheus metrics of the desk, computed from the case store when scraped (``GET /metrics``).
 
 A collector on a dedicated ``CollectorRegistry`` reads every case's timings on each scrape
-(``CaseStore.case_figures``: no summaries or answers), so the figures are exact, agree
+(``ReadModels.case_figures``: no summaries or answers), so the figures are exact, agree
 with ``python -m bot report``, and are the same whichever desk replica is scraped. The
 counters only ever grow, since cases are never deleted: a promise kept or broken stays
 so. One exception: a promise that fell due unanswered while no watchdog ran, and was
@@ -37,7 +37,7 @@ from bot.desk import messages
 
 if TYPE_CHECKING:
     from bot.cases import CaseStore
-    from bot.cases.store import CaseFigures
+    from bot.cases.records import CaseFigures
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Seconds: a person's pace (a minute to a day), and the assistant's (instant to a minute).
@@ -119,7 +119,7 @@ class CaseStoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Return the metrics as of now (called by prometheus_client on each scrape)."""
         now = self.clock()
-        cases = self.store.case_figures()
+        cases = self.store.figures.case_figures()
         yield from self._cases(cases, now)
         yield from self._times(cases)
         yield from self._promises(cases, now)
@@ -208,12 +208,12 @@ class CaseStoreCollector(Collector):
 
     def _desk(self, cases: Sequence[CaseFigures]) -> Iterator[Metric]:
         actions = CounterMetricFamily("firstreply_watchdog_actions", "What the watchdog did.", labels=["action"])
-        actions.add_metric(["escalation"], self.store.count_outbox(kind=messages.KIND_LEAD_POST))
+        actions.add_metric(["escalation"], self.store.outbox.count(kind=messages.KIND_LEAD_POST))
         actions.add_metric(["promise_update"], sum(c.promise_updates for c in cases))
-        actions.add_metric(["checkin"], self.store.count_outbox(key_prefix=messages.CHECKIN_PREFIX))
+        actions.add_metric(["checkin"], self.store.outbox.count(key_prefix=messages.CHECKIN_PREFIX))
         actions.add_metric(["close"], sum(1 for c in cases if c.status == STATUS_CLOSED and c.closed_at is not None))
         yield actions
-        pending, failed = self.store.outbox_backlog()
+        pending, failed = self.store.outbox.backlog()
         backlog = GaugeMetricFamily(
             "firstreply_desk_outbox_messages",
             "Desk messages not delivered: waiting (or retrying), or given up on.",
@@ -222,7 +222,8 @@ class CaseStoreCollector(Collector):
         backlog.add_metric(["pending"], pending)
         backlog.add_metric(["failed"], failed)
         yield backlog
-        yield GaugeMetricFamily("firstreply_agents_on_shift", "Agents on shift (/shift on).", value=self.store.agents_on_shift())
+        working = self.store.desk.agents_on_shift()
+        yield GaugeMetricFamily("firstreply_agents_on_shift", "Agents on shift (/shift on).", value=working)
 
 
 def build_registry(

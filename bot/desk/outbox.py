@@ -41,7 +41,7 @@ import aiohttp
 import httpx
 from slack_sdk.errors import SlackApiError
 
-from bot.cases.store import CardPlacement, OutboxMessage
+from bot.cases.records import CardPlacement, OutboxMessage
 from bot.channels.outbound import OutboundUnavailable
 from bot.constants import OPEN_STATUSES, STATUS_WAITING
 from bot.desk import cards, messages
@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
 
     from bot.cases import Case, CaseStore
-    from bot.cases.store import OutboxItem
+    from bot.cases.lookup import CaseLookup
+    from bot.cases.records import OutboxItem
     from bot.channels.outbound import Outbound
     from bot.desk.rasa_api import RasaClient
 
@@ -110,9 +111,9 @@ class RenderedCard:
     digest: str
 
 
-def render_card(store: CaseStore, case: Case, now: datetime) -> RenderedCard:
-    """Render ``case``'s card as of ``now`` (its previous cases read from ``store``)."""
-    previous = [earlier for earlier in (store.get(number) for number in case.previous_cases) if earlier is not None]
+def render_card(lookup: CaseLookup, case: Case, now: datetime) -> RenderedCard:
+    """Render ``case``'s card as of ``now`` (its previous cases read through ``lookup``)."""
+    previous = [earlier for earlier in (lookup.get(number) for number in case.previous_cases) if earlier is not None]
     text, blocks = cards.card(case, previous, now)
     return RenderedCard(text, blocks, cards.digest(text, blocks))
 
@@ -202,7 +203,7 @@ class OutboxWorker:
     async def run(self, stop: asyncio.Event, grace_seconds: float = 10.0) -> None:
         """Deliver until ``stop`` is set; then give running deliveries ``grace_seconds`` to finish."""
         self._abandoned = False
-        recovered = await asyncio.to_thread(self.store.recover_interrupted)
+        recovered = await asyncio.to_thread(self.store.outbox.recover_interrupted)
         if recovered:
             log.warning("desk outbox: %d delivery(ies) were cut off by a stop; checking them before sending", recovered)
         while not stop.is_set():
@@ -221,7 +222,7 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Start delivering what is due now; return how many deliveries were started."""
         now = self.clock()
-        items = await asyncio.to_thread(self.store.outbox_ready, now, 50, first_kinds=(messages.KIND_CARD_POST,))
+        items = await asyncio.to_thread(self.store.outbox.ready, now, 50, first_kinds=(messages.KIND_CARD_POST,))
         if self._abandoned:
             return 0
         started = 0
@@ -258,7 +259,7 @@ class OutboxWorker:
     # --- one attempt ---------------------------------------------------------------------
 
     async def _attempt(self, item_id: int) -> None:
-        item = await asyncio.to_thread(self.store.start_delivery, item_id, self.clock())
+        item = await asyncio.to_thread(self.store.outbox.start_delivery, item_id, self.clock())
         if item is None:
             return  # delivered meanwhile, or already under way
         handler = self._handlers().get(item.kind)
@@ -268,12 +269,12 @@ class OutboxWorker:
             await handler(item)
         except _GiveUp as error:
             log.error("desk outbox: giving up on %s %s: %s", item.kind, item.key, error)
-            await asyncio.to_thread(self.store.fail_delivery, item.id, str(error), None)
+            await asyncio.to_thread(self.store.outbox.fail_delivery, item.id, str(error), None)
             if isinstance(error, _GiveUpWithNotice) and item.case_id is not None:
                 notice = messages.thread_notice(
                     item.case_id, f"{item.key}:not-delivered", messages.NOTICE_NOT_DELIVERED, error=str(error)
                 )
-                await asyncio.to_thread(self.store.enqueue, [notice], self.clock())
+                await asyncio.to_thread(self.store.outbox.enqueue, [notice], self.clock())
         except _Retry as error:
             await self._retry_later(item, str(error), error.wait, error.slack_pause)
         except SlackApiError as error:
@@ -281,7 +282,7 @@ class OutboxWorker:
         except RasaError as error:
             if error.permanent:
                 log.error("desk outbox: giving up on %s %s: %s", item.kind, item.key, error)
-                await asyncio.to_thread(self.store.fail_delivery, item.id, str(error), None)
+                await asyncio.to_thread(self.store.outbox.fail_delivery, item.id, str(error), None)
             else:
                 await self._retry_later(item, str(error))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
@@ -313,7 +314,7 @@ class OutboxWorker:
         if slack_pause:
             self._slack_paused_until = max(self._slack_paused_until, retry_at)
         log.warning("desk outbox: %s %s failed (%s); try %d again in %.1fs", item.kind, item.key, error, item.attempts + 1, seconds)
-        await asyncio.to_thread(self.store.fail_delivery, item.id, error, retry_at)
+        await asyncio.to_thread(self.store.outbox.fail_delivery, item.id, error, retry_at)
 
     async def _slack_failed(self, item: OutboxItem, error: SlackApiError) -> None:
         status = error.response.status_code
@@ -327,16 +328,16 @@ class OutboxWorker:
             await self._retry_later(item, "slack: rate limited (429)", wait, slack_pause=True)
         elif status < 500 and code in _SLACK_CONTENT_ERRORS | _SLACK_CHANNEL_ERRORS:
             log.error("desk outbox: Slack refused %s %s for good: %s", item.kind, item.key, code)
-            await asyncio.to_thread(self.store.fail_delivery, item.id, f"slack: {code}", None)
+            await asyncio.to_thread(self.store.outbox.fail_delivery, item.id, f"slack: {code}", None)
         else:
             # A 5xx may come after Slack took the post: the next try looks for it first.
             await self._retry_later(item, f"slack: {code or status}")
 
     async def _finish(self, item: OutboxItem, result: Mapping[str, Any] | None = None, **extra: Any) -> None:
-        await asyncio.to_thread(self.store.finish_delivery, item.id, self.clock(), result, **extra)
+        await asyncio.to_thread(self.store.outbox.finish_delivery, item.id, self.clock(), result, **extra)
 
     async def _case(self, item: OutboxItem) -> Case:
-        case = await asyncio.to_thread(self.store.get, item.case_id) if item.case_id is not None else None
+        case = await asyncio.to_thread(self.store.lookup.get, item.case_id) if item.case_id is not None else None
         if case is None:
             raise _GiveUp(f"case {item.case_id} does not exist")
         return case
@@ -384,7 +385,7 @@ class OutboxWorker:
         if not route:
             raise _GiveUp(f"case {case.id} has no route")
         channel = await self.channels.resolve(route)
-        card = await asyncio.to_thread(render_card, self.store, case, self.clock())
+        card = await asyncio.to_thread(render_card, self.store.lookup, case, self.clock())
         if self._may_be_posted(item):
             ts = await self._find_posted(item, channel, None)
             if ts is not None:
@@ -403,7 +404,7 @@ class OutboxWorker:
         case = await self._case(item)
         if case.card_ts is None or case.card_channel is None:
             raise _GiveUp(f"case {case.id} has no card to update")
-        card = await asyncio.to_thread(render_card, self.store, case, self.clock())
+        card = await asyncio.to_thread(render_card, self.store.lookup, case, self.clock())
         await self.slack.chat_update(channel=case.card_channel, ts=case.card_ts, text=card.text, blocks=card.blocks)
         await self._finish(item, {"digest": card.digest}, card=CardPlacement(None, None, card.digest))
 
@@ -413,7 +414,7 @@ class OutboxWorker:
             if case.status not in OPEN_STATUSES:
                 raise _GiveUp(f"case {case.id} is closed and never had a card")
             retry_at = self.clock() + timedelta(seconds=self.poll_seconds)
-            await asyncio.to_thread(self.store.postpone_delivery, item.id, retry_at, "waiting for the card")
+            await asyncio.to_thread(self.store.outbox.postpone_delivery, item.id, retry_at, "waiting for the card")
             return
         payload = item.payload
         text = str(payload["text"]) if payload.get("text") else cards.notice_text(payload, case)

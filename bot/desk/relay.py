@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from bot.cases import Case, CaseStore
-    from bot.cases.store import OutboxMessage
+    from bot.cases.records import OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class CustomerMessages:
         engine = self._connect()
         if engine is None:
             return 0
-        position = self.store.cursor(CURSOR) or 0
+        position = self.store.desk.cursor(CURSOR) or 0
         try:
             with engine.connect() as conn:
                 rows = conn.execute(
@@ -93,7 +93,7 @@ class CustomerMessages:
                     if newest is None or newest < position:
                         # A new event database (ids start again): read it from the start.
                         log.warning("desk relay: the event database restarted below %d; reading it from the start", position)
-                        self.store.advance_cursor(CURSOR, 0, now)
+                        self.store.desk.advance_cursor(CURSOR, 0, now)
                         return 0
         except (OperationalError, ProgrammingError) as error:
             if "no such table" in str(error) or "does not exist" in str(error):
@@ -107,7 +107,7 @@ class CustomerMessages:
             message = self._message(row.id, str(row.sender_id or ""), row.data, cases)
             if message is not None:
                 queued.append(message)
-        self.store.advance_cursor(CURSOR, int(rows[-1].id), now, outbox=queued)
+        self.store.desk.advance_cursor(CURSOR, int(rows[-1].id), now, outbox=queued)
         if queued:
             log.info("desk relay: %d customer message(s) queued for their threads", len(queued))
         return len(queued)
@@ -128,7 +128,7 @@ class CustomerMessages:
         channel = str(event.get("input_channel") or "")
         key = (channel, sender_id)
         if key not in cases:
-            cases[key] = self.store.open_case_for_customer(channel, sender_id)
+            cases[key] = self.store.lookup.open_case_for_customer(channel, sender_id)
         case = cases[key]
         if case is None:
             return None

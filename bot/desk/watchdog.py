@@ -51,12 +51,13 @@ from bot.constants import STATUS_CLAIMED, STATUS_WAITING, priority_rank
 from bot.desk import messages
 from bot.desk.cards import user_ref
 from bot.desk.text import countdown_words, escape
-from bot.eta import HandledCase, History, QueueSnapshot, estimate_promise
+from bot.eta import History, QueueSnapshot, estimate_promise
 from bot.eta.estimate import expected_wait_minutes
+from bot.services import answered_history
 
 if TYPE_CHECKING:
     from bot.cases import Case, CaseStore
-    from bot.cases.store import OutboxMessage
+    from bot.cases.records import OutboxMessage
     from bot.eta import Promise
     from bot.ops import SupportConfig
 
@@ -199,9 +200,9 @@ class Watchdog:
         """Look at every open case once, if this process holds the lease; return how many actions it queued."""
         if not self.rules.enabled:
             return 0
-        if not self.store.take_lease(LEASE, self.holder, now, self.lease_seconds):
+        if not self.store.desk.take_lease(LEASE, self.holder, now, self.lease_seconds):
             return 0
-        open_cases = self.store.open_cases()
+        open_cases = self.store.lookup.open_cases()
         waiting = [case for case in open_cases if case.status == STATUS_WAITING and case.first_human_reply_at is None]
         claimed = [case for case in open_cases if case.status == STATUS_CLAIMED and case.last_agent_reply_at is not None]
         done = 0
@@ -210,14 +211,14 @@ class Watchdog:
             for case in waiting:
                 done += self._watch_promise(case, queue, now)
         if claimed:
-            heard = self.store.last_queued([case.id for case in claimed], messages.RELAY_IN_PREFIX)
+            heard = self.store.outbox.last_queued([case.id for case in claimed], messages.RELAY_IN_PREFIX)
             for case in claimed:
                 done += self._watch_silence(case, heard.get(case.id), now)
         return done
 
     def release(self, now: datetime) -> None:
         """Give the lease up (at shutdown), so another replica takes over at once."""
-        self.store.release_lease(LEASE, self.holder, now)
+        self.store.desk.release_lease(LEASE, self.holder, now)
 
     def take_over(self, now: datetime) -> None:
         """Free the lease held by another holder: this process was just elected to watch (``bot.election``).
@@ -225,33 +226,24 @@ class Watchdog:
         The election makes this process the only one that should watch; a lease still held is
         a dead or cut-off leader's, and the next ``tick`` takes it.
         """
-        holder = self.store.lease_holder(LEASE, now)
+        holder = self.store.desk.lease_holder(LEASE, now)
         if holder is not None and holder != self.holder:
             log.info("watchdog: taking the lease over from %s", holder)
-            self.store.release_lease(LEASE, holder, now)
+            self.store.desk.release_lease(LEASE, holder, now)
 
     def _queue(self, open_cases: list[Case], now: datetime) -> _Queue:
         window = self.support.history_window_days
-        handle, samples = self.store.recent_handle_minutes(now, window)
-        answered = [
-            HandledCase(
-                created_at=timing.created_at,
-                first_reply_at=timing.first_human_reply_at,
-                claimed_at=timing.claimed_at,
-                cases_ahead=timing.cases_ahead,
-            )
-            for timing in self.store.handled_timings(now, window)
-        ]
+        handle, samples = self.store.figures.recent_handle_minutes(now, window)
         # The order agents take the queue in: most urgent first, then oldest.
         order = sorted(
             (case for case in open_cases if case.status == STATUS_WAITING),
             key=lambda case: (-priority_rank(case.priority), case.created_at, case.id),
         )
         return _Queue(
-            agents=self.store.agents_on_shift(),
+            agents=self.store.desk.agents_on_shift(),
             handle_minutes=handle,
             samples=samples,
-            history=History.from_cases(self.calendar, answered),
+            history=answered_history(self.store.figures, self.calendar, now, window),
             ahead={case.id: place for place, case in enumerate(order)},
         )
 
@@ -303,7 +295,7 @@ class Watchdog:
                 f"{share:.0%} of its promise has passed.",
             ),
         ]  # fmt: skip
-        return int(self.store.mark_escalated(case.id, number, now, outbox=outbox))
+        return int(self.store.watch.mark_escalated(case.id, number, now, outbox=outbox))
 
     def _update(self, case: Case, queue: _Queue, now: datetime) -> int:
         waited = max(0.0, self.calendar.business_minutes_between(case.created_at, now))
@@ -324,7 +316,7 @@ class Watchdog:
                 f"{escape(wording)}.",
             ),
         ]  # fmt: skip
-        done = self.store.update_promise(case.id, number, promise.deadline, wording, reason, now, outbox=outbox)
+        done = self.store.watch.update_promise(case.id, number, promise.deadline, wording, reason, now, outbox=outbox)
         if done and not self.can_push(case.channel):
             log.warning("desk watchdog: case %s is on %s, which cannot be sent to later", case.id, case.channel)
         return int(done)
@@ -381,7 +373,7 @@ class Watchdog:
             ),
         ]  # fmt: skip
         return int(
-            self.store.record_checkin(
+            self.store.watch.record_checkin(
                 case.id, agent_replied, now, customer_key_prefix=messages.RELAY_IN_PREFIX, outbox=outbox
             )
         )
@@ -399,7 +391,9 @@ class Watchdog:
             ),
         ]  # fmt: skip
         return int(
-            self.store.close_stale(case.id, asked, now, customer_key_prefix=messages.RELAY_IN_PREFIX, outbox=outbox)
+            self.store.watch.close_stale(
+                case.id, asked, now, customer_key_prefix=messages.RELAY_IN_PREFIX, outbox=outbox
+            )
         )
 
 

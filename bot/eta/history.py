@@ -43,7 +43,7 @@ class HandledCase:
         first_reply_at: When a person first answered the customer.
         claimed_at: When an agent took the case, or None if not recorded.
         cases_ahead: Waiting cases served before it when it was opened (same or more
-            urgent priority), as ``CaseStore.count_waiting_ahead`` counted them.
+            urgent priority), as ``ReadModels.count_waiting_ahead`` counted them.
 
     Raises:
         HistoryError: If a moment is naive or ``cases_ahead`` is negative.

@@ -16,6 +16,24 @@ test can switch on, per method, for a number of calls or for a while:
 
 ``refuse_connections()`` closes the listening socket (and the idle kept-alive
 connections) so clients get "connection refused" until ``accept_connections()``.
+
+A fake is declared, not written: a platform's protocol (how a call's parameters are
+read, how a caller is authenticated, how an answer and a refusal look) is a few hooks of
+a ``FakeServer`` subclass, and each API method it serves is a handler marked with
+``@answers("method.name")``; an HTTP route outside the method scheme (a webhook, a
+WebSocket, a REST resource) is a handler marked with ``@route("GET", "/path/{id}")``::
+
+    class FakeGraphAPI(FakeServer):
+        method_route = "/v19.0/{method}"
+
+        @answers("me")
+        def _me(self, params):
+            return {"id": "1", "name": "FirstReply"}
+
+        def _delivery(self, method, params):  # which calls reach the customer
+            ...
+
+``tests/test_fakes.py`` declares one such fake and checks what every fake gets for free.
 """
 
 from __future__ import annotations
@@ -26,7 +44,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
 
@@ -42,6 +60,35 @@ NO_ANSWER = 0
 DEFAULT_HOLD_SECONDS = 30.0
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+# What ``FakeServer.handler_for`` returns for an API method the fake does not serve.
+UNKNOWN_METHOD: Any = object()
+
+
+def answers(*methods: str) -> Callable[[F], F]:
+    """Declare the decorated method the fake's answer to the API methods ``methods``.
+
+    The handler takes the call's parameters and returns what the platform's envelope
+    carries (see ``FakeServer._process``); a subclass overrides it by defining a method
+    of the same name.
+    """
+
+    def mark(handler: F) -> F:
+        handler.__fake_api_methods__ = methods  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def route(verb: str, path: str) -> Callable[[F], F]:
+    """Declare the decorated coroutine method the handler of HTTP ``verb`` ``path`` (aiohttp syntax)."""
+
+    def mark(handler: F) -> F:
+        routes = getattr(handler, "__fake_routes__", ())
+        handler.__fake_routes__ = (*routes, (verb, path))  # type: ignore[attr-defined]
+        return handler
+
+    return mark
 
 
 def free_port(host: str = "127.0.0.1") -> socket.socket:
@@ -152,10 +199,28 @@ class Faults:
 class FakeServer:
     """An aiohttp app served from its own thread, with call and delivery records and faults.
 
-    Subclasses add their routes in ``_routes`` and answer calls through ``_serve_call``.
+    Subclasses declare the API methods they answer (``@answers``) and any other HTTP
+    routes (``@route``); the protocol hooks (``_params``, ``_refuse_caller``,
+    ``_process``, ``_refusal``) say how their platform reads and answers a call.
     """
 
     thread_name = "fake-api"
+    # API method -> the name of the handler that answers it (``@answers``), inherited and extended.
+    api_methods: ClassVar[dict[str, str]] = {}
+    # (verb, path, handler name) of each ``@route``, inherited and extended.
+    extra_routes: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Collect the handlers the subclass declares with ``@answers`` and ``@route``."""
+        super().__init_subclass__(**kwargs)
+        methods = dict(cls.api_methods)
+        routes = list(cls.extra_routes)
+        for name, attribute in vars(cls).items():
+            for method in getattr(attribute, "__fake_api_methods__", ()):
+                methods[method] = name
+            routes.extend((verb, path, name) for verb, path in getattr(attribute, "__fake_routes__", ()))
+        cls.api_methods = methods
+        cls.extra_routes = tuple(routes)
 
     def __init__(self) -> None:
         """Set up the records; ``start`` serves."""
@@ -169,6 +234,7 @@ class FakeServer:
         self._runner: web.AppRunner | None = None
         self._site: web.BaseSite | None = None
         self._release: asyncio.Event | None = None
+        self._odd_answers: dict[str, list[dict[str, Any]]] = {}
         self.port = 0
 
     # --- lifecycle -----------------------------------------------------------------
@@ -202,15 +268,68 @@ class FakeServer:
         loop.run_until_complete(self._runner.cleanup())
         loop.close()
 
-    # The API's path, with ``{method}`` in it; GET and POST are both routed to ``_handle``.
-    route = "/api/{method}"
+    # The API's path, with ``{method}`` in it; GET and POST are both routed to ``_handle``
+    # (None: the fake has only its ``@route`` handlers).
+    method_route: str | None = "/api/{method}"
 
     def _routes(self, app: web.Application) -> None:
-        for verb in ("POST", "GET"):
-            app.router.add_route(verb, self.route, self._handle)
+        for verb, path, name in self.extra_routes:
+            app.router.add_route(verb, path, getattr(self, name))
+        if self.method_route is not None:
+            for verb in ("POST", "GET"):
+                app.router.add_route(verb, self.method_route, self._handle)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raise NotImplementedError
+        """Serve one API call: read it, check the caller, answer it (faults applied)."""
+        method = request.match_info["method"]
+        params = await self._params(request)
+        refused = self._refuse_caller(request, method, params)
+        if refused is not None:
+            return refused
+        await self._before(method, params)
+        return await self._serve_call(request, method, params, lambda: self._process(method, params), self._refusal)
+
+    # --- the protocol: what a platform's subclass says ---------------------------------
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        """Return the call's parameters (by default: the query, then a JSON object body)."""
+        params: dict[str, Any] = dict(request.query)
+        if request.can_read_body and request.content_type == "application/json":
+            body = await request.json()
+            if isinstance(body, dict):
+                params.update(body)
+        return params
+
+    def _refuse_caller(self, request: web.Request, method: str, params: dict[str, Any]) -> web.Response | None:
+        """Return the answer to a caller the platform would turn away (recorded), or None to serve it."""
+        return None
+
+    async def _before(self, method: str, params: dict[str, Any]) -> None:
+        """Wait, before the call meets its fault (long polling, for one)."""
+
+    def _process(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any], Delivery | None]:
+        """Answer a call no fault stopped: the HTTP status, the body and the delivery it made, if any.
+
+        By default: the handler's answer with 200 (404 for a method the fake does not
+        serve), and the delivery ``_delivery`` says the call made.
+        """
+        handler = self.handler_for(method)
+        if handler is UNKNOWN_METHOD:
+            return 404, {"error": f"unknown method {method}"}, None
+        return 200, handler(params), self._delivery(method, params)
+
+    def _delivery(self, method: str, params: dict[str, Any]) -> Delivery | None:
+        """Return the message a served call put in front of the customer, if any (by default: none)."""
+        return None
+
+    def _refusal(self, fault: Fault) -> tuple[dict[str, Any], Mapping[str, str]]:
+        """Return the body and headers of an ``ERROR`` answer for ``fault``."""
+        return {"error": fault.error or "error"}, {}
+
+    def handler_for(self, method: str) -> Callable[[dict[str, Any]], Any] | Any:
+        """Return the bound handler declared for ``method``, or ``UNKNOWN_METHOD``."""
+        name = self.api_methods.get(method)
+        return UNKNOWN_METHOD if name is None else getattr(self, name)
 
     def _started(self) -> None:
         """Called in the server's thread once it listens."""
@@ -257,6 +376,22 @@ class FakeServer:
             mode, method=method, times=times, seconds=seconds, status=status, retry_after=retry_after, error=error,
             hold=hold,
         )  # fmt: skip
+
+    def answer_oddly(self, method: str, body: dict[str, Any], times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``body`` (HTTP 200) instead of the real answer.
+
+        For an upstream answering in a shape its documentation does not give (Slack's
+        ``users.info`` with ``ok: true`` and no ``user``): the fail-soft tests. A fault
+        queued for the same call comes first; an odd answer delivers nothing.
+        """
+        with self._records:
+            self._odd_answers.setdefault(method, []).extend([body] * times)
+
+    def _odd_answer(self, method: str) -> dict[str, Any] | None:
+        """Return the next odd answer queued for ``method`` (``answer_oddly``), if any."""
+        with self._records:
+            queued = self._odd_answers.get(method)
+            return queued.pop(0) if queued else None
 
     def refuse_connections(self) -> None:
         """Stop listening and close idle connections: clients get "connection refused"."""
@@ -360,7 +495,8 @@ class FakeServer:
                 await self._hold(fault.hold)
             self._record(Call(method, params, NO_ANSWER, {}, False, mode))
             return self._hang_up(request)
-        status, body, delivery = process()
+        odd = self._odd_answer(method)
+        status, body, delivery = (200, odd, None) if odd is not None else process()
         if delivery is not None:
             self._deliver(Delivery(delivery.method, delivery.chat, delivery.text, delivery.params, mode))
         if fault is not None and fault.mode == ACCEPT_DROP:

@@ -17,6 +17,8 @@ Run it alone (for ``rasa run`` by hand)::
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import json
 import threading
@@ -26,9 +28,10 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import DROP, ERROR, NO_ANSWER, Call, Delivery, FakeServer, Fault, serve_until_interrupted
+from tests.fakes.server import DROP, ERROR, NO_ANSWER, UNKNOWN_METHOD, Call, Delivery, FakeServer, Fault, answers
+from tests.fakes.server import serve_until_interrupted
 
-__all__ = ["DROP_CONNECTION", "TOKEN", "Call", "Delivery", "FakeSlackAPI", "Posted", "dm_channel_of"]
+__all__ = ["DROP_CONNECTION", "TOKEN", "Call", "Delivery", "FakeSlackAPI", "Posted", "dm_channel_of", "signed_headers"]
 
 TOKEN = "xoxb-1000-2000-fakeBotTokenForTests"
 TEAM_ID = "T0BRAND"
@@ -53,6 +56,13 @@ class Posted:
     thread_ts: str | None = None
     blocks: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
+
+
+def signed_headers(secret: str, body: bytes, content_type: str) -> dict[str, str]:
+    """Return the headers Slack sends with ``body``: ``X-Slack-Signature: v0=HMAC-SHA256(v0:{ts}:{body})``."""
+    stamp = str(int(time.time()))
+    digest = hmac.new(secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
+    return {"Content-Type": content_type, "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
 
 
 def dm_channel_of(user_id: str) -> str:
@@ -150,16 +160,27 @@ class FakeSlackAPI(FakeServer):
         with self._lock:
             return next(m for m in self.messages if m.channel == channel and m.ts == ts)
 
-    # --- the API -------------------------------------------------------------------
+    # --- the protocol --------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        method = request.match_info["method"]
-        params = await _params(request)
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
-            body = {"ok": False, "error": "invalid_auth"}
-            self._record(Call(method, params, 200, body))
-            return web.json_response(body)
-        return await self._serve_call(request, method, params, lambda: self._process(method, params), _refusal)
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            body = await request.json()
+            if isinstance(body, dict):
+                params.update(body)
+            return params
+        form = await request.post()
+        for key, value in form.items():
+            text = str(value)
+            params[key] = json.loads(text) if key in _JSON_PARAMS else text
+        return params
+
+    def _refuse_caller(self, request: web.Request, method: str, params: dict[str, Any]) -> web.Response | None:
+        if request.headers.get("Authorization") == f"Bearer {self.token}":
+            return None
+        body = {"ok": False, "error": "invalid_auth"}
+        self._record(Call(method, params, 200, body))
+        return web.json_response(body)
 
     def _process(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any], Delivery | None]:
         result = self._result(method, params)
@@ -168,28 +189,54 @@ class FakeSlackAPI(FakeServer):
             delivery = Delivery(method, str(result["channel"]), str(params.get("text") or ""), params)
         return 200, result, delivery
 
+    def _refusal(self, fault: Fault) -> tuple[dict[str, Any], dict[str, str]]:
+        headers = {"Retry-After": str(fault.retry_after)} if fault.status == 429 else {}
+        return {"ok": False, "error": fault.error or _ERRORS.get(fault.status, "fatal_error")}, headers
+
+    def _result(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Return the body Slack answers a call with (``ok`` and the method's fields)."""
+        handler = self.handler_for(method)
+        return {"ok": False, "error": "unknown_method"} if handler is UNKNOWN_METHOD else handler(params)
+
     def _knows(self, channel: str) -> bool:
         """Return whether the app can read ``channel``'s history (its DMs, or a channel it posted in)."""
         return channel.startswith("D") or any(m.channel == channel for m in self.messages)
 
-    def _result(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        if method == "auth.test":
-            return {"ok": True, "url": "https://brand.slack.com/", "team": "Brand", "user": "firstreply",
-                    "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID}  # fmt: skip
-        if method in ("chat.postMessage", "chat.update"):
-            return self._post(method, params)
-        if method in ("conversations.history", "conversations.replies"):
-            return self._history(method, params)
-        if method == "users.info":
-            with self._lock:
-                user = self._users.get(str(params.get("user")))
-            return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
-        if method == "conversations.open":
-            users = str(params.get("users") or "")
-            if not users or "," in users:
-                return {"ok": False, "error": "not_allowed" if users else "users_list_not_supplied"}
-            return {"ok": True, "channel": {"id": dm_channel_of(users)}}
-        return {"ok": False, "error": "unknown_method"}
+    # --- the API -------------------------------------------------------------------
+
+    @answers("auth.test")
+    def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": "https://brand.slack.com/", "team": "Brand", "user": "firstreply",
+                "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID}  # fmt: skip
+
+    @answers("chat.postMessage")
+    def _post_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._post("chat.postMessage", params)
+
+    @answers("chat.update")
+    def _update(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._post("chat.update", params)
+
+    @answers("conversations.history")
+    def _conversation_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._history("conversations.history", params)
+
+    @answers("conversations.replies")
+    def _conversation_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._history("conversations.replies", params)
+
+    @answers("users.info")
+    def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            user = self._users.get(str(params.get("user")))
+        return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
+
+    @answers("conversations.open")
+    def _conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        users = str(params.get("users") or "")
+        if not users or "," in users:
+            return {"ok": False, "error": "not_allowed" if users else "users_list_not_supplied"}
+        return {"ok": True, "channel": {"id": dm_channel_of(users)}}
 
     def _post(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         channel = params.get("channel")
@@ -251,25 +298,6 @@ class FakeSlackAPI(FakeServer):
         page = listed[start : start + limit]
         cursor = str(start + limit) if start + limit < len(listed) else ""
         return {"ok": True, "messages": page, "has_more": bool(cursor), "response_metadata": {"next_cursor": cursor}}
-
-
-def _refusal(fault: Fault) -> tuple[dict[str, Any], dict[str, str]]:
-    headers = {"Retry-After": str(fault.retry_after)} if fault.status == 429 else {}
-    return {"ok": False, "error": fault.error or _ERRORS.get(fault.status, "fatal_error")}, headers
-
-
-async def _params(request: web.Request) -> dict[str, Any]:
-    params: dict[str, Any] = dict(request.query)
-    if request.content_type == "application/json":
-        body = await request.json()
-        if isinstance(body, dict):
-            params.update(body)
-        return params
-    form = await request.post()
-    for key, value in form.items():
-        text = str(value)
-        params[key] = json.loads(text) if key in _JSON_PARAMS else text
-    return params
 
 
 def main() -> None:

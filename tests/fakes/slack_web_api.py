@@ -13,14 +13,13 @@ WebSocket that URL names: it says ``hello`` to a client, sends it envelopes
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.server import ACCEPT_HOLD, Call
+from tests.fakes.server import ACCEPT_HOLD, Call, answers, route
 from tests.fakes.slack_api import TOKEN, FakeSlackAPI, Posted
 
 __all__ = ["TOKEN", "Call", "FakeDeskSlackAPI", "Posted"]
@@ -46,10 +45,6 @@ class FakeDeskSlackAPI(FakeSlackAPI):
 
     # --- Socket Mode ----------------------------------------------------------------------
 
-    def _routes(self, app: web.Application) -> None:
-        app.router.add_route("GET", "/socket", self._socket)
-        super()._routes(app)
-
     def _started(self) -> None:
         self.socket_url = f"ws://127.0.0.1:{self.port}/socket"
 
@@ -57,6 +52,7 @@ class FakeDeskSlackAPI(FakeSlackAPI):
         for socket in list(self._sockets):
             await socket.close()
 
+    @route("GET", "/socket")
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
@@ -113,11 +109,8 @@ class FakeDeskSlackAPI(FakeSlackAPI):
 
     # --- the API -------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if request.match_info["method"] == "apps.connections.open":
-            return await self._connections_open(request)
-        return await super()._handle(request)
-
+    @route("POST", "/api/apps.connections.open")
+    @route("GET", "/api/apps.connections.open")
     async def _connections_open(self, request: web.Request) -> web.Response:
         if self.app_token is None or request.headers.get("Authorization") != f"Bearer {self.app_token}":
             body = {"ok": False, "error": "invalid_auth"}
@@ -131,28 +124,38 @@ class FakeDeskSlackAPI(FakeSlackAPI):
     def _knows(self, channel: str) -> bool:
         return channel in self.channel_names or channel.startswith("D")
 
-    def _result(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        if method == "usergroups.users.list":
-            group = self.groups.get(str(params.get("usergroup")))
-            return {"ok": True, "users": group} if group is not None else {"ok": False, "error": "no_such_subteam"}
-        if method == "conversations.members":
-            members = self.channel_members.get(str(params.get("channel")))
-            if members is None:
-                return {"ok": False, "error": "channel_not_found"}
-            return {"ok": True, "members": members, "response_metadata": {"next_cursor": ""}}
-        if method == "conversations.list":
-            channels = [{"id": cid, "name": name} for cid, name in self.channel_names.items()]
-            return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
-        if method == "chat.postEphemeral":
-            if not params.get("channel") or not params.get("user"):
-                return {"ok": False, "error": "channel_not_found"}
-            return {"ok": True, "message_ts": "1700000000.000001"}
-        if method in ("views.open", "views.publish"):
-            view = params.get("view")
-            return {"ok": True, "view": {"id": "V0DESK", **(view if isinstance(view, dict) else {})}}
-        if method == "chat.update":
-            with self._lock:
-                found = any(m.channel == params.get("channel") and m.ts == str(params.get("ts")) for m in self.messages)
-            if not found:
-                return {"ok": False, "error": "message_not_found"}
-        return super()._result(method, params)
+    @answers("usergroups.users.list")
+    def _usergroup_users(self, params: dict[str, Any]) -> dict[str, Any]:
+        group = self.groups.get(str(params.get("usergroup")))
+        return {"ok": True, "users": group} if group is not None else {"ok": False, "error": "no_such_subteam"}
+
+    @answers("conversations.members")
+    def _conversation_members(self, params: dict[str, Any]) -> dict[str, Any]:
+        members = self.channel_members.get(str(params.get("channel")))
+        if members is None:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "members": members, "response_metadata": {"next_cursor": ""}}
+
+    @answers("conversations.list")
+    def _conversations_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        channels = [{"id": cid, "name": name} for cid, name in self.channel_names.items()]
+        return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
+
+    @answers("chat.postEphemeral")
+    def _post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("channel") or not params.get("user"):
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "message_ts": "1700000000.000001"}
+
+    @answers("views.open", "views.publish")
+    def _view(self, params: dict[str, Any]) -> dict[str, Any]:
+        view = params.get("view")
+        return {"ok": True, "view": {"id": "V0DESK", **(view if isinstance(view, dict) else {})}}
+
+    def _update(self, params: dict[str, Any]) -> dict[str, Any]:
+        # Unlike the customer-facing fake, the desk's says when the message to change is not there.
+        with self._lock:
+            found = any(m.channel == params.get("channel") and m.ts == str(params.get("ts")) for m in self.messages)
+        if not found:
+            return {"ok": False, "error": "message_not_found"}
+        return super()._update(params)

@@ -26,20 +26,27 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import ERROR, Call, Delivery, FakeServer, Fault, free_port, serve_until_interrupted
+from tests.fakes.server import ERROR, UNKNOWN_METHOD, Call, Delivery, FakeServer, Fault, answers, free_port
+from tests.fakes.server import serve_until_interrupted
 
 __all__ = ["BOT_USER", "TOKEN", "Call", "Delivery", "FakeTelegramAPI", "free_port"]
 
 TOKEN = "123456:TEST-token_for-the-fake-api"
-# What a Rasa credentials.yml holds to run the Telegram connector against this fake (the
-# variables set to TOKEN, a webhook secret and ``FakeTelegramAPI.base_url``).
-RASA_CREDENTIALS = """\
-bot.channels.telegram.TelegramInput:
-  token: ${TELEGRAM_BOT_TOKEN}
-  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}
-  base_url: ${TELEGRAM_API_BASE_URL}
-  bot_username: firstreply_test_bot
-"""
+
+
+def rasa_credentials(bot_username: str | None = "firstreply_test_bot") -> str:
+    """Return what a Rasa credentials.yml holds to run the Telegram connector against this fake.
+
+    The variables are set to TOKEN, a webhook secret and ``FakeTelegramAPI.base_url``.
+    """
+    username = f"  bot_username: {bot_username}\n" if bot_username else ""
+    return (
+        "bot.channels.telegram.TelegramInput:\n  token: ${TELEGRAM_BOT_TOKEN}\n"
+        "  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}\n  base_url: ${TELEGRAM_API_BASE_URL}\n" + username
+    )
+
+
+RASA_CREDENTIALS = rasa_credentials()
 BOT_USER = {"id": 123456, "is_bot": True, "first_name": "FirstReply", "username": "firstreply_test_bot"}
 _DESCRIPTIONS = {
     400: "Bad Request: chat not found", 403: "Forbidden: bot was blocked by the user", 502: "Bad Gateway",
@@ -58,7 +65,7 @@ class FakeTelegramAPI(FakeServer):
     """
 
     thread_name = "fake-telegram-api"
-    route = "/bot{token}/{method}"
+    method_route = "/bot{token}/{method}"
 
     def __init__(self, token: str = TOKEN) -> None:
         """Serve the bot with ``token``; requests with another token get 401."""
@@ -94,82 +101,86 @@ class FakeTelegramAPI(FakeServer):
             if chat_id is None or str(call.params["chat_id"]) == str(chat_id)
         ]
 
-    # --- the API -------------------------------------------------------------------
+    # --- the protocol --------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        method = request.match_info["method"]
-        params = await _params(request)
-        if request.match_info["token"] != self.token:
-            body = {"ok": False, "error_code": 401, "description": "Unauthorized"}
-            self._record(Call(method, params, 401, body))
-            return web.json_response(body, status=401)
-        if method == "getUpdates":
-            updates = await self._updates_for(params)
-            return await self._serve_call(request, method, params, lambda: (200, {"ok": True, "result": updates}, None), _refusal)
-        return await self._serve_call(request, method, params, lambda: self._process(method, params), _refusal)
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type == "application/json":
+            body = await request.json()
+            return dict(body) if isinstance(body, dict) else {}
+        form = await request.post()
+        params: dict[str, Any] = {}
+        for key, value in form.items():
+            text = str(value)
+            params[key] = json.loads(text) if key in _JSON_PARAMS else text
+        params.update((key, value) for key, value in request.query.items() if key not in params)
+        return params
+
+    def _refuse_caller(self, request: web.Request, method: str, params: dict[str, Any]) -> web.Response | None:
+        if request.match_info["token"] == self.token:
+            return None
+        body = {"ok": False, "error_code": 401, "description": "Unauthorized"}
+        self._record(Call(method, params, 401, body))
+        return web.json_response(body, status=401)
+
+    async def _before(self, method: str, params: dict[str, Any]) -> None:
+        if method != "getUpdates":
+            return
+        # Long polling, kept short: a test waits for at most half a second of nothing.
+        deadline = time.monotonic() + min(float(params.get("timeout") or 0), 0.5)
+        while not self._pending(params) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     def _process(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any], Delivery | None]:
-        result = self._result(method, params)
-        if result is None:
+        handler = self.handler_for(method)
+        if handler is UNKNOWN_METHOD:
             return 404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"}, None
         delivery = None
         if method in _SENDING:
             delivery = Delivery(method, str(params["chat_id"]), str(params.get("text") or ""), params)
-        return 200, {"ok": True, "result": result}, delivery
+        return 200, {"ok": True, "result": handler(params)}, delivery
 
-    def _result(self, method: str, params: dict[str, Any]) -> Any:
-        if method == "getMe":
-            return BOT_USER
-        if method in ("answerCallbackQuery", "setWebhook", "deleteWebhook"):
-            return True
-        if method in _SENDING:
-            chat_id = int(params["chat_id"])
-            message: dict[str, Any] = {
-                "message_id": next(self._message_ids),
-                "date": int(time.time()),
-                "from": BOT_USER,
-                "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
-            }
-            if "text" in params:
-                message["text"] = params["text"]
-            return message
-        return None
+    def _refusal(self, fault: Fault) -> tuple[dict[str, Any], dict[str, str]]:
+        body: dict[str, Any] = {"ok": False, "error_code": fault.status}
+        if fault.status == 429:
+            body["description"] = f"Too Many Requests: retry after {fault.retry_after}"
+            body["parameters"] = {"retry_after": fault.retry_after}
+        else:
+            body["description"] = _DESCRIPTIONS.get(fault.status, "Internal Server Error")
+        return body, {}
 
-    async def _updates_for(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    # --- the API -------------------------------------------------------------------
+
+    @answers("getMe")
+    def _get_me(self, params: dict[str, Any]) -> Any:
+        return BOT_USER
+
+    @answers("answerCallbackQuery", "setWebhook", "deleteWebhook")
+    def _done(self, params: dict[str, Any]) -> Any:
+        return True
+
+    @answers(*_SENDING)
+    def _send(self, params: dict[str, Any]) -> Any:
+        chat_id = int(params["chat_id"])
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "from": BOT_USER,
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+        }
+        if "text" in params:
+            message["text"] = params["text"]
+        return message
+
+    @answers("getUpdates")
+    def _get_updates(self, params: dict[str, Any]) -> Any:
+        return self._pending(params)
+
+    def _pending(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         offset = int(params.get("offset") or 0)
-        # Long polling, kept short: a test waits for at most half a second of nothing.
-        deadline = time.monotonic() + min(float(params.get("timeout") or 0), 0.5)
-        while True:
-            with self._updates_lock:
-                # As Telegram does: asking for a later offset confirms (drops) earlier updates.
-                self._updates = [u for u in self._updates if u["update_id"] >= offset]
-                pending = list(self._updates)
-            if pending or time.monotonic() >= deadline:
-                return pending
-            await asyncio.sleep(0.02)
-
-
-def _refusal(fault: Fault) -> tuple[dict[str, Any], dict[str, str]]:
-    body: dict[str, Any] = {"ok": False, "error_code": fault.status}
-    if fault.status == 429:
-        body["description"] = f"Too Many Requests: retry after {fault.retry_after}"
-        body["parameters"] = {"retry_after": fault.retry_after}
-    else:
-        body["description"] = _DESCRIPTIONS.get(fault.status, "Internal Server Error")
-    return body, {}
-
-
-async def _params(request: web.Request) -> dict[str, Any]:
-    if request.content_type == "application/json":
-        body = await request.json()
-        return dict(body) if isinstance(body, dict) else {}
-    form = await request.post()
-    params: dict[str, Any] = {}
-    for key, value in form.items():
-        text = str(value)
-        params[key] = json.loads(text) if key in _JSON_PARAMS else text
-    params.update((key, value) for key, value in request.query.items() if key not in params)
-    return params
+        with self._updates_lock:
+            # As Telegram does: asking for a later offset confirms (drops) earlier updates.
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            return list(self._updates)
 
 
 def main() -> None:

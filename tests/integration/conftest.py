@@ -5,6 +5,10 @@ services are there (``scripts/test-services.sh`` sets ``FIRSTREPLY_TEST_POSTGRES
 ``FIRSTREPLY_TEST_REDIS_URL``; ``make test`` runs under it), a second time on the production
 stack: Rasa with ``endpoints.prod.yml`` (``SQLTrackerStore`` on PostgreSQL, ``RedisLockStore``)
 and the case store and channel database on PostgreSQL, each run in a fresh database.
+
+``serve_assistant`` starts an action server and Rasa for any channel's end-to-end test (the
+processes themselves come from ``tests.processes``); ``browser`` and ``local_page`` are the
+one Chromium launch of the browser tests.
 """
 
 from __future__ import annotations
@@ -12,13 +16,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +29,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / "models" / "firstreply.tar.gz"
-VENV_BIN = Path(sys.executable).parent
-START_TIMEOUT_S = 180
+from tests.processes import ROOT, START_TIMEOUT_S, Process, base_env, free_port, http, require_model
+from tests.processes import start_action_server, start_rasa_server, wait_until_up, write_endpoints
+
 PROD_ENDPOINTS = ROOT / "endpoints.prod.yml"
 POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("FIRSTREPLY_TEST_REDIS_URL")
@@ -44,75 +42,6 @@ BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL or REDIS_URL else [])
 collect_ignore = [] if "postgresql" in BACKENDS else ["test_production_stack.py"]
 # Redis database of each production stack's lock store: stacks never share lock keys.
 REDIS_DB_ASSISTANT = 1
-
-
-def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http(
-    method: str, url: str, body: Optional[bytes] = None, timeout: float = 60.0, token: Optional[str] = None
-) -> tuple[int, bytes]:
-    """Send one HTTP request (with a bearer token if given); return the status and the body."""
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-@dataclass
-class Process:
-    """A server process started for the tests, with its log file."""
-
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-    def stop(self) -> None:
-        """Stop the process group and wait for it."""
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-
-    def tail(self) -> str:
-        """Return the end of the log, for failure messages."""
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-
-def start(name: str, args: List[str], env: Dict[str, str], log: Path) -> Process:
-    """Start a server in its own process group, its output in ``log``."""
-    with log.open("wb") as handle:  # the child keeps its own copy of the descriptor
-        popen = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Process(name, popen, log)
-
-
-def wait_until_up(process: Process, url: str) -> None:
-    """Wait until ``url`` answers 200, failing with the log if the process dies or time runs out."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.popen.poll() is not None:
-            pytest.fail(f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}")
-        try:
-            if http("GET", url, timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"{process.name} did not answer {url} within {START_TIMEOUT_S} s:\n{process.tail()}")
 
 
 @dataclass
@@ -205,19 +134,6 @@ def fresh_database(admin_url: str) -> Iterator[str]:
         engine.dispose()
 
 
-def base_env() -> Dict[str, str]:
-    """Return the environment every server process of the tests starts with."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "SANIC_HOST": "127.0.0.1",
-        "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
-    env.pop("FIRSTREPLY_NOW", None)
-    return env
-
-
 def production_env(
     database_url: str, events_url: str, redis_url: str, redis_db: int, action_endpoint: str
 ) -> Dict[str, str]:
@@ -245,29 +161,8 @@ def production_env(
     }
 
 
-def start_action_server(name: str, port: int, env: Dict[str, str], log: Path) -> Process:
-    """Start ``rasa run actions`` on 127.0.0.1:``port``."""
-    return start(name, [str(VENV_BIN / "rasa"), "run", "actions", "--port", str(port), "--actions", "actions"], env, log)
-
-
-def start_rasa_server(
-    name: str, port: int, endpoints: Path, env: Dict[str, str], log: Path, api_token: Optional[str] = None,
-    credentials: Path = ROOT / "credentials.yml",
-) -> Process:  # fmt: skip
-    """Start the Rasa server (by default: REST channel, web chat, HTTP API) on 127.0.0.1:``port``."""
-    args = [
-        sys.executable, "-m", "bot.launcher", "run", "--model", str(MODEL), "--endpoints", str(endpoints),
-        "--credentials", str(credentials), "--interface", "127.0.0.1", "--port", str(port),
-        "--enable-api",
-    ]  # fmt: skip
-    if api_token:
-        args += ["--auth-token", api_token]
-    return start(name, args, env, log)
-
-
 def _production_assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
-    if not MODEL.exists():
-        pytest.fail(f"{MODEL} is missing: run `make train` (or `make test`, which trains first)")
+    require_model()
     services = production_services()
     work = tmp_path_factory.mktemp("assistant-production")
     rasa_port, actions_port = free_port(), free_port()
@@ -290,15 +185,8 @@ def _production_assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         )
         # No API token, as on the SQLite stack: the tests call the API without one (loopback
         # only). The scale-out stack in test_production_stack.py runs with a token.
-        running.processes.append(start_action_server("action server", actions_port, env, work / "actions.log"))
-        running.processes.append(start_rasa_server("rasa server", rasa_port, PROD_ENDPOINTS, env, work / "rasa.log"))
-        try:
-            wait_until_up(running.processes[0], f"http://127.0.0.1:{actions_port}/health")
-            wait_until_up(running.processes[1], f"{running.rasa_url}/status")
+        with serve_assistant(running, work, actions_port, rasa_port, PROD_ENDPOINTS):
             yield running
-        finally:
-            for process in reversed(running.processes):
-                process.stop()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -310,52 +198,90 @@ def assistant(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     if request.param == "postgresql":
         yield from _production_assistant(tmp_path_factory)
         return
-    if not MODEL.exists():
-        pytest.fail(f"{MODEL} is missing: run `make train` (or `make test`, which trains first)")
+    require_model()
     work = tmp_path_factory.mktemp("assistant")
     rasa_port, actions_port = free_port(), free_port()
     case_db_url = f"sqlite:///{work / 'cases.db'}"
-    endpoints = work / "endpoints.yml"
-    endpoints.write_text(
-        f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n'
-        f"tracker_store:\n  type: bot.trackers.SQLiteTrackerStore\n  db: {work / 'trackers.db'}\n"
+    endpoints = write_endpoints(
+        work, actions_port, f"tracker_store:\n  type: bot.trackers.SQLiteTrackerStore\n  db: {work / 'trackers.db'}\n"
     )
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
+        **base_env(),
         "FIRSTREPLY_CASE_DB": case_db_url,
         "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
-        "SANIC_HOST": "127.0.0.1",
-        "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
         "FIRSTREPLY_REST_TOKEN": secrets.token_urlsafe(24),
     }
-    env.pop("FIRSTREPLY_NOW", None)
     running = Assistant(
         rasa_url=f"http://127.0.0.1:{rasa_port}", case_db_url=case_db_url, env=env, token=env["FIRSTREPLY_REST_TOKEN"]
     )
-    actions = start(
-        "action server",
-        [str(VENV_BIN / "rasa"), "run", "actions", "--port", str(actions_port), "--actions", "actions"],
-        env,
-        work / "actions.log",
+    with serve_assistant(running, work, actions_port, rasa_port, endpoints):
+        yield running
+
+
+@contextmanager
+def serve_assistant(
+    running: Assistant, work: Path, actions_port: int, rasa_port: int, endpoints: Path, ready_path: str = "/status",
+    *, credentials: Path = ROOT / "credentials.yml", launcher: bool = True, api_token: Optional[str] = None,
+    rasa_timeout: float = START_TIMEOUT_S,
+) -> Iterator[Assistant]:  # fmt: skip
+    """Start the action server and Rasa for ``running``; yield it once both answer ``ready_path``; stop both.
+
+    ``credentials``, ``launcher`` and ``api_token`` are those of ``start_rasa_server``;
+    Rasa may take ``rasa_timeout`` seconds to answer. Logs go to ``work/actions.log`` and
+    ``work/rasa.log``.
+    """
+    running.processes.append(start_action_server("action server", actions_port, running.env, work / "actions.log"))
+    running.processes.append(
+        start_rasa_server(
+            "rasa server", rasa_port, endpoints, running.env, work / "rasa.log", api_token, credentials,
+            launcher=launcher,
+        )  # fmt: skip
     )
-    running.processes.append(actions)
-    rasa = start(
-        "rasa server",
-        [
-            sys.executable, "-m", "bot.launcher", "run", "--model", str(MODEL), "--endpoints", str(endpoints),
-            "--credentials", str(ROOT / "credentials.yml"), "--interface", "127.0.0.1",
-            "--port", str(rasa_port), "--enable-api",
-        ],
-        env,
-        work / "rasa.log",
-    )
-    running.processes.append(rasa)
     try:
-        wait_until_up(actions, f"http://127.0.0.1:{actions_port}/health")
-        wait_until_up(rasa, f"{running.rasa_url}/status")
+        wait_until_up(running.processes[0], f"http://127.0.0.1:{actions_port}/health")
+        wait_until_up(running.processes[1], f"{running.rasa_url}{ready_path}", rasa_timeout)
         yield running
     finally:
         for process in reversed(running.processes):
             process.stop()
+
+
+# --- the browser: Debian's Chromium driven by Playwright, headless ------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Launch headless Chromium for the module's browser tests; close it after them."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: install Debian's chromium package"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@contextmanager
+def local_page(browser: Any, width: int, height: int, timeout_ms: float) -> Iterator[Any]:
+    """Open a page (``width`` x ``height``, en-GB, ``timeout_ms`` for every wait); close it.
+
+    Fails the test if the page loaded anything from anywhere but 127.0.0.1.
+    """
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="en-GB")
+    context.set_default_timeout(timeout_ms)
+    opened = context.new_page()
+    outside: list[str] = []
+    opened.on("request", lambda request: outside.append(request.url) if "127.0.0.1" not in request.url else None)
+    try:
+        yield opened
+    finally:
+        context.close()
+    assert outside == []

@@ -2,9 +2,10 @@
 
 ``running_stack`` starts N action servers and N Rasa servers (``endpoints.prod.yml``:
 ``SQLTrackerStore`` on PostgreSQL, ``RedisLockStore``) on one fresh database, each kind behind
-a small round-robin HTTP proxy written here (a stand-in for the load balancer), with the case
-store and the channel database on the same PostgreSQL. Used by test_production_stack.py (REST)
-and test_telegram_stack.py (Telegram, crashes).
+a small round-robin HTTP proxy run here in a thread (a stand-in for the load balancer; it
+forwards with ``bench.stack_proxy.relay``), with the case store and the channel database on
+the same PostgreSQL. Used by test_production_stack.py (REST) and test_telegram_stack.py
+(Telegram, crashes).
 """
 
 from __future__ import annotations
@@ -28,25 +29,10 @@ import pytest
 from aiohttp import web
 from sqlalchemy import create_engine, inspect
 
-from tests.integration.conftest import (
-    PROD_ENDPOINTS,
-    ROOT,
-    START_TIMEOUT_S,
-    Process,
-    base_env,
-    free_port,
-    fresh_database,
-    http,
-    production_env,
-    production_services,
-    start_action_server,
-    start_rasa_server,
-    wait_until_up,
-)
-
-REQUEST_TIMEOUT_S = 600
-BACKEND_KEEPALIVE_S = 2.0
-FORWARDED_HEADERS = ("Authorization", "Content-Type", "X-Telegram-Bot-Api-Secret-Token")
+from bench.stack_proxy import backend_session, relay
+from tests.integration.conftest import PROD_ENDPOINTS, fresh_database, production_env, production_services
+from tests.processes import ROOT, START_TIMEOUT_S, Process, base_env, free_port, http
+from tests.processes import start_action_server, start_rasa_server, wait_until_up
 
 
 class RoundRobinProxy:
@@ -89,10 +75,7 @@ class RoundRobinProxy:
         # Idle connections to a backend are dropped well before the backend drops them (Sanic
         # closes keep-alive connections after 5 s): a request sent on a connection the backend
         # is closing fails, and Rasa loses the events of an action call that fails.
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=BACKEND_KEEPALIVE_S),
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-        )
+        self._session = backend_session()
         app = web.Application(client_max_size=1 << 20)
         app.router.add_post("/{path:.*}", self._forward)
         self._runner = web.AppRunner(app, access_log=None)
@@ -109,11 +92,8 @@ class RoundRobinProxy:
         assert self._session is not None
         backend = self.backends[next(self._turn) % len(self.backends)]
         self.served[backend] += 1
-        headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
-        body = await request.read()
         try:
-            async with self._session.post(backend + request.path_qs, data=body, headers=headers) as answer:
-                return web.Response(status=answer.status, body=await answer.read(), content_type=answer.content_type)
+            return await relay(self._session, backend, request)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             self.errors.append(f"{backend}{request.path_qs}: {error!r}")
             return web.Response(status=502, text=f"{self.name} proxy: {error!r}")

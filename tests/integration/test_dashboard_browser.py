@@ -10,28 +10,22 @@ and load nothing from anywhere but the desk. A screenshot goes to
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from bot.cases import Case, CaseStore, NewCase, TranscriptLine
 from bot.constants import priority_rank
 from tests.fakes.slack_web_api import TOKEN, FakeDeskSlackAPI
-from tests.integration.conftest import ROOT, VENV_BIN, Process, free_port, start, wait_until_up
+from tests.integration.conftest import local_page
+from tests.processes import ROOT, base_env, free_port, start_desk, wait_until_up
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]  # fmt: skip
 SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
 SECRET_NAME = "Zebedee Quux"  # every seeded customer's name: it must never reach the page
 SECRET_WORDS = "my secret parcel words"
@@ -63,7 +57,7 @@ def _open(
         promise_wording=f"within about {promise:g} minutes", handoff_key=f"dashboard:{number}",
         metadata={"route": "#support-queue"},
     )  # fmt: skip
-    return store.open_case(new, opened)
+    return store.lifecycle.open_case(new, opened)
 
 
 def seed(store: CaseStore, now: datetime) -> tuple[list[int], int, int, int]:
@@ -79,10 +73,10 @@ def seed(store: CaseStore, now: datetime) -> tuple[list[int], int, int, int]:
                 priority=("normal", "high", "normal", "low")[number % 4], case_type=TYPES[number % len(TYPES)],
             )  # fmt: skip
             wait = (4, 9, 17, 26, 45)[number % 5]
-            store.claim(case.id, "U0ANA" if number % 2 else "U0BEN", opened + timedelta(minutes=wait - 2))
-            store.record_human_reply(case.id, opened + timedelta(minutes=wait))
-            store.resolve(case.id, opened + timedelta(minutes=wait + 15), by="U0ANA")
-            store.record_followup(case.id, opened + timedelta(minutes=wait + 20), solved=True, rating=(5, 4, 4, 3, 5, 2)[number % 6])
+            store.lifecycle.claim(case.id, "U0ANA" if number % 2 else "U0BEN", opened + timedelta(minutes=wait - 2))
+            store.lifecycle.record_human_reply(case.id, opened + timedelta(minutes=wait))
+            store.lifecycle.resolve(case.id, opened + timedelta(minutes=wait + 15), by="U0ANA")
+            store.lifecycle.record_followup(case.id, opened + timedelta(minutes=wait + 20), solved=True, rating=(5, 4, 4, 3, 5, 2)[number % 6])
     # The live queue.
     live = []
     specs: list[tuple[float, float, str, str, str]] = [
@@ -98,14 +92,14 @@ def seed(store: CaseStore, now: datetime) -> tuple[list[int], int, int, int]:
         number += 1
         live.append(_open(store, number, now - timedelta(minutes=ago), promise, channel=channel, priority=priority,
                           case_type=case_type))  # fmt: skip
-    store.claim(live[5].id, "U0ANA", now - timedelta(minutes=4))
+    store.lifecycle.claim(live[5].id, "U0ANA", now - timedelta(minutes=4))
     # The billing case got a new estimate (now 20 minutes from now) and was escalated.
     billing = live[1]
-    assert store.mark_escalated(billing.id, 0, now - timedelta(minutes=3))
-    assert store.update_promise(
+    assert store.watch.mark_escalated(billing.id, 0, now - timedelta(minutes=3))
+    assert store.watch.update_promise(
         billing.id, 0, now + timedelta(minutes=20), "within about 20 minutes", "busy", now - timedelta(minutes=1)
     )
-    current = [store.get(case.id) for case in live]
+    current = [store.lookup.get(case.id) for case in live]
     ordered = sorted((c for c in current if c is not None), key=lambda c: (c.promised_by, -priority_rank(c.priority), c.id))
     return [c.id for c in ordered], 5, 1, number
 
@@ -127,16 +121,15 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     slack.add_channel("C0QUEUE", "support-queue")
     port = free_port()
     env = {
-        **os.environ, "PYTHONPATH": str(ROOT), "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+        **base_env(),
         "SLACK_DESK_BOT_TOKEN": TOKEN, "SLACK_DESK_SIGNING_SECRET": "dashboard-test-secret",
         "SLACK_API_BASE_URL": slack.base_url, "FIRSTREPLY_DESK_AGENTS": "S0AGENTS",
         "RASA_URL": f"http://127.0.0.1:{free_port()}", "FIRSTREPLY_EVENTS_DB": str(work / "events.db"),
         "FIRSTREPLY_CASE_DB": store_url, "FIRSTREPLY_SUPPORT_FILE": str(work / "support.yml"),
         "FIRSTREPLY_DESK_PORT": str(port), "FIRSTREPLY_DESK_POLL_SECONDS": "0.5",
     }  # fmt: skip
-    for name in ("FIRSTREPLY_NOW", "SLACK_APP_TOKEN"):
-        env.pop(name, None)
-    process: Process = start("desk", [str(VENV_BIN / "python"), "-m", "bot", "desk"], env, work / "desk.log")
+    env.pop("SLACK_APP_TOKEN", None)
+    process = start_desk("desk", env, work / "desk.log")
     try:
         wait_until_up(process, f"http://127.0.0.1:{port}/health")
         yield Seeded(f"http://127.0.0.1:{port}", store_url, now, order, waiting, overdue, total)
@@ -145,29 +138,10 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         slack.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium package"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
-    context.set_default_timeout(15_000)
-    opened = context.new_page()
-    outside: list[str] = []
-    opened.on("request", lambda request: outside.append(request.url) if "127.0.0.1" not in request.url else None)
-    try:
+    with local_page(browser, 1280, 900, 15_000) as opened:
         yield opened
-    finally:
-        context.close()
-    assert outside == []
 
 
 def _texts(page: Page, selector: str) -> list[str]:

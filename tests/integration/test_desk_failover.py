@@ -21,30 +21,25 @@ import pytest
 
 from bot.cases import CaseStore
 from bot.desk import messages
-from tests.integration.test_desk_e2e import ANA, PYTHON, QUEUE, Stack, _answers, _env, _fakes, _ports, wait_until
-from tests.test_desk_app import open_case
-from tests.test_watchdog import db_url  # noqa: F401 - the fixture: SQLite, and PostgreSQL when given
+from tests.desk_support import open_case
+from tests.integration.desk_stack import ANA, QUEUE, Stack, desk_env, desk_fakes
+from tests.processes import free_ports, wait_until
 
 pytestmark = pytest.mark.integration
 
 LEADER_SECONDS = "0.3"
 
 
-def _health(desk: Stack) -> str:
-    return desk.desk_url.replace("/slack/events", "/health")
-
-
 def _start_desk(stack: Stack, name: str, port: int) -> Stack:
     """Start one more desk process, ``name``, on ``port``; return the stack as seen through it."""
     desk = replace(stack, env={**stack.env, "FIRSTREPLY_DESK_PORT": str(port)}, desk_url=f"http://127.0.0.1:{port}/slack/events")
-    desk.start(name, str(PYTHON), "-m", "bot", "-v", "desk")
-    wait_until(f"{name} up", lambda: _answers(_health(desk)), 60, desk.alive)
+    desk.start_desk(name)
     return desk
 
 
 def _leads(desk: Stack) -> bool:
     """Return whether ``desk`` says it leads (runs the loops)."""
-    return bool(httpx.get(_health(desk), timeout=5).json()["leader"])
+    return bool(httpx.get(desk.health_url, timeout=5).json()["leader"])
 
 
 def _relayed(stack: Stack, case_id: int) -> list[str]:
@@ -56,14 +51,14 @@ def _relayed(stack: Stack, case_id: int) -> list[str]:
 
 
 def test_two_desks_deliver_once_and_the_survivor_delivers_what_the_killed_leader_left(
-    tmp_path: Path, db_url: str  # noqa: F811 - the fixture
+    tmp_path: Path, db_url: str
 ) -> None:
     from rasa.core.brokers.sql import SQLEventBroker
 
-    telegram, slack = _fakes()
-    first_port, second_port, closed_port = _ports(3)
+    telegram, slack = desk_fakes()
+    first_port, second_port, closed_port = free_ports(3)
     env = {
-        **_env(tmp_path, telegram, slack, f"http://127.0.0.1:{closed_port}", first_port),
+        **desk_env(tmp_path, telegram, slack, f"http://127.0.0.1:{closed_port}", first_port),
         "FIRSTREPLY_CASE_DB": db_url, "FIRSTREPLY_DESK_LEADER_SECONDS": LEADER_SECONDS,
     }  # fmt: skip
     stack = Stack(tmp_path, telegram, slack, env, "", "", db_url)
@@ -95,7 +90,7 @@ def test_two_desks_deliver_once_and_the_survivor_delivers_what_the_killed_leader
         wait_until("claimed", lambda: stack.case(maria.id).claimed_by == ANA, 30, stack.alive)
         notice = f":raising_hand: Claimed by <@{ANA}>."
         wait_until("notice posted by the leader", lambda: notice in stack.thread(stack.case(maria.id)), 30, stack.alive)
-        [card] = store.outbox_items(case_id=tom.id, kind=messages.KIND_CARD_POST)
+        [card] = store.outbox.items(case_id=tom.id, kind=messages.KIND_CARD_POST)
         assert (card.started_at is not None, card.in_doubt, card.delivered_at) == (True, False, None)
         assert slack.calls("conversations.history") == []  # nobody took the leader's delivery for cut off
         assert not _leads(second)
@@ -105,7 +100,7 @@ def test_two_desks_deliver_once_and_the_survivor_delivers_what_the_killed_leader
         wait_until("desk-2 leads", lambda: _leads(second), 30, stack.alive)
         wait_until("card found", lambda: stack.case(tom.id).card_ts, 30, stack.alive)
         wait_until("relayed", lambda: _relayed(stack, maria.id) == ["message 0", "message 1"], 30, stack.alive)
-        wait_until("all delivered", lambda: all(i.delivered_at for i in store.outbox_items()), 30, stack.alive)
+        wait_until("all delivered", lambda: all(i.delivered_at for i in store.outbox.items()), 30, stack.alive)
 
         cards = [stack.case(maria.id).card_ts, stack.case(tom.id).card_ts]
         assert [m.ts for m in slack.top_level(QUEUE)] == cards

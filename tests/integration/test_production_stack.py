@@ -27,8 +27,10 @@ import pytest
 import redis
 from sqlalchemy import MetaData, Table, create_engine, select
 
+from bench.stack_proxy import REQUEST_TIMEOUT_S
 from tests.integration.conftest import texts
-from tests.integration.stack_support import REQUEST_TIMEOUT_S, Stack, running_stack, tables
+from tests.integration.conversations import scripts
+from tests.integration.stack_support import Stack, running_stack, tables
 
 pytestmark = pytest.mark.integration
 
@@ -39,33 +41,7 @@ REDIS_DB_SCALE = 2
 GREETING = "I'm Northwind's assistant."
 
 # Whole conversations, first message to hand-off; each ends in exactly one case.
-SCRIPTS: List[Dict[str, Any]] = [
-    {
-        "metadata": {"customer_name": "Maria Keller"},
-        "messages": ["where is my parcel?? ordered 2 weeks ago and still nothing", "AC-2291734", "It's late", "/affirm"],
-        "case_type": "order_status",
-    },
-    {
-        "metadata": {"first_name": "Tom"},
-        "messages": ["i need to change the delivery address on my order 48213907", "new address is 12 Baker St NW1", "/affirm"],
-        "case_type": "change_order",
-    },
-    {
-        "metadata": {},
-        "messages": ["i was charged twice for my order", "I was charged twice", "talk to a human please", "/affirm"],
-        "case_type": "billing",
-    },
-    {
-        "metadata": {"customer_name": "Sam"},
-        "messages": [
-            "your service is a joke, nobody ever answers",
-            "I emailed four times about a broken table and never heard back",
-            "a refund and an apology",
-            "/affirm",
-        ],
-        "case_type": "complaint",
-    },
-]
+SCRIPTS: List[Dict[str, Any]] = scripts("order-1", "change-1", "billing-1", "complaint-1")
 
 
 @pytest.fixture(scope="module")

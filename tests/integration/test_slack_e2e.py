@@ -8,10 +8,7 @@ secret). The case is then read back with ``python -m bot cases list --json --db 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,8 +20,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from tests.fakes.slack_api import APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID, TOKEN, FakeSlackAPI
-from tests.integration.conftest import MODEL, ROOT, VENV_BIN, Process, free_port, start, wait_until_up
+from tests.fakes.slack_api import APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID, TOKEN, FakeSlackAPI, signed_headers
+from tests.integration.conftest import Assistant, serve_assistant
+from tests.processes import ROOT, Process, base_env, free_port, require_model, write_endpoints
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +38,7 @@ bot.channels.slack.SlackDMInput:
 
 def signed_post(url: str, body: bytes, content_type: str, secret: str = SECRET, **headers: str) -> httpx.Response:
     """POST ``body`` as Slack does: ``X-Slack-Signature: v0=HMAC-SHA256(v0:{ts}:{body})``."""
-    stamp = str(int(time.time()))
-    digest = hmac.new(secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
-    sent = {"Content-Type": content_type, "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
-    return httpx.post(url, content=body, headers={**sent, **headers}, timeout=10)
+    return httpx.post(url, content=body, headers={**signed_headers(secret, body, content_type), **headers}, timeout=10)
 
 
 @dataclass
@@ -100,55 +95,37 @@ class Running:
             elif len(calls) >= count + expected and time.monotonic() - since >= quiet:
                 return [{"params": c.params, "ts": c.answer["ts"]} for c in calls[count:]]
             for process in self.processes:
-                if process.popen.poll() is not None:
-                    pytest.fail(f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}")
+                process.check_alive()
             time.sleep(0.2)
         raise AssertionError(f"{last - count} post(s) after {timeout}s, expected {expected}")
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    if not MODEL.exists():
-        pytest.fail(f"{MODEL} is missing: run `make train`")
+    require_model()
     work = tmp_path_factory.mktemp("slack-e2e")
     api = FakeSlackAPI().start()
     api.add_user(MARIA, "Maria Silva", display_name="maria", locale="en-GB")
     rasa_port, actions_port = free_port(), free_port()
     (work / "credentials.yml").write_text(CREDENTIALS)
-    (work / "endpoints.yml").write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n')
+    endpoints = write_endpoints(work, actions_port)
     case_db_url = f"sqlite:///{work / 'cases.db'}"
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
+        **base_env(),
         "SLACK_BOT_TOKEN": TOKEN,
         "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_BASE_URL": api.base_url,
         "FIRSTREPLY_CASE_DB": case_db_url,
         "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
-        "SANIC_HOST": "127.0.0.1",
     }
-    env.pop("FIRSTREPLY_NOW", None)
-    rasa_url = f"http://127.0.0.1:{rasa_port}"
-    processes: list[Process] = []
+    assistant = Assistant(f"http://127.0.0.1:{rasa_port}", case_db_url, env, token="")
     try:
-        processes.append(start(
-            "action server", [str(VENV_BIN / "rasa"), "run", "actions", "--port", str(actions_port),
-                              "--actions", "actions"], env, work / "actions.log",
-        ))  # fmt: skip
-        processes.append(start(
-            "rasa server", [str(VENV_BIN / "rasa"), "run", "--model", str(MODEL), "--endpoints",
-                            str(work / "endpoints.yml"), "--credentials", str(work / "credentials.yml"),
-                            "--interface", "127.0.0.1", "--port", str(rasa_port), "--enable-api"],
-            env, work / "rasa.log",
-        ))  # fmt: skip
-        wait_until_up(processes[0], f"http://127.0.0.1:{actions_port}/health")
-        wait_until_up(processes[1], f"{rasa_url}/webhooks/slack_dm/")
-        yield Running(api, rasa_url, case_db_url, env, processes)
+        with serve_assistant(
+            assistant, work, actions_port, rasa_port, endpoints, "/webhooks/slack_dm/",
+            credentials=work / "credentials.yml", launcher=False,
+        ) as started:  # fmt: skip
+            yield Running(api, started.rasa_url, case_db_url, env, started.processes)
     finally:
-        for process in reversed(processes):
-            process.stop()
         api.stop()
 
 

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import MODEL, ROOT
+from tests.processes import MODEL, ROOT, require_model
 
 pytestmark = pytest.mark.integration
 
 
 def test_every_test_story_is_predicted_exactly(tmp_path: Path) -> None:
-    if not MODEL.exists():
-        pytest.fail(f"{MODEL} is missing: run `make train` (or `make test`, which trains first)")
+    require_model()
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "rasa"), "test", "core", "--model", str(MODEL),

@@ -13,7 +13,8 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tests.integration.conftest import Assistant, http, texts
+from tests.integration.conftest import Assistant, texts
+from tests.processes import http
 
 pytestmark = pytest.mark.integration
 

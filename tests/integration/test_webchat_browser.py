@@ -9,25 +9,19 @@ back with ``python -m bot cases list --json`` and the conversation with Rasa's H
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Request, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Request, Route, expect
 
-from tests.integration.conftest import MODEL, ROOT, VENV_BIN, Assistant, Process, free_port, http, start, wait_until_up
+from tests.integration.conftest import Assistant, local_page, serve_assistant
+from tests.processes import ROOT, Process, base_env, free_port, http, require_model, write_endpoints
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]  # fmt: skip
 SCREENSHOT = ROOT / "test-artifacts" / "webchat.png"
 REPLY_TIMEOUT_MS = 90_000
 STORAGE_KEY = "firstreply.webchat.v1"
@@ -56,65 +50,31 @@ class ChatServer:
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """Start Rasa (web chat channel and HTTP API) and the action server on free ports."""
-    assert MODEL.exists(), f"train the model first (make train): {MODEL}"
+    require_model()
     work = tmp_path_factory.mktemp("webchat")
     rasa_port, actions_port = free_port(), free_port()
     (work / "credentials.yml").write_text("bot.channels.webchat.WebChatInput:\n")
-    (work / "endpoints.yml").write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{actions_port}/webhook"\n')
+    endpoints = write_endpoints(work, actions_port)
     case_db_url = f"sqlite:///{work / 'cases.db'}"
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
+        **base_env(),
         "FIRSTREPLY_CASE_DB": case_db_url,
         "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
         "FIRSTREPLY_WEBCHAT_SECRET": "browser-test-secret-0123456789",
-        "SANIC_HOST": "127.0.0.1",
-        "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
     }
-    env.pop("FIRSTREPLY_NOW", None)
-    rasa_url = f"http://127.0.0.1:{rasa_port}"
-    processes = [
-        start("action server", [str(VENV_BIN / "rasa"), "run", "actions", "--port", str(actions_port),
-                                "--actions", "actions"], env, work / "actions.log"),
-        start("rasa server", [str(VENV_BIN / "rasa"), "run", "--model", str(MODEL), "--endpoints",
-                              str(work / "endpoints.yml"), "--credentials", str(work / "credentials.yml"),
-                              "--interface", "127.0.0.1", "--port", str(rasa_port), "--enable-api"],
-              env, work / "rasa.log"),
-    ]  # fmt: skip
-    try:
-        wait_until_up(processes[0], f"http://127.0.0.1:{actions_port}/health")
-        wait_until_up(processes[1], f"{rasa_url}/webhooks/webchat/")
-        yield ChatServer(Assistant(rasa_url, case_db_url, env, token=""), processes)
-    finally:
-        for process in reversed(processes):
-            process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: install Debian's chromium package"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    running = Assistant(f"http://127.0.0.1:{rasa_port}", case_db_url, env, token="")
+    with serve_assistant(
+        running, work, actions_port, rasa_port, endpoints, "/webhooks/webchat/",
+        credentials=work / "credentials.yml", launcher=False,
+    ) as assistant:  # fmt: skip
+        yield ChatServer(assistant, assistant.processes)
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 900, "height": 860}, locale="en-GB")
-    context.set_default_timeout(REPLY_TIMEOUT_MS)
-    opened = context.new_page()
     # Nothing may be loaded from anywhere but the Rasa server.
-    outside: list[str] = []
-    opened.on("request", lambda request: outside.append(request.url) if "127.0.0.1" not in request.url else None)
-    try:
+    with local_page(browser, 900, 860, REPLY_TIMEOUT_MS) as opened:
         yield opened
-    finally:
-        context.close()
-    assert outside == []
 
 
 def conversation(page: Page) -> list[tuple[str, str]]:

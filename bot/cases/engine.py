@@ -1,0 +1,49 @@
+"""Engines for FirstReply's own databases: a SQLite file on one machine, PostgreSQL in production.
+
+The case store builds its engine on this (``bot.cases.schema.create_case_engine``), and so
+does the channels' database of dedupe keys, inbox and reply records
+(``bot.channels.dedupe.channel_engine``), each with its own SQLite pragmas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+
+def sqlite_or_postgres_engine(url: str, sqlite_pragmas: Sequence[str], *, sqlite_own_begin: bool = False) -> Engine:
+    """Return a pooled engine for ``url`` (the caller has checked which database it names).
+
+    PostgreSQL connections are checked before each use. On SQLite the file's directory is
+    created and every new connection runs ``sqlite_pragmas`` (``PRAGMA`` statements such as
+    the busy timeout and the journal mode).
+
+    Args:
+        sqlite_own_begin: Stop the sqlite3 module from starting transactions on its own, so
+            the engine's ``begin`` event decides how each one starts.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, future=True, pool_pre_ping=True)
+    database = parsed.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if sqlite_own_begin:
+            dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        for pragma in sqlite_pragmas:
+            cursor.execute(pragma)
+        cursor.close()
+
+    return engine

@@ -1,0 +1,125 @@
+"""What support.yml says, once checked: the brand, the calendar, targets, priority, routing, watchdog.
+
+Plain frozen data; ``bot.ops.support`` builds it from the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.eta.calendar import BusinessCalendar
+from bot.eta.estimate import ServiceTargets
+
+
+@dataclass(frozen=True)
+class Brand:
+    """Who the assistant speaks for.
+
+    Attributes:
+        name: The brand's name, e.g. "Northwind Goods".
+        assistant_name: How the bot introduces itself.
+    """
+
+    name: str
+    assistant_name: str
+
+
+@dataclass(frozen=True)
+class PriorityRules:
+    """When a case's priority is raised.
+
+    Attributes:
+        complaint_high: Complaint score at or above which a case is high priority.
+        complaint_urgent: Complaint score at or above which it is urgent.
+        urgent_case_types: Case types that are always urgent.
+        high_case_types: Case types that are always at least high.
+    """
+
+    complaint_high: float
+    complaint_urgent: float
+    urgent_case_types: frozenset[str]
+    high_case_types: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which channel a case is posted to.
+
+    Attributes:
+        default: The channel for anything not routed elsewhere.
+        case_types: Case type -> channel.
+        priorities: Priority -> channel; wins over ``case_types``.
+    """
+
+    default: str
+    case_types: Mapping[str, str]
+    priorities: Mapping[str, str]
+
+    def channel_for(self, case_type: str, priority: str) -> str:
+        """Return the channel for a case: by priority, else by case type, else the default.
+
+        Args:
+            case_type: The case's type.
+            priority: The case's priority.
+        """
+        return self.priorities.get(priority) or self.case_types.get(case_type) or self.default
+
+
+@dataclass(frozen=True)
+class WatchdogRules:
+    """What the desk's watchdog does about promises and silent customers.
+
+    Attributes:
+        enabled: Whether the watchdog runs at all.
+        escalate_at: Share of a waiting case's promise (in open minutes) after which it
+            is escalated to the leads, once per promise.
+        update_at: Share after which the customer gets a new estimate, if the new
+            deadline is later than the one they were told.
+        lead_channel: Where escalations go; None: ``routing.priorities.urgent``, else
+            ``routing.default``.
+        oncall: A Slack user (U...) or user group (S...) id mentioned in escalations.
+        checkin_after_minutes: Open minutes of silence after an agent's last reply before
+            the customer is asked whether they need anything else.
+        close_after_minutes: Open minutes after that question, still unanswered, before
+            the case is closed.
+    """
+
+    enabled: bool = True
+    escalate_at: float = 0.75
+    update_at: float = 0.9
+    lead_channel: str | None = None
+    oncall: str | None = None
+    checkin_after_minutes: float = 60.0
+    close_after_minutes: float = 60.0
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    """Everything support.yml says, checked.
+
+    Attributes:
+        path: The file it was read from.
+        brand: Who the assistant speaks for.
+        calendar: Business hours and holidays.
+        targets: Response-time targets and staffing default.
+        history_window_days: How many days of handled cases the estimate learns from.
+        priority: When a case's priority is raised.
+        routing: Which channel a case is posted to.
+        watchdog: What the desk's watchdog does (all defaults when the section is left out).
+    """
+
+    path: Path
+    brand: Brand
+    calendar: BusinessCalendar
+    targets: ServiceTargets
+    history_window_days: int
+    priority: PriorityRules
+    routing: Routing
+    watchdog: WatchdogRules = WatchdogRules()
+
+    @property
+    def lead_channel(self) -> str:
+        """Return where the watchdog escalates: its own channel, else urgent cases', else the default."""
+        return self.watchdog.lead_channel or self.routing.priorities.get("urgent") or self.routing.default

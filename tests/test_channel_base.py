@@ -1,0 +1,251 @@
+"""The connectors' shared base (``bot.channels.base``), on a connector as small as a new one can be.
+
+``ToyInput``/``ToyOutput`` are what a new platform adds: parsing into ``InboundEvent``s, a
+sender of one text, its limit. Everything else (storing before the answer, dedupe, replay,
+reply records, the holding line, splitting, fail-soft lookups) is the base's, exercised here
+with the real inbox on SQLite. Telegram's and Slack's own tests run the same base against
+their platforms' fakes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from rasa.core.channels.channel import UserMessage
+from sanic import Blueprint
+from sqlalchemy.exc import OperationalError
+
+from bot.channels.base import (
+    HOLDING_REPLY,
+    InboundEvent,
+    Intake,
+    RecordedOutput,
+    WebhookConnector,
+    non_text_notice,
+    optional_lookup,
+)
+from bot.channels.common import OnNewMessage
+from bot.channels.dedupe import ChannelStore
+from bot.channels.inbox import Inbox, InboxEntry
+from tests.channel_support import RecordingAgent
+
+SOURCE = "toy:bot-1"
+
+
+class Refused(Exception):
+    """The toy platform refusing a message for good (the customer blocked the bot)."""
+
+
+class ToyOutput(RecordedOutput):
+    """Sends by appending to ``sent``; refuses texts containing "blocked", fails on "down"."""
+
+    text_limit = 20
+
+    def __init__(self, inbox: Inbox | None = None) -> None:
+        super().__init__(inbox)
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    @classmethod
+    def name(cls) -> str:
+        return "toy"
+
+    def for_message(self, message_id: str) -> ToyOutput:
+        return self.bound_to(message_id)
+
+    def refused_for_good(self, error: BaseException) -> bool:
+        return isinstance(error, Refused)
+
+    async def _send_part(self, recipient_id: str, text: str, *, seq: int | None = None, **options: Any) -> None:
+        async def send(_state: str | None) -> None:
+            if "blocked" in text:
+                raise Refused("blocked")
+            if "down" in text:
+                raise ConnectionError("platform down")
+            self.sent.append((recipient_id, text, options))
+
+        if not self.bound:
+            await send(None)
+            return
+        await self.recorded("send", self.next_seq() if seq is None else seq, ("send", recipient_id, text), send)
+
+    async def _button_options(self, text: str, buttons: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {"buttons": [button["title"] for button in buttons]}
+
+
+class ToyInput(WebhookConnector):
+    """Parses ``{"messages": [{"id", "from", "text"}]}``: several messages per webhook call."""
+
+    output: ToyOutput
+
+    @classmethod
+    def name(cls) -> str:
+        return "toy"
+
+    def __init__(self, store: ChannelStore) -> None:
+        self.start_connector(ToyOutput(inbox=self.open_inbox(store)))
+
+    async def sources(self) -> list[str]:
+        return [SOURCE]
+
+    def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
+        self._on_new_message = on_new_message
+        return self.connector_blueprint("toy_webhook")
+
+    @staticmethod
+    def parse(body: dict[str, Any]) -> list[InboundEvent]:
+        return [InboundEvent(SOURCE, m["id"], m["from"], json.dumps(m)) for m in body["messages"]]
+
+    def output_for(self, entry: InboxEntry) -> ToyOutput:
+        return self.output.for_message(f"toy-{entry.update_id}")
+
+    async def handle(self, entry: InboxEntry, on_new_message: OnNewMessage) -> None:
+        message = json.loads(entry.body)
+        output = self.output_for(entry)
+        await on_new_message(UserMessage(message["text"], output, message["from"], message_id=f"toy-{message['id']}"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ChannelStore]:
+    opened = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
+    yield opened
+    opened.dispose()
+
+
+@pytest.fixture
+def agent() -> RecordingAgent:
+    return RecordingAgent(replies=[{"text": "Thanks! One moment. I'm looking into it."}])
+
+
+@pytest.fixture
+def toy(store: ChannelStore, agent: RecordingAgent) -> ToyInput:
+    channel = ToyInput(store)
+    channel.blueprint(agent.handle_message)
+    return channel
+
+
+CALL = {"messages": [{"id": "m1", "from": "ana", "text": "hello"}, {"id": "m2", "from": "bo", "text": "hi"}]}
+
+
+@pytest.mark.asyncio
+async def test_every_event_of_a_call_is_stored_handled_and_answered_once(toy: ToyInput, agent: RecordingAgent) -> None:
+    assert await toy.accept_all(toy.parse(CALL)) is Intake.STORED
+    await toy.tasks.wait()
+    assert await toy.accept_all(toy.parse(CALL)) is Intake.COPY  # the platform sent the call again
+    await toy.tasks.wait()
+
+    assert sorted(agent.seen()) == [("hello", "ana", None), ("hi", "bo", None)]
+    # Split at the toy's 20 characters, each part recorded: none sent twice.
+    assert sorted(toy.output.sent) == [
+        ("ana", "I'm looking into it.", {}), ("ana", "Thanks! One moment.", {}),
+        ("bo", "I'm looking into it.", {}), ("bo", "Thanks! One moment.", {}),
+    ]  # fmt: skip
+    assert toy.inbox.pending(SOURCE) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_call_that_cannot_be_stored_is_refused_so_the_platform_sends_it_again(
+    toy: ToyInput, agent: RecordingAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def database_down(*_: Any) -> None:
+        raise OperationalError("INSERT INTO channel_inbox", {}, Exception("database is locked"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(toy.inbox, "accept", database_down)
+        assert await toy.accept_all(toy.parse(CALL)) is Intake.UNAVAILABLE
+    assert await toy.accept_all(toy.parse(CALL)) is Intake.STORED
+    await toy.tasks.wait()
+    assert len(agent.messages) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_failure_gets_one_holding_line_and_a_later_attempt_sends_only_what_is_missing(
+    toy: ToyInput, agent: RecordingAgent
+) -> None:
+    agent.error = RuntimeError("action server down")
+    await toy.accept(InboundEvent(SOURCE, "m1", "ana", json.dumps({"id": "m1", "from": "ana", "text": "hello"})))
+    await toy.tasks.wait()
+    assert toy.output.sent == [("ana", HOLDING_REPLY, {})]
+
+    [entry] = await _due(toy)
+    agent.error = None
+    await toy.handle(entry, agent.handle_message)
+    again = toy.output.for_message("toy-m1")
+    await again.send_holding("ana")  # recorded at HOLDING_SEQ: not sent a second time
+
+    assert [text for _, text, _ in toy.output.sent] == [HOLDING_REPLY, "Thanks! One moment.", "I'm looking into it."]
+
+
+async def _due(toy: ToyInput) -> list[InboxEntry]:
+    with toy.store.engine.begin() as conn:  # the retry's back-off has run out
+        conn.exec_driver_sql("UPDATE channel_inbox SET lease_until = 0")
+    return toy.inbox.claim_due(SOURCE)
+
+
+@pytest.mark.asyncio
+async def test_a_reply_refused_for_good_is_dropped_and_a_failed_one_is_sent_again(store: ChannelStore) -> None:
+    output = ToyOutput(inbox=Inbox(store.engine)).for_message("toy-m9")
+    await output.send_text_with_buttons("ana", "you are blocked", [{"title": "OK", "payload": "/affirm"}])
+    with pytest.raises(ConnectionError):
+        await output.send_text_message("ana", "platform down")
+
+    assert output.sent == []
+    retry = ToyOutput(inbox=output.inbox).for_message("toy-m9")
+    await retry.send_text_with_buttons("ana", "you are blocked", [{"title": "OK", "payload": "/affirm"}])
+    await retry.send_text_message("ana", "back up now")  # reply 1 again, failed before: sent now
+    assert retry.sent == [("ana", "back up now", {})]
+
+
+@pytest.mark.asyncio
+async def test_buttons_ride_with_the_last_part_and_an_empty_text_gets_the_prompt() -> None:
+    output = ToyOutput()
+    await output.send_text_with_buttons("ana", "One moment. Which order is it?", [{"title": "A1"}, {"title": "B2"}])
+    await output.send_text_with_buttons("ana", "", [{"title": "Yes"}])
+
+    assert output.sent == [
+        ("ana", "One moment.", {}), ("ana", "Which order is it?", {"buttons": ["A1", "B2"]}),
+        ("ana", "Please choose:", {"buttons": ["Yes"]}),
+    ]  # fmt: skip
+
+
+def test_the_non_text_notice_asks_what_it_is_about_only_without_a_caption() -> None:
+    assert non_text_notice("photo", with_text=True) == (
+        "I can only read text, but I've attached your photo to your case for the person who picks it up."
+    )
+    assert non_text_notice("photo", with_text=False).endswith(" Could you also tell me in a few words what it's about?")
+
+
+def _failures(lookup: str) -> float:
+    labels = {"channel": "toy", "lookup": lookup}
+    return REGISTRY.get_sample_value("firstreply_channel_lookup_failures_total", labels) or 0.0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [({"profile": None}, "answered in an unexpected shape (TypeError"), (ConnectionError("refused"), "failed (")],
+    ids=["odd-shape", "upstream-down"],
+)
+async def test_an_optional_lookup_fails_soft_logged_and_counted(
+    answer: Any, problem: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def call() -> Any:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    before = _failures("profile")
+    with caplog.at_level(logging.WARNING, logger="bot.channels.base"):
+        found = await optional_lookup(
+            "toy", "profile", "ana", call, lambda got: got["profile"]["name"], upstream_errors=(ConnectionError,)
+        )
+
+    assert found is None
+    assert _failures("profile") == before + 1
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "bot.channels.base"]
+    assert warning.startswith(f"toy profile for ana {problem}") and warning.endswith(": going on without it")
