@@ -163,8 +163,16 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         return training_data
 
     def process(self, messages: List[Message]) -> List[Message]:
-        """Embed each message that has text."""
-        self._embed([message for message in messages if message.get(TEXT)])
+        """Embed each message that has text, on one BLAS thread.
+
+        A served message is a handful of tokens: a second BLAS thread saves a few
+        milliseconds of wall time but spins for many more of CPU, which concurrent
+        conversations need (measured in docs/nlu.md).
+        """
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._embed([message for message in messages if message.get(TEXT)])
         return messages
 
     def _embed(self, messages: List[Message]) -> None:

@@ -257,7 +257,7 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
                 ranking = [top] + ranking
             message.set(INTENT, top, add_to_output=True)
             message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
-            problems = self._problems(message.get(TEXT))
+            problems = self._problems(message.get(TEXT), ranking)
             if problems:
                 message.set(PROBLEMS_KEY, problems, add_to_output=True)
         return messages
@@ -270,12 +270,17 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         vocabulary = self.features.words.vocabulary_
         return sum(word in vocabulary for word in said) / len(said) >= float(self.config["min_known_words"])
 
-    def _problems(self, text: str) -> List[Dict[str, Any]]:
+    def _problems(self, text: str, ranking: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """Return one entry per clause naming a case type, when the clauses name two or more.
 
         "The box came broken and I was charged twice" is two problems: the case
-        carries both, so nobody has to ask for the second one later.
+        carries both, so nobody has to ask for the second one later. Clauses are only
+        read (another encoder pass) when the whole message already ranks two case
+        types at 0.2 or more.
         """
+        wanted = set(self.config["case_intents"])
+        if sum(1 for entry in ranking if entry["name"] in wanted and entry["confidence"] >= 0.2) < 2:
+            return []
         parts = [part for part in clauses(text) if len(part.split()) >= 3]
         if len(parts) < 2:
             return []
@@ -287,7 +292,6 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         assert self.features is not None
         rows = self.model.predict_proba(self.features.transform(parts, embeddings))
         classes = self.classes
-        wanted = set(self.config["case_intents"])
         found: Dict[str, Dict[str, Any]] = {}
         for part, row in zip(parts, rows):
             best = int(np.argmax(row))
