@@ -76,6 +76,7 @@ _CLAUSE_BREAK = _rx(
     r"\bso (?=i\b|we\b|it\b|they\b|now\b|that\b)|"
     r"\band (?=(?:it|it's|its|they|they're|theyre|the|i|i'm|my|this|that|now|also)\b))\s*"
 )
+# The patterns from here on look alike line by line only because each is a list of words.
 _HYPOTHETICAL = _rx(r"\b(?:if|what if|in case|whether|suppose|supposing)\b")
 # "if you could help", "if possible": politeness, not a hypothesis.
 _POLITE_IF = _rx(r"\bif (?:you|u) (?:can|could|would|don'?t mind)\b|\bif (?:possible|poss|that'?s ok(?:ay)?)\b")

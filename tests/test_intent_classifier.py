@@ -206,3 +206,17 @@ def test_words_the_examples_never_used_are_unclear(tmp_path: Path, monkeypatch: 
 
     assert parse(classifier, "blorp the frobnicator").get(INTENT)["name"] == "nlu_fallback"
     assert parse(classifier, "where is my parcl").get(INTENT)["name"] == "order_status"
+
+
+def test_a_model_file_with_untrusted_types_is_not_loaded(tmp_path: Path) -> None:
+    from rasa.shared.nlu.training_data.features import Features
+
+    from bot.nlu.storage import load_model, save_model
+
+    storage, resource = LocalModelStorage(tmp_path), Resource("x")
+    save_model(storage, resource, {"unexpected": Features(np.zeros((1, 2)), "sentence", "text", "o")}, {"a": 1})
+
+    with pytest.raises(ValueError, match="unexpected types"):
+        load_model(storage, resource)
+    save_model(storage, Resource("y"), None, {"threshold": 0.5})
+    assert load_model(storage, Resource("y")) == (None, {"threshold": 0.5})

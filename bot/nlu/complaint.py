@@ -25,7 +25,6 @@ never thanks.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Dict, List, Optional, Text
 
@@ -40,13 +39,12 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from bot.nlu.featurizer import sentence_embedding
 from bot.nlu.signals import read_signals
+from bot.nlu.storage import load_model, save_model
 from bot.nlu.text import clauses, for_classifier
 
 logger = logging.getLogger(__name__)
 
 COMPLAINT_KEY = "complaint"
-_MODEL_FILE = "complaint_model.skops"
-_META_FILE = "complaint_model.json"
 # Lexical evidence that makes an example of a neutral case type a complaint for training.
 CASE_CUE_SCORE = 0.35
 # ... and an example of small talk or a product question (those rarely are).
@@ -113,6 +111,7 @@ class ComplaintSignal(GraphComponent):
         self._resource = resource
         self.model: Any = None
 
+    # The signature is Rasa's GraphComponent.create, the same in every component (the graph calls it).
     @classmethod
     def create(
         cls,
@@ -211,15 +210,9 @@ class ComplaintSignal(GraphComponent):
         return float(self.model.predict_proba(embedding[None, :])[0, 1])
 
     def persist(self) -> None:
-        """Save the model (skops, no pickle) and the threshold."""
-        import skops.io as sio
-
-        if self._storage is None or self._resource is None:
-            return
-        with self._storage.write_to(self._resource) as folder:
-            if self.model is not None:
-                sio.dump(self.model, folder / _MODEL_FILE)
-            (folder / _META_FILE).write_text(json.dumps({"threshold": self.threshold}), encoding="utf-8")
+        """Save the model and the threshold."""
+        if self._storage is not None and self._resource is not None:
+            save_model(self._storage, self._resource, self.model, {"threshold": self.threshold})
 
     @classmethod
     def load(
@@ -231,18 +224,9 @@ class ComplaintSignal(GraphComponent):
         **kwargs: Any,
     ) -> "ComplaintSignal":
         """Load the trained component; cues only if nothing was trained."""
-        import skops.io as sio
-
         component = cls(config, model_storage, resource)
         try:
-            with model_storage.read_from(resource) as folder:
-                meta = json.loads((folder / _META_FILE).read_text(encoding="utf-8"))
-                path = folder / _MODEL_FILE
-                if path.exists():
-                    untrusted = sio.get_untrusted_types(file=path)
-                    if any(not t.startswith(("sklearn.", "numpy.")) for t in untrusted):
-                        raise ValueError(f"unexpected types in {path}: {untrusted}")
-                    component.model = sio.load(path, trusted=untrusted)
+            component.model, meta = load_model(model_storage, resource)
         except ValueError as error:
             logger.warning("ComplaintSignal: nothing to load (%s); lexical cues only", error)
             return component

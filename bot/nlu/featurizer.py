@@ -137,6 +137,7 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         super().__init__(name, config)
         self._batch_size = int(config["batch_size"])
 
+    # The signature is Rasa's GraphComponent.create, the same in every component (the graph calls it).
     @classmethod
     def create(
         cls,

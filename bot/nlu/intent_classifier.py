@@ -19,7 +19,6 @@ of what customers ask that a brand's support cannot help with.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Text, Tuple
 
@@ -35,6 +34,7 @@ from rasa.shared.nlu.training_data.training_data import TrainingData
 from scipy.sparse import csr_matrix, hstack
 
 from bot.nlu.featurizer import sentence_embedding
+from bot.nlu.storage import load_model, save_model
 from bot.nlu.text import clauses, for_classifier, words
 
 logger = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ OUT_OF_SCOPE_INTENT = "out_of_scope"
 PROBLEMS_KEY = "problems"
 CASE_INTENTS = ("order_status", "change_order", "cancel_order", "refund_return", "billing", "account_access",
                 "product_issue", "product_question", "complaint")
-_MODEL_FILE = "blended_intent_classifier.skops"
-_META_FILE = "blended_intent_classifier.json"
 
 
 def _vectorizers() -> Tuple[Any, Any]:
@@ -154,6 +152,7 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         self.threshold = 0.0
         self.uses_embedding = False
 
+    # The signature is Rasa's GraphComponent.create, the same in every component (the graph calls it).
     @classmethod
     def create(
         cls,
@@ -301,14 +300,9 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         return list(found.values()) if len(found) >= 2 else []
 
     def persist(self) -> None:
-        """Save the features and the model (skops, no pickle) and the threshold."""
-        import skops.io as sio
-
-        with self._storage.write_to(self._resource) as folder:
-            sio.dump({"features": self.features, "model": self.model}, folder / _MODEL_FILE)
-            (folder / _META_FILE).write_text(
-                json.dumps({"threshold": self.threshold, "uses_embedding": self.uses_embedding}), encoding="utf-8"
-            )
+        """Save the features and the model, and the threshold."""
+        save_model(self._storage, self._resource, {"features": self.features, "model": self.model},
+                   {"threshold": self.threshold, "uses_embedding": self.uses_embedding})
 
     @classmethod
     def load(
@@ -320,18 +314,9 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         **kwargs: Any,
     ) -> "BlendedIntentClassifier":
         """Load a trained component; an untrained one if there is nothing saved."""
-        import skops.io as sio
-
         component = cls(config, model_storage, resource)
         try:
-            with model_storage.read_from(resource) as folder:
-                path = folder / _MODEL_FILE
-                untrusted = sio.get_untrusted_types(file=path)
-                foreign = [t for t in untrusted if not t.startswith(("sklearn.", "numpy.", "scipy.", "bot.nlu."))]
-                if foreign:
-                    raise ValueError(f"unexpected types in {path}: {foreign}")
-                saved = sio.load(path, trusted=untrusted)
-                meta = json.loads((folder / _META_FILE).read_text(encoding="utf-8"))
+            saved, meta = load_model(model_storage, resource)
         except ValueError as error:
             logger.warning("BlendedIntentClassifier: nothing to load (%s); untrained", error)
             return component

@@ -46,6 +46,7 @@ class LanguageGuard(GraphComponent):
         self._languages = frozenset(code.lower() for code in languages)
         self._default = sorted(self._languages)[0]
 
+    # The signature is Rasa's GraphComponent.create, the same in every component (the graph calls it).
     @classmethod
     def create(
         cls,
