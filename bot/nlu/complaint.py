@@ -214,6 +214,7 @@ class ComplaintSignal(GraphComponent):
         if self._storage is not None and self._resource is not None:
             save_model(self._storage, self._resource, self.model, {"threshold": self.threshold})
 
+    # The signature is Rasa's GraphComponent.load, the same in every trained component.
     @classmethod
     def load(
         cls,

@@ -304,6 +304,7 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         save_model(self._storage, self._resource, {"features": self.features, "model": self.model},
                    {"threshold": self.threshold, "uses_embedding": self.uses_embedding})
 
+    # The signature is Rasa's GraphComponent.load, the same in every trained component.
     @classmethod
     def load(
         cls,
