@@ -13,14 +13,18 @@ import re
 _MENTION = re.compile(r"(?<![\w@])@\w{1,30}")
 _URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
+# What a channel puts in place of a photo, a sticker or a file ("[photo]", "[voice message]"):
+# no words of the customer's, so nothing to classify.
+_PLACEHOLDER = re.compile(r"^\s*\[[a-z][a-z ]{1,30}\]\s*$")
 
 
 def for_classifier(text: str | None) -> str:
     """Return ``text`` without @mentions, links and HTML entities, spaces collapsed.
 
-    A message that was nothing but mentions and links becomes the empty string.
+    A message that was nothing but mentions and links, or a channel's placeholder for a
+    photo or a file ("[photo]"), becomes the empty string.
     """
-    if not text:
+    if not text or _PLACEHOLDER.match(text):
         return ""
     cleaned = _URL.sub(" ", html.unescape(text))
     cleaned = _MENTION.sub(" ", cleaned)

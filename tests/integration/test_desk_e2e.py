@@ -62,7 +62,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _hand_off(stack: Stack, chat: int, name: str) -> int:
     """Take a customer from the first message to an open case; return the case id."""
-    stack.step(chat, name, 3, text="Where is my parcel? It has not arrived yet")
+    stack.step(chat, name, 3, text="Where is my parcel? Can you check it for me")
     [question] = stack.step(chat, name, 1, text="AC-2291734")
     [summary] = stack.step(chat, name, 1, callback_data=button(question, "It's late"))
     [handoff] = stack.step(chat, name, 1, callback_data=button(summary, "Yes, that's right"))

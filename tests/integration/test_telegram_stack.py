@@ -60,12 +60,12 @@ SETTLE_TIMEOUT_S = 240
 
 # Whole conversations over Telegram; the last step presses the summary's confirm button.
 SCRIPTS: List[Dict[str, Any]] = [
-    {"messages": ["where is my parcel?? ordered 2 weeks ago and still nothing", "AC-2291734", "It's late", CONFIRM],
+    {"messages": ["where is my parcel?? ordered 2 weeks ago", "AC-2291734", "It's late", CONFIRM],
      "case_type": "order_status"},
     {"messages": ["i need to change the delivery address on my order 48213907", "new address is 12 Baker St NW1",
                   CONFIRM], "case_type": "change_order"},
-    {"messages": ["i was charged twice for my order", "I was charged twice", "talk to a human please", CONFIRM],
-     "case_type": "billing"},
+    # "charged twice" already says what went wrong: the next question is the amount and date.
+    {"messages": ["i was charged twice for my order", "talk to a human please", CONFIRM], "case_type": "billing"},
 ]  # fmt: skip
 
 
