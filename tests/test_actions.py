@@ -347,6 +347,8 @@ def test_asking_for_a_person_is_never_read_as_an_answer(domain: Dict) -> None:
     assert result == []
 
 
+# The next tests each replay a short conversation; their event lists look alike because every
+# form conversation has the same steps, only the messages and slots differ.
 def test_an_answer_the_classifier_reads_as_a_request_for_a_person_still_answers(domain: Dict) -> None:
     """The order number was asked and given: the form goes on, so the rest of the reply counts too."""
     text = "AC-2291734 and it's too small"

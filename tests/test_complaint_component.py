@@ -140,29 +140,27 @@ def test_trained_it_hears_complaints_no_cue_names(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.parametrize(
-    "text",
-    ["great, another week without my package. love it. thanks a lot", "amazing work guys 👏 third delay this week"],
+    ("text", "intent", "expected_intent", "sarcasm"),
+    [
+        # Sarcastic praise becomes a complaint ...
+        ("great, another week without my package. love it. thanks a lot", "thank", "complaint", True),
+        ("amazing work guys 👏 third delay this week", "thank", "complaint", True),
+        # ... sincere praise stays praise.
+        ("thanks a lot, that sorted it", "compliment", "compliment", False),
+        ("love the new jacket, fits perfectly", "compliment", "compliment", False),
+    ],
 )
-def test_sarcastic_praise_becomes_a_complaint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+def test_praise_that_reads_as_a_complaint_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, intent: str, expected_intent: str, sarcasm: bool
+) -> None:
     component = trained(tmp_path, monkeypatch)
-    [message] = embedded([parsed(text, "thank", 0.7)])
+    [message] = embedded([parsed(text, intent, 0.7)])
 
     component.process([message])
 
-    assert message.get(INTENT)["name"] == "complaint"
-    assert message.get(COMPLAINT_KEY)["sarcasm"] is True
-    assert message.get(COMPLAINT_KEY)["is_complaint"] is True
-
-
-@pytest.mark.parametrize("text", ["thanks a lot, that sorted it", "love the new jacket, fits perfectly"])
-def test_sincere_praise_stays_praise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
-    component = trained(tmp_path, monkeypatch)
-    [message] = embedded([parsed(text, "compliment", 0.8)])
-
-    component.process([message])
-
-    assert message.get(INTENT)["name"] == "compliment"
-    assert message.get(COMPLAINT_KEY)["is_complaint"] is False
+    assert message.get(INTENT)["name"] == expected_intent
+    assert message.get(COMPLAINT_KEY)["sarcasm"] is sarcasm
+    assert message.get(COMPLAINT_KEY)["is_complaint"] is sarcasm
 
 
 def test_persisted_and_loaded_it_scores_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

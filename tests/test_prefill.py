@@ -128,6 +128,7 @@ def test_the_examples_of_the_issue_are_filled(
 
 # --- many real-looking messages, per case type ----------------------------------------------
 
+# One row per phrasing: the rows look alike by design (case type, message, what it fills).
 CASES = [
     # order status
     ("order_status", "where is my parcel?? ordered 2 weeks ago and still nothing", {"delivery_problem": DELIVERY_LATE}),
