@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import time
 from collections import Counter, defaultdict
@@ -269,12 +270,25 @@ def _check(stack: Stack, telegram: Telegram, customers: List[Customer]) -> Dict[
     return {"holding": holding, "resent": sum(resent.values())}
 
 
+# A reply sent again after a crash is computed again: a promise in it ("by 15:47", "within about
+# 20 minutes") may have moved on by a minute in between. Same reply otherwise.
+_PROMISE_TIME = re.compile(r"\b\d{1,2}:\d{2}\b|\b\d+ minutes\b")
+
+
+def _same_reply(first: str, second: str) -> bool:
+    return _PROMISE_TIME.sub("<time>", first) == _PROMISE_TIME.sub("<time>", second)
+
+
 def _without_repeats(received: List[str], allowed: int) -> List[str]:
-    """Drop up to ``allowed`` immediate repeats (replies a crash cut off and the inbox sent again)."""
+    """Drop up to ``allowed`` immediate repeats (replies a crash cut off and the inbox sent again).
+
+    The copy that stays is the later one, which is what Rasa recorded.
+    """
     kept: List[str] = []
     for line in received:
-        if allowed and kept and kept[-1] == line:
+        if allowed and kept and _same_reply(kept[-1], line):
             allowed -= 1
+            kept[-1] = line
             continue
         kept.append(line)
     return kept
