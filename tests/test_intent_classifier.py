@@ -220,3 +220,36 @@ def test_a_model_file_with_untrusted_types_is_not_loaded(tmp_path: Path) -> None
         load_model(storage, resource)
     save_model(storage, Resource("y"), None, {"threshold": 0.5})
     assert load_model(storage, Resource("y")) == (None, {"threshold": 0.5})
+
+
+def test_the_featurizer_remembers_recent_texts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.nlu import featurizer as module
+
+    calls: List[List[str]] = []
+    real = module.shared_encoder()
+
+    class Counting:
+        def encode(self, texts: List[str], batch_size: int = 32) -> np.ndarray:
+            calls.append(list(texts))
+            return real.encode(texts, batch_size)
+
+    monkeypatch.setattr(module, "shared_encoder", lambda: Counting())
+    encoder = featurizer()
+    first, again, other = Message(data={TEXT: "It's late"}), Message(data={TEXT: "@x It's late"}), Message(data={TEXT: "yes"})
+
+    encoder.process([first])
+    encoder.process([again, other])
+
+    assert calls == [["It's late"], ["yes"]]
+    assert np.array_equal(sentence_embedding(first), sentence_embedding(again))
+
+
+def test_the_bounded_cache_forgets_the_least_recently_used() -> None:
+    from bot.nlu.featurizer import BoundedCache
+
+    cache = BoundedCache(2)
+    cache["a"], cache["b"] = 1, 2
+    assert cache["a"] == 1
+    cache["c"] = 3
+
+    assert list(cache) == ["a", "c"]

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Text
 
@@ -30,6 +31,28 @@ from bot.nlu.encoder import shared_encoder
 from bot.nlu.text import for_classifier
 
 logger = logging.getLogger(__name__)
+
+RECENT_TEXTS = 4096
+
+
+class BoundedCache(OrderedDict):
+    """A dict that forgets its oldest entries beyond ``size`` (least recently used first)."""
+
+    def __init__(self, size: int) -> None:
+        """Create an empty cache for at most ``size`` entries."""
+        super().__init__()
+        self._size = size
+
+    def __getitem__(self, key: Any) -> Any:
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self._size:
+            del self[next(iter(self))]
 
 ENCODER_ALIAS = "sentence_encoder"
 CACHE_ENV = "FIRSTREPLY_EMBEDDING_CACHE"
@@ -136,6 +159,9 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         """Build the featurizer; the encoder loads on first use."""
         super().__init__(name, config)
         self._batch_size = int(config["batch_size"])
+        # Many messages are the same few words ("yes", "It's late", a button's title): the
+        # last few thousand texts' vectors are kept, so a burst does not encode them again.
+        self._recent: BoundedCache = BoundedCache(RECENT_TEXTS)
 
     # The signature is Rasa's GraphComponent.create, the same in every component (the graph calls it).
     @classmethod
@@ -180,7 +206,11 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         if not messages:
             return
         texts = [for_classifier(message.get(TEXT)) for message in messages]
-        self._attach(messages, shared_encoder().encode(texts, batch_size=self._batch_size))
+        missing = [text for text in dict.fromkeys(texts) if text not in self._recent]
+        if missing:
+            for text, vector in zip(missing, shared_encoder().encode(missing, batch_size=self._batch_size)):
+                self._recent[text] = vector
+        self._attach(messages, np.vstack([self._recent[text] for text in texts]))
 
     def _attach(self, messages: List[Message], vectors: np.ndarray) -> None:
         for message, vector in zip(messages, vectors):
