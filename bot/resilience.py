@@ -19,6 +19,12 @@ is away for seconds, so ``install`` changes two things in the Rasa process:
    written twice) and *saves to memory* (the message is gone at the next restart, and other
    replicas never see it). Here a failing read or save fails the message instead, which is
    then handled again once the database is back.
+4. The NLU runs on a thread of its own, not on the event loop. Rasa 3.6 runs the NLU graph
+   inside its event loop; the sentence encoder takes tens of milliseconds of CPU per message,
+   and a burst of them starved everything else the process does meanwhile: above all the
+   inbox's lease renewals, so another replica took over updates still being handled (seen
+   as messages handled out of order under a burst). One thread, so the components see one
+   message at a time as before; NumPy releases the interpreter while it computes.
 """
 
 from __future__ import annotations
@@ -135,8 +141,35 @@ def _no_fallback(name: str) -> Any:
     return call
 
 
+_NLU_THREAD: Any = None
+
+
+async def _parse_message_off_the_loop(
+    self: Any, message: Any, tracker: Any = None, only_output_properties: bool = True
+) -> Any:
+    """Rasa's ``MessageProcessor.parse_message``, with the NLU graph run on the NLU thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    global _NLU_THREAD
+    if self.http_interpreter:
+        parse_data = await self.http_interpreter.parse(message)
+    else:
+        if tracker is None:
+            tracker = DialogueStateTracker.from_events(message.sender_id, [])
+        if _NLU_THREAD is None:
+            _NLU_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firstreply-nlu")
+        parse_data = await asyncio.get_running_loop().run_in_executor(
+            _NLU_THREAD, self._parse_message_with_graph, message, tracker, only_output_properties
+        )
+    self._update_full_retrieval_intent(parse_data)
+    self._check_for_unseen_features(parse_data)
+    return parse_data
+
+
 def install() -> None:
-    """Apply the three changes to this process (idempotent)."""
+    """Apply the four changes to this process (idempotent)."""
     global _installed
     if _installed:
         return
@@ -147,6 +180,7 @@ def install() -> None:
 
     RemoteAction.run = _retrying_run(RemoteAction.run)  # type: ignore[method-assign]
     MessageProcessor._run_action = _aborting_run_action(MessageProcessor._run_action)  # type: ignore[method-assign]
+    MessageProcessor.parse_message = _parse_message_off_the_loop  # type: ignore[method-assign]
     for name in ("retrieve", "retrieve_full_tracker", "save"):
         setattr(FailSafeTrackerStore, name, _no_fallback(name))
     _installed = True

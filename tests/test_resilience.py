@@ -199,3 +199,35 @@ def test_a_malformed_retry_budget_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv(resilience.ENV_RETRY_SECONDS, "soon")
     with pytest.raises(ValueError, match="FIRSTREPLY_ACTION_RETRY_SECONDS"):
         resilience.retry_seconds_from_env()
+
+
+@pytest.mark.asyncio
+async def test_the_nlu_runs_off_the_event_loop(agent_factory: Any) -> None:
+    """While messages are parsed, the event loop keeps running other work (lease renewals)."""
+    import threading
+
+    agent = await agent_factory(None)
+    ticks = 0
+    threads: set[str] = set()
+    parse_with_graph = agent.processor._parse_message_with_graph
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return parse_with_graph(*args, **kwargs)
+
+    agent.processor._parse_message_with_graph = recording  # type: ignore[method-assign]
+
+    async def ticking() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(ticking())
+    parsed = [await agent.processor.parse_message(UserMessage(f"my parcel number {n} never arrived")) for n in range(5)]
+    ticker.cancel()
+
+    assert [p["intent"]["name"] for p in parsed] == ["order_status"] * 5
+    assert threads == {"firstreply-nlu_0"}
+    # The loop ran in between: many more ticks than the five awaits alone would give.
+    assert ticks > 20
