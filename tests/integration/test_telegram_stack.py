@@ -270,9 +270,10 @@ def _check(stack: Stack, telegram: Telegram, customers: List[Customer]) -> Dict[
     return {"holding": holding, "resent": sum(resent.values())}
 
 
-# A reply sent again after a crash is computed again: a promise in it ("by 15:47", "within about
-# 20 minutes") may have moved on by a minute in between. Same reply otherwise.
-_PROMISE_TIME = re.compile(r"\b\d{1,2}:\d{2}\b|\b\d+ minutes\b")
+# A reply sent again after a crash is computed again: the promise in it ("will reply by 15:47
+# tomorrow", "within about 20 minutes") follows the queue at that moment, which the crash's other
+# customers have moved on. Same reply otherwise.
+_PROMISE_TIME = re.compile(r"(?<=will reply )[^.]*(?=\.)")
 
 
 def _same_reply(first: str, second: str) -> bool:
