@@ -180,8 +180,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, api: FakeTelegramAPI) -> Ite
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "TELEGRAM_WEBHOOK_SECRET": SECRET,
         "TELEGRAM_API_BASE_URL": api.base_url,
-        # Short enough that a killed replica's work is taken over within seconds in the test.
-        "FIRSTREPLY_INBOX_LEASE_SECONDS": "4",
+        # Short enough that a killed replica's work is taken over within seconds in the test, long
+        # enough that a live replica's lease does not run out while 200 customers' messages (each
+        # with a sentence-encoder pass) queue for two cores (production: 60 s).
+        "FIRSTREPLY_INBOX_LEASE_SECONDS": "10",
         "FIRSTREPLY_INBOX_SWEEP_SECONDS": "1",
         "TICKET_LOCK_LIFETIME": "15",
     }
