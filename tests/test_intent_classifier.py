@@ -234,6 +234,7 @@ def test_the_featurizer_remembers_recent_texts(monkeypatch: pytest.MonkeyPatch) 
             return real.encode(texts, batch_size)
 
     monkeypatch.setattr(module, "shared_encoder", lambda: Counting())
+    monkeypatch.setattr(module, "_RECENT", module.BoundedCache(module.RECENT_TEXTS))
     encoder = featurizer()
     first, again, other = Message(data={TEXT: "It's late"}), Message(data={TEXT: "@x It's late"}), Message(data={TEXT: "yes"})
 

@@ -196,9 +196,9 @@ class ComplaintSignal(GraphComponent):
         lexical = max(read_signals(part).complaint_score for part in parts)
         if self.model is None:
             return lexical
-        from bot.nlu.encoder import shared_encoder
+        from bot.nlu.featurizer import embed_recent
 
-        learned = self.model.predict_proba(shared_encoder().encode(parts))[:, 1].max()
+        learned = self.model.predict_proba(embed_recent(parts))[:, 1].max()
         return max(lexical, float(learned))
 
     def _learned_score(self, message: Message) -> float:

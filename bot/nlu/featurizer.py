@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Text
@@ -123,6 +124,24 @@ class EmbeddingCache:
         return np.vstack([found[key] for key in keys])
 
 
+# Many messages are the same few words ("yes", "It's late", a button's title): the last few
+# thousand texts' vectors are kept, for the featurizer and for the components that read a
+# message clause by clause, so neither encodes a text the other already did.
+_RECENT = BoundedCache(RECENT_TEXTS)
+_RECENT_LOCK = threading.Lock()
+
+
+def embed_recent(texts: Sequence[str]) -> np.ndarray:
+    """Return the embeddings of ``texts`` (already tidied), encoding only those not seen lately."""
+    with _RECENT_LOCK:
+        missing = [text for text in dict.fromkeys(texts) if text not in _RECENT]
+    vectors = shared_encoder().encode(missing) if missing else []
+    with _RECENT_LOCK:
+        for text, vector in zip(missing, vectors):
+            _RECENT[text] = vector
+        return np.vstack([_RECENT[text] for text in texts])
+
+
 def sentence_embedding(message: Message) -> np.ndarray | None:
     """Return the message's sentence embedding (a 384-vector), or ``None`` if it has none."""
     for feature in message.features:
@@ -159,9 +178,6 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         """Build the featurizer; the encoder loads on first use."""
         super().__init__(name, config)
         self._batch_size = int(config["batch_size"])
-        # Many messages are the same few words ("yes", "It's late", a button's title): the
-        # last few thousand texts' vectors are kept, so a burst does not encode them again.
-        self._recent: BoundedCache = BoundedCache(RECENT_TEXTS)
 
     # The signature is Rasa's GraphComponent.create, the same in every component (the graph calls it).
     @classmethod
@@ -205,12 +221,7 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
     def _embed(self, messages: List[Message]) -> None:
         if not messages:
             return
-        texts = [for_classifier(message.get(TEXT)) for message in messages]
-        missing = [text for text in dict.fromkeys(texts) if text not in self._recent]
-        if missing:
-            for text, vector in zip(missing, shared_encoder().encode(missing, batch_size=self._batch_size)):
-                self._recent[text] = vector
-        self._attach(messages, np.vstack([self._recent[text] for text in texts]))
+        self._attach(messages, embed_recent([for_classifier(message.get(TEXT)) for message in messages]))
 
     def _attach(self, messages: List[Message], vectors: np.ndarray) -> None:
         for message, vector in zip(messages, vectors):

@@ -285,9 +285,9 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             return []
         embeddings = None
         if self.uses_embedding:
-            from bot.nlu.encoder import shared_encoder
+            from bot.nlu.featurizer import embed_recent
 
-            embeddings = shared_encoder().encode(parts)
+            embeddings = embed_recent(parts)
         assert self.features is not None
         rows = self.model.predict_proba(self.features.transform(parts, embeddings))
         classes = self.classes
