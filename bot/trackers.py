@@ -13,21 +13,150 @@ loss of the machine itself; production uses PostgreSQL (docs/configuration.md).
     tracker_store:
       type: bot.trackers.SQLiteTrackerStore
       db: var/trackers.db
+
+**Conversations kept in memory between messages** (``CachedSQLTrackerStore``, which
+``SQLiteTrackerStore`` is, and which production names for PostgreSQL). Rasa reads a
+customer's whole conversation from the database and replays it on every message, and with
+an event broker it reads it a second time on every save to find the new events: the cost
+of a message grows with the conversation (measured in docs/benchmarks.md). Here a saved
+conversation stays in memory, and the next message takes it from there when the database
+shows that nothing was added since (the customer's newest event id is still the one saved:
+one indexed query). So a conversation another replica went on with, or one whose handling
+failed before its save, is read from the database as before. The database stays the truth:
+every save is written through in full, and what is written and published is exactly what
+Rasa's own store writes and publishes.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from prometheus_client import Counter
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
-from sqlalchemy import create_engine, event
-from sqlalchemy.orm import sessionmaker
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.nlu.constants import INTENT_NAME_KEY
+from sqlalchemy import create_engine, event, func
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_MS = 30_000
+# How many conversations each Rasa process keeps in memory between messages (0: none).
+ENV_CACHE_SIZE = "FIRSTREPLY_TRACKER_CACHE"
+DEFAULT_CACHE_SIZE = 2_000
+
+CACHE_READS = Counter(
+    "firstreply_tracker_cache_reads",
+    "Conversations asked of the tracker store, by where they came from: memory (hit) or the database (miss).",
+    ("outcome",),
+)
+
+
+def cache_size_from_env(environ: Optional[dict[str, str]] = None) -> int:
+    """Return ``$FIRSTREPLY_TRACKER_CACHE`` (default 2,000); raise ``ValueError`` naming it if malformed."""
+    raw = (os.environ if environ is None else environ).get(ENV_CACHE_SIZE, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise ValueError(f"{ENV_CACHE_SIZE} must be a whole number of conversations (0 turns the cache off), not {raw!r}")
+    return size
+
+
+@dataclass
+class _Kept:
+    """A conversation as saved: its tracker, and what the database held for it then."""
+
+    tracker: DialogueStateTracker
+    newest_id: Optional[int]  # the sender's newest event row
+    domain: Optional[Domain]  # the domain its slots came from (a new model reads afresh)
+
+
+class CachedSQLTrackerStore(SQLTrackerStore):
+    """``SQLTrackerStore`` that keeps saved conversations in memory (see module doc).
+
+    Extra argument: ``cache_size`` (default ``$FIRSTREPLY_TRACKER_CACHE`` or 2,000; 0: off),
+    the most conversations kept, least recently used dropped first.
+    """
+
+    def __init__(self, *args: Any, cache_size: Optional[int] = None, **kwargs: Any) -> None:
+        """Open the store as ``SQLTrackerStore`` does; keep up to ``cache_size`` conversations."""
+        super().__init__(*args, **kwargs)
+        self.cache_size = cache_size_from_env() if cache_size is None else int(cache_size)
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
+
+    async def retrieve(self, sender_id: str) -> Optional[DialogueStateTracker]:
+        """Return the latest session of ``sender_id``'s conversation: from memory when still current.
+
+        A kept tracker is handed out once (taken out of memory): the caller changes it, and
+        only its save puts it back. Meanwhile anyone else reads the database, as Rasa does.
+        """
+        kept = self._kept.pop(sender_id, None)
+        if kept is not None and kept.domain is self.domain:
+            with self.session_scope() as session:
+                current = self._newest_id(session, sender_id)
+            if current == kept.newest_id:
+                CACHE_READS.labels("hit").inc()
+                return kept.tracker
+        CACHE_READS.labels("miss").inc()
+        return await super().retrieve(sender_id)
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        """Store (and publish) the events the database does not have yet; keep the tracker.
+
+        The same events Rasa's ``SQLTrackerStore.save`` stores and its ``stream_events``
+        publishes (those after the ones the database holds for the latest session), without
+        reading the whole conversation back to find them.
+        """
+        sender_id = tracker.sender_id
+        self._kept.pop(sender_id, None)
+        with self.session_scope() as session:
+            stored = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
+            new_events = list(itertools.islice(tracker.events, stored, len(tracker.events)))
+            if self.event_broker is not None:
+                await self._stream_new_events(self.event_broker, new_events, sender_id)
+            for new_event in new_events:
+                data = new_event.as_dict()
+                # noinspection PyArgumentList
+                session.add(
+                    self.SQLEvent(
+                        sender_id=sender_id,
+                        type_name=new_event.type_name,
+                        timestamp=data.get("timestamp"),
+                        intent_name=data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
+                        action_name=data.get("name"),
+                        data=json.dumps(data),
+                    )
+                )
+            session.commit()
+            if self.cache_size and self.domain is not None:
+                # Kept only if the database would give back exactly these events: a new
+                # conversation's first save holds one event before its session start that a
+                # read leaves out, so its next message reads the database once.
+                in_session = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
+                if in_session == len(tracker.events):
+                    self._keep(tracker, self._newest_id(session, sender_id))
+
+    def _newest_id(self, session: Session, sender_id: str) -> Optional[int]:
+        return session.query(func.max(self.SQLEvent.id)).filter(self.SQLEvent.sender_id == sender_id).scalar()
+
+    def _keep(self, tracker: DialogueStateTracker, newest_id: Optional[int]) -> None:
+        self._kept[tracker.sender_id] = _Kept(tracker, newest_id, self.domain)
+        while len(self._kept) > self.cache_size:
+            self._kept.popitem(last=False)
 
 
 def _tune(dbapi_connection: Any, _record: Any) -> None:
@@ -38,8 +167,8 @@ def _tune(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class SQLiteTrackerStore(SQLTrackerStore):
-    """``SQLTrackerStore`` on a SQLite file in WAL mode."""
+class SQLiteTrackerStore(CachedSQLTrackerStore):
+    """``CachedSQLTrackerStore`` on a SQLite file in WAL mode."""
 
     def __init__(
         self,
@@ -48,7 +177,7 @@ class SQLiteTrackerStore(SQLTrackerStore):
         event_broker: Optional[EventBroker] = None,
         **kwargs: Any,
     ) -> None:
-        """Open (and create) the SQLite file ``db``; other arguments as ``SQLTrackerStore``."""
+        """Open (and create) the SQLite file ``db``; other arguments as ``CachedSQLTrackerStore``."""
         for ignored in ("host", "dialect", "port", "username", "password", "login_db"):
             kwargs.pop(ignored, None)
         Path(db).parent.mkdir(parents=True, exist_ok=True)

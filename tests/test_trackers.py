@@ -44,3 +44,158 @@ def test_the_file_is_in_write_ahead_log_mode(tmp_path: Path) -> None:
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
     with store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+
+
+# --- conversations kept in memory between messages ------------------------------------------
+
+import json  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+from rasa.core.brokers.broker import EventBroker  # noqa: E402
+from rasa.core.tracker_store import SQLTrackerStore  # noqa: E402
+from rasa.shared.core.domain import Domain  # noqa: E402
+from rasa.shared.core.events import Event, SessionStarted, SlotSet  # noqa: E402
+
+from bot.trackers import CACHE_READS, cache_size_from_env  # noqa: E402
+
+DOMAIN = Domain.from_yaml(
+    "version: '3.1'\nintents: [order_status]\nslots:\n  order_id:\n    type: text\n    mappings: [{type: custom}]\n"
+)
+
+
+class ListBroker(EventBroker):
+    """An event broker that keeps what it is given, in order."""
+
+    def __init__(self) -> None:
+        self.published: list[dict] = []
+
+    def publish(self, event: dict) -> None:
+        self.published.append(event)
+
+
+def _turn(number: int) -> list[Event]:
+    parse = {"intent": {"name": "order_status", "confidence": 0.9}, "entities": [], "text": f"order {number}"}
+    return [
+        UserUttered(f"order {number}", parse["intent"], [], parse),
+        SlotSet("order_id", f"AC-{number}"),
+        ActionExecuted("utter_ask_order"),
+        BotUttered(f"Which order? ({number})"),
+        ActionExecuted("action_listen"),
+    ]
+
+
+def _session_start() -> list[Event]:
+    return [ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen")]
+
+
+def _conversation() -> Iterator[list[Event]]:
+    """What Rasa adds message by message: a new conversation, turns, a new session, more turns."""
+    yield _session_start() + _turn(0)
+    for number in range(1, 4):
+        yield _turn(number)
+    yield _session_start() + _turn(4)
+    for number in range(5, 8):
+        yield _turn(number)
+
+
+async def _play(store: SQLTrackerStore, sender: str = "maria") -> None:
+    for added in _conversation():
+        tracker = await store.retrieve(sender) or DialogueStateTracker.from_events(sender, [], DOMAIN.slots)
+        for one in added:
+            tracker.update(one)
+        await store.save(tracker)
+
+
+def _timeless(data: dict) -> dict:
+    return {key: value for key, value in data.items() if key != "timestamp"}
+
+
+def _rows(store: SQLTrackerStore) -> list[tuple[str, str, dict]]:
+    """The stored events, in order (their timestamps left out: two runs differ only there)."""
+    with store.session_scope() as session:
+        rows = session.query(store.SQLEvent).order_by(store.SQLEvent.id)
+        return [(row.sender_id, row.type_name, _timeless(json.loads(row.data))) for row in rows]
+
+
+def _plain(path: Path, broker: EventBroker | None = None) -> SQLTrackerStore:
+    return SQLTrackerStore(domain=DOMAIN, dialect="sqlite", db=str(path), event_broker=broker)
+
+
+def test_kept_conversations_store_and_publish_exactly_what_rasa_does(tmp_path: Path) -> None:
+    cached_broker, plain_broker = ListBroker(), ListBroker()
+    cached = SQLiteTrackerStore(domain=DOMAIN, db=str(tmp_path / "cached.db"), event_broker=cached_broker)
+    plain = _plain(tmp_path / "plain.db", plain_broker)
+    hits = CACHE_READS.labels("hit")._value.get()
+
+    asyncio.run(_play(cached))
+    asyncio.run(_play(plain))
+
+    assert CACHE_READS.labels("hit")._value.get() > hits  # messages were served from memory
+    assert _rows(cached) == _rows(plain)
+    assert len(_rows(cached)) == sum(len(added) for added in _conversation())
+    assert [_timeless(event) for event in cached_broker.published] == [
+        _timeless(event) for event in plain_broker.published
+    ]
+    fresh = SQLiteTrackerStore(domain=DOMAIN, db=str(tmp_path / "cached.db"), cache_size=0)
+    read_back, plain_read = asyncio.run(fresh.retrieve("maria")), asyncio.run(plain.retrieve("maria"))
+    assert [_timeless(e.as_dict()) for e in read_back.events] == [_timeless(e.as_dict()) for e in plain_read.events]
+
+
+def test_a_saved_conversation_is_handed_out_from_memory_once(tmp_path: Path) -> None:
+    store = SQLiteTrackerStore(domain=DOMAIN, db=str(tmp_path / "t.db"))
+    asyncio.run(_play(store))
+    first = asyncio.run(store.retrieve("maria"))
+    second = asyncio.run(store.retrieve("maria"))
+
+    assert first is not None and second is not None
+    assert first is not second  # the second reader got the database's copy, not the one being changed
+    assert [e.as_dict() for e in first.events] == [e.as_dict() for e in second.events]
+
+
+def test_what_another_replica_added_is_never_missed(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    one, other = SQLiteTrackerStore(domain=DOMAIN, db=str(path)), SQLiteTrackerStore(domain=DOMAIN, db=str(path))
+    asyncio.run(_play(one))
+    moved_on = asyncio.run(other.retrieve("maria"))
+    moved_on.update(UserUttered("it came, thanks"))
+    asyncio.run(other.save(moved_on))
+
+    back = asyncio.run(one.retrieve("maria"))
+
+    assert back.latest_message.text == "it came, thanks"
+    assert _rows(one) == _rows(other)
+
+
+def test_a_message_whose_handling_failed_before_its_save_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = SQLiteTrackerStore(domain=DOMAIN, db=str(tmp_path / "t.db"))
+    asyncio.run(_play(store))
+    handled = asyncio.run(store.retrieve("maria"))
+    handled.update(UserUttered("never saved"))  # the handler fails here: no save
+
+    again = asyncio.run(store.retrieve("maria"))
+
+    assert again.latest_message.text == "order 7"
+    assert "never saved" not in [getattr(e, "text", None) for e in again.events]
+
+
+def test_the_cache_keeps_at_most_its_size(tmp_path: Path) -> None:
+    store = SQLiteTrackerStore(domain=DOMAIN, db=str(tmp_path / "t.db"), cache_size=2)
+    for sender in ("a", "b", "c"):
+        asyncio.run(_play(store, sender))
+
+    assert list(store._kept) == ["b", "c"]
+    off = SQLiteTrackerStore(domain=DOMAIN, db=str(tmp_path / "t.db"), cache_size=0)
+    asyncio.run(_play(off, "d"))
+    assert not off._kept
+
+
+@pytest.mark.parametrize(("raw", "size"), [("", 2_000), ("0", 0), (" 50 ", 50)])
+def test_cache_size_from_the_environment(raw: str, size: int) -> None:
+    assert cache_size_from_env({"FIRSTREPLY_TRACKER_CACHE": raw}) == size
+
+
+@pytest.mark.parametrize("raw", ["-1", "many", "1.5"])
+def test_a_malformed_cache_size_is_named(raw: str) -> None:
+    with pytest.raises(ValueError, match="FIRSTREPLY_TRACKER_CACHE"):
+        cache_size_from_env({"FIRSTREPLY_TRACKER_CACHE": raw})

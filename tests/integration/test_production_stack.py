@@ -1,6 +1,6 @@
 """The production stack, scaled out: replicas sharing PostgreSQL and Redis.
 
-Two Rasa servers (``endpoints.prod.yml``: ``SQLTrackerStore`` on PostgreSQL, ``RedisLockStore``)
+Two Rasa servers (``endpoints.prod.yml``: ``CachedSQLTrackerStore`` on PostgreSQL, ``RedisLockStore``)
 and two action servers, each pair behind a small round-robin HTTP proxy written here (a stand-in
 for the load balancer), with the case store and the channel database on the same PostgreSQL.
 Customers' messages go through the front proxy one after another, so consecutive messages of
