@@ -64,6 +64,7 @@ test: $(SETUP_STAMP) validate $(MODEL) ## Run every check: ops YAML, Rasa data, 
 bench: $(MODEL) ## Measure latency, throughput, memory, training time, and understanding of real messages (docs/benchmarks.md, docs/nlu.md)
 	$(PY) -m bench.run
 	$(PY) -m bench.realworld
+	$(PY) -m bench.trackers
 
 bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis, 1 and 2 Rasa replicas
 	@scripts/install-system-deps.sh
