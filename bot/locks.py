@@ -1,4 +1,4 @@
-"""A Redis lock store for Rasa whose every step is one atomic Redis script.
+"""Lock stores for Rasa whose every step is atomic: Redis (replicas) and SQLite (workers of one machine).
 
 Rasa 3.6's ``RedisLockStore`` keeps each conversation's ticket queue as one JSON value
 and changes it by read-modify-write (GET, change, SET): two replicas receiving messages of
@@ -14,17 +14,30 @@ endpoints.yml::
       url: ${REDIS_HOST}
       port: ${REDIS_PORT}
       ...                       (the same keys as Rasa's ``type: redis``)
+
+``SQLiteLockStore`` does the same in a SQLite file, for several Rasa worker processes on one
+machine (``make run`` starts one per core): each step is one transaction, and a ticket whose
+process is gone (killed, restarted) is dropped at once rather than when it expires, so a
+conversation a dead worker held goes on as soon as another takes it::
+
+    lock_store:
+      type: bot.locks.SQLiteLockStore
+      db: var/locks.db
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sqlite3
+import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncGenerator, Optional
+from pathlib import Path
+from typing import Any, AsyncGenerator, Callable, Optional
 
 from rasa.core.lock import TicketLock
-from rasa.core.lock_store import LOCK_LIFETIME, LockError, RedisLockStore
+from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore, RedisLockStore
 from rasa.utils.endpoints import EndpointConfig
 
 log = logging.getLogger(__name__)
@@ -95,15 +108,142 @@ class AtomicRedisLockStore(RedisLockStore):
         keys = self._keys(conversation_id)
         ticket = int(self._issue(keys=keys, args=[int(lock_lifetime * 1000)]))
         try:
-            poll = FIRST_POLL_S
-            while True:
-                turn = int(self._turn(keys=keys, args=[ticket]))
-                if turn == 1:
-                    break
-                if turn == -1:
-                    raise LockError(f"Could not acquire lock for conversation_id '{conversation_id}'.")
-                await asyncio.sleep(poll)
-                poll = min(poll * 2, wait_time_in_seconds)
+            await _wait_for_turn(conversation_id, lambda: int(self._turn(keys=keys, args=[ticket])), wait_time_in_seconds)
             yield TicketLock(conversation_id)
         finally:
             self._release(keys=keys, args=[ticket])
+
+
+async def _wait_for_turn(conversation_id: str, turn: Callable[[], int], wait_time_in_seconds: float) -> None:
+    """Poll ``turn`` (1: yours, 0: wait, -1: expired) with back-off until it is this ticket's turn.
+
+    Raises:
+        LockError: the ticket expired before its turn came.
+    """
+    poll = FIRST_POLL_S
+    while True:
+        state = turn()
+        if state == 1:
+            return
+        if state == -1:
+            raise LockError(f"Could not acquire lock for conversation_id '{conversation_id}'.")
+        await asyncio.sleep(poll)
+        poll = min(poll * 2, wait_time_in_seconds)
+
+
+def process_started(pid: int) -> Optional[str]:
+    """Return when process ``pid`` started (clock ticks since boot, from /proc), or None if it is gone.
+
+    A pid is reused after its process ends; the start time tells a new process from the old one.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime); the command name (field 2) may hold spaces, so count after its ")".
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+class SQLiteLockStore(LockStore):
+    """Conversation locks in a SQLite file shared by the Rasa workers of one machine (module doc)."""
+
+    def __init__(self, endpoint_config: Optional[EndpointConfig] = None, db: str = "var/locks.db") -> None:
+        """Open (and create) the file: ``db`` from the ``lock_store`` section, or the argument."""
+        if endpoint_config is not None:
+            db = str(endpoint_config.kwargs.get("db") or db)
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+        self._path = db
+        self._pid = -1
+        self._connection()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._connection()
+
+    def _connection(self) -> sqlite3.Connection:
+        """Return this process's connection (a worker forked after the store was made opens its own)."""
+        if self._pid == os.getpid():
+            return self._conn
+        # Autocommit; each step below is one explicit transaction. Calls are short (an
+        # insert, a delete, a lookup by key), so they run in the caller's thread.
+        self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._pid, self._started = os.getpid(), process_started(os.getpid()) or ""
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS conversation_tickets (
+                ticket INTEGER PRIMARY KEY AUTOINCREMENT,
+                conversation_id TEXT NOT NULL,
+                expires REAL NOT NULL,
+                pid INTEGER NOT NULL,
+                started TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS conversation_tickets_by_conversation
+                ON conversation_tickets (conversation_id, ticket);
+            """
+        )
+        return self._conn
+
+    def _issue(self, conversation_id: str, lifetime: float) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO conversation_tickets (conversation_id, expires, pid, started) VALUES (?, ?, ?, ?)",
+            (conversation_id, time.time() + lifetime, self._pid, self._started),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def _turn(self, conversation_id: str, ticket: int) -> int:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            ahead = self._db.execute(
+                "SELECT ticket, expires, pid, started FROM conversation_tickets "
+                "WHERE conversation_id = ? AND ticket <= ? ORDER BY ticket",
+                (conversation_id, ticket),
+            ).fetchall()
+            now, gone = time.time(), []
+            for other, expires, pid, started in ahead:
+                if expires <= now or (other != ticket and process_started(pid) != started):
+                    gone.append(other)
+            if gone:
+                self._db.executemany("DELETE FROM conversation_tickets WHERE ticket = ?", [(t,) for t in gone])
+                log.info("conversation %s: %d ticket(s) of gone or expired workers dropped", conversation_id, len(gone))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        alive = [row[0] for row in ahead if row[0] not in gone]
+        if ticket not in alive:
+            return -1
+        return 1 if alive[0] == ticket else 0
+
+    def _release(self, ticket: int) -> None:
+        self._db.execute("DELETE FROM conversation_tickets WHERE ticket = ?", (ticket,))
+
+    @asynccontextmanager
+    async def lock(
+        self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME, wait_time_in_seconds: float = 1
+    ) -> AsyncGenerator[TicketLock, None]:
+        """Wait for this conversation's turn (first come, first served), hold it, give it up.
+
+        Raises:
+            LockError: the ticket expired (``lock_lifetime`` seconds) before its turn came.
+        """
+        ticket = self._issue(conversation_id, lock_lifetime)
+        try:
+            await _wait_for_turn(conversation_id, lambda: self._turn(conversation_id, ticket), wait_time_in_seconds)
+            yield TicketLock(conversation_id)
+        finally:
+            self._release(ticket)
+
+    # Rasa's base class steps (read-modify-write of a whole lock) are not used: ``lock`` is.
+    def get_lock(self, conversation_id: str) -> Optional[TicketLock]:
+        """Not used: this store keeps tickets, not ``TicketLock`` objects."""
+        raise NotImplementedError("SQLiteLockStore is used through lock()")
+
+    def delete_lock(self, conversation_id: str) -> None:
+        """Not used (see ``get_lock``)."""
+        raise NotImplementedError("SQLiteLockStore is used through lock()")
+
+    def save_lock(self, lock: TicketLock) -> None:
+        """Not used (see ``get_lock``)."""
+        raise NotImplementedError("SQLiteLockStore is used through lock()")

@@ -32,8 +32,26 @@ wait_until_up() {
   done
 }
 
-SANIC_HOST=127.0.0.1 .venv/bin/rasa run actions --port "$actions_port" --actions actions \
-  >var/run/actions.log 2>&1 &
+# Worker processes: one per core by default, behind one port each (the kernel spreads the
+# connections). Conversations stay one at a time and in order across Rasa's workers through
+# the lock store in var/locks.db (endpoints.yml: bot.locks.SQLiteLockStore).
+cores="$(nproc 2>/dev/null || echo 1)"
+rasa_workers="${FIRSTREPLY_RASA_WORKERS:-$cores}"
+action_workers="${FIRSTREPLY_ACTION_WORKERS:-$rasa_workers}"
+for value in "$rasa_workers" "$action_workers"; do
+  [[ "$value" =~ ^[1-9][0-9]*$ ]] || {
+    echo "error: FIRSTREPLY_RASA_WORKERS and FIRSTREPLY_ACTION_WORKERS must be whole numbers from 1 (got '$value')" >&2
+    exit 1
+  }
+done
+# Every worker must accept the web chat sessions any other issued: one secret for the run.
+if [ -z "${FIRSTREPLY_WEBCHAT_SECRET:-}" ]; then
+  FIRSTREPLY_WEBCHAT_SECRET="$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+  export FIRSTREPLY_WEBCHAT_SECRET
+fi
+
+SANIC_HOST=127.0.0.1 ACTION_SERVER_SANIC_WORKERS="$action_workers" .venv/bin/rasa run actions --port "$actions_port" \
+  --actions actions >var/run/actions.log 2>&1 &
 pids+=($!)
 wait_until_up "http://127.0.0.1:$actions_port/health" "${pids[0]}" "The action server" var/run/actions.log 120
 
@@ -87,7 +105,8 @@ if [ "${1:-}" = "shell" ]; then
   exit 0
 fi
 
-.venv/bin/python -m bot.launcher run --model models/firstreply.tar.gz --endpoints "$endpoints" --credentials "$credentials" \
+SANIC_WORKERS="$rasa_workers" .venv/bin/python -m bot.launcher run --model models/firstreply.tar.gz \
+  --endpoints "$endpoints" --credentials "$credentials" \
   --interface 127.0.0.1 --port "$rasa_port" --enable-api "${auth[@]}" >var/run/rasa.log 2>&1 &
 pids+=($!)
 wait_until_up "http://127.0.0.1:$rasa_port/" "${pids[1]}" Rasa var/run/rasa.log 240
@@ -109,8 +128,8 @@ for channel in "${channels[@]}"; do channel_list="$channel_list, $channel"; done
 
 cat <<MSG
 FirstReply is running (channels: $channel_list).
-  Rasa server    http://127.0.0.1:$rasa_port   (REST channel and HTTP API; log: var/run/rasa.log)
-  Action server  http://127.0.0.1:$actions_port   (log: var/run/actions.log)
+  Rasa server    http://127.0.0.1:$rasa_port   ($rasa_workers worker(s); REST channel and HTTP API; log: var/run/rasa.log)
+  Action server  http://127.0.0.1:$actions_port   ($action_workers worker(s); log: var/run/actions.log)
   Web chat       http://127.0.0.1:$rasa_port/chat
 Talk to it:
   curl -s http://127.0.0.1:$rasa_port/webhooks/rest/webhook \\

@@ -22,15 +22,15 @@ from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import aiohttp
 import pytest
 from aiohttp import web
 from sqlalchemy import create_engine, inspect
 
-from bench.stack_proxy import backend_session, relay
-from tests.integration.conftest import PROD_ENDPOINTS, fresh_database, production_env, production_services
+from bench.stack_proxy import REQUEST_TIMEOUT_S, backend_session, relay
+from tests.integration.conftest import PROD_ENDPOINTS, fresh_database, production_env, production_services, texts
 from tests.processes import ROOT, START_TIMEOUT_S, Process, base_env, free_port, http
 from tests.processes import start_action_server, start_rasa_server, wait_until_up
 
@@ -239,3 +239,76 @@ def tables(url: str) -> set[str]:
         return set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+# --- conversations over REST, and what the trackers show -------------------------------------------
+
+# Two messages of one customer sent at the same moment (test_production_stack.py, test_workers.py).
+PAIR = ("do you have the trail runner in size 44?", "and is it waterproof?")
+
+
+async def say(session: aiohttp.ClientSession, url: str, token: str, body: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """POST one REST message; return the replies (the answer must be 200)."""
+    async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
+        raw = await response.read()
+        assert response.status == 200, f"{url} answered {response.status}: {raw[:300]!r}"
+        return list(json.loads(raw))
+
+
+def user_texts(tracker: Dict[str, Any]) -> List[str]:
+    """Return the customer's messages in a tracker (as the HTTP API gives it), in order."""
+    return [event["text"] for event in tracker["events"] if event["event"] == "user"]
+
+
+def bot_texts(tracker: Dict[str, Any]) -> List[str]:
+    """Return the assistant's messages in a tracker, in order."""
+    return [event.get("text") or "" for event in tracker["events"] if event["event"] == "bot"]
+
+
+def turns(tracker: Dict[str, Any]) -> List[List[str]]:
+    """Split the events into turns: each user message with the actions that answered it."""
+    found: List[List[str]] = []
+    for event in tracker["events"]:
+        if event["event"] == "user":
+            found.append([f"user:{event['text']}"])
+        elif event["event"] == "action" and found:
+            found[-1].append(event["name"])
+    return found
+
+
+async def two_at_once(
+    senders: Sequence[str], first_url: str, urls: Sequence[str], token: str
+) -> Dict[str, List[List[Dict[str, Any]]]]:
+    """Greet each sender through ``first_url``, then send each the ``PAIR`` at once (one per URL of ``urls``).
+
+    Returns each sender's two answers, in ``PAIR``'s order.
+    """
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as session:
+        await asyncio.gather(*(say(session, first_url, token, {"sender": sender, "message": "hello"}) for sender in senders))
+        answers = await asyncio.gather(
+            *(
+                say(session, f"{url}/webhooks/rest/webhook", token, {"sender": sender, "message": text})
+                for sender in senders
+                for url, text in zip(itertools.cycle(urls), PAIR)
+            )
+        )
+    return {sender: [answers[2 * index], answers[2 * index + 1]] for index, sender in enumerate(senders)}
+
+
+def check_handled_in_turn(
+    answered: Dict[str, List[List[Dict[str, Any]]]], tracker_of: Callable[[str], Dict[str, Any]]
+) -> None:
+    """Assert each sender's ``PAIR`` was handled one message after the other, each answered with its own turn."""
+    for sender, answers in answered.items():
+        assert all(answers), f"{sender}: a message got no reply: {answers}"
+        tracker = tracker_of(sender)
+        users = user_texts(tracker)
+        assert users[0] == "hello" and sorted(users[1:]) == sorted(PAIR), f"{sender}: {users}"
+        # Not interleaved: each message's turn ends with action_listen before the next begins.
+        assert all(turn[-1] == "action_listen" for turn in turns(tracker)), f"{sender}: {turns(tracker)}"
+        # The replies each request got are the bot events of its own turn, in the order handled.
+        first, second = (0, 1) if users[1] == PAIR[0] else (1, 0)
+        bot = bot_texts(tracker)
+        assert bot[-len(texts(answers[0])) - len(texts(answers[1])):] == (
+            texts(answers[first]) + texts(answers[second])
+        ), sender

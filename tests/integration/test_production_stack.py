@@ -30,7 +30,8 @@ from sqlalchemy import MetaData, Table, create_engine, select
 from bench.stack_proxy import REQUEST_TIMEOUT_S
 from tests.integration.conftest import texts
 from tests.integration.conversations import scripts
-from tests.integration.stack_support import Stack, running_stack, tables
+from tests.integration.stack_support import Stack, bot_texts, check_handled_in_turn, running_stack, say, tables
+from tests.integration.stack_support import two_at_once, user_texts
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +52,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-async def _say(session: aiohttp.ClientSession, url: str, token: str, body: Dict[str, Any]) -> List[Dict[str, Any]]:
-    async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
-        raw = await response.read()
-        assert response.status == 200, f"{url} answered {response.status}: {raw[:300]!r}"
-        return list(json.loads(raw))
-
-
 async def _converse(
     session: aiohttp.ClientSession, stack: Stack, sender: str, script: Dict[str, Any], waits: List[float]
 ) -> List[List[Dict[str, Any]]]:
@@ -66,7 +60,7 @@ async def _converse(
     for text in script["messages"]:
         body = {"sender": sender, "message": text, "metadata": script["metadata"]}
         sent = time.monotonic()
-        turns.append(await _say(session, url, stack.rest_token, body))
+        turns.append(await say(session, url, stack.rest_token, body))
         waits.append(time.monotonic() - sent)
     return turns
 
@@ -81,14 +75,6 @@ async def _hold(
             *(_converse(session, stack, sender, script, waits) for sender, script in conversations.items())
         )
     return dict(zip(conversations, results))
-
-
-def _user_texts(tracker: Dict[str, Any]) -> List[str]:
-    return [event["text"] for event in tracker["events"] if event["event"] == "user"]
-
-
-def _bot_texts(tracker: Dict[str, Any]) -> List[str]:
-    return [event.get("text") or "" for event in tracker["events"] if event["event"] == "bot"]
 
 
 def _transcript_line(text: str) -> str:
@@ -136,8 +122,8 @@ def test_conversations_through_two_replicas_are_each_answered_once_and_handed_of
         # The transcript Rasa keeps (read back from either replica) is complete and in order,
         # and holds exactly the replies the customer got: nothing lost, doubled or extra.
         tracker = stack.tracker(sender, replica=number % REPLICAS)
-        assert _user_texts(tracker) == script["messages"], sender
-        assert _bot_texts(tracker) == replies, sender
+        assert user_texts(tracker) == script["messages"], sender
+        assert bot_texts(tracker) == replies, sender
         # One hand-off, one case, with the whole conversation.
         assert len(cases_by_sender[sender]) == 1, f"{sender}: {len(cases_by_sender[sender])} cases"
         case = cases_by_sender[sender][0]
@@ -148,17 +134,6 @@ def test_conversations_through_two_replicas_are_each_answered_once_and_handed_of
         ], sender
 
 
-def _turns(tracker: Dict[str, Any]) -> List[List[str]]:
-    """Split the events into turns: each user message with the actions that answered it."""
-    turns: List[List[str]] = []
-    for event in tracker["events"]:
-        if event["event"] == "user":
-            turns.append([f"user:{event['text']}"])
-        elif event["event"] == "action" and turns:
-            turns[-1].append(event["name"])
-    return turns
-
-
 # Rasa 3.6's RedisLockStore changes a conversation's ticket queue by GET, change, SET: two
 # replicas taking a ticket at the same moment can both get ticket 0 and process at once, and
 # one message then goes missing from the tracker (measured: about 1 run in 4 with 10
@@ -167,39 +142,10 @@ def _turns(tracker: Dict[str, Any]) -> List[List[str]]:
 def test_two_messages_of_one_customer_at_once_on_two_replicas_are_handled_in_turn(stack: Stack) -> None:
     """Redis's conversation lock: two replicas never process one conversation at the same time."""
     senders = [f"burst-{number:02d}" for number in range(10)]
-    pair = ("do you have the trail runner in size 44?", "and is it waterproof?")
-
-    async def burst() -> Dict[str, List[List[Dict[str, Any]]]]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as session:
-            await asyncio.gather(
-                *(_say(session, f"{stack.front.url}/webhooks/rest/webhook", stack.rest_token,
-                       {"sender": sender, "message": "hello"}) for sender in senders)
-            )  # fmt: skip
-            # Each customer's two messages at the same moment, one to each Rasa server.
-            answers = await asyncio.gather(
-                *(
-                    _say(session, f"{url}/webhooks/rest/webhook", stack.rest_token, {"sender": sender, "message": text})
-                    for sender in senders
-                    for url, text in zip(stack.rasa_urls, pair)
-                )
-            )
-        return {sender: [answers[2 * index], answers[2 * index + 1]] for index, sender in enumerate(senders)}
-
-    answered = asyncio.run(burst())
-
-    for sender in senders:
-        assert all(answered[sender]), f"{sender}: a message got no reply: {answered[sender]}"
-        tracker = stack.tracker(sender)
-        users = _user_texts(tracker)
-        assert users[0] == "hello" and sorted(users[1:]) == sorted(pair), f"{sender}: {users}"
-        # Not interleaved: each message's turn ends with action_listen before the next begins.
-        assert all(turn[-1] == "action_listen" for turn in _turns(tracker)), f"{sender}: {_turns(tracker)}"
-        # The replies each request got are the bot events of its own turn, in the order handled.
-        first, second = (0, 1) if users[1] == pair[0] else (1, 0)
-        bot = _bot_texts(tracker)
-        assert bot[-len(texts(answered[sender][0])) - len(texts(answered[sender][1])):] == (
-            texts(answered[sender][first]) + texts(answered[sender][second])
-        ), sender
+    answered = asyncio.run(
+        two_at_once(senders, f"{stack.front.url}/webhooks/rest/webhook", stack.rasa_urls, stack.rest_token)
+    )
+    check_handled_in_turn(answered, stack.tracker)
 
 
 def test_conversations_cases_and_channel_tables_are_in_postgresql_and_the_locks_in_redis(stack: Stack) -> None:
