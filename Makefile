@@ -65,6 +65,7 @@ bench: $(MODEL) ## Measure latency, throughput, memory, training time, and under
 	$(PY) -m bench.run
 	$(PY) -m bench.realworld
 	$(PY) -m bench.trackers
+	$(PY) -m bench.workers
 
 bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis, 1 and 2 Rasa replicas
 	@scripts/install-system-deps.sh
