@@ -112,3 +112,26 @@ def test_words_are_what_the_classifier_reads() -> None:
     from bot.nlu.text import words
 
     assert words("@acme Can't log in!! https://x.co/1 2FA") == ["can't", "log", "in", "fa"]
+
+
+def test_served_messages_are_embedded_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadpoolctl import ThreadpoolController
+    from rasa.shared.nlu.training_data.message import Message
+
+    from bot.nlu import featurizer
+
+    seen: list[set[int]] = []
+
+    def embed(self: object, messages: list) -> None:
+        seen.append({lib["num_threads"] for lib in ThreadpoolController().info() if lib["user_api"] == "blas"})
+
+    monkeypatch.setattr(featurizer.SentenceEncoderFeaturizer, "_embed", embed)
+    component = featurizer.SentenceEncoderFeaturizer.__new__(featurizer.SentenceEncoderFeaturizer)
+    outside = {lib["num_threads"] for lib in ThreadpoolController().info() if lib["user_api"] == "blas"}
+    component.process([Message(data={"text": "where is my parcel"})])
+    controller = featurizer._BLAS
+    component.process([Message(data={"text": "it never came"})])
+
+    assert seen == [{1}, {1}]
+    assert {lib["num_threads"] for lib in ThreadpoolController().info() if lib["user_api"] == "blas"} == outside
+    assert controller is not None and featurizer._BLAS is controller  # the library lookup is made once

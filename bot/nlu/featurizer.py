@@ -150,6 +150,24 @@ def sentence_embedding(message: Message) -> np.ndarray | None:
     return None
 
 
+
+_BLAS: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """Return a context that keeps BLAS (NumPy's OpenBLAS) on one thread while it is open.
+
+    threadpoolctl's ``threadpool_limits`` looks up every loaded library on each call (about
+    17 ms of CPU in a Rasa server, which loads TensorFlow's): here the lookup is made once per
+    process and its controller kept.
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER, is_trainable=False)
 class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
     """Adds all-MiniLM-L6-v2's sentence embedding as a dense sentence feature.
@@ -212,9 +230,7 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         milliseconds of wall time but spins for many more of CPU, which concurrent
         conversations need (measured in docs/nlu.md).
         """
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             self._embed([message for message in messages if message.get(TEXT)])
         return messages
 
