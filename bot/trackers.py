@@ -42,6 +42,7 @@ from prometheus_client import Counter
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import Event, SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 from sqlalchemy import create_engine, event, func
@@ -83,6 +84,20 @@ class _Kept:
     tracker: DialogueStateTracker
     newest_id: Optional[int]  # the sender's newest event row
     domain: Optional[Domain]  # the domain its slots came from (a new model reads afresh)
+    stored: int  # the events of its latest session in the database: all of the tracker's
+
+
+def _row(sender_id: str, new_event: Event) -> dict[str, Any]:
+    """Return the ``events`` row of one event, as Rasa's ``SQLTrackerStore.save`` writes it."""
+    data = new_event.as_dict()
+    return {
+        "sender_id": sender_id,
+        "type_name": new_event.type_name,
+        "timestamp": data.get("timestamp"),
+        "intent_name": data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
+        "action_name": data.get("name"),
+        "data": json.dumps(data),
+    }
 
 
 class CachedSQLTrackerStore(SQLTrackerStore):
@@ -97,6 +112,9 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         super().__init__(*args, **kwargs)
         self.cache_size = cache_size_from_env() if cache_size is None else int(cache_size)
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        # Trackers handed out from memory, with how many of their events the database holds:
+        # their save need not count them again (the conversation lock keeps others out meanwhile).
+        self._lent: OrderedDict[str, tuple[DialogueStateTracker, int]] = OrderedDict()
 
     async def retrieve(self, sender_id: str) -> Optional[DialogueStateTracker]:
         """Return the latest session of ``sender_id``'s conversation: from memory when still current.
@@ -110,6 +128,9 @@ class CachedSQLTrackerStore(SQLTrackerStore):
                 current = self._newest_id(session, sender_id)
             if current == kept.newest_id:
                 CACHE_READS.labels("hit").inc()
+                self._lent[sender_id] = (kept.tracker, kept.stored)
+                while len(self._lent) > self.cache_size:
+                    self._lent.popitem(last=False)
                 return kept.tracker
         CACHE_READS.labels("miss").inc()
         return await super().retrieve(sender_id)
@@ -123,30 +144,26 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         """
         sender_id = tracker.sender_id
         self._kept.pop(sender_id, None)
+        lent = self._lent.pop(sender_id, None)
         with self.session_scope() as session:
-            stored = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
+            if lent is not None and lent[0] is tracker and len(tracker.events) >= lent[1]:
+                stored = lent[1]
+            else:
+                stored = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
             new_events = list(itertools.islice(tracker.events, stored, len(tracker.events)))
             if self.event_broker is not None:
                 await self._stream_new_events(self.event_broker, new_events, sender_id)
-            for new_event in new_events:
-                data = new_event.as_dict()
-                # noinspection PyArgumentList
-                session.add(
-                    self.SQLEvent(
-                        sender_id=sender_id,
-                        type_name=new_event.type_name,
-                        timestamp=data.get("timestamp"),
-                        intent_name=data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
-                        action_name=data.get("name"),
-                        data=json.dumps(data),
-                    )
-                )
+            if new_events:
+                session.execute(self.SQLEvent.__table__.insert(), [_row(sender_id, e) for e in new_events])
             session.commit()
             if self.cache_size and self.domain is not None:
                 # Kept only if the database would give back exactly these events: a new
                 # conversation's first save holds one event before its session start that a
                 # read leaves out, so its next message reads the database once.
-                in_session = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
+                if lent is not None and stored == lent[1] and not any(isinstance(e, SessionStarted) for e in new_events):
+                    in_session = stored + len(new_events)
+                else:
+                    in_session = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
                 if in_session == len(tracker.events):
                     self._keep(tracker, self._newest_id(session, sender_id))
 
@@ -154,7 +171,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         return session.query(func.max(self.SQLEvent.id)).filter(self.SQLEvent.sender_id == sender_id).scalar()
 
     def _keep(self, tracker: DialogueStateTracker, newest_id: Optional[int]) -> None:
-        self._kept[tracker.sender_id] = _Kept(tracker, newest_id, self.domain)
+        self._kept[tracker.sender_id] = _Kept(tracker, newest_id, self.domain, len(tracker.events))
         while len(self._kept) > self.cache_size:
             self._kept.popitem(last=False)
 
