@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -200,3 +201,12 @@ def cpu_seconds(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total / _TICKS
+
+
+def publish(name: str, data: Any, table: str) -> None:
+    """Write bench/results/<name>-latest.json (``data``) and .md (``table``), and print the table."""
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}-latest.json").write_text(json.dumps(data, indent=2) + "\n")
+    (results / f"{name}-latest.md").write_text(table)
+    print(table)

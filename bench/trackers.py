@@ -33,10 +33,9 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, Event, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from bench.procs import ROOT
+from bench.procs import ROOT, publish
 from bot.trackers import SQLiteTrackerStore
 
-RESULTS = ROOT / "bench" / "results"
 LENGTHS = (1, 10, 50)
 CUSTOMER = "customer-under-test"
 
@@ -161,11 +160,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="messages timed at each length, per trial")
     args = parser.parse_args()
     results = {str(stored): asyncio.run(measure(stored, args.trials, args.repeats)) for stored in args.stored}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "trackers-latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results, args.trials)
-    (RESULTS / "trackers-latest.md").write_text(table)
-    print(table)
+    publish("trackers", results, markdown(results, args.trials))
 
 
 if __name__ == "__main__":

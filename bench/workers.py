@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -27,14 +26,14 @@ from typing import Any
 import yaml
 
 from bench.load import LoadGenerator, nlu_examples
-from bench.procs import ROOT, Server, pss_mb, rasa_cmd, rasa_env
+from bench.procs import ROOT, Server, publish, pss_mb, rasa_cmd, rasa_env
 from bench.run import CpuMeter, port_free
 
-RESULTS = ROOT / "bench" / "results"
 MODEL = ROOT / "models" / "firstreply.tar.gz"
 
 
-def _endpoints(run_dir: Path, action_port: int) -> Path:
+def shipped_endpoints(run_dir: Path, action_port: int) -> Path:
+    """Write endpoints.yml as shipped (make run's stores), its files in ``run_dir``, the action server on ``action_port``."""
     shipped = yaml.safe_load((ROOT / "endpoints.yml").read_text())
     shipped["action_endpoint"]["url"] = f"http://127.0.0.1:{action_port}/webhook"
     shipped["tracker_store"]["db"] = str(run_dir / "trackers.db")
@@ -72,7 +71,7 @@ def measure(workers: int, work: Path, ports: tuple[int, int], burst: int, second
     )  # fmt: skip
     rasa = Server(
         "rasa",
-        ["python", "-m", "bot.launcher", "run", "--model", str(MODEL), "--endpoints", str(_endpoints(run_dir, action_port)),
+        ["python", "-m", "bot.launcher", "run", "--model", str(MODEL), "--endpoints", str(shipped_endpoints(run_dir, action_port)),
          "--credentials", str(credentials), "--interface", "127.0.0.1", "--port", str(rasa_port)],
         ROOT, env, run_dir / "rasa.log", f"http://127.0.0.1:{rasa_port}/",
     )  # fmt: skip
@@ -138,11 +137,7 @@ def main() -> None:
                 trials[str(workers)].append(
                     measure(workers, Path(work), (args.port, args.actions_port), args.burst, args.seconds)
                 )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "workers-latest.json").write_text(json.dumps(trials, indent=2) + "\n")
-    table = markdown(trials, args.burst)
-    (RESULTS / "workers-latest.md").write_text(table)
-    print(table)
+    publish("workers", trials, markdown(trials, args.burst))
 
 
 if __name__ == "__main__":

@@ -79,7 +79,48 @@ return 1
 FIRST_POLL_S = 0.01
 
 
-class AtomicRedisLockStore(RedisLockStore):
+class TicketQueue:
+    """A conversation's turn by tickets, first come first served: ``lock`` over three atomic steps.
+
+    A store supplies ``_take_ticket``, ``_ticket_turn`` (1: yours, 0: wait, -1: expired) and
+    ``_give_ticket_up``, each atomic in its engine.
+    """
+
+    def _take_ticket(self, conversation_id: str, lifetime: float) -> int:
+        raise NotImplementedError
+
+    def _ticket_turn(self, conversation_id: str, ticket: int) -> int:
+        raise NotImplementedError
+
+    def _give_ticket_up(self, conversation_id: str, ticket: int) -> None:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def lock(
+        self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME, wait_time_in_seconds: float = 1
+    ) -> AsyncGenerator[TicketLock, None]:
+        """Wait for this conversation's turn (first come, first served), hold it, give it up.
+
+        Raises:
+            LockError: the ticket expired (``lock_lifetime`` seconds) before its turn came.
+        """
+        ticket = self._take_ticket(conversation_id, lock_lifetime)
+        try:
+            poll = FIRST_POLL_S
+            while True:
+                turn = self._ticket_turn(conversation_id, ticket)
+                if turn == 1:
+                    break
+                if turn == -1:
+                    raise LockError(f"Could not acquire lock for conversation_id '{conversation_id}'.")
+                await asyncio.sleep(poll)
+                poll = min(poll * 2, wait_time_in_seconds)
+            yield TicketLock(conversation_id)
+        finally:
+            self._give_ticket_up(conversation_id, ticket)
+
+
+class AtomicRedisLockStore(TicketQueue, RedisLockStore):
     """``RedisLockStore`` with atomic tickets: one conversation, one replica at a time, in order."""
 
     def __init__(self, endpoint_config: Optional[EndpointConfig] = None, **kwargs: Any) -> None:
@@ -96,39 +137,14 @@ class AtomicRedisLockStore(RedisLockStore):
         base = f"{self.key_prefix}{{{conversation_id}}}"
         return [f"{base}:next", f"{base}:queue", f"{base}:expires"]
 
-    @asynccontextmanager
-    async def lock(
-        self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME, wait_time_in_seconds: float = 1
-    ) -> AsyncGenerator[TicketLock, None]:
-        """Wait for this conversation's turn (first come, first served), hold it, give it up.
+    def _take_ticket(self, conversation_id: str, lifetime: float) -> int:
+        return int(self._issue(keys=self._keys(conversation_id), args=[int(lifetime * 1000)]))
 
-        Raises:
-            LockError: the ticket expired (``lock_lifetime`` seconds) before its turn came.
-        """
-        keys = self._keys(conversation_id)
-        ticket = int(self._issue(keys=keys, args=[int(lock_lifetime * 1000)]))
-        try:
-            await _wait_for_turn(conversation_id, lambda: int(self._turn(keys=keys, args=[ticket])), wait_time_in_seconds)
-            yield TicketLock(conversation_id)
-        finally:
-            self._release(keys=keys, args=[ticket])
+    def _ticket_turn(self, conversation_id: str, ticket: int) -> int:
+        return int(self._turn(keys=self._keys(conversation_id), args=[ticket]))
 
-
-async def _wait_for_turn(conversation_id: str, turn: Callable[[], int], wait_time_in_seconds: float) -> None:
-    """Poll ``turn`` (1: yours, 0: wait, -1: expired) with back-off until it is this ticket's turn.
-
-    Raises:
-        LockError: the ticket expired before its turn came.
-    """
-    poll = FIRST_POLL_S
-    while True:
-        state = turn()
-        if state == 1:
-            return
-        if state == -1:
-            raise LockError(f"Could not acquire lock for conversation_id '{conversation_id}'.")
-        await asyncio.sleep(poll)
-        poll = min(poll * 2, wait_time_in_seconds)
+    def _give_ticket_up(self, conversation_id: str, ticket: int) -> None:
+        self._release(keys=self._keys(conversation_id), args=[ticket])
 
 
 def process_started(pid: int) -> Optional[str]:
@@ -144,7 +160,7 @@ def process_started(pid: int) -> Optional[str]:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-class SQLiteLockStore(LockStore):
+class SQLiteLockStore(TicketQueue, LockStore):
     """Conversation locks in a SQLite file shared by the Rasa workers of one machine (module doc)."""
 
     def __init__(self, endpoint_config: Optional[EndpointConfig] = None, db: str = "var/locks.db") -> None:
@@ -185,14 +201,14 @@ class SQLiteLockStore(LockStore):
         )
         return self._conn
 
-    def _issue(self, conversation_id: str, lifetime: float) -> int:
+    def _take_ticket(self, conversation_id: str, lifetime: float) -> int:
         cursor = self._db.execute(
             "INSERT INTO conversation_tickets (conversation_id, expires, pid, started) VALUES (?, ?, ?, ?)",
             (conversation_id, time.time() + lifetime, self._pid, self._started),
         )
         return int(cursor.lastrowid or 0)
 
-    def _turn(self, conversation_id: str, ticket: int) -> int:
+    def _ticket_turn(self, conversation_id: str, ticket: int) -> int:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             ahead = self._db.execute(
@@ -216,24 +232,8 @@ class SQLiteLockStore(LockStore):
             return -1
         return 1 if alive[0] == ticket else 0
 
-    def _release(self, ticket: int) -> None:
+    def _give_ticket_up(self, conversation_id: str, ticket: int) -> None:
         self._db.execute("DELETE FROM conversation_tickets WHERE ticket = ?", (ticket,))
-
-    @asynccontextmanager
-    async def lock(
-        self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME, wait_time_in_seconds: float = 1
-    ) -> AsyncGenerator[TicketLock, None]:
-        """Wait for this conversation's turn (first come, first served), hold it, give it up.
-
-        Raises:
-            LockError: the ticket expired (``lock_lifetime`` seconds) before its turn came.
-        """
-        ticket = self._issue(conversation_id, lock_lifetime)
-        try:
-            await _wait_for_turn(conversation_id, lambda: self._turn(conversation_id, ticket), wait_time_in_seconds)
-            yield TicketLock(conversation_id)
-        finally:
-            self._release(ticket)
 
     # Rasa's base class steps (read-modify-write of a whole lock) are not used: ``lock`` is.
     def get_lock(self, conversation_id: str) -> Optional[TicketLock]:

@@ -21,24 +21,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.workers import shipped_endpoints
 from bot.locks import process_started
 from tests.integration.conftest import Assistant, serve_assistant, texts
 from tests.integration.stack_support import check_handled_in_turn, two_at_once
-from tests.processes import ROOT, base_env, free_port, require_model, wait_until
+from tests.processes import base_env, free_port, require_model, wait_until
 
 WORKERS = 2
 GREETING = "I'm Northwind's assistant."
-
-
-def _shipped_endpoints(work: Path, actions_port: int) -> Path:
-    """Write endpoints.yml as shipped, with its files in ``work`` and the action server on ``actions_port``."""
-    endpoints = yaml.safe_load((ROOT / "endpoints.yml").read_text())
-    endpoints["action_endpoint"]["url"] = f"http://127.0.0.1:{actions_port}/webhook"
-    endpoints["tracker_store"]["db"] = str(work / "trackers.db")
-    endpoints["lock_store"]["db"] = str(work / "locks.db")
-    path = work / "endpoints.yml"
-    path.write_text(yaml.safe_dump(endpoints))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +48,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
         "FIRSTREPLY_WEBCHAT_SECRET": "workers-test-webchat-secret",
     }
     running = Assistant(f"http://127.0.0.1:{rasa_port}", case_db_url, env, env["FIRSTREPLY_REST_TOKEN"])
-    with serve_assistant(running, work, actions_port, rasa_port, _shipped_endpoints(work, actions_port)):
+    with serve_assistant(running, work, actions_port, rasa_port, shipped_endpoints(work, actions_port)):
         yield running
 
 
