@@ -50,6 +50,7 @@ from bot.desk.outbox import OutboxWorker, render_card, utc_now
 from bot.desk.rasa_api import RasaClient
 from bot.desk.relay import CustomerMessages
 from bot.desk.watchdog import Watchdog
+from bot.desk.windows import reopen_template
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -100,7 +101,8 @@ class Desk:
         self.worker = OutboxWorker(
             store, self.client, self.rasa, self.outbound,
             retry_seconds=settings.retry_seconds, retry_max_seconds=settings.retry_max_seconds,
-            poll_seconds=max(settings.poll_seconds, 0.05), clock=clock,
+            poll_seconds=max(settings.poll_seconds, 0.05), clock=clock, lead_channel=support.lead_channel,
+            reopen_template=reopen_template(support),
         )  # fmt: skip
         self.relay = CustomerMessages(store, settings.events_db)
         self.watchdog = Watchdog(
