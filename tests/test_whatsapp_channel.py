@@ -350,6 +350,20 @@ async def test_up_to_three_short_choices_are_reply_buttons_and_a_press_reaches_r
 
 
 @pytest.mark.asyncio
+async def test_a_long_text_with_buttons_keeps_the_buttons_under_a_part_whatsapp_takes(
+    served: Served, api: FakeWhatsAppAPI
+) -> None:
+    long = ("Here is everything about your order and what happens next. " * 40).strip()
+    served.agent.replies = [{"text": long, "buttons": [{"title": "Yes", "payload": "/affirm"}]}]
+    await served.post(notification([text_message(MARIA, "status?")]))
+
+    sent = api.sent(MARIA)
+    assert [s["type"] for s in sent] == ["text", "text", "interactive"]  # about 2,400 characters
+    assert len(sent[-1]["interactive"]["body"]["text"]) <= 1024 and choices_of(sent[-1])[0][0] == "Yes"
+    assert " ".join(api.delivered_texts(MARIA)) == long
+
+
+@pytest.mark.asyncio
 async def test_more_choices_or_long_titles_go_as_a_list_message(served: Served, api: FakeWhatsAppAPI) -> None:
     titles = ["Where my order is", "Change an order", "Cancel an order", "Refund or return",
               "A billing question about my last invoice"]  # fmt: skip

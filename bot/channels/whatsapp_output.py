@@ -42,7 +42,7 @@ from pywa_async.types import Button, Section, SectionList, SectionRow
 from pywa_async.types.templates import TemplateLanguage
 
 from bot.channels.base import BUTTONS_PROMPT, ConnectorSettings, RecordedOutput, optional_lookup
-from bot.channels.common import credential
+from bot.channels.common import credential, split_text
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
 from bot.channels.meta import WHATSAPP, GraphError
@@ -62,6 +62,8 @@ ENV_BASE_URL = "WHATSAPP_API_BASE_URL"
 
 # The Cloud API's limits (Meta's messages reference).
 TEXT_LIMIT = 4096
+# The text of a message with reply buttons or a list (its interactive body).
+INTERACTIVE_BODY_LIMIT = 1024
 REPLY_BUTTONS_MAX = 3
 REPLY_BUTTON_TITLE_MAX = 20
 LIST_ROWS_MAX = 10
@@ -265,6 +267,8 @@ class WhatsAppOutput(RecordedOutput):
             await self.send_text_message(recipient_id, body)
             return
         parts = self.parts(body) or [BUTTONS_PROMPT]
+        # The choices ride on the last part, whose text WhatsApp takes up to 1,024 characters.
+        parts[-1:] = split_text(parts[-1], INTERACTIVE_BODY_LIMIT)
         for part in parts[:-1]:
             await self._send_part(recipient_id, part)
         await self._send_part(recipient_id, parts[-1], choices=sets[0])
