@@ -15,7 +15,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup train run shell desk validate test bench bench-stack audit clean
+.PHONY: help setup train run shell desk validate test bench bench-stack bench-first-message audit clean
 
 help: ## List the targets
 	@echo "FirstReply — make targets:"
@@ -64,6 +64,9 @@ test: $(SETUP_STAMP) validate $(MODEL) ## Run every check: ops YAML, Rasa data, 
 bench: $(MODEL) ## Measure latency, throughput, memory, training time, and understanding of real messages (docs/benchmarks.md, docs/nlu.md)
 	$(PY) -m bench.run
 	$(PY) -m bench.realworld
+
+bench-first-message: $(MODEL) ## Time to the first thing a customer sees, per connector (WhatsApp next to Telegram)
+	$(PY) -m bench.first_message
 
 bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis, 1 and 2 Rasa replicas
 	@scripts/install-system-deps.sh

@@ -464,31 +464,26 @@ class OutboxWorker:
             # Claimed (or closed) while the escalation waited to go: nothing left to escalate.
             await self._finish(item, {"skipped": case.status})
             return
-        channel = await self.channels.resolve(str(item.payload["channel"]))
-        if self._may_be_posted(item):
-            ts = await self._find_posted(item, channel, None)
-            if ts is not None:
-                await self._finish(item, {"ts": ts, "found": True})
-                return
-        answer = await self.slack.chat_postMessage(
-            channel=channel, text=cards.escalation_text(case, item.payload, self.clock()),
-            metadata=outbox_metadata(item.key), unfurl_links=False, unfurl_media=False,
-        )  # fmt: skip
-        log.info("desk: case %s escalated in %s", case.id, answer["channel"])
-        await self._finish(item, {"ts": str(answer["ts"]), "channel": str(answer["channel"])})
+        posted_in = await self._to_leads(item, cards.escalation_text(case, item.payload, self.clock()))
+        if posted_in is not None:
+            log.info("desk: case %s escalated in %s", case.id, posted_in)
 
     async def _lead_notice(self, item: OutboxItem) -> None:
+        await self._to_leads(item, str(item.payload["text"]))
+
+    async def _to_leads(self, item: OutboxItem, text: str) -> str | None:
+        """Post ``text`` once in the leads' channel of ``item`` and finish it; return where, or None if found posted."""
         channel = await self.channels.resolve(str(item.payload["channel"]))
         if self._may_be_posted(item):
             ts = await self._find_posted(item, channel, None)
             if ts is not None:
                 await self._finish(item, {"ts": ts, "found": True})
-                return
+                return None
         answer = await self.slack.chat_postMessage(
-            channel=channel, text=str(item.payload["text"]), metadata=outbox_metadata(item.key),
-            unfurl_links=False, unfurl_media=False,
-        )  # fmt: skip
+            channel=channel, text=text, metadata=outbox_metadata(item.key), unfurl_links=False, unfurl_media=False
+        )
         await self._finish(item, {"ts": str(answer["ts"]), "channel": str(answer["channel"])})
+        return str(answer["channel"])
 
     async def _ephemeral(self, item: OutboxItem) -> None:
         payload = item.payload

@@ -59,6 +59,12 @@ def rasa_credentials() -> str:
     )
 
 
+def connector_env(base_url: str) -> dict[str, str]:
+    """Return the environment that switches the WhatsApp connector on against the fake at ``base_url``."""
+    return {"WHATSAPP_ACCESS_TOKEN": TOKEN, "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+            "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID, "WHATSAPP_API_BASE_URL": base_url}  # fmt: skip
+
+
 def meta_error(code: int, status: int | None = None) -> tuple[int, dict[str, Any]]:
     """Return the HTTP status and body Meta answers a failed call with, for ``code``."""
     default_status, title, details = _ERRORS.get(code, (400, "Error", "An error occurred."))

@@ -31,22 +31,20 @@ from bot.desk.windows import ReopenTemplate
 from tests.fakes.slack_web_api import TOKEN as SLACK_TOKEN
 from tests.fakes.slack_web_api import FakeDeskSlackAPI
 from tests.fakes.whatsapp_api import (
-    APP_SECRET,
-    PHONE_NUMBER_ID,
-    TOKEN,
     VERIFY_TOKEN,
     FakeWhatsAppAPI,
     batched,
     button_reply,
     choices_of,
+    connector_env,
     notification,
     rasa_credentials,
     signed,
     status,
     text_message,
 )
-from tests.integration.conftest import Assistant, serve_assistant
-from tests.processes import Process, base_env, free_ports, require_model, wait_until, write_endpoints
+from tests.integration.conftest import channel_assistant
+from tests.processes import Process, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,32 +92,13 @@ def shown(message: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    require_model()
     tmp = tmp_path_factory.mktemp("whatsapp-e2e")
     api = FakeWhatsAppAPI().start()
-    rasa_port, actions_port = free_ports(2)
-    (tmp / "credentials.yml").write_text(rasa_credentials())
-    endpoints = write_endpoints(tmp, actions_port)
-    env = {
-        **base_env(),
-        "WHATSAPP_ACCESS_TOKEN": TOKEN, "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID, "WHATSAPP_API_BASE_URL": api.base_url,
-        "FIRSTREPLY_CASE_DB": f"sqlite:///{tmp / 'cases.db'}", "FIRSTREPLY_CHANNEL_DB": str(tmp / "channels.db"),
-    }  # fmt: skip
-    assistant = Assistant(f"http://127.0.0.1:{rasa_port}", env["FIRSTREPLY_CASE_DB"], env, token="")
     try:
-        with serve_assistant(
-            assistant, tmp, actions_port, rasa_port, endpoints, "/webhooks/whatsapp/",
-            credentials=tmp / "credentials.yml", launcher=False, rasa_timeout=300,
-        ) as started:  # fmt: skip
-            yield Running(api, started.rasa_url, env, started.processes)
+        with channel_assistant(tmp, rasa_credentials(), connector_env(api.base_url), "/webhooks/whatsapp/") as started:
+            yield Running(api, started.rasa_url, started.env, started.processes)
     finally:
         api.stop()
-        for name in ("rasa", "actions"):
-            log_file = tmp / f"{name}.log"
-            if log_file.exists():
-                tail = log_file.read_text(errors="replace").splitlines()[-30:]
-                print(f"--- {name}.log (tail) ---", *tail, sep="\n")
 
 
 def test_the_handshake_and_the_signature_are_checked_by_the_running_server(running: Running) -> None:
