@@ -194,6 +194,22 @@ async def test_a_throughput_limit_is_retried_until_the_reply_goes(rig: Rig) -> N
     assert rig.thread() == []
 
 
+@pytest.mark.asyncio
+async def test_while_rasa_cannot_say_when_the_customer_last_wrote_nothing_is_sent_blind(rig: Rig) -> None:
+    case = rig.open_case(T0)
+    rig.customer_wrote(T0)
+    rig.rasa.fail_next = 2
+    rig.store.outbox.enqueue([messages.customer_reply(case, "relay-out:1", "On it", ANA)], rig.now[0])
+    await rig.worker.drain()
+    assert rig.whatsapp.calls(answered=None) == []  # not given up either: tried again later
+    for _ in range(3):
+        rig.now[0] += timedelta(seconds=1)
+        await rig.worker.drain()
+
+    assert rig.whatsapp.delivered_texts(MARIA) == ["On it"]
+    assert rig.given_up(case.id) == []
+
+
 # --- the watchdog's update ------------------------------------------------------------------------
 
 

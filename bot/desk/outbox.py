@@ -568,7 +568,12 @@ class OutboxWorker:
         """
         if not windows.has_window(channel):
             return {}
-        last = windows.last_customer_message(await self.rasa.events(sender_id), channel)
+        try:
+            events = await self.rasa.events(sender_id)
+        except RasaError as error:
+            # Without the conversation the window cannot be told: wait for it, never send blind.
+            raise _Retry(f"{channel}: the customer's last message cannot be read from Rasa ({error})") from error
+        last = windows.last_customer_message(events, channel)
         if last is None:
             last = (await self._case(item)).created_at
         window = windows.window_now(channel, last, self.clock(), human=by_person)
