@@ -156,16 +156,19 @@ def non_text_content(message: Mapping[str, Any]) -> tuple[NonText, dict[str, Any
         place = {key: value for key, value in _dict(item).items() if key in ("latitude", "longitude", "name", "address")}
         return kind, {"location": place or True}, None
     if message["type"] == "contacts":
-        people = [_dict(_dict(person).get("name")).get("formatted_name") for person in item or [] if isinstance(item, list)]
-        return kind, {"contact": {"names": [p for p in people if isinstance(p, str)]} or True}, None
-    item = _dict(item)
-    recorded: dict[str, Any] = {"id": item.get("id"), "mime_type": item.get("mime_type"), "filename": item.get("filename")}
-    recorded = {key: value for key, value in recorded.items() if isinstance(value, str)}
+        people = item if isinstance(item, list) else []
+        names = [_dict(_dict(person).get("name")).get("formatted_name") for person in people]
+        return kind, {"contact": {"names": [name for name in names if isinstance(name, str)]}}, None
+    media = {key: value for key, value in _dict(item).items() if key in ("id", "mime_type", "filename")
+             and isinstance(value, str)}  # fmt: skip
+    caption = _text(_dict(item).get("caption"))
     if kind.metadata_key == "attachment":
-        return kind, {"attachment": {"type": message["type"], **recorded}}, _text(item.get("caption"))
-    return kind, {kind.metadata_key: recorded.get("id") or True, **({"media": recorded} if recorded else {})}, _text(
-        item.get("caption")
-    )
+        return kind, {"attachment": {"type": message["type"], **media}}, caption
+    # The media id is what an agent (or a later tool) downloads the photo, sticker or file with.
+    recorded: dict[str, Any] = {kind.metadata_key: media.get("id") or True}
+    if media:
+        recorded["media"] = media
+    return kind, recorded, caption
 
 
 # --- receiving -------------------------------------------------------------------------
