@@ -9,6 +9,7 @@ reply from 24 hours to 7 days, nothing after) are checked on the worker's decisi
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,9 +23,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.cases import Case, CaseStore, NewCase, TranscriptLine
 from bot.channels.meta import INSTAGRAM, MESSENGER, WHATSAPP, Window
 from bot.channels.outbound import Outbound
-from bot.desk import messages, windows
+from bot.desk import cards, messages, windows
 from bot.desk.metrics import build_registry
-from bot.desk.outbox import OutboxWorker, _OutsideWindow
+from bot.desk.outbox import OutboxWorker, _OutsideWindow, render_card
 from bot.desk.rasa_api import RasaClient
 from bot.desk.text import is_template_request
 from bot.desk.watchdog import Watchdog
@@ -237,6 +238,12 @@ async def test_a_watchdog_update_past_the_window_is_not_counted_as_delivered_and
     assert updates == [0.0]
     updated = [s.value for s in families["firstreply_promises_updated"].samples]
     assert updated == [0.0]
+    # Nor on the card: the estimate in force is not said to be what the customer heard.
+    line = cards.promise_line(rig.store.lookup.get(case.id), rig.now[0], undelivered_updates=1)  # type: ignore[arg-type]
+    assert "(the latest estimate “" in line and "new estimate sent" not in line
+    assert " · :no_entry: 1 new estimate(s) not delivered (outside the platform's window)" in line
+    card = render_card(rig.store, rig.store.lookup.get(case.id), rig.now[0])  # type: ignore[arg-type]
+    assert "1 new estimate(s) not delivered" in json.dumps(card.blocks)
 
 
 # --- Messenger and Instagram: the worker's decision ------------------------------------------------

@@ -130,7 +130,7 @@ class Desk:
         queued = [messages.card_post(case.id) for case in self.store.lookup.cases_without_card()]
         count = self.store.outbox.enqueue(queued, now) if queued else 0
         for case in self.store.lookup.cases_with_cards(now - timedelta(days=CARD_FOLLOW_DAYS)):
-            card = render_card(self.store.lookup, case, now)
+            card = render_card(self.store, case, now)
             if card.digest == case.card_digest or self.store.outbox.has_undelivered(case.id, messages.KIND_CARD_UPDATE):
                 continue
             count += self.store.outbox.enqueue([messages.card_update(case.id, card.digest, now)], now)

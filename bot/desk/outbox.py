@@ -59,7 +59,6 @@ if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
 
     from bot.cases import Case, CaseStore
-    from bot.cases.lookup import CaseLookup
     from bot.cases.records import OutboxItem
     from bot.channels.outbound import Outbound
     from bot.desk.rasa_api import RasaClient
@@ -127,10 +126,14 @@ class RenderedCard:
     digest: str
 
 
-def render_card(lookup: CaseLookup, case: Case, now: datetime) -> RenderedCard:
-    """Render ``case``'s card as of ``now`` (its previous cases read through ``lookup``)."""
+def render_card(store: CaseStore, case: Case, now: datetime) -> RenderedCard:
+    """Render ``case``'s card as of ``now`` (its previous cases, and new estimates never delivered, read from ``store``)."""
+    lookup = store.lookup
     previous = [earlier for earlier in (lookup.get(number) for number in case.previous_cases) if earlier is not None]
-    text, blocks = cards.card(case, previous, now)
+    undelivered = store.outbox.count(
+        kind=messages.KIND_CUSTOMER, key_prefix=f"{messages.PROMISE_UPDATE_PREFIX}{case.id}:", given_up=True
+    )
+    text, blocks = cards.card(case, previous, now, undelivered_updates=undelivered)
     return RenderedCard(text, blocks, cards.digest(text, blocks))
 
 
@@ -414,7 +417,7 @@ class OutboxWorker:
         if not route:
             raise _GiveUp(f"case {case.id} has no route")
         channel = await self.channels.resolve(route)
-        card = await asyncio.to_thread(render_card, self.store.lookup, case, self.clock())
+        card = await asyncio.to_thread(render_card, self.store, case, self.clock())
         if self._may_be_posted(item):
             ts = await self._find_posted(item, channel, None)
             if ts is not None:
@@ -433,7 +436,7 @@ class OutboxWorker:
         case = await self._case(item)
         if case.card_ts is None or case.card_channel is None:
             raise _GiveUp(f"case {case.id} has no card to update")
-        card = await asyncio.to_thread(render_card, self.store.lookup, case, self.clock())
+        card = await asyncio.to_thread(render_card, self.store, case, self.clock())
         await self.slack.chat_update(channel=case.card_channel, ts=case.card_ts, text=card.text, blocks=card.blocks)
         await self._finish(item, {"digest": card.digest}, card=CardPlacement(None, None, card.digest))
 
