@@ -480,6 +480,23 @@ async def test_the_webhook_answers_before_rasa_has_finished(served: Served) -> N
     assert [m.text for m in served.agent.messages] == ["hello"]
 
 
+@pytest.mark.asyncio
+async def test_no_secret_reaches_the_log_even_at_debug(
+    served: Served, api: FakeWhatsAppAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    served.agent.replies = [{"text": "Hi!", "buttons": [{"title": "Yes", "payload": "/affirm"}]}]
+    api.fail_with(190)
+    with caplog.at_level(logging.DEBUG):
+        await served.post(notification([text_message(MARIA, "hi")], names=NAMES))
+        await served.post(None, raw=b"{}", headers={SIGNATURE_HEADER: "sha256=" + "1" * 64})
+        await served.client.get(WEBHOOK, params={"hub.mode": "subscribe", "hub.verify_token": "x", "hub.challenge": "1"})
+
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "whatsapp" in logged  # something was logged, the calls above included
+    for secret in (TOKEN, APP_SECRET, VERIFY_TOKEN):
+        assert secret not in logged
+
+
 def test_the_fakes_bodies_are_what_meta_sends() -> None:
     body = notification([text_message(MARIA, "Olá ✓")], names=NAMES)
     raw, headers = signed(body)
