@@ -215,19 +215,48 @@ async def test_while_rasa_cannot_say_when_the_customer_last_wrote_nothing_is_sen
 
 
 @pytest.mark.asyncio
-async def test_a_watchdog_update_past_the_window_is_not_counted_as_delivered_and_the_leads_are_told(
+async def test_the_watchdog_makes_no_new_estimate_it_cannot_deliver_and_tells_the_leads_once(rig: Rig) -> None:
+    support = load_support_config(ROOT / "support.yml")
+    case = rig.open_case(T0 - hours(30))  # opened (the customer's last word) before a closed weekend, say
+    watchdog = Watchdog(rig.store, support)
+    watchdog.tick(rig.now[0])
+    watchdog.tick(rig.now[0] + timedelta(minutes=1))
+    await rig.worker.drain()
+
+    kept = rig.store.lookup.get(case.id)
+    assert kept is not None and (kept.promise_updates, kept.promised_by) == (0, case.promised_by)
+    assert rig.whatsapp.calls(answered=None) == [] and rig.given_up(case.id) == []
+    [lead_notice] = [p["text"] for p in rig.slack.posted("C0LEADS") if "not* told" in p["text"]]
+    assert lead_notice.startswith(f":warning: Case #{case.id}: the customer was *not* told (promise update)")
+    [notice] = [text for text in rig.thread() if "cannot be sent a new estimate" in text]
+    assert "whatsapp lets the assistant write only within 24 hours" in notice
+
+    # A customer who wrote again (relayed to the thread) can be told: the update goes.
+    rig.store.outbox.enqueue([messages.thread_message(case.id, messages.relay_in_key(1), "Maria wrote")], rig.now[0])
+    rig.customer_wrote(rig.now[0])
+    rig.now[0] += timedelta(minutes=2)
+    assert watchdog.tick(rig.now[0]) >= 1
+    await rig.worker.drain()
+    assert [text.startswith("Sorry, Maria") for text in rig.whatsapp.delivered_texts(MARIA)] == [True]
+
+
+@pytest.mark.asyncio
+async def test_a_watchdog_update_refused_at_delivery_is_not_counted_as_delivered_and_the_leads_are_told(
     rig: Rig,
 ) -> None:
-    support = load_support_config(ROOT / "support.yml")
-    case = rig.open_case(T0 - hours(30))  # a customer who wrote before a closed weekend, say
-    rig.customer_wrote(T0 - hours(30))
+    case = rig.open_case(T0)
+    rig.customer_wrote(T0)
+    rig.now[0] = T0 + hours(24) + timedelta(minutes=5)  # the window closed while the update waited to go
+    key = f"{messages.PROMISE_UPDATE_PREFIX}{case.id}:1"
+    update = messages.assistant_message(case, key, "Sorry, Maria — it's taking longer.", "promise_update")
+    later = case.promised_by + hours(1)
+    assert rig.store.watch.update_promise(case.id, 0, later, "by 11:20", "busy", rig.now[0], outbox=[update])
     before = build_registry(rig.store, lambda: rig.now[0], rig.worker.stats)
-    assert Watchdog(rig.store, support).tick(rig.now[0]) >= 1
     await rig.worker.drain()
 
     assert rig.whatsapp.calls(answered=None) == []
     [refused] = rig.given_up(case.id)
-    assert refused.key.startswith(messages.PROMISE_UPDATE_PREFIX)
+    assert refused.key == key
     assert any("The assistant's update was *not delivered*" in text for text in rig.thread())
     [lead_notice] = [p["text"] for p in rig.slack.posted("C0LEADS") if "not* told" in p["text"]]
     assert lead_notice.startswith(f":warning: Case #{case.id}: the customer was *not* told (promise update)")
@@ -236,14 +265,14 @@ async def test_a_watchdog_update_past_the_window_is_not_counted_as_delivered_and
     updates = [s.value for s in families["firstreply_watchdog_actions"].samples
                if s.labels.get("action") == "promise_update"]  # fmt: skip
     assert updates == [0.0]
-    updated = [s.value for s in families["firstreply_promises_updated"].samples]
-    assert updated == [0.0]
+    assert [s.value for s in families["firstreply_promises_updated"].samples] == [0.0]
     # Nor on the card: the estimate in force is not said to be what the customer heard.
-    line = cards.promise_line(rig.store.lookup.get(case.id), rig.now[0], undelivered_updates=1)  # type: ignore[arg-type]
-    assert "(the latest estimate “" in line and "new estimate sent" not in line
+    updated = rig.store.lookup.get(case.id)
+    assert updated is not None and updated.promise_updates == 1
+    line = cards.promise_line(updated, rig.now[0], undelivered_updates=1)
+    assert "(the latest estimate “by 11:20”)" in line and "new estimate sent" not in line
     assert " · :no_entry: 1 new estimate(s) not delivered (outside the platform's window)" in line
-    card = render_card(rig.store, rig.store.lookup.get(case.id), rig.now[0])  # type: ignore[arg-type]
-    assert "1 new estimate(s) not delivered" in json.dumps(card.blocks)
+    assert "1 new estimate(s) not delivered" in json.dumps(render_card(rig.store, updated, rig.now[0]).blocks)
 
 
 # --- Messenger and Instagram: the worker's decision ------------------------------------------------

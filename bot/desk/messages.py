@@ -49,6 +49,8 @@ PROMISE_UPDATE_PREFIX = "promise-update:"
 CHECKIN_PREFIX = "checkin:"
 CLOSE_PREFIX = "close:"
 ESCALATION_PREFIX = "escalation:"
+# The watchdog could not send a new estimate: the customer's platform window is closed.
+UNREACHABLE_PREFIX = "unreachable:"
 
 # --- notices: thread messages whose wording the desk renders -----------------------------
 NOTICE_CLAIMED = "claimed"
