@@ -156,6 +156,9 @@ async def test_without_the_right_signature_it_is_a_401_and_leaves_no_trace(
 @example(body=dumps(notification([{"from": MARIA, "id": "wamid.X1", "type": "text", "text": "not an object"}])))
 @example(body=dumps(notification([{"from": 5, "id": ["wamid"], "type": "text"}])))
 @example(body=dumps({"entry": [{"changes": [{"field": "messages", "value": {"messages": "x", "statuses": 3}}]}]}))
+@example(body=dumps({"entry": [{"changes": 5}, 7, {"changes": [{"field": "messages", "value": {"contacts": 1,
+         "metadata": {"phone_number_id": PHONE_NUMBER_ID}, "messages": [{"from": MARIA, "id": "wamid.C", "type": "contacts",
+         "contacts": 9}], "statuses": [{"errors": 4}, 3]}}]}]}))
 async def test_a_signed_malformed_body_is_never_a_5xx_and_nothing_unreadable_reaches_rasa(
     rig: Rig, body: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -96,25 +96,29 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def messages_in(data: Mapping[str, Any], phone_number_id: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Yield (message, the sender's contact) for every customer message to ``phone_number_id`` in a body.
 
     Logs what is skipped: a message to another number of the account, one without an id
     or a sender, and the errors of failed statuses.
     """
-    for entry in data.get("entry") or []:
-        for change in _dict(entry).get("changes") or [] if isinstance(entry, dict) else []:
+    for entry in _list(data.get("entry")):
+        for change in _list(_dict(entry).get("changes")):
             value = _dict(_dict(change).get("value"))
             if _dict(change).get("field") != "messages" or not value:
                 continue
             _log_statuses(value.get("statuses"))
             to = _text(_dict(value.get("metadata")).get("phone_number_id"))
-            found = value.get("messages") if isinstance(value.get("messages"), list) else []
+            found = _list(value.get("messages"))
             if found and to != phone_number_id:
                 log.warning("whatsapp webhook: %d message(s) to phone number id %s, not this channel's; not "
                             "answered here", len(found), to)  # fmt: skip
                 continue
-            contacts = {c.get("wa_id"): c for c in value.get("contacts") or [] if isinstance(c, dict)}
+            contacts = {c.get("wa_id"): c for c in _list(value.get("contacts")) if isinstance(c, dict)}
             for message in found:
                 if not _readable(message):
                     log.warning("whatsapp webhook: a message without an id, a sender or a type was skipped")
@@ -131,10 +135,8 @@ def _readable(message: Any) -> bool:
 
 def _log_statuses(statuses: Any) -> None:
     """Log the errors of failed statuses (a reply Meta could not deliver); the rest are noise."""
-    for status in statuses if isinstance(statuses, list) else []:
-        status = _dict(status)
-        for error in status.get("errors") or [] if isinstance(status.get("errors"), list) else []:
-            error = _dict(error)
+    for status in map(_dict, _list(statuses)):
+        for error in map(_dict, _list(status.get("errors"))):
             log.error("whatsapp: message %s to %s was not delivered: code %s, %s", status.get("id"),
                       status.get("recipient_id"), error.get("code"), error.get("title") or error.get("message"))  # fmt: skip
 
@@ -156,8 +158,7 @@ def non_text_content(message: Mapping[str, Any]) -> tuple[NonText, dict[str, Any
         place = {key: value for key, value in _dict(item).items() if key in ("latitude", "longitude", "name", "address")}
         return kind, {"location": place or True}, None
     if message["type"] == "contacts":
-        people = item if isinstance(item, list) else []
-        names = [_dict(_dict(person).get("name")).get("formatted_name") for person in people]
+        names = [_dict(_dict(person).get("name")).get("formatted_name") for person in _list(item)]
         return kind, {"contact": {"names": [name for name in names if isinstance(name, str)]}}, None
     media = {key: value for key, value in _dict(item).items() if key in ("id", "mime_type", "filename")
              and isinstance(value, str)}  # fmt: skip
