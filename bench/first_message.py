@@ -102,7 +102,8 @@ class Timings:
             return {"p50_ms": round(statistics.median(ordered) * 1000, 1), "p90_ms": round(p90 * 1000, 1),
                     "max_ms": round(ordered[-1] * 1000, 1)}  # fmt: skip
 
-        return {"customers": len(self.message), "first_sign": figures(self.sign), "first_message": figures(self.message)}
+        found = {"first_sign": figures(self.sign), "first_message": figures(self.message)}
+        return {"customers": len(self.message), **found}
 
 
 def _wait(first_seen: dict[tuple[str, str], float], key: tuple[str, str], timeout: float = 60.0) -> float:

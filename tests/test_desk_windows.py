@@ -124,7 +124,8 @@ async def test_a_reply_within_24_hours_of_the_customers_last_message_is_sent(rig
     case = rig.open_case(T0)
     rig.customer_wrote(T0 + hours(2))
     rig.now[0] = T0 + hours(25)  # 25 h after the case opened, 23 h after the customer last wrote
-    rig.store.outbox.enqueue([messages.customer_reply(case, "relay-out:1", "Your parcel is on its way.", ANA)], rig.now[0])
+    reply = messages.customer_reply(case, "relay-out:1", "Your parcel is on its way.", ANA)
+    rig.store.outbox.enqueue([reply], rig.now[0])
     await rig.worker.drain()
 
     assert rig.whatsapp.delivered_texts(MARIA) == ["Your parcel is on its way."]
@@ -159,7 +160,8 @@ async def test_past_24_hours_the_reply_is_not_sent_and_the_agent_is_offered_the_
     rig.store.outbox.enqueue([messages.reopen_template(case, "relay-out:2", ANA)], rig.now[0])
     await rig.worker.drain()
     [sent] = rig.whatsapp.sent(MARIA)
-    assert (sent["type"], sent["template"]) == ("template", {"name": "reopen_conversation", "language": {"code": "en_GB"}})
+    assert sent["type"] == "template"
+    assert sent["template"] == {"name": "reopen_conversation", "language": {"code": "en_GB"}}
     still = rig.store.lookup.get(case.id)
     assert still is not None and still.first_human_reply_at is None  # an invitation, not an answer
 

@@ -78,7 +78,8 @@ class Rig:
         self.served.agent.messages.clear()
 
     async def still_serves(self) -> None:
-        answer = await self.post(dumps(notification([text_message(MARIA, "still there?", message_id=f"wamid.P{next(_ids)}")])))
+        probe = text_message(MARIA, "still there?", message_id=f"wamid.P{next(_ids)}")
+        answer = await self.post(dumps(notification([probe])))
         assert answer.status_code == 200, answer.text
         assert [m.text for m in self.served.agent.messages][-1:] == ["still there?"]
         self.served.agent.messages.clear()
@@ -136,7 +137,10 @@ def _failed(record: logging.LogRecord) -> bool:
 
 @pytest.mark.asyncio
 @fuzz_settings(MANY)
-@given(signature=wrong_secrets("sha256=" + "0" * 64).filter(sendable), body=st.one_of(notifications().map(dumps), ANY_BODY))
+@given(
+    signature=wrong_secrets("sha256=" + "0" * 64).filter(sendable),
+    body=st.one_of(notifications().map(dumps), ANY_BODY),
+)
 async def test_without_the_right_signature_it_is_a_401_and_leaves_no_trace(
     rig: Rig, signature: bytes | None, body: bytes
 ) -> None:
@@ -156,9 +160,9 @@ async def test_without_the_right_signature_it_is_a_401_and_leaves_no_trace(
 @example(body=dumps(notification([{"from": MARIA, "id": "wamid.X1", "type": "text", "text": "not an object"}])))
 @example(body=dumps(notification([{"from": 5, "id": ["wamid"], "type": "text"}])))
 @example(body=dumps({"entry": [{"changes": [{"field": "messages", "value": {"messages": "x", "statuses": 3}}]}]}))
-@example(body=dumps({"entry": [{"changes": 5}, 7, {"changes": [{"field": "messages", "value": {"contacts": 1,
-         "metadata": {"phone_number_id": PHONE_NUMBER_ID}, "messages": [{"from": MARIA, "id": "wamid.C", "type": "contacts",
-         "contacts": 9}], "statuses": [{"errors": 4}, 3]}}]}]}))
+@example(body=dumps({"entry": [{"changes": 5}, 7, {"changes": [{"field": "messages", "value": {
+    "contacts": 1, "metadata": {"phone_number_id": PHONE_NUMBER_ID}, "statuses": [{"errors": 4}, 3],
+    "messages": [{"from": MARIA, "id": "wamid.C", "type": "contacts", "contacts": 9}]}}]}]}))
 async def test_a_signed_malformed_body_is_never_a_5xx_and_nothing_unreadable_reaches_rasa(
     rig: Rig, body: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:

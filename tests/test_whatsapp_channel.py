@@ -70,9 +70,12 @@ class Served:
     agent: RecordingAgent
     client: httpx.AsyncClient
 
-    async def post(self, body: Any, *, headers: dict[str, str] | None = None, raw: bytes | None = None) -> httpx.Response:
+    async def post(
+        self, body: Any, *, headers: dict[str, str] | None = None, raw: bytes | None = None
+    ) -> httpx.Response:
         content, signed_headers = signed(raw if raw is not None else body)
-        answer = await self.client.post(WEBHOOK, content=content, headers=signed_headers if headers is None else headers)
+        sent_headers = signed_headers if headers is None else headers
+        answer = await self.client.post(WEBHOOK, content=content, headers=sent_headers)
         await self.channel.tasks.wait()
         return answer
 
@@ -155,7 +158,9 @@ async def test_the_handshake_answers_the_challenge_only_for_the_right_verify_tok
 
 
 @pytest.mark.asyncio
-async def test_a_missing_or_forged_signature_is_a_401_and_nothing_is_stored(served: Served, api: FakeWhatsAppAPI) -> None:
+async def test_a_missing_or_forged_signature_is_a_401_and_nothing_is_stored(
+    served: Served, api: FakeWhatsAppAPI
+) -> None:
     body = notification([text_message(MARIA, "hi", message_id="wamid.ONE")], names=NAMES)
     raw, genuine = signed(body)
     for header in (None, "", "sha256=", "sha1=abc", "sha256=" + "0" * 64, "forged", genuine[SIGNATURE_HEADER].upper()):
@@ -428,7 +433,9 @@ async def test_a_failed_read_receipt_does_not_keep_the_message_from_rasa(served:
 
 
 @pytest.mark.asyncio
-async def test_the_sender_raises_graph_errors_with_metas_codes(settings: WhatsAppSettings, api: FakeWhatsAppAPI) -> None:
+async def test_the_sender_raises_graph_errors_with_metas_codes(
+    settings: WhatsAppSettings, api: FakeWhatsAppAPI
+) -> None:
     from bot.channels.dedupe import ChannelStore
     from bot.channels.whatsapp_output import build_client, new_session
 
@@ -489,7 +496,8 @@ async def test_no_secret_reaches_the_log_even_at_debug(
     with caplog.at_level(logging.DEBUG):
         await served.post(notification([text_message(MARIA, "hi")], names=NAMES))
         await served.post(None, raw=b"{}", headers={SIGNATURE_HEADER: "sha256=" + "1" * 64})
-        await served.client.get(WEBHOOK, params={"hub.mode": "subscribe", "hub.verify_token": "x", "hub.challenge": "1"})
+        wrong_token = {"hub.mode": "subscribe", "hub.verify_token": "x", "hub.challenge": "1"}
+        await served.client.get(WEBHOOK, params=wrong_token)
 
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "whatsapp" in logged  # something was logged, the calls above included

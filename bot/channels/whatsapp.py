@@ -80,6 +80,8 @@ NON_TEXT_KINDS: Mapping[str, NonText] = {
     "location": NonText("location", "location"),
     "contacts": NonText("contact", "contact card"),
 }
+# What a location keeps.
+PLACE_KEYS = ("latitude", "longitude", "name", "address")
 # Kinds that are no message from the customer to answer (a reaction to one of ours, a
 # notice that their number changed, an ad's referral without text).
 NOT_MESSAGES = frozenset({"reaction", "system", "ephemeral", "request_welcome"})
@@ -137,14 +139,17 @@ def _log_statuses(statuses: Any) -> None:
     """Log the errors of failed statuses (a reply Meta could not deliver); the rest are noise."""
     for status in map(_dict, _list(statuses)):
         for error in map(_dict, _list(status.get("errors"))):
-            log.error("whatsapp: message %s to %s was not delivered: code %s, %s", status.get("id"),
-                      status.get("recipient_id"), error.get("code"), error.get("title") or error.get("message"))  # fmt: skip
+            log.error(
+                "whatsapp: message %s to %s was not delivered: code %s, %s", status.get("id"),
+                status.get("recipient_id"), error.get("code"), error.get("title") or error.get("message"),
+            )  # fmt: skip
 
 
 def customer_metadata(message: Mapping[str, Any], contact: Mapping[str, Any], phone_number_id: str) -> dict[str, Any]:
     """Return what Rasa keeps about the sender (``bot.constants.NAME_METADATA_KEYS``): the profile name."""
     name = _text(_dict(contact.get("profile")).get("name"))
-    found = {"wa_id": message["from"], "phone_number_id": phone_number_id, "customer_name": name.strip() if name else None}
+    found = {"wa_id": message["from"], "phone_number_id": phone_number_id,
+             "customer_name": name.strip() if name else None}  # fmt: skip
     return {key: value for key, value in found.items() if value}
 
 
@@ -155,7 +160,7 @@ def non_text_content(message: Mapping[str, Any]) -> tuple[NonText, dict[str, Any
         return None
     item = message.get(message["type"])
     if message["type"] == "location":
-        place = {key: value for key, value in _dict(item).items() if key in ("latitude", "longitude", "name", "address")}
+        place = {key: value for key, value in _dict(item).items() if key in PLACE_KEYS}
         return kind, {"location": place or True}, None
     if message["type"] == "contacts":
         names = [_dict(_dict(person).get("name")).get("formatted_name") for person in _list(item)]
@@ -287,7 +292,8 @@ class WhatsAppInput(WebhookConnector):
             chosen = _dict(interactive.get("button_reply") or interactive.get("list_reply"))
             key, title = _text(chosen.get("id")) or "", _text(chosen.get("title")) or ""
             metadata["button"] = True
-            payload = await asyncio.to_thread(self.store.payload_for, key) if key.startswith(PAYLOAD_KEY_PREFIX) else None
+            ours = key.startswith(PAYLOAD_KEY_PREFIX)
+            payload = await asyncio.to_thread(self.store.payload_for, key) if ours else None
             if payload is None:
                 log.info("whatsapp choice %r unknown (expired or not ours): read as its title", key[:16])
             return payload if payload is not None else typed_text(title)

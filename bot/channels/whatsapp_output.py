@@ -156,10 +156,9 @@ def choice_sets(titles: Sequence[str], keys: Sequence[str]) -> list[list[Button]
     if fits_reply_buttons(titles):
         return [[Button(title=title, callback_data=key) for title, key in zip(titles, keys)]]
     rows = [_row(title, key) for title, key in zip(titles, keys)]
-    return [
-        SectionList(button_title=LIST_BUTTON_TITLE, sections=[Section(title=LIST_BUTTON_TITLE, rows=rows[i : i + LIST_ROWS_MAX])])
-        for i in range(0, len(rows), LIST_ROWS_MAX)
-    ]
+    chunks = [rows[i : i + LIST_ROWS_MAX] for i in range(0, len(rows), LIST_ROWS_MAX)]
+    return [SectionList(button_title=LIST_BUTTON_TITLE, sections=[Section(title=LIST_BUTTON_TITLE, rows=chunk)])
+            for chunk in chunks]  # fmt: skip
 
 
 # --- sending ------------------------------------------------------------------------------

@@ -179,7 +179,9 @@ class CaseStoreCollector(Collector):
 
     def _updates_not_delivered(self) -> int:
         """Return the new estimates the customer never got (refused for good, outside a platform's window)."""
-        return self.store.outbox.count(kind=messages.KIND_CUSTOMER, key_prefix=messages.PROMISE_UPDATE_PREFIX, given_up=True)
+        return self.store.outbox.count(
+            kind=messages.KIND_CUSTOMER, key_prefix=messages.PROMISE_UPDATE_PREFIX, given_up=True
+        )
 
     def _promises(self, cases: Sequence[CaseFigures], now: datetime) -> Iterator[Metric]:
         answered = [c for c in cases if c.first_human_reply_at is not None]

@@ -127,7 +127,7 @@ class RenderedCard:
 
 
 def render_card(store: CaseStore, case: Case, now: datetime) -> RenderedCard:
-    """Render ``case``'s card as of ``now`` (its previous cases, and new estimates never delivered, read from ``store``)."""
+    """Render ``case``'s card as of ``now`` (its previous cases and undelivered new estimates read from ``store``)."""
     lookup = store.lookup
     previous = [earlier for earlier in (lookup.get(number) for number in case.previous_cases) if earlier is not None]
     undelivered = store.outbox.count(

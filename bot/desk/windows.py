@@ -93,7 +93,10 @@ def not_delivered_text(
     if platform_said:
         why = f"{platform} refused it as outside its messaging window" + (" of 24 hours" if channel == WHATSAPP else "")
     elif window is Window.TEMPLATE_ONLY:
-        why = "more than 24 hours have passed since the customer last wrote, and WhatsApp then delivers only approved templates"
+        why = (
+            "more than 24 hours have passed since the customer last wrote, and WhatsApp then delivers only "
+            "approved templates"
+        )
     elif watchdog:
         why = "more than 24 hours have passed since the customer last wrote (only a person's reply may go after that)"
     else:

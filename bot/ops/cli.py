@@ -37,8 +37,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated channels whose button limits to check the responses against ({', '.join(LIMITS)}, "
         "or none); default: those switched on in the environment",
     )
-    parser.add_argument("--domain", help="the domain directory whose responses are checked (default: domain/ in the repo)")
-    parser.add_argument("--strict", action="store_true", help="fail (exit 1) when a response cannot be shown as written")
+    parser.add_argument("--domain", help="the domain directory whose responses are checked (default: domain/)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a response cannot be shown as written")
 
 
 def _run_check(args: argparse.Namespace) -> int:

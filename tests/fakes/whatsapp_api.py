@@ -221,7 +221,8 @@ def wamid() -> str:
 
 def inbound(sender: str, kind: str, content: Any, *, message_id: str | None = None) -> dict[str, Any]:
     """Return one message object as Meta sends it (``kind``: text, interactive, image, sticker...)."""
-    return {"from": sender, "id": message_id or wamid(), "timestamp": str(int(time.time())), "type": kind, kind: content}
+    sent_at = str(int(time.time()))
+    return {"from": sender, "id": message_id or wamid(), "timestamp": sent_at, "type": kind, kind: content}
 
 
 def text_message(sender: str, text: str, *, message_id: str | None = None) -> dict[str, Any]:
@@ -239,9 +240,12 @@ def list_reply(sender: str, key: str, title: str) -> dict[str, Any]:
     return inbound(sender, "interactive", {"type": "list_reply", "list_reply": {"id": key, "title": title}})
 
 
-def status(message_id: str, recipient: str, state: str = "delivered", errors: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+def status(
+    message_id: str, recipient: str, state: str = "delivered", errors: Iterable[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
     """Return a status of one of the business's messages (sent, delivered, read, failed)."""
-    found: dict[str, Any] = {"id": message_id, "status": state, "timestamp": str(int(time.time())), "recipient_id": recipient}
+    found: dict[str, Any] = {"id": message_id, "status": state, "timestamp": str(int(time.time())),
+                             "recipient_id": recipient}  # fmt: skip
     if errors:
         found["errors"] = list(errors)
     return found
@@ -267,7 +271,8 @@ def notification(
     statuses = list(statuses)
     if statuses:
         value["statuses"] = statuses
-    return {"object": "whatsapp_business_account", "entry": [{"id": WABA_ID, "changes": [{"value": value, "field": "messages"}]}]}
+    change = {"value": value, "field": "messages"}
+    return {"object": "whatsapp_business_account", "entry": [{"id": WABA_ID, "changes": [change]}]}
 
 
 def batched(*bodies: Mapping[str, Any]) -> dict[str, Any]:

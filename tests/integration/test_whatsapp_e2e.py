@@ -23,6 +23,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cases import CaseStore
+from bot.channels.meta import SIGNATURE_HEADER
 from bot.channels.outbound import Outbound
 from bot.desk import messages
 from bot.desk.outbox import OutboxWorker
@@ -109,7 +110,7 @@ def test_the_handshake_and_the_signature_are_checked_by_the_running_server(runni
 
     body = notification([text_message(NEW, "hello?", message_id="wamid.FORGED")], names=NAMES)
     raw, _ = signed(body)
-    forged = running.post(body, headers={"Content-Type": "application/json", "X-Hub-Signature-256": "sha256=" + "a" * 64})
+    forged = running.post(body, headers={"Content-Type": "application/json", SIGNATURE_HEADER: "sha256=" + "a" * 64})
     missing = httpx.post(url, content=raw, headers={"Content-Type": "application/json"}, timeout=10)
     statuses = running.post(notification(statuses=[status("wamid.OUT9", NEW, "read")]))
     assert (forged.status_code, missing.status_code, statuses.status_code) == (401, 401, 200)
@@ -150,7 +151,8 @@ def test_a_whatsapp_customer_is_greeted_by_name_and_gets_to_an_open_case(running
 
 
 def test_one_post_with_three_customers_answers_each_and_a_redelivery_once(running: Running) -> None:
-    messages_ = [text_message(JOAO, "hi", message_id="wamid.JOAO1"), text_message(AIKO, "hello", message_id="wamid.AIKO1")]
+    messages_ = [text_message(JOAO, "hi", message_id="wamid.JOAO1"),
+                 text_message(AIKO, "hello", message_id="wamid.AIKO1")]  # fmt: skip
     body = batched(notification(messages_, names=NAMES), notification([text_message(NEW, "hey")], names=NAMES))
     assert running.post(body).json() == {"ok": True, "messages": 3, "duplicate": False}
     for sender, name in ((JOAO, "João"), (AIKO, "Aiko"), (NEW, "Sam")):
