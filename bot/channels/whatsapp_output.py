@@ -41,11 +41,12 @@ from pywa_async.errors import WhatsAppError
 from pywa_async.types import Button, Section, SectionList, SectionRow
 from pywa_async.types.templates import TemplateLanguage
 
-from bot.channels.base import BUTTONS_PROMPT, ConnectorSettings, RecordedOutput, optional_lookup
+from bot.channels.base import BUTTONS_PROMPT, ConnectorSettings, optional_lookup
 from bot.channels.common import credential, split_text
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
 from bot.channels.meta import WHATSAPP, GraphError
+from bot.channels.retried import RetriedOutput
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,7 +165,7 @@ def choice_sets(titles: Sequence[str], keys: Sequence[str]) -> list[list[Button]
 # --- sending ------------------------------------------------------------------------------
 
 
-class WhatsAppOutput(RecordedOutput):
+class WhatsAppOutput(RetriedOutput):
     """Sends to WhatsApp users: Rasa's responses and, later, the agents' replies.
 
     Split at 4,096 characters; throughput limits (130429, 131056) and network failures
@@ -221,15 +222,6 @@ class WhatsAppOutput(RecordedOutput):
             log.warning("whatsapp %s: try %d failed, again in %.1fs", what, attempt, wait)
             await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
-
-    async def _once(
-        self, what: str, fingerprint: tuple[Any, ...], request: Callable[[], Awaitable[T]], seq: int | None = None
-    ) -> T | None:
-        """Make one reply call: retried by ``_call``, at most once per place in the message's replies."""
-        if not self.bound:
-            return await self._call(what, request)
-        place = self.next_seq() if seq is None else seq
-        return await self.recorded(what, place, fingerprint, lambda _state: self._call(what, request))
 
     async def _send_part(self, recipient_id: str, text: str, *, seq: int | None = None, **options: Any) -> Any:
         choices = options.get("choices")
