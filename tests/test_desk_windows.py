@@ -243,6 +243,31 @@ async def test_the_watchdog_makes_no_new_estimate_it_cannot_deliver_and_tells_th
 
 
 @pytest.mark.asyncio
+async def test_no_check_in_goes_past_the_window_and_the_quiet_case_does_not_close_by_itself(rig: Rig) -> None:
+    support = load_support_config(ROOT / "support.yml")
+    case = rig.open_case(T0 - hours(26))
+    rig.customer_wrote(T0 - hours(26))
+    rig.now[0] = T0 - hours(25)
+    rig.store.lifecycle.claim(case.id, ANA, rig.now[0])
+    rig.store.outbox.enqueue([messages.customer_reply(case, "relay-out:1", "Checking with the courier.", ANA)],
+                             rig.now[0])  # fmt: skip
+    await rig.worker.drain()
+    assert rig.whatsapp.delivered_texts(MARIA) == ["Checking with the courier."]
+
+    rig.now[0] = T0  # 25 h later, the customer silent all along
+    watchdog = Watchdog(rig.store, support)
+    watchdog.tick(rig.now[0])
+    watchdog.tick(rig.now[0] + hours(3))
+    await rig.worker.drain()
+
+    quiet = rig.store.lookup.get(case.id)
+    assert quiet is not None and (quiet.status, quiet.checkin_at) == ("claimed", None)
+    assert rig.whatsapp.delivered_texts(MARIA) == ["Checking with the courier."]
+    [notice] = [text for text in rig.thread() if "no check-in was sent" in text]
+    assert "the case will not close by itself" in notice
+
+
+@pytest.mark.asyncio
 async def test_a_watchdog_update_refused_at_delivery_is_not_counted_as_delivered_and_the_leads_are_told(
     rig: Rig,
 ) -> None:

@@ -388,12 +388,24 @@ class Watchdog:
         if asked is None or asked < agent_replied:
             if self.calendar.business_minutes_between(agent_replied, now) < self.rules.checkin_after_minutes:
                 return 0
+            if not self._can_write(case, now):
+                return self._no_checkin(case, agent_replied, now)
             return self._checkin(case, agent_replied, now)
         if customer_wrote is not None and customer_wrote > asked:
             return 0
         if self.calendar.business_minutes_between(asked, now) < self.rules.close_after_minutes:
             return 0
         return self._close(case, asked, now)
+
+    def _no_checkin(self, case: Case, agent_replied: datetime, now: datetime) -> int:
+        """Tell the thread, once per agent reply, that no check-in can reach the customer (so none closes the case)."""
+        notice = messages.thread_message(
+            case.id, f"{messages.UNREACHABLE_PREFIX}{case.id}:checkin:{agent_replied.isoformat()}",
+            f":no_entry: No word from the customer since your last reply, but {escape(case.channel)} lets the "
+            "assistant write only within 24 hours of their last message: no check-in was sent, and the case will not "
+            "close by itself. Resolve it when you judge it done.",
+        )  # fmt: skip
+        return self.store.outbox.enqueue([notice], now)
 
     def _checkin(self, case: Case, agent_replied: datetime, now: datetime) -> int:
         key = f"{messages.CHECKIN_PREFIX}{case.id}:{agent_replied.isoformat()}"
