@@ -15,7 +15,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup train run shell desk validate test bench bench-stack audit clean
+.PHONY: help setup train run shell desk validate test bench bench-stack bench-first-message audit clean
 
 help: ## List the targets
 	@echo "FirstReply — make targets:"
@@ -66,6 +66,9 @@ bench: $(MODEL) ## Measure latency, throughput, memory, training time, and under
 	$(PY) -m bench.realworld
 	$(PY) -m bench.trackers
 	$(PY) -m bench.workers
+
+bench-first-message: $(MODEL) ## Time to the first thing a customer sees, per connector (WhatsApp next to Telegram)
+	$(PY) -m bench.first_message
 
 bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis, 1 and 2 Rasa replicas
 	@scripts/install-system-deps.sh

@@ -92,6 +92,18 @@ if [ -n "${SLACK_BOT_TOKEN:-}" ]; then
     '  signing_secret: ${SLACK_SIGNING_SECRET}' >>"$credentials"
   channels+=("Slack DMs at /webhooks/slack_dm/events")
 fi
+if [ -n "${WHATSAPP_ACCESS_TOKEN:-}" ]; then
+  for variable in WHATSAPP_APP_SECRET WHATSAPP_VERIFY_TOKEN WHATSAPP_PHONE_NUMBER_ID; do
+    [ -n "${!variable:-}" ] || {
+      echo "error: WHATSAPP_ACCESS_TOKEN is set, so WhatsApp is served and needs $variable" >&2
+      exit 1
+    }
+  done
+  printf '%s\n' 'bot.channels.whatsapp.WhatsAppInput:' '  access_token: ${WHATSAPP_ACCESS_TOKEN}' \
+    '  app_secret: ${WHATSAPP_APP_SECRET}' '  verify_token: ${WHATSAPP_VERIFY_TOKEN}' \
+    '  phone_number_id: ${WHATSAPP_PHONE_NUMBER_ID}' >>"$credentials"
+  channels+=("WhatsApp at /webhooks/whatsapp/webhook")
+fi
 
 # The agent desk follows customers' messages through Rasa's SQL event broker.
 desk=""

@@ -384,6 +384,22 @@ async def test_the_customer_and_the_owner_talk_through_the_thread(running: Runni
 
 
 @pytest.mark.asyncio
+async def test_template_in_a_whatsapp_thread_asks_for_the_reopening_template_elsewhere_it_is_a_reply(
+    running: Running,
+) -> None:
+    whatsapp = await claimed_case(running, channel="whatsapp", sender="4915112345678")
+    telegram = await claimed_case(running, key="k2", sender="77")
+
+    await running.reply(ANA, whatsapp, "template: invite her back")
+    await running.reply(ANA, telegram, "template: a word like any other")
+    await running.telegram.wait_for_async("sendMessage", 1)
+
+    sends = {item.case_id: item.payload for item in running.store.outbox.items(kind=messages.KIND_CUSTOMER)}
+    assert sends[whatsapp.id] == {"channel": "whatsapp", "sender_id": "4915112345678", "template": True, "agent": ANA}
+    assert sends[telegram.id]["text"] == "template: a word like any other"
+
+
+@pytest.mark.asyncio
 async def test_only_the_owner_or_a_lead_answers_the_customer(running: Running) -> None:
     case = await claimed_case(running)
     waiting = await running.card_of(open_case(running.store, key="k2", sender="77").id)

@@ -185,9 +185,14 @@ class Outbox(StorePart):
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one()) > 0
 
-    def count(self, *, kind: str | None = None, key_prefix: str | None = None) -> int:
-        """Return how many messages were ever queued (of ``kind``, with keys starting ``key_prefix``)."""
+    def count(self, *, kind: str | None = None, key_prefix: str | None = None, given_up: bool = False) -> int:
+        """Return how many messages were ever queued (of ``kind``, with keys starting ``key_prefix``).
+
+        ``given_up``: only those given up on (never delivered: a permanent error, a closed window).
+        """
         query = select(func.count()).select_from(outbox)
+        if given_up:
+            query = query.where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at.is_(None))
         if kind is not None:
             query = query.where(outbox.c.kind == kind)
         if key_prefix is not None:

@@ -7,6 +7,9 @@ environment (the same variables Rasa's connectors read):
   ``TELEGRAM_API_BASE_URL``);
 - ``slack_dm``: ``bot.channels.slack_output.SlackDMOutput`` (``SLACK_BOT_TOKEN``,
   ``SLACK_API_BASE_URL``), imported only when a Slack DM case needs it;
+- ``whatsapp``: ``bot.channels.whatsapp_output.WhatsAppOutput`` (``WHATSAPP_ACCESS_TOKEN``,
+  ``WHATSAPP_PHONE_NUMBER_ID``, ``WHATSAPP_API_BASE_URL``); it also sends the template that
+  reopens a conversation past 24 hours (``send_template``);
 - ``webchat``: ``bot.channels.webchat.WebChatOutput``, which stores the message in the web
   chat's table (``FIRSTREPLY_CHANNEL_DB``, shared with Rasa); the customer's page fetches it;
 - anything else (``rest``, ...): no message can be pushed to the customer later, so the
@@ -41,7 +44,8 @@ log = logging.getLogger(__name__)
 TELEGRAM = "telegram"
 SLACK_DM = "slack_dm"
 WEBCHAT = "webchat"
-PUSH_CHANNELS: tuple[str, ...] = (TELEGRAM, SLACK_DM, WEBCHAT)
+WHATSAPP = "whatsapp"
+PUSH_CHANNELS: tuple[str, ...] = (TELEGRAM, SLACK_DM, WEBCHAT, WHATSAPP)
 # Connector settings check the secret that authenticates *incoming* webhooks too; a sender
 # never receives anything, so it is built with a stand-in that passes the format check.
 _SENDER_ONLY_SECRET = "sender-only-no-webhook"
@@ -74,7 +78,8 @@ class Outbound:
             return None
         known = self._senders.get(channel)
         if known is None:
-            builders = {TELEGRAM: self._build_telegram, SLACK_DM: self._build_slack_dm, WEBCHAT: self._build_webchat}
+            builders = {TELEGRAM: self._build_telegram, SLACK_DM: self._build_slack_dm, WEBCHAT: self._build_webchat,
+                        WHATSAPP: self._build_whatsapp}  # fmt: skip
             known = builders[channel]()
             self._senders[channel] = known
         return known
@@ -112,6 +117,22 @@ class Outbound:
     def _slack_client(self, slack: ModuleType, settings: Any) -> AsyncWebClient:
         """Return the Web API client the Slack DM sender uses (tests give it shorter time-outs)."""
         return slack.build_client(settings)  # type: ignore[no-any-return]
+
+    def _build_whatsapp(self) -> OutputChannel:
+        from bot.channels.dedupe import ENV_CHANNEL_DB, ChannelStore, url_from_env
+        from bot.channels.whatsapp_output import WhatsAppOutput, WhatsAppSettings, build_client, new_session
+
+        # The verify token and the app secret authenticate incoming webhooks: a sender needs neither.
+        stand_ins = {"app_secret": _SENDER_ONLY_SECRET.replace("-", ""), "verify_token": _SENDER_ONLY_SECRET}
+        try:
+            settings = WhatsAppSettings.from_credentials(stand_ins, self._env)
+        except ChannelCredentialsError as error:
+            raise OutboundUnavailable(f"cannot answer WhatsApp customers: {error}") from error
+        session = new_session()
+        store = ChannelStore.from_url(url_from_env(self._env.get(ENV_CHANNEL_DB) or ""))
+        self._closers.extend([session.aclose, store.dispose])
+        # One try per call: the outbox retries, and knows which tries may have gone through.
+        return WhatsAppOutput(build_client(settings, session), store, max_attempts=1)
 
     def _build_webchat(self) -> OutputChannel:
         from bot.channels.dedupe import ENV_CHANNEL_DB, url_from_env

@@ -22,10 +22,11 @@ from telegram.constants import InlineKeyboardButtonLimit, MessageLimit
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.request import HTTPXRequest
 
-from bot.channels.base import ConnectorSettings, RecordedOutput
+from bot.channels.base import ConnectorSettings
 from bot.channels.common import credential
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
+from bot.channels.retried import RetriedOutput
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,7 +116,7 @@ async def close_bot(bot: Bot) -> None:
 # --- sending ---------------------------------------------------------------------------
 
 
-class TelegramOutput(RecordedOutput):
+class TelegramOutput(RetriedOutput):
     """Sends to Telegram chats: Rasa's responses and, later, the agents' replies.
 
     Plain text only (no parse_mode), split at 4096 characters; flood control (429) and
@@ -176,15 +177,6 @@ class TelegramOutput(RecordedOutput):
                 log.warning("telegram %s: %s, retry %d in %.1fs", what, error, attempt, wait)
             await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
-
-    async def _once(
-        self, what: str, fingerprint: tuple[Any, ...], request: Callable[[], Awaitable[T]], seq: int | None = None
-    ) -> T | None:
-        """Make one reply call: retried by ``_call``, at most once per place in the update's replies."""
-        if not self.bound:
-            return await self._call(what, request)
-        place = self.next_seq() if seq is None else seq
-        return await self.recorded(what, place, fingerprint, lambda _state: self._call(what, request))
 
     async def _send_part(self, recipient_id: str | int, text: str, *, seq: int | None = None, **options: Any) -> Any:
         return await self._once(

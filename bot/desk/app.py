@@ -50,6 +50,7 @@ from bot.desk.outbox import OutboxWorker, render_card, utc_now
 from bot.desk.rasa_api import RasaClient
 from bot.desk.relay import CustomerMessages
 from bot.desk.watchdog import Watchdog
+from bot.desk.windows import reopen_template
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -100,7 +101,8 @@ class Desk:
         self.worker = OutboxWorker(
             store, self.client, self.rasa, self.outbound,
             retry_seconds=settings.retry_seconds, retry_max_seconds=settings.retry_max_seconds,
-            poll_seconds=max(settings.poll_seconds, 0.05), clock=clock,
+            poll_seconds=max(settings.poll_seconds, 0.05), clock=clock, lead_channel=support.lead_channel,
+            reopen_template=reopen_template(support),
         )  # fmt: skip
         self.relay = CustomerMessages(store, settings.events_db)
         self.watchdog = Watchdog(
@@ -128,7 +130,7 @@ class Desk:
         queued = [messages.card_post(case.id) for case in self.store.lookup.cases_without_card()]
         count = self.store.outbox.enqueue(queued, now) if queued else 0
         for case in self.store.lookup.cases_with_cards(now - timedelta(days=CARD_FOLLOW_DAYS)):
-            card = render_card(self.store.lookup, case, now)
+            card = render_card(self.store, case, now)
             if card.digest == case.card_digest or self.store.outbox.has_undelivered(case.id, messages.KIND_CARD_UPDATE):
                 continue
             count += self.store.outbox.enqueue([messages.card_update(case.id, card.digest, now)], now)

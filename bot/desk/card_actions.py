@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
+from bot.channels.meta import WHATSAPP
 from bot.constants import STATUS_CLAIMED, STATUS_WAITING
 from bot.desk import cards, messages
 from bot.desk.listener import CANNOT_CHECK, Listener
-from bot.desk.text import is_note, plain_from_slack
+from bot.desk.text import is_note, is_template_request, plain_from_slack
 from bot.desk.watchdog import is_late, late_pickup_text
 
 if TYPE_CHECKING:
@@ -185,7 +186,11 @@ class CardActions(Listener):
         plain = plain_from_slack(text)
         if not plain:
             return
-        reply = messages.customer_reply(case, f"relay-out:{channel}:{ts}", plain, user)
+        if is_template_request(plain) and case.channel == WHATSAPP:
+            # Past WhatsApp's 24 hours only an approved template goes (bot.desk.windows).
+            reply = messages.reopen_template(case, f"relay-out:{channel}:{ts}", user)
+        else:
+            reply = messages.customer_reply(case, f"relay-out:{channel}:{ts}", plain, user)
         await self._run(self.store.outbox.enqueue, [reply], self.clock())
         self.worker.wake()
 

@@ -96,15 +96,23 @@ def status_line(case: Case, now: datetime) -> str:
     return line
 
 
-def promise_line(case: Case, now: datetime) -> str:
-    """Return the promise as a countdown in words, what the customer was told, and what the watchdog did."""
+def promise_line(case: Case, now: datetime, undelivered_updates: int = 0) -> str:
+    """Return the promise as a countdown in words, what the customer was told, and what the watchdog did.
+
+    ``undelivered_updates``: new estimates the customer never got (a closed messaging window);
+    they are not counted as sent, and the wording in force is then not said to be what they heard.
+    """
+    told = "the latest estimate" if undelivered_updates else "the customer was told"
     line = (
         f":alarm_clock: Promise {countdown_words(case.promised_by - now)} "
-        f"(the customer was told “{escape(clip(case.promise_wording, 200))}”)"
+        f"({told} “{escape(clip(case.promise_wording, 200))}”)"
     )
-    if case.promise_updates:
-        times = "once" if case.promise_updates == 1 else f"{case.promise_updates} times"
+    sent = case.promise_updates - undelivered_updates
+    if sent > 0:
+        times = "once" if sent == 1 else f"{sent} times"
         line += f" · new estimate sent {times}"
+    if undelivered_updates:
+        line += f" · :no_entry: {undelivered_updates} new estimate(s) not delivered (outside the platform's window)"
     if case.status == STATUS_WAITING and case.escalated_promise is not None:
         line += " · :rotating_light: escalated to the leads"
     return line
@@ -151,8 +159,10 @@ def _previous(previous: Sequence[Case]) -> str:
     return "Previous cases: " + ", ".join(shown) + more
 
 
-def card(case: Case, previous: Sequence[Case], now: datetime) -> tuple[str, list[dict[str, Any]]]:
-    """Return the notification text and the blocks of a case card."""
+def card(
+    case: Case, previous: Sequence[Case], now: datetime, *, undelivered_updates: int = 0
+) -> tuple[str, list[dict[str, Any]]]:
+    """Return the notification text and the blocks of a case card (``promise_line``: ``undelivered_updates``)."""
     text = f"Case #{case.id} · {case.priority} · {label(case.case_type)} · {customer_label(case)}"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": clip(f"Case #{case.id} · {label(case.case_type)}", 150)}},
@@ -166,7 +176,7 @@ def card(case: Case, previous: Sequence[Case], now: datetime) -> tuple[str, list
         },
     ]
     if case.status != STATUS_RESOLVED:
-        blocks.append(_section(promise_line(case, now)))
+        blocks.append(_section(promise_line(case, now, undelivered_updates)))
     blocks.append(_section("*Summary* (confirmed by the customer)\n" + quote(escape(clip(case.summary, 2500)))))
     if case.answers:
         answers = "\n".join(f"• *{escape(label(slot))}:* {escape(clip(str(value), 300))}" for slot, value in case.answers.items())

@@ -36,8 +36,9 @@ KIND_CUSTOMER = "customer.send"  # an agent's reply, to the customer's own chann
 KIND_RASA_EVENTS = "rasa.events"  # events appended to the Rasa tracker (resume, bot)
 KIND_RASA_TRIGGER = "rasa.trigger"  # an intent triggered in the conversation (follow-up)
 KIND_LEAD_POST = "slack.lead_post"  # the watchdog's escalation, in the leads' channel
+KIND_LEAD_NOTICE = "slack.lead_notice"  # a message in the leads' channel (a customer the watchdog could not reach)
 SLACK_KINDS: frozenset[str] = frozenset(
-    {KIND_CARD_POST, KIND_CARD_UPDATE, KIND_THREAD, KIND_EPHEMERAL, KIND_LEAD_POST}
+    {KIND_CARD_POST, KIND_CARD_UPDATE, KIND_THREAD, KIND_EPHEMERAL, KIND_LEAD_POST, KIND_LEAD_NOTICE}
 )
 
 # --- idempotency-key prefixes other parts of the desk look for ---------------------------
@@ -48,6 +49,8 @@ PROMISE_UPDATE_PREFIX = "promise-update:"
 CHECKIN_PREFIX = "checkin:"
 CLOSE_PREFIX = "close:"
 ESCALATION_PREFIX = "escalation:"
+# The watchdog could not send a new estimate: the customer's platform window is closed.
+UNREACHABLE_PREFIX = "unreachable:"
 
 # --- notices: thread messages whose wording the desk renders -----------------------------
 NOTICE_CLAIMED = "claimed"
@@ -126,6 +129,17 @@ def assistant_message(case: Case, key: str, text: str, what: str) -> OutboxMessa
     """
     payload = {"channel": case.channel, "sender_id": case.sender_id, "text": text, "agent": None, "watchdog": what}
     return OutboxMessage(key, KIND_CUSTOMER, customer_target(case.channel, case.sender_id), payload, case.id)
+
+
+def reopen_template(case: Case, key: str, agent: str) -> OutboxMessage:
+    """Send the WhatsApp template of support.yml that invites the customer of ``case`` back (an agent's ``template:``)."""
+    payload = {"channel": case.channel, "sender_id": case.sender_id, "template": True, "agent": agent}
+    return OutboxMessage(key, KIND_CUSTOMER, customer_target(case.channel, case.sender_id), payload, case.id)
+
+
+def lead_notice(case_id: int, key: str, channel: str, text: str) -> OutboxMessage:
+    """Post ``text`` (Slack mrkdwn, already escaped) in the leads' ``channel``, in the case's lane."""
+    return OutboxMessage(key, KIND_LEAD_NOTICE, slack_target(case_id), {"channel": channel, "text": text}, case_id)
 
 
 def lead_post(case: Case, key: str, channel: str, **details: Any) -> OutboxMessage:

@@ -177,11 +177,17 @@ class CaseStoreCollector(Collector):
             HUMAN_BUCKETS,
         )
 
+    def _updates_not_delivered(self) -> int:
+        """Return the new estimates the customer never got (refused for good, outside a platform's window)."""
+        return self.store.outbox.count(
+            kind=messages.KIND_CUSTOMER, key_prefix=messages.PROMISE_UPDATE_PREFIX, given_up=True
+        )
+
     def _promises(self, cases: Sequence[CaseFigures], now: datetime) -> Iterator[Metric]:
         answered = [c for c in cases if c.first_human_reply_at is not None]
         kept = sum(1 for c in answered if c.first_human_reply_at <= c.promised_by)  # type: ignore[operator]
         due = len(answered) + sum(1 for c in cases if c.first_human_reply_at is None and c.promised_by <= now)
-        updated = sum(c.promise_updates for c in cases)
+        updated = sum(c.promise_updates for c in cases) - self._updates_not_delivered()
         made = len(cases) + updated
         yield CounterMetricFamily(
             "firstreply_promises_made", "Response-time promises told to customers (first ones and new estimates).", value=made
@@ -209,7 +215,7 @@ class CaseStoreCollector(Collector):
     def _desk(self, cases: Sequence[CaseFigures]) -> Iterator[Metric]:
         actions = CounterMetricFamily("firstreply_watchdog_actions", "What the watchdog did.", labels=["action"])
         actions.add_metric(["escalation"], self.store.outbox.count(kind=messages.KIND_LEAD_POST))
-        actions.add_metric(["promise_update"], sum(c.promise_updates for c in cases))
+        actions.add_metric(["promise_update"], sum(c.promise_updates for c in cases) - self._updates_not_delivered())
         actions.add_metric(["checkin"], self.store.outbox.count(key_prefix=messages.CHECKIN_PREFIX))
         actions.add_metric(["close"], sum(1 for c in cases if c.status == STATUS_CLOSED and c.closed_at is not None))
         yield actions

@@ -23,7 +23,13 @@ change that causes it. This worker, inside the desk process, delivers it:
   metrics (``DeliveryStats``), since a reply seen twice is better than a reply lost;
 - errors that sending again cannot fix (a bot blocked by the customer, a channel gone)
   are given up on at once, with the reason in ``last_error`` (and, for a customer, a
-  notice in the case's thread); everything else is retried for as long as it fails.
+  notice in the case's thread); everything else is retried for as long as it fails;
+- a message to a Messenger, Instagram or WhatsApp customer obeys the platform's policy
+  window, counted from the customer's last message (``bot.desk.windows``): a person's late
+  reply goes with the ``HUMAN_AGENT`` tag; one that may not go at all is not sent, never
+  counted as delivered, and the agent is told in the thread (on WhatsApp, with the
+  template that reopens the conversation: the agent's ``template:`` sends it); the leads
+  are told of a watchdog update that could not go.
 """
 
 from __future__ import annotations
@@ -42,9 +48,10 @@ import httpx
 from slack_sdk.errors import SlackApiError
 
 from bot.cases.records import CardPlacement, OutboxMessage
+from bot.channels.meta import WHATSAPP, GraphError, Window
 from bot.channels.outbound import OutboundUnavailable
 from bot.constants import OPEN_STATUSES, STATUS_WAITING
-from bot.desk import cards, messages
+from bot.desk import cards, messages, windows
 from bot.desk.metrics import IN_DOUBT_FOUND, IN_DOUBT_UNCHECKED, DeliveryStats
 from bot.desk.rasa_api import RasaError
 
@@ -52,7 +59,6 @@ if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
 
     from bot.cases import Case, CaseStore
-    from bot.cases.lookup import CaseLookup
     from bot.cases.records import OutboxItem
     from bot.channels.outbound import Outbound
     from bot.desk.rasa_api import RasaClient
@@ -93,6 +99,15 @@ class _GiveUpWithNotice(_GiveUp):
     """A customer could not be reached for good: the agent is told in the thread."""
 
 
+class _OutsideWindow(_GiveUp):
+    """The platform's policy window is closed to this message: the agent (and for the watchdog, the leads) are told."""
+
+    def __init__(self, message: str, window: Window, platform_said: bool = False) -> None:
+        super().__init__(message)
+        self.window = window
+        self.platform_said = platform_said
+
+
 class _Retry(Exception):
     """Delivery failed for now; try again after ``wait`` seconds (None: the usual backoff)."""
 
@@ -111,10 +126,14 @@ class RenderedCard:
     digest: str
 
 
-def render_card(lookup: CaseLookup, case: Case, now: datetime) -> RenderedCard:
-    """Render ``case``'s card as of ``now`` (its previous cases read through ``lookup``)."""
+def render_card(store: CaseStore, case: Case, now: datetime) -> RenderedCard:
+    """Render ``case``'s card as of ``now`` (its previous cases and undelivered new estimates read from ``store``)."""
+    lookup = store.lookup
     previous = [earlier for earlier in (lookup.get(number) for number in case.previous_cases) if earlier is not None]
-    text, blocks = cards.card(case, previous, now)
+    undelivered = store.outbox.count(
+        kind=messages.KIND_CUSTOMER, key_prefix=f"{messages.PROMISE_UPDATE_PREFIX}{case.id}:", given_up=True
+    )
+    text, blocks = cards.card(case, previous, now, undelivered_updates=undelivered)
     return RenderedCard(text, blocks, cards.digest(text, blocks))
 
 
@@ -168,8 +187,14 @@ class OutboxWorker:
         concurrency: int = 4,
         clock: Callable[[], datetime] = utc_now,
         stats: DeliveryStats | None = None,
+        lead_channel: str | None = None,
+        reopen_template: windows.ReopenTemplate | None = None,
     ) -> None:
-        """Deliver through ``slack``, ``rasa`` and the customer senders of ``outbound``; count in ``stats``."""
+        """Deliver through ``slack``, ``rasa`` and the customer senders of ``outbound``; count in ``stats``.
+
+        ``lead_channel`` hears of a watchdog update that could not be delivered;
+        ``reopen_template`` is the WhatsApp template an agent may send past 24 hours.
+        """
         self.store = store
         self.slack = slack
         self.rasa = rasa
@@ -181,6 +206,8 @@ class OutboxWorker:
         self.concurrency = concurrency
         self.clock = clock
         self.stats = stats if stats is not None else DeliveryStats()
+        self.lead_channel = lead_channel
+        self.reopen_template = reopen_template
         self._slack_paused_until = datetime.min.replace(tzinfo=timezone.utc)
         self._running: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -267,6 +294,10 @@ class OutboxWorker:
             if handler is None:
                 raise _GiveUp(f"unknown kind {item.kind!r}")
             await handler(item)
+        except _OutsideWindow as error:
+            log.warning("desk outbox: %s %s not sent: %s", item.kind, item.key, error)
+            await asyncio.to_thread(self.store.outbox.fail_delivery, item.id, str(error), None)
+            await asyncio.to_thread(self.store.outbox.enqueue, self._window_notices(item, error), self.clock())
         except _GiveUp as error:
             log.error("desk outbox: giving up on %s %s: %s", item.kind, item.key, error)
             await asyncio.to_thread(self.store.outbox.fail_delivery, item.id, str(error), None)
@@ -301,6 +332,7 @@ class OutboxWorker:
             messages.KIND_RASA_EVENTS: self._rasa_events,
             messages.KIND_RASA_TRIGGER: self._rasa_trigger,
             messages.KIND_LEAD_POST: self._lead_post,
+            messages.KIND_LEAD_NOTICE: self._lead_notice,
         }
 
     def backoff(self, attempts: int) -> float:
@@ -385,7 +417,7 @@ class OutboxWorker:
         if not route:
             raise _GiveUp(f"case {case.id} has no route")
         channel = await self.channels.resolve(route)
-        card = await asyncio.to_thread(render_card, self.store.lookup, case, self.clock())
+        card = await asyncio.to_thread(render_card, self.store, case, self.clock())
         if self._may_be_posted(item):
             ts = await self._find_posted(item, channel, None)
             if ts is not None:
@@ -404,7 +436,7 @@ class OutboxWorker:
         case = await self._case(item)
         if case.card_ts is None or case.card_channel is None:
             raise _GiveUp(f"case {case.id} has no card to update")
-        card = await asyncio.to_thread(render_card, self.store.lookup, case, self.clock())
+        card = await asyncio.to_thread(render_card, self.store, case, self.clock())
         await self.slack.chat_update(channel=case.card_channel, ts=case.card_ts, text=card.text, blocks=card.blocks)
         await self._finish(item, {"digest": card.digest}, card=CardPlacement(None, None, card.digest))
 
@@ -435,18 +467,26 @@ class OutboxWorker:
             # Claimed (or closed) while the escalation waited to go: nothing left to escalate.
             await self._finish(item, {"skipped": case.status})
             return
+        posted_in = await self._to_leads(item, cards.escalation_text(case, item.payload, self.clock()))
+        if posted_in is not None:
+            log.info("desk: case %s escalated in %s", case.id, posted_in)
+
+    async def _lead_notice(self, item: OutboxItem) -> None:
+        await self._to_leads(item, str(item.payload["text"]))
+
+    async def _to_leads(self, item: OutboxItem, text: str) -> str | None:
+        """Post ``text`` once in the leads' channel of ``item`` and finish it; return where, or None if found posted."""
         channel = await self.channels.resolve(str(item.payload["channel"]))
         if self._may_be_posted(item):
             ts = await self._find_posted(item, channel, None)
             if ts is not None:
                 await self._finish(item, {"ts": ts, "found": True})
-                return
+                return None
         answer = await self.slack.chat_postMessage(
-            channel=channel, text=cards.escalation_text(case, item.payload, self.clock()),
-            metadata=outbox_metadata(item.key), unfurl_links=False, unfurl_media=False,
-        )  # fmt: skip
-        log.info("desk: case %s escalated in %s", case.id, answer["channel"])
+            channel=channel, text=text, metadata=outbox_metadata(item.key), unfurl_links=False, unfurl_media=False
+        )
         await self._finish(item, {"ts": str(answer["ts"]), "channel": str(answer["channel"])})
+        return str(answer["channel"])
 
     async def _ephemeral(self, item: OutboxItem) -> None:
         payload = item.payload
@@ -464,7 +504,11 @@ class OutboxWorker:
 
     async def _customer_send(self, item: OutboxItem) -> None:
         payload = item.payload
-        channel, sender_id, text = str(payload["channel"]), str(payload["sender_id"]), str(payload["text"])
+        channel, sender_id = str(payload["channel"]), str(payload["sender_id"])
+        template = self.reopen_template if payload.get("template") else None
+        if payload.get("template") and (template is None or channel != WHATSAPP):
+            raise _GiveUpWithNotice("no WhatsApp reopening template is set in support.yml (whatsapp.reopen_template)")
+        text = f"[template {template.name}]" if template is not None else str(payload["text"])
         # An agent's reply is a person answering; the assistant's own messages (the
         # watchdog's updates and check-ins) are not.
         by_person = bool(payload.get("agent"))
@@ -498,11 +542,17 @@ class OutboxWorker:
             )
             await self._finish(item, {"pushed": False}, then=[tracker_event, notice] if item.case_id else [tracker_event])
             return
+        # A template is what may go outside the window; anything else must fit in it.
+        options = {} if template is not None else await self._window_options(item, channel, sender_id, by_person)
         # A sender that can send once per key (Slack DMs: looked up in the DM) does; the
         # others (Telegram) are sent again after a lost answer: at least once.
         deliver_text = getattr(sender, "deliver_text", None)
         try:
-            if deliver_text is not None:
+            if template is not None:
+                await sender.send_template(sender_id, template.name, template.language)  # type: ignore[attr-defined]
+            elif options:
+                await sender.send_text_message(sender_id, text, **options)
+            elif deliver_text is not None:
                 since = item.created_at.timestamp() - LOOKBACK_SECONDS
                 await deliver_text(sender_id, text, item.key, since=since, check_first=self._may_be_posted(item))
             else:
@@ -510,10 +560,58 @@ class OutboxWorker:
         except Exception as error:
             self._classify_send_error(item, channel, error)
             raise
-        await self._finish(item, {"pushed": True}, then=[tracker_event], human_reply=by_person)
+        # A template only invites the customer back: it is no answer to the case.
+        await self._finish(item, {"pushed": True}, then=[tracker_event], human_reply=by_person and template is None)
+
+    async def _window_options(self, item: OutboxItem, channel: str, sender_id: str, by_person: bool) -> dict[str, Any]:
+        """Return the send options the policy window allows now; raise ``_OutsideWindow`` if it allows none.
+
+        The customer's last message is read from the conversation (Rasa's tracker); a
+        conversation without one (never expected for a case) counts from the case's opening.
+        """
+        if not windows.has_window(channel):
+            return {}
+        try:
+            events = await self.rasa.events(sender_id)
+        except RasaError as error:
+            # Without the conversation the window cannot be told: wait for it, never send blind.
+            raise _Retry(f"{channel}: the customer's last message cannot be read from Rasa ({error})") from error
+        last = windows.last_customer_message(events, channel)
+        if last is None:
+            last = (await self._case(item)).created_at
+        window = windows.window_now(channel, last, self.clock(), human=by_person)
+        if window in (Window.TEMPLATE_ONLY, Window.CLOSED):
+            raise _OutsideWindow(f"{channel}: outside the messaging window (customer last wrote {last.isoformat()})",
+                                 window)  # fmt: skip
+        return windows.send_options(window)
+
+    def _window_notices(self, item: OutboxItem, refused: _OutsideWindow) -> list[OutboxMessage]:
+        """Return what tells the agent (and for a watchdog update, the leads) that a message could not go."""
+        if item.case_id is None:
+            return []
+        channel, watchdog = str(item.payload["channel"]), item.payload.get("watchdog")
+        text = windows.not_delivered_text(channel, refused.window, watchdog=watchdog, template=self.reopen_template,
+                                          platform_said=refused.platform_said)  # fmt: skip
+        notices = [messages.thread_message(item.case_id, f"{item.key}:outside-window", text)]
+        if watchdog and self.lead_channel:
+            notices.append(
+                messages.lead_notice(item.case_id, f"{item.key}:outside-window:lead", self.lead_channel,
+                                     windows.lead_text(item.case_id, channel, str(watchdog)))
+            )  # fmt: skip
+        return notices
 
     def _classify_send_error(self, item: OutboxItem, channel: str, error: Exception) -> None:
         """Turn a customer sender's error into give-up (with a notice in the thread) or retry."""
+        if isinstance(error, GraphError):
+            # Meta's platforms (Messenger, Instagram, WhatsApp): its error codes decide.
+            if error.outside_window:
+                closed = Window.TEMPLATE_ONLY if channel == WHATSAPP else Window.CLOSED
+                raise _OutsideWindow(f"{channel}: {error}", closed, platform_said=True) from error
+            if error.rate_limited:
+                raise _Retry(f"{channel}: rate limited ({error})") from error
+            if error.refused_for_good:
+                raise _GiveUpWithNotice(f"{channel}: {error}") from error
+            raise _Retry(f"{channel}: {error}") from error
         if isinstance(error, SlackApiError):
             # The customer app's client: its own rate limit, not the desk's (no pause of the desk's posts).
             code = str(error.response.get("error") or "")
@@ -528,15 +626,17 @@ class OutboxWorker:
             raise _Retry(f"{type(error).__name__}: {error}", seconds) from error
         if type(error).__name__ in _PERMANENT_SEND_ERRORS:
             raise _GiveUpWithNotice(str(error)) from error
-        if isinstance(error.__cause__, _ANSWER_LOST):
+        # python-telegram-bot wraps httpx's error; pywa (WhatsApp) lets it through as it is.
+        lost = error if isinstance(error, _ANSWER_LOST) else error.__cause__
+        if isinstance(lost, _ANSWER_LOST):
             self.stats.count(channel, IN_DOUBT_UNCHECKED)
             log.warning(
                 "desk outbox: %s %s to %s: the answer was lost after sending (%s); it cannot be checked, so it is "
                 "sent again and the customer may see it twice",
-                item.kind, item.key, channel, type(error.__cause__).__name__,
+                item.kind, item.key, channel, type(lost).__name__,
             )  # fmt: skip
             raise _Retry(f"{channel}: answer lost after sending, sent again unchecked ({error})") from error
-        if type(error).__name__ in ("NetworkError", "TimedOut"):
+        if type(error).__name__ in ("NetworkError", "TimedOut") or isinstance(error, httpx.TransportError):
             # Refused, reset before sending, a 5xx answer: the platform did not take it.
             raise _Retry(f"{channel}: {type(error).__name__}: {error}") from error
 

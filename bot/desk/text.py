@@ -8,6 +8,8 @@ from datetime import timedelta
 # Slack's markup in what an agent typed: <@U123>, <#C123|name>, <!here>, <https://x|label>.
 _MARKUP = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
 NOTE_PREFIX = "note:"
+# An agent's ``template:`` in a WhatsApp case's thread sends the reopening template of support.yml.
+TEMPLATE_PREFIX = "template:"
 
 
 def escape(text: str) -> str:
@@ -47,6 +49,11 @@ def plain_from_slack(text: str) -> str:
 def is_note(text: str) -> bool:
     """Return whether a thread message is an internal note (starts with ``note:``)."""
     return text.lstrip().lower().startswith(NOTE_PREFIX)
+
+
+def is_template_request(text: str) -> bool:
+    """Return whether a thread message asks to send the reopening template (starts with ``template:``)."""
+    return text.lstrip().lower().startswith(TEMPLATE_PREFIX)
 
 
 def duration_words(span: timedelta) -> str:

@@ -34,6 +34,13 @@ promise in force, counted in open minutes from when it was made):
 A case claimed after its promise gets a suggested apology for the agent when it is
 claimed (``late_pickup_text``, used by the desk's claim).
 
+On Messenger, Instagram and WhatsApp the assistant may write only within 24 hours of the
+customer's last message (``bot.desk.windows``). A new estimate that could not reach the
+customer is not made: the promise they were told stays in force (and is broken, if it is),
+and the leads and the case's thread are told once per promise that nobody can tell them.
+The customer's last message is read from the case (its transcript, then the messages
+relayed to its thread); the outbox checks again with Rasa's tracker before it sends.
+
 Blocking (database work): the desk runs ``tick`` in a thread.
 """
 
@@ -48,7 +55,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
 from bot.constants import STATUS_CLAIMED, STATUS_WAITING, priority_rank
-from bot.desk import messages
+from bot.channels.meta import Window
+from bot.desk import messages, windows
 from bot.desk.cards import user_ref
 from bot.desk.text import countdown_words, escape
 from bot.eta import History, QueueSnapshot, estimate_promise
@@ -298,6 +306,8 @@ class Watchdog:
         return int(self.store.watch.mark_escalated(case.id, number, now, outbox=outbox))
 
     def _update(self, case: Case, queue: _Queue, now: datetime) -> int:
+        if not self._can_write(case, now):
+            return self._unreachable(case, now)
         waited = max(0.0, self.calendar.business_minutes_between(case.created_at, now))
         promise = estimate_promise(
             now, self.calendar, queue.snapshot(case.id), self.support.targets, waited_minutes=waited
@@ -320,6 +330,30 @@ class Watchdog:
         if done and not self.can_push(case.channel):
             log.warning("desk watchdog: case %s is on %s, which cannot be sent to later", case.id, case.channel)
         return int(done)
+
+    def _can_write(self, case: Case, now: datetime) -> bool:
+        """Return whether the assistant may write to the customer of ``case`` now (their platform's window)."""
+        if not windows.has_window(case.channel):
+            return True
+        said = [line.at for line in case.transcript if line.who == "customer"]
+        relayed = self.store.outbox.last_queued([case.id], messages.RELAY_IN_PREFIX).get(case.id)
+        last = max([*said, *([relayed] if relayed else [])], default=case.created_at)
+        return windows.window_now(case.channel, last, now, human=False) is Window.OPEN
+
+    def _unreachable(self, case: Case, now: datetime) -> int:
+        """Tell the leads and the thread, once per promise, that the customer cannot be sent a new estimate."""
+        key = f"{messages.UNREACHABLE_PREFIX}{case.id}:{case.promise_updates}"
+        outbox = [
+            messages.thread_message(
+                case.id, f"{key}:notice",
+                f":no_entry: The promise is slipping, but {escape(case.channel)} lets the assistant write only within "
+                "24 hours of the customer's last message: they cannot be sent a new estimate. Only a person's reply "
+                "can still reach them (see the platform's window in the agent guide).",
+            ),
+            messages.lead_notice(case.id, f"{key}:lead", self.support.lead_channel,
+                                 windows.lead_text(case.id, case.channel, "promise update")),
+        ]  # fmt: skip
+        return self.store.outbox.enqueue(outbox, now) // len(outbox)
 
     def _reason(self, case: Case, promise: Promise, queue: _Queue, now: datetime) -> str:
         """Return why the customer needs a new estimate: closed, closing before it, a long queue, or none of those."""
@@ -354,12 +388,24 @@ class Watchdog:
         if asked is None or asked < agent_replied:
             if self.calendar.business_minutes_between(agent_replied, now) < self.rules.checkin_after_minutes:
                 return 0
+            if not self._can_write(case, now):
+                return self._no_checkin(case, agent_replied, now)
             return self._checkin(case, agent_replied, now)
         if customer_wrote is not None and customer_wrote > asked:
             return 0
         if self.calendar.business_minutes_between(asked, now) < self.rules.close_after_minutes:
             return 0
         return self._close(case, asked, now)
+
+    def _no_checkin(self, case: Case, agent_replied: datetime, now: datetime) -> int:
+        """Tell the thread, once per agent reply, that no check-in can reach the customer (so none closes the case)."""
+        notice = messages.thread_message(
+            case.id, f"{messages.UNREACHABLE_PREFIX}{case.id}:checkin:{agent_replied.isoformat()}",
+            f":no_entry: No word from the customer since your last reply, but {escape(case.channel)} lets the "
+            "assistant write only within 24 hours of their last message: no check-in was sent, and the case will not "
+            "close by itself. Resolve it when you judge it done.",
+        )  # fmt: skip
+        return self.store.outbox.enqueue([notice], now)
 
     def _checkin(self, case: Case, agent_replied: datetime, now: datetime) -> int:
         key = f"{messages.CHECKIN_PREFIX}{case.id}:{agent_replied.isoformat()}"

@@ -1,12 +1,18 @@
-"""``python -m bot ops check [FILE]``: check support.yml and say what is wrong, with file and line."""
+"""``python -m bot ops check [FILE]``: check support.yml and say what is wrong, with file and line.
+
+It also names every response (in ``domain/`` or the support file) that a switched-on
+channel cannot show as written (``bot.ops.channel_limits``): warnings, unless ``--strict``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from bot.ops.channel_limits import LIMITS, check_responses, switched_on
 from bot.ops.config import SupportConfig
 from bot.ops.errors import OpsConfigError
 from bot.ops.hours import open_hours_per_week
@@ -18,12 +24,28 @@ def add_ops_parser(subparsers: Any) -> None:
     ops = subparsers.add_parser("ops", help="check the support-operations file (hours, targets, routing)")
     ops_sub = ops.add_subparsers(dest="ops_command", required=True)
     check = ops_sub.add_parser("check", help="validate support.yml (or FILE); errors name the file and line")
-    check.add_argument("file", nargs="?", help="the file to check (default: FIRSTREPLY_SUPPORT_FILE or support.yml)")
+    _add_arguments(check)
     check.set_defaults(handler=_run_check)
 
 
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", nargs="?", help=f"the file to check (default: ${SUPPORT_FILE_ENV}, else support.yml in the repo)"
+    )
+    parser.add_argument(
+        "--channels",
+        help=f"comma-separated channels whose button limits to check the responses against ({', '.join(LIMITS)}, "
+        "or none); default: those switched on in the environment",
+    )
+    parser.add_argument("--domain", help="the domain directory whose responses are checked (default: domain/)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a response cannot be shown as written")
+
+
 def _run_check(args: argparse.Namespace) -> int:
-    return check_main([args.file] if args.file else [])
+    argv = [args.file] if args.file else []
+    argv += ["--channels", args.channels] if args.channels is not None else []
+    argv += ["--domain", args.domain] if args.domain else []
+    return check_main(argv + (["--strict"] if args.strict else []))
 
 
 def summarize(config: SupportConfig) -> str:
@@ -55,11 +77,7 @@ def check_main(argv: list[str] | None = None) -> int:
         prog="python -m bot ops check",
         description="Check support.yml and say what is wrong, with file and line.",
     )
-    parser.add_argument(
-        "file",
-        nargs="?",
-        help=f"the file to check (default: ${SUPPORT_FILE_ENV}, else support.yml in the repo)",
-    )
+    _add_arguments(parser)
     arguments = parser.parse_args(sys.argv[1:] if argv is None else argv)
     path = Path(arguments.file) if arguments.file else default_support_path()
     try:
@@ -68,4 +86,26 @@ def check_main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 1
     print(f"{path}: OK ({summarize(config)})")
-    return 0
+    return _check_buttons(arguments, path)
+
+
+def _check_buttons(arguments: argparse.Namespace, support_path: Path) -> int:
+    """Name the responses a switched-on channel cannot show as written; return the exit status."""
+    if arguments.channels is None:
+        channels = switched_on(os.environ)
+    else:
+        channels = [name.strip() for name in arguments.channels.split(",") if name.strip() not in ("", "none")]
+    unknown = [name for name in channels if name not in LIMITS]
+    if unknown:
+        print(f"--channels: unknown channel(s) {', '.join(unknown)}; known: {', '.join(LIMITS)}", file=sys.stderr)
+        return 1
+    if not channels:
+        return 0
+    domain = Path(arguments.domain) if arguments.domain else default_support_path().parent / "domain"
+    files = [*sorted(domain.glob("*.yml")), support_path] if domain.is_dir() else [domain, support_path]
+    findings = check_responses(files, channels)
+    for finding in findings:
+        print(f"{'error' if arguments.strict else 'warning'}: {finding}", file=sys.stderr)
+    shown = "cannot show as written" if findings else "can show every response"
+    print(f"{', '.join(channels)}: {len(findings)} finding(s); the channel(s) {shown}")
+    return 1 if findings and arguments.strict else 0

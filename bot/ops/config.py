@@ -96,6 +96,20 @@ class WatchdogRules:
 
 
 @dataclass(frozen=True)
+class WhatsAppRules:
+    """What the desk may send on WhatsApp past the 24-hour window.
+
+    Attributes:
+        reopen_template: The approved template (its name in WhatsApp Manager) an agent may
+            send to invite a customer back once 24 hours have passed; None: none is offered.
+        template_language: The template's language and locale code (``en_GB``, ``de``...).
+    """
+
+    reopen_template: str | None = None
+    template_language: str = "en"
+
+
+@dataclass(frozen=True)
 class SupportConfig:
     """Everything support.yml says, checked.
 
@@ -108,6 +122,7 @@ class SupportConfig:
         priority: When a case's priority is raised.
         routing: Which channel a case is posted to.
         watchdog: What the desk's watchdog does (all defaults when the section is left out).
+        whatsapp: What may be sent on WhatsApp past its window (no template when left out).
     """
 
     path: Path
@@ -118,6 +133,7 @@ class SupportConfig:
     priority: PriorityRules
     routing: Routing
     watchdog: WatchdogRules = WatchdogRules()
+    whatsapp: WhatsAppRules = WhatsAppRules()
 
     @property
     def lead_channel(self) -> str:

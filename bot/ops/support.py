@@ -22,7 +22,7 @@ from yaml.nodes import MappingNode, Node
 
 from bot.constants import CASE_TYPE_GENERAL, CASE_TYPES, PRIORITIES
 from bot.eta.estimate import ServiceTargets
-from bot.ops.config import Brand, PriorityRules, Routing, SupportConfig, WatchdogRules
+from bot.ops.config import Brand, PriorityRules, Routing, SupportConfig, WatchdogRules, WhatsAppRules
 from bot.ops.errors import OpsConfigError
 from bot.ops.hours import HOURS_KEYS, HOURS_REQUIRED, read_calendar
 from bot.ops.nodes import Entries, Entry, NodeReader, is_empty
@@ -71,6 +71,10 @@ _OPTIONAL_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (),
     ),
 }
+_OPTIONAL_SECTIONS["whatsapp"] = (("reopen_template", "template_language"), ())
+# A WhatsApp template's name (lowercase letters, digits, underscores) and language code.
+_TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
+_TEMPLATE_LANGUAGE = re.compile(r"[a-z]{2,3}(_[A-Za-z]{2,4})?")
 # A Slack user (U.../W...) or user group (S...) id, for the watchdog's on-call mention.
 _SLACK_MENTIONABLE = re.compile(r"[UWS][A-Z0-9]{2,}")
 
@@ -160,6 +164,7 @@ class _SupportReader(NodeReader):
             priority=self._priority(parts["priority"]),
             routing=self._routing(parts["routing"]),
             watchdog=self._watchdog(parts.get("watchdog", {})),
+            whatsapp=self._whatsapp(parts.get("whatsapp", {})),
         )
 
     def _brand(self, entries: Entries) -> Brand:
@@ -349,6 +354,27 @@ class _SupportReader(NodeReader):
                 defaults.close_after_minutes,
             ),
         )
+
+    def _whatsapp(self, entries: Entries) -> WhatsAppRules:
+        def matching(key: str, pattern: re.Pattern[str], shape: str) -> Callable[[Entry], str]:
+            def read(entry: Entry) -> str:
+                value = self.text(*entry, f"whatsapp.{key}")
+                if not pattern.fullmatch(value):
+                    raise self.error(self.line_node(*entry), f"whatsapp.{key} must be {shape}", value)
+                return value
+            return read
+
+        return WhatsAppRules(
+            reopen_template=self.optional(
+                entries, "reopen_template",
+                matching("reopen_template", _TEMPLATE_NAME, "a template name as WhatsApp Manager shows it "
+                         "(lowercase letters, digits and underscores)"), None,
+            ),
+            template_language=self.optional(
+                entries, "template_language",
+                matching("template_language", _TEMPLATE_LANGUAGE, "a language code such as en, en_GB or pt_BR"), "en",
+            ),
+        )  # fmt: skip
 
     def _mentionable(self, key_node: Node, node: Node) -> str:
         value = self.value(node)

@@ -246,6 +246,38 @@ def serve_assistant(
             process.stop()
 
 
+@contextmanager
+def channel_assistant(
+    work: Path, credentials_yml: str, channel_env: Dict[str, str], ready_path: str
+) -> Iterator[Assistant]:
+    """Serve the trained model with the channels of ``credentials_yml`` (and their ``channel_env``), on SQLite.
+
+    For a channel's end-to-end tests (and its bench): the action server and ``rasa run`` on
+    free ports, cases and channel tables in ``work``; on the way out the servers stop and the
+    tails of their logs are printed (what pytest shows of a failure).
+    """
+    from tests.processes import free_ports
+
+    require_model()
+    rasa_port, actions_port = free_ports(2)
+    (work / "credentials.yml").write_text(credentials_yml)
+    env = {**base_env(), **channel_env, "FIRSTREPLY_CASE_DB": f"sqlite:///{work / 'cases.db'}",
+           "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db")}  # fmt: skip
+    assistant = Assistant(f"http://127.0.0.1:{rasa_port}", env["FIRSTREPLY_CASE_DB"], env, token="")
+    try:
+        with serve_assistant(
+            assistant, work, actions_port, rasa_port, write_endpoints(work, actions_port), ready_path,
+            credentials=work / "credentials.yml", launcher=False, rasa_timeout=300,
+        ) as started:  # fmt: skip
+            yield started
+    finally:
+        for name in ("rasa", "actions"):
+            log_file = work / f"{name}.log"
+            if log_file.exists():
+                tail = log_file.read_text(errors="replace").splitlines()[-30:]
+                print(f"--- {name}.log (tail) ---", *tail, sep="\n")
+
+
 # --- the browser: Debian's Chromium driven by Playwright, headless ------------------------------------
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -19,9 +19,9 @@ import pytest
 
 from tests.fakes.telegram_api import RASA_CREDENTIALS as CREDENTIALS
 from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
-from tests.integration.conftest import Assistant, serve_assistant
+from tests.integration.conftest import channel_assistant
 from tests.integration.telegram_customer import button, deliver, replies_after, update
-from tests.processes import ROOT, VENV_BIN, Process, base_env, free_ports, require_model, write_endpoints
+from tests.processes import ROOT, VENV_BIN, Process
 
 pytestmark = pytest.mark.integration
 
@@ -51,34 +51,14 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    require_model()
     tmp = tmp_path_factory.mktemp("telegram-e2e")
     api = FakeTelegramAPI().start()
-    rasa_port, actions_port = free_ports(2)
-    (tmp / "credentials.yml").write_text(CREDENTIALS)
-    endpoints = write_endpoints(tmp, actions_port)
-    env = {
-        **base_env(),
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "TELEGRAM_WEBHOOK_SECRET": SECRET,
-        "TELEGRAM_API_BASE_URL": api.base_url,
-        "FIRSTREPLY_CASE_DB": f"sqlite:///{tmp / 'cases.db'}",
-        "FIRSTREPLY_CHANNEL_DB": str(tmp / "channels.db"),
-    }
-    assistant = Assistant(f"http://127.0.0.1:{rasa_port}", env["FIRSTREPLY_CASE_DB"], env, token="")
+    channel_env = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_SECRET": SECRET, "TELEGRAM_API_BASE_URL": api.base_url}
     try:
-        with serve_assistant(
-            assistant, tmp, actions_port, rasa_port, endpoints, "/webhooks/telegram/",
-            credentials=tmp / "credentials.yml", launcher=False, rasa_timeout=300,
-        ) as started:  # fmt: skip
-            yield Running(api, started.rasa_url, env, started.processes)
+        with channel_assistant(tmp, CREDENTIALS, channel_env, "/webhooks/telegram/") as started:
+            yield Running(api, started.rasa_url, started.env, started.processes)
     finally:
         api.stop()
-        for name in ("rasa", "actions"):
-            log_file = tmp / f"{name}.log"
-            if log_file.exists():
-                tail = log_file.read_text(errors="replace").splitlines()[-30:]
-                print(f"--- {name}.log (tail) ---", *tail, sep="\n")
 
 
 def test_a_telegram_customer_gets_from_first_message_to_an_open_case(running: Running) -> None:
