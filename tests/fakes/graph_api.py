@@ -93,6 +93,7 @@ class FakeGraphAPI(FakeServer):
         self._comments: dict[str, tuple[str, float]] = {}
         self._private_replied: set[str] = set()
         self._ids = itertools.count(1)
+        self._received: list[str] = []
 
     @property
     def base_url(self) -> str:
@@ -110,6 +111,11 @@ class FakeGraphAPI(FakeServer):
         """Record a public comment by ``author`` (private replies are allowed for 7 days)."""
         with self._state:
             self._comments[comment_id] = (author, time.time() - days_ago * DAY)
+
+    def received(self, method: str) -> int:
+        """Return how many calls of ``method`` arrived, answered or not yet (a held one counts at once)."""
+        with self._state:
+            return self._received.count(method)
 
     # --- the protocol ---------------------------------------------------------------
 
@@ -135,6 +141,8 @@ class FakeGraphAPI(FakeServer):
         """Serve one Graph call: ``method`` (or ``method(params)``) names it for faults and records."""
         params = await self._params(request)
         method = method(params) if callable(method) else method
+        with self._state:
+            self._received.append(method)
         refused = self._refuse_caller(request, method, params)
         if refused is not None:
             return refused
