@@ -240,6 +240,8 @@ def test_rasa_killed_while_holding_an_acknowledged_message_answers_it_exactly_on
     wait_until_up(running.processes[1], f"{running.rasa_url}/webhooks/messenger/", 300)
 
     replies = running.replies(ines, 2, quiet=4)
+    # Taken over from the killed process, not answered before the kill.
+    assert "update m_crash_1: taken over" in (running.work / "rasa.log").read_text(errors="replace")
     assert replies[0] == "Hi Inês! I'm Northwind's assistant."
     assert len(replies) == len(set(replies))
     events = httpx.get(f"{running.rasa_url}/conversations/{ines}/tracker", timeout=10).json()["events"]
