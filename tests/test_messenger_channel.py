@@ -22,6 +22,7 @@ import pytest_asyncio
 from bot.channels.graph_client import GraphClient
 from bot.channels.instagram import InstagramInput
 from bot.channels.meta import GraphError, signature_of
+from bot.channels.outbound import Outbound
 from bot.channels.meta_output import (
     HUMAN_AGENT_TAG,
     INSTAGRAM_PLATFORM,
@@ -33,7 +34,7 @@ from bot.channels.meta_output import (
 )
 from bot.channels.messenger import MessengerInput, MetaDMInput
 from bot.ops.config import PublicReply
-from tests.channel_support import RecordingAgent, credentials_refusal, served_app
+from tests.channel_support import RecordingAgent, credentials_refusal, rasa_channels, served_app
 from tests.fakes.graph_api import (
     APP_SECRET,
     IG_ID,
@@ -551,3 +552,50 @@ def test_settings_name_what_is_missing_and_never_show_secrets() -> None:
     assert "META_VERIFY_TOKEN" in missing and "at least 16" in short and "INSTAGRAM_ACCOUNT_ID" in not_an_id
     assert (settings.account_id, settings.source) == (PAGE_ID, f"messenger:{PAGE_ID}")
     assert TOKEN not in repr(settings) and APP_SECRET not in repr(settings)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("channel", "account"), [("messenger", PAGE_ID), ("instagram", IG_ID)])
+async def test_the_desk_sender_reaches_customers_inside_each_window_and_is_refused_outside(
+    api: FakeGraphAPI, channel: str, account: str
+) -> None:
+    env = {"MESSENGER_PAGE_ID": PAGE_ID, "MESSENGER_PAGE_TOKEN": TOKEN, "INSTAGRAM_ACCOUNT_ID": IG_ID,
+           "INSTAGRAM_TOKEN": TOKEN, "META_GRAPH_BASE_URL": api.base_url}  # fmt: skip
+    outbound = Outbound(env)
+    sender = outbound.sender_for(channel)
+    assert isinstance(sender, MetaOutput) and sender.account_id == account and sender.name() == channel
+    api.customer_wrote(MARIA, hours_ago=2)
+    api.customer_wrote(JOAO, hours_ago=6 * 24)
+    api.customer_wrote(ANA, hours_ago=7 * 24 + 1)
+
+    await sender.send_text_message(MARIA, "Your refund is on its way.")
+    await sender.send_text_message(JOAO, "Sorry for the wait: your refund is on its way.", tag=HUMAN_AGENT_TAG)
+    with pytest.raises(GraphError) as closed:
+        await sender.send_text_message(ANA, "Are you still there?", tag=HUMAN_AGENT_TAG)
+
+    assert [(d.chat, d.params.get("tag")) for d in api.deliveries()] == [(MARIA, None), (JOAO, HUMAN_AGENT_TAG)]
+    assert closed.value.outside_window
+    # One try per call: the desk's outbox does the retrying.
+    assert len(api.calls("messages", answered=None)) == 3
+    await outbound.close()
+
+
+def test_rasa_builds_both_channels_from_credentials_yml_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    yml = "".join(
+        f"bot.channels.{module}:\n  {key}: ${{{account_env}}}\n  token: ${{{token_env}}}\n"
+        "  app_secret: ${META_APP_SECRET}\n  verify_token: ${META_VERIFY_TOKEN}\n"
+        for module, key, account_env, token_env in (
+            ("messenger.MessengerInput", "page_id", "MESSENGER_PAGE_ID", "MESSENGER_PAGE_TOKEN"),
+            ("instagram.InstagramInput", "account_id", "INSTAGRAM_ACCOUNT_ID", "INSTAGRAM_TOKEN"),
+        )
+    )
+    env = {"MESSENGER_PAGE_ID": PAGE_ID, "MESSENGER_PAGE_TOKEN": TOKEN, "INSTAGRAM_ACCOUNT_ID": IG_ID,
+           "INSTAGRAM_TOKEN": TOKEN, "META_APP_SECRET": APP_SECRET, "META_VERIFY_TOKEN": VERIFY_TOKEN}  # fmt: skip
+
+    messenger_channel, instagram_channel = rasa_channels(yml, tmp_path, monkeypatch, env)
+
+    assert (messenger_channel.name(), messenger_channel.settings.account_id) == ("messenger", PAGE_ID)
+    assert (instagram_channel.name(), instagram_channel.settings.account_id) == ("instagram", IG_ID)
+    assert instagram_channel.public_reply.text.startswith("Sorry to hear this")
