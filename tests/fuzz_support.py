@@ -8,6 +8,7 @@ built the same way: Rasa's real Sanic app (``configure_app``) on a free port.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import string
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -207,6 +208,13 @@ def wrong_secrets(right: str) -> st.SearchStrategy[bytes | None]:
             encoded.replace(encoded[:1], b"\xc3\xa9", 1)]  # fmt: skip
     printable = st.text(string.ascii_letters + string.digits + "_-=/+", min_size=1, max_size=300).map(str.encode)
     return st.one_of(st.none(), st.sampled_from(near), printable, HEADER_BYTES).filter(lambda value: value != encoded)
+
+
+def handling_failed(record: logging.LogRecord) -> bool:
+    """Whether a log record reports that handling a stored update failed (the inbox retries those)."""
+    if record.name == "bot.channels.inbox":
+        return record.levelno >= logging.WARNING
+    return record.name == "bot.channels.common" and record.levelno >= logging.ERROR
 
 
 # --- watching what is stored ---------------------------------------------------------------

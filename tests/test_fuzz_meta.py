@@ -18,7 +18,6 @@ channels in Rasa's real Sanic app with the fake Graph API, as in
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,6 @@ from bot.channels.inbox import inbox, replies
 from bot.channels.messenger import MessengerInput
 from bot.channels.meta_output import MessengerSettings
 from bot.channels.dedupe import ChannelStore
-from tests.channel_support import RecordingAgent
 from tests.fakes.graph_api import (
     APP_SECRET,
     PAGE_ID,
@@ -53,11 +51,12 @@ from tests.fuzz_support import (
     customer_texts,
     dumps,
     fuzz_settings,
+    handling_failed,
     sendable,
     with_wrong_type,
     wrong_secrets,
 )
-from tests.test_messenger_channel import Served, fast_client, serve, settings_for
+from tests.test_messenger_channel import MARIA, Served, api, clean_env, fast_client, serve, settings_for  # noqa: F401
 
 MESSENGER_CAP = 2000
 SOME, MANY = 20, 30
@@ -92,22 +91,11 @@ class MetaRig:
         self.served.agent.messages.clear()
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("FIRSTREPLY_CHANNEL_DB", str(tmp_path / "channels.db"))
-
-
-@pytest.fixture
-def api() -> Iterator[FakeGraphAPI]:
-    with FakeGraphAPI() as fake:
-        fake.customer_wrote(CUSTOMER)
-        fake.customer_wrote("6100000000000001")
-        yield fake
-
-
 @pytest_asyncio.fixture
 async def meta(api: FakeGraphAPI, tmp_path: Path) -> AsyncIterator[MetaRig]:
     url = f"sqlite:///{tmp_path / 'channels.db'}"
+    for customer in (CUSTOMER, MARIA):
+        api.customer_wrote(customer)
     channel = MessengerInput(settings_for(MessengerSettings, api), store=ChannelStore.from_url(url),
                              client=fast_client(api))  # fmt: skip
     watch = TableWatch(url, [inbox, replies])
@@ -122,7 +110,7 @@ def meta_bodies(draw: st.DrawFn) -> dict[str, Any]:
     """A well-formed Page webhook: a DM (text, quick reply, attachment), a postback or a comment."""
     mid = f"m_{draw(st.integers(1, 2**40))}"
     kind = draw(st.sampled_from(["text", "quick_reply", "attachment", "postback", "comment"]))
-    customer = "6100000000000001"
+    customer = MARIA
     if kind == "comment":
         return webhook_body("page", PAGE_ID, changes=[facebook_comment(mid, customer, "Maria", draw(st.text(max_size=40)))])
     if kind == "postback":
@@ -140,13 +128,6 @@ def meta_bodies(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def mistyped(draw: st.DrawFn) -> dict[str, Any]:
     return with_wrong_type(draw(meta_bodies()), draw)
-
-
-def _handling_failed(record: logging.LogRecord) -> bool:
-    """Whether a log record reports that handling a stored event failed (the inbox retries those)."""
-    if record.name == "bot.channels.inbox":
-        return record.levelno >= logging.WARNING
-    return record.name == "bot.channels.common" and record.levelno >= logging.ERROR
 
 
 @pytest.mark.asyncio
@@ -171,7 +152,7 @@ async def test_without_the_signature_a_webhook_is_a_401_and_leaves_no_trace(
 @pytest.mark.asyncio
 @fuzz_settings(MANY)
 @given(body=st.one_of(ANY_BODY, mistyped().map(dumps)))
-@example(body=dumps(webhook_body("page", PAGE_ID, [dm("6100000000000001", "m_x", text=5)])))
+@example(body=dumps(webhook_body("page", PAGE_ID, [dm(MARIA, "m_x", text=5)])))
 @example(body=dumps({"object": "page", "entry": [{"id": PAGE_ID, "messaging": {"sender": 1}}]}))
 async def test_a_malformed_signed_body_is_a_400_or_a_200_and_nothing_unreadable_reaches_rasa(
     meta: MetaRig, body: bytes, caplog: pytest.LogCaptureFixture
@@ -180,7 +161,7 @@ async def test_a_malformed_signed_body_is_a_400_or_a_200_and_nothing_unreadable_
     stored = meta.watch.snapshot()
     caplog.clear()
     answer = await meta.post(body)
-    failures = [r.getMessage() for r in caplog.records if _handling_failed(r)]
+    failures = [r.getMessage() for r in caplog.records if handling_failed(r)]
     assert failures == [], (body[:300], [repr(r.exc_info[1]) for r in caplog.records if r.exc_info])
 
     assert answer.status_code in (200, 400), answer.text[:300]

@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -65,6 +64,7 @@ from tests.fuzz_support import (
     customer_texts,
     dumps,
     fuzz_settings,
+    handling_failed,
     huge_bodies,
     not_a,
     sendable,
@@ -291,13 +291,6 @@ async def telegram(telegram_api: FakeTelegramAPI, db_url: str) -> AsyncIterator[
     channel.store.dispose()
 
 
-def _handling_failed(record: logging.LogRecord) -> bool:
-    """Whether a log record reports that handling an update failed (the inbox retries those)."""
-    if record.name == "bot.channels.inbox":
-        return record.levelno >= logging.WARNING
-    return record.name == "bot.channels.common" and record.levelno >= logging.ERROR
-
-
 TELEGRAM_TEXTS = st.one_of(customer_texts(TELEGRAM_CAP, min_size=1), SLASHY_TEXTS)
 
 
@@ -363,7 +356,7 @@ async def test_telegram_a_malformed_update_is_a_400_or_an_ack_and_nothing_unread
     caplog.clear()
     answer = await telegram.post(body)
     # Also after the ack: handling the update in the background must not fail.
-    failures = [r.getMessage() for r in caplog.records if _handling_failed(r)]
+    failures = [r.getMessage() for r in caplog.records if handling_failed(r)]
     assert failures == [], (body[:300], [repr(r.exc_info[1]) for r in caplog.records if r.exc_info])
 
     assert answer.status_code in (200, 400), answer.text[:300]

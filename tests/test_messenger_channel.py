@@ -39,6 +39,7 @@ from tests.fakes.graph_api import (
     APP_SECRET,
     IG_ID,
     PAGE_ID,
+    RASA_CREDENTIALS,
     TOKEN,
     VERIFY_TOKEN,
     FakeGraphAPI,
@@ -48,6 +49,7 @@ from tests.fakes.graph_api import (
     facebook_comment,
     instagram_comment,
     postback,
+    rasa_environment,
     signed_headers,
     webhook_body,
 )
@@ -559,9 +561,7 @@ def test_settings_name_what_is_missing_and_never_show_secrets() -> None:
 async def test_the_desk_sender_reaches_customers_inside_each_window_and_is_refused_outside(
     api: FakeGraphAPI, channel: str, account: str
 ) -> None:
-    env = {"MESSENGER_PAGE_ID": PAGE_ID, "MESSENGER_PAGE_TOKEN": TOKEN, "INSTAGRAM_ACCOUNT_ID": IG_ID,
-           "INSTAGRAM_TOKEN": TOKEN, "META_GRAPH_BASE_URL": api.base_url}  # fmt: skip
-    outbound = Outbound(env)
+    outbound = Outbound(rasa_environment(api.base_url))
     sender = outbound.sender_for(channel)
     assert isinstance(sender, MetaOutput) and sender.account_id == account and sender.name() == channel
     api.customer_wrote(MARIA, hours_ago=2)
@@ -583,18 +583,9 @@ async def test_the_desk_sender_reaches_customers_inside_each_window_and_is_refus
 def test_rasa_builds_both_channels_from_credentials_yml_and_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    yml = "".join(
-        f"bot.channels.{module}:\n  {key}: ${{{account_env}}}\n  token: ${{{token_env}}}\n"
-        "  app_secret: ${META_APP_SECRET}\n  verify_token: ${META_VERIFY_TOKEN}\n"
-        for module, key, account_env, token_env in (
-            ("messenger.MessengerInput", "page_id", "MESSENGER_PAGE_ID", "MESSENGER_PAGE_TOKEN"),
-            ("instagram.InstagramInput", "account_id", "INSTAGRAM_ACCOUNT_ID", "INSTAGRAM_TOKEN"),
-        )
-    )
-    env = {"MESSENGER_PAGE_ID": PAGE_ID, "MESSENGER_PAGE_TOKEN": TOKEN, "INSTAGRAM_ACCOUNT_ID": IG_ID,
-           "INSTAGRAM_TOKEN": TOKEN, "META_APP_SECRET": APP_SECRET, "META_VERIFY_TOKEN": VERIFY_TOKEN}  # fmt: skip
+    env = rasa_environment("https://graph.facebook.com")
 
-    messenger_channel, instagram_channel = rasa_channels(yml, tmp_path, monkeypatch, env)
+    messenger_channel, instagram_channel = rasa_channels(RASA_CREDENTIALS, tmp_path, monkeypatch, env)
 
     assert (messenger_channel.name(), messenger_channel.settings.account_id) == ("messenger", PAGE_ID)
     assert (instagram_channel.name(), instagram_channel.settings.account_id) == ("instagram", IG_ID)

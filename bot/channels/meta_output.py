@@ -18,7 +18,6 @@ that adds the Send API calls and Meta's limits:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence

@@ -40,6 +40,22 @@ PAGE_ID = "1000000000001"
 IG_ID = "17841400000000002"
 VERSION = "v21.0"
 DAY = 86_400.0
+# credentials.yml enabling both channels; the variables are set to the values above.
+RASA_CREDENTIALS = "".join(
+    f"bot.channels.{module}:\n  {key}: ${{{account}}}\n  token: ${{{token}}}\n"
+    "  app_secret: ${META_APP_SECRET}\n  verify_token: ${META_VERIFY_TOKEN}\n"
+    for module, key, account, token in (
+        ("messenger.MessengerInput", "page_id", "MESSENGER_PAGE_ID", "MESSENGER_PAGE_TOKEN"),
+        ("instagram.InstagramInput", "account_id", "INSTAGRAM_ACCOUNT_ID", "INSTAGRAM_TOKEN"),
+    )
+)
+
+
+def rasa_environment(base_url: str) -> dict[str, str]:
+    """Return the variables ``RASA_CREDENTIALS`` reads, the Graph API at ``base_url``."""
+    return {"MESSENGER_PAGE_ID": PAGE_ID, "MESSENGER_PAGE_TOKEN": TOKEN, "INSTAGRAM_ACCOUNT_ID": IG_ID,
+            "INSTAGRAM_TOKEN": TOKEN, "META_APP_SECRET": APP_SECRET, "META_VERIFY_TOKEN": VERIFY_TOKEN,
+            "META_GRAPH_BASE_URL": base_url}  # fmt: skip
 
 _TEXT_LIMITS = {PAGE_ID: 2000, IG_ID: 1000}
 _ERROR_TYPES = {190: "OAuthException", 10: "OAuthException", 4: "OAuthException"}

@@ -19,10 +19,9 @@ import httpx
 import pytest
 
 from tests.fakes.graph_api import (
-    APP_SECRET,
     IG_ID,
     PAGE_ID,
-    TOKEN,
+    RASA_CREDENTIALS,
     VERIFY_TOKEN,
     FakeGraphAPI,
     dm,
@@ -30,6 +29,7 @@ from tests.fakes.graph_api import (
     encoded,
     facebook_comment,
     instagram_comment,
+    rasa_environment,
     signed_headers,
     webhook_body,
 )
@@ -40,18 +40,6 @@ from tests.processes import base_env, write_endpoints
 
 pytestmark = pytest.mark.integration
 
-CREDENTIALS = """\
-bot.channels.messenger.MessengerInput:
-  page_id: ${MESSENGER_PAGE_ID}
-  token: ${MESSENGER_PAGE_TOKEN}
-  app_secret: ${META_APP_SECRET}
-  verify_token: ${META_VERIFY_TOKEN}
-bot.channels.instagram.InstagramInput:
-  account_id: ${INSTAGRAM_ACCOUNT_ID}
-  token: ${INSTAGRAM_TOKEN}
-  app_secret: ${META_APP_SECRET}
-  verify_token: ${META_VERIFY_TOKEN}
-"""
 REPLY_TIMEOUT_S = 90
 PEOPLE = {"6100000000000011": "Maria", "6100000000000012": "João", "6100000000000013": "Ana",
           "6100000000000014": "Rui", "6100000000000015": "Inês", "6100000000000016": "Tiago"}  # fmt: skip
@@ -104,13 +92,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     api.profiles.update({psid: {"first_name": name} for psid, name in PEOPLE.items()})
     api.profiles.update({igsid: {"name": name, "username": name.lower()} for igsid, name in IG_PEOPLE.items()})
     rasa_port, actions_port = free_ports(2)
-    (work / "credentials.yml").write_text(CREDENTIALS)
+    (work / "credentials.yml").write_text(RASA_CREDENTIALS)
     endpoints = write_endpoints(work, actions_port)
     env = {
         **base_env(),
-        "MESSENGER_PAGE_ID": PAGE_ID, "MESSENGER_PAGE_TOKEN": TOKEN, "INSTAGRAM_ACCOUNT_ID": IG_ID,
-        "INSTAGRAM_TOKEN": TOKEN, "META_APP_SECRET": APP_SECRET, "META_VERIFY_TOKEN": VERIFY_TOKEN,
-        "META_GRAPH_BASE_URL": api.base_url,
+        **rasa_environment(api.base_url),
         "FIRSTREPLY_CASE_DB": f"sqlite:///{work / 'cases.db'}",
         "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
         # A killed process's messages are taken over within seconds (the crash test).

@@ -1,0 +1,215 @@
+"""Time to the first message a new customer sees, per connector: ``make bench-first-message``.
+
+One Rasa server (``bot.launcher``, as ``make run`` starts it) with its action server serves
+Telegram, Messenger and Instagram Direct at once, against the local fakes of the Bot API and
+the Graph API (``tests/fakes/``), so the three connectors share one process, one model and
+one moment of the shared machine. Each round, a new customer on each connector (the order
+rotating every round) sends the same first message to its webhook as the platform does
+(signed, batched in Meta's shape); measured on ``time.perf_counter`` from the POST:
+
+* **first sign**: the first thing the customer's app shows; on Messenger and Instagram the
+  ``mark_seen`` call (sent as soon as the message is stored), on Telegram the reply itself
+  (the connector sends no chat action);
+* **first reply**: the first text message delivered to the customer.
+
+The next customer writes only once the previous turn is quiet, so turns never overlap.
+Writes bench/results/first-message-latest.json and .md (``--quick``: first-message-quick.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.procs import ROOT
+from bench.run import loadavg, machine_facts
+from tests.fakes.graph_api import IG_ID, PAGE_ID, FakeGraphAPI, dm, encoded, rasa_environment, signed_headers
+from tests.fakes.graph_api import RASA_CREDENTIALS as META_CREDENTIALS
+from tests.fakes.graph_api import webhook_body
+from tests.fakes.server import Call, Delivery
+from tests.fakes.telegram_api import RASA_CREDENTIALS as TELEGRAM_CREDENTIALS
+from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
+from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.processes import base_env, free_ports, start_action_server, start_rasa_server, wait_until_up
+from tests.processes import write_endpoints
+
+RESULTS = ROOT / "bench" / "results"
+CONNECTORS = ("telegram", "messenger", "instagram")
+TELEGRAM_SECRET = "bench-first-message-secret"
+FIRST_MESSAGE = "Hi, where is my parcel? I ordered it last week"
+TURN_TIMEOUT_S = 60.0
+QUIET_S = 0.6
+
+
+@dataclass
+class Stamps:
+    """When each customer first saw something, on ``time.perf_counter``'s clock (filled by the fakes' threads)."""
+
+    sign: dict[str, float] = field(default_factory=dict)
+    reply: dict[str, float] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def seen(self, customer: str, *, reply: bool) -> None:
+        now = time.perf_counter()
+        with self.lock:
+            self.sign.setdefault(customer, now)
+            if reply:
+                self.reply.setdefault(customer, now)
+                self.last[customer] = now
+
+
+class TimedGraphAPI(FakeGraphAPI):
+    """The fake Graph API, stamping each customer's first ``mark_seen`` and first message."""
+
+    def __init__(self, stamps: Stamps) -> None:
+        super().__init__()
+        self.stamps = stamps
+
+    def _record(self, call: Call) -> None:
+        if call.method == "sender_action" and call.status == 200:
+            self.stamps.seen(str(call.params["recipient"]["id"]), reply=False)
+        super()._record(call)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        self.stamps.seen(delivery.chat, reply=True)
+        super()._deliver(delivery)
+
+
+class TimedBotAPI(FakeTelegramAPI):
+    """The fake Bot API, stamping each chat's first message."""
+
+    def __init__(self, stamps: Stamps) -> None:
+        super().__init__()
+        self.stamps = stamps
+
+    def _deliver(self, delivery: Delivery) -> None:
+        self.stamps.seen(delivery.chat, reply=True)
+        super()._deliver(delivery)
+
+
+def _post(client: httpx.Client, connector: str, customer: str, graph: FakeGraphAPI, number: int) -> None:
+    if connector == "telegram":
+        chat = {"id": int(customer), "type": "private", "first_name": "Maria"}
+        update = {"update_id": number, "message": {"message_id": number, "date": int(time.time()), "chat": chat,
+                                                   "from": {**chat, "is_bot": False}, "text": FIRST_MESSAGE}}  # fmt: skip
+        answer = client.post("/webhooks/telegram/webhook", json=update,
+                             headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})  # fmt: skip
+    else:
+        graph.customer_wrote(customer)
+        obj, account = ("page", PAGE_ID) if connector == "messenger" else ("instagram", IG_ID)
+        raw = encoded(webhook_body(obj, account, [dm(customer, f"m_bench_{number}", account, text=FIRST_MESSAGE)]))
+        answer = client.post(f"/webhooks/{connector}/webhook", content=raw, headers=signed_headers(raw))
+    answer.raise_for_status()
+
+
+def _wait_for_turn(stamps: Stamps, customer: str) -> None:
+    """Wait for the customer's first reply, then until no message came for ``QUIET_S``."""
+    deadline = time.perf_counter() + TURN_TIMEOUT_S
+    while time.perf_counter() < deadline:
+        with stamps.lock:
+            last = stamps.last.get(customer)
+        if last is not None and time.perf_counter() - last >= QUIET_S:
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"customer {customer} got no reply within {TURN_TIMEOUT_S:.0f} s")
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
+
+
+def measure(rounds: int, work: Path) -> dict[str, Any]:
+    """Start the servers and the fakes, run ``rounds`` rounds, return the figures per connector."""
+    stamps = Stamps()
+    graph, telegram = TimedGraphAPI(stamps).start(), TimedBotAPI(stamps).start()
+    graph.profiles.update({str(7_000_000 + n): {"first_name": "Maria", "name": "Maria"} for n in range(3 * (rounds + 1))})
+    rasa_port, actions_port = free_ports(2)
+    (work / "credentials.yml").write_text(TELEGRAM_CREDENTIALS + META_CREDENTIALS)
+    env = {
+        **base_env(),
+        "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
+        "TELEGRAM_API_BASE_URL": telegram.base_url,
+        **rasa_environment(graph.base_url),
+        "FIRSTREPLY_CASE_DB": f"sqlite:///{work / 'cases.db'}", "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
+    }  # fmt: skip
+    actions = start_action_server("action server", actions_port, env, work / "actions.log")
+    rasa = start_rasa_server("rasa server", rasa_port, write_endpoints(work, actions_port), env, work / "rasa.log",
+                             credentials=work / "credentials.yml")  # fmt: skip
+    timings: dict[str, dict[str, list[float]]] = {c: {"sign": [], "reply": []} for c in CONNECTORS}
+    try:
+        wait_until_up(actions, f"http://127.0.0.1:{actions_port}/health")
+        wait_until_up(rasa, f"http://127.0.0.1:{rasa_port}/webhooks/messenger/", 300)
+        with httpx.Client(base_url=f"http://127.0.0.1:{rasa_port}", timeout=30) as client:
+            number = 0
+            for round_number in range(rounds + 1):  # round 0 warms every connector up, unmeasured
+                order = CONNECTORS[round_number % 3:] + CONNECTORS[: round_number % 3]
+                for connector in order:
+                    customer = str(7_000_000 + number)
+                    number += 1
+                    started = time.perf_counter()
+                    _post(client, connector, customer, graph, number)
+                    _wait_for_turn(stamps, customer)
+                    if round_number:
+                        timings[connector]["sign"].append(stamps.sign[customer] - started)
+                        timings[connector]["reply"].append(stamps.reply[customer] - started)
+    finally:
+        for process in (rasa, actions):
+            process.stop()
+        graph.stop()
+        telegram.stop()
+    return {c: {"first_sign": _summary(t["sign"]), "first_reply": _summary(t["reply"])} for c, t in timings.items()}
+
+
+def render(results: dict[str, Any]) -> str:
+    """Return the figures as the Markdown table docs/benchmarks.md quotes."""
+    lines = [
+        f"Time to the first message, {results['rounds']} new customers per connector, one Rasa process "
+        f"(load average before: {results['loadavg_before']})",
+        "",
+        "| Connector | first sign p50 | p90 | first reply p50 | p90 | max |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for connector in CONNECTORS:
+        sign, reply = results["connectors"][connector]["first_sign"], results["connectors"][connector]["first_reply"]
+        lines.append(f"| {connector} | {sign['p50_ms']:.0f} ms | {sign['p90_ms']:.0f} ms | {reply['p50_ms']:.0f} ms "
+                     f"| {reply['p90_ms']:.0f} ms | {reply['max_ms']:.0f} ms |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Run the benchmark and write its results."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=30, help="new customers per connector (default 30)")
+    parser.add_argument("--quick", action="store_true", help="5 rounds, results in first-message-quick.*")
+    args = parser.parse_args()
+    rounds = 5 if args.quick else args.rounds
+    results: dict[str, Any] = {"rounds": rounds, "machine": machine_facts(), "loadavg_before": loadavg()}
+    with tempfile.TemporaryDirectory(prefix="firstreply-first-message-") as work:
+        results["connectors"] = measure(rounds, Path(work))
+    results["loadavg_after"] = loadavg()
+    name = "first-message-quick" if args.quick else "first-message-latest"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = render(results)
+    (RESULTS / f"{name}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
