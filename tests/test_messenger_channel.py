@@ -431,13 +431,17 @@ async def test_a_person_no_longer_available_is_given_up_on_and_logged(
 
 
 @pytest.mark.asyncio
-async def test_a_bad_token_is_not_given_up_on_the_message_stays_for_a_retry(messenger: Served, api: FakeGraphAPI) -> None:
+async def test_a_bad_token_is_not_given_up_on_the_message_stays_for_a_retry(
+    messenger: Served, api: FakeGraphAPI, caplog: pytest.LogCaptureFixture
+) -> None:
     api.fault(ERROR, method="messages", status=400, error="190", times=None, seconds=30)
 
-    await messenger.dms(dm(MARIA, "m_1", text="hi"))
+    with caplog.at_level(logging.ERROR, logger="bot.channels.meta_output"):
+        await messenger.dms(dm(MARIA, "m_1", text="hi"))
 
     assert messenger.channel.inbox.pending() == 1
     assert messenger.sent() == []
+    assert any("replace MESSENGER_PAGE_TOKEN" in r.getMessage() for r in caplog.records)
 
 
 # --- public comments ---------------------------------------------------------------------

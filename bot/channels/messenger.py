@@ -246,7 +246,9 @@ class MetaDMInput(WebhookConnector):
     async def on_comment(self, entry: InboxEntry, value: dict[str, Any], on_new_message: OnNewMessage) -> None:
         """Answer a comment in public, then hand it to Rasa and send its replies as the one private reply."""
         comment = Comment.read(value, self.platform)
-        assert comment is not None  # only new comments are stored
+        if comment is None:  # only new comments are stored; a body changed since is not one
+            log.error("%s stored comment %s is no longer a new comment; nothing sent", self.name(), entry.update_id)
+            return
         output = self.output_for(entry)
         tone = comment_tone(comment.text)
         if self.public_reply.enabled:

@@ -28,7 +28,7 @@ from bot.channels.base import BUTTONS_PROMPT, ConnectorSettings, RecordedOutput
 from bot.channels.common import ChannelCredentialsError, credential
 from bot.channels.graph_client import DEFAULT_BASE_URL, GraphClient
 from bot.channels.inbox import Inbox
-from bot.channels.meta import INSTAGRAM, MESSENGER, GraphError
+from bot.channels.meta import BAD_TOKEN_CODE, INSTAGRAM, MESSENGER, GraphError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -203,9 +203,19 @@ class MetaOutput(RecordedOutput):
     ) -> T | None:
         """Make one reply call, at most once per place in the bound event's replies."""
         if not self.bound:
-            return await request()
+            return await self._told(request)
         place = self.next_seq() if seq is None else seq
-        return await self.recorded(what, place, fingerprint, lambda _state: request())
+        return await self.recorded(what, place, fingerprint, lambda _state: self._told(request))
+
+    async def _told(self, request: Callable[[], Awaitable[T]]) -> T:
+        """Run ``request``; a dead token is said loudly (every send fails until it is replaced)."""
+        try:
+            return await request()
+        except GraphError as error:
+            if error.code == BAD_TOKEN_CODE:
+                log.error("%s: Meta refused the access token (code 190): replace %s; replies wait in the inbox",
+                          self.platform.channel, self.platform.env_token)  # fmt: skip
+            raise
 
     async def _message(
         self, recipient: Mapping[str, str], message: Mapping[str, Any], tag: str | None, seq: int | None
