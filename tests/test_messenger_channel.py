@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from sqlalchemy.exc import OperationalError
 
 from bot.channels.graph_client import GraphClient
 from bot.channels.instagram import InstagramInput
@@ -229,6 +230,31 @@ async def test_a_redelivered_message_is_answered_once(messenger: Served) -> None
     assert (first.status_code, again.status_code) == (200, 200)
     assert [m.text for m in messenger.agent.messages] == ["hello"]
     assert messenger.sent() == [(MARIA, r["text"]) for r in GREETING]
+
+
+@pytest.mark.asyncio
+async def test_a_batch_not_wholly_stored_is_refused_and_meta_s_resend_answers_each_once(
+    messenger: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accept = messenger.channel.inbox.accept
+    calls: list[str] = []
+
+    def database_down_on_the_second(source: str, platform_id: str, conversation: str, body: str) -> Any:
+        calls.append(platform_id)
+        if len(calls) == 2:
+            raise OperationalError("INSERT INTO channel_inbox", {}, Exception("database is locked"))
+        return accept(source, platform_id, conversation, body)
+
+    events = (dm(MARIA, "m_1", text="first"), dm(JOAO, "m_2", text="second"))
+    with monkeypatch.context() as patched:
+        patched.setattr(messenger.channel.inbox, "accept", database_down_on_the_second)
+        refused = await messenger.dms(*events)
+    resent = await messenger.dms(*events)
+
+    assert (refused.status_code, refused.json()) == (503, {"ok": False, "error": "temporarily unavailable"})
+    assert resent.status_code == 200
+    assert sorted(m.text for m in messenger.agent.messages) == ["first", "second"]
+    assert sorted(messenger.sent()) == sorted((c, r["text"]) for c in (MARIA, JOAO) for r in GREETING)
 
 
 @pytest.mark.asyncio
