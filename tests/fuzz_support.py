@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import string
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -215,6 +215,28 @@ def handling_failed(record: logging.LogRecord) -> bool:
     if record.name == "bot.channels.inbox":
         return record.levelno >= logging.WARNING
     return record.name == "bot.channels.common" and record.levelno >= logging.ERROR
+
+
+async def refused_or_ignored(
+    post: Callable[[bytes], Awaitable[httpx.Response]], body: bytes, refusal: dict[str, Any], watch: TableWatch,
+    agent: RecordingAgent, caplog: Any,
+) -> httpx.Response:  # fmt: skip
+    """POST a malformed authenticated ``body``: a 400 (``refusal``, nothing stored, nothing to Rasa) or a 200.
+
+    Also after the 200: handling what was stored must not fail in the background, and only
+    text reaches Rasa. Returns the answer for the caller's own checks.
+    """
+    stored = watch.snapshot()
+    caplog.clear()
+    answer = await post(body)
+    failures = [r.getMessage() for r in caplog.records if handling_failed(r)]
+    assert failures == [], (body[:300], [repr(r.exc_info[1]) for r in caplog.records if r.exc_info])
+    assert answer.status_code in (200, 400), answer.text[:300]
+    if answer.status_code == 400:
+        assert answer.json() == refusal
+        assert watch.snapshot() == stored and agent.messages == []
+    assert all(isinstance(message.text, str) for message in agent.messages)
+    return answer
 
 
 # --- watching what is stored ---------------------------------------------------------------
