@@ -166,7 +166,8 @@ def button_template(text: str, buttons: Sequence[Mapping[str, Any]]) -> dict[str
         else:
             shown.append({"type": "postback", "title": title,
                           "payload": str(b.get("payload") or b.get("title") or "")[:PAYLOAD_LIMIT]})  # fmt: skip
-    payload = {"template_type": "button", "text": short_title(text, TEMPLATE_TEXT_LIMIT), "buttons": shown}
+    # Line breaks kept: the caller sends a template only for a text within the limit.
+    payload = {"template_type": "button", "text": text[:TEMPLATE_TEXT_LIMIT], "buttons": shown}
     return {"type": "template", "payload": payload}
 
 
