@@ -9,6 +9,7 @@ with SIGKILL while it holds an acknowledged message and starts it again.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +44,10 @@ pytestmark = pytest.mark.integration
 REPLY_TIMEOUT_S = 90
 PEOPLE = {"6100000000000011": "Maria", "6100000000000012": "João", "6100000000000013": "Ana",
           "6100000000000014": "Rui", "6100000000000015": "Inês", "6100000000000016": "Tiago"}  # fmt: skip
-IG_PEOPLE = {"178400000000021": "Beatriz", "178400000000022": "Carla"}
+IG_PEOPLE = {"178400000000021": "Beatriz", "178400000000022": "Carla", "178400000000023": "Diana",
+             "178400000000024": "Eva", "178400000000025": "Filipa", "178400000000026": "Gil"}  # fmt: skip
+# Each platform's webhook object and account.
+ACCOUNTS = {"messenger": ("page", PAGE_ID), "instagram": ("instagram", IG_ID)}
 
 
 @dataclass
@@ -65,8 +69,7 @@ class Running:
         """Customers write (their window opens); Meta POSTs their events in one batch."""
         for event in events:
             self.api.customer_wrote(event["sender"]["id"])
-        obj, account = ("page", PAGE_ID) if platform == "messenger" else ("instagram", IG_ID)
-        answer = self.post(platform, webhook_body(obj, account, list(events)))
+        answer = self.post(platform, webhook_body(*ACCOUNTS[platform], list(events)))
         assert answer.status_code == 200, answer.text
         return answer
 
@@ -125,14 +128,17 @@ def test_the_handshake_and_signatures_are_checked_by_the_running_server(running:
         assert (httpx.get(url, params=query).status_code, httpx.get(url, params=query).text) == (200, "8412")
         assert httpx.get(url, params={**query, "hub.verify_token": "not-the-token-123"}).status_code == 403
 
-    customer = "6100000000000015"
-    body = webhook_body("page", PAGE_ID, [dm(customer, "m_forged", text="hi")])
-    running.api.customer_wrote(customer)
-    forged = signed_headers(encoded(body), secret="someone-elses-app-secret")
-    assert running.post("messenger", body, forged).status_code == 401
-    assert running.post("messenger", body, {"Content-Type": "application/json"}).status_code == 401
+    for platform, customer in (("messenger", "6100000000000015"), ("instagram", "178400000000026")):
+        obj, account = ACCOUNTS[platform]
+        body = webhook_body(obj, account, [dm(customer, f"m_forged_{platform}", account, text="hi")])
+        running.api.customer_wrote(customer)
+        forged = signed_headers(encoded(body), secret="someone-elses-app-secret")
+        assert running.post(platform, body, forged).status_code == 401
+        assert running.post(platform, body, {"Content-Type": "application/json"}).status_code == 401
     time.sleep(2)
-    assert running.api.deliveries(customer) == [] and running.api.calls("sender_action") == []
+    for customer in ("6100000000000015", "178400000000026"):
+        assert running.api.deliveries(customer) == []
+        assert [c for c in running.api.calls(answered=None) if customer in json.dumps(c.params)] == []
 
 
 def test_a_first_dm_is_seen_at_once_and_greeted_by_name(running: Running) -> None:
@@ -147,21 +153,29 @@ def test_a_first_dm_is_seen_at_once_and_greeted_by_name(running: Running) -> Non
     assert actions == ["mark_seen", "typing_on"]
 
 
-def test_one_post_with_three_customers_answers_all_three_once_even_when_meta_sends_it_again(running: Running) -> None:
-    customers = ["6100000000000012", "6100000000000013", "6100000000000014"]
-    events = [dm(psid, f"m_batch_{n}", text="Hello, I need help with a refund") for n, psid in enumerate(customers)]
-    body = webhook_body("page", PAGE_ID, events[:2])
-    body["entry"].append(webhook_body("page", PAGE_ID, events[2:])["entry"][0])
-    for psid in customers:
-        running.api.customer_wrote(psid)
+@pytest.mark.parametrize(
+    ("platform", "customers"),
+    [("messenger", ["6100000000000012", "6100000000000013", "6100000000000014"]),
+     ("instagram", ["178400000000023", "178400000000024", "178400000000025"])],
+)  # fmt: skip
+def test_one_post_with_three_customers_answers_all_three_once_even_when_meta_sends_it_again(
+    running: Running, platform: str, customers: list[str]
+) -> None:
+    obj, account = ACCOUNTS[platform]
+    events = [dm(who, f"m_batch_{platform}_{n}", account, text="Hello, I need help with a refund")
+              for n, who in enumerate(customers)]  # fmt: skip
+    body = webhook_body(obj, account, events[:2])
+    body["entry"].append(webhook_body(obj, account, events[2:])["entry"][0])
+    for who in customers:
+        running.api.customer_wrote(who)
 
-    first = running.post("messenger", body)
-    again = running.post("messenger", body)  # a redelivery: the same mids
+    first = running.post(platform, body)
+    again = running.post(platform, body)  # a redelivery: the same mids
 
     assert (first.json()["events"], again.json()["events"]) == (3, 3)
-    answered = {psid: running.replies(psid, 1) for psid in customers}
-    for psid, texts in answered.items():
-        assert texts[0] == f"Hi {PEOPLE[psid]}! I'm Northwind's assistant."
+    answered = {who: running.replies(who, 1) for who in customers}
+    for who, texts in answered.items():
+        assert texts[0] == f"Hi {PEOPLE.get(who) or IG_PEOPLE[who]}! I'm Northwind's assistant."
         assert len(texts) == len(set(texts)) == len(answered[customers[0]])
 
 
@@ -198,14 +212,25 @@ def test_a_comment_gets_a_public_reply_and_a_private_reply_that_opens_the_dm(run
         "url": change["value"]["post"]["permalink_url"], "author": "Tiago Costa", "hostile": False,
     }  # fmt: skip
 
-    carla = "178400000000022"
+    # Instagram: a complaint is answered under it (/replies) and privately; praise gets thanks only.
     running.api.permalinks["1790001"] = "https://www.instagram.com/p/N0rthw1nd/"
-    running.api.comment_posted("18e2e", carla)
+    carla, beatriz = "178400000000022", "178400000000021"
+    running.api.comment_posted("18e2e1", carla)
+    running.api.comment_posted("18e2e2", beatriz)
     running.post("instagram", webhook_body("instagram", IG_ID, changes=[
-        instagram_comment("18e2e", carla, "carla", "Best jackets ever, thank you!")]))  # fmt: skip
-    wait_until("the thanks under the Instagram comment", lambda: running.api.deliveries("18e2e"), 30, running.processes)
-    assert [d.text for d in running.api.deliveries("18e2e")] == ["Thank you, that's lovely to hear!"]
-    assert running.api.deliveries(carla) == []
+        instagram_comment("18e2e1", carla, "carla", "My order never arrived and nobody answers"),
+        instagram_comment("18e2e2", beatriz, "beatriz", "Best jackets ever, thank you!"),
+    ]))  # fmt: skip
+    [private] = running.replies(carla, 1, method="private_reply")
+    assert private.startswith("Hi Carla! I'm Northwind's assistant.\n\n")
+    wait_until("the thanks", lambda: running.api.deliveries("18e2e2"), 30, running.processes)
+    assert [d.text for d in running.api.deliveries("18e2e1")] == [
+        "Sorry to hear this — we've sent you a message so we can sort it out."
+    ]
+    assert [d.text for d in running.api.deliveries("18e2e2")] == ["Thank you, that's lovely to hear!"]
+    events = httpx.get(f"{running.rasa_url}/conversations/{carla}/tracker", timeout=10).json()["events"]
+    [posted] = [e for e in events if e["event"] == "user" and (e.get("metadata") or {}).get("public_post")]
+    assert posted["metadata"]["public_post"]["url"] == "https://www.instagram.com/p/N0rthw1nd/"
 
 
 def test_rasa_killed_while_holding_an_acknowledged_message_answers_it_exactly_once_after(running: Running) -> None:
