@@ -35,6 +35,8 @@ from bot.channels.meta_output import (
 )
 from bot.channels.messenger import MessengerInput, MetaDMInput
 from bot.ops.config import PublicReply
+from bot.ops.errors import OpsConfigError
+from bot.ops.support import load_support_config
 from tests.channel_support import RecordingAgent, credentials_refusal, rasa_channels, served_app
 from tests.fakes.graph_api import (
     APP_SECRET,
@@ -612,3 +614,33 @@ def test_rasa_builds_both_channels_from_credentials_yml_and_the_environment(
     assert (messenger_channel.name(), messenger_channel.settings.account_id) == ("messenger", PAGE_ID)
     assert (instagram_channel.name(), instagram_channel.settings.account_id) == ("instagram", IG_ID)
     assert instagram_channel.public_reply.text.startswith("Sorry to hear this")
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [("public_replies:\n  facebok: {enabled: true}\n",
+      "unknown key in public_replies; did you mean 'facebook'? (got 'facebok')"),
+     ("public_replies:\n  instagram:\n    enabled: yes please\n",
+      "public_replies.instagram.enabled must be true or false"),
+     ("public_replies:\n  facebook:\n    txt: Sorry!\n",
+      "unknown key in public_replies.facebook; did you mean 'text'? (got 'txt')")],
+)  # fmt: skip
+def test_a_mistake_in_public_replies_names_the_line(tmp_path: Path, section: str, message: str) -> None:
+    minimal = Path(__file__).resolve().parent / "fixtures" / "ops" / "minimal.yml"
+    text = minimal.read_text(encoding="utf-8").rstrip("\n") + "\n"
+    path = tmp_path / "support.yml"
+    path.write_text(text + section, encoding="utf-8")
+
+    with pytest.raises(OpsConfigError) as caught:
+        load_support_config(path)
+
+    assert message in str(caught.value)
+    assert caught.value.line == text.count("\n") + section.count("\n")
+
+
+def test_public_replies_left_out_take_the_defaults() -> None:
+    shipped = load_support_config(Path(__file__).resolve().parent.parent / "support.yml")
+    minimal = load_support_config(Path(__file__).resolve().parent / "fixtures" / "ops" / "minimal.yml")
+
+    assert shipped.public_reply("facebook").text.startswith("Sorry to hear this")
+    assert minimal.public_reply("instagram") == PublicReply()
