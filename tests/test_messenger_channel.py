@@ -644,3 +644,18 @@ def test_public_replies_left_out_take_the_defaults() -> None:
 
     assert shipped.public_reply("facebook").text.startswith("Sorry to hear this")
     assert minimal.public_reply("instagram") == PublicReply()
+
+
+@pytest.mark.asyncio
+async def test_rasa_s_buttons_and_custom_text_ride_on_the_one_private_reply(api: FakeGraphAPI) -> None:
+    replies = [{"text": "Hi Maria!"}, {"custom": {"text": "Which order is it about?", "attachment": {"x": 1}}},
+               {"text": "Or choose:", "buttons": [{"title": "The jacket", "payload": "/inform"}]}]  # fmt: skip
+    channel = MessengerInput(settings_for(MessengerSettings, api), PUBLIC, client=fast_client(api))
+    async with serve(channel, api, replies) as served:
+        await comment(served, facebook_comment("555_907", MARIA, "Maria", "Wrong size delivered"), MARIA)
+
+        [call] = api.calls("private_reply")
+        assert call.params["message"] == {
+            "text": "Hi Maria!\n\nWhich order is it about?\n\nOr choose:",
+            "quick_replies": [{"content_type": "text", "title": "The jacket", "payload": "/inform"}],
+        }

@@ -89,6 +89,16 @@ class PrivateReplyDraft(OutputChannel):
         self.texts.append(text)
         self.buttons = list(buttons)
 
+    async def send_custom_json(self, recipient_id: str, json_message: dict[str, Any], **kwargs: Any) -> None:
+        """Keep a custom payload's ``text`` and ``buttons``; anything else cannot ride on the private reply."""
+        if json_message.get("text"):
+            self.texts.append(str(json_message["text"]))
+        if isinstance(json_message.get("buttons"), list):
+            self.buttons = list(json_message["buttons"])
+        left_out = sorted(set(json_message) - {"text", "buttons"})
+        if left_out:
+            log.warning("%s private reply: custom keys %s left out (one text message)", self.channel, left_out)
+
     async def send_image_url(self, recipient_id: str, image: str, **kwargs: Any) -> None:
         """An image cannot ride on the one private reply: it is left out, and said so in the log."""
         log.warning("%s private reply: image %s left out (a comment allows one text message)", self.channel, image)
