@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.exc import OperationalError
 
+from bot.channels.base import HOLDING_REPLY
 from bot.channels.graph_client import GraphClient
 from bot.channels.instagram import InstagramInput
 from bot.channels.meta import GraphError, signature_of
@@ -659,3 +660,18 @@ async def test_rasa_s_buttons_and_custom_text_ride_on_the_one_private_reply(api:
             "text": "Hi Maria!\n\nWhich order is it about?\n\nOr choose:",
             "quick_replies": [{"content_type": "text", "title": "The jacket", "payload": "/inform"}],
         }
+
+
+@pytest.mark.asyncio
+async def test_when_rasa_fails_a_dm_customer_hears_their_message_is_kept_and_a_commenter_is_not_messaged(
+    api: FakeGraphAPI,
+) -> None:
+    channel = MessengerInput(settings_for(MessengerSettings, api), PUBLIC, client=fast_client(api))
+    async with serve(channel, api, GREETING) as served:
+        served.agent.error = RuntimeError("the action server is down")
+        await served.dms(dm(JOAO, "m_1", text="where is my parcel"))
+        await comment(served, facebook_comment("555_908", MARIA, "Maria", "Where is my order?"), MARIA)
+
+        assert served.sent() == [(JOAO, HOLDING_REPLY)]
+        assert served.sent("comments") == [("555_908", PUBLIC.text)]  # the public reply went before Rasa
+        assert served.sent("private_reply") == [] and channel.inbox.pending() == 2
