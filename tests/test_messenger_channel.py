@@ -675,3 +675,5 @@ async def test_when_rasa_fails_a_dm_customer_hears_their_message_is_kept_and_a_c
         assert served.sent() == [(JOAO, HOLDING_REPLY)]
         assert served.sent("comments") == [("555_908", PUBLIC.text)]  # the public reply went before Rasa
         assert served.sent("private_reply") == [] and channel.inbox.pending() == 2
+        tried = [c.params["recipient"] for c in api.calls("messages", answered=None)]
+        assert {"id": MARIA} not in tried  # not even tried: a commenter has no DM conversation yet
