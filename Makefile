@@ -67,12 +67,13 @@ bench: $(MODEL) ## Measure latency, throughput, memory, training time, and under
 	$(PY) -m bench.trackers
 	$(PY) -m bench.workers
 
-bench-first-message: $(MODEL) ## Time to the first thing a customer sees, per connector (WhatsApp next to Telegram)
-	$(PY) -m bench.first_message
 
 bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis, 1 and 2 Rasa replicas
 	@scripts/install-system-deps.sh
 	$(PY) -m bench.stack
+
+bench-first-message: $(MODEL) ## Time to the first thing a new customer sees: Telegram, Messenger, Instagram, WhatsApp side by side
+	$(PY) -m bench.first_message
 
 # Needs pypi.org's per-release JSON or api.osv.dev, which the project's build machines do not
 # reach (docs/security.md): run it where they are reachable. --strict: a package it could not

@@ -1,199 +1,249 @@
-"""Time to the first thing a customer sees, per connector: WhatsApp next to Telegram.
+"""Time to the first message a new customer sees, per connector: ``make bench-first-message``.
 
-One ``rasa run`` (with the trained model) and one action server serve both connectors, each
-against its local fake platform API (``tests/fakes/``). Customers take turns, one at a
-time (uncontended latency, not load: ``make bench-stack`` measures load), each a new
-conversation whose first message is posted to the connector's webhook exactly as the
-platform sends it. Timed on one clock (``time.perf_counter``), from the webhook POST to:
+One Rasa server (``bot.launcher``, as ``make run`` starts it) with its action server serves
+Telegram, Messenger, Instagram Direct and WhatsApp at once, against the local fakes of the Bot
+API, the Graph API and the WhatsApp Cloud API (``tests/fakes/``), so the four connectors share
+one process, one model and one moment of the shared machine. Each round, a new customer on each connector (the order
+rotating every round) sends the same first message to its webhook as the platform does
+(signed, batched in Meta's shape); measured on ``time.perf_counter`` from the POST:
 
-- **first sign**: the first call the customer sees anything from. WhatsApp: the read
-  receipt with the typing indicator, sent as soon as the message is stored; Telegram has
-  no such call in the connector, so its first sign is its first message;
-- **first message**: the greeting delivered to the customer's chat.
+* **first sign**: the first thing the customer's app shows; on Messenger and Instagram the
+  ``mark_seen`` call, on WhatsApp the read receipt with the typing indicator (each sent as
+  soon as the message is stored), on Telegram the reply itself (the connector sends no chat
+  action);
+* **first reply**: the first text message delivered to the customer.
 
-Run: ``make bench-first-message`` (or ``python -m bench.first_message --customers 30``);
-results in ``bench/results/first-message-latest.{json,md}`` and docs/benchmarks.md.
+The next customer writes only once the previous turn is quiet, so turns never overlap.
+Writes bench/results/first-message-latest.json and .md (``--quick``: first-message-quick.*).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.procs import publish
+from bench.run import loadavg, machine_facts
+from tests.fakes.graph_api import IG_ID, PAGE_ID, FakeGraphAPI, dm, encoded, rasa_environment, signed_headers
+from tests.fakes.graph_api import RASA_CREDENTIALS as META_CREDENTIALS
+from tests.fakes.graph_api import webhook_body
 from tests.fakes.server import Call, Delivery
+from tests.fakes.telegram_api import RASA_CREDENTIALS as TELEGRAM_CREDENTIALS
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.fakes.telegram_api import rasa_credentials as telegram_credentials
 from tests.fakes.whatsapp_api import FakeWhatsAppAPI, connector_env, notification, signed, text_message
 from tests.fakes.whatsapp_api import rasa_credentials as whatsapp_credentials
-from tests.integration.conftest import channel_assistant
+from tests.processes import base_env, free_ports, start_action_server, start_rasa_server, wait_until_up
+from tests.processes import write_endpoints
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-TELEGRAM_SECRET = "bench-webhook_secret"
-FIRST_MESSAGES = ("Where is my parcel? It was due on Monday", "hi", "I want a refund for my order",
-                  "my card was charged twice")  # fmt: skip
-
-
-class _Clocked:
-    """What a fake records, with the moment (``perf_counter``) each chat first saw something."""
-
-    def __init__(self) -> None:
-        self.first_seen: dict[tuple[str, str], float] = {}
-        self._clock_lock = threading.Lock()
-
-    def stamp(self, what: str, chat: str) -> None:
-        with self._clock_lock:
-            self.first_seen.setdefault((what, chat), time.perf_counter())
+CONNECTORS = ("telegram", "messenger", "instagram", "whatsapp")
+TELEGRAM_SECRET = "bench-first-message-secret"
+FIRST_MESSAGE = "Hi, where is my parcel? I ordered it last week"
+TURN_TIMEOUT_S = 60.0
+QUIET_S = 0.6
 
 
-class TimedWhatsApp(FakeWhatsAppAPI, _Clocked):
-    """The fake Cloud API, stamping each customer's first read receipt and first message."""
+@dataclass
+class Stamps:
+    """When each customer first saw something, on ``time.perf_counter``'s clock (filled by the fakes' threads)."""
 
-    def __init__(self) -> None:
-        FakeWhatsAppAPI.__init__(self)
-        _Clocked.__init__(self)
+    sign: dict[str, float] = field(default_factory=dict)
+    reply: dict[str, float] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def seen(self, customer: str, *, reply: bool) -> None:
+        now = time.perf_counter()
+        with self.lock:
+            self.sign.setdefault(customer, now)
+            if reply:
+                self.reply.setdefault(customer, now)
+                self.last[customer] = now
+
+
+class TimedGraphAPI(FakeGraphAPI):
+    """The fake Graph API, stamping each customer's first ``mark_seen`` and first message."""
+
+    def __init__(self, stamps: Stamps) -> None:
+        super().__init__()
+        self.stamps = stamps
+
+    def _record(self, call: Call) -> None:
+        if call.method == "sender_action" and call.status == 200:
+            self.stamps.seen(str(call.params["recipient"]["id"]), reply=False)
+        super()._record(call)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        self.stamps.seen(delivery.chat, reply=True)
+        super()._deliver(delivery)
+
+
+class TimedBotAPI(FakeTelegramAPI):
+    """The fake Bot API, stamping each chat's first message."""
+
+    def __init__(self, stamps: Stamps) -> None:
+        super().__init__()
+        self.stamps = stamps
+
+    def _deliver(self, delivery: Delivery) -> None:
+        self.stamps.seen(delivery.chat, reply=True)
+        super()._deliver(delivery)
+
+
+class TimedWhatsApp(FakeWhatsAppAPI):
+    """The fake Cloud API, stamping each customer's first read receipt (with typing) and first message."""
+
+    def __init__(self, stamps: Stamps) -> None:
+        super().__init__()
+        self.stamps = stamps
         self.read_by: dict[str, str] = {}
 
     def _record(self, call: Call) -> None:
         if call.method == "read" and call.status == 200:
-            self.stamp("sign", self.read_by.get(str(call.params.get("message_id")), "?"))
+            self.stamps.seen(self.read_by.get(str(call.params.get("message_id")), "?"), reply=False)
         super()._record(call)
 
     def _deliver(self, delivery: Delivery) -> None:
-        self.stamp("message", delivery.chat)
-        super()._deliver(delivery)
-
-
-class TimedTelegram(FakeTelegramAPI, _Clocked):
-    """The fake Bot API, stamping each chat's first message."""
-
-    def __init__(self) -> None:
-        FakeTelegramAPI.__init__(self)
-        _Clocked.__init__(self)
-
-    def _deliver(self, delivery: Delivery) -> None:
-        self.stamp("message", delivery.chat)
+        self.stamps.seen(delivery.chat, reply=True)
         super()._deliver(delivery)
 
 
 @dataclass
-class Timings:
-    """Seconds from the POST to the first sign and the first message, per customer."""
+class Fakes:
+    """The platforms' fake APIs the connectors talk to."""
 
-    sign: list[float] = field(default_factory=list)
-    message: list[float] = field(default_factory=list)
+    graph: TimedGraphAPI
+    telegram: TimedBotAPI
+    whatsapp: TimedWhatsApp
 
-    def summary(self) -> dict[str, Any]:
-        def figures(values: list[float]) -> dict[str, float]:
-            ordered = sorted(values)
-            p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-            return {"p50_ms": round(statistics.median(ordered) * 1000, 1), "p90_ms": round(p90 * 1000, 1),
-                    "max_ms": round(ordered[-1] * 1000, 1)}  # fmt: skip
-
-        found = {"first_sign": figures(self.sign), "first_message": figures(self.message)}
-        return {"customers": len(self.message), **found}
+    def stop(self) -> None:
+        for fake in (self.graph, self.telegram, self.whatsapp):
+            fake.stop()
 
 
-def _wait(first_seen: dict[tuple[str, str], float], key: tuple[str, str], timeout: float = 60.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if key in first_seen:
-            return first_seen[key]
-        time.sleep(0.002)
-    raise TimeoutError(f"nothing for {key} within {timeout}s")
-
-
-def _whatsapp_customer(rasa_url: str, api: TimedWhatsApp, number: int, text: str) -> tuple[float, float]:
-    sender = f"49151{number:08d}"
-    message = text_message(sender, text)
-    api.read_by[message["id"]] = sender
-    raw, headers = signed(notification([message], names={sender: "Maria Keller"}))
-    started = time.perf_counter()
-    answer = httpx.post(f"{rasa_url}/webhooks/whatsapp/webhook", content=raw, headers=headers, timeout=30)
+def _post(client: httpx.Client, connector: str, customer: str, fakes: Fakes, number: int) -> None:
+    if connector == "whatsapp":
+        message = text_message(customer, FIRST_MESSAGE)
+        fakes.whatsapp.read_by[message["id"]] = customer
+        raw, headers = signed(notification([message], names={customer: "Maria Keller"}))
+        answer = client.post("/webhooks/whatsapp/webhook", content=raw, headers=headers)
+    elif connector == "telegram":
+        chat = {"id": int(customer), "type": "private", "first_name": "Maria"}
+        update = {"update_id": number, "message": {"message_id": number, "date": int(time.time()), "chat": chat,
+                                                   "from": {**chat, "is_bot": False}, "text": FIRST_MESSAGE}}  # fmt: skip
+        answer = client.post("/webhooks/telegram/webhook", json=update,
+                             headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})  # fmt: skip
+    else:
+        graph = fakes.graph
+        graph.customer_wrote(customer)
+        obj, account = ("page", PAGE_ID) if connector == "messenger" else ("instagram", IG_ID)
+        raw = encoded(webhook_body(obj, account, [dm(customer, f"m_bench_{number}", account, text=FIRST_MESSAGE)]))
+        answer = client.post(f"/webhooks/{connector}/webhook", content=raw, headers=signed_headers(raw))
     answer.raise_for_status()
-    message_at = _wait(api.first_seen, ("message", sender))
-    return _wait(api.first_seen, ("sign", sender)) - started, message_at - started
 
 
-def _telegram_customer(rasa_url: str, api: TimedTelegram, number: int, text: str) -> tuple[float, float]:
-    chat = 10_000_000 + number
-    user = {"id": chat, "is_bot": False, "first_name": "Maria"}
-    update = {"update_id": number, "message": {"message_id": number, "date": int(time.time()), "text": text,
-                                               "chat": {"id": chat, "type": "private"}, "from": user}}  # fmt: skip
-    started = time.perf_counter()
-    answer = httpx.post(f"{rasa_url}/webhooks/telegram/webhook", json=update,
-                        headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET}, timeout=30)  # fmt: skip
-    answer.raise_for_status()
-    seen = _wait(api.first_seen, ("message", str(chat))) - started
-    return seen, seen
+def _wait_for_turn(stamps: Stamps, customer: str) -> None:
+    """Wait for the customer's first reply, then until no message came for ``QUIET_S``."""
+    deadline = time.perf_counter() + TURN_TIMEOUT_S
+    while time.perf_counter() < deadline:
+        with stamps.lock:
+            last = stamps.last.get(customer)
+        if last is not None and time.perf_counter() - last >= QUIET_S:
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"customer {customer} got no reply within {TURN_TIMEOUT_S:.0f} s")
 
 
-def measure(customers: int, warmup: int = 3) -> dict[str, Any]:
-    """Start the stack, time ``customers`` first messages per connector (after ``warmup`` each); return the figures."""
-    work = Path(tempfile.mkdtemp(prefix="firstreply-bench-first-message-"))
-    whatsapp, telegram = TimedWhatsApp().start(), TimedTelegram().start()
-    env = {**connector_env(whatsapp.base_url), "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,
-           "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET, "TELEGRAM_API_BASE_URL": telegram.base_url}  # fmt: skip
-    credentials = whatsapp_credentials() + telegram_credentials(None)
-    timings = {"whatsapp": Timings(), "telegram": Timings()}
-    runs: dict[str, Callable[[str, int, str], tuple[float, float]]] = {
-        "whatsapp": lambda url, n, text: _whatsapp_customer(url, whatsapp, n, text),
-        "telegram": lambda url, n, text: _telegram_customer(url, telegram, n, text),
+def _summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
     }
+
+
+def measure(rounds: int, work: Path) -> dict[str, Any]:
+    """Start the servers and the fakes, run ``rounds`` rounds, return the figures per connector."""
+    stamps = Stamps()
+    fakes = Fakes(TimedGraphAPI(stamps).start(), TimedBotAPI(stamps).start(), TimedWhatsApp(stamps).start())
+    graph, telegram = fakes.graph, fakes.telegram
+    graph.profiles.update({str(7_000_000 + n): {"first_name": "Maria", "name": "Maria"} for n in range(len(CONNECTORS) * (rounds + 1))})
+    rasa_port, actions_port = free_ports(2)
+    (work / "credentials.yml").write_text(TELEGRAM_CREDENTIALS + META_CREDENTIALS + whatsapp_credentials())
+    env = {
+        **base_env(),
+        "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
+        "TELEGRAM_API_BASE_URL": telegram.base_url,
+        **rasa_environment(graph.base_url),
+        **connector_env(fakes.whatsapp.base_url),
+        "FIRSTREPLY_CASE_DB": f"sqlite:///{work / 'cases.db'}", "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
+    }  # fmt: skip
+    actions = start_action_server("action server", actions_port, env, work / "actions.log")
+    rasa = start_rasa_server("rasa server", rasa_port, write_endpoints(work, actions_port), env, work / "rasa.log",
+                             credentials=work / "credentials.yml")  # fmt: skip
+    timings: dict[str, dict[str, list[float]]] = {c: {"sign": [], "reply": []} for c in CONNECTORS}
     try:
-        with channel_assistant(work, credentials, env, "/webhooks/whatsapp/") as started:
-            for number in range(1, warmup + customers + 1):
-                text = FIRST_MESSAGES[number % len(FIRST_MESSAGES)]
-                # Alternate which connector goes first, so neither always meets a warmer server.
-                order = ("whatsapp", "telegram") if number % 2 else ("telegram", "whatsapp")
-                for name in order:
-                    sign, message = runs[name](started.rasa_url, number, text)
-                    if number > warmup:
-                        timings[name].sign.append(sign)
-                        timings[name].message.append(message)
-                    time.sleep(0.3)  # let the conversation's other replies go out before the next customer
+        wait_until_up(actions, f"http://127.0.0.1:{actions_port}/health")
+        wait_until_up(rasa, f"http://127.0.0.1:{rasa_port}/webhooks/messenger/", 300)
+        with httpx.Client(base_url=f"http://127.0.0.1:{rasa_port}", timeout=30) as client:
+            number = 0
+            for round_number in range(rounds + 1):  # round 0 warms every connector up, unmeasured
+                turn = round_number % len(CONNECTORS)
+                for connector in CONNECTORS[turn:] + CONNECTORS[:turn]:
+                    customer = str((4915100000000 if connector == "whatsapp" else 7_000_000) + number)
+                    number += 1
+                    started = time.perf_counter()
+                    _post(client, connector, customer, fakes, number)
+                    _wait_for_turn(stamps, customer)
+                    if round_number:
+                        timings[connector]["sign"].append(stamps.sign[customer] - started)
+                        timings[connector]["reply"].append(stamps.reply[customer] - started)
     finally:
-        whatsapp.stop()
-        telegram.stop()
-    return {name: found.summary() for name, found in timings.items()}
+        for process in (rasa, actions):
+            process.stop()
+        fakes.stop()
+    return {c: {"first_sign": _summary(t["sign"]), "first_reply": _summary(t["reply"])} for c, t in timings.items()}
 
 
-def report(results: dict[str, Any]) -> str:
-    """Return the results as a Markdown table."""
-    lines = ["| Connector | Customers | First sign p50 / p90 (ms) | First message p50 / p90 / max (ms) |",
-             "| --- | --- | --- | --- |"]  # fmt: skip
-    for name, found in results.items():
-        sign, message = found["first_sign"], found["first_message"]
-        lines.append(f"| {name} | {found['customers']} | {sign['p50_ms']} / {sign['p90_ms']} | "
-                     f"{message['p50_ms']} / {message['p90_ms']} / {message['max_ms']} |")  # fmt: skip
-    return "\n".join(lines)
+def render(results: dict[str, Any]) -> str:
+    """Return the figures as the Markdown table docs/benchmarks.md quotes."""
+    lines = [
+        f"Time to the first message, {results['rounds']} new customers per connector, one Rasa process "
+        f"(load average before: {results['loadavg_before']})",
+        "",
+        "| Connector | first sign p50 | p90 | first reply p50 | p90 | max |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for connector in CONNECTORS:
+        sign, reply = results["connectors"][connector]["first_sign"], results["connectors"][connector]["first_reply"]
+        lines.append(f"| {connector} | {sign['p50_ms']:.0f} ms | {sign['p90_ms']:.0f} ms | {reply['p50_ms']:.0f} ms "
+                     f"| {reply['p90_ms']:.0f} ms | {reply['max_ms']:.0f} ms |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the bench and write its results."""
-    parser = argparse.ArgumentParser(prog="python -m bench.first_message", description=__doc__)
-    parser.add_argument("--customers", type=int, default=30, help="customers per connector (default 30)")
-    arguments = parser.parse_args(argv)
-    results = measure(arguments.customers)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "first-message-latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = report(results)
-    (RESULTS / "first-message-latest.md").write_text(table + "\n")
-    print(table)
-    return 0
+def main() -> None:
+    """Run the benchmark and write its results."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=30, help="new customers per connector (default 30)")
+    parser.add_argument("--quick", action="store_true", help="5 rounds, results in first-message-quick.*")
+    args = parser.parse_args()
+    rounds = 5 if args.quick else args.rounds
+    results: dict[str, Any] = {"rounds": rounds, "machine": machine_facts(), "loadavg_before": loadavg()}
+    with tempfile.TemporaryDirectory(prefix="firstreply-first-message-") as work:
+        results["connectors"] = measure(rounds, Path(work))
+    results["loadavg_after"] = loadavg()
+    publish("first-message-quick" if args.quick else "first-message", results, render(results))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

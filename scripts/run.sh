@@ -105,6 +105,24 @@ if [ -n "${WHATSAPP_ACCESS_TOKEN:-}" ]; then
   channels+=("WhatsApp at /webhooks/whatsapp/webhook")
 fi
 
+# Messenger and Instagram Direct: one Meta app (META_APP_SECRET signs the webhooks,
+# META_VERIFY_TOKEN answers its handshake); docs/channels/messenger.md and instagram.md.
+meta_channel() {  # meta_channel NAME TOKEN_VAR ACCOUNT_VAR CLASS ACCOUNT_KEY
+  local name
+  for name in "$3" META_APP_SECRET META_VERIFY_TOKEN; do
+    [ -n "${!name:-}" ] || { echo "error: $2 is set, so $1 is served and needs $name" >&2; exit 1; }
+  done
+  printf '%s\n' "bot.channels.$4:" "  $5: \${$3}" "  token: \${$2}" '  app_secret: ${META_APP_SECRET}' \
+    '  verify_token: ${META_VERIFY_TOKEN}' >>"$credentials"
+  channels+=("$1 at /webhooks/$(echo "$1" | tr 'A-Z' 'a-z' | cut -d' ' -f1)/webhook")
+}
+if [ -n "${MESSENGER_PAGE_TOKEN:-}" ]; then
+  meta_channel Messenger MESSENGER_PAGE_TOKEN MESSENGER_PAGE_ID messenger.MessengerInput page_id
+fi
+if [ -n "${INSTAGRAM_TOKEN:-}" ]; then
+  meta_channel "Instagram Direct" INSTAGRAM_TOKEN INSTAGRAM_ACCOUNT_ID instagram.InstagramInput account_id
+fi
+
 # The agent desk follows customers' messages through Rasa's SQL event broker.
 desk=""
 if [ -n "${SLACK_DESK_BOT_TOKEN:-}" ]; then

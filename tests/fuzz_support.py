@@ -8,9 +8,10 @@ built the same way: Rasa's real Sanic app (``configure_app``) on a free port.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import string
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -207,6 +208,35 @@ def wrong_secrets(right: str) -> st.SearchStrategy[bytes | None]:
             encoded.replace(encoded[:1], b"\xc3\xa9", 1)]  # fmt: skip
     printable = st.text(string.ascii_letters + string.digits + "_-=/+", min_size=1, max_size=300).map(str.encode)
     return st.one_of(st.none(), st.sampled_from(near), printable, HEADER_BYTES).filter(lambda value: value != encoded)
+
+
+def handling_failed(record: logging.LogRecord) -> bool:
+    """Whether a log record reports that handling a stored update failed (the inbox retries those)."""
+    if record.name == "bot.channels.inbox":
+        return record.levelno >= logging.WARNING
+    return record.name == "bot.channels.common" and record.levelno >= logging.ERROR
+
+
+async def refused_or_ignored(
+    post: Callable[[bytes], Awaitable[httpx.Response]], body: bytes, refusal: dict[str, Any], watch: TableWatch,
+    agent: RecordingAgent, caplog: Any,
+) -> httpx.Response:  # fmt: skip
+    """POST a malformed authenticated ``body``: a 400 (``refusal``, nothing stored, nothing to Rasa) or a 200.
+
+    Also after the 200: handling what was stored must not fail in the background, and only
+    text reaches Rasa. Returns the answer for the caller's own checks.
+    """
+    stored = watch.snapshot()
+    caplog.clear()
+    answer = await post(body)
+    failures = [r.getMessage() for r in caplog.records if handling_failed(r)]
+    assert failures == [], (body[:300], [repr(r.exc_info[1]) for r in caplog.records if r.exc_info])
+    assert answer.status_code in (200, 400), answer.text[:300]
+    if answer.status_code == 400:
+        assert answer.json() == refusal
+        assert watch.snapshot() == stored and agent.messages == []
+    assert all(isinstance(message.text, str) for message in agent.messages)
+    return answer
 
 
 # --- watching what is stored ---------------------------------------------------------------

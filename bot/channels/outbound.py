@@ -10,6 +10,9 @@ environment (the same variables Rasa's connectors read):
 - ``whatsapp``: ``bot.channels.whatsapp_output.WhatsAppOutput`` (``WHATSAPP_ACCESS_TOKEN``,
   ``WHATSAPP_PHONE_NUMBER_ID``, ``WHATSAPP_API_BASE_URL``); it also sends the template that
   reopens a conversation past 24 hours (``send_template``);
+- ``messenger`` / ``instagram``: ``bot.channels.meta_output.MetaOutput`` (``MESSENGER_PAGE_ID``,
+  ``MESSENGER_PAGE_TOKEN`` / ``INSTAGRAM_ACCOUNT_ID``, ``INSTAGRAM_TOKEN``; ``META_GRAPH_BASE_URL``);
+  a person's reply 24 hours to 7 days after the customer's last message passes ``tag="HUMAN_AGENT"``;
 - ``webchat``: ``bot.channels.webchat.WebChatOutput``, which stores the message in the web
   chat's table (``FIRSTREPLY_CHANNEL_DB``, shared with Rasa); the customer's page fetches it;
 - anything else (``rest``, ...): no message can be pushed to the customer later, so the
@@ -45,7 +48,9 @@ TELEGRAM = "telegram"
 SLACK_DM = "slack_dm"
 WEBCHAT = "webchat"
 WHATSAPP = "whatsapp"
-PUSH_CHANNELS: tuple[str, ...] = (TELEGRAM, SLACK_DM, WEBCHAT, WHATSAPP)
+MESSENGER = "messenger"
+INSTAGRAM = "instagram"
+PUSH_CHANNELS: tuple[str, ...] = (TELEGRAM, SLACK_DM, WEBCHAT, WHATSAPP, MESSENGER, INSTAGRAM)
 # Connector settings check the secret that authenticates *incoming* webhooks too; a sender
 # never receives anything, so it is built with a stand-in that passes the format check.
 _SENDER_ONLY_SECRET = "sender-only-no-webhook"
@@ -79,7 +84,9 @@ class Outbound:
         known = self._senders.get(channel)
         if known is None:
             builders = {TELEGRAM: self._build_telegram, SLACK_DM: self._build_slack_dm, WEBCHAT: self._build_webchat,
-                        WHATSAPP: self._build_whatsapp}  # fmt: skip
+                        WHATSAPP: self._build_whatsapp,
+                        MESSENGER: lambda: self._build_meta(MESSENGER),
+                        INSTAGRAM: lambda: self._build_meta(INSTAGRAM)}  # fmt: skip
             known = builders[channel]()
             self._senders[channel] = known
         return known
@@ -157,3 +164,17 @@ class Outbound:
         except ChannelCredentialsError as error:
             raise OutboundUnavailable(f"cannot answer Slack DM customers: {error}") from error
         return slack.SlackDMOutput(self._slack_client(slack, settings))  # type: ignore[no-any-return]
+
+    def _build_meta(self, channel: str) -> OutputChannel:
+        from bot.channels.meta_output import InstagramSettings, MessengerSettings, MetaOutput, build_client
+
+        settings_class = MessengerSettings if channel == MESSENGER else InstagramSettings
+        stand_in = {"app_secret": _SENDER_ONLY_SECRET, "verify_token": _SENDER_ONLY_SECRET}
+        try:
+            settings = settings_class.from_credentials(stand_in, self._env)
+        except ChannelCredentialsError as error:
+            raise OutboundUnavailable(f"cannot answer {channel} customers: {error}") from error
+        # One try per call, as for Telegram: the outbox retries and knows what may have gone through.
+        client = build_client(settings, max_attempts=1)
+        self._closers.append(client.close)
+        return MetaOutput(client, settings.platform, settings.account_id)

@@ -42,8 +42,8 @@ class ButtonLimits:
 
 
 LIMITS: Mapping[str, ButtonLimits] = {
-    MESSENGER: ButtonLimits(MESSENGER, "MESSENGER_PAGE_ACCESS_TOKEN", 13, 20, "quick replies"),
-    INSTAGRAM: ButtonLimits(INSTAGRAM, "INSTAGRAM_ACCESS_TOKEN", 13, 20, "quick replies"),
+    MESSENGER: ButtonLimits(MESSENGER, "MESSENGER_PAGE_TOKEN", 13, 20, "quick replies"),
+    INSTAGRAM: ButtonLimits(INSTAGRAM, "INSTAGRAM_TOKEN", 13, 20, "quick replies"),
     WHATSAPP: ButtonLimits(WHATSAPP, "WHATSAPP_ACCESS_TOKEN", 10, 24, "a list message"),
 }
 

@@ -6,7 +6,7 @@ Plain frozen data; ``bot.ops.support`` builds it from the file.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.eta.calendar import BusinessCalendar
@@ -110,6 +110,21 @@ class WhatsAppRules:
 
 
 @dataclass(frozen=True)
+class PublicReply:
+    """How a public post about the brand (a comment under its post) is answered in public.
+
+    Attributes:
+        enabled: Whether anything is posted in public (the private message goes regardless).
+        text: Posted under a comment taken private ("Sorry to hear this — we've sent you a message").
+        thanks: Posted under praise, which gets nothing else.
+    """
+
+    enabled: bool = True
+    text: str = "Sorry to hear this — we've sent you a message so we can sort it out."
+    thanks: str = "Thank you, that's lovely to hear!"
+
+
+@dataclass(frozen=True)
 class SupportConfig:
     """Everything support.yml says, checked.
 
@@ -123,6 +138,8 @@ class SupportConfig:
         routing: Which channel a case is posted to.
         watchdog: What the desk's watchdog does (all defaults when the section is left out).
         whatsapp: What may be sent on WhatsApp past its window (no template when left out).
+        public_replies: Per platform where comments are answered (facebook, instagram):
+            the public reply (defaults when left out).
     """
 
     path: Path
@@ -134,6 +151,11 @@ class SupportConfig:
     routing: Routing
     watchdog: WatchdogRules = WatchdogRules()
     whatsapp: WhatsAppRules = WhatsAppRules()
+    public_replies: Mapping[str, PublicReply] = field(default_factory=dict)
+
+    def public_reply(self, platform: str) -> PublicReply:
+        """Return how comments on ``platform`` are answered in public (the defaults if not configured)."""
+        return self.public_replies.get(platform) or PublicReply()
 
     @property
     def lead_channel(self) -> str:

@@ -22,12 +22,14 @@ from yaml.nodes import MappingNode, Node
 
 from bot.constants import CASE_TYPE_GENERAL, CASE_TYPES, PRIORITIES
 from bot.eta.estimate import ServiceTargets
-from bot.ops.config import Brand, PriorityRules, Routing, SupportConfig, WatchdogRules, WhatsAppRules
+from bot.ops.config import Brand, PriorityRules, PublicReply, Routing, SupportConfig, WatchdogRules, WhatsAppRules
 from bot.ops.errors import OpsConfigError
 from bot.ops.hours import HOURS_KEYS, HOURS_REQUIRED, read_calendar
 from bot.ops.nodes import Entries, Entry, NodeReader, is_empty
 
 SUPPORT_FILE_ENV = "FIRSTREPLY_SUPPORT_FILE"
+# Where public comments are answered: Facebook Page posts, Instagram posts.
+PUBLIC_REPLY_PLATFORMS: tuple[str, ...] = ("facebook", "instagram")
 SUPPORT_FILE_NAME = "support.yml"
 # The repository root: the directory holding the ``bot`` package.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -70,11 +72,14 @@ _OPTIONAL_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         (),
     ),
+    "public_replies": (PUBLIC_REPLY_PLATFORMS, ()),
 }
 _OPTIONAL_SECTIONS["whatsapp"] = (("reopen_template", "template_language"), ())
 # A WhatsApp template's name (lowercase letters, digits, underscores) and language code.
 _TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
 _TEMPLATE_LANGUAGE = re.compile(r"[a-z]{2,3}(_[A-Za-z]{2,4})?")
+# How a public comment is answered in public, per platform (``public_replies.<platform>``).
+_PUBLIC_REPLY_KEYS = ("enabled", "text", "thanks")
 # A Slack user (U.../W...) or user group (S...) id, for the watchdog's on-call mention.
 _SLACK_MENTIONABLE = re.compile(r"[UWS][A-Z0-9]{2,}")
 
@@ -165,6 +170,7 @@ class _SupportReader(NodeReader):
             routing=self._routing(parts["routing"]),
             watchdog=self._watchdog(parts.get("watchdog", {})),
             whatsapp=self._whatsapp(parts.get("whatsapp", {})),
+            public_replies=self._public_replies(parts.get("public_replies", {})),
         )
 
     def _brand(self, entries: Entries) -> Brand:
@@ -375,6 +381,19 @@ class _SupportReader(NodeReader):
                 matching("template_language", _TEMPLATE_LANGUAGE, "a language code such as en, en_GB or pt_BR"), "en",
             ),
         )  # fmt: skip
+
+    def _public_replies(self, entries: Entries) -> dict[str, PublicReply]:
+        defaults = PublicReply()
+        found: dict[str, PublicReply] = {}
+        for platform, (key_node, node) in entries.items():
+            where = f"public_replies.{platform}"
+            reply = self.section(node, where, key_node, _PUBLIC_REPLY_KEYS, ())
+            found[platform] = PublicReply(
+                enabled=self.optional(reply, "enabled", lambda e: self.flag(*e, f"{where}.enabled"), True),
+                text=self.optional(reply, "text", lambda e: self.text(*e, f"{where}.text"), defaults.text),
+                thanks=self.optional(reply, "thanks", lambda e: self.text(*e, f"{where}.thanks"), defaults.thanks),
+            )
+        return found
 
     def _mentionable(self, key_node: Node, node: Node) -> str:
         value = self.value(node)
