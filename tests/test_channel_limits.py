@@ -86,7 +86,7 @@ def test_the_channels_switched_on_in_the_environment_are_checked_by_default(
     assert (status, lines) == (0, []) and "finding" not in out  # nothing switched on, nothing to say
 
     monkeypatch.setenv("WHATSAPP_ACCESS_TOKEN", "EAAG-token")
-    assert switched_on({"WHATSAPP_ACCESS_TOKEN": "x", "INSTAGRAM_ACCESS_TOKEN": " "}) == ["whatsapp"]
+    assert switched_on({"WHATSAPP_ACCESS_TOKEN": "x", "INSTAGRAM_TOKEN": " "}) == ["whatsapp"]
     status, out, lines = check(capsys, "--domain", str(domain))
     assert status == 0 and len(lines) == 2 and all(" on whatsapp: " in line for line in lines)
 
