@@ -10,7 +10,9 @@ For the customers arriving in the measured window:
 - at risk: promises that slipped (no reply by the deadline); updated before the deadline:
   of those, the share the watchdog told before the deadline passed;
 - updates: customers who got an update; needless: updated, then answered in time anyway;
-  new promise kept: for the calibrated policy, the first update's new deadline was met.
+  new promise kept: for the calibrated policy, the first update's new deadline was met;
+- every promise told before it slipped: of all the promises given (first ones and new
+  estimates) that passed unanswered, those whose customer heard from the watchdog first.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class PolicySummary:
     needless_updates: int
     updated_promises_kept_share: float | None
     median_warning_lead_minutes: float | None
+    promises_slipped: int = 0
+    promises_slipped_told_before: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ def _policy(
     promised: list[float] = []
     leads: list[float] = []
     updated_kept = updated_with_new = 0
+    chain_slipped = chain_told = 0
     for customer in measured:
         record = customer.promises[name]
         assert customer.replied is not None
@@ -133,6 +138,11 @@ def _policy(
         if not on_time:
             slipped += 1
             warned += warned_in_time
+        deadlines = [record.deadline, *record.new_deadlines]
+        for number, deadline in enumerate(deadlines):
+            if customer.replied > deadline + _EPSILON:
+                chain_slipped += 1
+                chain_told += len(record.updates) > number and record.updates[number] < deadline
     return PolicySummary(
         policy=name,
         customers=len(measured),
@@ -150,4 +160,6 @@ def _policy(
         needless_updates=needless,
         updated_promises_kept_share=updated_kept / updated_with_new if updated_with_new else None,
         median_warning_lead_minutes=quantile(leads, 0.5) if leads else None,
+        promises_slipped=chain_slipped,
+        promises_slipped_told_before=chain_told,
     )
