@@ -285,7 +285,8 @@ def _say_duration(minutes: int) -> str:
     if rest in _QUARTERS:
         if hours == 1:
             return f"an hour and {_QUARTERS[rest]}"
-        return f"{hours} and {_QUARTERS[rest]} hours"
+        # "2 and three quarter hours": the fraction qualifies "hours", so no plural.
+        return f"{hours} and {_QUARTERS[rest].removesuffix('s')} hours"
     return f"{whole} {rest} minutes"
 
 
