@@ -468,12 +468,15 @@ def predict_wait(
     at least that share. Only cases answered before ``now`` are in the window, so no
     promise is built on what happened after it was made.
 
-    Every answered case of the window is scored, whatever its hour: measured on the
-    simulated weeks, scores kept apart by hour of the week, hour of the day or size of
-    the expected wait came from too few cases and kept fewer promises (see
-    docs/promises.md); the expected wait already carries the hour (the rota) and the
-    queue. With fewer than ``min_history_samples`` scores, or too few for the quantile
-    (``q / (1 - q)``), the prior: ``expected x safety_factor``.
+    The scores are those of the cases of the same priority when there are enough
+    (``BASIS_SAME_PRIORITY``: later arrivals of a more urgent case are served first, so
+    a low-priority case strays further from its queue than an urgent one), else of all
+    cases (``BASIS_ALL_CASES``), whatever their hour: measured on the simulated weeks,
+    scores kept apart by hour of the week, hour of the day or size of the expected
+    wait came from too few cases and kept fewer promises (docs/promises.md); the
+    expected wait already carries the hour (the rota) and the queue. "Enough" is at
+    least ``min_history_samples`` and enough for the quantile (``q / (1 - q)``: 19 for
+    0.95). Without, the prior: ``expected x safety_factor``.
 
     For a customer who has already waited (a new estimate when a promise is at risk),
     a long wait so far is itself evidence: with ``waited_minutes`` > 0 the prediction is
@@ -590,8 +593,9 @@ def _predict_new_case(
             agents_then = sample.agents_on_shift or agents
             expected_then = _queue_minutes(sample.cases_ahead, agents_then, sample.agents_busy, handle)
         scored.append((sample.priority, _score(sample.reply_minutes, expected_then)))
+    same_priority = [score for priority, score in scored if priority == queue.priority]
     levels = (
-        (BASIS_SAME_PRIORITY, [score for priority, score in scored if priority == queue.priority]),
+        (BASIS_SAME_PRIORITY, same_priority if queue.priority is not None else []),
         (BASIS_ALL_CASES, [score for _, score in scored]),
     )
     for basis, scores in levels:
