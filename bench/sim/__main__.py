@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.sim import profiles
-from bench.sim.metrics import PolicySummary, RunSummary, summarize
+from bench.sim.metrics import ORACLE_SHARE, PolicySummary, RunSummary, summarize
 from bench.sim.model import (
     FIXED_PROMISE_MINUTES,
     POLICIES,
@@ -124,6 +124,21 @@ def _policy_of(run: RunSummary, name: str) -> PolicySummary:
     return next(policy for policy in run.policies if policy.policy == name)
 
 
+def _oracle_lines(runs: Sequence[RunSummary]) -> list[str]:
+    """Say how low the median promised/actual could go, had each class's waits been known."""
+    bounds = [run.oracle_ratio_p50 for run in runs if run.oracle_ratio_p50 is not None]
+    if len(bounds) < len(runs):
+        return []
+    return [
+        "The waits' own spread: a promise that knew in advance the actual waits of each group of "
+        "20 customers alike to the estimate (same priority, neighbouring expected waits), and "
+        f"promised each group its {ORACLE_SHARE:.0%} quantile (floor and rounding as FirstReply's), "
+        f"would have a median promised/actual of {statistics.mean(bounds):.2f} "
+        f"({min(bounds):.2f}–{max(bounds):.2f} over the seeds).",
+        "",
+    ]
+
+
 def _over_seeds_rows(runs: Sequence[RunSummary]) -> list[str]:
     """Return one table row per policy: its figures over every seed of one profile."""
     rows = []
@@ -206,6 +221,7 @@ def render_markdown(
             "",
             f"FirstReply against the targets: {_verdict(over)}.",
             "",
+            *_oracle_lines(over),
         ]
     for summary in runs[first_seed]:
         lines += [
