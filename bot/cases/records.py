@@ -180,9 +180,8 @@ def recorded_opening_queue(metadata: Mapping[str, Any] | None) -> tuple[int | No
     def count(value: Any) -> int | None:
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
-    good_expected = (
-        isinstance(expected, (int, float)) and not isinstance(expected, bool) and math.isfinite(expected) and expected > 0
-    )
+    number = isinstance(expected, (int, float)) and not isinstance(expected, bool)
+    good_expected = number and math.isfinite(expected) and expected > 0
     return count(agents), count(busy), float(expected) if good_expected else None
 
 
