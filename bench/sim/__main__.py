@@ -209,13 +209,13 @@ def render_markdown(
             "",
             f"{sum(run.customers for run in over)} measured customers in all. Kept: the first "
             "promise was met. Promised/actual: the median over customers, its mean over "
-            "seeds (and the worst seed); p90 likewise, mean. Slipped: promises of every "
-            "kind (first ones and new estimates) that passed unanswered, and how many of "
-            "their customers were told before. Customers updated: told once or more that "
+            "seeds (and the worst seed); p90 likewise, mean. Promises slipped: of "
+            "every kind (first ones and new estimates) that passed unanswered, and how many "
+            "of them the customer was told of before. Customers updated: told once or more that "
             "their promise was at risk; needless: then answered within the first promise.",
             "",
             "| Policy | Kept, mean | Kept, worst seed | Promised/actual p50, mean (worst) | "
-            "p90, mean | Slipped: told before | Customers updated |",
+            "p90, mean | Promises slipped: told before | Customers updated |",
             "| --- | --- | --- | --- | --- | --- | --- |",
             *_over_seeds_rows(over),
             "",

@@ -481,7 +481,9 @@ def predict_wait(
     For a customer who has already waited (a new estimate when a promise is at risk),
     a long wait so far is itself evidence: with ``waited_minutes`` > 0 the prediction is
     at least the conformal ``promise_quantile`` of how much longer the recent customers
-    who had waited that long still waited, when there are enough of them.
+    who had waited that long still waited, when there are enough of them; when there
+    are too few (this customer is further into the tail than history reaches), at least
+    as long again as the wait so far.
 
     Args:
         now: When the customer asked; timezone-aware.
@@ -510,9 +512,14 @@ def predict_wait(
         for sample in queue.history.samples
         if sample.reply_minutes > waited_minutes
     ]
-    if len(still_waiting) < targets.min_history_samples:
-        return prediction
-    longer = conformal_quantile(still_waiting, targets.promise_quantile)
+    longer = None
+    if len(still_waiting) >= targets.min_history_samples:
+        longer = conformal_quantile(still_waiting, targets.promise_quantile)
+    if longer is None and len(queue.history) >= targets.min_history_samples:
+        # Waited longer than nearly every recent case: history cannot say how much longer,
+        # but a wait this far into the tail tends to go on as long again (a new estimate
+        # that doubles each time needs few updates, where a short one would need many).
+        longer = waited_minutes
     if longer is None or longer <= prediction.minutes:
         return prediction
     return replace(prediction, minutes=longer, samples=len(still_waiting))
