@@ -315,6 +315,15 @@ def test_the_expected_wait_counts_the_rota_after_closing() -> None:
     assert expected_wait(now, northwind(), QueueSnapshot(10, 2, None), TARGETS, {wednesday_eight: 3}) == 52.0
 
 
+def test_while_closed_the_rota_says_who_opens() -> None:
+    # Tuesday 22:00, closed; 10 ahead: 126 agent-minutes. Nobody is on shift now (0: the
+    # default 2), but the rota has 3 from Wednesday 08:00: 42 open minutes, not 63.
+    now = at("2026-12-01T22:00:00+00:00")
+    wednesday_eight = 2 * 24 + 8
+
+    assert expected_wait(now, northwind(), QueueSnapshot(10, 0, None), TARGETS, {wednesday_eight: 3}) == 42.0
+
+
 def test_the_rota_is_learned_from_the_staffing_recorded_with_each_case() -> None:
     recorded = history(
         answered("2026-11-24T13:10:00+00:00", [5, 5, 5], agents_on_shift=5),

@@ -223,8 +223,9 @@ class Promise:
         business_minutes: Open minutes from now to the deadline.
         open_now: Whether the brand was open when the promise was made.
         wording: What the customer reads, e.g. "within about 20 minutes".
-        basis: Where the length came from: ``BASIS_PRIOR`` (the formula times the
-            safety factor) or ``BASIS_ALL_CASES`` (calibrated on history).
+        basis: Where the length came from: ``BASIS_PRIOR`` (the expected wait times
+            the safety factor), ``BASIS_SAME_PRIORITY`` or ``BASIS_ALL_CASES`` (calibrated
+            on the cases of the same priority, or on all).
         history_samples: How many answered cases the length was learned from.
         expected_minutes: The point prediction the length was built on
             (``WaitPrediction.expected_minutes``); stored with the case, so that its
@@ -403,11 +404,7 @@ def expected_wait_minutes(queue: QueueSnapshot, targets: ServiceTargets) -> floa
     Returns:
         ``(cases_ahead + PICKUP_SHARE) * handle / agents``, before any safety factor.
     """
-    return _formula_minutes(queue.cases_ahead, queue, targets)
-
-
-def _formula_minutes(cases_ahead: int, queue: QueueSnapshot, targets: ServiceTargets) -> float:
-    return (cases_ahead + PICKUP_SHARE) * _handle_minutes(queue, targets) / _agents(queue, targets)
+    return _queue_minutes(queue.cases_ahead, _agents(queue, targets), None, _handle_minutes(queue, targets))
 
 
 def _queue_minutes(cases_ahead: int, agents: int, busy: int | None, handle: float) -> float:
@@ -426,7 +423,7 @@ class WaitPrediction:
 
     Attributes:
         minutes: Business minutes, before the first-response floor and rounding.
-        basis: ``BASIS_PRIOR`` or ``BASIS_ALL_CASES``.
+        basis: ``BASIS_PRIOR``, ``BASIS_SAME_PRIORITY`` or ``BASIS_ALL_CASES``.
         samples: Answered cases it was learned from (0 for the prior).
         hour_of_week: The hour of week the wait starts counting in (see
             ``bot.eta.history.hour_of_week``).
@@ -550,9 +547,9 @@ def expected_wait(
     The work ahead is the cases the free agents do not take at once, plus
     ``PICKUP_SHARE`` of one, each needing the recent handle time. It is worked off hour
     by hour of open time: in the hour of ``now`` by the agents on shift now, in later
-    hours by the agents usually on shift then (``profile``; the agents of now where it
-    does not say), so a shift that ends at 14:00 or a second one that starts at noon is
-    counted before it happens.
+    hours (and from the opening, when closed now) by the agents usually on shift then
+    (``profile``; the agents of now where it does not say), so a shift that ends at
+    14:00 or a second one that starts at noon is counted before it happens.
 
     Args:
         now: When the customer asked; timezone-aware.
@@ -562,13 +559,14 @@ def expected_wait(
         profile: Agents by hour of week (``staffing_profile``); None: the agents of now
             throughout.
     """
-    agents_now, handle = _agents(queue, targets), _handle_minutes(queue, targets)
-    free = 0 if queue.agents_busy is None else max(0, agents_now - queue.agents_busy)
-    work = (max(0, queue.cases_ahead - free) + PICKUP_SHARE) * handle
+    agents_now = _agents(queue, targets)
+    alone = _queue_minutes(queue.cases_ahead, agents_now, queue.agents_busy, _handle_minutes(queue, targets))
     if not profile:
-        return work / agents_now
+        return alone
+    work = alone * agents_now  # agent-minutes
     moment = calendar.next_opening(now).astimezone(_UTC)
-    first_hour = hour_of_week(calendar, moment)
+    # While closed nobody is on shift now: the rota says who opens.
+    first_hour = hour_of_week(calendar, moment) if calendar.is_open(now) else None
     waited = 0.0
     agents = agents_now
     for _ in range(_LOOKAHEAD_HOURS):
