@@ -1,11 +1,13 @@
 """What recently answered cases say about how long the next customer will wait.
 
 The case store remembers, for each case a person answered, when it was opened, when an
-agent claimed it, when a person first replied, and how many cases were waiting ahead of
-it. This module turns those timestamps into waits counted in business minutes (closed
-time does not count: a message sent on Saturday night waits from Sunday's opening), and
-keys each wait by the hour of the week in which it started counting, so the estimate can
-learn that Monday 08:00 (the weekend's backlog) is slower than Wednesday 15:00.
+agent claimed it, when a person first replied, how many cases were waiting ahead of it,
+and what it recorded when it was opened: the agents on shift and busy then, and the wait
+its promise expected. This module turns those timestamps into waits counted in business
+minutes (closed time does not count: a message sent on Saturday night waits from Sunday's
+opening), keys each by the hour of the week in which it started counting (the staffing
+recorded there makes the usual rota), and gives the split-conformal quantile the promise
+is calibrated with.
 
 Everything here is pure: nothing reads the clock or the database.
 """
