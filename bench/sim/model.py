@@ -10,9 +10,9 @@ minutes later (the replay of an observed response-time distribution).
 A watchdog checks every promise before it falls due: at 75 % of the promised business
 minutes (on the next whole minute: it polls once a minute), and every 5 minutes while
 agents are on shift, whether the predicted pickup (``(position + 0.5) * handle / agents``)
-passes the deadline. Either way a customer not yet answered gets an update; for the
-calibrated policy the update carries a new estimate from the real ``estimate_promise``,
-and the watchdog then watches that one.
+passes the deadline. Either way a customer not yet answered gets an update; for
+FirstReply's policies (``UPDATING_POLICIES``) the update carries a new estimate from the
+real ``estimate_promise``, and the watchdog then watches that one.
 
 Time inside the simulation is float minutes since ``Scenario.epoch`` (UTC); the real
 ``bot.eta`` code gets real aware datetimes.
