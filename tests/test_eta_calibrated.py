@@ -139,10 +139,32 @@ FOUR_AHEAD_OF_THREE = answered(TUESDAY_TEN, [10, 12, 14, 16, 18, 20, 22, 24, 26,
             id="thin-history-is-the-prior",
         ),
         pytest.param(
-            # Eight cases: no rank of 8 scores carries nine in ten (it needs 9): the prior.
-            "2026-12-01T10:00:00+00:00", queue(answered(TUESDAY_TEN, [90] * 8), ahead=3),
+            # Eight quick cases: no rank of 8 scores carries nine in ten (it needs 9): the
+            # prior, 3.5 * 6 * 1.5 = 31.5 -> 35, longer than the largest of them allows
+            # ((2 + 5) / 8: 26 * 7 / 8 - 5 = 17.75).
+            "2026-12-01T10:00:00+00:00", queue(answered(TUESDAY_TEN, [2] * 8), ahead=3),
             "2026-12-01T10:35+00:00", 35.0, "within about 35 minutes", BASIS_PRIOR, 0,
             id="too-few-for-the-guarantee-is-the-prior",
+        ),
+        pytest.param(
+            # Eight slow cases: still too few for the quantile, but none is promised less
+            # than the largest of them: (90 + 5) / 8; 26 * 95 / 8 - 5 = 303.75 -> 330.
+            "2026-12-01T10:00:00+00:00", queue(answered(TUESDAY_TEN, [90] * 8), ahead=3),
+            "2026-12-01T15:30+00:00", 330.0, "within about 5 and a half hours", BASIS_ALL_CASES, 8,
+            id="too-few-for-the-guarantee-but-not-less-than-they-waited",
+        ),
+        pytest.param(
+            # Five urgent cases (too few) waited up to 40 against 3 expected, the twenty normal
+            # ones 6: an urgent case is promised no less than its own largest, (40 + 5) / 8:
+            # 8 * 45 / 8 - 5 = 40, where all 25 together would say the 24th, (35 + 5) / 8: 35.
+            "2026-12-01T10:00:00+00:00",
+            queue(
+                answered(TUESDAY_TEN, [6] * 20, priority="normal"),
+                answered(TUESDAY_TEN, [10, 20, 30, 35, 40], priority="urgent"),
+                priority="urgent",
+            ),
+            "2026-12-01T10:40+00:00", 40.0, "within about 40 minutes", BASIS_SAME_PRIORITY, 5,
+            id="a-thin-priority-is-not-promised-less-than-it-waited",
         ),
         pytest.param(
             # Ten cases, 3 expected each: rank ceil(11 * 0.9) = 10, the longest: (90 + 5) / 8.

@@ -473,7 +473,10 @@ def predict_wait(
     wait came from too few cases and kept fewer promises (docs/promises.md); the
     expected wait already carries the hour (the rota) and the queue. "Enough" is at
     least ``min_history_samples`` and enough for the quantile (``q / (1 - q)``: 19 for
-    0.95). Without, the prior: ``expected x safety_factor``.
+    0.95). Without, the prior: ``expected x safety_factor``. A group with at least
+    ``min_history_samples`` cases but too few for the quantile still bounds the factor
+    from below: never less than the largest of its scores, so falling back to a wider
+    group (or the prior) never promises less than one of the like cases waited.
 
     For a customer who has already waited (a new estimate when a promise is at risk),
     a long wait so far is itself evidence: with ``waited_minutes`` > 0 the prediction is
@@ -603,17 +606,24 @@ def _predict_new_case(
         (BASIS_SAME_PRIORITY, same_priority if queue.priority is not None else []),
         (BASIS_ALL_CASES, [score for _, score in scored]),
     )
+    # Too few like cases for the quantile still say something: a factor below the
+    # largest of them would promise less than one of them actually waited.
+    floor: WaitPrediction | None = None
     for basis, scores in levels:
         if len(scores) < targets.min_history_samples:
             continue
         factor = conformal_quantile(scores, targets.promise_quantile)
         if factor is not None:
-            return WaitPrediction(
-                _unscore(factor, expected), basis, len(scores), hour, expected, factor
-            )
-    return WaitPrediction(
+            if floor is not None and floor.factor > factor:
+                return floor
+            return WaitPrediction(_unscore(factor, expected), basis, len(scores), hour, expected, factor)
+        if floor is None:
+            largest = max(scores)
+            floor = WaitPrediction(_unscore(largest, expected), basis, len(scores), hour, expected, largest)
+    prior = WaitPrediction(
         expected * targets.safety_factor, BASIS_PRIOR, 0, hour, expected, targets.safety_factor
     )
+    return floor if floor is not None and floor.minutes > prior.minutes else prior
 
 
 def _score(actual: float, expected: float) -> float:
