@@ -554,16 +554,16 @@ def _support_with(tmp_path: Path, old: str, new: str) -> Path:
 
 
 def test_shipped_promise_quantile_and_its_default(tmp_path: Path) -> None:
-    assert load_support_config(REPO_ROOT / "support.yml").targets.promise_quantile == 0.95
+    assert load_support_config(REPO_ROOT / "support.yml").targets.promise_quantile == 0.96
 
-    path = _support_with(tmp_path, "  promise_quantile: 0.95\n", "")
+    path = _support_with(tmp_path, "  promise_quantile: 0.96\n", "")
 
     assert load_support_config(path).targets.promise_quantile == 0.9
 
 
 @pytest.mark.parametrize("value", ["0.3", "1.5", "ninety", "yes"])
 def test_a_bad_promise_quantile_names_file_and_line(tmp_path: Path, value: str) -> None:
-    path = _support_with(tmp_path, "  promise_quantile: 0.95", f"  promise_quantile: {value}")
+    path = _support_with(tmp_path, "  promise_quantile: 0.96", f"  promise_quantile: {value}")
     line = path.read_text(encoding="utf-8").splitlines().index(f"  promise_quantile: {value}") + 1
     shown = {"0.3": "0.3", "1.5": "1.5", "ninety": "'ninety'", "yes": "True"}[value]
 
@@ -654,10 +654,10 @@ def test_promise_for_learns_from_the_store(case_db_url: str) -> None:
     now = datetime(2026, 11, 23, 10, tzinfo=UTC)
     assert promise_for(services, "normal", now).wording == "within about 15 minutes"
 
-    # A week earlier, Monday 10:xx: nineteen cases claimed at once, answered after 5 to 95
+    # A week earlier, Monday 10:xx: 24 cases claimed at once, answered after 5 to 120
     # minutes, resolved 12 minutes later.
     last_monday = datetime(2026, 11, 16, 10, tzinfo=UTC)
-    for index, wait in enumerate(range(5, 100, 5)):
+    for index, wait in enumerate(range(5, 125, 5)):
         opened = last_monday + timedelta(minutes=index)
         case = store.lifecycle.open_case(_case(f"k{index}", "normal", opened), opened)
         store.lifecycle.claim(case.id, "ann", opened)
@@ -666,15 +666,16 @@ def test_promise_for_learns_from_the_store(case_db_url: str) -> None:
 
     promise = promise_for(services, "normal", now)
 
-    # Handle (17 + ... + 107) / 19 = 62; none recorded its staffing, so all are judged with
-    # today's default 2 agents: 0.5 * 62 / 2 = 15.5 expected, then as now. The shipped 0.95
-    # of 19 scores is the largest, (95 + 5) / 20.5: 20.5 * 100 / 20.5 - 5 = 95 -> 105.
+    # Handle (17 + ... + 132) / 24 = 74.5; none recorded its staffing, so all are judged
+    # with today's default 2 agents: 0.5 * 74.5 / 2 = 18.625 expected, then as now. The
+    # shipped 0.96 of 24 scores is the ceil(25 * 0.96) = 24th, the largest,
+    # (120 + 5) / 23.625: 23.625 * 125 / 23.625 - 5 = 120.
     assert (promise.wording, promise.basis, promise.history_samples) == (
-        "within about an hour and three quarters",
+        "within about 2 hours",
         BASIS_SAME_PRIORITY,
-        19,
+        24,
     )
-    assert promise.deadline_iso() == "2026-11-23T11:45+00:00"
+    assert promise.deadline_iso() == "2026-11-23T12:00+00:00"
     store.dispose()
 
 

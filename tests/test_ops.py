@@ -99,7 +99,7 @@ def test_shipped_support_yml_loads_with_the_documented_values() -> None:
         default_agents_on_shift=2,
         min_history_samples=5,
         safety_factor=1.5,
-        promise_quantile=0.95,
+        promise_quantile=0.96,
     )
     assert config.history_window_days == 7
     assert config.priority == PriorityRules(
