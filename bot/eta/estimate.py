@@ -11,7 +11,7 @@ The prior, used until enough cases have been answered, is that times a safety fa
 The calibrated model learns how far real waits stray from what was expected: every
 recently answered case is scored by its wait over the wait expected when it was opened,
 and the promise is the expected wait now times the split-conformal ``promise_quantile``
-(0.95: nineteen in twenty) of the scores, a share that holds on any week whose cases are
+(0.96 shipped) of the scores, a share that holds on average over weeks whose cases are
 exchangeable with the recent ones, whatever their distribution.
 
 Either way the promise is never below the first-response target, is rounded up to a
