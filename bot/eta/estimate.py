@@ -176,11 +176,10 @@ class ServiceTargets:
         average_handle_minutes: Handle time assumed while history is too thin.
         default_agents_on_shift: Agents assumed when the snapshot says 0.
         min_history_samples: Cases of history needed to trust it fully: for the recent
-            handle time, and for the calibrated promise (all hours, or one hour of week).
-        safety_factor: Multiplies the expected wait: the part of every promise that
-            grows with the queue.
-        promise_quantile: With enough history, the share of recent customers the
-            promise would have been kept for (0.9: nine in ten).
+            handle time, and for a calibration group (same priority, or all cases).
+        safety_factor: Multiplies the expected wait while history is too thin.
+        promise_quantile: With enough history, the share of customers the promise is
+            kept for, on average over weeks like the recent ones (split-conformal).
 
     Raises:
         EstimateError: If a value is out of range.

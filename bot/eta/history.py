@@ -190,10 +190,6 @@ class History:
             )
         return cls(tuple(samples))
 
-    def in_hour(self, hour: int) -> tuple[WaitSample, ...]:
-        """Return the samples whose wait started in hour of week ``hour``."""
-        return tuple(sample for sample in self.samples if sample.hour_of_week == hour)
-
     def __len__(self) -> int:
         """Return the number of samples."""
         return len(self.samples)
