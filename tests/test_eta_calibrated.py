@@ -679,8 +679,7 @@ def test_promise_for_learns_from_the_store(case_db_url: str) -> None:
     store.dispose()
 
 
-def test_each_case_records_the_queue_it_opened_into(case_db_url: str) -> None:
-    store = CaseStore.from_url(case_db_url)
+def test_each_case_records_the_queue_it_opened_into(store: CaseStore) -> None:
     services = Services(store=store, support=load_support_config(REPO_ROOT / "support.yml"))
     now = datetime(2026, 11, 23, 10, tzinfo=UTC)
     store.desk.set_agent_shift("ann", True, now)
@@ -706,11 +705,9 @@ def test_each_case_records_the_queue_it_opened_into(case_db_url: str) -> None:
         1,
         3.0,
     )
-    store.dispose()
 
 
-def test_a_mangled_opening_record_counts_as_none(case_db_url: str) -> None:
-    store = CaseStore.from_url(case_db_url)
+def test_a_mangled_opening_record_counts_as_none(store: CaseStore) -> None:
     opened = datetime(2026, 11, 23, 10, tzinfo=UTC)
     mangled = {OPENING_QUEUE_KEY: {"agents_on_shift": "three", "agents_busy": True, "expected_minutes": -4}}
     case = store.lifecycle.open_case(_case("k", "normal", opened, metadata=mangled), opened)
@@ -719,4 +716,3 @@ def test_a_mangled_opening_record_counts_as_none(case_db_url: str) -> None:
     [timing] = store.figures.handled_timings(opened + timedelta(minutes=5), 7)
 
     assert (timing.agents_on_shift, timing.agents_busy, timing.expected_minutes) == (None, None, None)
-    store.dispose()
