@@ -15,7 +15,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup train run shell desk validate test bench bench-stack bench-first-message audit clean
+.PHONY: help setup train run shell desk validate test bench bench-sim bench-stack bench-first-message audit clean
 
 help: ## List the targets
 	@echo "FirstReply — make targets:"
@@ -67,6 +67,9 @@ bench: $(MODEL) ## Measure latency, throughput, memory, training time, and under
 	$(PY) -m bench.trackers
 	$(PY) -m bench.workers
 
+
+bench-sim: $(SETUP_STAMP) ## Simulate a week of promises over ten seeds, every policy (bench/sim/results.md, docs/promises.md)
+	$(PY) -m bench.sim --seed 1 --seeds 10
 
 bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis, 1 and 2 Rasa replicas
 	@scripts/install-system-deps.sh

@@ -23,7 +23,7 @@ from bot.constants import (
     SLOT_CORRECTION,
 )
 from bot.priority import case_priority
-from bot.services import promise_for
+from bot.services import opening_record, promise_and_queue, promise_for
 
 QUOTE_PRIORITY = "normal"
 
@@ -83,7 +83,7 @@ class ActionHandoff(ServiceAction):
             sum(1 for case in previous if case.status in OPEN_STATUSES),
             services.support.priority,
         )
-        promise = promise_for(services, priority, now)
+        promise, queue = promise_and_queue(services, priority, now)
         latest = conversation.user_events(tracker.events)[-1:]
         # The channel's message id, when it gave one: a message handled again after a crash
         # gets a new timestamp but keeps its id, and must not open a second case.
@@ -104,7 +104,10 @@ class ActionHandoff(ServiceAction):
                 promised_by=promise.deadline,
                 promise_wording=promise.wording,
                 handoff_key=f"{channel}:{tracker.sender_id}:{message_at}",
-                metadata={"route": services.support.routing.channel_for(case_file.case_type, priority)},
+                metadata={
+                    "route": services.support.routing.channel_for(case_file.case_type, priority),
+                    **opening_record(promise, queue),
+                },
             ),
             now,
         )

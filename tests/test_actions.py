@@ -534,7 +534,12 @@ def test_handoff_opens_the_case_with_everything_the_agent_needs(services: Any, d
     assert case.promised_by == datetime(2026, 11, 23, 10, 15, tzinfo=timezone.utc)
     assert case.promise_wording == "within about 15 minutes"
     assert case.created_at == datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
-    assert case.metadata == {"route": "#support-queue"}
+    # The queue it opened into, for the estimate to judge its wait by later: no agent
+    # reported on shift (0), and the expected wait of an empty queue, 0.5 x 12 / 2 = 3.
+    assert case.metadata == {
+        "route": "#support-queue",
+        "opening_queue": {"agents_on_shift": 0, "agents_busy": 0, "expected_minutes": 3.0},
+    }
     assert sent(dispatcher) == ["utter_handoff_named"]
     assert (dispatcher.messages[0]["case_id"], dispatcher.messages[0]["promise"]) == (case.id, "within about 15 minutes")
 
@@ -577,7 +582,7 @@ def test_an_angry_repeat_customer_is_urgent_and_sees_their_history(services: Any
     assert second.priority == "urgent"
     assert second.complaint_score == 0.95
     assert second.previous_cases == (first.id,)
-    assert second.metadata == {"route": "#support-leads"}
+    assert second.metadata["route"] == "#support-leads"
 
 
 def test_out_of_hours_the_promise_says_when_we_open(services: Any, domain: Dict) -> None:
@@ -598,14 +603,15 @@ def test_the_promise_grows_with_the_queue(services: Any, domain: Dict) -> None:
         ActionHandoff(services).run(CollectingDispatcher(), tracker(events, {"case_type": "order_status"}, f"c{index}"), domain)
 
     wordings = [case.promise_wording for case in services.store.lookup.list_cases()]
-    # Prior handle time 12 min, 2 agents, safety factor 1.5: (ahead + 0.5) * 6 * 1.5 minutes.
+    # Prior handle time 12 min, 2 agents, safety factor 1.5: (ahead + 0.5) * 6 * 1.5 minutes,
+    # at least 15, rounded up to 5 minutes: 4.5, 13.5, 22.5, 31.5, 40.5, 49.5.
     assert wordings == [
         "within about 15 minutes",
         "within about 15 minutes",
-        "within about 30 minutes",
+        "within about 25 minutes",
+        "within about 35 minutes",
         "within about 45 minutes",
-        "within about 45 minutes",
-        "within about an hour",
+        "within about 50 minutes",
     ]
 
 

@@ -391,14 +391,17 @@ def test_holidays_covering_every_opening_for_a_year_say_so() -> None:
         (15, 15),
         (15.000000000000002, 15),  # float noise from x * 1.5
         (16, 20),
-        (21, 30),
-        (31, 45),
-        (46, 60),
-        (61, 90),
-        (91, 120),
+        (21, 25),
+        (31, 35),
+        (46, 50),
+        (60, 60),
+        (60.0000001, 60),  # float noise
+        (61, 75),
+        (91, 105),
         (120, 120),
-        (120.5, 180),
-        (181, 240),
+        (120.5, 135),
+        (180, 180),
+        (181, 210),
         (600, 600),
     ],
 )
@@ -449,7 +452,15 @@ def test_round_up_minutes_rejects(minutes: float, message: str) -> None:
         ),
         pytest.param(
             "2026-12-01T10:00:00+00:00", "2026-12-01T13:20:00+00:00", True, {},
-            "within about 4 hours", id="open-rounds-up-to-hours",
+            "within about 3 and a half hours", id="open-rounds-up-to-half-hours",
+        ),
+        pytest.param(
+            "2026-12-01T10:00:00+00:00", "2026-12-01T11:11:00+00:00", True, {},
+            "within about an hour and a quarter", id="open-hour-and-a-quarter",
+        ),
+        pytest.param(
+            "2026-12-01T10:00:00+00:00", "2026-12-01T12:35:00+00:00", True, {},
+            "within about 2 and three quarter hours", id="open-quarters-past-two-hours",
         ),
         pytest.param(
             "2026-12-01T11:50:00+00:00", "2026-12-01T13:15:00+00:00", True,
@@ -589,9 +600,9 @@ def test_deadline_iso_rounds_up_to_the_minute(deadline: datetime, expected: str)
             id="now-in-another-timezone",
         ),
         pytest.param(
-            # 3.5 * 20 / 2 = 35, * 1.5 = 52.5 -> 60.
+            # 3.5 * 20 / 2 = 35, * 1.5 = 52.5 -> 55.
             "2026-12-01T10:00:00+00:00", QueueSnapshot(3, 2, 20.0, recent_samples=8),
-            "2026-12-01T11:00+00:00", 60.0, True, "within about an hour",
+            "2026-12-01T10:55+00:00", 55.0, True, "within about 55 minutes",
             id="enough-history",
         ),
         pytest.param(
@@ -619,15 +630,15 @@ def test_deadline_iso_rounds_up_to_the_minute(deadline: datetime, expected: str)
             id="agents-on-shift",
         ),
         pytest.param(
-            # 20.5 * 12 / 2 = 123, * 1.5 = 184.5 -> 240: 60 today, 180 from 08:00.
+            # 20.5 * 12 / 2 = 123, * 1.5 = 184.5 -> 210: 60 today, 150 from 08:00.
             "2026-11-30T19:00:00+00:00", QueueSnapshot(20, 2, None),
-            "2026-12-01T11:00+00:00", 240.0, True, "by 11:00 tomorrow, Tuesday",
+            "2026-12-01T10:30+00:00", 210.0, True, "by 10:30 tomorrow, Tuesday",
             id="long-queue-crosses-closing",
         ),
         pytest.param(
-            # 60.5 * 12 / 1 = 726, * 1.5 = 1089 -> 1140: 30 Fri, 480 Sat, 360 Sun, 270 Mon.
+            # 60.5 * 12 / 1 = 726, * 1.5 = 1089 -> 1110: 30 Fri, 480 Sat, 360 Sun, 240 Mon.
             "2026-12-18T19:30:00+00:00", QueueSnapshot(60, 1, None),
-            "2026-12-21T12:30+00:00", 1140.0, True, "by 12:30 on Monday",
+            "2026-12-21T12:00+00:00", 1110.0, True, "by 12:00 on Monday",
             id="long-queue-over-the-weekend",
         ),
         pytest.param(
@@ -648,10 +659,10 @@ def test_deadline_iso_rounds_up_to_the_minute(deadline: datetime, expected: str)
             id="closed-after-midnight",
         ),
         pytest.param(
-            # 10.5 * 12 / 2 = 63, * 1.5 = 94.5 -> 120, counted from Sunday 10:00.
+            # 10.5 * 12 / 2 = 63, * 1.5 = 94.5 -> 105, counted from Sunday 10:00.
             "2026-12-05T18:00:00+00:00", QueueSnapshot(10, 0, None),
-            "2026-12-06T12:00+00:00", 120.0, False,
-            "by 12:00 tomorrow, Sunday — we are closed now",
+            "2026-12-06T11:45+00:00", 105.0, False,
+            "by 11:45 tomorrow, Sunday — we are closed now",
             id="queue-while-closed",
         ),
         pytest.param(

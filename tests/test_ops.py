@@ -19,7 +19,8 @@ from bot.ops import (
     default_support_path,
     load_support_config,
 )
-from tests.eta_support import LONDON, NORTHWIND_HOLIDAYS, NORTHWIND_WEEK
+from bot.clock import NOW_ENV
+from tests.eta_support import LONDON, NORTHWIND_WEEK
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = REPO_ROOT / "support.yml"
@@ -27,17 +28,25 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ops"
 MINIMAL = FIXTURES / "minimal.yml"
 
 NINE_TO_FIVE = ((time(9), time(17)),)
+# The clock every test here reads: public holidays are expanded for 2025 to 2028.
+TODAY = "2026-12-06T12:00:00+00:00"
 MINIMAL_OK = (
-    "OK (Test Shop, Europe/London, open 39 hours a week, 2 holidays, 2 routing rules)"
+    "OK (Test Shop, Europe/London, open 39 hours a week, 2 holidays, 2 routing rules)\n"
+    "Next closed days: Fri 2026-12-25 Christmas Day; Mon 2026-12-28 Boxing Day (substitute day)"
 )
+# England's bank holidays of 2025 to 2028: eight a year, and a substitute day for each
+# one that falls on a weekend (one in 2026, two in 2027, one in 2028), 36 in all.
 SHIPPED_OK = (
-    "OK (Northwind Goods, Europe/London, open 74 hours a week, 13 holidays, 2 routing rules)"
+    "OK (Northwind Goods, Europe/London, open 74 hours a week, 36 holidays, 2 routing rules)\n"
+    "Next closed days: Fri 2026-12-25 Christmas Day; Sat 2026-12-26 Boxing Day; "
+    "Mon 2026-12-28 Boxing Day (observed); Fri 2027-01-01 New Year's Day; Fri 2027-03-26 Good Friday"
 )
 
 
 @pytest.fixture(autouse=True)
 def _no_support_file_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SUPPORT_FILE_ENV, raising=False)
+    monkeypatch.setenv(NOW_ENV, TODAY)
 
 
 def _edited(tmp_path: Path, edits: dict[int, str | None]) -> Path:
@@ -59,26 +68,38 @@ def test_shipped_support_yml_loads_with_the_documented_values() -> None:
 
     assert config.path == SHIPPED
     assert config.brand == Brand(name="Northwind Goods", assistant_name="Northwind's assistant")
-    assert config.calendar == BusinessCalendar(
-        timezone=LONDON,
-        weekly=dict(NORTHWIND_WEEK),
-        holidays={
-            **NORTHWIND_HOLIDAYS,
-            date(2027, 5, 3): "Early May bank holiday",
-            date(2027, 5, 31): "Spring bank holiday",
-            date(2027, 8, 30): "Summer bank holiday",
-            date(2027, 12, 25): "Christmas Day",
-            date(2027, 12, 26): "Boxing Day",
-            date(2027, 12, 27): "Christmas Day (substitute day)",
-            date(2027, 12, 28): "Boxing Day (substitute day)",
-        },
-    )
+    assert config.calendar.timezone == LONDON
+    assert config.calendar.weekly == NORTHWIND_WEEK
+    # England's bank holidays from the holidays package (country GB, subdivision ENG),
+    # the same days the file listed by hand before it named the country.
+    assert {
+        day: name
+        for day, name in config.calendar.holidays.items()
+        if date(2026, 12, 1) <= day <= date(2027, 12, 31)
+    } == {
+        date(2026, 12, 25): "Christmas Day",
+        date(2026, 12, 26): "Boxing Day",
+        date(2026, 12, 28): "Boxing Day (observed)",
+        date(2027, 1, 1): "New Year's Day",
+        date(2027, 3, 26): "Good Friday",
+        date(2027, 3, 29): "Easter Monday",
+        date(2027, 5, 3): "May Day",
+        date(2027, 5, 31): "Spring Bank Holiday",
+        date(2027, 8, 30): "Late Summer Bank Holiday",
+        date(2027, 12, 25): "Christmas Day",
+        date(2027, 12, 26): "Boxing Day",
+        date(2027, 12, 27): "Christmas Day (observed)",
+        date(2027, 12, 28): "Boxing Day (observed)",
+    }
+    assert min(config.calendar.holidays) == date(2025, 1, 1)
+    assert max(config.calendar.holidays) == date(2028, 12, 26)
     assert config.targets == ServiceTargets(
         first_response_minutes=15.0,
         average_handle_minutes=12.0,
         default_agents_on_shift=2,
         min_history_samples=5,
         safety_factor=1.5,
+        promise_quantile=0.96,
     )
     assert config.history_window_days == 7
     assert config.priority == PriorityRules(
@@ -92,6 +113,30 @@ def test_shipped_support_yml_loads_with_the_documented_values() -> None:
         case_types={"billing": "#support-billing"},
         priorities={"urgent": "#support-leads"},
     )
+
+
+def test_country_holidays_add_up_with_dates_listed_by_hand(tmp_path: Path) -> None:
+    path = _edited(
+        tmp_path,
+        {
+            14: "  holidays:\n    country: GB\n    subdivision: SCT\n    open: [2027-01-04]\n"
+            "    closed:\n      - {date: 2027-12-24, name: Christmas Eve}\n"
+            "      - {date: 2027-01-01, name: Hogmanay's morning after}",
+            15: None,
+            16: None,
+        },
+    )
+
+    holidays = load_support_config(path).calendar.holidays
+
+    # Scotland's own bank holidays, from the package...
+    assert holidays[date(2027, 1, 2)] == "New Year Holiday"
+    assert holidays[date(2027, 11, 30)] == "Saint Andrew's Day"
+    assert date(2027, 3, 29) not in holidays  # Easter Monday is England's, not Scotland's
+    # ...a day listed open is open, a day listed closed is closed, and its name wins.
+    assert date(2027, 1, 4) not in holidays
+    assert holidays[date(2027, 12, 24)] == "Christmas Eve"
+    assert holidays[date(2027, 1, 1)] == "Hogmanay's morning after"
 
 
 def test_shipped_holidays_are_closed_and_feed_the_promise() -> None:
@@ -388,6 +433,49 @@ TARGET_KEYS_TEXT = (
             id="holiday-unknown-key",
         ),
         pytest.param(
+            {14: "  holidays:\n    country: XQ", 15: None, 16: None},
+            15,
+            "hours.holidays.country: unknown country; use an ISO 3166-1 code like GB, US or DE "
+            "(got 'XQ')",
+            id="unknown-country",
+        ),
+        pytest.param(
+            {14: "  holidays:\n    country: gb", 15: None, 16: None},
+            15,
+            "hours.holidays.country: unknown country; did you mean 'GB'? (got 'gb')",
+            id="country-in-lower-case",
+        ),
+        pytest.param(
+            {14: "  holidays:\n    country: GB\n    subdivision: ENGLAND", 15: None, 16: None},
+            16,
+            "hours.holidays.subdivision: unknown for GB; did you mean 'ENG'? (got 'ENGLAND')",
+            id="unknown-subdivision",
+        ),
+        pytest.param(
+            {14: "  holidays:\n    country: IS\n    subdivision: north", 15: None, 16: None},
+            16,
+            "hours.holidays.subdivision: unknown for IS; it has none (got 'north')",
+            id="subdivision-of-a-country-without",
+        ),
+        pytest.param(
+            {14: "  holidays:\n    subdivision: ENG", 15: None, 16: None},
+            15,
+            "hours.holidays.subdivision needs a country",
+            id="subdivision-without-country",
+        ),
+        pytest.param(
+            {14: "  holidays:\n    country: GB\n    open: [2027-02-30]", 15: None, 16: None},
+            16,
+            "hours.holidays.open: not a valid date, write it as YYYY-MM-DD (got '2027-02-30')",
+            id="open-not-a-date",
+        ),
+        pytest.param(
+            {14: "  holidays:\n    country: GB\n    contry: DE", 15: None, 16: None},
+            16,
+            "unknown key in hours.holidays; did you mean 'country'? (got 'contry')",
+            id="holidays-unknown-key",
+        ),
+        pytest.param(
             {18: "  default_agents_on_shift: 0"},
             18,
             "staffing.default_agents_on_shift must be a whole number greater than 0 (got 0)",
@@ -655,6 +743,16 @@ def test_check_main_ok(capsys: pytest.CaptureFixture[str]) -> None:
     captured = capsys.readouterr()
     assert captured.out == f"{MINIMAL}: {MINIMAL_OK}\n"
     assert captured.err == ""
+
+
+def test_check_main_says_when_no_closed_day_is_ahead(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(NOW_ENV, "2027-01-01T12:00:00+00:00")
+
+    assert check_main([str(MINIMAL)]) == 0
+
+    assert capsys.readouterr().out.splitlines()[1] == "Next closed days: none listed from today"
 
 
 def test_check_main_shipped_file_by_default(capsys: pytest.CaptureFixture[str]) -> None:

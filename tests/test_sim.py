@@ -11,11 +11,13 @@ from datetime import datetime, time, timezone
 import pytest
 
 from bench.sim import profiles
+from bench.sim.__main__ import _verdict
 from bench.sim.metrics import summarize
 from bench.sim.model import (
     POLICY_CALIBRATED,
     POLICY_FIXED,
     POLICY_MEDIAN,
+    POLICY_SHORT,
     Arrival,
     Scenario,
     Shift,
@@ -87,6 +89,14 @@ def test_tiny_scenario_timeline() -> None:
         (1, 29.0, 31.0, 59.0),
         (2, 59.0, 61.0, 73.0),
     ]
+    # What each case records when it is opened: Ann on shift, free only for c0; the
+    # expected wait (cases ahead not taken at once + 0.5) * 12 / 1.
+    assert [(c.agents_on_shift, c.agents_busy, c.expected_minutes) for c in customers] == [
+        (1, 0, 6.0),
+        (1, 1, 6.0),
+        (1, 1, 18.0),
+        (1, 1, 30.0),
+    ]
     calibrated = [customer.promises[POLICY_CALIBRATED] for customer in customers]
     assert [(r.minutes, r.deadline, r.basis) for r in calibrated] == [
         (15.0, 16.0, BASIS_PRIOR),
@@ -142,6 +152,31 @@ def test_tiny_scenario_summary() -> None:
     assert (fixed.kept, fixed.slipped, fixed.updated_before_deadline_share) == (4, 0, None)
     assert (fixed.customers_updated, fixed.needless_updates) == (1, 1)
     assert (median.kept, median.slipped, median.slipped_updated_before_deadline) == (3, 1, 1)
+    # Every promise that slipped, new estimates too, was told first: c3's 49 (at 38) and 53
+    # (at 50); the median's 9 for c3 (at 5).
+    assert (calibrated.promises_slipped, calibrated.promises_slipped_told_before) == (2, 2)
+    assert (fixed.promises_slipped, median.promises_slipped, median.promises_slipped_told_before) == (0, 1, 1)
+    # Knowing the four waits in advance: their 0.95 quantile, 57 -> 60, for all four;
+    # 60/2, 60/15, 60/28, 60/57: the median (2nd of 4) is 60/28.
+    assert summary.oracle_ratio_p50 == 60 / 28
+
+
+def test_a_short_promise_is_shorter_and_its_updates_carry_new_estimates() -> None:
+    # A replay: 30 quick replies (10 minutes) and 4 slow ones (200), one every 20 minutes,
+    # then one more customer once all are answered. The brand's 0.9 covers the slow ones;
+    # the short promise's 0.75 does not, so its customer is updated with a new estimate.
+    waits = [10.0] * 30 + [200.0] * 4
+    arrivals = tuple(Arrival(at=20.0 * index, pickup_minutes=wait) for index, wait in enumerate(waits))
+    last = Arrival(at=20.0 * len(waits) + 300, pickup_minutes=200.0)
+    scenario = make_scenario("short", (*arrivals, last), calendar=ALWAYS_OPEN)
+
+    customers = Simulation(scenario, (POLICY_CALIBRATED, POLICY_SHORT)).run()
+
+    mine, short = customers[-1].promises[POLICY_CALIBRATED], customers[-1].promises[POLICY_SHORT]
+    assert short.minutes < mine.minutes
+    assert customers[-1].replied is not None and customers[-1].replied > short.deadline
+    assert short.updates and short.updates[0] < short.deadline
+    assert len(short.new_deadlines) == len(short.updates)
 
 
 def test_closed_time_does_not_count_and_promises_start_at_opening() -> None:
@@ -197,3 +232,17 @@ def test_the_public_figures_fit_reproduces_them() -> None:
 def test_profiles_are_seeded() -> None:
     assert profiles.arrivals(NINE_TO_FIVE, 3) == profiles.arrivals(NINE_TO_FIVE, 3)
     assert profiles.arrivals(NINE_TO_FIVE, 3) != profiles.arrivals(NINE_TO_FIVE, 4)
+
+
+def test_the_verdict_says_what_was_not_met() -> None:
+    scenario = tiny_scenario()
+    summary = summarize(scenario, Simulation(scenario, POLICIES).run(), POLICIES)
+
+    verdict = _verdict([summary, summary])
+
+    # FirstReply kept 3 of 4, the fixed hour all 4; both slipped promises were told first.
+    assert verdict == (
+        "kept ≥ 95% in the worst seed: NOT met (75.0 %); "
+        "every slipping promise told before it slipped: met (4/4); "
+        "no other policy kept more in the same run: NOT met (2 runs: fixed: within 1 hour)"
+    )

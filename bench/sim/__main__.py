@@ -1,27 +1,29 @@
 """``python -m bench.sim``: simulate a week of promises and write bench/sim/results.{md,json}.
 
-Runs both profiles (the Northwind week, the public-figures replay) with ``--seed``, and
-then ``--seeds`` more seeds for the spread of the headline figures. About ten seconds per
-seed on one core.
+Runs both profiles (the Northwind week, the public-figures replay) with ``--seeds``
+seeds from ``--seed`` on, and reports each policy over all of them (mean and worst
+seed) and in detail for the first. About ten seconds per seed on one core.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.sim import profiles
-from bench.sim.metrics import PolicySummary, RunSummary, summarize
+from bench.sim.metrics import ORACLE_SHARE, PolicySummary, RunSummary, summarize
 from bench.sim.model import (
     FIXED_PROMISE_MINUTES,
     POLICIES,
     POLICY_CALIBRATED,
     POLL_MINUTES,
     SCAN_MINUTES,
+    SHORT_PROMISE_QUANTILE,
     WARN_AT_SHARE,
     Scenario,
     Simulation,
@@ -30,9 +32,12 @@ from bot.ops import SupportConfig, load_support_config
 
 COMMAND = "python -m bench.sim"
 HERE = Path(__file__).resolve().parent
-# The targets the calibrated promise is held to.
-TARGET_KEPT = 0.90
-TARGET_RATIO = 2.0
+# The targets the calibrated promise is held to, in the worst seed: promises kept, the
+# median promised/actual (Northwind week only: in the replay the wait does not depend on
+# anything known when the customer writes), every slipping promise told before it slips.
+TARGET_KEPT = 0.95
+TARGET_RATIO_NORTHWIND = 1.5
+TARGET_RATIO_PROFILE = "Northwind"
 TARGET_UPDATED = 1.0
 
 
@@ -77,33 +82,91 @@ def _row(policy: PolicySummary) -> str:
     )
 
 
-def _verdict(summary: RunSummary) -> str:
-    calibrated = next(p for p in summary.policies if p.policy == POLICY_CALIBRATED)
+def _verdict(runs: Sequence[RunSummary]) -> str:
+    """Say how FirstReply's calibrated promise did against the targets, over every seed of a profile."""
+    mine = [_policy_of(run, POLICY_CALIBRATED) for run in runs]
+    worst_kept = min(policy.kept_share for policy in mine)
+    worst_ratio = max(policy.ratio_p50 for policy in mine)
+    slipped = sum(policy.promises_slipped for policy in mine)
+    told = sum(policy.promises_slipped_told_before for policy in mine)
+    beaten = [
+        other.policy
+        for run in runs
+        for other in run.policies
+        if other.kept_share > _policy_of(run, POLICY_CALIBRATED).kept_share
+    ]
     checks = [
-        (f"kept ≥ {TARGET_KEPT:.0%}", calibrated.kept_share >= TARGET_KEPT, _percent(calibrated.kept_share)),
+        (f"kept ≥ {TARGET_KEPT:.0%} in the worst seed", worst_kept >= TARGET_KEPT, _percent(worst_kept)),
         (
-            f"median promised/actual ≤ {TARGET_RATIO:.1f}",
-            calibrated.ratio_p50 <= TARGET_RATIO,
-            f"{calibrated.ratio_p50:.2f}",
+            "every slipping promise told before it slipped",
+            told == slipped,
+            f"{told}/{slipped}",
         ),
         (
-            "at-risk customers updated before the deadline = 100 %",
-            calibrated.updated_before_deadline_share in (None, TARGET_UPDATED),
-            _percent(calibrated.updated_before_deadline_share),
+            "no other policy kept more in the same run",
+            not beaten,
+            "none did" if not beaten else f"{len(beaten)} runs: {', '.join(sorted(set(beaten)))}",
         ),
     ]
+    if runs and runs[0].scenario.startswith(TARGET_RATIO_PROFILE):
+        checks.insert(
+            1,
+            (
+                f"median promised/actual ≤ {TARGET_RATIO_NORTHWIND:.1f} in the worst seed",
+                worst_ratio <= TARGET_RATIO_NORTHWIND,
+                f"{worst_ratio:.2f}",
+            ),
+        )
     return "; ".join(f"{name}: {'met' if ok else 'NOT met'} ({value})" for name, ok, value in checks)
+
+
+def _policy_of(run: RunSummary, name: str) -> PolicySummary:
+    return next(policy for policy in run.policies if policy.policy == name)
+
+
+def _oracle_lines(runs: Sequence[RunSummary]) -> list[str]:
+    """Say how low the median promised/actual could go, had each class's waits been known."""
+    bounds = [run.oracle_ratio_p50 for run in runs if run.oracle_ratio_p50 is not None]
+    if len(bounds) < len(runs):
+        return []
+    return [
+        "The waits' own spread: a promise that knew in advance the actual waits of each group of "
+        "20 customers alike to the estimate (same priority, neighbouring expected waits), and "
+        f"promised each group its {ORACLE_SHARE:.0%} quantile (floor and rounding as FirstReply's), "
+        f"would have a median promised/actual of {statistics.mean(bounds):.2f} "
+        f"({min(bounds):.2f}–{max(bounds):.2f} over the seeds).",
+        "",
+    ]
+
+
+def _over_seeds_rows(runs: Sequence[RunSummary]) -> list[str]:
+    """Return one table row per policy: its figures over every seed of one profile."""
+    rows = []
+    for name in (policy.policy for policy in runs[0].policies):
+        mine = [_policy_of(run, name) for run in runs]
+        kept = [policy.kept_share for policy in mine]
+        ratio = [policy.ratio_p50 for policy in mine]
+        ratio90 = [policy.ratio_p90 for policy in mine]
+        slipped = sum(policy.promises_slipped for policy in mine)
+        told = sum(policy.promises_slipped_told_before for policy in mine)
+        customers = sum(policy.customers for policy in mine)
+        rows.append(
+            f"| {name} | {_percent(statistics.mean(kept))} | {_percent(min(kept))} | "
+            f"{statistics.mean(ratio):.2f} ({max(ratio):.2f}) | {statistics.mean(ratio90):.2f} | "
+            f"{told}/{slipped} | {sum(policy.customers_updated for policy in mine)} "
+            f"({sum(policy.needless_updates for policy in mine)} needless) of {customers} |"
+        )
+    return rows
 
 
 def render_markdown(
     config: SupportConfig,
-    seed: int,
-    main: Sequence[RunSummary],
-    spread: dict[int, list[RunSummary]],
+    runs: dict[int, list[RunSummary]],
     mixture: profiles.ReplyTimeMixture,
-    seeds: int,
 ) -> str:
-    """Return results.md."""
+    """Return results.md for ``runs`` (seed -> one summary per profile), the first seed in detail."""
+    seeds = sorted(runs)
+    first_seed = seeds[0]
     first, last = profiles.measured_dates()
     fitted = ", ".join(
         f"{100 * mixture.cdf(minutes):.1f} % within {minutes:g} min (target {100 * share:.0f} %)"
@@ -112,8 +175,8 @@ def render_markdown(
     lines = [
         "# Promise simulation",
         "",
-        f"Command: `{COMMAND} --seed {seed} --seeds {seeds}`"
-        " (writes this file and results.json). Not a test; see docs/promises.md.",
+        f"Command: `{_command(first_seed, len(seeds))}` (writes this file and results.json;"
+        " `make bench-sim`). Not a test; see docs/promises.md.",
         "",
         f"Calendar and targets: `{config.path.name}` ({config.calendar.timezone.key}, first response "
         f"{config.targets.first_response_minutes:g} min, promise quantile "
@@ -127,8 +190,10 @@ def render_markdown(
         "",
         f"Watchdog: a customer not yet answered at {WARN_AT_SHARE:.0%} of the promised business "
         f"minutes (polled every {POLL_MINUTES:g} min), or whose predicted pickup passes the "
-        f"deadline (checked every {SCAN_MINUTES:g} min), gets an update; for FirstReply the "
-        "update carries a new estimate, which is watched in turn.",
+        f"deadline (checked every {SCAN_MINUTES:g} min), gets an update; for FirstReply's two "
+        "policies the update carries a new estimate, which is watched in turn. The short "
+        f"promise is FirstReply's estimate at {SHORT_PROMISE_QUANTILE:g} instead of "
+        f"{config.targets.promise_quantile:g}; its updates use {config.targets.promise_quantile:g}.",
         "",
         f"Replay profile: reply times drawn (in business minutes) from two lognormals fitted to "
         f"the public figures: {100 * mixture.fast_share:.1f} % answered in the flow (median "
@@ -137,9 +202,30 @@ def render_markdown(
         f"{fitted}.",
         "",
     ]
-    for summary in main:
+    for index, name in enumerate(run.scenario for run in runs[first_seed]):
+        over = [runs[seed][index] for seed in seeds]
         lines += [
-            f"## {summary.scenario} — seed {seed}",
+            f"## {name} — {len(seeds)} seeds ({seeds[0]}–{seeds[-1]})",
+            "",
+            f"{sum(run.customers for run in over)} measured customers in all. Kept: the first "
+            "promise was met. Promised/actual: the median over customers, its mean over "
+            "seeds (and the worst seed); p90 likewise, mean. Promises slipped: of "
+            "every kind (first ones and new estimates) that passed unanswered, and how many "
+            "of them the customer was told of before. Customers updated: told once or more that "
+            "their promise was at risk; needless: then answered within the first promise.",
+            "",
+            "| Policy | Kept, mean | Kept, worst seed | Promised/actual p50, mean (worst) | "
+            "p90, mean | Promises slipped: told before | Customers updated |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *_over_seeds_rows(over),
+            "",
+            f"FirstReply against the targets: {_verdict(over)}.",
+            "",
+            *_oracle_lines(over),
+        ]
+    for summary in runs[first_seed]:
+        lines += [
+            f"## {summary.scenario} — seed {first_seed} in detail",
             "",
             f"{summary.customers} customers; actual wait (business minutes) p50 "
             f"{summary.actual_p50:.0f}, p90 {summary.actual_p90:.0f}. FirstReply's promises came "
@@ -153,27 +239,7 @@ def render_markdown(
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
             *(_row(policy) for policy in summary.policies),
             "",
-            f"FirstReply against the targets: {_verdict(summary)}.",
-            "",
         ]
-    if spread:
-        lines += [
-            f"## Spread over seeds {', '.join(str(s) for s in sorted(spread))}",
-            "",
-            "| Profile | Policy | Kept (min–max) | Promised/actual p50 (min–max) |",
-            "| --- | --- | --- | --- |",
-        ]
-        for index, summary in enumerate(main):
-            for policy_index, policy in enumerate(summary.policies):
-                runs = [runs_of_seed[index].policies[policy_index] for runs_of_seed in spread.values()]
-                kept = [run.kept_share for run in runs]
-                ratio = [run.ratio_p50 for run in runs]
-                lines.append(
-                    f"| {summary.scenario.split(' (')[0]} | {policy.policy} | "
-                    f"{_percent(min(kept))} – {_percent(max(kept))} | "
-                    f"{min(ratio):.2f} – {max(ratio):.2f} |"
-                )
-        lines.append("")
     lines += [
         f"Fixed promise: {FIXED_PROMISE_MINUTES} business minutes. Trailing median: the median "
         "first-reply time (business minutes) of the cases answered in the last 7 days, rounded "
@@ -185,40 +251,38 @@ def render_markdown(
     return "\n".join(lines)
 
 
+def _command(seed: int, seeds: int) -> str:
+    return f"{COMMAND} --seed {seed} --seeds {seeds}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulation and write the results; return the exit code."""
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=7, help="seed of the main run (default 7)")
+    parser.add_argument("--seed", type=int, default=1, help="first seed (default 1)")
     parser.add_argument(
-        "--seeds", type=int, default=4, help="further seeds for the spread table (default 4; 0: none)"
+        "--seeds", type=int, default=10, help="how many seeds, from --seed on (default 10)"
     )
     parser.add_argument(
         "--out", type=Path, default=HERE, help="directory for results.md and results.json"
     )
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     config = load_support_config()
     mixture = profiles.fit_public_figures()
-    main_runs = run_seed(config, args.seed, mixture)
-    spread = {
-        seed: run_seed(config, seed, mixture)
-        for seed in range(args.seed + 1, args.seed + 1 + args.seeds)
+    runs = {
+        seed: run_seed(config, seed, mixture) for seed in range(args.seed, args.seed + args.seeds)
     }
-    if spread:
-        spread[args.seed] = main_runs
-    markdown = render_markdown(config, args.seed, main_runs, spread, mixture, args.seeds)
+    markdown = render_markdown(config, runs, mixture)
     data: dict[str, Any] = {
-        "command": f"{COMMAND} --seed {args.seed} --seeds {args.seeds}",
-        "seed": args.seed,
+        "command": _command(args.seed, args.seeds),
         "mixture": {
             "fast_share": mixture.fast_share,
             "fast_median_minutes": mixture.fast_median,
             "slow_median_minutes": mixture.slow_median,
             "log_sd": mixture.log_sd,
         },
-        "runs": [summary.to_dict() for summary in main_runs],
-        "spread": {
-            str(seed): [summary.to_dict() for summary in runs] for seed, runs in sorted(spread.items())
-        },
+        "runs": {str(seed): [summary.to_dict() for summary in summaries] for seed, summaries in runs.items()},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(markdown, encoding="utf-8")

@@ -10,7 +10,9 @@ For the customers arriving in the measured window:
 - at risk: promises that slipped (no reply by the deadline); updated before the deadline:
   of those, the share the watchdog told before the deadline passed;
 - updates: customers who got an update; needless: updated, then answered in time anyway;
-  new promise kept: for the calibrated policy, the first update's new deadline was met.
+  new promise kept: for the calibrated policy, the first update's new deadline was met;
+- every promise told before it slipped: of all the promises given (first ones and new
+  estimates) that passed unanswered, those whose customer heard from the watchdog first.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from bench.sim.model import POLICY_CALIBRATED, Customer, Scenario
-from bot.eta import quantile
+from bot.eta import quantile, round_up_minutes
 
 # Float minutes are compared with this slack: a reply on the deadline is on time.
 _EPSILON = 1e-6
@@ -49,6 +51,8 @@ class PolicySummary:
     needless_updates: int
     updated_promises_kept_share: float | None
     median_warning_lead_minutes: float | None
+    promises_slipped: int = 0
+    promises_slipped_told_before: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class RunSummary:
     actual_p90: float
     calibrated_basis: dict[str, int]
     policies: tuple[PolicySummary, ...]
+    oracle_ratio_p50: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-ready data."""
@@ -97,11 +102,46 @@ def summarize(scenario: Scenario, customers: Sequence[Customer], policies: Seque
         actual_p50=quantile(waits, 0.5),
         actual_p90=quantile(waits, 0.9),
         calibrated_basis=dict(sorted(basis.items())),
+        oracle_ratio_p50=_oracle_ratio_p50(measured, actual, scenario.targets.first_response_minutes),
         policies=tuple(
             _policy(name, measured, actual, scenario.targets.first_response_minutes)
             for name in policies
         ),
     )
+
+
+# The oracle's classes: customers of one priority whose expected wait is within this
+# many of them of each other (by rank), at least ``_ORACLE_CLASS`` each.
+_ORACLE_CLASS = 20
+ORACLE_SHARE = 0.95
+
+
+def _oracle_ratio_p50(measured: Sequence[Customer], actual: dict[int, float], floor: float) -> float | None:
+    """Return the median promised/actual of a promise that knew each class's waits in advance.
+
+    Customers the estimate cannot tell apart — the same priority and about the same
+    expected wait (classes of ``_ORACLE_CLASS`` neighbours by expected wait) — are each
+    promised the ``ORACLE_SHARE`` quantile of their class's actual waits (the shortest
+    promise that keeps that share in every class), with the same floor and rounding as
+    FirstReply. No promise built on those features keeps as many with a lower median: it
+    measures how much the waits themselves spread, not how good the estimate is.
+    None when the run did not record expected waits.
+    """
+    by_priority: dict[int, list[Customer]] = {}
+    for customer in measured:
+        if customer.expected_minutes is None:
+            return None
+        by_priority.setdefault(customer.rank, []).append(customer)
+    ratios = []
+    for group in by_priority.values():
+        group.sort(key=lambda customer: (customer.expected_minutes or 0.0, customer.id))
+        classes = max(1, len(group) // _ORACLE_CLASS)
+        for index in range(classes):
+            members = group[index * len(group) // classes : (index + 1) * len(group) // classes]
+            bound = quantile([actual[member.id] for member in members], ORACLE_SHARE)
+            promised = round_up_minutes(max(floor, bound))
+            ratios += [promised / max(actual[member.id], _MIN_ACTUAL_MINUTES) for member in members]
+    return quantile(ratios, 0.5)
 
 
 def _policy(
@@ -113,6 +153,7 @@ def _policy(
     promised: list[float] = []
     leads: list[float] = []
     updated_kept = updated_with_new = 0
+    chain_slipped = chain_told = 0
     for customer in measured:
         record = customer.promises[name]
         assert customer.replied is not None
@@ -133,6 +174,11 @@ def _policy(
         if not on_time:
             slipped += 1
             warned += warned_in_time
+        deadlines = [record.deadline, *record.new_deadlines]
+        for number, deadline in enumerate(deadlines):
+            if customer.replied > deadline + _EPSILON:
+                chain_slipped += 1
+                chain_told += len(record.updates) > number and record.updates[number] < deadline
     return PolicySummary(
         policy=name,
         customers=len(measured),
@@ -150,4 +196,6 @@ def _policy(
         needless_updates=needless,
         updated_promises_kept_share=updated_kept / updated_with_new if updated_with_new else None,
         median_warning_lead_minutes=quantile(leads, 0.5) if leads else None,
+        promises_slipped=chain_slipped,
+        promises_slipped_told_before=chain_told,
     )

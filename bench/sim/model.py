@@ -10,9 +10,9 @@ minutes later (the replay of an observed response-time distribution).
 A watchdog checks every promise before it falls due: at 75 % of the promised business
 minutes (on the next whole minute: it polls once a minute), and every 5 minutes while
 agents are on shift, whether the predicted pickup (``(position + 0.5) * handle / agents``)
-passes the deadline. Either way a customer not yet answered gets an update; for the
-calibrated policy the update carries a new estimate from the real ``estimate_promise``,
-and the watchdog then watches that one.
+passes the deadline. Either way a customer not yet answered gets an update; for
+FirstReply's policies (``UPDATING_POLICIES``) the update carries a new estimate from the
+real ``estimate_promise``, and the watchdog then watches that one.
 
 Time inside the simulation is float minutes since ``Scenario.epoch`` (UTC); the real
 ``bot.eta`` code gets real aware datetimes.
@@ -24,7 +24,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -49,10 +49,22 @@ POLL_MINUTES = 1.0
 SCAN_MINUTES = 5.0
 
 POLICY_CALIBRATED = "calibrated (FirstReply)"
+POLICY_SHORT = "short promise, then updates"
 POLICY_PRIOR = "formula only (no history)"
 POLICY_FIXED = "fixed: within 1 hour"
 POLICY_MEDIAN = "trailing 7-day median"
-POLICIES: tuple[str, ...] = (POLICY_CALIBRATED, POLICY_PRIOR, POLICY_FIXED, POLICY_MEDIAN)
+POLICIES: tuple[str, ...] = (
+    POLICY_CALIBRATED,
+    POLICY_SHORT,
+    POLICY_PRIOR,
+    POLICY_FIXED,
+    POLICY_MEDIAN,
+)
+# The policies whose watchdog update carries a new estimate from ``estimate_promise``.
+UPDATING_POLICIES = (POLICY_CALIBRATED, POLICY_SHORT)
+# The short promise: FirstReply's calibrated estimate at this share instead of the
+# brand's ``promise_quantile``; the updates use the brand's.
+SHORT_PROMISE_QUANTILE = 0.75
 FIXED_PROMISE_MINUTES = 60
 # The trailing median before any case has been answered.
 MEDIAN_FALLBACK_MINUTES = 60
@@ -130,11 +142,11 @@ class PromiseRecord:
     updates: list[float] = field(default_factory=list)
     # Bumped by every update; a check scheduled for an older promise is stale.
     version: int = 0
-    # The promise the watchdog watches now (the last update's, for the calibrated policy).
+    # The promise the watchdog watches now (the last update's, for ``UPDATING_POLICIES``).
     watched_deadline: float = 0.0
     watched_start: float = 0.0
     watched_minutes: float = 0.0
-    # The deadline each update promised (calibrated policy only).
+    # The deadline each update promised (``UPDATING_POLICIES`` only).
     new_deadlines: list[float] = field(default_factory=list)
 
 
@@ -146,6 +158,11 @@ class Customer:
     arrival: Arrival
     rank: int
     cases_ahead: int = 0
+    # The staffing when it arrived, as the store records it with the case.
+    agents_on_shift: int = 0
+    agents_busy: int = 0
+    # The wait FirstReply's estimate expected when it arrived, as the store records it.
+    expected_minutes: float | None = None
     claimed: float | None = None
     replied: float | None = None
     resolved: float | None = None
@@ -275,6 +292,7 @@ class Simulation:
     def _arrive(self, case_id: int) -> None:
         customer = self.customers[case_id]
         customer.cases_ahead = sum(self._waiting_by_rank[customer.rank :])
+        customer.agents_on_shift, customer.agents_busy = self._staffing()
         self._promise(customer)
         self._waiting.add(case_id)
         self._waiting_by_rank[customer.rank] += 1
@@ -300,6 +318,10 @@ class Simulation:
             first_reply_at=epoch + timedelta(minutes=self._now),
             claimed_at=epoch + timedelta(minutes=customer.claimed),
             cases_ahead=customer.cases_ahead,
+            agents_on_shift=customer.agents_on_shift,
+            agents_busy=customer.agents_busy,
+            expected_minutes=customer.expected_minutes,
+            priority=customer.arrival.priority,
         )
         (sample,) = History.from_cases(self.scenario.calendar, [handled]).samples
         self._samples.append((self._now, sample))
@@ -339,15 +361,24 @@ class Simulation:
             )
         return self._cached_history
 
-    def _snapshot(self, cases_ahead: int, history: History | None = None) -> QueueSnapshot:
+    def _staffing(self) -> tuple[int, int]:
+        """Return the agents on shift and, of those, how many are on a case."""
+        on_shift = [agent for agent in self._agents.values() if agent.on_shift]
+        return len(on_shift), sum(1 for agent in on_shift if agent.busy_with is not None)
+
+    def _snapshot(
+        self, cases_ahead: int, priority: str, history: History | None = None
+    ) -> QueueSnapshot:
         full_history, handle, samples = self._history()
-        agents = sum(1 for agent in self._agents.values() if agent.on_shift)
+        agents, busy = self._staffing()
         return QueueSnapshot(
             cases_ahead=cases_ahead,
             agents_on_shift=agents,
             recent_handle_minutes=handle,
             recent_samples=samples,
             history=full_history if history is None else history,
+            agents_busy=busy if agents else None,
+            priority=priority,
         )
 
     def _promise(self, customer: Customer) -> None:
@@ -356,11 +387,18 @@ class Simulation:
         now = epoch + timedelta(minutes=self._now)
         opening = calendar.next_opening(now)
         for name in self.policies:
-            if name in (POLICY_CALIBRATED, POLICY_PRIOR):
+            if name in (POLICY_CALIBRATED, POLICY_SHORT, POLICY_PRIOR):
                 snapshot = self._snapshot(
-                    customer.cases_ahead, None if name == POLICY_CALIBRATED else History()
+                    customer.cases_ahead,
+                    customer.arrival.priority,
+                    History() if name == POLICY_PRIOR else None,
                 )
-                promise = estimate_promise(now, calendar, snapshot, scenario.targets)
+                targets = scenario.targets
+                if name == POLICY_SHORT:
+                    targets = replace(targets, promise_quantile=SHORT_PROMISE_QUANTILE)
+                promise = estimate_promise(now, calendar, snapshot, targets)
+                if name == POLICY_CALIBRATED and promise.expected_minutes > 0:
+                    customer.expected_minutes = promise.expected_minutes
                 minutes, deadline, basis = (
                     promise.business_minutes,
                     promise.deadline,
@@ -442,8 +480,8 @@ class Simulation:
         """Tell the customer the promise is at risk, with a new estimate; watch that one."""
         record.updates.append(self._now)
         record.version += 1
-        if policy != POLICY_CALIBRATED:
-            # Only FirstReply's own estimate is re-asked; the others stop being watched.
+        if policy not in UPDATING_POLICIES:
+            # Only FirstReply's own estimates are re-asked; the others stop being watched.
             record.watched_deadline = self._now
             return
         scenario = self.scenario
@@ -467,7 +505,7 @@ class Simulation:
         promise = estimate_promise(
             now,
             scenario.calendar,
-            self._snapshot(ahead),
+            self._snapshot(ahead, customer.arrival.priority),
             scenario.targets,
             waited_minutes=max(0.0, waited),
         )

@@ -15,9 +15,16 @@ from sqlalchemy import and_, func, or_, select
 
 from bot.cases.base import StorePart
 from bot.cases.lookup import select_cases
-from bot.cases.records import Case, CaseFigures, HandledTiming, TranscriptLine, require_aware
+from bot.cases.records import (
+    Case,
+    CaseFigures,
+    HandledTiming,
+    TranscriptLine,
+    recorded_opening_queue,
+    require_aware,
+)
 from bot.cases.schema import cases
-from bot.constants import PRIORITIES, STATUS_WAITING, priority_rank
+from bot.constants import PRIORITIES, STATUS_CLAIMED, STATUS_WAITING, priority_rank
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Row
@@ -44,6 +51,12 @@ class ReadModels(StorePart):
             .where(cases.c.priority.in_(as_urgent))
             .where(cases.c.created_at <= now)
         )
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def count_in_hand(self) -> int:
+        """Count the cases agents are on now: claimed and not yet resolved or closed."""
+        query = select(func.count()).select_from(cases).where(cases.c.status == STATUS_CLAIMED)
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -74,13 +87,15 @@ class ReadModels(StorePart):
         Each comes with its queue position when it was opened, rebuilt from the stored
         timestamps (a case waits from ``created_at`` until it is claimed, answered or
         resolved, whichever comes first), so the estimate can tell a slow reply from a long
-        queue. Oldest first. A reopened case's second wait is not counted: the store keeps
-        only its latest claim.
+        queue, and with the staffing and expected wait recorded when it was opened
+        (``records.OPENING_QUEUE_KEY``). Oldest first. Only replies up to ``now`` count: a
+        promise made at ``now`` learns nothing from what happened after it. A reopened
+        case's second wait is not counted: the store keeps only its latest claim.
         """
         require_aware(now, "now")
         timing = (cases.c.id, cases.c.priority, cases.c.created_at, cases.c.claimed_at, cases.c.first_human_reply_at)
         handled_query = (
-            select(*timing)
+            select(*timing, cases.c.case_metadata)
             .where(
                 cases.c.first_human_reply_at > now - timedelta(days=window_days),
                 cases.c.first_human_reply_at <= now,
@@ -105,16 +120,7 @@ class ReadModels(StorePart):
             )
             queued = conn.execute(queue_query).all()
         ahead = _waiting_ahead_at_opening(queued, {row.id for row in handled})
-        return [
-            HandledTiming(
-                case_id=row.id,
-                created_at=row.created_at,
-                claimed_at=row.claimed_at,
-                first_human_reply_at=row.first_human_reply_at,
-                cases_ahead=ahead.get(row.id, 0),
-            )
-            for row in handled
-        ]
+        return [_handled(row, ahead.get(row.id, 0)) for row in handled]
 
     # --- the report, the metrics and the dashboard ----------------------------------------
 
@@ -145,6 +151,21 @@ class ReadModels(StorePart):
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [_figures_from_row(row) for row in rows]
+
+
+def _handled(row: Row, cases_ahead: int) -> HandledTiming:
+    agents, busy, expected = recorded_opening_queue(row.case_metadata)
+    return HandledTiming(
+        case_id=row.id,
+        created_at=row.created_at,
+        claimed_at=row.claimed_at,
+        first_human_reply_at=row.first_human_reply_at,
+        cases_ahead=cases_ahead,
+        priority=row.priority,
+        agents_on_shift=agents,
+        agents_busy=busy,
+        expected_minutes=expected,
+    )
 
 
 def _waiting_ahead_at_opening(rows: Sequence[Row], wanted: set[int]) -> dict[int, int]:

@@ -6,6 +6,7 @@ Plain frozen dataclasses, no database code: they are what crosses the store's in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,6 +152,39 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+# The key of a case's metadata under which the queue it was opened into is recorded
+# (``opening_queue``): the staffing then and the wait its promise expected, so that the
+# estimate later judges its wait with the agents who were there, not today's.
+OPENING_QUEUE_KEY = "opening_queue"
+
+
+def opening_queue(agents_on_shift: int, agents_busy: int, expected_minutes: float) -> dict[str, Any]:
+    """Return what a case records, in its metadata, of the queue it was opened into."""
+    return {
+        "agents_on_shift": agents_on_shift,
+        "agents_busy": agents_busy,
+        "expected_minutes": expected_minutes,
+    }
+
+
+def recorded_opening_queue(metadata: Mapping[str, Any] | None) -> tuple[int | None, int | None, float | None]:
+    """Return the staffing and expected wait a case recorded at opening; Nones for what it did not.
+
+    A value of the wrong type (metadata written by hand) counts as not recorded.
+    """
+    recorded = (metadata or {}).get(OPENING_QUEUE_KEY)
+    if not isinstance(recorded, Mapping):
+        return None, None, None
+    agents, busy, expected = (recorded.get(key) for key in ("agents_on_shift", "agents_busy", "expected_minutes"))
+
+    def count(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    number = isinstance(expected, (int, float)) and not isinstance(expected, bool)
+    good_expected = number and math.isfinite(expected) and expected > 0
+    return count(agents), count(busy), float(expected) if good_expected else None
+
+
 @dataclass(frozen=True)
 class HandledTiming:
     """When an answered case was opened, claimed and first answered, and its queue position.
@@ -163,6 +197,11 @@ class HandledTiming:
         cases_ahead: Cases waiting ahead of it when it was opened, counted as
             ``count_waiting_ahead`` counts them: same or more urgent priority, opened
             before it, neither claimed nor resolved yet.
+        priority: Its priority.
+        agents_on_shift: Agents on shift when it was opened, as recorded with it
+            (``OPENING_QUEUE_KEY``); None for a case recorded without.
+        agents_busy: Of those, how many were on a case then; None if not recorded.
+        expected_minutes: The wait its promise expected; None if not recorded.
     """
 
     case_id: int
@@ -170,6 +209,10 @@ class HandledTiming:
     claimed_at: datetime | None
     first_human_reply_at: datetime
     cases_ahead: int
+    priority: str | None = None
+    agents_on_shift: int | None = None
+    agents_busy: int | None = None
+    expected_minutes: float | None = None
 
 
 @dataclass(frozen=True)

@@ -170,14 +170,17 @@ class _Queue:
     samples: int
     history: History
     ahead: dict[int, int]
+    busy: int | None = None
 
-    def snapshot(self, case_id: int) -> QueueSnapshot:
+    def snapshot(self, case: Case) -> QueueSnapshot:
         return QueueSnapshot(
-            cases_ahead=self.ahead.get(case_id, 0),
+            cases_ahead=self.ahead.get(case.id, 0),
             agents_on_shift=self.agents,
             recent_handle_minutes=self.handle_minutes,
             recent_samples=self.samples,
             history=self.history,
+            agents_busy=self.busy,
+            priority=case.priority,
         )
 
 
@@ -247,12 +250,15 @@ class Watchdog:
             (case for case in open_cases if case.status == STATUS_WAITING),
             key=lambda case: (-priority_rank(case.priority), case.created_at, case.id),
         )
+        agents = self.store.desk.agents_on_shift()
+        in_hand = sum(1 for case in open_cases if case.status == STATUS_CLAIMED)
         return _Queue(
-            agents=self.store.desk.agents_on_shift(),
+            agents=agents,
             handle_minutes=handle,
             samples=samples,
             history=answered_history(self.store.figures, self.calendar, now, window),
             ahead={case.id: place for place, case in enumerate(order)},
+            busy=min(agents, in_hand) if agents else None,
         )
 
     # --- promises ------------------------------------------------------------------------------
@@ -287,7 +293,7 @@ class Watchdog:
         """
         if (now - case.promise_start).total_seconds() < PREDICTION_GRACE_MINUTES * 60 or not self.calendar.is_open(now):
             return False
-        predicted = expected_wait_minutes(queue.snapshot(case.id), self.support.targets)
+        predicted = expected_wait_minutes(queue.snapshot(case), self.support.targets)
         left = self.calendar.business_minutes_between(now, case.promised_by)
         return predicted > left
 
@@ -310,7 +316,7 @@ class Watchdog:
             return self._unreachable(case, now)
         waited = max(0.0, self.calendar.business_minutes_between(case.created_at, now))
         promise = estimate_promise(
-            now, self.calendar, queue.snapshot(case.id), self.support.targets, waited_minutes=waited
+            now, self.calendar, queue.snapshot(case), self.support.targets, waited_minutes=waited
         )
         if (promise.deadline - case.promised_by).total_seconds() < _LATER_BY_MINUTES * 60:
             return 0  # the estimate says the promise still holds: look again next tick

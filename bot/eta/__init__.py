@@ -10,8 +10,8 @@ from bot.eta.calendar import (
     NoOpeningHoursError,
 )
 from bot.eta.estimate import (
-    BASIS_ALL_HOURS,
-    BASIS_HOUR_OF_WEEK,
+    BASIS_ALL_CASES,
+    BASIS_SAME_PRIORITY,
     BASIS_PRIOR,
     EstimateError,
     Promise,
@@ -20,14 +20,22 @@ from bot.eta.estimate import (
     WaitPrediction,
     describe_deadline,
     estimate_promise,
+    expected_wait,
     predict_wait,
     round_up_minutes,
 )
-from bot.eta.history import HandledCase, History, HistoryError, WaitSample, quantile
+from bot.eta.history import (
+    HandledCase,
+    History,
+    HistoryError,
+    WaitSample,
+    conformal_quantile,
+    quantile,
+)
 
 __all__ = [
-    "BASIS_ALL_HOURS",
-    "BASIS_HOUR_OF_WEEK",
+    "BASIS_ALL_CASES",
+    "BASIS_SAME_PRIORITY",
     "BASIS_PRIOR",
     "END_OF_DAY",
     "BusinessCalendar",
@@ -42,8 +50,10 @@ __all__ = [
     "ServiceTargets",
     "WaitPrediction",
     "WaitSample",
+    "conformal_quantile",
     "describe_deadline",
     "estimate_promise",
+    "expected_wait",
     "predict_wait",
     "quantile",
     "round_up_minutes",

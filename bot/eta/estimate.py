@@ -1,21 +1,18 @@
 """The response-time promise: when a person will pick the case up, and how we say it.
 
-Two models, chosen by how much history there is.
+Both start from the expected wait (``expected_wait``): with ``a`` agents each needing
+``h`` minutes a case and ``n`` cases ahead that the free agents do not take at once, the
+customer is served when the ``n + 1``-th agent frees up, about ``(n + 0.5) * h / a``
+minutes (the half is the average rest of the case each agent is on now), with the agents
+usually on shift in each coming hour taking over from those of now.
 
-The prior, used until enough cases have been answered, is deliberately simple and
-pessimistic. With ``a`` agents each needing ``h`` minutes a case and ``n`` cases ahead,
-the customer is served when the ``n + 1``-th agent frees up: about
-``(n + 0.5) * h / a`` minutes (the half is the average rest of the case each agent is
-on now). The promise is that times a safety factor.
+The prior, used until enough cases have been answered, is that times a safety factor.
 
-The calibrated model keeps that (formula times safety factor) for the part of the wait
-that grows with the queue, and learns the rest from history: for every recently
-answered case, how much later the first human reply came than the formula said,
-``lateness = actual - formula * safety_factor`` (business minutes, with today's handle
-time and staffing). The promise is the formula for the queue now plus the
-``promise_quantile`` (0.9: nine in ten) of those latenesses, taken from the same hour of
-the week when that hour has enough cases (Monday 08:00 is not Wednesday 15:00), else
-from all hours. Without history the lateness is taken as 0: the prior.
+The calibrated model learns how far real waits stray from what was expected: every
+recently answered case is scored by its wait over the wait expected when it was opened,
+and the promise is the expected wait now times the split-conformal ``promise_quantile``
+(0.96 shipped) of the scores, a share that holds on average over weeks whose cases are
+exchangeable with the recent ones, whatever their distribution.
 
 Either way the promise is never below the first-response target, is rounded up to a
 length people say, and is counted in business minutes from the next opening, so it
@@ -27,23 +24,33 @@ Everything here is pure: nothing reads the clock; callers pass ``now`` in.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from bot.eta.calendar import BusinessCalendar
-from bot.eta.history import History, hour_of_week, quantile
+from bot.eta.history import History, conformal_quantile, hour_of_week
 
-# Rounded-up lengths of time that read naturally; beyond the last, whole hours.
-MINUTE_BUCKETS: tuple[int, ...] = (5, 10, 15, 20, 30, 45, 60, 90, 120)
+# Promises are rounded up to lengths that read naturally: (up to these minutes, in
+# steps of these), then steps of ``_LONG_STEP``.
+MINUTE_STEPS: tuple[tuple[int, int], ...] = ((60, 5), (180, 15))
+_LONG_STEP = 30
 # Share of one handle time the first free agent still needs on average.
 PICKUP_SHARE = 0.5
 # Where a promise's length came from (``Promise.basis``).
 BASIS_PRIOR = "prior"
-BASIS_ALL_HOURS = "all hours"
-BASIS_HOUR_OF_WEEK = "hour of week"
+BASIS_ALL_CASES = "all cases"
+BASIS_SAME_PRIORITY = "same priority"
+
 NO_HISTORY = History()
 
 _UTC = timezone.utc
+_ONE_HOUR = timedelta(hours=1)
+# How far ahead ``expected_wait`` works off the queue before it stops looking at the rota.
+_LOOKAHEAD_HOURS = 24 * 14
+# Scores compare waits plus this many minutes, so that a case expected to be picked up
+# at once (a wait of a few minutes) does not turn a minute's noise into a large multiple.
+SCORE_OFFSET_MINUTES = 5.0
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
     "January",
@@ -104,6 +111,11 @@ class QueueSnapshot:
             or None without history.
         recent_samples: How many cases ``recent_handle_minutes`` averages.
         history: Recently answered cases; the default, no history, gives the prior.
+        agents_busy: Of the agents on shift, how many are on a case now (claimed and
+            not resolved); None if unknown (every agent is then counted busy).
+        priority: The new case's priority; None if not known. History is learned from
+            cases of the same priority first (later arrivals of a more urgent one are
+            served before it, so a low-priority case strays further from its queue).
 
     Raises:
         EstimateError: If a count is negative, the handle time is not positive or
@@ -115,6 +127,8 @@ class QueueSnapshot:
     recent_handle_minutes: float | None
     recent_samples: int = 0
     history: History = NO_HISTORY
+    agents_busy: int | None = None
+    priority: str | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -145,6 +159,12 @@ class QueueSnapshot:
         _require(
             isinstance(self.history, History), "history", "a History", type(self.history).__name__
         )
+        _require(
+            self.agents_busy is None or (_is_count(self.agents_busy) and self.agents_busy >= 0),
+            "agents_busy",
+            "None or a whole number of at least 0",
+            self.agents_busy,
+        )
 
 
 @dataclass(frozen=True)
@@ -156,11 +176,10 @@ class ServiceTargets:
         average_handle_minutes: Handle time assumed while history is too thin.
         default_agents_on_shift: Agents assumed when the snapshot says 0.
         min_history_samples: Cases of history needed to trust it fully: for the recent
-            handle time, and for the calibrated promise (all hours, or one hour of week).
-        safety_factor: Multiplies the expected wait: the part of every promise that
-            grows with the queue.
-        promise_quantile: With enough history, the share of recent customers the
-            promise would have been kept for (0.9: nine in ten).
+            handle time, and for a calibration group (same priority, or all cases).
+        safety_factor: Multiplies the expected wait while history is too thin.
+        promise_quantile: With enough history, the share of customers the promise is
+            kept for, on average over weeks like the recent ones (split-conformal).
 
     Raises:
         EstimateError: If a value is out of range.
@@ -203,9 +222,13 @@ class Promise:
         business_minutes: Open minutes from now to the deadline.
         open_now: Whether the brand was open when the promise was made.
         wording: What the customer reads, e.g. "within about 20 minutes".
-        basis: Where the length came from: ``BASIS_PRIOR`` (the formula times the
-            safety factor), ``BASIS_ALL_HOURS`` or ``BASIS_HOUR_OF_WEEK`` (history).
+        basis: Where the length came from: ``BASIS_PRIOR`` (the expected wait times
+            the safety factor), ``BASIS_SAME_PRIORITY`` or ``BASIS_ALL_CASES`` (calibrated
+            on the cases of the same priority, or on all).
         history_samples: How many answered cases the length was learned from.
+        expected_minutes: The point prediction the length was built on
+            (``WaitPrediction.expected_minutes``); stored with the case, so that its
+            wait can later be compared with what was expected then.
     """
 
     deadline: datetime
@@ -214,6 +237,7 @@ class Promise:
     wording: str
     basis: str = BASIS_PRIOR
     history_samples: int = 0
+    expected_minutes: float = 0.0
 
     def deadline_iso(self) -> str:
         """Return the deadline as ISO 8601 with its UTC offset, rounded up to the minute."""
@@ -223,15 +247,17 @@ class Promise:
 def round_up_minutes(minutes: float) -> int:
     """Round a duration up to a length people say.
 
-    Buckets are 5, 10, 15, 20, 30, 45, 60, 90 and 120 minutes, then whole hours.
-    Float noise below a millionth of a minute is ignored, so 15.000000000000002
-    stays 15.
+    Steps of 5 minutes up to an hour ("within about 35 minutes"), of a quarter of an
+    hour up to three hours ("an hour and a quarter"), then of half an hour. Finer steps
+    than that would sound false; coarser ones make a promise longer than the estimate
+    needs (from 60 to 90 minutes is half as long again). Float noise below a millionth
+    of a minute is ignored, so 15.000000000000002 stays 15.
 
     Args:
         minutes: A duration in minutes; finite and not negative.
 
     Returns:
-        The smallest bucket at least ``minutes`` long.
+        The smallest step at least ``minutes`` long (at least 5).
 
     Raises:
         EstimateError: If ``minutes`` is negative or not finite.
@@ -239,21 +265,29 @@ def round_up_minutes(minutes: float) -> int:
     _require(
         _is_number(minutes) and minutes >= 0, "minutes", "a finite number of at least 0", minutes
     )
-    minutes = round(minutes, 6)
-    for bucket in MINUTE_BUCKETS:
-        if minutes <= bucket:
-            return bucket
-    return math.ceil(minutes / 60) * 60
+    minutes = max(round(minutes, 6), MINUTE_STEPS[0][1])
+    for up_to, step in MINUTE_STEPS:
+        if minutes <= up_to:
+            return step * math.ceil(minutes / step)
+    return _LONG_STEP * math.ceil(minutes / _LONG_STEP)
+
+
+_QUARTERS = {15: "a quarter", 30: "a half", 45: "three quarters"}
 
 
 def _say_duration(minutes: int) -> str:
-    if minutes == 60:
-        return "an hour"
-    if minutes == 90:
-        return "an hour and a half"
-    if minutes > 60 and minutes % 60 == 0:
-        return f"{minutes // 60} hours"
-    return f"{minutes} minutes"
+    hours, rest = divmod(minutes, 60)
+    if hours == 0:
+        return f"{minutes} minutes"
+    whole = "an hour" if hours == 1 else f"{hours} hours"
+    if rest == 0:
+        return whole
+    if rest in _QUARTERS:
+        if hours == 1:
+            return f"an hour and {_QUARTERS[rest]}"
+        # "2 and three quarter hours": the fraction qualifies "hours", so no plural.
+        return f"{hours} and {_QUARTERS[rest].removesuffix('s')} hours"
+    return f"{whole} {rest} minutes"
 
 
 def _say_clock(moment: datetime, show_timezone: bool) -> str:
@@ -369,11 +403,17 @@ def expected_wait_minutes(queue: QueueSnapshot, targets: ServiceTargets) -> floa
     Returns:
         ``(cases_ahead + PICKUP_SHARE) * handle / agents``, before any safety factor.
     """
-    return _formula_minutes(queue.cases_ahead, queue, targets)
+    return _queue_minutes(queue.cases_ahead, _agents(queue, targets), None, _handle_minutes(queue, targets))
 
 
-def _formula_minutes(cases_ahead: int, queue: QueueSnapshot, targets: ServiceTargets) -> float:
-    return (cases_ahead + PICKUP_SHARE) * _handle_minutes(queue, targets) / _agents(queue, targets)
+def _queue_minutes(cases_ahead: int, agents: int, busy: int | None, handle: float) -> float:
+    """Return the wait the queue explains: cases to serve before this one, at the agents' pace.
+
+    Agents free at the moment take the first cases at once, so only the cases beyond
+    them wait for an agent to finish (``busy`` None: unknown, every agent counted busy).
+    """
+    free = 0 if busy is None else max(0, agents - busy)
+    return (max(0, cases_ahead - free) + PICKUP_SHARE) * handle / agents
 
 
 @dataclass(frozen=True)
@@ -382,18 +422,23 @@ class WaitPrediction:
 
     Attributes:
         minutes: Business minutes, before the first-response floor and rounding.
-        basis: ``BASIS_PRIOR``, ``BASIS_ALL_HOURS`` or ``BASIS_HOUR_OF_WEEK``.
+        basis: ``BASIS_PRIOR``, ``BASIS_SAME_PRIORITY`` or ``BASIS_ALL_CASES``.
         samples: Answered cases it was learned from (0 for the prior).
         hour_of_week: The hour of week the wait starts counting in (see
             ``bot.eta.history.hour_of_week``).
-        extra_minutes: The learned lateness added to the queue part (0 for the prior).
+        expected_minutes: The point prediction: the wait the queue and the staffing
+            explain (``expected_wait``); recorded with the case, it is what the case's
+            wait is later compared with.
+        factor: The calibrated multiple of ``expected_minutes`` (the safety factor for
+            the prior).
     """
 
     minutes: float
     basis: str
     samples: int
     hour_of_week: int
-    extra_minutes: float
+    expected_minutes: float = 0.0
+    factor: float = 1.0
 
 
 def predict_wait(
@@ -406,22 +451,38 @@ def predict_wait(
 ) -> WaitPrediction:
     """Predict the wait a promise should cover, from history when there is enough.
 
-    - At least ``min_history_samples`` answered cases whose wait started in the same
-      hour of week as this one would: learn from those (``BASIS_HOUR_OF_WEEK``).
-    - Else at least that many in all: learn from all of them (``BASIS_ALL_HOURS``).
-      Learning: for each case, ``lateness = reply_minutes - formula(its cases_ahead) *
-      safety_factor``; the prediction is ``formula(cases_ahead now) * safety_factor +
-      quantile(lateness, promise_quantile)`` (nearest rank; never below 0).
-    - Else the prior: ``formula(cases_ahead now) * safety_factor``.
+    The point prediction is ``expected_wait``: the work ahead of the customer (the cases
+    the free agents do not take at once, plus ``PICKUP_SHARE`` of one) worked off by the
+    agents on shift now and, in later hours, by the agents usually on shift then. Each
+    answered case of the history is scored by how its wait compares with what was
+    expected for it when it was opened, ``score = (reply + c) / (expected then + c)``
+    with ``c = SCORE_OFFSET_MINUTES`` (the expectation recorded with the case; for a
+    case recorded without one, the queue formula with the staffing then). The
+    prediction is ``(expected now + c) x q - c``, where ``q`` is the split-conformal
+    ``promise_quantile`` of the scores (``bot.eta.history.conformal_quantile``): if
+    the coming week's cases are exchangeable with the window's, the promise holds for
+    at least that share. Only cases answered before ``now`` are in the window, so no
+    promise is built on what happened after it was made.
 
-    ``formula(n)`` is ``(n + PICKUP_SHARE) * handle / agents`` with the handle time and
-    staffing of now: the store keeps each case's queue position but not the staffing
-    then.
+    The scores are those of the cases of the same priority when there are enough
+    (``BASIS_SAME_PRIORITY``: later arrivals of a more urgent case are served first, so
+    a low-priority case strays further from its queue than an urgent one), else of all
+    cases (``BASIS_ALL_CASES``), whatever their hour: measured on the simulated weeks,
+    scores kept apart by hour of the week, hour of the day or size of the expected
+    wait came from too few cases and kept fewer promises (docs/promises.md); the
+    expected wait already carries the hour (the rota) and the queue. "Enough" is at
+    least ``min_history_samples`` and enough for the quantile (``q / (1 - q)``: 19 for
+    0.95). Without, the prior: ``expected x safety_factor``. A group with at least
+    ``min_history_samples`` cases but too few for the quantile still bounds the factor
+    from below: never less than the largest of its scores, so falling back to a wider
+    group (or the prior) never promises less than one of the like cases waited.
 
     For a customer who has already waited (a new estimate when a promise is at risk),
     a long wait so far is itself evidence: with ``waited_minutes`` > 0 the prediction is
-    at least the ``promise_quantile`` of how much longer the recent customers who had
-    waited that long still waited, when there are ``min_history_samples`` of them.
+    at least the conformal ``promise_quantile`` of how much longer the recent customers
+    who had waited that long still waited, when there are enough of them; when there
+    are too few (this customer is further into the tail than history reaches), at least
+    as long again as the wait so far.
 
     Args:
         now: When the customer asked; timezone-aware.
@@ -450,34 +511,126 @@ def predict_wait(
         for sample in queue.history.samples
         if sample.reply_minutes > waited_minutes
     ]
-    if len(still_waiting) < targets.min_history_samples:
-        return prediction
-    longer = quantile(still_waiting, targets.promise_quantile)
-    if longer <= prediction.minutes:
+    longer = None
+    if len(still_waiting) >= targets.min_history_samples:
+        longer = conformal_quantile(still_waiting, targets.promise_quantile)
+    if longer is None and len(queue.history) >= targets.min_history_samples:
+        # Waited longer than nearly every recent case: history cannot say how much longer,
+        # but a wait this far into the tail tends to go on as long again (a new estimate
+        # that doubles each time needs few updates, where a short one would need many).
+        longer = waited_minutes
+    if longer is None or longer <= prediction.minutes:
         return prediction
     return replace(prediction, minutes=longer, samples=len(still_waiting))
+
+
+def staffing_profile(history: History) -> dict[int, int]:
+    """Return the agents usually on shift in each hour of the week, as history recorded them.
+
+    The median of the staffing recorded with the cases opened in that hour (cases opened
+    while closed, or without a record, say nothing).
+    """
+    seen: dict[int, list[int]] = {}
+    for sample in history.samples:
+        if sample.agents_on_shift:
+            seen.setdefault(sample.hour_of_week, []).append(sample.agents_on_shift)
+    return {hour: sorted(agents)[len(agents) // 2] for hour, agents in seen.items()}
+
+
+def expected_wait(
+    now: datetime,
+    calendar: BusinessCalendar,
+    queue: QueueSnapshot,
+    targets: ServiceTargets,
+    profile: Mapping[int, int] | None = None,
+) -> float:
+    """Return the open minutes until an agent is expected to pick the case up.
+
+    The work ahead is the cases the free agents do not take at once, plus
+    ``PICKUP_SHARE`` of one, each needing the recent handle time. It is worked off hour
+    by hour of open time: in the hour of ``now`` by the agents on shift now, in later
+    hours (and from the opening, when closed now) by the agents usually on shift then
+    (``profile``; the agents of now where it does not say), so a shift that ends at
+    14:00 or a second one that starts at noon is counted before it happens.
+
+    Args:
+        now: When the customer asked; timezone-aware.
+        calendar: The brand's business hours.
+        queue: The queue now.
+        targets: The brand's targets (prior handle time, default staffing).
+        profile: Agents by hour of week (``staffing_profile``); None: the agents of now
+            throughout.
+    """
+    agents_now = _agents(queue, targets)
+    alone = _queue_minutes(queue.cases_ahead, agents_now, queue.agents_busy, _handle_minutes(queue, targets))
+    if not profile:
+        return alone
+    work = alone * agents_now  # agent-minutes
+    moment = calendar.next_opening(now).astimezone(_UTC)
+    # While closed nobody is on shift now: the rota says who opens.
+    first_hour = hour_of_week(calendar, moment) if calendar.is_open(now) else None
+    waited = 0.0
+    agents = agents_now
+    for _ in range(_LOOKAHEAD_HOURS):
+        hour_end = moment.replace(minute=0, second=0, microsecond=0) + _ONE_HOUR
+        local = moment.astimezone(calendar.timezone)
+        hour = local.weekday() * 24 + local.hour
+        agents = agents_now if hour == first_hour else max(1, profile.get(hour, agents_now))
+        open_minutes = calendar.business_minutes_between(moment, hour_end)
+        if agents * open_minutes >= work:
+            return waited + work / agents
+        work -= agents * open_minutes
+        waited += open_minutes
+        moment = hour_end
+    return waited + work / agents
 
 
 def _predict_new_case(
     now: datetime, calendar: BusinessCalendar, queue: QueueSnapshot, targets: ServiceTargets
 ) -> WaitPrediction:
     hour = hour_of_week(calendar, now)
-    queue_part = _formula_minutes(queue.cases_ahead, queue, targets) * targets.safety_factor
-    needed = targets.min_history_samples
-    same_hour = queue.history.in_hour(hour)
-    if len(same_hour) >= needed:
-        basis, learned = BASIS_HOUR_OF_WEEK, same_hour
-    elif len(queue.history) >= needed:
-        basis, learned = BASIS_ALL_HOURS, queue.history.samples
-    else:
-        return WaitPrediction(queue_part, BASIS_PRIOR, 0, hour, 0.0)
-    lateness = [
-        sample.reply_minutes
-        - _formula_minutes(sample.cases_ahead, queue, targets) * targets.safety_factor
-        for sample in learned
-    ]
-    extra = quantile(lateness, targets.promise_quantile)
-    return WaitPrediction(max(0.0, queue_part + extra), basis, len(learned), hour, extra)
+    agents, handle = _agents(queue, targets), _handle_minutes(queue, targets)
+    profile = staffing_profile(queue.history)
+    expected = expected_wait(now, calendar, queue, targets, profile)
+    scored = []
+    for sample in queue.history.samples:
+        expected_then = sample.expected_minutes
+        if expected_then is None:
+            # Recorded before expectations were: the queue formula with the staffing then.
+            agents_then = sample.agents_on_shift or agents
+            expected_then = _queue_minutes(sample.cases_ahead, agents_then, sample.agents_busy, handle)
+        scored.append((sample.priority, _score(sample.reply_minutes, expected_then)))
+    same_priority = [score for priority, score in scored if priority == queue.priority]
+    levels = (
+        (BASIS_SAME_PRIORITY, same_priority if queue.priority is not None else []),
+        (BASIS_ALL_CASES, [score for _, score in scored]),
+    )
+    # Too few like cases for the quantile still say something: a factor below the
+    # largest of them would promise less than one of them actually waited.
+    floor: WaitPrediction | None = None
+    for basis, scores in levels:
+        if len(scores) < targets.min_history_samples:
+            continue
+        factor = conformal_quantile(scores, targets.promise_quantile)
+        if factor is not None:
+            if floor is not None and floor.factor > factor:
+                return floor
+            return WaitPrediction(_unscore(factor, expected), basis, len(scores), hour, expected, factor)
+        if floor is None:
+            largest = max(scores)
+            floor = WaitPrediction(_unscore(largest, expected), basis, len(scores), hour, expected, largest)
+    prior = WaitPrediction(
+        expected * targets.safety_factor, BASIS_PRIOR, 0, hour, expected, targets.safety_factor
+    )
+    return floor if floor is not None and floor.minutes > prior.minutes else prior
+
+
+def _score(actual: float, expected: float) -> float:
+    return (actual + SCORE_OFFSET_MINUTES) / (expected + SCORE_OFFSET_MINUTES)
+
+
+def _unscore(factor: float, expected: float) -> float:
+    return max(0.0, factor * (expected + SCORE_OFFSET_MINUTES) - SCORE_OFFSET_MINUTES)
 
 
 def estimate_promise(
@@ -538,4 +691,5 @@ def estimate_promise(
         wording=wording,
         basis=prediction.basis,
         history_samples=prediction.samples,
+        expected_minutes=prediction.expected_minutes,
     )

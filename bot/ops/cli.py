@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bot import clock
 from bot.ops.channel_limits import LIMITS, check_responses, switched_on
 from bot.ops.config import SupportConfig
 from bot.ops.errors import OpsConfigError
@@ -62,10 +63,31 @@ def summarize(config: SupportConfig) -> str:
     )
 
 
+# How many of the coming closed days ``ops check`` lists.
+NEXT_CLOSED_DAYS = 5
+
+
+def next_closed_days(config: SupportConfig, count: int = NEXT_CLOSED_DAYS) -> str:
+    """Return the next holidays the calendar will close on, from today (``FIRSTREPLY_NOW`` pins it).
+
+    Args:
+        config: The configuration.
+        count: How many to list.
+    """
+    calendar = config.calendar
+    today = clock.now().astimezone(calendar.timezone).date()
+    coming = sorted(day for day in calendar.holidays if day >= today)[:count]
+    if not coming:
+        return "Next closed days: none listed from today"
+    shown = "; ".join(f"{day:%a} {day.isoformat()} {calendar.holidays[day]}" for day in coming)
+    return f"Next closed days: {shown}"
+
+
 def check_main(argv: list[str] | None = None) -> int:
     """Check a support.yml: ``python -m bot ops check [FILE]``.
 
-    Prints ``<file>: OK (<summary>)`` to stdout, or the mistake to stderr.
+    Prints ``<file>: OK (<summary>)`` and the next closed days to stdout, or the
+    mistake to stderr.
 
     Args:
         argv: Arguments after ``ops check``; None means ``sys.argv[1:]``.
@@ -86,6 +108,7 @@ def check_main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 1
     print(f"{path}: OK ({summarize(config)})")
+    print(next_closed_days(config))
     return _check_buttons(arguments, path)
 
 

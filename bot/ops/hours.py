@@ -8,17 +8,26 @@ from __future__ import annotations
 import difflib
 import re
 from datetime import date, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
+from bot import clock
 from bot.eta.calendar import END_OF_DAY, BusinessCalendar
-from bot.ops.nodes import Entries, NodeReader
+from bot.ops.nodes import Entries, NodeReader, suggest
 
 WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 HOURS_KEYS = ("timezone", "weekly", "holidays")
 HOURS_REQUIRED = ("timezone", "weekly")
 _HOLIDAY_KEYS = ("date", "name")
+# ``hours.holidays`` as a mapping: a country's public holidays (the ``holidays``
+# package), dates closed besides them, and dates open although the package closes them.
+_HOLIDAY_SOURCE_KEYS = ("country", "subdivision", "closed", "open")
+# The package's holidays are expanded for the years from one before the year the file
+# is loaded to this many after it: promises look at most a year ahead, and processes
+# are restarted far more often than that.
+HOLIDAY_YEARS_AHEAD = 2
 _TIME_RANGE = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 
 _Ranges = tuple[tuple[time, time], ...]
@@ -124,7 +133,67 @@ def _time_range(nodes: NodeReader, node: Node, where: str) -> tuple[timedelta, t
 
 
 def _holidays(nodes: NodeReader, key_node: Node, node: Node) -> dict[date, str]:
+    """Read ``hours.holidays``: a list of dated entries, or a mapping naming a country too."""
+    if not isinstance(node, MappingNode):
+        return _listed_days(nodes, key_node, node, "hours.holidays")
     where = "hours.holidays"
+    entries = nodes.section(node, where, key_node, _HOLIDAY_SOURCE_KEYS, ())
+    closed: dict[date, str] = {}
+    if "country" in entries:
+        closed = _country_holidays(nodes, entries)
+    elif "subdivision" in entries:
+        raise nodes.error(entries["subdivision"][0], f"{where}.subdivision needs a country")
+    if "open" in entries:
+        for day in _open_days(nodes, *entries["open"], f"{where}.open"):
+            closed.pop(day, None)
+    if "closed" in entries:
+        # Listed by hand, so they win: a name given here replaces the package's.
+        closed.update(_listed_days(nodes, *entries["closed"], f"{where}.closed"))
+    return closed
+
+
+def _country_holidays(nodes: NodeReader, entries: Entries) -> dict[date, str]:
+    """Return the public holidays of ``country`` (and ``subdivision``) from the ``holidays`` package."""
+    # Imported here: only files that name a country need it, and it is slow to import.
+    import holidays as public_holidays
+
+    where = "hours.holidays"
+    country_key, country_node = entries["country"]
+    country = nodes.text(country_key, country_node, f"{where}.country", " like GB or US")
+    supported: dict[str, Any] = public_holidays.list_supported_countries()
+    if country not in supported:
+        close = difflib.get_close_matches(country.upper(), list(supported), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "use an ISO 3166-1 code like GB, US or DE"
+        raise nodes.error(country_node, f"{where}.country: unknown country; {hint}", country)
+    subdivision = None
+    if "subdivision" in entries:
+        sub_key, sub_node = entries["subdivision"]
+        subdivision = nodes.text(sub_key, sub_node, f"{where}.subdivision", " like ENG")
+        regions = [str(region) for region in supported[country]]
+        if subdivision not in regions:
+            hint = suggest(subdivision, regions, "its subdivisions") if regions else "it has none"
+            raise nodes.error(sub_node, f"{where}.subdivision: unknown for {country}; {hint}", subdivision)
+    this_year = clock.now().year
+    found = public_holidays.country_holidays(
+        country,
+        subdiv=subdivision,
+        years=range(this_year - 1, this_year + HOLIDAY_YEARS_AHEAD + 1),
+        language="en_US",
+    )
+    return {day: str(name) for day, name in sorted(found.items())}
+
+
+def _open_days(nodes: NodeReader, key_node: Node, node: Node, where: str) -> list[date]:
+    days: list[date] = []
+    for item in nodes.items(key_node, node, where, "dates (YYYY-MM-DD), or []"):
+        day = _date(nodes, item, item, where)
+        if day in days:
+            raise nodes.error(item, f"{where}: listed twice", day.isoformat())
+        days.append(day)
+    return days
+
+
+def _listed_days(nodes: NodeReader, key_node: Node, node: Node, where: str) -> dict[date, str]:
     holidays: dict[date, str] = {}
     lines: dict[date, int] = {}
     for item in nodes.items(key_node, node, where, "{date: YYYY-MM-DD, name: ...} entries"):
