@@ -21,7 +21,13 @@ What the base does, for every connector alike:
   not yet sent are sent.
 - **Reply records.** The sender bound to one event (``RecordedOutput.for_message``)
   records every reply under (message id, position) (``RecordedOutput.recorded``), so
-  handling the event again sends no reply twice.
+  handling the event again sends no reply twice. Both records of a reply are written on
+  the event loop's thread, just before the platform call and right after its answer, so a
+  crash leaves in doubt only the replies whose call was in flight (the window is measured:
+  ``REPLY_WINDOWS``, ``GET /webhooks/<name>/replies``). One in doubt is sent again and
+  counted (``REPLIES_IN_DOUBT``), or looked up where the platform can be asked; a greeting
+  in doubt is not sent again, and a customer is greeted once per conversation
+  (``Inbox.claim_greeting``).
 - **Holding line.** After an event's first failure the customer is told once that their
   message is kept (``HOLDING_REPLY``, recorded after any real reply: ``HOLDING_SEQ``).
 - **Splitting** long text at the platform's ``text_limit``, buttons under the last part.
@@ -65,12 +71,14 @@ import asyncio
 import copy
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from rasa.core.channels.channel import InputChannel, OutputChannel
 from sanic import Blueprint, response
 from sqlalchemy.exc import SQLAlchemyError
@@ -78,15 +86,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.channels.common import BackgroundTasks, OnNewMessage, split_text, unless_saved
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import (
+    GREETING_KEY,
     SENDING,
     SENT,
     Inbox,
     InboxEntry,
     InboxWorker,
+    greeting_memory_from_env,
     lease_seconds_from_env,
     reply_digest,
     sweep_seconds_from_env,
 )
+from bot.constants import GREETING_RESPONSES
 
 if TYPE_CHECKING:
     from rasa.core.channels.channel import UserMessage
@@ -119,6 +130,73 @@ LOOKUP_FAILURES = Counter(
     "unexpected shape; the conversation went on without what they would have told.",
     ("channel", "lookup"),
 )
+
+
+REPLIES_IN_DOUBT = Counter(
+    "firstreply_channel_replies_in_doubt",
+    "Replies a crash cut off while their platform call was in flight, found when the event was "
+    "handled again: sent again (the customer may read them twice), looked up on the platform "
+    "(those that can be), or not sent again (a greeting).",
+    ("channel", "outcome"),
+)
+# Seconds from the platform's answer to the reply's "sent" record, and from its "sending"
+# record to its "sent" record: a crash inside the second leaves the reply in doubt.
+WINDOW_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+REPLY_RECORD_LAG = Histogram(
+    "firstreply_channel_reply_record_lag_seconds",
+    "Time from the platform's answer to a reply to the reply's 'sent' record.",
+    ("channel",),
+    buckets=WINDOW_BUCKETS,
+)
+REPLY_IN_DOUBT_WINDOW = Histogram(
+    "firstreply_channel_reply_in_doubt_seconds",
+    "Time a reply spends recorded as 'sending': its platform call and the two records around it.",
+    ("channel",),
+    buckets=WINDOW_BUCKETS,
+)
+
+
+class ReplyWindows:
+    """The in-doubt windows of this process's latest replies, for ``GET /webhooks/<name>/replies``."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        """Keep the latest ``size`` replies' figures."""
+        self.lag: deque[float] = deque(maxlen=size)
+        self.window: deque[float] = deque(maxlen=size)
+        self.in_doubt: dict[str, int] = {}
+
+    def add(self, channel: str, lag: float, window: float) -> None:
+        """Note one reply's record lag and in-doubt window (seconds)."""
+        self.lag.append(lag)
+        self.window.append(window)
+        REPLY_RECORD_LAG.labels(channel).observe(lag)
+        REPLY_IN_DOUBT_WINDOW.labels(channel).observe(window)
+
+    def found_in_doubt(self, channel: str, outcome: str) -> None:
+        """Note a reply found in doubt and what came of it."""
+        self.in_doubt[outcome] = self.in_doubt.get(outcome, 0) + 1
+        REPLIES_IN_DOUBT.labels(channel, outcome).inc()
+
+    def summary(self) -> dict[str, Any]:
+        """Return the count, p50, p99 and maximum of both, in milliseconds, and the replies found in doubt."""
+        return {
+            "replies": len(self.window),
+            "record_lag_ms": percentiles_ms(self.lag),
+            "in_doubt_window_ms": percentiles_ms(self.window),
+            "found_in_doubt": dict(self.in_doubt),
+        }
+
+
+def percentiles_ms(seconds: Iterable[float]) -> dict[str, float | None]:
+    """Return the p50, p99 and maximum of ``seconds``, in milliseconds (``None`` for none)."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return {"p50": None, "p99": None, "max": None}
+    at = {share: ordered[min(len(ordered) - 1, int(share * len(ordered)))] for share in (0.5, 0.99)}
+    return {"p50": round(at[0.5] * 1000, 3), "p99": round(at[0.99] * 1000, 3), "max": round(ordered[-1] * 1000, 3)}
+
+
+REPLY_WINDOWS = ReplyWindows()
 
 
 def non_text_notice(noun: str, with_text: bool) -> str:
@@ -284,6 +362,11 @@ class WebhookConnector(InputChannel):
         async def health(_: Request) -> HTTPResponse:
             return response.json({"status": "ok"})
 
+        @blueprint.route("/replies", methods=["GET"])
+        async def reply_windows(_: Request) -> HTTPResponse:
+            # Timings and counts of this process's replies (no customer data): the in-doubt window.
+            return response.json(REPLY_WINDOWS.summary())
+
         @blueprint.listener("after_server_start")
         async def start_sweeping(app: Any, *_: Any) -> None:
             self._app = app
@@ -397,6 +480,8 @@ class RecordedOutput(OutputChannel):
     # Whether the platform can be asked if a send whose answer was lost arrived (Slack's
     # history): then a failed call stays "in doubt" and is looked up before it is sent again.
     can_look_up_sent: ClassVar[bool] = False
+    # The customer a greeting is being sent to (``send_response``), else ``None``.
+    _greeting_to: str | None = None
 
     def __init__(self, inbox: Inbox | None = None) -> None:
         """Record the replies to an event in ``inbox`` (none: nothing recorded)."""
@@ -455,18 +540,38 @@ class RecordedOutput(OutputChannel):
 
         ``send`` gets the reply's recorded state (``SENDING``: an attempt was cut off
         mid-call, so the platform may have it). Returns ``None`` when the reply had been
-        sent before or was refused for good (the customer blocked the bot, the chat is
-        gone): neither is worth handling the event again. Any other failure raises.
+        sent before, was refused for good (the customer blocked the bot, the chat is gone),
+        or is a greeting not to be sent again: none is worth handling the event again. Any
+        other failure raises.
+
+        Both records are written here on the event loop's thread, not handed to a thread
+        pool: "sending" just before the call, "sent" as soon as the platform answered. Under
+        a burst the pool's queue is long, and every reply whose "sent" record waits in it is
+        one a crash would leave in doubt. Each is one short write.
         """
         assert self.inbox is not None and self.origin is not None
-        state = await asyncio.to_thread(self.inbox.begin_reply, self.origin, seq, reply_digest(*fingerprint))
+        greeting = self._greeting_to is not None
+        if greeting and not self._may_greet():
+            return None
+        # A greeting in doubt is sent again only where the platform is asked first.
+        at_most_once = greeting and not self.can_look_up_sent
+        state = self.inbox.begin_reply(self.origin, seq, reply_digest(*fingerprint), resend_in_doubt=not at_most_once)
+        began = time.perf_counter()
         if state == SENT:
             log.info("%s %s: reply %d to %s went out before, not sent again", self.name(), what, seq, self.origin)
             return None
+        if state == SENDING and at_most_once:
+            REPLY_WINDOWS.found_in_doubt(self.name(), "greeting not resent")
+            log.warning("%s %s: the greeting (reply %d to %s) was cut off mid-send by a crash; not sent again "
+                        "(the customer may have it, and reads a greeting once at most)", self.name(), what, seq,
+                        self.origin)  # fmt: skip
+            return None
         if state == SENDING and self.can_look_up_sent:
+            REPLY_WINDOWS.found_in_doubt(self.name(), "looked up")
             log.info("%s %s: reply %d to %s was cut off mid-send; looking for it first", self.name(), what, seq,
                      self.origin)  # fmt: skip
         elif state == SENDING:
+            REPLY_WINDOWS.found_in_doubt(self.name(), "resent")
             log.warning(
                 "%s %s: reply %d to %s was cut off mid-send by a crash; sending it again "
                 "(the platform may have had it: the customer may see it twice)", self.name(), what, seq, self.origin,
@@ -483,8 +588,31 @@ class RecordedOutput(OutputChannel):
             log.error("%s %s: refused for good (%s); reply %d to %s dropped", self.name(), what, self.describe(error),
                       seq, self.origin)  # fmt: skip
             result = None
-        await asyncio.to_thread(self.inbox.finish_reply, self.origin, seq)
+        answered = time.perf_counter()
+        self.inbox.finish_reply(self.origin, seq)
+        REPLY_WINDOWS.add(self.name(), time.perf_counter() - answered, time.perf_counter() - began)
         return result
+
+    def _may_greet(self) -> bool:
+        """Return whether the bound event may greet its customer (once per conversation, see ``Inbox.claim_greeting``)."""
+        assert self.inbox is not None and self.origin is not None and self._greeting_to is not None
+        key = GREETING_KEY.format(channel=self.name(), recipient=self._greeting_to)
+        if self.inbox.claim_greeting(key, self.origin, greeting_memory_from_env()):
+            return True
+        log.warning("%s: %s was greeted in this conversation already (by another message than %s); not greeted again",
+                    self.name(), self._greeting_to, self.origin)  # fmt: skip
+        return False
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        """Send one of Rasa's responses; a greeting goes out once per customer and conversation."""
+        if not self.bound or message.get("utter_action") not in GREETING_RESPONSES:
+            await super().send_response(recipient_id, message)
+            return
+        self._greeting_to = str(recipient_id)
+        try:
+            await super().send_response(recipient_id, message)
+        finally:
+            self._greeting_to = None
 
     async def send_holding(self, recipient_id: str) -> None:
         """Tell the customer their message is kept and will be answered (once per event)."""
