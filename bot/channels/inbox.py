@@ -638,6 +638,9 @@ class InboxWorker:
         for entry in entries:
             if entry.attempts:
                 log.info("%s update %s: handling again (attempt %d)", self.source, entry.update_id, entry.attempts + 1)
+            elif entry.lease_owner and owner_gone(entry.lease_owner, self.store.owner):
+                log.warning("%s update %s: taken over at once from %s, handling again (that process is gone)",
+                            self.source, entry.update_id, entry.lease_owner)  # fmt: skip
             else:  # nobody failed it: the process that took it died before finishing
                 log.warning("%s update %s: taken over, handling again (its process stopped before finishing)",
                             self.source, entry.update_id)  # fmt: skip
