@@ -119,6 +119,12 @@ NON_TEXT_ASK = " Could you also tell me in a few words what it's about?"
 BUTTONS_PROMPT = "Please choose:"
 # Where the holding line sits among an event's recorded replies: after any real one.
 HOLDING_SEQ = 1_000_000
+# How many recorded replies one sender has in flight at once (``$FIRSTREPLY_REPLY_CALLS``).
+# A reply is recorded "sending" only once it holds one of these places, so under a burst the
+# replies waiting for the platform client (its connection pool, the event loop) are not yet
+# in doubt: a crash catches at most this many replies in flight, not every customer's.
+ENV_REPLY_CALLS = "FIRSTREPLY_REPLY_CALLS"
+DEFAULT_REPLY_CALLS = 4
 
 # What an answer in an unexpected shape raises when read (a key missing, ``None`` where an
 # object was expected, a string where a list was).
@@ -197,6 +203,20 @@ def percentiles_ms(seconds: Iterable[float]) -> dict[str, float | None]:
 
 
 REPLY_WINDOWS = ReplyWindows()
+
+
+def reply_calls_from_env() -> int:
+    """Return how many recorded replies a sender has in flight at once (``$FIRSTREPLY_REPLY_CALLS``, default 4).
+
+    Raises:
+        ValueError: the value is not a whole number of at least 1.
+    """
+    raw = os.environ.get(ENV_REPLY_CALLS, "").strip()
+    if not raw:
+        return DEFAULT_REPLY_CALLS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{ENV_REPLY_CALLS} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
 
 
 def non_text_notice(noun: str, with_text: bool) -> str:
@@ -488,6 +508,7 @@ class RecordedOutput(OutputChannel):
         self.inbox = inbox
         self.origin: str | None = None
         self._seq = 0
+        self._calls = asyncio.Semaphore(reply_calls_from_env())
 
     def bound_to(self: Bound, message_id: str) -> Bound:
         """Return a copy for the replies to the event ``message_id`` (recorded, sent once)."""
@@ -547,7 +568,10 @@ class RecordedOutput(OutputChannel):
         Both records are written here on the event loop's thread, not handed to a thread
         pool: "sending" just before the call, "sent" as soon as the platform answered. Under
         a burst the pool's queue is long, and every reply whose "sent" record waits in it is
-        one a crash would leave in doubt. Each is one short write.
+        one a crash would leave in doubt. Each is one short write. And a reply is recorded
+        "sending" only once it holds one of the sender's places for calls in flight
+        (``DEFAULT_REPLY_CALLS``): one waiting for a place has not started, and is sent after a
+        crash like any new reply.
         """
         assert self.inbox is not None and self.origin is not None
         greeting = self._greeting_to is not None
@@ -555,7 +579,22 @@ class RecordedOutput(OutputChannel):
             return None
         # A greeting in doubt is sent again only where the platform is asked first.
         at_most_once = greeting and not self.can_look_up_sent
-        state = self.inbox.begin_reply(self.origin, seq, reply_digest(*fingerprint), resend_in_doubt=not at_most_once)
+        async with self._calls_in_flight():
+            return await self._recorded_call(what, seq, reply_digest(*fingerprint), send, at_most_once)
+
+    def _calls_in_flight(self) -> asyncio.Semaphore:
+        """Return the places for replies in flight, shared by every copy of this sender."""
+        calls: asyncio.Semaphore | None = getattr(self, "_calls", None)
+        if calls is None:  # a subclass that did not call ``__init__``: places of its own
+            calls = self._calls = asyncio.Semaphore(reply_calls_from_env())
+        return calls
+
+    async def _recorded_call(
+        self, what: str, seq: int, digest: str, send: Callable[[str | None], Awaitable[T]], at_most_once: bool
+    ) -> T | None:
+        """Record reply ``seq`` "sending", make the call, record it "sent" (see ``recorded``)."""
+        assert self.inbox is not None and self.origin is not None
+        state = self.inbox.begin_reply(self.origin, seq, digest, resend_in_doubt=not at_most_once)
         began = time.perf_counter()
         if state == SENT:
             log.info("%s %s: reply %d to %s went out before, not sent again", self.name(), what, seq, self.origin)
