@@ -15,7 +15,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup train run shell desk validate test bench bench-stack audit clean
+.PHONY: help setup train run shell desk validate test bench bench-stack bench-crash audit clean
 
 help: ## List the targets
 	@echo "FirstReply — make targets:"
@@ -68,6 +68,10 @@ bench: $(MODEL) ## Measure latency, throughput, memory, training time, and under
 bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis, 1 and 2 Rasa replicas
 	@scripts/install-system-deps.sh
 	$(PY) -m bench.stack
+
+bench-crash: $(MODEL) ## Kill Rasa, the action server or the database at random in bursts of new customers (20 trials per stack)
+	@scripts/install-system-deps.sh
+	scripts/test-services.sh run $(PY) -m bench.crash
 
 # Needs pypi.org's per-release JSON or api.osv.dev, which the project's build machines do not
 # reach (docs/security.md): run it where they are reachable. --strict: a package it could not

@@ -60,7 +60,7 @@ def test_random_kills_in_a_burst_lose_nothing_greet_nobody_twice_and_repeat_only
         print(f"trial {trial + 1}: {outcome.as_dict()}")
 
         assert outcome.lost == 0 and outcome.handled_twice == 0, outcome.problems
-        assert outcome.greeted_twice == 0, outcome.problems
+        assert outcome.greeted_twice == 0 and outcome.held_twice == 0, outcome.problems
         assert outcome.missing == 0, outcome.problems
         assert outcome.repeated_without_reply_in_flight == 0, outcome.problems
         assert outcome.repeated <= outcome.in_flight_at_kill
