@@ -1,9 +1,10 @@
 """Kills at random moments of bursts of new customers: ``make bench-crash`` / ``python -m bench.crash``.
 
-Each trial is ``tests.integration.crash_support.run_trial``: 30 new Telegram customers write at
-once; at a random moment of the burst one part is killed and started again at once; every
-customer's side is then held against what Rasa saved. Two stacks, each started once and
-given ``--trials`` trials:
+Each trial is ``tests.integration.crash_support.run_trial``: 30 new customers write at once over
+one platform (Telegram or Slack DMs, against their local fakes; the platforms take turns); at a
+random moment of the burst one part is killed and started again at once; every customer's side
+is then held against what Rasa saved. Two stacks, each started once with every platform's
+connector and given ``--trials`` trials:
 
 * ``sqlite``: what ``make run`` starts (one Rasa through ``bot.launcher``, one action server,
   SQLite files, the default 60 s lease); Rasa or the action server is killed (SIGKILL);
@@ -17,40 +18,43 @@ received a reply twice (and whether one of their replies was in flight at the ki
 missing, replies in flight at the kill, how soon the answers resumed after the restart. The
 in-doubt window (``GET /webhooks/telegram/replies`` of every Rasa process at the end) closes
 the report. Writes bench/results/crash-latest.json and .md.
+
+Not covered yet: the web chat (it answers in the request, no inbox) and the desk's outbox.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
-import signal
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any, Callable, Dict, List, Optional
 
-from bench.lifecycle import begin, finish, record_failure
+from bench.lifecycle import add_output_arguments, begin, finish, ready_to_run, record_failure
 from bench.procs import ROOT
 from bench.run import loadavg, machine_facts
+from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.integration.crash_support import (
     CrashStack,
     Outcome,
+    Platform,
     ReplicaStack,
+    SlackPlatform,
+    TelegramPlatform,
     new_customers,
+    platforms_env,
+    reply_windows,
     run_trial,
     solo_stack,
-    telegram_env,
     write_credentials,
 )
 from tests.integration.stack_support import running_stack
-from tests.processes import http
 
 RESULTS = ROOT / "bench" / "results"
 MODEL = ROOT / "models" / "firstreply.tar.gz"
@@ -61,6 +65,7 @@ STACKS = {
 CUSTOMERS = 30
 KILL_WINDOW_S = (0.3, 4.0)
 REDIS_DB_CRASH = 5
+PLATFORMS = ["telegram", "slack_dm"]
 
 
 def log(line: str) -> None:
@@ -68,31 +73,20 @@ def log(line: str) -> None:
     print(f"[bench.crash] {line}", flush=True)
 
 
-def _stop_on_sigterm(_signum: int, _frame: Optional[FrameType]) -> None:
-    raise KeyboardInterrupt
-
-
-def _windows(urls: List[str]) -> List[Dict[str, Any]]:
-    """Return the reply figures of each Rasa process at ``urls``."""
-    found = []
-    for url in urls:
-        status, raw = http("GET", f"{url}/webhooks/telegram/replies", timeout=10)
-        if status == 200:
-            found.append({"url": url, **json.loads(raw)})
-    return found
-
 
 async def _sweep(
-    name: str, stack: CrashStack, api: FakeTelegramAPI, trials: int, rng: random.Random, first_id: int,
+    name: str, stack: CrashStack, platforms: List[Platform], trials: int, rng: random.Random, first_id: int,
     results: Dict[str, Any],
 ) -> None:  # fmt: skip
     entry = results["stacks"][name]
     for trial in range(trials):
+        platform = platforms[trial % len(platforms)]
         target = rng.choice(stack.targets)
-        customers = new_customers(first_id + 1000 * trial, first_id + 1000 * trial, CUSTOMERS)
-        outcome: Outcome = await run_trial(stack, api, name, customers, target, rng.uniform(*KILL_WINDOW_S), rng)
+        customers = new_customers(first_id + 1000 * trial, CUSTOMERS)
+        label = f"{name}/{platform.name}"
+        outcome: Outcome = await run_trial(stack, platform, label, customers, target, rng.uniform(*KILL_WINDOW_S), rng)
         entry["trials"].append(outcome.as_dict())
-        log(f"{name} trial {trial + 1}/{trials}: {outcome.killed} at {outcome.kill_at_s} s: lost {outcome.lost}, "
+        log(f"{label} trial {trial + 1}/{trials}: {outcome.killed} at {outcome.kill_at_s} s: lost {outcome.lost}, "
             f"greeted twice {outcome.greeted_twice}, repeated {outcome.repeated} "
             f"({outcome.in_flight_at_kill} in flight), resumed {outcome.resume_s} s")  # fmt: skip
 
@@ -108,6 +102,7 @@ def summarize(trials: List[Dict[str, Any]]) -> Dict[str, Any]:
     resumed = [t["resume_s"] for t in trials if t["resume_s"] is not None]
     return {
         "trials": len(trials),
+        "platforms": {p: sum(1 for t in trials if t["stack"].endswith(f"/{p}")) for p in sorted({t["stack"].split("/")[-1] for t in trials})},
         "kills": {target: sum(1 for t in trials if t["target"] == target) for target in sorted({t["target"] for t in trials})},
         "customers": total("customers"),
         "lost": total("lost"),
@@ -145,8 +140,9 @@ def render(results: Dict[str, Any]) -> str:
         if not s:
             continue
         kills = ", ".join(f"{count} {target}" for target, count in s["kills"].items())
+        platforms = ", ".join(f"{count} {platform}" for platform, count in s["platforms"].items())
         lines.append(
-            f"| {STACKS[name]} | {s['trials']} ({kills}) | {s['lost']} | {s['handled_twice']} | {s['greeted_twice']} | "
+            f"| {STACKS[name]} | {s['trials']} ({platforms}; {kills}) | {s['lost']} | {s['handled_twice']} | {s['greeted_twice']} | "
             f"{s['missing']} | {s['repeated']} ({s['repeated_max_per_trial']}) | {s['repeated_without_reply_in_flight']} | "
             f"{s['in_flight_at_kill']} ({s['in_flight_max_per_trial']}) | {s['greetings_in_doubt_kept']} | "
             f"{s['held']} ({s['held_twice']}) | "
@@ -170,34 +166,36 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.crash", description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20, help="trials per stack (default 20)")
     parser.add_argument("--stacks", nargs="+", choices=list(STACKS), default=list(STACKS), help="which stacks")
+    parser.add_argument("--platforms", nargs="+", choices=PLATFORMS, default=PLATFORMS, help="which platforms, in turn")
     parser.add_argument("--seed", type=int, default=None, help="replay a sweep (default: drawn, and reported)")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where crash-latest.json/.md go")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, SQLite files)")
+    add_output_arguments(parser, RESULTS, "crash-latest")
     args = parser.parse_args(argv)
-    if not MODEL.exists():
-        print(f"{MODEL} is missing: run `make train` first.", file=sys.stderr)
+    if not ready_to_run(MODEL):
         return 2
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     rng = random.Random(seed)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="firstreply-bench-crash-"))
-    settings = {"trials": args.trials, "customers": CUSTOMERS, "kill_window_s": KILL_WINDOW_S, "seed": seed}
+    settings = {"trials": args.trials, "customers": CUSTOMERS, "kill_window_s": KILL_WINDOW_S, "seed": seed,
+                "platforms": args.platforms}  # fmt: skip
     results: Dict[str, Any] = {
         **begin(work, False, settings, machine_facts(), log),
         "stacks": {name: {"label": STACKS[name], "trials": []} for name in args.stacks},
     }
     code = 0
-    api = FakeTelegramAPI().start()
+    fakes = {"telegram": FakeTelegramAPI, "slack_dm": FakeSlackAPI}
+    apis = [fakes[name]().start() for name in args.platforms]
+    platforms = [TelegramPlatform(api) if isinstance(api, FakeTelegramAPI) else SlackPlatform(api) for api in apis]
     try:
         for number, name in enumerate(args.stacks):
             (work / name).mkdir()
-            run: Callable[[], Any] = _SWEEPS[name]
-            run(work / name, api, args.trials, rng, 1_000_000 * (number + 1), results)
+            run: Callable[..., Any] = _SWEEPS[name]
+            run(work / name, platforms, args.trials, rng, 1_000_000 * (number + 1), results)
     except (Exception, KeyboardInterrupt) as exc:  # the report says what failed; the temp dir is kept
         code = record_failure(results, exc, log)
     finally:
-        api.stop()
+        for api in apis:
+            api.stop()
         for entry in results["stacks"].values():
             entry["summary"] = summarize(entry["trials"])
         results["machine"]["loadavg_end"] = loadavg()
@@ -206,28 +204,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     return code
 
 
-def _sqlite(work: Path, api: FakeTelegramAPI, trials: int, rng: random.Random, first_id: int, results: Dict[str, Any]) -> None:
-    with solo_stack(work, api) as stack:
+def _sqlite(
+    work: Path, platforms: List[Platform], trials: int, rng: random.Random, first_id: int, results: Dict[str, Any]
+) -> None:
+    with solo_stack(work, platforms) as stack:
         try:
-            asyncio.run(_sweep("sqlite", stack, api, trials, rng, first_id, results))
+            asyncio.run(_sweep("sqlite", stack, platforms, trials, rng, first_id, results))
         finally:
-            results["stacks"]["sqlite"]["windows"] = _windows([f"http://127.0.0.1:{stack.rasa_port}"])
+            results["stacks"]["sqlite"]["windows"] = reply_windows([f"http://127.0.0.1:{stack.rasa_port}"], platforms[0])
 
 
-def _pg2(work: Path, api: FakeTelegramAPI, trials: int, rng: random.Random, first_id: int, results: Dict[str, Any]) -> None:
+def _pg2(
+    work: Path, platforms: List[Platform], trials: int, rng: random.Random, first_id: int, results: Dict[str, Any]
+) -> None:
     env = {
-        **telegram_env(api),
+        **platforms_env(platforms),
         # The default lease: a killed replica's updates must be taken over because its process is
         # gone, not because the lease ran out.
         "FIRSTREPLY_INBOX_SWEEP_SECONDS": "1",
         "TICKET_LOCK_LIFETIME": "15",
     }
-    with running_stack(work, 2, REDIS_DB_CRASH, credentials=write_credentials(work), extra_env=env,
+    with running_stack(work, 2, REDIS_DB_CRASH, credentials=write_credentials(work, platforms), extra_env=env,
                        channel_table="channel_inbox") as running:  # fmt: skip
         try:
-            asyncio.run(_sweep("pg2", ReplicaStack(running), api, trials, rng, first_id, results))
+            asyncio.run(_sweep("pg2", ReplicaStack(running), platforms, trials, rng, first_id, results))
         finally:
-            results["stacks"]["pg2"]["windows"] = _windows(running.rasa_urls)
+            results["stacks"]["pg2"]["windows"] = reply_windows(running.rasa_urls, platforms[0])
 
 
 _SWEEPS = {"sqlite": _sqlite, "pg2": _pg2}

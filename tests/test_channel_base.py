@@ -26,7 +26,6 @@ from sqlalchemy.exc import OperationalError
 
 from bot.channels.base import (
     HOLDING_REPLY,
-    REPLY_WINDOWS,
     InboundEvent,
     Intake,
     RecordedOutput,
@@ -37,6 +36,7 @@ from bot.channels.base import (
 from bot.channels.common import OnNewMessage
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox, InboxEntry
+from bot.channels.reply_windows import REPLY_WINDOWS
 from tests.channel_support import RecordingAgent
 
 SOURCE = "toy:bot-1"

@@ -23,10 +23,9 @@ from bot.channels.inbox import (
     Inbox,
     InboxEntry,
     InboxWorker,
-    owner_gone,
-    process_owner,
     replies,
 )
+from bot.channels.leases import owner_gone, process_owner
 
 SOURCE = "telegram:1"
 

@@ -23,7 +23,7 @@ those replies a second time. Two tables close both gaps:
     one who gets nothing; the log says so. (Where the platform can be asked, the connector
     asks first: Slack's posts carry an idempotency key found in the DM's history.)
 
-A lease names its process: host, process id and a token of this run (``process_owner``).
+A lease names its process: host, process id and a token of this run (``bot.channels.leases``).
 A process that finds a lease of a process on its own machine that is gone (its id no longer
 runs, or it is its own id from an earlier run: a restarted container) takes the update over
 at once, so a restarted ``make run`` resumes its customers' answers within a sweep rather
@@ -45,11 +45,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
-import secrets
-import socket
 import time
-from pathlib import Path
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -72,6 +68,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, update_key
+from bot.channels.leases import owner_gone, process_owner
 from bot.clock import seconds_from_env
 
 if TYPE_CHECKING:
@@ -169,70 +166,6 @@ def sweep_seconds_from_env() -> float:
 def greeting_memory_from_env() -> float:
     """Return how long a greeting is remembered (``$FIRSTREPLY_GREETING_MEMORY_SECONDS``, default 3600 s)."""
     return seconds_from_env(ENV_GREETING_MEMORY_SECONDS, DEFAULT_GREETING_MEMORY_SECONDS)
-
-
-def _machine_tag() -> str:
-    """Return 8 hex digits naming this kernel boot and process-id namespace.
-
-    Two containers on one host may share a host name but never a pid namespace; a reboot
-    changes the boot id. A process id is only meaningful among owners with the same tag.
-    """
-    facts = []
-    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
-        try:
-            facts.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text().strip())
-        except OSError:  # not Linux: the host name alone, pids compared as they are
-            facts.append("")
-    return hashlib.sha256("|".join(facts).encode()).hexdigest()[:8]
-
-
-_RUN = secrets.token_hex(3)
-
-
-def process_owner(pid: int | None = None) -> str:
-    """Return the lease owner id of this process: ``host/machine:pid:run``.
-
-    ``run`` is drawn once per process start, so a process that gets the same id after a
-    restart (pid 1 in a container) is told apart from its earlier run.
-    """
-    host = socket.gethostname()[:40].replace(":", "_")
-    return f"{host}/{_machine_tag()}:{os.getpid() if pid is None else pid}:{_RUN}"
-
-
-def _running(pid: int) -> bool:
-    """Return whether process ``pid`` runs here (a zombie, killed but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it runs
-        return True
-    try:
-        # /proc/<pid>/stat: "pid (name) state ..."; the name may hold spaces and parentheses.
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def owner_gone(owner: str | None, me: str | None = None) -> bool:
-    """Return whether the process ``owner`` (a ``process_owner`` id) is known to have stopped.
-
-    Known only on its own machine: its process id no longer runs, or it is this process's id
-    with another run token (this process's earlier life). ``me`` is this process's owner id.
-    Any other owner, or an id in another shape, may be alive: its lease decides.
-    """
-    me = me or process_owner()
-    try:
-        machine, pid_text, run = (owner or "").split(":")
-        my_machine, my_pid, my_run = me.split(":")
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if machine != my_machine or pid <= 0:
-        return False
-    if pid_text == my_pid:
-        return run != my_run
-    return not _running(pid)
 
 
 def reply_digest(*parts: object) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.integration.crash_support import RASA, SoloStack, new_customers, run_trial, solo_stack
+from tests.integration.crash_support import RASA, SoloStack, TelegramPlatform, new_customers, run_trial, solo_stack
 from tests.processes import require_model
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def api() -> Iterator[FakeTelegramAPI]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, api: FakeTelegramAPI) -> Iterator[SoloStack]:
     require_model()
-    with solo_stack(tmp_path_factory.mktemp("crash-random"), api) as running:
+    with solo_stack(tmp_path_factory.mktemp("crash-random"), [TelegramPlatform(api)]) as running:
         yield running
 
 
@@ -55,8 +55,9 @@ def test_random_kills_in_a_burst_lose_nothing_greet_nobody_twice_and_repeat_only
     print(f"\nrandom kills: seed {SEED} (FIRSTREPLY_CRASH_SEED={SEED} replays it)")
     for trial in range(TRIALS):
         target = RASA if trial == 0 else rng.choice(stack.targets)
-        customers = new_customers(800_000 + 1000 * trial, 50_000 + 1000 * trial, CUSTOMERS)
-        outcome = asyncio.run(run_trial(stack, api, "sqlite", customers, target, rng.uniform(*KILL_WINDOW_S), rng))
+        customers = new_customers(800_000 + 1000 * trial, CUSTOMERS)
+        kill_at = rng.uniform(*KILL_WINDOW_S)
+        outcome = asyncio.run(run_trial(stack, stack.platforms[0], "sqlite", customers, target, kill_at, rng))
         print(f"trial {trial + 1}: {outcome.as_dict()}")
 
         assert outcome.lost == 0 and outcome.handled_twice == 0, outcome.problems
