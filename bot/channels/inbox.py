@@ -67,7 +67,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, update_key
+from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, channel_engine, update_key
 from bot.channels.leases import owner_gone, process_owner
 from bot.clock import seconds_from_env
 
@@ -192,6 +192,12 @@ class Inbox:
         self._upsert = UPSERTS[engine.dialect.name]
         self._last_prune = 0.0
         metadata.create_all(engine)
+        # The reply records are written on the event loop's thread around every platform call
+        # (``bot.channels.base``): on a SQLite file they keep a connection open per thread, as
+        # opening the file and running its pragmas for each write took five times the write.
+        database = engine.url.database or ""
+        file_backed = engine.dialect.name == "sqlite" and database not in ("", ":memory:")
+        self._records = channel_engine(str(engine.url), per_thread=True) if file_backed else engine
 
     # --- updates -----------------------------------------------------------------------
 
@@ -380,7 +386,7 @@ class Inbox:
         (the caller does not send it: a greeting).
         """
         now = int(self._clock())
-        with self._engine.begin() as conn:
+        with self._records.begin() as conn:
             inserted = conn.execute(
                 self._upsert(replies)
                 .values(message_id=message_id, seq=seq, digest=digest, state=SENDING, resent=0, updated_at=now)
@@ -403,7 +409,7 @@ class Inbox:
 
     def finish_reply(self, message_id: str, seq: int) -> None:
         """Record that reply ``seq`` of ``message_id`` reached the platform."""
-        with self._engine.begin() as conn:
+        with self._records.begin() as conn:
             conn.execute(
                 update(replies)
                 .where(replies.c.message_id == message_id, replies.c.seq == seq)
@@ -412,7 +418,7 @@ class Inbox:
 
     def fail_reply(self, message_id: str, seq: int) -> None:
         """Record that the call sending reply ``seq`` of ``message_id`` failed (it is sent again later)."""
-        with self._engine.begin() as conn:
+        with self._records.begin() as conn:
             conn.execute(
                 update(replies)
                 .where(replies.c.message_id == message_id, replies.c.seq == seq, replies.c.state == SENDING)
@@ -430,7 +436,7 @@ class Inbox:
         """
         now = int(self._clock())
         mine = reply_digest(message_id)
-        with self._engine.begin() as conn:
+        with self._records.begin() as conn:
             inserted = conn.execute(
                 self._upsert(replies)
                 .values(message_id=key, seq=0, digest=mine, state=SENT, resent=0, updated_at=now)
