@@ -44,6 +44,7 @@ from bot.channels.inbox import SENDING, inbox as inbox_table, replies as replies
 from bot.constants import GREETING_RESPONSES
 from tests.fakes.server import FakeServer
 from tests.fakes.slack_api import APP_ID as SLACK_APP_ID
+from tests.fakes.slack_api import RASA_CREDENTIALS as SLACK_CREDENTIALS
 from tests.fakes.slack_api import TEAM_ID as SLACK_TEAM_ID
 from tests.fakes.slack_api import TOKEN as SLACK_TOKEN
 from tests.fakes.slack_api import FakeSlackAPI, dm_channel_of, signed_headers
@@ -54,12 +55,6 @@ from tests.processes import wait_until_up
 
 SECRET = "crash-webhook_secret"
 SLACK_SECRET = "crash0signing0secret000000000000"
-SLACK_CREDENTIALS = """\
-bot.channels.slack.SlackDMInput:
-  token: ${SLACK_BOT_TOKEN}
-  signing_secret: ${SLACK_SIGNING_SECRET}
-  base_url: ${SLACK_API_BASE_URL}
-"""
 RASA = "rasa"
 ACTIONS = "actions"
 DATABASE = "database"
