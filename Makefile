@@ -15,7 +15,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup train run shell desk validate test bench bench-sim bench-stack bench-first-message audit clean
+.PHONY: help setup train run shell desk validate test bench bench-sim bench-stack bench-crash bench-first-message audit clean
 
 help: ## List the targets
 	@echo "FirstReply — make targets:"
@@ -77,6 +77,10 @@ bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis,
 
 bench-first-message: $(MODEL) ## Time to the first thing a new customer sees: Telegram, Messenger, Instagram, WhatsApp side by side
 	$(PY) -m bench.first_message
+
+bench-crash: $(MODEL) ## Kill Rasa, the action server or the database at random in bursts of new customers (20 trials per stack)
+	@scripts/install-system-deps.sh
+	scripts/test-services.sh run $(PY) -m bench.crash
 
 # Needs pypi.org's per-release JSON or api.osv.dev, which the project's build machines do not
 # reach (docs/security.md): run it where they are reachable. --strict: a package it could not

@@ -20,6 +20,8 @@ from bot.constants import (
     INTENT_NLU_FALLBACK,
     INTENT_THANK,
     OPEN_STATUSES,
+    RESPONSE_GREETING,
+    RESPONSE_GREETING_NAMED,
     SLOT_CASE_ADDITIONS,
     SLOT_CASE_ID,
     SLOT_CASE_TYPE,
@@ -61,9 +63,9 @@ def greet_if_new(dispatcher: CollectingDispatcher, tracker: Tracker, assistant_n
     name = conversation.customer_name(session) or conversation.customer_name(tracker.events)
     first = conversation.first_name(name or tracker.get_slot(SLOT_CUSTOMER_NAME))
     if first:
-        dispatcher.utter_message(response="utter_greeting_named", customer_name=first, assistant_name=assistant_name)
+        dispatcher.utter_message(response=RESPONSE_GREETING_NAMED, customer_name=first, assistant_name=assistant_name)
     else:
-        dispatcher.utter_message(response="utter_greeting", assistant_name=assistant_name)
+        dispatcher.utter_message(response=RESPONSE_GREETING, assistant_name=assistant_name)
     text = tracker.latest_message.get("text") or ""
     foreign = guess_language(text, conversation.reported_language(session)) != "en"
     if foreign:

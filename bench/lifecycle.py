@@ -9,11 +9,15 @@ keep it (``finish``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import signal
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict
+from types import FrameType
+from typing import Any, Callable, Dict, Optional
 
 Results = Dict[str, Any]
 
@@ -37,6 +41,28 @@ def begin(
         "machine": machine,
         "settings": settings,
     }
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, results: Path, name: str) -> None:
+    """Add ``--results`` (where ``<name>.json/.md`` go, default ``results``) and ``--keep`` to ``parser``."""
+    parser.add_argument("--results", type=Path, default=results, help=f"where {name}.json/.md go")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, SQLite files)")
+
+
+def _stop_on_sigterm(_signum: int, _frame: Optional[FrameType]) -> None:
+    sys.exit(143)  # unwinds through the finally blocks, which stop every server
+
+
+def ready_to_run(model: Path) -> bool:
+    """Return whether the trained ``model`` is there (else say how to make it).
+
+    From then on a SIGTERM ends the run through its ``finally`` blocks: servers stopped, report written.
+    """
+    if not model.exists():
+        print(f"{model} is missing: run `make train` first.", file=sys.stderr)
+        return False
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    return True
 
 
 def record_failure(results: Results, error: BaseException, log: Callable[[str], None]) -> int:

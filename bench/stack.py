@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,13 +38,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, Dict, List, Optional, Sequence
 
 from sqlalchemy import create_engine, text
 
 from bench import stack_report
-from bench.lifecycle import begin, finish, record_failure
+from bench.lifecycle import add_output_arguments, begin, finish, ready_to_run, record_failure
 from bench.procs import ROOT, VENV_BIN, Server, cpu_seconds, pss_mb, rasa_cmd, rasa_env, rss_mb
 from bench.run import _log_problems, loadavg, machine_facts, rasa_server_cmd, write_endpoints
 from bench.stack_load import SCRIPTS, TelegramCustomers, TimedBotAPI
@@ -368,23 +366,16 @@ async def measure(
             results["stacks"][stack.name]["conversations_handed_off"] = customers.completed.get(stack.url, 0)
 
 
-def _stop_on_sigterm(_signum: int, _frame: Optional[FrameType]) -> None:
-    sys.exit(143)  # unwinds through the finally blocks, which stop every server
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the benchmark; return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m bench.stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: one short trial (figures meaningless)")
     parser.add_argument("--trials", type=int, help="rounds of trials (default 3)")
     parser.add_argument("--stacks", nargs="+", choices=list(LABELS), default=list(LABELS), help="which stacks")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where stack-latest.json/.md go")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, SQLite files)")
+    add_output_arguments(parser, RESULTS, "stack-latest")
     args = parser.parse_args(argv)
-    if not MODEL.exists():
-        print(f"{MODEL} is missing: run `make train` first.", file=sys.stderr)
+    if not ready_to_run(MODEL):
         return 2
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
     settings = dict(QUICK if args.quick else FULL)
     if args.trials:

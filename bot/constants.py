@@ -92,6 +92,11 @@ ACTION_TELL_RESPONSE_TIME = "action_tell_response_time"
 ACTION_ADD_DETAIL = "action_add_detail"
 ACTION_FALLBACK = "action_fallback"
 RESPONSE_ASK_DESCRIBE = "utter_ask_describe"
+RESPONSE_GREETING = "utter_greeting"
+RESPONSE_GREETING_NAMED = "utter_greeting_named"
+# The greeting, which a customer must never read twice in one conversation: the channels'
+# reply records send it at most once per customer and session (``bot.channels.base``).
+GREETING_RESPONSES: frozenset[str] = frozenset({RESPONSE_GREETING, RESPONSE_GREETING_NAMED})
 ACTION_LISTEN = "action_listen"
 
 # --- channels ------------------------------------------------------------------
@@ -134,8 +139,8 @@ def priority_rank(priority: str) -> int:
 # Responses the actions send by name (rather than through a rule), so Rasa's validator
 # cannot see them used. ``python -m bot data check`` verifies each exists.
 RESPONSES_SENT_BY_ACTIONS: tuple[str, ...] = (
-    "utter_greeting",
-    "utter_greeting_named",
+    RESPONSE_GREETING,
+    RESPONSE_GREETING_NAMED,
     "utter_non_english",
     "utter_ack_upset",
     "utter_ack_mixed_feelings",

@@ -177,7 +177,7 @@ def start_rasa_server(
         "--interface", "127.0.0.1", "--port", str(port), "--enable-api",
     ]  # fmt: skip
     if api_token:
-        args += ["--auth-token", api_token]
+        args.append(f"--auth-token={api_token}")  # one argument: a token may start with "-"
     return start(name, args, env, log)
 
 

@@ -9,10 +9,13 @@ their platforms' fakes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -33,6 +36,7 @@ from bot.channels.base import (
 from bot.channels.common import OnNewMessage
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox, InboxEntry
+from bot.channels.reply_windows import REPLY_WINDOWS
 from tests.channel_support import RecordingAgent
 
 SOURCE = "toy:bot-1"
@@ -249,3 +253,109 @@ async def test_an_optional_lookup_fails_soft_logged_and_counted(
     assert _failures("profile") == before + 1
     [warning] = [r.getMessage() for r in caplog.records if r.name == "bot.channels.base"]
     assert warning.startswith(f"toy profile for ana {problem}") and warning.endswith(": going on without it")
+
+
+# --- replies in doubt after a crash -----------------------------------------------------------
+
+GREETING = {"text": "Hi Ana! I'm here.", "utter_action": "utter_greeting_named"}
+
+
+class HangingToyOutput(ToyOutput):
+    """A toy sender whose platform call for a text containing "hang" never returns (a crash mid-call)."""
+
+    async def _send_part(self, recipient_id: str, text: str, *, seq: int | None = None, **options: Any) -> None:
+        if "hang" in text:
+            await self.recorded("send", self.next_seq() if seq is None else seq, ("send", recipient_id, text),
+                                lambda _state: asyncio.Event().wait())  # fmt: skip
+            return
+        await super()._send_part(recipient_id, text, seq=seq, **options)
+
+
+async def _cut_off(output: ToyOutput, *messages: dict[str, Any]) -> None:
+    """Send ``messages`` until a call hangs, then stop there as a killed process would."""
+
+    async def send_all() -> None:
+        for message in messages:
+            await output.send_response("ana", dict(message))
+
+    task = asyncio.ensure_future(send_all())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _in_doubt(outcome: str) -> float:
+    labels = {"channel": "toy", "outcome": outcome}
+    return REGISTRY.get_sample_value("firstreply_channel_replies_in_doubt_total", labels) or 0.0
+
+
+@pytest.mark.asyncio
+async def test_a_greeting_cut_off_mid_send_is_not_sent_again_but_the_rest_of_the_answer_is(store: ChannelStore) -> None:
+    inbox = Inbox(store.engine)
+    first = HangingToyOutput(inbox=inbox).for_message("toy-m1")
+    await _cut_off(first, {**GREETING, "text": "Hi Ana! hang"}, {"text": "How can I help?"})
+    assert first.sent == []
+    before = _in_doubt("greeting not resent")
+
+    again = ToyOutput(inbox=inbox).for_message("toy-m1")
+    for message in ({**GREETING, "text": "Hi Ana! hang"}, {"text": "How can I help?"}):
+        await again.send_response("ana", dict(message))
+
+    assert [text for _, text, _ in again.sent] == ["How can I help?"]
+    assert _in_doubt("greeting not resent") == before + 1
+
+
+@pytest.mark.asyncio
+async def test_a_reply_cut_off_mid_send_is_sent_again_and_counted_in_doubt(store: ChannelStore) -> None:
+    inbox = Inbox(store.engine)
+    first = HangingToyOutput(inbox=inbox).for_message("toy-m1")
+    await _cut_off(first, GREETING, {"text": "Which one? hang"}, {"text": "Thanks."})
+    assert [text for _, text, _ in first.sent] == ["Hi Ana! I'm here."]
+    before = _in_doubt("resent")
+
+    again = ToyOutput(inbox=inbox).for_message("toy-m1")
+    for message in (GREETING, {"text": "Which one? hang"}, {"text": "Thanks."}):
+        await again.send_response("ana", dict(message))
+
+    # The greeting went out before; the reply in flight at the crash is sent again (in doubt).
+    assert [text for _, text, _ in again.sent] == ["Which one? hang", "Thanks."]
+    assert _in_doubt("resent") == before + 1
+
+
+@pytest.mark.asyncio
+async def test_a_customer_is_greeted_once_per_conversation_whatever_message_greets(store: ChannelStore) -> None:
+    inbox = Inbox(store.engine)
+    first = ToyOutput(inbox=inbox).for_message("toy-m1")
+    await first.send_response("ana", dict(GREETING))
+    # The conversation was lost with a crash before Rasa saved it: the next message greets again.
+    second = ToyOutput(inbox=inbox).for_message("toy-m2")
+    await second.send_response("ana", dict(GREETING))
+    await second.send_response("ana", {"text": "How can I help?"})
+    await second.send_response("bo", {**GREETING, "text": "Hi Bo!"})
+
+    assert [text for _, text, _ in first.sent] == ["Hi Ana! I'm here."]
+    assert [(to, text) for to, text, _ in second.sent] == [("ana", "How can I help?"), ("bo", "Hi Bo!")]
+
+
+@pytest.mark.asyncio
+async def test_a_reply_is_recorded_sent_without_waiting_for_the_thread_pool(store: ChannelStore) -> None:
+    """Under a burst the default thread pool is busy: a record queued there is a crash's reply in doubt."""
+    inbox = Inbox(store.engine)
+    loop = asyncio.get_running_loop()
+    busy_pool = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(busy_pool)
+    release = threading.Event()
+    blocked = loop.run_in_executor(None, release.wait)
+    replies_before = REPLY_WINDOWS.summary()["replies"]
+    try:
+        output = ToyOutput(inbox=inbox).for_message("toy-m1")
+        await asyncio.wait_for(output.send_text_message("ana", "On it."), 5)
+        # Recorded as sent already, while the pool is still blocked.
+        assert inbox.begin_reply("toy-m1", 0, "") == "sent"
+    finally:
+        release.set()
+        await blocked
+        busy_pool.shutdown()
+    summary = REPLY_WINDOWS.summary()
+    assert summary["replies"] == min(replies_before + 1, 10_000)
+    assert summary["in_doubt_window_ms"]["max"] >= summary["record_lag_ms"]["p50"] >= 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,18 @@ from bot.channels.common import BackgroundTasks
 from bot.channels.dedupe import ChannelStore
 from sqlalchemy import select
 
-from bot.channels.inbox import DEAD, FAILED, MAX_ATTEMPTS, SENDING, SENT, Inbox, InboxEntry, InboxWorker, replies
+from bot.channels.inbox import (
+    DEAD,
+    FAILED,
+    MAX_ATTEMPTS,
+    SENDING,
+    SENT,
+    Inbox,
+    InboxEntry,
+    InboxWorker,
+    replies,
+)
+from bot.channels.leases import owner_gone, process_owner
 
 SOURCE = "telegram:1"
 
@@ -93,6 +106,62 @@ def test_a_reply_whose_call_failed_is_sent_again_without_counting_as_resent(tmp_
     assert inbox.begin_reply("telegram-7", 0, "d0") == FAILED
     inbox.finish_reply("telegram-7", 0)
     assert inbox.begin_reply("telegram-7", 0, "d0") == SENT
+    with inbox._engine.connect() as conn:  # noqa: SLF001 - the counter the crash test reads
+        assert conn.execute(select(replies.c.resent)).scalar() == 0
+
+
+def _gone_pid() -> int:
+    """Return the id of a process of this machine that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_lease_of_a_process_of_this_machine_that_is_gone_is_taken_over_at_once(tmp_path: Path, clock: Clock) -> None:
+    gone = make_inbox(tmp_path, clock, process_owner(_gone_pid()))
+    earlier_run = make_inbox(tmp_path, clock, process_owner().rsplit(":", 1)[0] + ":000000")  # this pid, before
+    living = make_inbox(tmp_path, clock, process_owner(os.getppid()))
+    elsewhere = make_inbox(tmp_path, clock, "other-host/0badcafe:" + str(_gone_pid()) + ":abcdef")
+    me = make_inbox(tmp_path, clock, process_owner())
+    for number, holder in enumerate((gone, earlier_run, living, elsewhere), 1):
+        assert holder.accept(SOURCE, str(number), f"c{number}", "{}") is not None
+
+    # Only the leases whose process is known to have stopped; the others wait for their lease.
+    assert sorted(entry.update_id for entry in me.claim_due(SOURCE)) == ["1", "2"]
+    assert not gone.renew(InboxEntry(SOURCE, "1", "c1", "{}", 0))
+    assert me.claim_due(SOURCE) == []
+    clock.now += 11
+    assert {"3", "4"} <= {entry.update_id for entry in me.claim_due(SOURCE)}
+
+
+def test_only_an_owner_of_this_machine_can_be_known_gone() -> None:
+    me = process_owner()
+    assert owner_gone(process_owner(_gone_pid()), me)
+    assert not owner_gone(process_owner(os.getpid()), me)  # this very process
+    assert not owner_gone(process_owner(os.getppid()), me)
+    assert not owner_gone(f"another-host/{me.split('/', 1)[1].split(':')[0]}:{_gone_pid()}:abcdef", me)
+    assert not owner_gone("an-owner-of-an-older-version:42", me) and not owner_gone(None, me)
+
+
+def test_the_greeting_is_claimed_by_one_update_per_customer_and_conversation(tmp_path: Path, clock: Clock) -> None:
+    inbox = make_inbox(tmp_path, clock, "a")
+    key = "greeting:telegram:42"
+
+    assert inbox.claim_greeting(key, "telegram-1", 3600)
+    assert inbox.claim_greeting(key, "telegram-1", 3600)  # the same update handled again: its reply record decides
+    assert not inbox.claim_greeting(key, "telegram-2", 3600)  # greeted already in this conversation
+    assert inbox.claim_greeting("greeting:telegram:77", "telegram-2", 3600)  # another customer
+    clock.now += 3600
+    assert inbox.claim_greeting(key, "telegram-9", 3600)  # a new conversation, a session later
+    assert not inbox.claim_greeting(key, "telegram-1", 3600)
+
+
+def test_a_reply_in_doubt_not_to_be_resent_stays_in_doubt_and_uncounted(tmp_path: Path, clock: Clock) -> None:
+    inbox = make_inbox(tmp_path, clock, "a")
+    assert inbox.begin_reply("telegram-7", 0, "d0") is None  # the crash came mid-call
+
+    assert inbox.begin_reply("telegram-7", 0, "d0", resend_in_doubt=False) == SENDING
+    assert inbox.begin_reply("telegram-7", 0, "d0", resend_in_doubt=False) == SENDING
     with inbox._engine.connect() as conn:  # noqa: SLF001 - the counter the crash test reads
         assert conn.execute(select(replies.c.resent)).scalar() == 0
 

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import SingletonThreadPool
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 
-def sqlite_or_postgres_engine(url: str, sqlite_pragmas: Sequence[str], *, sqlite_own_begin: bool = False) -> Engine:
+def sqlite_or_postgres_engine(
+    url: str, sqlite_pragmas: Sequence[str], *, sqlite_own_begin: bool = False, sqlite_per_thread: bool = False
+) -> Engine:
     """Return a pooled engine for ``url`` (the caller has checked which database it names).
 
     PostgreSQL connections are checked before each use. On SQLite the file's directory is
@@ -28,6 +31,10 @@ def sqlite_or_postgres_engine(url: str, sqlite_pragmas: Sequence[str], *, sqlite
     Args:
         sqlite_own_begin: Stop the sqlite3 module from starting transactions on its own, so
             the engine's ``begin`` event decides how each one starts.
+        sqlite_per_thread: Keep one open connection per thread (SQLAlchemy's
+            ``SingletonThreadPool``) instead of opening one per transaction: for short writes
+            on a hot path, where opening the file and running the pragmas costs more than the
+            write itself.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -35,7 +42,7 @@ def sqlite_or_postgres_engine(url: str, sqlite_pragmas: Sequence[str], *, sqlite
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
+    engine = create_engine(url, future=True, **({"poolclass": SingletonThreadPool} if sqlite_per_thread else {}))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

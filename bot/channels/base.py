@@ -21,7 +21,13 @@ What the base does, for every connector alike:
   not yet sent are sent.
 - **Reply records.** The sender bound to one event (``RecordedOutput.for_message``)
   records every reply under (message id, position) (``RecordedOutput.recorded``), so
-  handling the event again sends no reply twice.
+  handling the event again sends no reply twice. Both records of a reply are written on
+  the event loop's thread, just before the platform call and right after its answer, so a
+  crash leaves in doubt only the replies whose call was in flight (the window is measured:
+  ``bot.channels.reply_windows``, ``GET /webhooks/<name>/replies``). One in doubt is sent
+  again and counted, or looked up where the platform can be asked; a greeting
+  in doubt is not sent again, and a customer is greeted once per conversation
+  (``Inbox.claim_greeting``).
 - **Holding line.** After an event's first failure the customer is told once that their
   message is kept (``HOLDING_REPLY``, recorded after any real reply: ``HOLDING_SEQ``).
 - **Splitting** long text at the platform's ``text_limit``, buttons under the last part.
@@ -65,6 +71,7 @@ import asyncio
 import copy
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -78,15 +85,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.channels.common import BackgroundTasks, OnNewMessage, split_text, unless_saved
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import (
+    GREETING_KEY,
     SENDING,
     SENT,
     Inbox,
     InboxEntry,
     InboxWorker,
+    greeting_memory_from_env,
     lease_seconds_from_env,
     reply_digest,
     sweep_seconds_from_env,
 )
+from bot.channels.reply_windows import REPLY_WINDOWS
+from bot.constants import GREETING_RESPONSES
 
 if TYPE_CHECKING:
     from rasa.core.channels.channel import UserMessage
@@ -108,6 +119,12 @@ NON_TEXT_ASK = " Could you also tell me in a few words what it's about?"
 BUTTONS_PROMPT = "Please choose:"
 # Where the holding line sits among an event's recorded replies: after any real one.
 HOLDING_SEQ = 1_000_000
+# How many recorded replies one sender has in flight at once (``$FIRSTREPLY_REPLY_CALLS``).
+# A reply is recorded "sending" only once it holds one of these places, so under a burst the
+# replies waiting for the platform client (its connection pool, the event loop) are not yet
+# in doubt: a crash catches at most this many replies in flight, not every customer's.
+ENV_REPLY_CALLS = "FIRSTREPLY_REPLY_CALLS"
+DEFAULT_REPLY_CALLS = 4
 
 # What an answer in an unexpected shape raises when read (a key missing, ``None`` where an
 # object was expected, a string where a list was).
@@ -119,6 +136,20 @@ LOOKUP_FAILURES = Counter(
     "unexpected shape; the conversation went on without what they would have told.",
     ("channel", "lookup"),
 )
+
+
+def reply_calls_from_env() -> int:
+    """Return how many recorded replies a sender has in flight at once (``$FIRSTREPLY_REPLY_CALLS``, default 4).
+
+    Raises:
+        ValueError: the value is not a whole number of at least 1.
+    """
+    raw = os.environ.get(ENV_REPLY_CALLS, "").strip()
+    if not raw:
+        return DEFAULT_REPLY_CALLS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{ENV_REPLY_CALLS} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
 
 
 def non_text_notice(noun: str, with_text: bool) -> str:
@@ -284,6 +315,11 @@ class WebhookConnector(InputChannel):
         async def health(_: Request) -> HTTPResponse:
             return response.json({"status": "ok"})
 
+        @blueprint.route("/replies", methods=["GET"])
+        async def reply_windows(_: Request) -> HTTPResponse:
+            # Timings and counts of this process's replies (no customer data): the in-doubt window.
+            return response.json(REPLY_WINDOWS.summary())
+
         @blueprint.listener("after_server_start")
         async def start_sweeping(app: Any, *_: Any) -> None:
             self._app = app
@@ -397,12 +433,15 @@ class RecordedOutput(OutputChannel):
     # Whether the platform can be asked if a send whose answer was lost arrived (Slack's
     # history): then a failed call stays "in doubt" and is looked up before it is sent again.
     can_look_up_sent: ClassVar[bool] = False
+    # The customer a greeting is being sent to (``send_response``), else ``None``.
+    _greeting_to: str | None = None
 
     def __init__(self, inbox: Inbox | None = None) -> None:
         """Record the replies to an event in ``inbox`` (none: nothing recorded)."""
         self.inbox = inbox
         self.origin: str | None = None
         self._seq = 0
+        self._calls = asyncio.Semaphore(reply_calls_from_env())
 
     def bound_to(self: Bound, message_id: str) -> Bound:
         """Return a copy for the replies to the event ``message_id`` (recorded, sent once)."""
@@ -455,18 +494,56 @@ class RecordedOutput(OutputChannel):
 
         ``send`` gets the reply's recorded state (``SENDING``: an attempt was cut off
         mid-call, so the platform may have it). Returns ``None`` when the reply had been
-        sent before or was refused for good (the customer blocked the bot, the chat is
-        gone): neither is worth handling the event again. Any other failure raises.
+        sent before, was refused for good (the customer blocked the bot, the chat is gone),
+        or is a greeting not to be sent again: none is worth handling the event again. Any
+        other failure raises.
+
+        Both records are written here on the event loop's thread, not handed to a thread
+        pool: "sending" just before the call, "sent" as soon as the platform answered. Under
+        a burst the pool's queue is long, and every reply whose "sent" record waits in it is
+        one a crash would leave in doubt. Each is one short write. And a reply is recorded
+        "sending" only once it holds one of the sender's places for calls in flight
+        (``DEFAULT_REPLY_CALLS``): one waiting for a place has not started, and is sent after a
+        crash like any new reply.
         """
         assert self.inbox is not None and self.origin is not None
-        state = await asyncio.to_thread(self.inbox.begin_reply, self.origin, seq, reply_digest(*fingerprint))
+        greeting = self._greeting_to is not None
+        if greeting and not self._may_greet():
+            return None
+        # A greeting in doubt is sent again only where the platform is asked first.
+        at_most_once = greeting and not self.can_look_up_sent
+        async with self._calls_in_flight():
+            return await self._recorded_call(what, seq, reply_digest(*fingerprint), send, at_most_once)
+
+    def _calls_in_flight(self) -> asyncio.Semaphore:
+        """Return the places for replies in flight, shared by every copy of this sender."""
+        calls: asyncio.Semaphore | None = getattr(self, "_calls", None)
+        if calls is None:  # a subclass that did not call ``__init__``: places of its own
+            calls = self._calls = asyncio.Semaphore(reply_calls_from_env())
+        return calls
+
+    async def _recorded_call(
+        self, what: str, seq: int, digest: str, send: Callable[[str | None], Awaitable[T]], at_most_once: bool
+    ) -> T | None:
+        """Record reply ``seq`` "sending", make the call, record it "sent" (see ``recorded``)."""
+        assert self.inbox is not None and self.origin is not None
+        state = self.inbox.begin_reply(self.origin, seq, digest, resend_in_doubt=not at_most_once)
+        began = time.perf_counter()
         if state == SENT:
             log.info("%s %s: reply %d to %s went out before, not sent again", self.name(), what, seq, self.origin)
             return None
+        if state == SENDING and at_most_once:
+            REPLY_WINDOWS.found_in_doubt(self.name(), "greeting not resent")
+            log.warning("%s %s: the greeting (reply %d to %s) was cut off mid-send by a crash; not sent again "
+                        "(the customer may have it, and reads a greeting once at most)", self.name(), what, seq,
+                        self.origin)  # fmt: skip
+            return None
         if state == SENDING and self.can_look_up_sent:
+            REPLY_WINDOWS.found_in_doubt(self.name(), "looked up")
             log.info("%s %s: reply %d to %s was cut off mid-send; looking for it first", self.name(), what, seq,
                      self.origin)  # fmt: skip
         elif state == SENDING:
+            REPLY_WINDOWS.found_in_doubt(self.name(), "resent")
             log.warning(
                 "%s %s: reply %d to %s was cut off mid-send by a crash; sending it again "
                 "(the platform may have had it: the customer may see it twice)", self.name(), what, seq, self.origin,
@@ -483,8 +560,31 @@ class RecordedOutput(OutputChannel):
             log.error("%s %s: refused for good (%s); reply %d to %s dropped", self.name(), what, self.describe(error),
                       seq, self.origin)  # fmt: skip
             result = None
-        await asyncio.to_thread(self.inbox.finish_reply, self.origin, seq)
+        answered = time.perf_counter()
+        self.inbox.finish_reply(self.origin, seq)
+        REPLY_WINDOWS.add(self.name(), time.perf_counter() - answered, time.perf_counter() - began)
         return result
+
+    def _may_greet(self) -> bool:
+        """Return whether the bound event may greet its customer (once per conversation, see ``Inbox.claim_greeting``)."""
+        assert self.inbox is not None and self.origin is not None and self._greeting_to is not None
+        key = GREETING_KEY.format(channel=self.name(), recipient=self._greeting_to)
+        if self.inbox.claim_greeting(key, self.origin, greeting_memory_from_env()):
+            return True
+        log.warning("%s: %s was greeted in this conversation already (by another message than %s); not greeted again",
+                    self.name(), self._greeting_to, self.origin)  # fmt: skip
+        return False
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        """Send one of Rasa's responses; a greeting goes out once per customer and conversation."""
+        if not self.bound or message.get("utter_action") not in GREETING_RESPONSES:
+            await super().send_response(recipient_id, message)
+            return
+        self._greeting_to = str(recipient_id)
+        try:
+            await super().send_response(recipient_id, message)
+        finally:
+            self._greeting_to = None
 
     async def send_holding(self, recipient_id: str) -> None:
         """Tell the customer their message is kept and will be answered (once per event)."""

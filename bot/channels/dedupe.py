@@ -95,10 +95,11 @@ def payload_key(payload: str) -> str:
 _SQLITE_PRAGMAS = ("PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL")
 
 
-def channel_engine(url: str) -> Engine:
+def channel_engine(url: str, *, per_thread: bool = False) -> Engine:
     """Return an engine for the channels' database: a SQLite file (WAL) or PostgreSQL.
 
     Built like the case store's (``bot.cases.engine``), with the channels' own pragmas.
+    ``per_thread``: on SQLite, keep a connection open per thread (the reply records' hot path).
 
     Raises:
         ValueError: the URL names another kind of database.
@@ -108,7 +109,7 @@ def channel_engine(url: str) -> Engine:
         raise ValueError(
             f"{ENV_CHANNEL_DB} must name a SQLite file or a PostgreSQL URL, not a {backend!r} database"
         )
-    return sqlite_or_postgres_engine(url, _SQLITE_PRAGMAS)
+    return sqlite_or_postgres_engine(url, _SQLITE_PRAGMAS, sqlite_per_thread=per_thread)
 
 
 class ChannelStore:

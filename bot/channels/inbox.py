@@ -23,6 +23,18 @@ those replies a second time. Two tables close both gaps:
     one who gets nothing; the log says so. (Where the platform can be asked, the connector
     asks first: Slack's posts carry an idempotency key found in the DM's history.)
 
+A lease names its process: host, process id and a token of this run (``bot.channels.leases``).
+A process that finds a lease of a process on its own machine that is gone (its id no longer
+runs, or it is its own id from an earlier run: a restarted container) takes the update over
+at once, so a restarted ``make run`` resumes its customers' answers within a sweep rather
+than a lease later. Across machines only the lease decides.
+
+A reply's "sent" record is written by the caller right after the platform's answer, on the
+thread that made the call (``bot.channels.base.RecordedOutput.recorded``), so the window in
+which a crash leaves a reply in doubt is the platform call and one short write. The greeting
+is never sent again once it may have reached the customer: ``claim_greeting`` keeps one
+record of it per customer and session.
+
 Same database as ``bot.channels.dedupe`` (``$FIRSTREPLY_CHANNEL_DB``: SQLite or PostgreSQL),
 so several Rasa replicas share one inbox; a lease is taken with a conditional ``UPDATE``, so
 two replicas never handle one update at once.
@@ -33,18 +45,30 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, and_, delete, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, update_key
+from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, channel_engine, update_key
+from bot.channels.leases import owner_gone, process_owner
 from bot.clock import seconds_from_env
 
 if TYPE_CHECKING:
@@ -67,6 +91,13 @@ ORDER_POLL_SECONDS = 0.2
 # "dead" and reported at ERROR level: something is wrong that retrying will not mend.
 MAX_ATTEMPTS = 45
 PRUNE_EVERY_SECONDS = 3600
+# How long a greeting counts as the customer's greeting of this conversation: Rasa's session
+# expiry (domain/core.yml ``session_expiration_time``, 60 minutes). A new session starts only
+# after that long without a message, so two greetings closer together are one sent twice.
+ENV_GREETING_MEMORY_SECONDS = "FIRSTREPLY_GREETING_MEMORY_SECONDS"
+DEFAULT_GREETING_MEMORY_SECONDS = 3600.0
+# The reply records' key of a customer's greeting: (``greeting:<channel>:<recipient>``, 0).
+GREETING_KEY = "greeting:{channel}:{recipient}"
 
 PENDING = "pending"
 DONE = "done"
@@ -118,6 +149,8 @@ class InboxEntry:
     # Taken over by a sweeper: an earlier attempt may have got part of the way.
     replay: bool = False
     received_at: float = 0.0
+    # The process holding its lease when it was read (``process_owner``), if any.
+    lease_owner: str | None = None
 
 
 def lease_seconds_from_env() -> float:
@@ -128,6 +161,11 @@ def lease_seconds_from_env() -> float:
 def sweep_seconds_from_env() -> float:
     """Return the sweep period (``$FIRSTREPLY_INBOX_SWEEP_SECONDS``, default 5 s)."""
     return seconds_from_env(ENV_SWEEP_SECONDS, DEFAULT_SWEEP_SECONDS)
+
+
+def greeting_memory_from_env() -> float:
+    """Return how long a greeting is remembered (``$FIRSTREPLY_GREETING_MEMORY_SECONDS``, default 3600 s)."""
+    return seconds_from_env(ENV_GREETING_MEMORY_SECONDS, DEFAULT_GREETING_MEMORY_SECONDS)
 
 
 def reply_digest(*parts: object) -> str:
@@ -150,10 +188,16 @@ class Inbox:
         self._engine = engine
         self._clock = clock
         self.lease_seconds = lease_seconds
-        self.owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.owner = owner or process_owner()
         self._upsert = UPSERTS[engine.dialect.name]
         self._last_prune = 0.0
         metadata.create_all(engine)
+        # The reply records are written on the event loop's thread around every platform call
+        # (``bot.channels.base``): on a SQLite file they keep a connection open per thread, as
+        # opening the file and running its pragmas for each write took five times the write.
+        database = engine.url.database or ""
+        file_backed = engine.dialect.name == "sqlite" and database not in ("", ":memory:")
+        self._records = channel_engine(str(engine.url), per_thread=True) if file_backed else engine
 
     # --- updates -----------------------------------------------------------------------
 
@@ -175,34 +219,65 @@ class Inbox:
         return InboxEntry(source, update_id, conversation, body, 0, received_at=now) if inserted else None
 
     def claim_due(self, source: str, limit: int = SWEEP_BATCH) -> list[InboxEntry]:
-        """Lease to this process up to ``limit`` pending updates nobody holds; oldest first."""
+        """Lease to this process up to ``limit`` pending updates nobody holds; oldest first.
+
+        Nobody holds an update whose lease ran out, nor one leased to a process of this
+        machine that is gone (``owner_gone``): that one is taken over before its lease ends.
+        """
         now = self._clock()
+        due = self._pending_query().where(inbox.c.source == source)
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                self._pending_query()
-                .where(inbox.c.source == source, inbox.c.lease_until <= now)
-                .order_by(inbox.c.received_at)
-                .limit(limit)
-            ).all()
-        claimed = (self.take_over(InboxEntry(source, *row[:4], replay=True, received_at=row[4])) for row in rows)
+            gone = self._gone_owners(conn, source, now)
+            free = inbox.c.lease_until <= now
+            if gone:
+                free = or_(free, inbox.c.lease_owner.in_(gone))
+            rows = conn.execute(due.where(free).order_by(inbox.c.received_at).limit(limit)).all()
+        claimed = (self.take_over(self._entry(source, row)) for row in rows)
         return [entry for entry in claimed if entry is not None]
+
+    def _gone_owners(self, conn: Any, source: str, now: float) -> list[str]:
+        """Return the processes of this machine that hold leases of ``source`` but are gone."""
+        machine = self.owner.split(":", 1)[0]
+        holders = conn.execute(
+            select(inbox.c.lease_owner)
+            .where(
+                inbox.c.source == source, inbox.c.state == PENDING, inbox.c.lease_until > now,
+                inbox.c.lease_owner != self.owner, inbox.c.lease_owner.startswith(f"{machine}:", autoescape=True),
+            )  # fmt: skip
+            .distinct()
+        ).scalars()
+        return [str(owner) for owner in holders if owner_gone(owner, self.owner)]
 
     @staticmethod
     def _pending_query() -> Any:
         return select(
-            inbox.c.update_id, inbox.c.conversation, inbox.c.body, inbox.c.attempts, inbox.c.received_at
-        ).where(inbox.c.state == PENDING)
+            inbox.c.update_id, inbox.c.conversation, inbox.c.body, inbox.c.attempts, inbox.c.received_at,
+            inbox.c.lease_owner, inbox.c.lease_until,
+        ).where(inbox.c.state == PENDING)  # fmt: skip
+
+    @staticmethod
+    def _entry(source: str, row: Any) -> InboxEntry:
+        # An entry read back is handled again: an earlier attempt may have got part of the way.
+        holder = None if row[5] is None else str(row[5])
+        return InboxEntry(source, *row[:4], replay=True, received_at=row[4], lease_owner=holder)
 
     def take_over(self, entry: InboxEntry) -> InboxEntry | None:
-        """Lease ``entry`` to this process if nobody holds it; return it, or ``None``."""
+        """Lease ``entry`` to this process if nobody holds it; return it, or ``None``.
+
+        Nobody holds it when its lease ran out, or when ``entry.lease_owner`` (the holder
+        when it was read) is a process of this machine that is gone and holds it still.
+        """
         now = self._clock()
+        free = inbox.c.lease_until <= now
+        if entry.lease_owner and entry.lease_owner != self.owner and owner_gone(entry.lease_owner, self.owner):
+            free = or_(free, inbox.c.lease_owner == entry.lease_owner)
         # Conditional on the lease still being free: of two sweepers, one wins.
         with self._engine.begin() as conn:
             taken = conn.execute(
                 update(inbox)
                 .where(
                     inbox.c.source == entry.source, inbox.c.update_id == entry.update_id,
-                    inbox.c.state == PENDING, inbox.c.lease_until <= now,
+                    inbox.c.state == PENDING, free,
                 )  # fmt: skip
                 .values(lease_owner=self.owner, lease_until=now + self.lease_seconds)
             ).rowcount
@@ -219,7 +294,7 @@ class Inbox:
                 )  # fmt: skip
                 .order_by(inbox.c.received_at)
             ).all()
-        return [InboxEntry(entry.source, *row[:4], replay=True, received_at=row[4]) for row in rows]
+        return [self._entry(entry.source, row) for row in rows]
 
     def renew(self, entry: InboxEntry) -> bool:
         """Extend this process's lease on ``entry``; return False if it no longer holds it."""
@@ -301,16 +376,17 @@ class Inbox:
 
     # --- replies -----------------------------------------------------------------------
 
-    def begin_reply(self, message_id: str, seq: int, digest: str) -> str | None:
+    def begin_reply(self, message_id: str, seq: int, digest: str, *, resend_in_doubt: bool = True) -> str | None:
         """Record that reply ``seq`` of ``message_id`` is about to be sent.
 
         Returns ``None`` for a new reply, ``SENT`` if it went out before (skip it),
         ``FAILED`` if an earlier attempt saw its call fail (send again) and ``SENDING`` if an
-        earlier attempt died mid-call (send again: it is now marked resent, as the platform may
-        have it).
+        earlier attempt died mid-call: the reply is in doubt. With ``resend_in_doubt`` it is
+        sent again and marked resent, as the platform may have it; without, it stays as it is
+        (the caller does not send it: a greeting).
         """
         now = int(self._clock())
-        with self._engine.begin() as conn:
+        with self._records.begin() as conn:
             inserted = conn.execute(
                 self._upsert(replies)
                 .values(message_id=message_id, seq=seq, digest=digest, state=SENDING, resent=0, updated_at=now)
@@ -321,7 +397,7 @@ class Inbox:
             state, sent_digest = conn.execute(
                 select(replies.c.state, replies.c.digest).where(replies.c.message_id == message_id, replies.c.seq == seq)
             ).one()
-            if state in (SENDING, FAILED):
+            if state == FAILED or (state == SENDING and resend_in_doubt):
                 conn.execute(
                     update(replies)
                     .where(replies.c.message_id == message_id, replies.c.seq == seq)
@@ -333,7 +409,7 @@ class Inbox:
 
     def finish_reply(self, message_id: str, seq: int) -> None:
         """Record that reply ``seq`` of ``message_id`` reached the platform."""
-        with self._engine.begin() as conn:
+        with self._records.begin() as conn:
             conn.execute(
                 update(replies)
                 .where(replies.c.message_id == message_id, replies.c.seq == seq)
@@ -342,12 +418,41 @@ class Inbox:
 
     def fail_reply(self, message_id: str, seq: int) -> None:
         """Record that the call sending reply ``seq`` of ``message_id`` failed (it is sent again later)."""
-        with self._engine.begin() as conn:
+        with self._records.begin() as conn:
             conn.execute(
                 update(replies)
                 .where(replies.c.message_id == message_id, replies.c.seq == seq, replies.c.state == SENDING)
                 .values(state=FAILED, updated_at=int(self._clock()))
             )
+
+    def claim_greeting(self, key: str, message_id: str, memory_seconds: float) -> bool:
+        """Return whether the update ``message_id`` may greet the customer of ``key`` (``GREETING_KEY``).
+
+        The first update to greet a customer claims their greeting; a later update (its
+        tracker lost or never saved by a crash) within ``memory_seconds`` of that may not: the
+        customer was greeted, or the greeting was in flight, and reads it once at most. The
+        claiming update itself may (its own reply record then decides). A claim older than
+        ``memory_seconds`` belongs to an earlier conversation and passes to this update.
+        """
+        now = int(self._clock())
+        mine = reply_digest(message_id)
+        with self._records.begin() as conn:
+            inserted = conn.execute(
+                self._upsert(replies)
+                .values(message_id=key, seq=0, digest=mine, state=SENT, resent=0, updated_at=now)
+                .on_conflict_do_nothing(index_elements=["message_id", "seq"])
+            ).rowcount
+            if inserted == 1:
+                return True
+            taken = conn.execute(
+                update(replies)
+                .where(
+                    replies.c.message_id == key, replies.c.seq == 0,
+                    or_(replies.c.digest == mine, replies.c.updated_at <= now - int(memory_seconds)),
+                )  # fmt: skip
+                .values(digest=mine, updated_at=now)
+            ).rowcount
+        return taken == 1
 
     def prune(self) -> int:
         """Delete handled updates and reply records older than two days; return how many."""
@@ -472,6 +577,9 @@ class InboxWorker:
         for entry in entries:
             if entry.attempts:
                 log.info("%s update %s: handling again (attempt %d)", self.source, entry.update_id, entry.attempts + 1)
+            elif entry.lease_owner and owner_gone(entry.lease_owner, self.store.owner):
+                log.warning("%s update %s: taken over at once from %s, handling again (that process is gone)",
+                            self.source, entry.update_id, entry.lease_owner)  # fmt: skip
             else:  # nobody failed it: the process that took it died before finishing
                 log.warning("%s update %s: taken over, handling again (its process stopped before finishing)",
                             self.source, entry.update_id)  # fmt: skip

@@ -306,13 +306,14 @@ class SlackDMOutput(RecordedOutput):
         assert self.inbox is not None and self.origin is not None
         seq = self.next_seq()
         fingerprint = reply_digest("thread", channel_id, thread_ts, text)
-        state = await asyncio.to_thread(self.inbox.begin_reply, self.origin, seq, fingerprint)
+        # Recorded on this thread, as ``recorded`` does: no queue between the call and its records.
+        state = self.inbox.begin_reply(self.origin, seq, fingerprint)
         if state is not None:
             log.info("slack thread reply %d to %s was %s before; not posted again", seq, self.origin,
                      "posted" if state == SENT else "cut off mid-send")  # fmt: skip
         else:
             await self.client.chat_postMessage(channel=channel_id, thread_ts=thread_ts, text=escape(text))
-        await asyncio.to_thread(self.inbox.finish_reply, self.origin, seq)
+        self.inbox.finish_reply(self.origin, seq)
 
     async def show_choice(self, channel_id: str, message: Mapping[str, Any], title: str) -> None:
         """Replace a message's buttons with the choice made, so it cannot be made twice."""

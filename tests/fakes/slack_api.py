@@ -38,6 +38,13 @@ TEAM_ID = "T0BRAND"
 BOT_USER_ID = "U0FIRSTREPLY"
 BOT_ID = "B0FIRSTREPLY"
 APP_ID = "A0FIRSTREPLY"
+# What a Rasa credentials.yml holds to run the Slack DM connector against this fake (values from the environment).
+RASA_CREDENTIALS = """\
+bot.channels.slack.SlackDMInput:
+  token: ${SLACK_BOT_TOKEN}
+  signing_secret: ${SLACK_SIGNING_SECRET}
+  base_url: ${SLACK_API_BASE_URL}
+"""
 # Parameters slack_sdk may send JSON-encoded inside a form.
 _JSON_PARAMS = frozenset({"blocks", "attachments", "metadata"})
 # ``fail_next(status=DROP_CONNECTION)``: close the connection without answering.

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.fakes.slack_api import APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID, TOKEN, FakeSlackAPI, signed_headers
+from tests.fakes.slack_api import RASA_CREDENTIALS as CREDENTIALS
 from tests.integration.conftest import Assistant, serve_assistant
 from tests.processes import ROOT, Process, base_env, free_port, require_model, write_endpoints
 
@@ -28,12 +29,6 @@ pytestmark = pytest.mark.integration
 
 SECRET = "e2e0signing0secret0000000000000a"
 MARIA, MARIA_DM = "U0MARIA", "D0MARIA"
-CREDENTIALS = """\
-bot.channels.slack.SlackDMInput:
-  token: ${SLACK_BOT_TOKEN}
-  signing_secret: ${SLACK_SIGNING_SECRET}
-  base_url: ${SLACK_API_BASE_URL}
-"""
 
 
 def signed_post(url: str, body: bytes, content_type: str, secret: str = SECRET, **headers: str) -> httpx.Response:
