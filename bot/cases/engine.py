@@ -7,6 +7,8 @@ does the channels' database of dedupe keys, inbox and reply records
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +40,7 @@ def sqlite_or_postgres_engine(
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, future=True, pool_pre_ping=True)
+        return _fresh_after_fork(create_engine(url, future=True, pool_pre_ping=True))
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -53,4 +55,23 @@ def sqlite_or_postgres_engine(
             cursor.execute(pragma)
         cursor.close()
 
+    return _fresh_after_fork(engine)
+
+
+def _fresh_after_fork(engine: Engine) -> Engine:
+    """Make a process forked from this one open its own connections (return ``engine``).
+
+    Rasa builds its input channels, and so their engines, before it forks its workers
+    (``SANIC_WORKERS``, what ``make run`` sets to the number of cores): a connection opened
+    before the fork must not be used by two processes. In the child the pool forgets the
+    parent's connections without closing them (the parent still uses them).
+    """
+    kept = weakref.ref(engine)
+
+    def forget_parents_connections() -> None:
+        forked = kept()
+        if forked is not None:
+            forked.dispose(close=False)
+
+    os.register_at_fork(after_in_child=forget_parents_connections)
     return engine
