@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from bot.eta.calendar import BusinessCalendar
 from bot.eta.estimate import ServiceTargets
@@ -96,6 +97,22 @@ class WatchdogRules:
 
 
 @dataclass(frozen=True)
+class PublicReply:
+    """The one short public reply a platform's public post gets (support.yml ``public_replies.<platform>``).
+
+    Attributes:
+        enabled: Whether public posts get it at all.
+        text: The reply inviting a DM; ``{dm_link}`` stands for the link that opens one.
+        no_dm_text: The reply when the customer does not accept DMs from the brand: how
+            else to reach it.
+    """
+
+    enabled: bool
+    text: str
+    no_dm_text: str
+
+
+@dataclass(frozen=True)
 class SupportConfig:
     """Everything support.yml says, checked.
 
@@ -108,6 +125,7 @@ class SupportConfig:
         priority: When a case's priority is raised.
         routing: Which channel a case is posted to.
         watchdog: What the desk's watchdog does (all defaults when the section is left out).
+        public_replies: Platform -> its public reply (platforms left out get none).
     """
 
     path: Path
@@ -118,6 +136,7 @@ class SupportConfig:
     priority: PriorityRules
     routing: Routing
     watchdog: WatchdogRules = WatchdogRules()
+    public_replies: Mapping[str, PublicReply] = MappingProxyType({})
 
     @property
     def lead_channel(self) -> str:

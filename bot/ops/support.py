@@ -22,7 +22,7 @@ from yaml.nodes import MappingNode, Node
 
 from bot.constants import CASE_TYPE_GENERAL, CASE_TYPES, PRIORITIES
 from bot.eta.estimate import ServiceTargets
-from bot.ops.config import Brand, PriorityRules, Routing, SupportConfig, WatchdogRules
+from bot.ops.config import Brand, PriorityRules, PublicReply, Routing, SupportConfig, WatchdogRules
 from bot.ops.errors import OpsConfigError
 from bot.ops.hours import HOURS_KEYS, HOURS_REQUIRED, read_calendar
 from bot.ops.nodes import Entries, Entry, NodeReader, is_empty
@@ -70,7 +70,13 @@ _OPTIONAL_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         (),
     ),
+    "public_replies": (("x", "facebook", "instagram"), ()),
 }
+_PUBLIC_REPLY_KEYS: tuple[str, ...] = ("enabled", "text", "no_dm_text")
+# X's public reply: every link counts as 23 characters, whatever its length, and takes at most 280.
+POST_LIMIT = 280
+_LINK_WEIGHT = 23
+_LINK = re.compile(r"https?://\S+|\{dm_link\}")
 # A Slack user (U.../W...) or user group (S...) id, for the watchdog's on-call mention.
 _SLACK_MENTIONABLE = re.compile(r"[UWS][A-Z0-9]{2,}")
 
@@ -160,6 +166,36 @@ class _SupportReader(NodeReader):
             priority=self._priority(parts["priority"]),
             routing=self._routing(parts["routing"]),
             watchdog=self._watchdog(parts.get("watchdog", {})),
+            public_replies=MappingProxyType(
+                {name: self._public_reply(name, *entry) for name, entry in parts.get("public_replies", {}).items()}
+            ),
+        )
+
+    def _public_reply(self, platform: str, key_node: Node, node: Node) -> PublicReply:
+        where = f"public_replies.{platform}"
+        entries = self.section(node, where, key_node, _PUBLIC_REPLY_KEYS, ("text", "no_dm_text"))
+
+        def wording(key: str) -> str:
+            text = self.text(*entries[key], f"{where}.{key}")
+            line = self.line_node(*entries[key])
+            try:
+                text.format(dm_link="")
+            except (KeyError, IndexError, ValueError):
+                raise self.error(line, f"{where}.{key}: the only {{placeholder}} allowed is {{dm_link}}", text) from None
+            weighed = len(_LINK.sub("x" * _LINK_WEIGHT, text))
+            if platform == "x" and weighed > POST_LIMIT:
+                raise self.error(line, f"{where}.{key} is {weighed} characters as X counts them (links as "
+                                 f"{_LINK_WEIGHT}); a public reply takes at most {POST_LIMIT}", text)  # fmt: skip
+            return text
+
+        text = wording("text")
+        if platform == "x" and "{dm_link}" not in text:
+            raise self.error(self.line_node(*entries["text"]), f"{where}.text must contain {{dm_link}}, the link "
+                             "that opens a DM to the brand", text)  # fmt: skip
+        return PublicReply(
+            enabled=self.optional(entries, "enabled", lambda e: self.flag(*e, f"{where}.enabled"), True),
+            text=text,
+            no_dm_text=wording("no_dm_text"),
         )
 
     def _brand(self, entries: Entries) -> Brand:
