@@ -13,6 +13,7 @@ from bot import conversation
 from bot.cases import NewCase, TranscriptLine
 from bot.casefile import CaseFile, read_case_file
 from bot.constants import (
+    ORIGIN_PUBLIC_POST,
     ACTION_HANDOFF,
     DEFAULT_CHANNEL,
     ACTION_SUMMARIZE,
@@ -42,6 +43,13 @@ def _slots_with_correction(tracker: Tracker) -> tuple[Dict[str, Any], List[Event
 def _case_file(tracker: Tracker, domain: DomainDict) -> tuple[CaseFile, List[EventType]]:
     slots, events = _slots_with_correction(tracker)
     return read_case_file(tracker.events, slots, case_labels(domain), case_questions(domain)), events
+
+
+def _case_metadata(case_file: CaseFile, route: str) -> Dict[str, Any]:
+    """Return the case's metadata: where it is posted, and where it began when that was a public post."""
+    if case_file.public_post is None:
+        return {"route": route}
+    return {"route": route, "origin": ORIGIN_PUBLIC_POST, "public_post": dict(case_file.public_post)}
 
 
 class ActionSummarizeCase(ServiceAction):
@@ -82,6 +90,7 @@ class ActionHandoff(ServiceAction):
             case_file.hostility,
             sum(1 for case in previous if case.status in OPEN_STATUSES),
             services.support.priority,
+            case_file.public_post,
         )
         promise = promise_for(services, priority, now)
         latest = conversation.user_events(tracker.events)[-1:]
@@ -104,7 +113,7 @@ class ActionHandoff(ServiceAction):
                 promised_by=promise.deadline,
                 promise_wording=promise.wording,
                 handoff_key=f"{channel}:{tracker.sender_id}:{message_at}",
-                metadata={"route": services.support.routing.channel_for(case_file.case_type, priority)},
+                metadata=_case_metadata(case_file, services.support.routing.channel_for(case_file.case_type, priority)),
             ),
             now,
         )

@@ -19,13 +19,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, select
 
 from bot.channels.dedupe import UPSERTS
+from bot.constants import PUBLIC_POST_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-
-PUBLIC_POST_KEY = "public_post"
-# What the case records as where it began.
-ORIGIN_PUBLIC_POST = "public post"
 
 metadata = MetaData()
 
