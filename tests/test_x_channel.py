@@ -446,3 +446,19 @@ def test_without_settings_the_desk_says_why_it_cannot_answer_x_customers() -> No
     with pytest.raises(ChannelCredentialsError) as raised:
         Outbound({}).sender_for("x")
     assert str(raised.value).startswith("cannot answer X customers: The x channel needs X_CONSUMER_KEY")
+
+
+def test_rasa_builds_the_channel_from_credentials_yml_with_support_ymls_public_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.ops import load_support_config
+    from tests.channel_support import rasa_channels
+    from tests.fakes.x_api import CREDENTIALS
+
+    [channel] = rasa_channels(CREDENTIALS, tmp_path, monkeypatch, {**ENV, ENV_BASE_URL: "http://127.0.0.1:9"})
+
+    assert isinstance(channel, XInput) and channel.name() == "x"
+    assert (channel.settings.brand_id, channel.settings.base_url) == (BRAND_ID, "http://127.0.0.1:9")
+    assert channel.public_reply == load_support_config().public_replies["x"]
+    empty = {**ENV, ENV_BASE_URL: "", ENV_BRAND_USER_ID: ""}
+    assert ENV_BRAND_USER_ID in credentials_refusal(lambda: rasa_channels(CREDENTIALS, tmp_path, monkeypatch, empty))

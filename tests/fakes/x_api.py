@@ -221,3 +221,25 @@ def activity(*, dms: list[dict[str, Any]] = (), posts: list[dict[str, Any]] = ()
     if posts:
         body["tweet_create_events"] = list(posts)
     return json.dumps(body).encode()
+
+
+def main() -> None:
+    """Serve the fake API until interrupted (for ``rasa run`` by hand)."""
+    import argparse
+    import socket
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", args.port))
+    api = FakeXAPI().start(sock)
+    print(f"fake X API at {api.base_url}; consumer key {CONSUMER_KEY}, brand {BRAND_ID}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        api.stop()
+
+
+if __name__ == "__main__":
+    main()
