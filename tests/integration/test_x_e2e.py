@@ -35,7 +35,6 @@ from tests.fakes.x_api import (
     CONSUMER_SECRET,
     CREDENTIALS,
     DM_METHOD,
-    PUBLIC,
     FakeXAPI,
     activity,
     dm_event,
@@ -179,32 +178,37 @@ def test_a_mention_is_answered_in_public_once_and_the_case_continues_in_a_dm(run
     joao = JOAO["id_str"]
     mention = activity(posts=[post("6201", JOAO, "@NorthwindHelp my parcel AC-2291734 is 2 weeks late, useless service")])
     assert running.post(mention).json() == {"ok": True}
-    first = running.replies(joao, 0, 1)
+    dms = running.replies(joao, 0, 1)
     wait_until("the public reply", lambda: running.api.public_replies("6201"), 30, running.processes)
     assert running.post(mention).json() == {"ok": True, "duplicate": True}
-    # His reply under the brand's public reply: in the conversation, but no second public reply.
-    [brand_reply] = [c for c in running.api.calls("tweets.create", answered=201)
-                     if c.params["reply"]["in_reply_to_tweet_id"] == "6201"]  # fmt: skip
-    thread_reply = post("6202", JOAO, "@NorthwindHelp hello??", reply_to=brand_reply.answer["data"]["id"],
-                        reply_to_user=BRAND_ID)  # fmt: skip
-    assert running.post(activity(posts=[thread_reply])).json() == {"ok": True}
-    more = running.replies(joao, len(first), 1)
 
     invite = load_support_config().public_replies["x"].text.format(dm_link=DM_LINK)
-    assert running.api.public_replies("6201") == [invite]
-    assert running.api.public_replies("6202") == []
+    assert dms[0].startswith("Hi João! I'm ")  # by DM, greeted by name
     assert "AC-2291734" not in " ".join(running.api.public_replies())  # no case details in public
 
     # The conversation goes on by DM until the case is handed over.
-    dms = [*first, *more]
     for _ in range(6):
         if dms[-1].startswith("Here is what I will pass on"):
             break
-        answer = "1" if "\n1. " in dms[-1] else "It's late"
-        dms += running.step(JOAO, answer, 1)
+        dms += running.step(JOAO, "1" if "\n1. " in dms[-1] else "It's late", 1)
     assert dms[-1].startswith("Here is what I will pass on"), dms
     [handoff] = running.step(JOAO, "1", 1)  # "Yes, that's right", as a numbered choice
     assert "case #" in handoff
+
+    # His reply under the brand's public reply reaches the conversation, with no second public reply.
+    [brand_reply] = running.api.calls("tweets.create", answered=201)
+    thread_reply = post("6202", JOAO, "@NorthwindHelp thanks", reply_to=brand_reply.answer["data"]["id"],
+                        reply_to_user=BRAND_ID)  # fmt: skip
+    assert running.post(activity(posts=[thread_reply])).json() == {"ok": True}
+
+    def tracked() -> list[str] | None:
+        events = httpx.get(f"{running.rasa_url}/conversations/{joao}/tracker", timeout=10).json()["events"]
+        ids = [e.get("message_id") for e in events if e["event"] == "user"]
+        return ids if "x-post-6202" in ids else None
+
+    assert wait_until("the thread reply in the conversation", tracked, 60, running.processes).count("x-post-6201") == 1
+    time.sleep(1.5)
+    assert (running.api.public_replies("6201"), running.api.public_replies("6202")) == ([invite], [])
 
     [case] = [c for c in running.cases() if c["sender_id"] == joao]
     assert (case["channel"], case["metadata"]["origin"]) == ("x", "public post")
