@@ -132,21 +132,27 @@ def texts_of(agent: Any) -> list[str | None]:
     return [message.text for message in agent.messages]
 
 
+class Rig:
+    """What every channel's rig does between examples."""
+
+    served: Any
+
+    def reset(self) -> None:
+        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
+        self.served.agent.messages.clear()
+
+
 # --- REST ------------------------------------------------------------------------------------
 
 
 @dataclass
-class RestRig:
+class RestRig(Rig):
     served: RestServed
     token: str | None
 
     @property
     def bearer(self) -> str | None:
         return f"Bearer {self.token}" if self.token else None
-
-    def reset(self) -> None:
-        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
-        self.served.agent.messages.clear()
 
     async def still_serves(self) -> None:
         """A valid request right after: answered 200, and it reaches Rasa."""
@@ -264,7 +270,7 @@ async def test_rest_a_huge_body_is_a_4xx(rest_locked: RestRig, body: bytes, auth
 
 
 @dataclass
-class TelegramRig:
+class TelegramRig(Rig):
     served: TelegramServed
     api: FakeTelegramAPI
     watch: TableWatch
@@ -278,10 +284,6 @@ class TelegramRig:
         answer = await self.served.client.post(TELEGRAM_WEBHOOK, content=body, headers=headers)
         await self.served.channel.tasks.wait()
         return answer
-
-    def reset(self) -> None:
-        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
-        self.served.agent.messages.clear()
 
     async def still_serves(self) -> None:
         before = len(self.served.agent.messages)
@@ -472,7 +474,7 @@ async def test_telegram_a_huge_body_is_refused_or_handled_without_a_5xx(
 
 
 @dataclass
-class SlackRig:
+class SlackRig(Rig):
     served: SlackServed
     api: FakeSlackAPI
     watch: TableWatch
@@ -485,10 +487,6 @@ class SlackRig:
 
     def fresh_id(self) -> str:
         return f"EvFuzz{next(self.event_ids)}"
-
-    def reset(self) -> None:
-        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
-        self.served.agent.messages.clear()
 
     async def still_serves(self) -> None:
         before = len(self.served.agent.messages)
@@ -702,7 +700,7 @@ async def test_slack_a_huge_body_is_never_a_5xx(slack: SlackRig, body: bytes, au
 
 
 @dataclass
-class WebChatRig:
+class WebChatRig(Rig):
     served: WebChatServed
     watch: TableWatch
     session: dict[str, str]
@@ -717,10 +715,6 @@ class WebChatRig:
     async def post(self, body: bytes) -> httpx.Response:
         return await self.served.client.post(f"{WEBCHAT}/message", content=body,
                                              headers={"Content-Type": "application/json"})  # fmt: skip
-
-    def reset(self) -> None:
-        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
-        self.served.agent.messages.clear()
 
     async def still_serves(self) -> None:
         before = len(self.served.agent.messages)
@@ -946,7 +940,7 @@ X_CAP = 10_000  # what X accepts in one DM
 
 
 @dataclass
-class XRig:
+class XRig(Rig):
     served: XServed
     api: FakeXAPI
     watch: TableWatch
@@ -958,10 +952,6 @@ class XRig:
         )
         await self.served.channel.tasks.wait()
         return answer
-
-    def reset(self) -> None:
-        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
-        self.served.agent.messages.clear()
 
     async def still_serves(self) -> None:
         before = len(self.served.agent.messages)
@@ -1009,7 +999,8 @@ def x_unsigned(draw: st.DrawFn, body: bytes) -> dict[str, bytes | str]:
     if flaw == "none":
         return {"Content-Type": "application/json"}
     if flaw == "wrong secret":
-        return x_signed(body, draw(wrong_secrets(X_CONSUMER_SECRET).filter(bool)).decode("latin-1"))  # type: ignore[return-value]
+        other = draw(wrong_secrets(X_CONSUMER_SECRET).filter(bool)).decode("latin-1")
+        return x_signed(body, other)  # type: ignore[return-value]
     if flaw == "garbled":
         garbled = draw(st.one_of(HEADER_BYTES, HEADER_BYTES.map(lambda raw: b"sha256=" + raw)))
         return {"Content-Type": "application/json", "x-twitter-webhooks-signature": garbled}

@@ -81,7 +81,8 @@ class Served:
     client: httpx.AsyncClient
 
     async def post(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
-        answer = await self.client.post(WEBHOOK, content=body, headers=signed_headers(body) if headers is None else headers)
+        headers = signed_headers(body) if headers is None else headers
+        answer = await self.client.post(WEBHOOK, content=body, headers=headers)
         await self.channel.tasks.wait()
         return answer
 
@@ -225,7 +226,8 @@ async def test_the_brands_own_dms_and_posts_and_reposts_are_ignored(served: Serv
     brand = user(BRAND_ID, "Northwind", BRAND_HANDLE)
     body = activity(
         dms=[dm_event("2001", brand, "Our agent's reply", to=MARIA_ID)],
-        posts=[post("3001", brand, "New arrivals!"), post("3002", MARIA, "RT @NorthwindHelp: New arrivals!", repost=True),
+        posts=[post("3001", brand, "New arrivals!"),
+               post("3002", MARIA, "RT @NorthwindHelp: New arrivals!", repost=True),
                post("3003", MARIA, "lovely weather", mentions_brand=False)],
         users=[brand, MARIA],
     )  # fmt: skip
@@ -239,8 +241,8 @@ async def test_the_brands_own_dms_and_posts_and_reposts_are_ignored(served: Serv
 async def test_buttons_become_numbered_choices_and_a_number_answers_with_the_payload(
     served: Served, api: FakeXAPI
 ) -> None:
-    served.agent.replies = [{"text": "Is that right?", "buttons": [
-        {"title": "Yes, that's right", "payload": "/affirm"}, {"title": "Correct it", "payload": "/deny"}]}]  # fmt: skip
+    buttons = [{"title": "Yes, that's right", "payload": "/affirm"}, {"title": "Correct it", "payload": "/deny"}]
+    served.agent.replies = [{"text": "Is that right?", "buttons": buttons}]
     await served.post(dm_from_maria("1001", "my order is late"))
     served.agent.replies = []
     await served.post(dm_from_maria("1002", " 2 "))

@@ -157,7 +157,8 @@ def read_post(post: Mapping[str, Any]) -> PublicPost:
 
 def addresses(post: Mapping[str, Any], brand_id: str) -> bool:
     """Return whether a post mentions the brand, replies to it or quotes it."""
-    mentions = ((post.get("entities") or {}).get("user_mentions") or []) if isinstance(post.get("entities"), Mapping) else []
+    entities = post.get("entities")
+    mentions = (entities.get("user_mentions") or []) if isinstance(entities, Mapping) else []
     if any(isinstance(m, Mapping) and str(m.get("id_str") or m.get("id")) == brand_id for m in mentions):
         return True
     if str(post.get("in_reply_to_user_id_str") or "") == brand_id:

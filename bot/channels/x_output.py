@@ -155,7 +155,8 @@ class XOutput(RecordedOutput):
     async def send_custom_json(self, recipient_id: str, json_message: dict[str, Any], **kwargs: Any) -> None:
         """Send a custom payload's ``text`` (with optional ``buttons``); other keys are logged and not sent."""
         if json_message.get("text"):
-            await self.send_response(recipient_id, {"text": json_message["text"], "buttons": json_message.get("buttons")})
+            reply = {"text": json_message["text"], "buttons": json_message.get("buttons")}
+            await self.send_response(recipient_id, reply)
         ignored = sorted(set(json_message) - {"text", "buttons"})
         if ignored:
             log.warning("x custom payload: keys %s are not supported and were not sent", ignored)

@@ -91,8 +91,8 @@ def public_post_section(case: Case) -> str | None:
     link = f" · <{url}|open the post>" if _SAFE_LINK.fullmatch(url) else ""
     hostile = " · :anger: hostile" if post.get("hostile") is True else ""
     said = quote(escape(clip(str(post.get("text") or ""), 500)))
-    return (f":loudspeaker: *Started as a public post on {where}*{hostile}{link}\nAnswered in public with an invitation "
-            f"to a private message; reply here as usual (it goes by DM).\n{said}")  # fmt: skip
+    return (f":loudspeaker: *Started as a public post on {where}*{hostile}{link}\n"
+            f"Answered in public with an invitation to a private message; reply here as usual (it goes by DM).\n{said}")
 
 
 def status_line(case: Case, now: datetime) -> str:

@@ -181,7 +181,8 @@ class _SupportReader(NodeReader):
             try:
                 text.format(dm_link="")
             except (KeyError, IndexError, ValueError):
-                raise self.error(line, f"{where}.{key}: the only {{placeholder}} allowed is {{dm_link}}", text) from None
+                problem = f"{where}.{key}: the only {{placeholder}} allowed is {{dm_link}}"
+                raise self.error(line, problem, text) from None
             weighed = len(_LINK.sub("x" * _LINK_WEIGHT, text))
             if platform == "x" and weighed > POST_LIMIT:
                 raise self.error(line, f"{where}.{key} is {weighed} characters as X counts them (links as "

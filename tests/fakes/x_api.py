@@ -30,7 +30,7 @@ from aiohttp import web
 from oauthlib.oauth1.rfc5849 import signature as oauth
 from oauthlib.oauth1.rfc5849 import utils as oauth_utils
 
-from tests.fakes.server import Call, Delivery, FakeServer, Fault, route
+from tests.fakes.server import Call, Delivery, FakeServer, Fault, route, serve_until_interrupted
 
 CONSUMER_KEY = "fakeConsumerKey0123"
 CONSUMER_SECRET = "fakeConsumerSecret_0123456789abcdef"
@@ -74,6 +74,8 @@ class FakeXAPI(FakeServer):
         self._ids = itertools.count(1_800_000_000_000_000_000)
         self._refusing: set[str] = set()
         self._lock = threading.Lock()
+        # What ``serve_until_interrupted`` shows: the token calls must be signed for.
+        self.token = ACCESS_TOKEN
 
     @property
     def base_url(self) -> str:
@@ -106,7 +108,8 @@ class FakeXAPI(FakeServer):
             return False
         params = oauth.collect_parameters(uri_query=request.query_string, headers={"Authorization": header})
         url = f"http://{request.host}{request.raw_path.partition('?')[0]}"  # the URL the client signed
-        base = oauth.signature_base_string(request.method, oauth.base_string_uri(url), oauth.normalize_parameters(params))
+        normalized = oauth.normalize_parameters(params)
+        base = oauth.signature_base_string(request.method, oauth.base_string_uri(url), normalized)
         key = f"{oauth_utils.escape(CONSUMER_SECRET)}&{oauth_utils.escape(ACCESS_TOKEN_SECRET)}".encode()
         expected = base64.b64encode(hmac.new(key, base.encode(), hashlib.sha1).digest()).decode()
         return hmac.compare_digest(expected, oauth_utils.unescape(given.get("oauth_signature", "")))
@@ -196,8 +199,10 @@ def photo(media_id: str = "1600000000000000001") -> dict[str, Any]:
             "media_url_https": f"https://ton.x.com/1.1/ton/data/dm/{media_id}/photo.jpg"}  # fmt: skip
 
 
-def post(post_id: str, author: dict[str, Any], text: str, *, reply_to: str | None = None,
-         reply_to_user: str | None = None, mentions_brand: bool = True, repost: bool = False) -> dict[str, Any]:  # fmt: skip
+def post(
+    post_id: str, author: dict[str, Any], text: str, *, reply_to: str | None = None,
+    reply_to_user: str | None = None, mentions_brand: bool = True, repost: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """Return one ``tweet_create_events`` item: ``author`` posted ``text``."""
     mentions = [{"id_str": BRAND_ID, "id": int(BRAND_ID), "screen_name": BRAND_HANDLE, "indices": [0, 14]}]
     found: dict[str, Any] = {
@@ -233,12 +238,7 @@ def main() -> None:
     args = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", args.port))
-    api = FakeXAPI().start(sock)
-    print(f"fake X API at {api.base_url}; consumer key {CONSUMER_KEY}, brand {BRAND_ID}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        api.stop()
+    serve_until_interrupted(FakeXAPI().start(sock), "fake X API")
 
 
 if __name__ == "__main__":

@@ -141,7 +141,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 def test_the_challenge_is_answered_and_unsigned_events_are_refused(running: Running) -> None:
     answer = httpx.get(f"{running.rasa_url}/webhooks/x/webhook", params={"crc_token": "token-from-x"}, timeout=10)
     digest = hmac.new(CONSUMER_SECRET.encode(), b"token-from-x", hashlib.sha256).digest()
-    assert (answer.status_code, answer.json()) == (200, {"response_token": "sha256=" + base64.b64encode(digest).decode()})
+    expected = "sha256=" + base64.b64encode(digest).decode()
+    assert (answer.status_code, answer.json()) == (200, {"response_token": expected})
     wrong = hmac.new(b"not-the-secret", b"token-from-x", hashlib.sha256).digest()
     assert answer.json()["response_token"] != "sha256=" + base64.b64encode(wrong).decode()
 
@@ -176,7 +177,8 @@ def test_a_dm_is_greeted_by_name_asked_its_first_question_and_a_redelivery_is_an
 
 def test_a_mention_is_answered_in_public_once_and_the_case_continues_in_a_dm(running: Running) -> None:
     joao = JOAO["id_str"]
-    mention = activity(posts=[post("6201", JOAO, "@NorthwindHelp my parcel AC-2291734 is 2 weeks late, useless service")])
+    said = "@NorthwindHelp my parcel AC-2291734 is 2 weeks late, useless service"
+    mention = activity(posts=[post("6201", JOAO, said)])
     assert running.post(mention).json() == {"ok": True}
     dms = running.replies(joao, 0, 1)
     wait_until("the public reply", lambda: running.api.public_replies("6201"), 30, running.processes)
@@ -226,8 +228,10 @@ def test_kill_9_while_holding_an_acknowledged_event_then_it_is_answered_exactly_
     wait_until("the reply under way", lambda: held.calls_left == 0, 60, running.processes)
     running.processes[1].kill()
 
-    again = start_rasa_server("rasa server (again)", running.rasa_port, running.endpoints, running.env,
-                              running.work / "rasa.log", None, running.work / "credentials.yml", launcher=False)  # fmt: skip
+    again = start_rasa_server(
+        "rasa server (again)", running.rasa_port, running.endpoints, running.env, running.work / "rasa.log", None,
+        running.work / "credentials.yml", launcher=False,
+    )  # fmt: skip
     running.processes[1] = again
     wait_until_up(again, f"{running.rasa_url}/webhooks/x/", 300)
     replies = running.replies(ana, before, 1, quiet=3)
