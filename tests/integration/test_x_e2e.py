@@ -3,8 +3,11 @@
 Rasa loads ``models/firstreply.tar.gz`` with a temporary credentials.yml that enables
 ``bot.channels.x.XInput`` against the local fake X API (``tests/fakes/x_api.py``); events
 are POSTed to Rasa's webhook exactly as X's Account Activity API sends them (signed), and
-what the customer sees is read from the fake's deliveries (DMs and public replies). The
-tracker store is SQLite, so a Rasa started again after ``kill -9`` finds the conversations.
+what the customer sees is read from the fake's deliveries (DMs and public replies).
+
+A second Rasa (a replica: the same channel database and SQLite tracker store) starts
+alongside; the crash test ``kill -9``s it while it holds an acknowledged event, and the
+first one takes the event over.
 """
 
 from __future__ import annotations
@@ -61,19 +64,18 @@ class Running:
     env: dict[str, str]
     processes: list[Process]
     work: Path
-    endpoints: Path
-    rasa_port: int
+    replica_url: str
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(7000))
 
-    def post(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
-        """POST one webhook call to Rasa, signed as X signs it unless ``headers`` are given."""
-        return httpx.post(f"{self.rasa_url}/webhooks/x/webhook", content=body,
+    def post(self, body: bytes, headers: dict[str, str] | None = None, rasa_url: str = "") -> httpx.Response:
+        """POST one webhook call to Rasa (or the one at ``rasa_url``), signed as X signs it unless ``headers`` are given."""
+        return httpx.post(f"{rasa_url or self.rasa_url}/webhooks/x/webhook", content=body,
                           headers=signed_headers(body) if headers is None else headers, timeout=10)  # fmt: skip
 
-    def dm(self, sender: dict[str, Any], text: str, event_id: str | None = None) -> bytes:
+    def dm(self, sender: dict[str, Any], text: str, event_id: str | None = None, rasa_url: str = "") -> bytes:
         """Send a DM from ``sender`` (it must be taken); return the body, for a redelivery."""
         body = activity(dms=[dm_event(event_id or str(next(self.ids)), sender, text)], users=[sender])
-        answer = self.post(body)
+        answer = self.post(body, rasa_url=rasa_url)
         assert (answer.status_code, answer.json()) == (200, {"ok": True})
         return body
 
@@ -106,7 +108,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     require_model()
     work = tmp_path_factory.mktemp("x-e2e")
     api = FakeXAPI().start()
-    rasa_port, actions_port = free_ports(2)
+    rasa_port, actions_port, replica_port = free_ports(3)
     (work / "credentials.yml").write_text(CREDENTIALS)
     endpoints = write_endpoints(
         work, actions_port, f"tracker_store:\n  type: bot.trackers.SQLiteTrackerStore\n  db: {work / 'trackers.db'}\n"
@@ -123,15 +125,21 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         "FIRSTREPLY_INBOX_SWEEP_SECONDS": "1",
     }  # fmt: skip
     assistant = Assistant(f"http://127.0.0.1:{rasa_port}", env["FIRSTREPLY_CASE_DB"], env, token="")
+    # Started first, so both Rasa servers load the model at the same time.
+    replica = start_rasa_server("rasa replica", replica_port, endpoints, env, work / "replica.log",
+                                None, work / "credentials.yml", launcher=False)  # fmt: skip
     try:
         with serve_assistant(
             assistant, work, actions_port, rasa_port, endpoints, "/webhooks/x/",
             credentials=work / "credentials.yml", launcher=False, rasa_timeout=300,
         ) as started:  # fmt: skip
-            yield Running(api, started.rasa_url, env, started.processes, work, endpoints, rasa_port)
+            replica_url = f"http://127.0.0.1:{replica_port}"
+            wait_until_up(replica, f"{replica_url}/webhooks/x/", 300)
+            yield Running(api, started.rasa_url, env, [*started.processes, replica], work, replica_url)
     finally:
+        replica.stop()
         api.stop()
-        for name in ("rasa", "actions"):
+        for name in ("rasa", "replica", "actions"):
             log_file = work / f"{name}.log"
             if log_file.exists():
                 tail = log_file.read_text(errors="replace").splitlines()[-30:]
@@ -222,18 +230,14 @@ def test_a_mention_is_answered_in_public_once_and_the_case_continues_in_a_dm(run
 def test_kill_9_while_holding_an_acknowledged_event_then_it_is_answered_exactly_once(running: Running) -> None:
     ana = ANA["id_str"]
     before = len(running.api.dms(ana))
-    # X's API keeps the reply without answering: Rasa has taken the event (200) and is mid-send.
+    # X's API keeps the reply without answering: the replica has taken the event (200) and is mid-send.
     held = running.api.fault(HOLD, method=DM_METHOD, times=1, hold=60)
-    running.dm(ANA, "my order AC-5550001 never arrived", event_id="6301")
+    running.dm(ANA, "my order AC-5550001 never arrived", event_id="6301", rasa_url=running.replica_url)
     wait_until("the reply under way", lambda: held.calls_left == 0, 60, running.processes)
-    running.processes[1].kill()
+    replica = running.processes.pop()
+    replica.kill()
 
-    again = start_rasa_server(
-        "rasa server (again)", running.rasa_port, running.endpoints, running.env, running.work / "rasa.log", None,
-        running.work / "credentials.yml", launcher=False,
-    )  # fmt: skip
-    running.processes[1] = again
-    wait_until_up(again, f"{running.rasa_url}/webhooks/x/", 300)
+    # The other Rasa takes the event over once the replica's lease has run out.
     replies = running.replies(ana, before, 1, quiet=3)
     events = httpx.get(f"{running.rasa_url}/conversations/{ana}/tracker", timeout=10).json()["events"]
     assert [e.get("message_id") for e in events if e["event"] == "user"].count("x-dm-6301") == 1
