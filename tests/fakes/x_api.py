@@ -30,7 +30,7 @@ from aiohttp import web
 from oauthlib.oauth1.rfc5849 import signature as oauth
 from oauthlib.oauth1.rfc5849 import utils as oauth_utils
 
-from tests.fakes.server import Call, Delivery, FakeServer, Fault, route, serve_until_interrupted
+from tests.fakes.server import Call, Delivery, FakeServer, Fault, route, serve_from_command_line
 
 CONSUMER_KEY = "fakeConsumerKey0123"
 CONSUMER_SECRET = "fakeConsumerSecret_0123456789abcdef"
@@ -230,15 +230,7 @@ def activity(*, dms: list[dict[str, Any]] = (), posts: list[dict[str, Any]] = ()
 
 def main() -> None:
     """Serve the fake API until interrupted (for ``rasa run`` by hand)."""
-    import argparse
-    import socket
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", args.port))
-    serve_until_interrupted(FakeXAPI().start(sock), "fake X API")
+    serve_from_command_line(FakeXAPI, "fake X API", __doc__)
 
 
 if __name__ == "__main__":
