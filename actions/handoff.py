@@ -46,10 +46,13 @@ def _case_file(tracker: Tracker, domain: DomainDict) -> tuple[CaseFile, List[Eve
 
 
 def _case_metadata(case_file: CaseFile, route: str) -> Dict[str, Any]:
-    """Return the case's metadata: where it is posted, and where it began when that was a public post."""
-    if case_file.public_post is None:
-        return {"route": route}
-    return {"route": route, "origin": ORIGIN_PUBLIC_POST, "public_post": dict(case_file.public_post)}
+    """Return the case's metadata: where it is posted, the customer's handle, where it began if a public post."""
+    found: Dict[str, Any] = {"route": route}
+    if case_file.customer_handle:
+        found["customer_handle"] = case_file.customer_handle
+    if case_file.public_post is not None:
+        found.update(origin=ORIGIN_PUBLIC_POST, public_post=dict(case_file.public_post))
+    return found
 
 
 class ActionSummarizeCase(ServiceAction):

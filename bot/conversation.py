@@ -127,6 +127,13 @@ def customer_name(events: Sequence[Event]) -> str | None:
     return name[:64] or None
 
 
+def customer_handle(events: Sequence[Event]) -> str | None:
+    """Return the customer's handle on the platform (``@maria_k``), if the channel gave one (latest wins)."""
+    handle = _first_metadata_value([event for event in events if event.get("event") == "user"], ("username",))
+    handle = handle.lstrip("@").strip()[:64] if handle else None
+    return f"@{handle}" if handle else None
+
+
 def reported_language(events: Sequence[Event]) -> str | None:
     """Return the language the channel reported for the customer, if any."""
     return _first_metadata_value([event for event in events if event.get("event") == "user"], LANGUAGE_METADATA_KEYS)

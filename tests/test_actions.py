@@ -543,7 +543,8 @@ def test_a_case_that_began_as_a_hostile_public_post_records_it_and_rises_in_prio
     post = {"platform": "x", "id": "4001", "text": "@NorthwindHelp where is my parcel you idiots",
             "url": "https://x.com/maria_k/status/4001", "author": "maria_k", "hostile": True}  # fmt: skip
     events = [
-        user("where is my parcel you idiots", "order_status", 0.97, metadata={"first_name": "Maria", "public_post": post}),
+        user("where is my parcel you idiots", "order_status", 0.97,
+             metadata={"customer_name": "Maria", "username": "maria_k", "public_post": post}),
         *_order_conversation()[1:],
         user("yes", "affirm", at=T0 + 30),
     ]
@@ -554,7 +555,8 @@ def test_a_case_that_began_as_a_hostile_public_post_records_it_and_rises_in_prio
     )  # fmt: skip
 
     public, private = services.store.lookup.list_cases()
-    assert public.metadata == {"route": "#support-leads", "origin": "public post", "public_post": post}
+    assert public.metadata == {"route": "#support-leads", "customer_handle": "@maria_k", "origin": "public post",
+                               "public_post": post}  # fmt: skip
     assert public.transcript[0].text == "[public post] where is my parcel you idiots"
     # The same case said privately and calmly is normal; said in public with hostility, urgent (routed to the leads).
     assert (private.priority, public.priority) == ("normal", "urgent")

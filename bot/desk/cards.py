@@ -56,9 +56,10 @@ def label(case_type: str) -> str:
 
 
 def customer_label(case: Case) -> str:
-    """Return the customer's name (or id) and channel, escaped."""
+    """Return the customer's name (or id), channel and handle on the platform if known, escaped."""
     who = case.customer_name or case.sender_id
-    return f"{escape(who)} ({escape(case.channel)})"
+    handle = case.metadata.get("customer_handle") if isinstance(case.metadata, Mapping) else None
+    return f"{escape(who)} ({escape(case.channel)})" + (f" · {escape(str(handle))}" if handle else "")
 
 
 def priority_line(case: Case) -> str:

@@ -222,6 +222,7 @@ def test_a_mention_is_answered_in_public_once_and_the_case_continues_in_a_dm(run
 
     [case] = [c for c in running.cases() if c["sender_id"] == joao]
     assert (case["channel"], case["metadata"]["origin"]) == ("x", "public post")
+    assert (case["customer_name"], case["metadata"]["customer_handle"]) == ("João Costa", "@joao_c")
     assert case["metadata"]["public_post"]["url"] == "https://x.com/joao_c/status/6201"
     assert case["priority"] in ("high", "urgent")
     assert case["transcript"][0]["text"].startswith("[public post] my parcel AC-2291734 is 2 weeks late")
