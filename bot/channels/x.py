@@ -39,7 +39,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,7 +253,7 @@ class XInput(WebhookConnector):
             log.warning("x webhook: wrong or missing signature, request dropped")
             return response.json({"error": "unauthorized"}, status=401)
         try:
-            events = list(self.inbound_events(request.body))
+            events = self.inbound_events(request.body)
         except MalformedEvent as error:
             log.warning("x webhook: malformed body (%s), refused", error)
             return response.json({"error": f"malformed event: {error}"}, status=400)
@@ -264,7 +264,7 @@ class XInput(WebhookConnector):
             return response.json({"error": "temporarily unavailable"}, status=503)
         return response.json({"ok": True, **({"duplicate": True} if intake is Intake.COPY and events else {})})
 
-    def inbound_events(self, raw: bytes) -> Iterator[InboundEvent]:
+    def inbound_events(self, raw: bytes) -> list[InboundEvent]:
         """Return the events of one webhook call worth handling; raise ``MalformedEvent`` if it is not X's."""
         try:
             body = json.loads(raw)
@@ -273,7 +273,7 @@ class XInput(WebhookConnector):
         body = _object(body, "the body")
         if "for_user_id" in body and _id(body["for_user_id"], "for_user_id") != self.settings.brand_id:
             log.warning("x webhook: events for account %s, not the brand's: ignored", body["for_user_id"])
-            return iter(())
+            return []
         users = body.get("users") or {}
         users = users if isinstance(users, Mapping) else {}
         found: list[InboundEvent] = []
@@ -294,7 +294,7 @@ class XInput(WebhookConnector):
             if not addresses(post, self.settings.brand_id):
                 continue
             found.append(self._event(POST, read.id, read.author_id, {"post": post}))
-        return iter(found)
+        return found
 
     def _event(self, kind: str, event_id: str, customer: str, body: Mapping[str, Any]) -> InboundEvent:
         # ASCII JSON: lone surrogates and NULs survive any database.
