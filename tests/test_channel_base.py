@@ -249,3 +249,31 @@ async def test_an_optional_lookup_fails_soft_logged_and_counted(
     assert _failures("profile") == before + 1
     [warning] = [r.getMessage() for r in caplog.records if r.name == "bot.channels.base"]
     assert warning.startswith(f"toy profile for ana {problem}") and warning.endswith(": going on without it")
+
+
+class _RacedTables:
+    """Tables whose first ``create_all`` meets another process creating them (or another failure)."""
+
+    def __init__(self, message: str) -> None:
+        self.message, self.calls = message, 0
+
+    def create_all(self, engine: object) -> None:
+        from sqlalchemy.exc import OperationalError
+
+        self.calls += 1
+        if self.calls == 1:
+            raise OperationalError("CREATE TABLE channel_inbox", {}, Exception(self.message))
+
+
+def test_tables_created_by_another_process_meanwhile_are_looked_at_again() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from bot.channels.dedupe import create_tables
+
+    raced = _RacedTables("table channel_inbox already exists")
+    create_tables(raced, object())  # type: ignore[arg-type]
+    assert raced.calls == 2
+    broken = _RacedTables("disk I/O error")
+    with pytest.raises(OperationalError):
+        create_tables(broken, object())  # type: ignore[arg-type]
+    assert broken.calls == 1

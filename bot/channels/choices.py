@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, select
 
-from bot.channels.dedupe import PAYLOAD_TTL_SECONDS, UPSERTS
+from bot.channels.dedupe import PAYLOAD_TTL_SECONDS, UPSERTS, create_tables
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -55,7 +55,7 @@ class OfferedChoices:
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         """Keep the table in ``engine``'s database (the channel store's), creating it if needed."""
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
         self._engine = engine
         self._clock = clock
         self._upsert = UPSERTS[engine.dialect.name]

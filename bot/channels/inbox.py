@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, and_, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, update_key
+from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, create_tables, update_key
 from bot.clock import seconds_from_env
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class Inbox:
         self.owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
         self._upsert = UPSERTS[engine.dialect.name]
         self._last_prune = 0.0
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
 
     # --- updates -----------------------------------------------------------------------
 

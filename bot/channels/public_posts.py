@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, select
 
-from bot.channels.dedupe import UPSERTS
+from bot.channels.dedupe import UPSERTS, create_tables
 from bot.constants import PUBLIC_POST_KEY
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class PublicThreads:
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         """Keep the table in ``engine``'s database (the channel store's), creating it if needed."""
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
         self._engine = engine
         self._clock = clock
         self._upsert = UPSERTS[engine.dialect.name]
