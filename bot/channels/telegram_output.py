@@ -177,15 +177,6 @@ class TelegramOutput(RecordedOutput):
             await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _once(
-        self, what: str, fingerprint: tuple[Any, ...], request: Callable[[], Awaitable[T]], seq: int | None = None
-    ) -> T | None:
-        """Make one reply call: retried by ``_call``, at most once per place in the update's replies."""
-        if not self.bound:
-            return await self._call(what, request)
-        place = self.next_seq() if seq is None else seq
-        return await self.recorded(what, place, fingerprint, lambda _state: self._call(what, request))
-
     async def _send_part(self, recipient_id: str | int, text: str, *, seq: int | None = None, **options: Any) -> Any:
         return await self._once(
             f"sendMessage to {recipient_id}",
