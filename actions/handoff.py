@@ -13,6 +13,7 @@ from bot import conversation
 from bot.cases import NewCase, TranscriptLine
 from bot.casefile import CaseFile, read_case_file
 from bot.constants import (
+    ORIGIN_PUBLIC_POST,
     ACTION_HANDOFF,
     DEFAULT_CHANNEL,
     ACTION_SUMMARIZE,
@@ -42,6 +43,16 @@ def _slots_with_correction(tracker: Tracker) -> tuple[Dict[str, Any], List[Event
 def _case_file(tracker: Tracker, domain: DomainDict) -> tuple[CaseFile, List[EventType]]:
     slots, events = _slots_with_correction(tracker)
     return read_case_file(tracker.events, slots, case_labels(domain), case_questions(domain)), events
+
+
+def _case_metadata(case_file: CaseFile, route: str) -> Dict[str, Any]:
+    """Return the case's metadata: where it is posted, the customer's handle, where it began if a public post."""
+    found: Dict[str, Any] = {"route": route}
+    if case_file.customer_handle:
+        found["customer_handle"] = case_file.customer_handle
+    if case_file.public_post is not None:
+        found.update(origin=ORIGIN_PUBLIC_POST, public_post=dict(case_file.public_post))
+    return found
 
 
 class ActionSummarizeCase(ServiceAction):
@@ -82,6 +93,7 @@ class ActionHandoff(ServiceAction):
             case_file.hostility,
             sum(1 for case in previous if case.status in OPEN_STATUSES),
             services.support.priority,
+            case_file.public_post,
         )
         promise, queue = promise_and_queue(services, priority, now)
         latest = conversation.user_events(tracker.events)[-1:]
@@ -105,7 +117,7 @@ class ActionHandoff(ServiceAction):
                 promise_wording=promise.wording,
                 handoff_key=f"{channel}:{tracker.sender_id}:{message_at}",
                 metadata={
-                    "route": services.support.routing.channel_for(case_file.case_type, priority),
+                    **_case_metadata(case_file, services.support.routing.channel_for(case_file.case_type, priority)),
                     **opening_record(promise, queue),
                 },
             ),

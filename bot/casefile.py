@@ -29,6 +29,10 @@ class CaseFile:
     complaint_score: float
     hostility: float
     intent_confidence: float | None
+    # The customer's handle on the platform ("@maria_k"), when the channel gave one.
+    customer_handle: str | None = None
+    # The public post the conversation began with (``bot.conversation.public_post``), if any.
+    public_post: Mapping[str, Any] | None = None
 
 
 def _message_signals(event: Mapping[str, Any]) -> tuple[float, float]:
@@ -119,4 +123,6 @@ def read_case_file(
         complaint_score=max((score for score, _ in scores), default=0.0),
         hostility=max((hostility for _, hostility in scores), default=0.0),
         intent_confidence=_case_confidence(users, case_type),
+        customer_handle=conversation.customer_handle(session) or conversation.customer_handle(events),
+        public_post=conversation.public_post(session),
     )

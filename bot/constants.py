@@ -103,6 +103,9 @@ ACTION_LISTEN = "action_listen"
 # The channel a message is filed under when its input channel is not known.
 DEFAULT_CHANNEL = "rest"
 
+# Where a case began, when not in a private conversation (``Case.metadata["origin"]``).
+ORIGIN_PUBLIC_POST = "public post"
+
 # --- case statuses -------------------------------------------------------------
 STATUS_WAITING = "waiting"
 STATUS_CLAIMED = "claimed"
@@ -124,6 +127,9 @@ NAME_METADATA_KEYS: tuple[str, ...] = (
     "username",
 )
 LANGUAGE_METADATA_KEYS: tuple[str, ...] = ("language", "language_code", "locale")
+# A message that was a public post (an X mention, a Facebook or Instagram comment) carries
+# {"public_post": {"platform", "id", "text", "url", "author", "hostile"}} (``bot.channels.public_posts``).
+PUBLIC_POST_KEY = "public_post"
 
 
 def form_name(case_type: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from bot.constants import LANGUAGE_METADATA_KEYS, NAME_METADATA_KEYS
+from bot.constants import LANGUAGE_METADATA_KEYS, NAME_METADATA_KEYS, PUBLIC_POST_KEY
 
 Event = Mapping[str, Any]
 
@@ -61,6 +61,9 @@ def transcript(events: Iterable[Event]) -> list[Line]:
             if text.startswith("/"):
                 # A button press arrives as its payload ("/affirm"): show it as a press.
                 text = f"[pressed: {text[1:].split('{')[0]}]"
+            if _public_post_of(event) is not None:
+                # Said in public (a mention, a comment): the agent must know everyone saw it.
+                text = f"[public post] {text}"
             note = _non_text_note(event.get("metadata"))
             if note:
                 # A channel stands a placeholder such as "[photo]" in for a message with no
@@ -70,6 +73,24 @@ def transcript(events: Iterable[Event]) -> list[Line]:
         elif kind == "bot" and event.get("text"):
             lines.append(Line("bot", str(event["text"]), _at(event)))
     return lines
+
+
+def _public_post_of(event: Event) -> Mapping[str, Any] | None:
+    found = (event.get("metadata") or {}).get(PUBLIC_POST_KEY)
+    return found if isinstance(found, Mapping) else None
+
+
+def public_post(events: Iterable[Event]) -> dict[str, Any] | None:
+    """Return the public post the conversation began with (the first customer message marked one), if any.
+
+    Its ``platform``, ``id``, ``text``, ``url``, ``author`` and ``hostile``, as the
+    connector gave them.
+    """
+    for event in user_events(events):
+        found = _public_post_of(event)
+        if found is not None:
+            return dict(found)
+    return None
 
 
 def user_events(events: Iterable[Event]) -> list[Event]:
@@ -104,6 +125,13 @@ def customer_name(events: Sequence[Event]) -> str | None:
         return None
     name = name.lstrip("@").strip()
     return name[:64] or None
+
+
+def customer_handle(events: Sequence[Event]) -> str | None:
+    """Return the customer's handle on the platform (``@maria_k``), if the channel gave one (latest wins)."""
+    handle = _first_metadata_value([event for event in events if event.get("event") == "user"], ("username",))
+    handle = handle.lstrip("@").strip()[:64] if handle else None
+    return f"@{handle}" if handle else None
 
 
 def reported_language(events: Sequence[Event]) -> str | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from bot.constants import INTENT_COMPLAINT, PRIORITIES
 
 if TYPE_CHECKING:
     from bot.ops import PriorityRules
@@ -18,6 +21,7 @@ def case_priority(
     hostility: float,
     open_previous_cases: int,
     rules: "PriorityRules",
+    public_post: Mapping[str, Any] | None = None,
 ) -> str:
     """Return the case priority: ``low``, ``normal``, ``high`` or ``urgent``.
 
@@ -28,7 +32,20 @@ def case_priority(
         open_previous_cases: Cases of this customer still open: a customer who has to
             write again has already been let down once.
         rules: The thresholds from the support-operations file.
+        public_post: The public post the case began with, if any: a complaint or a hostile
+            post made in front of everyone rises one step, to at least ``high``.
     """
+    priority = _from_what_was_said(case_type, complaint_score, hostility, open_previous_cases, rules)
+    if public_post is not None and (
+        public_post.get("hostile") is True or case_type == INTENT_COMPLAINT or complaint_score >= rules.complaint_high
+    ):
+        return PRIORITIES[min(max(PRIORITIES.index(priority) + 1, PRIORITIES.index("high")), len(PRIORITIES) - 1)]
+    return priority
+
+
+def _from_what_was_said(
+    case_type: str, complaint_score: float, hostility: float, open_previous_cases: int, rules: "PriorityRules"
+) -> str:
     if (
         case_type in rules.urgent_case_types
         or complaint_score >= rules.complaint_urgent

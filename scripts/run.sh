@@ -123,6 +123,19 @@ if [ -n "${INSTAGRAM_TOKEN:-}" ]; then
   meta_channel "Instagram Direct" INSTAGRAM_TOKEN INSTAGRAM_ACCOUNT_ID instagram.InstagramInput account_id
 fi
 
+if [ -n "${X_CONSUMER_SECRET:-}" ]; then
+  for name in X_CONSUMER_KEY X_ACCESS_TOKEN X_ACCESS_TOKEN_SECRET X_BRAND_USER_ID X_BRAND_HANDLE; do
+    [ -n "${!name:-}" ] || {
+      echo "error: X_CONSUMER_SECRET is set, so X is served and needs $name (docs/channels/x.md)" >&2
+      exit 1
+    }
+  done
+  printf '%s\n' 'bot.channels.x.XInput:' '  consumer_key: ${X_CONSUMER_KEY}' '  consumer_secret: ${X_CONSUMER_SECRET}' \
+    '  access_token: ${X_ACCESS_TOKEN}' '  access_token_secret: ${X_ACCESS_TOKEN_SECRET}' \
+    '  brand_user_id: ${X_BRAND_USER_ID}' '  brand_handle: ${X_BRAND_HANDLE}' >>"$credentials"
+  channels+=("X DMs and mentions at /webhooks/x/webhook")
+fi
+
 # The agent desk follows customers' messages through Rasa's SQL event broker.
 desk=""
 if [ -n "${SLACK_DESK_BOT_TOKEN:-}" ]; then

@@ -544,6 +544,30 @@ def test_handoff_opens_the_case_with_everything_the_agent_needs(services: Any, d
     assert (dispatcher.messages[0]["case_id"], dispatcher.messages[0]["promise"]) == (case.id, "within about 15 minutes")
 
 
+def test_a_case_that_began_as_a_hostile_public_post_records_it_and_rises_in_priority(services: Any, domain: Dict) -> None:
+    post = {"platform": "x", "id": "4001", "text": "@NorthwindHelp where is my parcel you idiots",
+            "url": "https://x.com/maria_k/status/4001", "author": "maria_k", "hostile": True}  # fmt: skip
+    events = [
+        user("where is my parcel you idiots", "order_status", 0.97,
+             metadata={"customer_name": "Maria", "username": "maria_k", "public_post": post}),
+        *_order_conversation()[1:],
+        user("yes", "affirm", at=T0 + 30),
+    ]
+    ActionHandoff(services).run(CollectingDispatcher(), tracker(events, ORDER_SLOTS), domain)
+    plain = ActionHandoff(services).run(
+        CollectingDispatcher(), tracker(_order_conversation() + [user("yes", "affirm", at=T0 + 30)], ORDER_SLOTS,
+                                        sender="cust-2"), domain,
+    )  # fmt: skip
+
+    public, private = services.store.lookup.list_cases()
+    assert public.metadata == {"route": "#support-leads", "customer_handle": "@maria_k", "origin": "public post",
+                               "public_post": post}  # fmt: skip
+    assert public.transcript[0].text == "[public post] where is my parcel you idiots"
+    # The same case said privately and calmly is normal; said in public with hostility, urgent (routed to the leads).
+    assert (private.priority, public.priority) == ("normal", "urgent")
+    assert plain[-1] == ConversationPaused()
+
+
 def test_handoff_of_the_same_message_twice_opens_one_case(services: Any, domain: Dict) -> None:
     events = _order_conversation() + [user("yes", "affirm", at=T0 + 30)]
     first = ActionHandoff(services).run(CollectingDispatcher(), tracker(events, ORDER_SLOTS), domain)

@@ -331,3 +331,25 @@ def test_a_second_problem_in_the_message_is_carried_in_the_summary() -> None:
     assert other_problems(events, "product_issue", {"billing": "a payment"}) == ["a payment (“i was charged twice”)"]
     assert other_problems(events, "billing", {}) == ["product issue (“the lamp came smashed”)"]
     assert other_problems(events[1:], "billing", {}) == []
+
+
+def test_a_conversation_that_began_as_a_public_post_carries_it() -> None:
+    post = {"platform": "x", "id": "4001", "text": "@NorthwindHelp my parcel is late", "url": "https://x.com/m/status/4001",
+            "author": "maria_k", "hostile": False}  # fmt: skip
+    events = [
+        *session_start(0),
+        user("my parcel is late", 1, "order_status", metadata={"customer_name": "Maria", "public_post": post}),
+        bot("Sorry about that! What's your order number?", 2),
+        user("AC-2291734", 3, "inform", metadata={"customer_name": "Maria"}),
+    ]
+
+    case_file = read_case_file(events, {"case_type": "order_status"}, CASE_LABELS, CASE_QUESTIONS)
+
+    assert case_file.public_post == post
+    assert [line.text for line in case_file.transcript if line.who == "customer"] == [
+        "[public post] my parcel is late", "AC-2291734",
+    ]  # fmt: skip
+    said_privately = [*session_start(0), user("my parcel is late", 1, "order_status"), *events[-2:]]
+    private = read_case_file(said_privately, {"case_type": "order_status"}, CASE_LABELS, CASE_QUESTIONS)
+    assert private.public_post is None
+    assert private.transcript[0].text == "my parcel is late"

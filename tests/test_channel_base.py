@@ -359,3 +359,31 @@ async def test_a_reply_is_recorded_sent_without_waiting_for_the_thread_pool(stor
     summary = REPLY_WINDOWS.summary()
     assert summary["replies"] == min(replies_before + 1, 10_000)
     assert summary["in_doubt_window_ms"]["max"] >= summary["record_lag_ms"]["p50"] >= 0
+
+
+class _RacedTables:
+    """Tables whose first ``create_all`` meets another process creating them (or another failure)."""
+
+    def __init__(self, message: str) -> None:
+        self.message, self.calls = message, 0
+
+    def create_all(self, engine: object) -> None:
+        from sqlalchemy.exc import OperationalError
+
+        self.calls += 1
+        if self.calls == 1:
+            raise OperationalError("CREATE TABLE channel_inbox", {}, Exception(self.message))
+
+
+def test_tables_created_by_another_process_meanwhile_are_looked_at_again() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from bot.channels.dedupe import create_tables
+
+    raced = _RacedTables("table channel_inbox already exists")
+    create_tables(raced, object())  # type: ignore[arg-type]
+    assert raced.calls == 2
+    broken = _RacedTables("disk I/O error")
+    with pytest.raises(OperationalError):
+        create_tables(broken, object())  # type: ignore[arg-type]
+    assert broken.calls == 1

@@ -285,3 +285,23 @@ def test_the_relay_reads_forward_and_starts_again_on_a_new_event_database(tmp_pa
     assert relay.poll_once(NOW) == 1
     broker.engine.dispose()
     relay.dispose()
+
+
+def test_a_case_that_began_as_a_public_post_says_so_on_its_card(store: CaseStore) -> None:
+    post = {"platform": "x", "id": "4001", "text": "@NorthwindHelp my parcel is late <b>", "hostile": True,
+            "url": "https://x.com/maria_k/status/4001", "author": "maria_k"}  # fmt: skip
+    metadata = {"route": "#support-queue", "customer_handle": "@maria_k", "origin": "public post", "public_post": post}
+    case = _case(store, channel="x", metadata=metadata)
+
+    _, blocks = cards.card(case, [], NOW)
+
+    assert blocks[2]["fields"][0]["text"] == "*Customer*\nMaria (x) · @maria_k"
+    assert blocks[3]["text"]["text"] == (
+        ":loudspeaker: *Started as a public post on X* · :anger: hostile · <https://x.com/maria_k/status/4001|open the "
+        "post>\nAnswered in public with an invitation to a private message; reply here as usual (it goes by DM).\n"
+        ">@NorthwindHelp my parcel is late &lt;b&gt;"
+    )
+    # A private conversation's card has no such line, and a link that is not https is not linked.
+    assert not any("public post" in str(block) for block in cards.card(_case(store, handoff_key="k2"), [], NOW)[1])
+    odd = _case(store, handoff_key="k3", metadata={"public_post": {**post, "url": "javascript:alert(1)", "hostile": False}})
+    assert "open the post" not in cards.public_post_section(odd)  # type: ignore[operator]

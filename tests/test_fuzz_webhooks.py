@@ -1,7 +1,7 @@
 """Every webhook, fuzzed: hostile requests never get a 5xx, never reach Rasa, never store anything.
 
 Property-based (hypothesis, fixed seed) against the real channels in Rasa's real Sanic app,
-as the channels' own tests serve them, with the fake Telegram and Slack Web APIs:
+as the channels' own tests serve them, with the fake Telegram, Slack Web and X APIs:
 
 - a request that is not authenticated (no, wrong, near-miss or non-UTF-8 secret, token or
   signature; a stale Slack timestamp) is a 4xx whatever its body, and leaves no trace:
@@ -47,11 +47,21 @@ from bot.channels.telegram import TelegramInput
 from bot.channels.telegram_output import SECRET_HEADER, TelegramSettings
 from bot.channels.webchat import MAX_NAME_CHARS, MAX_TEXT_CHARS, WebChatInput
 from bot.channels.webchat_store import WebChatStore, webchat_messages
+from bot.channels.choices import offered_choices
+from bot.channels.public_posts import public_threads
+from bot.channels.x import XInput
+from bot.channels.x_client import XSettings
 from bot.constants import INTENT_GREET
 from tests.channel_support import RecordingAgent
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.fakes.x_api import CONSUMER_SECRET as X_CONSUMER_SECRET
+from tests.fakes.x_api import FakeXAPI
+from tests.fakes.x_api import activity as x_activity
+from tests.fakes.x_api import dm_event as x_dm_event
+from tests.fakes.x_api import post as x_post
+from tests.fakes.x_api import signed_headers as x_signed
 from tests.fuzz_support import (
     ANY_BODY,
     CHARACTERS,
@@ -86,17 +96,24 @@ from tests.test_telegram_channel import serve as serve_telegram
 from tests.test_webchat_channel import RecordingAgent as WebChatAgent
 from tests.test_webchat_channel import Served as WebChatServed
 from tests.test_webchat_channel import serve as serve_webchat
+from tests.test_x_channel import ENV as X_ENV
+from tests.test_x_channel import MARIA as X_MARIA
+from tests.test_x_channel import REPLY as X_REPLY
+from tests.test_x_channel import Served as XServed
+from tests.test_x_channel import serve as serve_x
 
 REST_TOKEN = "rest-token_0123456789abcdefABCDEF"
 WEBCHAT_SECRET = "a-webchat-secret-for-fuzzing-0123456789"
 WEBCHAT = "/webhooks/webchat"
 TELEGRAM_WEBHOOK = "/webhooks/telegram/webhook"
+X_WEBHOOK = "/webhooks/x/webhook"
 SLACK_CAP = 40_000  # what Slack accepts in one message
 TELEGRAM_CAP = 4096  # what Telegram accepts in one message
 FEW, SOME, MANY = 4, 25, 40  # examples per test: huge bodies, the rest
 ENV_NAMES = ("FIRSTREPLY_REST_TOKEN", "FIRSTREPLY_WEBCHAT_SECRET", "TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET",
              "TELEGRAM_API_BASE_URL", "TELEGRAM_BOT_USERNAME", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET",
-             "SLACK_API_BASE_URL", "SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET")  # fmt: skip
+             "SLACK_API_BASE_URL", "SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "X_CONSUMER_KEY", "X_CONSUMER_SECRET",
+             "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET", "X_BRAND_USER_ID", "X_BRAND_HANDLE", "X_API_BASE_URL")  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -115,21 +132,27 @@ def texts_of(agent: Any) -> list[str | None]:
     return [message.text for message in agent.messages]
 
 
+class Rig:
+    """What every channel's rig does between examples."""
+
+    served: Any
+
+    def reset(self) -> None:
+        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
+        self.served.agent.messages.clear()
+
+
 # --- REST ------------------------------------------------------------------------------------
 
 
 @dataclass
-class RestRig:
+class RestRig(Rig):
     served: RestServed
     token: str | None
 
     @property
     def bearer(self) -> str | None:
         return f"Bearer {self.token}" if self.token else None
-
-    def reset(self) -> None:
-        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
-        self.served.agent.messages.clear()
 
     async def still_serves(self) -> None:
         """A valid request right after: answered 200, and it reaches Rasa."""
@@ -247,7 +270,7 @@ async def test_rest_a_huge_body_is_a_4xx(rest_locked: RestRig, body: bytes, auth
 
 
 @dataclass
-class TelegramRig:
+class TelegramRig(Rig):
     served: TelegramServed
     api: FakeTelegramAPI
     watch: TableWatch
@@ -261,10 +284,6 @@ class TelegramRig:
         answer = await self.served.client.post(TELEGRAM_WEBHOOK, content=body, headers=headers)
         await self.served.channel.tasks.wait()
         return answer
-
-    def reset(self) -> None:
-        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
-        self.served.agent.messages.clear()
 
     async def still_serves(self) -> None:
         before = len(self.served.agent.messages)
@@ -438,7 +457,7 @@ async def test_telegram_a_huge_body_is_refused_or_handled_without_a_5xx(
 
 
 @dataclass
-class SlackRig:
+class SlackRig(Rig):
     served: SlackServed
     api: FakeSlackAPI
     watch: TableWatch
@@ -451,10 +470,6 @@ class SlackRig:
 
     def fresh_id(self) -> str:
         return f"EvFuzz{next(self.event_ids)}"
-
-    def reset(self) -> None:
-        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
-        self.served.agent.messages.clear()
 
     async def still_serves(self) -> None:
         before = len(self.served.agent.messages)
@@ -668,7 +683,7 @@ async def test_slack_a_huge_body_is_never_a_5xx(slack: SlackRig, body: bytes, au
 
 
 @dataclass
-class WebChatRig:
+class WebChatRig(Rig):
     served: WebChatServed
     watch: TableWatch
     session: dict[str, str]
@@ -683,10 +698,6 @@ class WebChatRig:
     async def post(self, body: bytes) -> httpx.Response:
         return await self.served.client.post(f"{WEBCHAT}/message", content=body,
                                              headers={"Content-Type": "application/json"})  # fmt: skip
-
-    def reset(self) -> None:
-        """Forget what earlier examples sent, so each example (and its shrinking) stands alone."""
-        self.served.agent.messages.clear()
 
     async def still_serves(self) -> None:
         before = len(self.served.agent.messages)
@@ -904,3 +915,145 @@ async def test_rest_and_webchat_routes_answer_other_methods_without_a_5xx(rest: 
             answer = await client.request(method, path, content=b"\xff")
             assert answer.status_code < 500, (method, path, answer.status_code)
     assert rest.served.agent.messages == webchat.served.agent.messages == []
+
+
+# --- X ---------------------------------------------------------------------------------------------
+
+X_CAP = 10_000  # what X accepts in one DM
+
+
+@dataclass
+class XRig(Rig):
+    served: XServed
+    api: FakeXAPI
+    watch: TableWatch
+    event_ids: Iterator[int] = field(default_factory=lambda: itertools.count(10**15))
+
+    async def post(self, body: bytes, headers: dict[str, bytes | str] | None = None) -> httpx.Response:
+        answer = await self.served.client.post(
+            X_WEBHOOK, content=body, headers=x_signed(body) if headers is None else headers  # type: ignore[arg-type]
+        )
+        await self.served.channel.tasks.wait()
+        return answer
+
+    async def still_serves(self) -> None:
+        before = len(self.served.agent.messages)
+        answer = await self.post(x_dm(str(next(self.event_ids)), "still there?"))
+        assert (answer.status_code, answer.json()) == (200, {"ok": True})
+        assert texts_of(self.served.agent)[before:] == ["still there?"]
+        self.served.agent.messages.clear()
+
+
+def x_dm(event_id: str, text: str) -> bytes:
+    return x_activity(dms=[x_dm_event(event_id, X_MARIA, text)], users=[X_MARIA])
+
+
+@pytest.fixture
+def x_api() -> Iterator[FakeXAPI]:
+    with FakeXAPI() as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def x(x_api: FakeXAPI, db_url: str) -> AsyncIterator[XRig]:
+    settings = XSettings.from_credentials({"base_url": x_api.base_url}, X_ENV)
+    channel = XInput(settings, X_REPLY, ChannelStore.from_url(db_url))
+    watch = TableWatch(db_url, [inbox, replies, offered_choices, public_threads])
+    async with serve_x(channel, RecordingAgent()) as served:
+        yield XRig(served, x_api, watch)
+    watch.dispose()
+    channel.store.dispose()
+
+
+@st.composite
+def x_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """What X posts: a DM or a public post that mentions the brand, well-formed."""
+    event_id = str(draw(st.integers(1, 2**60)))
+    text = draw(customer_texts(280))
+    if draw(st.booleans()):
+        return json.loads(x_activity(dms=[x_dm_event(event_id, X_MARIA, text)], users=[X_MARIA]))
+    return json.loads(x_activity(posts=[x_post(event_id, X_MARIA, "@NorthwindHelp " + text)]))
+
+
+@st.composite
+def x_unsigned(draw: st.DrawFn, body: bytes) -> dict[str, bytes | str]:
+    """Headers that do not prove X sent ``body``: no, wrong, garbled signature, or another body's."""
+    flaw = draw(st.sampled_from(["none", "wrong secret", "garbled", "other body"]))
+    if flaw == "none":
+        return {"Content-Type": "application/json"}
+    if flaw == "wrong secret":
+        other = draw(wrong_secrets(X_CONSUMER_SECRET).filter(bool)).decode("latin-1")
+        return x_signed(body, other)  # type: ignore[return-value]
+    if flaw == "garbled":
+        garbled = draw(st.one_of(HEADER_BYTES, HEADER_BYTES.map(lambda raw: b"sha256=" + raw)))
+        return {"Content-Type": "application/json", "x-twitter-webhooks-signature": garbled}
+    return x_signed(draw(ANY_BODY.filter(lambda raw: raw != body)))  # type: ignore[return-value]
+
+
+@pytest.mark.asyncio
+@fuzz_settings(SOME)
+@given(data=st.data(), body=st.one_of(x_bodies().map(dumps), ANY_BODY))
+async def test_x_without_a_valid_signature_is_a_401_and_leaves_no_trace(
+    x: XRig, data: st.DataObject, body: bytes
+) -> None:
+    x.reset()
+    headers = data.draw(x_unsigned(body).filter(lambda h: all(sendable(v) for v in h.values())), label="headers")
+    stored, calls = x.watch.snapshot(), len(x.api.calls(answered=None))
+    answer = await x.post(body, headers)
+
+    assert (answer.status_code, answer.json()) == (401, {"error": "unauthorized"})
+    assert x.served.agent.messages == []
+    assert x.watch.snapshot() == stored
+    assert len(x.api.calls(answered=None)) == calls
+    await x.still_serves()
+
+
+@pytest.mark.asyncio
+@fuzz_settings(SOME)
+@given(body=st.one_of(ANY_BODY, mistyped(x_bodies()).map(dumps)))
+async def test_x_a_malformed_body_is_a_400_or_an_ack_never_a_5xx(
+    x: XRig, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    x.reset()
+    stored = x.watch.snapshot()
+    caplog.clear()
+    answer = await x.post(body)
+    failures = [r.getMessage() for r in caplog.records if _handling_failed(r)]
+
+    assert answer.status_code in (200, 400), answer.text[:300]
+    assert failures == [], (body[:300], [repr(r.exc_info[1]) for r in caplog.records if r.exc_info])
+    if answer.status_code == 400:
+        assert answer.json()["error"].startswith("malformed event: ")
+        assert x.served.agent.messages == [] and x.watch.snapshot() == stored
+    assert all(isinstance(text, str) for text in texts_of(x.served.agent))
+    await x.still_serves()
+
+
+@pytest.mark.asyncio
+@fuzz_settings(SOME)
+@given(text=st.one_of(customer_texts(X_CAP), SLASHY_TEXTS).filter(lambda text: text.strip()))
+async def test_x_a_dm_reaches_rasa_once_with_its_text(x: XRig, text: str) -> None:
+    x.reset()
+    body = x_dm(str(next(x.event_ids)), text)
+
+    first, again = await x.post(body), await x.post(body)
+
+    assert (first.json(), again.json()) == ({"ok": True}, {"ok": True, "duplicate": True})
+    [message] = x.served.agent.messages
+    assert message.sender_id == X_MARIA["id_str"]
+    assert message.text == without_command_prefix(text) or not text.strip().lstrip("/").strip()
+
+
+@pytest.mark.asyncio
+@fuzz_settings(FEW)
+@given(body=huge_bodies(lambda text: x_dm("1", text)), signed=st.booleans())
+async def test_x_a_huge_body_is_refused_or_handled_without_a_5xx(x: XRig, body: bytes, signed: bool) -> None:
+    x.reset()
+    stored = x.watch.snapshot()
+    answer = await x.post(body, None if signed else {"Content-Type": "application/json"})
+
+    assert answer.status_code in ((200, 400, 413) if signed else (401, 413))
+    if not signed:
+        assert x.watch.snapshot() == stored
+    assert len(x.served.agent.messages) <= 1
+    await x.still_serves()

@@ -20,7 +20,8 @@ from bot.ops import (
     load_support_config,
 )
 from bot.clock import NOW_ENV
-from tests.eta_support import LONDON, NORTHWIND_WEEK
+from bot.ops.config import PublicReply
+from tests.eta_support import LONDON, NORTHWIND_HOLIDAYS, NORTHWIND_WEEK
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = REPO_ROOT / "support.yml"
@@ -658,6 +659,46 @@ def test_mistakes_name_file_line_and_value(
     assert str(caught.value) == f"{path}:{line}: {message}"
     assert caught.value.path == path
     assert caught.value.line == line
+
+
+PUBLIC_X = ('public_replies:\n  x:\n    text: "Please DM us: {dm_link}"\n    no_dm_text: "Please email us."')
+
+
+def test_public_replies_are_read_per_platform(tmp_path: Path) -> None:
+    path = _edited(tmp_path, {33: '  priorities: {urgent: "#support-leads"}\n' + PUBLIC_X})
+
+    replies = load_support_config(path).public_replies
+    assert dict(replies) == {"x": PublicReply(enabled=True, text="Please DM us: {dm_link}", no_dm_text="Please email us.")}
+    assert load_support_config(MINIMAL).public_replies == {}
+    assert load_support_config(SHIPPED).public_replies["x"].enabled is True
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "message"),
+    [
+        pytest.param(PUBLIC_X.replace("  x:", "  twitter:"), 35,
+                     "unknown key in public_replies; valid keys are x, facebook, instagram (got 'twitter')", id="unknown-platform"),
+        pytest.param(PUBLIC_X.replace("    text:", "    txt:"), 36,
+                     "unknown key in public_replies.x; did you mean 'text'? (got 'txt')", id="typo-key"),
+        pytest.param(PUBLIC_X.replace("{dm_link}", "soon"), 36,
+                     "public_replies.x.text must contain {dm_link}, the link that opens a DM to the brand "
+                     "(got 'Please DM us: soon')", id="no-link"),
+        pytest.param(PUBLIC_X.replace("{dm_link}", "{dm_url}"), 36,
+                     "public_replies.x.text: the only {placeholder} allowed is {dm_link} (got 'Please DM us: {dm_url}')",
+                     id="wrong-placeholder"),
+        pytest.param(PUBLIC_X.replace("Please email us.", "x" * 281), 37,
+                     "public_replies.x.no_dm_text is 281 characters as X counts them (links as 23); a public reply "
+                     "takes at most 280 (got 'xxxxx", id="too-long"),
+        pytest.param(PUBLIC_X.replace("  x:\n", "  x:\n    enabled: maybe\n"), 36,
+                     "public_replies.x.enabled must be true or false (got 'maybe')", id="not-a-flag"),
+    ],
+)
+def test_a_mistake_in_public_replies_names_its_line(tmp_path: Path, section: str, line: int, message: str) -> None:
+    path = _edited(tmp_path, {33: '  priorities: {urgent: "#support-leads"}\n' + section})
+
+    with pytest.raises(OpsConfigError) as caught:
+        load_support_config(path)
+    assert str(caught.value).startswith(f"{path}:{line}: {message}")
 
 
 def test_error_carries_the_bad_value(tmp_path: Path) -> None:

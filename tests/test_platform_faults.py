@@ -46,7 +46,9 @@ from tests.fakes.slack_web_api import TOKEN as DESK_TOKEN
 from tests.fakes.slack_web_api import FakeDeskSlackAPI
 from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.fakes.x_api import FakeXAPI
 from tests.polling import until as poll_until
+from tests.test_x_channel import ENV as X_ENV
 
 QUEUE = "C0QUEUE"
 MARIA_CHAT = "4242"
@@ -77,6 +79,7 @@ class World:
     customer_slack: FakeSlackAPI
     telegram: FakeTelegramAPI
     rasa: FakeRasa
+    x: FakeXAPI
 
     async def until(self, what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
         def outbox() -> str:
@@ -113,7 +116,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     customer_slack = FakeSlackAPI().start()
     telegram = FakeTelegramAPI().start()
     rasa = FakeRasa().start()
+    x = FakeXAPI().start()
     env = {
+        **X_ENV, "X_API_BASE_URL": x.base_url,
         "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_API_BASE_URL": telegram.base_url,
         "SLACK_BOT_TOKEN": CUSTOMER_APP_TOKEN, "SLACK_API_BASE_URL": customer_slack.base_url,
         "FIRSTREPLY_CHANNEL_DB": str(tmp_path / "channels.db"),
@@ -130,7 +135,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     stop = asyncio.Event()
     loop = asyncio.create_task(worker.run(stop, grace_seconds=HELD + 2))
     try:
-        yield World(store, worker, desk_slack, customer_slack, telegram, rasa)
+        yield World(store, worker, desk_slack, customer_slack, telegram, rasa, x)
     finally:
         stop.set()
         await loop
@@ -139,6 +144,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         rasa.stop()
         store.dispose()
         telegram.stop()
+        x.stop()
         customer_slack.stop()
         desk_slack.stop()
 
@@ -302,6 +308,22 @@ async def test_a_customer_who_blocked_the_telegram_bot_is_given_up_on_with_the_r
     assert len(world.telegram.calls("sendMessage", answered=None)) == 1
     notices = await world.until("notice", lambda: [m.text for m in world.desk_slack.thread(QUEUE, str(case.card_ts))])
     assert notices == [":x: Could not deliver a reply to the customer: Forbidden: bot was blocked by the user"]
+
+
+@pytest.mark.asyncio
+async def test_an_x_customer_who_does_not_accept_dms_is_given_up_on_with_the_reason(world: World) -> None:
+    case = await world.carded(open_case(world.store, channel="x", sender="2244994945"))
+    world.x.refuse_dms("2244994945")
+    [first, *rest] = _replies(case)
+
+    world.queue(first)
+    await world.settled()
+
+    item = world.item("reply:0")
+    assert (item.delivered_at, item.next_attempt_at, item.attempts) == (None, None, 1)
+    assert item.last_error == "HTTP 403 You are not permitted to send this message."
+    notices = await world.until("notice", lambda: [m.text for m in world.desk_slack.thread(QUEUE, str(case.card_ts))])
+    assert notices == [":x: Could not deliver a reply to the customer: HTTP 403 You are not permitted to send this message."]
 
 
 @pytest.mark.asyncio

@@ -67,3 +67,26 @@ def test_thresholds_come_from_the_rules() -> None:
         case_priority("cancel_order", 0.0, 0.0, 0, strict),
         case_priority("product_question", 0.0, 0.0, 0, strict),
     ] == ["normal", "high", "urgent", "normal", "high"]
+
+
+@pytest.mark.parametrize(
+    ("case_type", "complaint_score", "post", "expected"),
+    [
+        # A complaint or a hostile post, made in public, rises a step, to at least high.
+        ("order_status", 0.5, {"hostile": False}, "urgent"),
+        ("order_status", 0.2, {"hostile": True}, "high"),
+        ("complaint", 0.3, {"hostile": False}, "high"),
+        ("product_question", 0.0, {"hostile": True}, "high"),
+        ("billing", 0.9, {"hostile": True}, "urgent"),
+        # A calm public question keeps its priority.
+        ("order_status", 0.2, {"hostile": False}, "normal"),
+        ("product_question", 0.0, {"hostile": False}, "low"),
+        # The same words in a private conversation.
+        ("order_status", 0.5, None, "high"),
+        ("complaint", 0.3, None, "normal"),
+    ],
+)
+def test_a_public_complaint_or_hostile_post_rises_in_priority(
+    case_type: str, complaint_score: float, post: dict[str, bool] | None, expected: str
+) -> None:
+    assert case_priority(case_type, complaint_score, 0.0, 0, RULES, post) == expected

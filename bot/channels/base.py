@@ -1,6 +1,6 @@
 """The shared base of the customer-channel connectors: what every platform does the same way.
 
-A webhook connector (Telegram and Slack DMs today; Messenger, Instagram, WhatsApp and X
+A webhook connector (Telegram, Slack DMs and X today; Messenger, Instagram and WhatsApp
 next) is an input channel built on ``WebhookConnector`` and a sender built on
 ``RecordedOutput``. The platform module holds only what its platform does differently:
 settings and webhook authentication, parsing, the platform calls and their limits.
@@ -57,7 +57,8 @@ What a connector supplies (a new one is this much)::
         text_limit = 2000                         # and ``escape`` if its markup needs it
         def for_message(self, message_id): return self.bound_to(message_id)
         async def _send_part(self, recipient_id, text, *, seq=None, **options): ...
-            # one platform call sending one text; through ``self.recorded`` when ``self.bound``
+            # one platform call sending one text, through ``self._once`` (recorded when bound)
+        async def _call(self, what, request): ...   # that call's retries (default: none)
         async def _button_options(self, text, buttons): ...   # how buttons ride with a text
         def refused_for_good(self, error): ...    # failures no retry will mend (reply dropped)
 
@@ -585,6 +586,22 @@ class RecordedOutput(OutputChannel):
             await super().send_response(recipient_id, message)
         finally:
             self._greeting_to = None
+
+    async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
+        """Run one platform call (``what`` names it in the log); a platform's sender adds its retries."""
+        return await request()
+
+    async def _once(
+        self, what: str, fingerprint: tuple[Any, ...], request: Callable[[], Awaitable[T]], seq: int | None = None
+    ) -> T | None:
+        """Make one reply call through ``_call``: at most once per place in the bound event's replies.
+
+        Not bound, it is simply made. ``seq`` places it (default: the next place).
+        """
+        if not self.bound:
+            return await self._call(what, request)
+        place = self.next_seq() if seq is None else seq
+        return await self.recorded(what, place, fingerprint, lambda _state: self._call(what, request))
 
     async def send_holding(self, recipient_id: str) -> None:
         """Tell the customer their message is kept and will be answered (once per event)."""

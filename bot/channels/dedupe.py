@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from bot.cases.engine import sqlite_or_postgres_engine
 
@@ -85,6 +86,25 @@ def url_from_env(value: str | None = None) -> str:
     return f"sqlite:///{Path(value).resolve()}"
 
 
+def create_tables(tables: MetaData, engine: Engine) -> None:
+    """Create the tables of ``tables`` that ``engine``'s database lacks, also when another process does so too.
+
+    ``create_all`` looks before it creates: two Rasa replicas starting at once on a new
+    database can both find a table missing, and the second then fails with "already
+    exists". Looking again settles it.
+    """
+    for attempt in range(3):
+        try:
+            tables.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as error:
+            # SQLite and PostgreSQL say "already exists"; PostgreSQL may instead trip over its type catalogue.
+            raced = "already exists" in str(error) or "pg_type_typname_nsp_index" in str(error)
+            if not raced or attempt == 2:
+                raise
+            log.info("channel tables: created by another process meanwhile; looking again")
+
+
 def payload_key(payload: str) -> str:
     """Return the short key a payload is kept under: same payload, same key (45 bytes)."""
     digest = hashlib.sha256(payload.encode("utf-8")).digest()
@@ -130,7 +150,7 @@ class ChannelStore:
     def from_url(cls, url: str | None = None, clock: Callable[[], float] = time.time) -> ChannelStore:
         """Connect to ``url`` (default: from ``$FIRSTREPLY_CHANNEL_DB``) and create the tables."""
         engine = channel_engine(url or url_from_env())
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
         store = cls(engine, clock)
         store.prune()
         return store

@@ -67,7 +67,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, channel_engine, update_key
+from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, channel_engine, create_tables, update_key
 from bot.channels.leases import owner_gone, process_owner
 from bot.clock import seconds_from_env
 
@@ -191,7 +191,7 @@ class Inbox:
         self.owner = owner or process_owner()
         self._upsert = UPSERTS[engine.dialect.name]
         self._last_prune = 0.0
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
         # The reply records are written on the event loop's thread around every platform call
         # (``bot.channels.base``): on a SQLite file they keep a connection open per thread, as
         # opening the file and running its pragmas for each write took five times the write.

@@ -13,6 +13,9 @@ environment (the same variables Rasa's connectors read):
 - ``messenger`` / ``instagram``: ``bot.channels.meta_output.MetaOutput`` (``MESSENGER_PAGE_ID``,
   ``MESSENGER_PAGE_TOKEN`` / ``INSTAGRAM_ACCOUNT_ID``, ``INSTAGRAM_TOKEN``; ``META_GRAPH_BASE_URL``);
   a person's reply 24 hours to 7 days after the customer's last message passes ``tag="HUMAN_AGENT"``;
+- ``x``: ``bot.channels.x_output.XOutput``, by DM (``X_CONSUMER_KEY``, ``X_CONSUMER_SECRET``,
+  ``X_ACCESS_TOKEN``, ``X_ACCESS_TOKEN_SECRET``, ``X_BRAND_USER_ID``, ``X_BRAND_HANDLE``,
+  ``X_API_BASE_URL``), also for a case that began as a public post;
 - ``webchat``: ``bot.channels.webchat.WebChatOutput``, which stores the message in the web
   chat's table (``FIRSTREPLY_CHANNEL_DB``, shared with Rasa); the customer's page fetches it;
 - anything else (``rest``, ...): no message can be pushed to the customer later, so the
@@ -50,7 +53,8 @@ WEBCHAT = "webchat"
 WHATSAPP = "whatsapp"
 MESSENGER = "messenger"
 INSTAGRAM = "instagram"
-PUSH_CHANNELS: tuple[str, ...] = (TELEGRAM, SLACK_DM, WEBCHAT, WHATSAPP, MESSENGER, INSTAGRAM)
+X = "x"
+PUSH_CHANNELS: tuple[str, ...] = (TELEGRAM, SLACK_DM, WEBCHAT, WHATSAPP, MESSENGER, INSTAGRAM, X)
 # Connector settings check the secret that authenticates *incoming* webhooks too; a sender
 # never receives anything, so it is built with a stand-in that passes the format check.
 _SENDER_ONLY_SECRET = "sender-only-no-webhook"
@@ -86,7 +90,8 @@ class Outbound:
             builders = {TELEGRAM: self._build_telegram, SLACK_DM: self._build_slack_dm, WEBCHAT: self._build_webchat,
                         WHATSAPP: self._build_whatsapp,
                         MESSENGER: lambda: self._build_meta(MESSENGER),
-                        INSTAGRAM: lambda: self._build_meta(INSTAGRAM)}  # fmt: skip
+                        INSTAGRAM: lambda: self._build_meta(INSTAGRAM),
+                        X: self._build_x}  # fmt: skip
             known = builders[channel]()
             self._senders[channel] = known
         return known
@@ -114,6 +119,19 @@ class Outbound:
         # One try per call: a retry here would resend a message whose answer was lost
         # without the outbox knowing, so it could neither warn nor count it.
         return TelegramOutput(bot, store, max_attempts=1)
+
+    def _build_x(self) -> OutputChannel:
+        from bot.channels.x_client import XSettings, build_client, close_client
+        from bot.channels.x_output import XOutput
+
+        try:
+            settings = XSettings.from_credentials(None, self._env)
+        except ChannelCredentialsError as error:
+            raise OutboundUnavailable(f"cannot answer X customers: {error}") from error
+        client = build_client(settings)
+        self._closers.append(lambda: close_client(client))
+        # One try per call, as for Telegram: the outbox retries and knows what may have gone through.
+        return XOutput(client, settings.source, max_attempts=1)
 
     def _telegram_bot(self, settings: TelegramSettings) -> Bot:
         """Return the Bot the Telegram sender uses (tests give it shorter time-outs)."""

@@ -22,11 +22,10 @@ from telegram.constants import InlineKeyboardButtonLimit, MessageLimit
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.request import HTTPXRequest
 
-from bot.channels.base import ConnectorSettings
+from bot.channels.base import ConnectorSettings, RecordedOutput
 from bot.channels.common import credential
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
-from bot.channels.retried import RetriedOutput
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,7 +115,7 @@ async def close_bot(bot: Bot) -> None:
 # --- sending ---------------------------------------------------------------------------
 
 
-class TelegramOutput(RetriedOutput):
+class TelegramOutput(RecordedOutput):
     """Sends to Telegram chats: Rasa's responses and, later, the agents' replies.
 
     Plain text only (no parse_mode), split at 4096 characters; flood control (429) and

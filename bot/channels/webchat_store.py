@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 
-from bot.channels.dedupe import UPSERTS, channel_engine, url_from_env
+from bot.channels.dedupe import UPSERTS, channel_engine, create_tables, url_from_env
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, Row
@@ -128,7 +128,7 @@ class WebChatStore:
     def from_url(cls, url: str | None = None, clock: Callable[[], float] = time.time) -> WebChatStore:
         """Connect to ``url`` (default: ``$FIRSTREPLY_CHANNEL_DB``) and create the table."""
         engine = channel_engine(url or url_from_env())
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
         return cls(engine, clock)
 
     def dispose(self) -> None:

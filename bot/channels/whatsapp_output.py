@@ -41,12 +41,11 @@ from pywa_async.errors import WhatsAppError
 from pywa_async.types import Button, Section, SectionList, SectionRow
 from pywa_async.types.templates import TemplateLanguage
 
-from bot.channels.base import BUTTONS_PROMPT, ConnectorSettings, optional_lookup
+from bot.channels.base import BUTTONS_PROMPT, ConnectorSettings, RecordedOutput, optional_lookup
 from bot.channels.common import credential, split_text
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
 from bot.channels.meta import WHATSAPP, GraphError
-from bot.channels.retried import RetriedOutput
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,7 +164,7 @@ def choice_sets(titles: Sequence[str], keys: Sequence[str]) -> list[list[Button]
 # --- sending ------------------------------------------------------------------------------
 
 
-class WhatsAppOutput(RetriedOutput):
+class WhatsAppOutput(RecordedOutput):
     """Sends to WhatsApp users: Rasa's responses and, later, the agents' replies.
 
     Split at 4,096 characters; throughput limits (130429, 131056) and network failures

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.constants import STATUS_CLAIMED, STATUS_CLOSED, STATUS_RESOLVED, STATUS_WAITING
+from bot.constants import PUBLIC_POST_KEY, STATUS_CLAIMED, STATUS_CLOSED, STATUS_RESOLVED, STATUS_WAITING
 from bot.desk import messages
 from bot.desk.text import clip, countdown_words, duration_words, escape, quote
 
@@ -56,9 +56,10 @@ def label(case_type: str) -> str:
 
 
 def customer_label(case: Case) -> str:
-    """Return the customer's name (or id) and channel, escaped."""
+    """Return the customer's name (or id), channel and handle on the platform if known, escaped."""
     who = case.customer_name or case.sender_id
-    return f"{escape(who)} ({escape(case.channel)})"
+    handle = case.metadata.get("customer_handle") if isinstance(case.metadata, Mapping) else None
+    return f"{escape(who)} ({escape(case.channel)})" + (f" · {escape(str(handle))}" if handle else "")
 
 
 def priority_line(case: Case) -> str:
@@ -73,6 +74,26 @@ def priority_line(case: Case) -> str:
     if case.case_type == "complaint" or case.complaint_score >= 0.5:
         line += f" · :anger: *Complaint* (score {case.complaint_score:.2f})"
     return line
+
+
+# How each platform's public posts are named on the card.
+_PLATFORM_NAMES = {"x": "X", "facebook": "Facebook", "instagram": "Instagram"}
+_SAFE_LINK = re.compile(r"https://[^\s<>|]+")
+
+
+def public_post_section(case: Case) -> str | None:
+    """Return the card's line for a case that began as a public post (who saw what, and where), else None."""
+    post = case.metadata.get(PUBLIC_POST_KEY) if isinstance(case.metadata, Mapping) else None
+    if not isinstance(post, Mapping):
+        return None
+    platform = str(post.get("platform") or "")
+    where = _PLATFORM_NAMES.get(platform, escape(platform) or "a public page")
+    url = str(post.get("url") or "")
+    link = f" · <{url}|open the post>" if _SAFE_LINK.fullmatch(url) else ""
+    hostile = " · :anger: hostile" if post.get("hostile") is True else ""
+    said = quote(escape(clip(str(post.get("text") or ""), 500)))
+    return (f":loudspeaker: *Started as a public post on {where}*{hostile}{link}\n"
+            f"Answered in public with an invitation to a private message; reply here as usual (it goes by DM).\n{said}")
 
 
 def status_line(case: Case, now: datetime) -> str:
@@ -175,6 +196,9 @@ def card(
             ],
         },
     ]
+    public = public_post_section(case)
+    if public is not None:
+        blocks.append(_section(public))
     if case.status != STATUS_RESOLVED:
         blocks.append(_section(promise_line(case, now, undelivered_updates)))
     blocks.append(_section("*Summary* (confirmed by the customer)\n" + quote(escape(clip(case.summary, 2500)))))

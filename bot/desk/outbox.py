@@ -78,8 +78,9 @@ _SLACK_CHANNEL_ERRORS = frozenset(
     {"channel_not_found", "is_archived", "cannot_dm_bot", "account_inactive", "user_disabled", "messages_tab_disabled"}
 )
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
-# Telegram errors that sending again cannot fix (python-telegram-bot class names).
-_PERMANENT_SEND_ERRORS = ("BadRequest", "Forbidden", "ChatMigrated", "InvalidToken")
+# Errors that sending again cannot fix: python-telegram-bot's and tweepy's class names, and the X
+# sender's refusal of a DM (the customer does not accept DMs from the brand).
+_PERMANENT_SEND_ERRORS = ("BadRequest", "Forbidden", "ChatMigrated", "InvalidToken", "NotFound", "DMRefused")
 # What python-telegram-bot's failures stand on when the request went out and its answer was lost.
 _ANSWER_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 # How far before a message was queued an earlier post of it is looked for (clocks differ).

@@ -2,7 +2,7 @@
 
 Modules, by what they are for:
 
-- ``support``: support.yml (brand, staffing, targets, priority, routing, watchdog) and
+- ``support``: support.yml (brand, staffing, targets, priority, routing, watchdog, public replies) and
   ``load_support_config``; its ``hours`` section is read in ``hours``.
 - ``config``: what support.yml says once checked (``SupportConfig`` and its parts).
 - ``nodes``: reading YAML node by node, so a mistake names its line.
@@ -13,7 +13,7 @@ The names below are the package's interface; import them from ``bot.ops``.
 """
 
 from bot.ops.cli import check_main, summarize
-from bot.ops.config import Brand, PriorityRules, Routing, SupportConfig, WatchdogRules
+from bot.ops.config import Brand, PriorityRules, PublicReply, Routing, SupportConfig, WatchdogRules
 from bot.ops.errors import OpsConfigError
 from bot.ops.hours import WEEKDAYS
 from bot.ops.support import (
@@ -32,6 +32,7 @@ __all__ = [
     "Brand",
     "OpsConfigError",
     "PriorityRules",
+    "PublicReply",
     "Routing",
     "SupportConfig",
     "WatchdogRules",

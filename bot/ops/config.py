@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from bot.eta.calendar import BusinessCalendar
 from bot.eta.estimate import ServiceTargets
@@ -111,17 +112,24 @@ class WhatsAppRules:
 
 @dataclass(frozen=True)
 class PublicReply:
-    """How a public post about the brand (a comment under its post) is answered in public.
+    """How a public post about the brand is answered in public (support.yml ``public_replies.<platform>``).
+
+    Facebook and Instagram comments get ``text`` (the conversation goes on in one private
+    message) or, for praise, ``thanks``; a post on X that mentions the brand gets ``text``,
+    an invitation to DM with ``{dm_link}``, or ``no_dm_text`` when the customer does not
+    accept DMs from the brand.
 
     Attributes:
-        enabled: Whether anything is posted in public (the private message goes regardless).
-        text: Posted under a comment taken private ("Sorry to hear this — we've sent you a message").
-        thanks: Posted under praise, which gets nothing else.
+        enabled: Whether anything is posted in public (a private message goes regardless).
+        text: The public reply ("Sorry to hear this — we've sent you a message").
+        thanks: Posted under praise (comments), which gets nothing else.
+        no_dm_text: X: the public reply when the customer does not accept DMs: how else to reach the brand.
     """
 
     enabled: bool = True
     text: str = "Sorry to hear this — we've sent you a message so we can sort it out."
     thanks: str = "Thank you, that's lovely to hear!"
+    no_dm_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,8 +146,8 @@ class SupportConfig:
         routing: Which channel a case is posted to.
         watchdog: What the desk's watchdog does (all defaults when the section is left out).
         whatsapp: What may be sent on WhatsApp past its window (no template when left out).
-        public_replies: Per platform where comments are answered (facebook, instagram):
-            the public reply (defaults when left out).
+        public_replies: Platform -> its public reply (``public_reply``: the defaults for
+            Facebook and Instagram comments when left out; X posts get none then).
     """
 
     path: Path
@@ -151,7 +159,7 @@ class SupportConfig:
     routing: Routing
     watchdog: WatchdogRules = WatchdogRules()
     whatsapp: WhatsAppRules = WhatsAppRules()
-    public_replies: Mapping[str, PublicReply] = field(default_factory=dict)
+    public_replies: Mapping[str, PublicReply] = MappingProxyType({})
 
     def public_reply(self, platform: str) -> PublicReply:
         """Return how comments on ``platform`` are answered in public (the defaults if not configured)."""

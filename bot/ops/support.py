@@ -29,7 +29,7 @@ from bot.ops.nodes import Entries, Entry, NodeReader, is_empty
 
 SUPPORT_FILE_ENV = "FIRSTREPLY_SUPPORT_FILE"
 # Where public comments are answered: Facebook Page posts, Instagram posts.
-PUBLIC_REPLY_PLATFORMS: tuple[str, ...] = ("facebook", "instagram")
+PUBLIC_REPLY_PLATFORMS: tuple[str, ...] = ("x", "facebook", "instagram")
 SUPPORT_FILE_NAME = "support.yml"
 # The repository root: the directory holding the ``bot`` package.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +78,14 @@ _OPTIONAL_SECTIONS["whatsapp"] = (("reopen_template", "template_language"), ())
 # A WhatsApp template's name (lowercase letters, digits, underscores) and language code.
 _TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
 _TEMPLATE_LANGUAGE = re.compile(r"[a-z]{2,3}(_[A-Za-z]{2,4})?")
-# How a public comment is answered in public, per platform (``public_replies.<platform>``).
-_PUBLIC_REPLY_KEYS = ("enabled", "text", "thanks")
+# How a public post is answered in public, per platform (``public_replies.<platform>``): comments
+# on Facebook and Instagram, posts on X that mention the brand (which must say how to DM it).
+_COMMENT_REPLY_KEYS: tuple[str, ...] = ("enabled", "text", "thanks")
+_X_REPLY_KEYS: tuple[str, ...] = ("enabled", "text", "no_dm_text")
+# X's public reply: every link counts as 23 characters, whatever its length, and takes at most 280.
+POST_LIMIT = 280
+_LINK_WEIGHT = 23
+_LINK = re.compile(r"https?://\S+|\{dm_link\}")
 # A Slack user (U.../W...) or user group (S...) id, for the watchdog's on-call mention.
 _SLACK_MENTIONABLE = re.compile(r"[UWS][A-Z0-9]{2,}")
 
@@ -170,7 +176,43 @@ class _SupportReader(NodeReader):
             routing=self._routing(parts["routing"]),
             watchdog=self._watchdog(parts.get("watchdog", {})),
             whatsapp=self._whatsapp(parts.get("whatsapp", {})),
-            public_replies=self._public_replies(parts.get("public_replies", {})),
+            public_replies=MappingProxyType(
+                {name: self._public_reply(name, *entry) for name, entry in parts.get("public_replies", {}).items()}
+            ),
+        )
+
+    def _public_reply(self, platform: str, key_node: Node, node: Node) -> PublicReply:
+        where = f"public_replies.{platform}"
+        on_x = platform == "x"
+        keys = _X_REPLY_KEYS if on_x else _COMMENT_REPLY_KEYS
+        entries = self.section(node, where, key_node, keys, ("text", "no_dm_text") if on_x else ())
+
+        def wording(key: str) -> Callable[[Entry], str]:
+            def read(entry: Entry) -> str:
+                text = self.text(*entry, f"{where}.{key}")
+                line = self.line_node(*entry)
+                try:
+                    text.format(dm_link="")
+                except (KeyError, IndexError, ValueError):
+                    problem = f"{where}.{key}: the only {{placeholder}} allowed is {{dm_link}}"
+                    raise self.error(line, problem, text) from None
+                weighed = len(_LINK.sub("x" * _LINK_WEIGHT, text))
+                if on_x and weighed > POST_LIMIT:
+                    raise self.error(line, f"{where}.{key} is {weighed} characters as X counts them (links as "
+                                     f"{_LINK_WEIGHT}); a public reply takes at most {POST_LIMIT}", text)  # fmt: skip
+                if on_x and key == "text" and "{dm_link}" not in text:
+                    raise self.error(line, f"{where}.text must contain {{dm_link}}, the link that opens a DM to "
+                                     "the brand", text)  # fmt: skip
+                return text
+
+            return read
+
+        defaults = PublicReply()
+        return PublicReply(
+            enabled=self.optional(entries, "enabled", lambda e: self.flag(*e, f"{where}.enabled"), True),
+            text=self.optional(entries, "text", wording("text"), defaults.text),
+            thanks=self.optional(entries, "thanks", wording("thanks"), defaults.thanks),
+            no_dm_text=self.optional(entries, "no_dm_text", wording("no_dm_text"), defaults.no_dm_text),
         )
 
     def _brand(self, entries: Entries) -> Brand:
@@ -381,19 +423,6 @@ class _SupportReader(NodeReader):
                 matching("template_language", _TEMPLATE_LANGUAGE, "a language code such as en, en_GB or pt_BR"), "en",
             ),
         )  # fmt: skip
-
-    def _public_replies(self, entries: Entries) -> dict[str, PublicReply]:
-        defaults = PublicReply()
-        found: dict[str, PublicReply] = {}
-        for platform, (key_node, node) in entries.items():
-            where = f"public_replies.{platform}"
-            reply = self.section(node, where, key_node, _PUBLIC_REPLY_KEYS, ())
-            found[platform] = PublicReply(
-                enabled=self.optional(reply, "enabled", lambda e: self.flag(*e, f"{where}.enabled"), True),
-                text=self.optional(reply, "text", lambda e: self.text(*e, f"{where}.text"), defaults.text),
-                thanks=self.optional(reply, "thanks", lambda e: self.text(*e, f"{where}.thanks"), defaults.thanks),
-            )
-        return found
 
     def _mentionable(self, key_node: Node, node: Node) -> str:
         value = self.value(node)

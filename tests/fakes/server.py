@@ -521,6 +521,18 @@ class FakeServer:
         return web.Response()
 
 
+def serve_from_command_line(make: Callable[[], FakeServer], what: str, description: str | None) -> None:
+    """Serve the fake ``make`` builds on ``--port`` until Ctrl-C (a fake's ``main``, for ``rasa run`` by hand)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", args.port))
+    serve_until_interrupted(make().start(sock), what)
+
+
 def serve_until_interrupted(api: FakeServer, what: str) -> None:
     """Print where ``api`` (started) serves and with which token, then serve until Ctrl-C."""
     print(f"{what} at {api.base_url}, token {api.token}", flush=True)  # type: ignore[attr-defined]

@@ -14,11 +14,9 @@ Run it alone (for ``rasa run`` by hand)::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -27,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.server import ERROR, UNKNOWN_METHOD, Call, Delivery, FakeServer, Fault, answers, free_port
-from tests.fakes.server import serve_until_interrupted
+from tests.fakes.server import serve_from_command_line
 
 __all__ = ["BOT_USER", "TOKEN", "Call", "Delivery", "FakeTelegramAPI", "free_port"]
 
@@ -185,12 +183,7 @@ class FakeTelegramAPI(FakeServer):
 
 def main() -> None:
     """Serve the fake API until interrupted (for ``rasa run`` by hand)."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", args.port))
-    serve_until_interrupted(FakeTelegramAPI().start(sock), "fake Telegram Bot API")
+    serve_from_command_line(FakeTelegramAPI, "fake Telegram Bot API", __doc__)
 
 
 if __name__ == "__main__":

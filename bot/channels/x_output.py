@@ -1,0 +1,169 @@
+"""The sender to X customers: DMs (Rasa's replies, the agents' replies) and the one public reply to a post.
+
+A ``bot.channels.base.RecordedOutput``: splitting, the holding line and the reply records
+come from there; this module adds the v2 calls through tweepy (each in a thread: its
+client is synchronous), their retries, X's limits, and buttons as numbered choices (v2
+DMs carry no quick replies).
+
+Failures: a rate limit (429) is waited out when its reset is near (``max_retry_after``),
+else raised so the inbox tries the event again later; X's server errors and network
+failures are tried again a bounded number of times. A 403 on a DM means the customer
+does not accept DMs from the brand (or blocked it): no retry can mend that, so the reply
+is dropped, logged, and the copy bound to the event notes it (``dm_refused``) so that the
+public reply to a post says how else to reach the brand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import requests
+from tweepy import Client
+from tweepy.errors import BadRequest, Forbidden, HTTPException, NotFound, TooManyRequests, TwitterServerError
+
+from bot.channels.base import RecordedOutput
+from bot.channels.choices import OfferedChoices, numbered
+from bot.channels.inbox import Inbox
+from bot.channels.x_client import CHANNEL_NAME
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# X's limit for one DM's text.
+DM_TEXT_LIMIT = 10_000
+# Where the public reply sits among an event's recorded replies: after every DM, before the holding line.
+PUBLIC_REPLY_SEQ = 999_999
+_NETWORK_ERRORS = (requests.RequestException, TwitterServerError)
+
+
+class DMRefused(Exception):
+    """X refused a DM to the customer (403): they do not accept DMs from the brand."""
+
+
+def describe(error: BaseException) -> str:
+    """Return an API error as the log shows it: status and X's own words, never a credential."""
+    if isinstance(error, HTTPException):
+        words = "; ".join(error.api_messages) or error.response.reason or ""
+        return f"HTTP {error.response.status_code} {words}".strip()
+    return repr(error)
+
+
+class XOutput(RecordedOutput):
+    """Sends to X customers: DMs split at 10,000 characters, buttons as numbered choices, public replies."""
+
+    text_limit = DM_TEXT_LIMIT
+
+    def __init__(
+        self,
+        client: Client,
+        source: str,
+        choices: OfferedChoices | None = None,
+        *,
+        max_attempts: int = 4,
+        backoff_seconds: float = 0.5,
+        max_retry_after: float = 60.0,
+        inbox: Inbox | None = None,
+    ) -> None:
+        """Send through ``client`` as the account of ``source``; keep offered choices in ``choices``."""
+        super().__init__(inbox)
+        self.client = client
+        self.source = source
+        self.choices = choices
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.max_retry_after = max_retry_after
+        self.dm_refused = False
+
+    def for_message(self, message_id: str) -> XOutput:
+        """Return a sender for the replies to the event ``message_id`` (recorded, sent once)."""
+        bound = self.bound_to(message_id)
+        bound.dm_refused = False
+        return bound
+
+    @classmethod
+    def name(cls) -> str:
+        """Rasa's name for this output channel."""
+        return CHANNEL_NAME
+
+    def refused_for_good(self, error: BaseException) -> bool:
+        """Return whether X refused for good: DMs not accepted, the user gone, a request X will never take."""
+        return isinstance(error, (DMRefused, Forbidden, NotFound, BadRequest))
+
+    def describe(self, error: BaseException) -> str:
+        """Return ``error`` as the log shows it."""
+        return describe(error.__cause__ or error) if isinstance(error, DMRefused) else describe(error)
+
+    async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
+        """Run one API call, waiting out a near rate-limit reset and retrying X's own failures."""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await request()
+            except TooManyRequests as error:
+                reset = error.reset_time if isinstance(error.reset_time, int) else None
+                wait = max(1.0, reset - time.time()) if reset is not None else self.backoff_seconds * 2**attempt
+                if attempt == self.max_attempts or wait > self.max_retry_after:
+                    raise
+                log.warning("x %s: rate limited, retry %d in %.0fs", what, attempt, wait)
+            except _NETWORK_ERRORS as error:
+                if attempt == self.max_attempts:
+                    raise
+                wait = self.backoff_seconds * 2 ** (attempt - 1)
+                log.warning("x %s: %s, retry %d in %.1fs", what, describe(error), attempt, wait)
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _send_part(self, recipient_id: str, text: str, *, seq: int | None = None, **options: Any) -> Any:
+        buttons = options.get("buttons")
+        if buttons:
+            text = numbered(text, buttons)
+        return await self._once(
+            f"DM to {recipient_id}", ("dm", str(recipient_id), text),
+            lambda: self._dm(str(recipient_id), text, buttons), seq=seq,
+        )  # fmt: skip
+
+    async def _dm(self, recipient_id: str, text: str, buttons: Sequence[Mapping[str, Any]] | None) -> Any:
+        if buttons and self.choices is not None:
+            # Offered before the DM goes: the customer's answer may come back at once.
+            await asyncio.to_thread(self.choices.offer, self.source, recipient_id, buttons)
+        try:
+            return await asyncio.to_thread(
+                self.client.create_direct_message, participant_id=recipient_id, text=text, user_auth=True
+            )
+        except Forbidden as error:
+            self.dm_refused = True
+            raise DMRefused(describe(error)) from error
+
+    async def _button_options(self, text: str, buttons: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return {"buttons": list(buttons)}
+
+    async def send_image_url(self, recipient_id: str, image: str, **kwargs: Any) -> None:
+        """Send the image's link (v2 DMs take media only as uploads; a link is what X previews)."""
+        await self.send_text_message(recipient_id, image)
+
+    async def send_custom_json(self, recipient_id: str, json_message: dict[str, Any], **kwargs: Any) -> None:
+        """Send a custom payload's ``text`` (with optional ``buttons``); other keys are logged and not sent."""
+        if json_message.get("text"):
+            reply = {"text": json_message["text"], "buttons": json_message.get("buttons")}
+            await self.send_response(recipient_id, reply)
+        ignored = sorted(set(json_message) - {"text", "buttons"})
+        if ignored:
+            log.warning("x custom payload: keys %s are not supported and were not sent", ignored)
+
+    async def public_reply(self, post_id: str, text: str) -> str | None:
+        """Answer the public post ``post_id`` in public, once per bound event; return the reply's id.
+
+        ``None`` when it went out before (a replay) or X refused it for good.
+        """
+        answer = await self._once(
+            f"public reply to post {post_id}", ("post", post_id, text),
+            lambda: asyncio.to_thread(
+                self.client.create_tweet, text=text, in_reply_to_tweet_id=post_id, user_auth=True
+            ),
+            seq=PUBLIC_REPLY_SEQ,
+        )  # fmt: skip
+        data = answer.get("data") if isinstance(answer, Mapping) else None
+        return str(data["id"]) if isinstance(data, Mapping) and data.get("id") else None
