@@ -76,6 +76,7 @@ from tests.fuzz_support import (
     fuzz_settings,
     huge_bodies,
     not_a,
+    handling_failed,
     refused_or_ignored,
     sendable,
     serve_rest,
@@ -1018,7 +1019,7 @@ async def test_x_a_malformed_body_is_a_400_or_an_ack_never_a_5xx(
     stored = x.watch.snapshot()
     caplog.clear()
     answer = await x.post(body)
-    failures = [r.getMessage() for r in caplog.records if _handling_failed(r)]
+    failures = [r.getMessage() for r in caplog.records if handling_failed(r)]
 
     assert answer.status_code in (200, 400), answer.text[:300]
     assert failures == [], (body[:300], [repr(r.exc_info[1]) for r in caplog.records if r.exc_info])
