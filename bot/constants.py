@@ -57,6 +57,10 @@ SLOT_INVALID_ATTEMPTS = "invalid_attempts"
 SLOT_UNCLEAR_TWICE = "unclear_twice"
 SLOT_CASE_ID = "case_id"
 SLOT_REQUESTED = "requested_slot"
+# The customer's language (ISO 639-1) and, when their latest message was not understood as
+# written, why (domain/languages.yml).
+SLOT_LANGUAGE = "language"
+SLOT_LANGUAGE_NOTE = "language_note"
 
 # Answer slots, in the order they are summed up to the customer. (Like the intents and
 # case types above: one name a line, so a rename is a one-line change. The lists look
@@ -91,7 +95,9 @@ ACTION_HANDOFF = "action_handoff"
 ACTION_TELL_RESPONSE_TIME = "action_tell_response_time"
 ACTION_ADD_DETAIL = "action_add_detail"
 ACTION_FALLBACK = "action_fallback"
+ACTION_SET_LANGUAGE = "action_set_language"
 RESPONSE_ASK_DESCRIBE = "utter_ask_describe"
+RESPONSE_LANGUAGE_UNCLEAR = "utter_language_unclear"
 ACTION_LISTEN = "action_listen"
 
 # --- channels ------------------------------------------------------------------
@@ -136,7 +142,7 @@ def priority_rank(priority: str) -> int:
 RESPONSES_SENT_BY_ACTIONS: tuple[str, ...] = (
     "utter_greeting",
     "utter_greeting_named",
-    "utter_non_english",
+    "utter_language_unclear",
     "utter_ack_upset",
     "utter_ack_mixed_feelings",
     "utter_did_you_mean",

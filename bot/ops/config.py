@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from bot.eta.calendar import BusinessCalendar
 from bot.eta.estimate import ServiceTargets
@@ -56,15 +57,38 @@ class Routing:
     default: str
     case_types: Mapping[str, str]
     priorities: Mapping[str, str]
+    languages: Mapping[str, str] = MappingProxyType({})
 
-    def channel_for(self, case_type: str, priority: str) -> str:
-        """Return the channel for a case: by priority, else by case type, else the default.
+    def channel_for(self, case_type: str, priority: str, language: str | None = None) -> str:
+        """Return the channel for a case: by priority, else language, else case type, else the default.
+
+        The language comes before the case type: a billing question in German is better
+        read by the agents who speak German than by billing agents who do not.
 
         Args:
             case_type: The case's type.
             priority: The case's priority.
+            language: The customer's language (ISO 639-1), if known.
         """
-        return self.priorities.get(priority) or self.case_types.get(case_type) or self.default
+        return (
+            self.priorities.get(priority)
+            or (self.languages.get(language) if language else None)
+            or self.case_types.get(case_type)
+            or self.default
+        )
+
+
+@dataclass(frozen=True)
+class Languages:
+    """Which languages customers are answered in.
+
+    Attributes:
+        answer_in: The switched-on languages (ISO 639-1), the brand's main language first:
+            messages in another language, or unclear ones, are answered in the closest of
+            these and passed to a person as written.
+    """
+
+    answer_in: tuple[str, ...] = ("en",)
 
 
 @dataclass(frozen=True)
@@ -108,6 +132,7 @@ class SupportConfig:
         priority: When a case's priority is raised.
         routing: Which channel a case is posted to.
         watchdog: What the desk's watchdog does (all defaults when the section is left out).
+        languages: The languages customers are answered in (English alone when left out).
     """
 
     path: Path
@@ -118,6 +143,7 @@ class SupportConfig:
     priority: PriorityRules
     routing: Routing
     watchdog: WatchdogRules = WatchdogRules()
+    languages: Languages = Languages()
 
     @property
     def lead_channel(self) -> str:

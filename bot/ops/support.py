@@ -1,4 +1,4 @@
-"""The support-operations file (support.yml): brand, hours, staffing, targets, priority, routing, watchdog.
+"""The support-operations file (support.yml): brand, hours, staffing, targets, priority, routing, watchdog, languages.
 
 Ops people own this file, so a mistake in it must be easy to fix: it is read node by
 node (``bot.ops.nodes``) and the first problem is raised as an ``OpsConfigError`` naming
@@ -22,7 +22,8 @@ from yaml.nodes import MappingNode, Node
 
 from bot.constants import CASE_TYPE_GENERAL, CASE_TYPES, PRIORITIES
 from bot.eta.estimate import ServiceTargets
-from bot.ops.config import Brand, PriorityRules, Routing, SupportConfig, WatchdogRules
+from bot.i18n import KNOWN_LANGUAGES
+from bot.ops.config import Brand, Languages, PriorityRules, Routing, SupportConfig, WatchdogRules
 from bot.ops.errors import OpsConfigError
 from bot.ops.hours import HOURS_KEYS, HOURS_REQUIRED, read_calendar
 from bot.ops.nodes import Entries, Entry, NodeReader, is_empty
@@ -54,7 +55,7 @@ _SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("complaint_high", "complaint_urgent", "urgent_case_types", "high_case_types"),
         ("complaint_high", "complaint_urgent"),
     ),
-    "routing": (("default", "case_types", "priorities"), ("default",)),
+    "routing": (("default", "case_types", "priorities", "languages"), ("default",)),
 }
 # Sections a file may leave out (their keys all have defaults).
 _OPTIONAL_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -70,6 +71,7 @@ _OPTIONAL_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         (),
     ),
+    "languages": (("answer_in",), ("answer_in",)),
 }
 # A Slack user (U.../W...) or user group (S...) id, for the watchdog's on-call mention.
 _SLACK_MENTIONABLE = re.compile(r"[UWS][A-Z0-9]{2,}")
@@ -160,7 +162,25 @@ class _SupportReader(NodeReader):
             priority=self._priority(parts["priority"]),
             routing=self._routing(parts["routing"]),
             watchdog=self._watchdog(parts.get("watchdog", {})),
+            languages=self._languages(parts.get("languages", {})),
         )
+
+    def _languages(self, entries: Entries) -> Languages:
+        if "answer_in" not in entries:
+            return Languages()
+        where = "languages.answer_in"
+        seen: list[str] = []
+        for item in self.items(*entries["answer_in"], where, "language codes (en, es, fr, de, pt, it)"):
+            code = self._language(item, where)
+            if code in seen:
+                raise self.error(item, f"{where}: listed twice", code)
+            seen.append(code)
+        if not seen:
+            raise self.error(self.line_node(*entries["answer_in"]), f"{where} must name at least one language", [])
+        return Languages(answer_in=tuple(seen))
+
+    def _language(self, node: Node, where: str) -> str:
+        return self.one_of(node, where, KNOWN_LANGUAGES, "language", "known languages")
 
     def _brand(self, entries: Entries) -> Brand:
         return Brand(
@@ -279,10 +299,17 @@ class _SupportReader(NodeReader):
             lambda e: self._routes(*e, "routing.priorities", self._priority_name),
             {},
         )
+        languages = self.optional(
+            entries,
+            "languages",
+            lambda e: self._routes(*e, "routing.languages", self._language),
+            {},
+        )
         return Routing(
             default=default,
             case_types=MappingProxyType(case_types),
             priorities=MappingProxyType(priorities),
+            languages=MappingProxyType(languages),
         )
 
     def _channel(self, key_node: Node, node: Node, where: str, hint: str = "") -> str:
