@@ -9,7 +9,7 @@ from rasa_sdk.events import EventType, SlotSet, UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.acknowledge import greet_if_new, pause_if_case_open
-from actions.base import DomainDict, ServiceAction, case_labels, case_types, response_text
+from actions.base import DomainDict, ServiceAction, case_labels, case_types, customer_language, response_text
 from bot import conversation
 from bot.nlu.language_guard import understood_as_written
 from bot.constants import (
@@ -50,14 +50,15 @@ def _top_case_types(tracker: Tracker, known: List[str]) -> List[str]:
 
 def offer_choices(dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
     """Ask "did you mean" with the two likeliest case types and "something else" as buttons."""
-    labels = case_labels(domain)
+    language = customer_language(tracker)
+    labels = case_labels(domain, language)
     buttons: List[Dict[str, Any]] = [
         {"title": labels[case_type], "payload": f"/{case_type}"}
         for case_type in _top_case_types(tracker, case_types(domain))
     ]
     buttons.append(
         {
-            "title": response_text(domain, "utter_something_else_button") or "Something else",
+            "title": response_text(domain, "utter_something_else_button", language) or "Something else",
             "payload": f"/{INTENT_SOMETHING_ELSE}",
         }
     )

@@ -32,6 +32,8 @@ SUPPORT_FILE_ENV = "FIRSTREPLY_SUPPORT_FILE"
 SUPPORT_FILE_NAME = "support.yml"
 # The repository root: the directory holding the ``bot`` package.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+# The domain whose responses must cover every switched-on language.
+DEFAULT_DOMAIN_DIR = _REPO_ROOT / "domain"
 
 KNOWN_CASE_TYPES: tuple[str, ...] = (*CASE_TYPES, CASE_TYPE_GENERAL)
 
