@@ -162,3 +162,6 @@ RESPONSES_SENT_BY_ACTIONS: tuple[str, ...] = (
 ACK_RESPONSE_PREFIX = "utter_ack_"
 LABEL_RESPONSE_PREFIX = "utter_label_"
 ASK_RESPONSE_PREFIX = "utter_ask_"
+# Pieces of sentences composed in code in the customer's language (domain/languages.yml):
+# the promise, the summary, and how each answer is named in it.
+COMPOSED_RESPONSE_PREFIXES: tuple[str, ...] = ("utter_promise_", "utter_summary_", "utter_answer_label_")
