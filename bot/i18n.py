@@ -40,7 +40,9 @@ KNOWN_LANGUAGES: tuple[str, ...] = ("en", "es", "fr", "de", "pt", "it")
 # Languages lingua also weighs, so that a message in one of them is recognised as "not
 # switched on" instead of being read as its nearest known neighbour (Dutch as German,
 # Catalan as Spanish, Romanian as Italian).
-OTHER_LANGUAGES: tuple[str, ...] = ("nl", "ca", "ro", "pl", "sv", "tr", "id")
+OTHER_LANGUAGES: tuple[str, ...] = (
+    "nl", "ca", "ro", "pl", "sv", "tr", "id", "ru", "uk", "ar", "zh", "ja", "ko", "he", "el", "hi", "th",
+)
 # The locale a language is formatted in when the channel gives no region.
 DEFAULT_LOCALES: Mapping[str, str] = {
     "en": "en_GB", "es": "es_ES", "fr": "fr_FR", "de": "de_DE", "pt": "pt_PT", "it": "it_IT",
@@ -225,9 +227,9 @@ def say_duration(minutes: int, locale: Locale) -> str:
     """Return a duration for a promise, in words: "20 minutos", "2 Stunden", "1 ora"."""
     hours, rest = divmod(minutes, 60)
     if hours and rest:
-        return f"{format_timedelta(timedelta(hours=hours), threshold=100, locale=locale)} " \
-               f"{format_timedelta(timedelta(minutes=rest), threshold=100, locale=locale)}"
-    return format_timedelta(timedelta(minutes=minutes), threshold=100, locale=locale)
+        return f"{format_timedelta(timedelta(hours=hours), threshold=1, locale=locale)} " \
+               f"{format_timedelta(timedelta(minutes=rest), threshold=1, locale=locale)}"
+    return format_timedelta(timedelta(minutes=minutes), threshold=1, locale=locale)
 
 
 def say_moment(local_now: datetime, moment: datetime, locale: Locale, phrases: "Phrases") -> str:

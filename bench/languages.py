@@ -1,0 +1,165 @@
+"""Understanding per language, and how well the language itself is told, on messages kept apart from training.
+
+``python -m bench.languages [--model models/firstreply.tar.gz]`` parses every message of
+``bench/data/languages_heldout.csv`` with the trained model (in this process, as served:
+``/model/parse``'s result) and reports per language (English beside the others):
+
+- intent accuracy (an out-of-scope message is right when rejected), with a 95 % bootstrap
+  interval over the messages; out-of-scope rejection; complaint macro-F1 (``bench.realworld``'s
+  scoring, unchanged);
+- language detection on each message (``bot.i18n``: answered in its own language and
+  understood), by length (1-3, 4-8, 9+ words), without and with the channel's locale as a hint;
+- the same detection on the labelled real English tweets of ``bench.realworld`` (the share
+  answered in English), since a regression there would cost English customers.
+
+The held-out messages are a parallel set: the same 26 situations written once per language,
+in a different register from the training examples (longer, other words and places), and
+never used for training or tuning. They were written by the team, so they are weaker
+evidence than real customers' messages; no public customer-service message set in these
+languages was found that could be used (docs/nlu.md, "Languages").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from bench.procs import ROOT
+from bench.realworld import load_labelled, score
+
+HELDOUT = ROOT / "bench" / "data" / "languages_heldout.csv"
+LENGTHS = (("1-3 words", 1, 3), ("4-8 words", 4, 8), ("9+ words", 9, 1_000_000))
+SWITCHED_ON = ("en", "es", "fr", "de", "pt", "it")
+
+
+def load_heldout(path: Path = HELDOUT) -> List[Dict[str, Any]]:
+    """Return the held-out messages: ``language``, ``intent``, ``complaint``, ``text``, ``sarcasm``."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        return [
+            {**row, "complaint": row["complaint"] == "1", "sarcasm": False, "part": row["language"]}
+            for row in csv.DictReader(handle)
+        ]
+
+
+async def _parse(model: str, texts: List[str]) -> List[Dict[str, Any]]:
+    from rasa.core.agent import Agent
+    from rasa.core.channels import UserMessage
+
+    agent = Agent.load(model_path=model)
+    out = []
+    for text in texts:
+        parsed = await agent.processor.parse_message(UserMessage(text=text))
+        complaint = parsed.get("complaint") or {}
+        out.append({
+            "intent": (parsed.get("intent") or {}).get("name") or "nlu_fallback",
+            "is_complaint": complaint.get("is_complaint"),
+        })
+    return out
+
+
+def detection_accuracy(items: List[Dict[str, Any]], hint: bool) -> Dict[str, Any]:
+    """Return the share of messages answered in their own language and understood, by length."""
+    from bot.i18n import detect_language, reply_language
+
+    buckets: Dict[str, List[bool]] = defaultdict(list)
+    for item in items:
+        detection = detect_language(item["text"])
+        reply = reply_language(detection, SWITCHED_ON, item["language"] if hint else None)
+        right = reply.understood and reply.code == item["language"]
+        for name, low, high in LENGTHS:
+            if low <= detection.words <= high:
+                buckets[name].append(right)
+        buckets["all"].append(right)
+    return {name: {"n": len(hits), "accuracy": round(sum(hits) / len(hits), 3)} for name, hits in buckets.items()}
+
+
+def run(model: str) -> Dict[str, Any]:
+    """Evaluate ``model`` on the held-out set and language detection; return the results."""
+    items = load_heldout()
+    started = time.perf_counter()
+    parses = asyncio.run(_parse(model, [item["text"] for item in items]))
+    by_language: Dict[str, List[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        by_language[item["language"]].append(i)
+    understanding = {}
+    for language, indexes in by_language.items():
+        scored = score([items[i] for i in indexes], [parses[i] for i in indexes])
+        understanding[language] = {
+            key: scored.get(key)
+            for key in ("n", "intent_accuracy", "intent_accuracy_95ci", "out_of_scope_rejected", "in_scope_rejected",
+                        "complaint_macro_f1", "confusions")
+        }
+    detection = {
+        language: {
+            "without hint": detection_accuracy([items[i] for i in indexes], hint=False),
+            "with hint": detection_accuracy([items[i] for i in indexes], hint=True),
+        }
+        for language, indexes in by_language.items()
+    }
+    try:
+        tweets = [{"text": item["text"], "language": "en"} for item in load_labelled()]
+        english_tweets: Optional[Dict[str, Any]] = detection_accuracy(tweets, hint=False)
+    except (FileNotFoundError, KeyError):
+        english_tweets = None
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "model": model,
+        "n": len(items),
+        "understanding": understanding,
+        "detection": detection,
+        "detection_real_english_tweets": english_tweets,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def render(results: Dict[str, Any]) -> str:
+    """Return the results as Markdown tables."""
+    lines = [
+        f"Held-out messages per language ({results['n']} in all), {results['when']}.",
+        "",
+        "| language | n | intent accuracy (95 % CI) | out-of-scope rejected | in-scope rejected | complaint macro-F1 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for language, row in results["understanding"].items():
+        low, high = row["intent_accuracy_95ci"]
+        lines.append(
+            f"| {language} | {row['n']} | {row['intent_accuracy']:.3f} ({low:.2f}–{high:.2f}) | "
+            f"{row['out_of_scope_rejected']:.2f} | {row['in_scope_rejected']:.2f} | {row.get('complaint_macro_f1', 0):.2f} |"
+        )
+    lines += ["", "Language told right (answered in it, understood), by message length:", "",
+              "| language | hint | 1-3 words | 4-8 words | 9+ words | all |", "| --- | --- | --- | --- | --- | --- |"]
+    for language, modes in results["detection"].items():
+        for mode, buckets in modes.items():
+            cells = [f"{buckets[k]['accuracy']:.2f} ({buckets[k]['n']})" if k in buckets else "–"
+                     for k in ("1-3 words", "4-8 words", "9+ words", "all")]
+            lines.append(f"| {language} | {mode} | " + " | ".join(cells) + " |")
+    tweets = results.get("detection_real_english_tweets")
+    if tweets:
+        cells = [f"{tweets[k]['accuracy']:.3f} ({tweets[k]['n']})" if k in tweets else "–"
+                 for k in ("1-3 words", "4-8 words", "9+ words", "all")]
+        lines += ["", "Real English tweets (bench.realworld's), answered in English:", "",
+                  "| 1-3 words | 4-8 words | 9+ words | all |", "| --- | --- | --- | --- |", "| " + " | ".join(cells) + " |"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Command line: ``python -m bench.languages [--model PATH] [--out DIR]``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "firstreply.tar.gz"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    results = run(args.model)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "languages-latest.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (args.out / "languages-latest.md").write_text(render(results), encoding="utf-8")
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()
