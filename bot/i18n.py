@@ -130,6 +130,11 @@ def _detector() -> "LanguageDetector":
     return LanguageDetectorBuilder.from_languages(*languages).build()
 
 
+def warm_up_detector() -> None:
+    """Load lingua's language models now rather than on the first message."""
+    _detector().compute_language_confidence_values("warm up")
+
+
 def detect_language(text: Optional[str]) -> Detection:
     """Return what ``text`` says about its language (lingua, over the weighed languages)."""
     cleaned = _NOISE.sub(" ", text or "")

@@ -27,7 +27,7 @@ from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, PREDICTED_CONF
 from rasa.shared.nlu.training_data.message import Message
 
 from bot.constants import LANGUAGE_METADATA_KEYS
-from bot.i18n import KNOWN_LANGUAGES, detect_language, first_present, reply_language
+from bot.i18n import KNOWN_LANGUAGES, detect_language, first_present, reply_language, warm_up_detector
 
 LANGUAGE_KEY = "language"
 DETECTION_KEY = "language_detection"
@@ -84,7 +84,12 @@ class LanguageGuard(GraphComponent):
         resource: Resource,
         execution_context: ExecutionContext,
     ) -> "LanguageGuard":
-        """Create the component (it has nothing to train)."""
+        """Create the component (it has nothing to train) and load lingua's models.
+
+        Loading them takes seconds (a few on an idle machine, much more under load): it is
+        done here, when the model loads, so no customer's first message waits for it.
+        """
+        warm_up_detector()
         return cls(config)
 
     @property
