@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from bench.procs import ROOT
-from bench.realworld import load_labelled, score
+from bench.realworld import _parse_all, load_labelled, score
 
 HELDOUT = ROOT / "bench" / "data" / "languages_heldout.csv"
 LENGTHS = (("1-3 words", 1, 3), ("4-8 words", 4, 8), ("9+ words", 9, 1_000_000))
@@ -45,22 +45,6 @@ def load_heldout(path: Path = HELDOUT) -> List[Dict[str, Any]]:
             {**row, "complaint": row["complaint"] == "1", "sarcasm": False, "part": row["language"]}
             for row in csv.DictReader(handle)
         ]
-
-
-async def _parse(model: str, texts: List[str]) -> List[Dict[str, Any]]:
-    from rasa.core.agent import Agent
-    from rasa.core.channels import UserMessage
-
-    agent = Agent.load(model_path=model)
-    out = []
-    for text in texts:
-        parsed = await agent.processor.parse_message(UserMessage(text=text))
-        complaint = parsed.get("complaint") or {}
-        out.append({
-            "intent": (parsed.get("intent") or {}).get("name") or "nlu_fallback",
-            "is_complaint": complaint.get("is_complaint"),
-        })
-    return out
 
 
 def detection_accuracy(items: List[Dict[str, Any]], hint: bool) -> Dict[str, Any]:
@@ -83,7 +67,7 @@ def run(model: str) -> Dict[str, Any]:
     """Evaluate ``model`` on the held-out set and language detection; return the results."""
     items = load_heldout()
     started = time.perf_counter()
-    parses = asyncio.run(_parse(model, [item["text"] for item in items]))
+    parses = asyncio.run(_parse_all(model, [item["text"] for item in items]))
     by_language: Dict[str, List[int]] = defaultdict(list)
     for i, item in enumerate(items):
         by_language[item["language"]].append(i)

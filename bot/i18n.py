@@ -135,8 +135,13 @@ def warm_up_detector() -> None:
     _detector().compute_language_confidence_values("warm up")
 
 
+@lru_cache(maxsize=4096)
 def detect_language(text: Optional[str]) -> Detection:
-    """Return what ``text`` says about its language (lingua, over the weighed languages)."""
+    """Return what ``text`` says about its language (lingua, over the weighed languages).
+
+    Kept for the last few thousand texts: the intent classifier and the language guard
+    both ask about each message.
+    """
     cleaned = _NOISE.sub(" ", text or "")
     words = len(_WORD.findall(cleaned))
     if words == 0:
