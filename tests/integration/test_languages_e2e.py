@@ -80,7 +80,10 @@ def test_a_whole_conversation_in_the_customers_language(
     # Greeting, acknowledgement, and the one question the first message did not answer.
     greeting = (_say(language, "utter_greeting_named", customer_name=name, assistant_name=assistant_name) if name
                 else _say(language, "utter_greeting", assistant_name=assistant_name))
-    assert first == [greeting, _say(language, "utter_ack_order_status"), _say(language, "utter_ask_delivery_problem")]
+    assert first[:2] == [greeting, _say(language, "utter_ack_order_status")]
+    # "not arrived yet" may read as let down: then an apology, in the same language, before the question.
+    assert first[2:-1] in ([], [_say(language, "utter_ack_upset")])
+    assert first[-1] == _say(language, "utter_ask_delivery_problem")
     buttons = [button["title"] for button in conversations[language][0][-1].get("buttons") or []]
     assert buttons[0] == _first_button(language)["title"]
 
@@ -103,7 +106,7 @@ def test_a_whole_conversation_in_the_customers_language(
                     promise=case["promise_wording"]) if name
                else _say(language, "utter_handoff", case_id=case["id"], promise=case["promise_wording"]))
     assert after_yes == [handoff]
-    english_words = re.compile(r"\b(within|about|minutes|tomorrow|today|closed|we open)\b")
+    english_words = re.compile(r"\b(within|about|tomorrow|today|closed|we open)\b")
     assert not english_words.search(case["promise_wording"]), case["promise_wording"]
 
 
