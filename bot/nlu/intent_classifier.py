@@ -130,6 +130,9 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         max_iter: Solver iterations (default 3000).
         main_language: The language of untagged examples (default ``en``); examples tagged
             with another train the model that reads messages in the other languages.
+        other_language_weight: How much each example of another language counts in that
+            model against one of the main language's (default 4.0): there are far fewer of
+            them, and without it the main language's examples decide every close call.
     """
 
     @staticmethod
@@ -147,6 +150,7 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             "min_known_words": 0.34,
             "max_iter": 3000,
             "main_language": DEFAULT_LANGUAGE,
+            "other_language_weight": 4.0,
         }
 
     @staticmethod
@@ -196,7 +200,9 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         self.features, self.model, self.threshold = self._fit(main)
         logger.info("Intent rejection threshold %.3f (cross-validated on %d examples)", self.threshold, len(main))
         if len(main) < len(examples):
-            self.other = self._fit(examples)
+            weight = float(self.config["other_language_weight"])
+            main_ids = {id(m) for m in main}
+            self.other = self._fit(examples, [1.0 if id(m) in main_ids else weight for m in examples])
             logger.info("Other languages: rejection threshold %.3f (%d examples)", self.other[2], len(examples))
         self.persist()
         return self._resource
@@ -206,14 +212,17 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         tagged = (metadata.get("intent") or {}).get("language") if isinstance(metadata, dict) else None
         return str(tagged or self.config["main_language"])
 
-    def _fit(self, examples: List[Message]) -> Tuple[TextFeatures, Any, float]:
-        """Fit features and a model on ``examples``; learn their rejection threshold."""
+    def _fit(
+        self, examples: List[Message], weights: Optional[List[float]] = None
+    ) -> Tuple[TextFeatures, Any, float]:
+        """Fit features and a model on ``examples`` (each counted by its weight); learn their rejection threshold."""
         texts = [for_classifier(m.get(TEXT)) for m in examples]
         labels = np.asarray([m.get(INTENT) for m in examples])
         embeddings = self._embeddings(examples)
         features = TextFeatures(float(self.config["dense_weight"])).fit(texts)
-        model = self._logistic_regression().fit(features.transform(texts, embeddings), labels)
-        return features, model, self._learn_threshold(texts, labels, embeddings)
+        sample_weight = None if weights is None else np.asarray(weights)
+        model = self._logistic_regression().fit(features.transform(texts, embeddings), labels, sample_weight=sample_weight)
+        return features, model, self._learn_threshold(texts, labels, embeddings, sample_weight)
 
     def _reads_other_language(self, message: Message) -> bool:
         """Return whether ``message`` is in a language other than the main one (and a model for it exists)."""
@@ -224,7 +233,10 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         code = reply_language(detect_language(message.get(TEXT)), KNOWN_LANGUAGES, hint).code
         return code is not None and code != self.config["main_language"]
 
-    def _learn_threshold(self, texts: List[str], labels: np.ndarray, embeddings: Optional[np.ndarray]) -> float:
+    def _learn_threshold(
+        self, texts: List[str], labels: np.ndarray, embeddings: Optional[np.ndarray],
+        sample_weight: Optional[np.ndarray] = None,
+    ) -> float:
         from sklearn.model_selection import StratifiedKFold
 
         share = float(self.config["max_in_scope_rejection"])
@@ -242,7 +254,8 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             pick = (lambda idx: None if embeddings is None else embeddings[idx])
             # Only the top confidence is needed from these fits: a looser tolerance halves their time.
             model = self._logistic_regression(tol=1e-2).fit(
-                features.transform([texts[i] for i in train_idx], pick(train_idx)), labels[train_idx]
+                features.transform([texts[i] for i in train_idx], pick(train_idx)), labels[train_idx],
+                sample_weight=None if sample_weight is None else sample_weight[train_idx],
             )
             probabilities = model.predict_proba(features.transform([texts[i] for i in test_idx], pick(test_idx)))
             top[test_idx] = probabilities.max(axis=1)
