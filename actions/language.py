@@ -30,7 +30,11 @@ class ActionSetLanguage(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[EventType]:
         """Return the slot changes the latest message calls for."""
-        detection = tracker.latest_message.get(DETECTION_KEY) or {}
+        detection = tracker.latest_message.get(DETECTION_KEY)
+        if not isinstance(detection, dict):
+            # A button's payload ("/request_human") is not read by the NLU pipeline: it says
+            # nothing about the language, and a pending "not understood" tag stays.
+            return []
         events: List[EventType] = []
         code = detection.get("code")
         if code and code != tracker.get_slot(SLOT_LANGUAGE):

@@ -113,3 +113,10 @@ def test_the_response_time_is_quoted_in_the_customers_language_with_babels_clock
     assert sent(dispatcher) == ["utter_response_time"]
     # Sunday 22:30: closed until Monday 08:00.
     assert dispatcher.messages[0]["promise"] == "antes de las 8:15 de mañana, lunes; ahora estamos cerrados"
+
+
+def test_a_button_press_leaves_the_language_and_its_tag_alone(domain: Dict) -> None:
+    pressed = user("/request_human", "request_human")  # payloads skip the NLU pipeline: no detection
+    slots = {"language": "de", "language_note": "not switched on: nl"}
+
+    assert ActionSetLanguage().run(CollectingDispatcher(), tracker([pressed], slots), domain) == []
