@@ -112,6 +112,16 @@ class ReplyLanguage:
         return {"code": self.code, "understood": self.understood, "detected": self.detected, "reason": self.reason}
 
 
+def tagged_language(metadata: Any) -> Optional[str]:
+    """Return the language a training example's metadata tags it with (``{"intent": {"language": "es"}}``).
+
+    Rasa puts an intent block's ``metadata`` (data/nlu/languages/) under ``intent``; an
+    untagged example is in the brand's main language.
+    """
+    tagged = (metadata.get("intent") or {}).get("language") if isinstance(metadata, dict) else None
+    return str(tagged) if tagged else None
+
+
 def language_code(value: Any) -> Optional[str]:
     """Return the ISO 639-1 part of a locale or language tag (``pt-BR`` -> ``pt``), or None."""
     if not isinstance(value, str) or not value.strip():

@@ -37,6 +37,7 @@ from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, PREDICTED_CONFIDE
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from bot.i18n import tagged_language
 from bot.nlu.featurizer import sentence_embedding
 from bot.nlu.signals import read_signals
 from bot.nlu.storage import load_model, save_model
@@ -129,8 +130,16 @@ class ComplaintSignal(GraphComponent):
         return LogisticRegression(C=self._c, max_iter=2000, class_weight="balanced", random_state=42)
 
     def train(self, training_data: TrainingData) -> Resource:
-        """Fit the embedding model on labels derived from the intents; pick the threshold."""
-        examples = [m for m in training_data.intent_examples if m.get(TEXT) and sentence_embedding(m) is not None]
+        """Fit the embedding model on labels derived from the intents; pick the threshold.
+
+        Only the main language's examples (those with no ``language`` tag) are used: the
+        sentence encoder is English, and other languages' embeddings would only move its
+        reading of English. Complaints in the other languages are read by the lexical cues.
+        """
+        examples = [
+            m for m in training_data.intent_examples
+            if m.get(TEXT) and sentence_embedding(m) is not None and not tagged_language(m.get("metadata"))
+        ]
         labels = np.asarray([
             complaint_label(m.get(INTENT), m.get(TEXT), self._complaint_intents, self._case_intents) for m in examples
         ])

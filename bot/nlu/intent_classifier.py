@@ -41,7 +41,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 from scipy.sparse import csr_matrix, hstack
 
-from bot.i18n import DEFAULT_LANGUAGE, KNOWN_LANGUAGES, detect_language, first_present, reply_language
+from bot.i18n import DEFAULT_LANGUAGE, KNOWN_LANGUAGES, detect_language, first_present, reply_language, tagged_language
 from bot.nlu.featurizer import sentence_embedding
 from bot.nlu.storage import load_model, save_model
 from bot.nlu.text import clauses, for_classifier, words
@@ -208,9 +208,7 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         return self._resource
 
     def _example_language(self, example: Message) -> str:
-        metadata = example.get(METADATA_KEY) or {}
-        tagged = (metadata.get("intent") or {}).get("language") if isinstance(metadata, dict) else None
-        return str(tagged or self.config["main_language"])
+        return tagged_language(example.get(METADATA_KEY)) or str(self.config["main_language"])
 
     def _fit(
         self, examples: List[Message], weights: Optional[List[float]] = None
