@@ -6,7 +6,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bot.eta import estimate_promise
 from bot.eta.estimate import QueueSnapshot
@@ -25,6 +24,7 @@ from bot.i18n import (
     reply_language,
     variation_text,
 )
+from bot.ops.responses import load_responses
 from tests.eta_support import TARGETS, at, northwind
 
 ALL = ["en", "es", "fr", "de", "pt", "it"]
@@ -32,10 +32,7 @@ DOMAIN = Path(__file__).resolve().parents[1] / "domain"
 
 
 def _responses() -> dict:
-    responses: dict = {}
-    for path in sorted(DOMAIN.glob("*.yml")):
-        responses.update((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("responses") or {})
-    return responses
+    return load_responses(DOMAIN)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -77,12 +77,24 @@ def missing_responses(domain: Path, languages: Sequence[str]) -> list[MissingRes
         domain: domain.yml, or the domain/ directory.
         languages: The switched-on languages, the main one first.
     """
-    files = sorted(domain.glob("*.yml")) + sorted(domain.glob("*.yaml")) if domain.is_dir() else [domain]
     missing = []
-    for path in files:
+    for path in domain_files(domain):
         for name, line, variations in _responses(path):
             have: set[str] = set()
             for variation in variations.value if isinstance(variations, SequenceNode) else []:
                 have |= _variation_languages(variation, languages[0])
             missing.extend(MissingResponse(path, line, name, code) for code in languages if code not in have)
     return missing
+
+
+def domain_files(domain: Path) -> list[Path]:
+    """Return the domain's YAML files: ``domain`` itself, or the ``*.yml``/``*.yaml`` in it."""
+    return sorted(domain.glob("*.yml")) + sorted(domain.glob("*.yaml")) if domain.is_dir() else [domain]
+
+
+def load_responses(domain: Path) -> dict[str, Any]:
+    """Return every response of ``domain`` (a file or a directory of them), as Rasa merges them."""
+    responses: dict[str, Any] = {}
+    for path in domain_files(domain):
+        responses.update((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get(RESPONSES_KEY) or {})
+    return responses

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List
 
 import pytest
-import yaml
 
 from bot.i18n import variation_text
+from bot.ops.responses import load_responses
 from tests.integration.conftest import ROOT, Assistant, texts
 
 pytestmark = pytest.mark.integration
@@ -33,10 +33,7 @@ ROUTES = {"de": "#support-de", "fr": "#support-fr"}
 
 
 def _responses() -> Dict[str, Any]:
-    responses: Dict[str, Any] = {}
-    for path in sorted((ROOT / "domain").glob("*.yml")):
-        responses.update((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("responses") or {})
-    return responses
+    return load_responses(ROOT / "domain")
 
 
 def _say(language: str, name: str, **values: Any) -> str:
