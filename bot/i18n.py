@@ -201,6 +201,22 @@ def reply_language(
     return ReplyLanguage(closest, False, best, reason)
 
 
+def message_language(text: Optional[str], metadata: Any, languages: Sequence[str] = KNOWN_LANGUAGES) -> Optional[str]:
+    """Return the language a message is read in by the NLU: the reply language, None when too short to tell.
+
+    Args:
+        text: The message.
+        metadata: The message's metadata (the channel's locale hint is read from it).
+        languages: The languages to choose among.
+    """
+    hint = first_present(metadata.get(key) for key in LOCALE_KEYS) if isinstance(metadata, dict) else None
+    return reply_language(detect_language(text), languages, hint).code
+
+
+# Where channels put the customer's locale in a message's metadata (bot.constants.LANGUAGE_METADATA_KEYS).
+LOCALE_KEYS = ("language", "language_code", "locale")
+
+
 # --- saying things in the customer's language ------------------------------------------
 
 

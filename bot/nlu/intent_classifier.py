@@ -41,7 +41,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 from scipy.sparse import csr_matrix, hstack
 
-from bot.i18n import DEFAULT_LANGUAGE, KNOWN_LANGUAGES, detect_language, first_present, reply_language, tagged_language
+from bot.i18n import DEFAULT_LANGUAGE, message_language, tagged_language
 from bot.nlu.featurizer import sentence_embedding
 from bot.nlu.storage import load_model, save_model
 from bot.nlu.text import clauses, for_classifier, words
@@ -52,7 +52,6 @@ FALLBACK_INTENT = "nlu_fallback"
 OUT_OF_SCOPE_INTENT = "out_of_scope"
 PROBLEMS_KEY = "problems"
 METADATA_KEY = "metadata"
-HINT_KEYS = ("language", "language_code", "locale")
 CASE_INTENTS = ("order_status", "change_order", "cancel_order", "refund_return", "billing", "account_access",
                 "product_issue", "product_question", "complaint")
 
@@ -226,9 +225,7 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         """Return whether ``message`` is in a language other than the main one (and a model for it exists)."""
         if self.other is None:
             return False
-        metadata = message.get(METADATA_KEY)
-        hint = first_present(metadata.get(key) for key in HINT_KEYS) if isinstance(metadata, dict) else None
-        code = reply_language(detect_language(message.get(TEXT)), KNOWN_LANGUAGES, hint).code
+        code = message_language(message.get(TEXT), message.get(METADATA_KEY))
         return code is not None and code != self.config["main_language"]
 
     def _learn_threshold(
