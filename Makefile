@@ -61,9 +61,10 @@ test: $(SETUP_STAMP) validate $(MODEL) ## Run every check: ops YAML, Rasa data, 
 	@scripts/install-system-deps.sh
 	scripts/test-services.sh run $(PY) -m pytest
 
-bench: $(MODEL) ## Measure latency, throughput, memory, training time, and understanding of real messages (docs/benchmarks.md, docs/nlu.md)
+bench: $(MODEL) ## Measure latency, throughput, memory, training time, and understanding of real messages in every language (docs/benchmarks.md, docs/nlu.md)
 	$(PY) -m bench.run
 	$(PY) -m bench.realworld
+	$(PY) -m bench.languages
 	$(PY) -m bench.trackers
 	$(PY) -m bench.workers
 

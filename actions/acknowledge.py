@@ -22,13 +22,14 @@ from bot.constants import (
     OPEN_STATUSES,
     RESPONSE_GREETING,
     RESPONSE_GREETING_NAMED,
+    RESPONSE_LANGUAGE_UNCLEAR,
     SLOT_CASE_ADDITIONS,
     SLOT_CASE_ID,
     SLOT_CASE_TYPE,
     SLOT_CUSTOMER_NAME,
     SMALL_TALK_INTENTS,
 )
-from bot.language import guess_language
+from bot.nlu.language_guard import understood_as_written
 from bot.nlu.signals import read_signals
 
 UPSET_SCORE = 0.5
@@ -50,12 +51,14 @@ def _complaint_score(tracker: Tracker) -> float:
 def greet_if_new(dispatcher: CollectingDispatcher, tracker: Tracker, assistant_name: str) -> tuple[bool, bool]:
     """Greet the customer if the assistant has not spoken in this session yet.
 
-    The greeting uses the customer's first name when the channel gives one, and a
-    message in another language is told that a person will read it as written.
+    The greeting uses the customer's first name when the channel gives one, and is in
+    the customer's language (the ``language`` slot); a message that was not understood as
+    written (unclear, mixed, or in a language that is not switched on) is told that a
+    person will read it as written.
 
     Returns:
         Whether this is the first message of the conversation (and a greeting was sent),
-        and whether it is in a language other than English.
+        and whether it was not understood as written.
     """
     session = conversation.current_session(tracker.events)
     if conversation.has_bot_spoken(session):
@@ -66,10 +69,9 @@ def greet_if_new(dispatcher: CollectingDispatcher, tracker: Tracker, assistant_n
         dispatcher.utter_message(response=RESPONSE_GREETING_NAMED, customer_name=first, assistant_name=assistant_name)
     else:
         dispatcher.utter_message(response=RESPONSE_GREETING, assistant_name=assistant_name)
-    text = tracker.latest_message.get("text") or ""
-    foreign = guess_language(text, conversation.reported_language(session)) != "en"
+    foreign = not understood_as_written(tracker.latest_message)
     if foreign:
-        dispatcher.utter_message(response="utter_non_english")
+        dispatcher.utter_message(response=RESPONSE_LANGUAGE_UNCLEAR)
     return True, foreign
 
 
@@ -129,7 +131,7 @@ class ActionAcknowledge(ServiceAction):
 
         # An unclear message is acknowledged once, on the first message; after that the
         # "did you mean" question is the acknowledgement. What the classifier makes of a
-        # message in another language is a guess, so it is not acknowledged as if understood.
+        # message it could not read as written is a guess, so it is not acknowledged as if understood.
         acknowledge = (intent != INTENT_NLU_FALLBACK or first_message) and not foreign
         if acknowledge and intent in PRAISE_INTENTS and self._reads_as_complaint(tracker):
             # "thanks for nothing", "great job losing my parcel": never thank a complaint.

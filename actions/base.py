@@ -7,8 +7,10 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 from rasa_sdk import Action, Tracker
 
-from bot.constants import CASE_TYPE_GENERAL, form_name
+from bot.constants import ANSWER_SLOTS, CASE_TYPE_GENERAL, SLOT_CORRECTION, SLOT_LANGUAGE, form_name
+from bot.i18n import variation_text
 from bot.services import Services, default_services
+from bot.summary import SummaryWords
 
 DomainDict = Dict[str, Any]
 
@@ -35,13 +37,34 @@ class ServiceAction(Action, ABC):
         """Return the action's name as the domain lists it."""
 
 
-def response_text(domain: DomainDict, response: str) -> Optional[str]:
-    """Return the text of the first variation of ``response``, if the domain has one."""
-    variations = (domain.get("responses") or {}).get(response) or []
-    for variation in variations:
-        if isinstance(variation, Mapping) and variation.get("text"):
-            return str(variation["text"])
-    return None
+def response_text(domain: DomainDict, response: str, language: Optional[str] = None) -> Optional[str]:
+    """Return the text of ``response`` in ``language`` (else the main language's), if the domain has one."""
+    return variation_text(domain.get("responses") or {}, response, language)
+
+
+def customer_language(tracker: Tracker) -> Optional[str]:
+    """Return the language the conversation is held in (the ``language`` slot), if set."""
+    language = tracker.get_slot(SLOT_LANGUAGE)
+    return str(language) if language else None
+
+
+def summary_words(domain: DomainDict, language: Optional[str]) -> SummaryWords:
+    """Return the words summaries are put together with, in ``language`` (domain/languages.yml)."""
+    english = SummaryWords()
+
+    def text(response: str, default: str) -> str:
+        return response_text(domain, response, language) or default
+
+    return SummaryWords(
+        in_your_words=text("utter_summary_in_your_words", english.in_your_words),
+        you_added=text("utter_summary_you_added", english.you_added),
+        also=text("utter_summary_also", english.also),
+        labels={
+            slot: label
+            for slot in (*ANSWER_SLOTS, SLOT_CORRECTION)
+            if (label := response_text(domain, f"utter_answer_label_{slot}", language))
+        },
+    )
 
 
 def has_response(domain: DomainDict, response: str) -> bool:
@@ -60,11 +83,11 @@ def case_types(domain: DomainDict) -> list[str]:
     return [case_type for case_type in intents if form_name(case_type) in forms]
 
 
-def case_labels(domain: DomainDict) -> Dict[str, str]:
-    """Return case type -> label, from the ``utter_label_<case type>`` responses."""
+def case_labels(domain: DomainDict, language: Optional[str] = None) -> Dict[str, str]:
+    """Return case type -> label, from the ``utter_label_<case type>`` responses, in ``language``."""
     labels = {}
     for case_type in (*case_types(domain), CASE_TYPE_GENERAL):
-        labels[case_type] = response_text(domain, f"utter_label_{case_type}") or case_type.replace("_", " ")
+        labels[case_type] = response_text(domain, f"utter_label_{case_type}", language) or case_type.replace("_", " ")
     return labels
 
 

@@ -9,8 +9,9 @@ from rasa_sdk.events import EventType, SlotSet, UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.acknowledge import greet_if_new, pause_if_case_open
-from actions.base import DomainDict, ServiceAction, case_labels, case_types, response_text
+from actions.base import DomainDict, ServiceAction, case_labels, case_types, customer_language, response_text
 from bot import conversation
+from bot.nlu.language_guard import understood_as_written
 from bot.constants import (
     ACTION_ADD_DETAIL,
     ACTION_DID_YOU_MEAN,
@@ -18,20 +19,13 @@ from bot.constants import (
     CASE_TYPE_GENERAL,
     INTENT_SOMETHING_ELSE,
     RESPONSE_ASK_DESCRIBE,
+    RESPONSE_LANGUAGE_UNCLEAR,
     SLOT_CASE_ADDITIONS,
     SLOT_CASE_TYPE,
     SLOT_UNCLEAR_TWICE,
 )
 
 CHOICES = 2
-RESPONSE_NON_ENGLISH = "utter_non_english"
-SERVED_LANGUAGES = frozenset({"en"})
-
-
-def _in_another_language(tracker: Tracker) -> bool:
-    """Return whether the NLU pipeline read the latest message as another language."""
-    language = tracker.latest_message.get("language")
-    return isinstance(language, str) and language not in SERVED_LANGUAGES
 
 
 def _already_said(session: List[Dict[str, Any]], response: str) -> bool:
@@ -56,14 +50,15 @@ def _top_case_types(tracker: Tracker, known: List[str]) -> List[str]:
 
 def offer_choices(dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> List[EventType]:
     """Ask "did you mean" with the two likeliest case types and "something else" as buttons."""
-    labels = case_labels(domain)
+    language = customer_language(tracker)
+    labels = case_labels(domain, language)
     buttons: List[Dict[str, Any]] = [
         {"title": labels[case_type], "payload": f"/{case_type}"}
         for case_type in _top_case_types(tracker, case_types(domain))
     ]
     buttons.append(
         {
-            "title": response_text(domain, "utter_something_else_button") or "Something else",
+            "title": response_text(domain, "utter_something_else_button", language) or "Something else",
             "payload": f"/{INTENT_SOMETHING_ELSE}",
         }
     )
@@ -89,11 +84,11 @@ class ActionDidYouMean(Action):
         """Ask, or give up asking and pass it on."""
         session = conversation.current_session(tracker.events)
         before = conversation.last_bot_action_before_latest_message(session)
-        if _in_another_language(tracker):
-            # The choices would be a guess in a language the customer may not read; the
-            # offer to pass the message to a person is what helps.
-            if not _already_said(session, RESPONSE_NON_ENGLISH):
-                dispatcher.utter_message(response=RESPONSE_NON_ENGLISH)
+        if not understood_as_written(tracker.latest_message):
+            # The choices would be a guess at a message the assistant could not read as
+            # written; the offer to pass it to a person as written is what helps.
+            if not _already_said(session, RESPONSE_LANGUAGE_UNCLEAR):
+                dispatcher.utter_message(response=RESPONSE_LANGUAGE_UNCLEAR)
             return [SlotSet(SLOT_UNCLEAR_TWICE, False)]
         if before in (ACTION_DID_YOU_MEAN, RESPONSE_ASK_DESCRIBE):
             dispatcher.utter_message(response="utter_unclear_pass_on")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Dict, List
 
 from rasa_sdk import Tracker
 from rasa_sdk.events import ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.base import DomainDict, ServiceAction, case_labels, case_questions
+from actions.base import DomainDict, ServiceAction, case_labels, case_questions, customer_language, summary_words
 from bot import conversation
 from bot.cases import NewCase, TranscriptLine
 from bot.casefile import CaseFile, read_case_file
@@ -23,8 +24,10 @@ from bot.constants import (
     SLOT_CASE_ID,
     SLOT_CORRECTION,
 )
+from bot.eta import Promise
+from bot.i18n import promise_wording
 from bot.priority import case_priority
-from bot.services import opening_record, promise_and_queue, promise_for
+from bot.services import Services, opening_record, promise_and_queue, promise_for
 
 QUOTE_PRIORITY = "normal"
 
@@ -42,7 +45,19 @@ def _slots_with_correction(tracker: Tracker) -> tuple[Dict[str, Any], List[Event
 
 def _case_file(tracker: Tracker, domain: DomainDict) -> tuple[CaseFile, List[EventType]]:
     slots, events = _slots_with_correction(tracker)
-    return read_case_file(tracker.events, slots, case_labels(domain), case_questions(domain)), events
+    language = customer_language(tracker)
+    case_file = read_case_file(
+        tracker.events, slots, case_labels(domain, language), case_questions(domain), summary_words(domain, language)
+    )
+    return case_file, events
+
+
+def _promise_wording(services: Services, promise: Promise, now: datetime, tracker: Tracker, domain: DomainDict) -> str:
+    """Return the promise in the customer's language (English keeps bot.eta's wording)."""
+    hint = conversation.reported_language(conversation.current_session(tracker.events))
+    return promise_wording(
+        promise, now, services.support.calendar, domain.get("responses") or {}, customer_language(tracker), hint
+    )
 
 
 def _case_metadata(case_file: CaseFile, route: str) -> Dict[str, Any]:
@@ -96,6 +111,7 @@ class ActionHandoff(ServiceAction):
             case_file.public_post,
         )
         promise, queue = promise_and_queue(services, priority, now)
+        wording = _promise_wording(services, promise, now, tracker, domain)
         latest = conversation.user_events(tracker.events)[-1:]
         # The channel's message id, when it gave one: a message handled again after a crash
         # gets a new timestamp but keeps its id, and must not open a second case.
@@ -114,10 +130,14 @@ class ActionHandoff(ServiceAction):
                 priority=priority,
                 complaint_score=case_file.complaint_score,
                 promised_by=promise.deadline,
-                promise_wording=promise.wording,
+                promise_wording=wording,
                 handoff_key=f"{channel}:{tracker.sender_id}:{message_at}",
                 metadata={
-                    **_case_metadata(case_file, services.support.routing.channel_for(case_file.case_type, priority)),
+                    **_case_metadata(
+                        case_file,
+                        services.support.routing.channel_for(case_file.case_type, priority, case_file.language),
+                    ),
+                    **({"language_note": case_file.language_note} if case_file.language_note else {}),
                     **opening_record(promise, queue),
                 },
             ),
@@ -128,7 +148,7 @@ class ActionHandoff(ServiceAction):
             response="utter_handoff_named" if first else "utter_handoff",
             customer_name=first,
             case_id=case.id,
-            promise=promise.wording,
+            promise=wording,
         )
         return [*events, SlotSet(SLOT_CASE_ID, str(case.id)), ConversationPaused()]
 
@@ -145,6 +165,9 @@ class ActionTellResponseTime(ServiceAction):
     ) -> List[EventType]:
         """Quote the promise a new case of normal priority would get now."""
         services = self.services
-        promise = promise_for(services, QUOTE_PRIORITY, services.now())
-        dispatcher.utter_message(response="utter_response_time", promise=promise.wording)
+        now = services.now()
+        promise = promise_for(services, QUOTE_PRIORITY, now)
+        dispatcher.utter_message(
+            response="utter_response_time", promise=_promise_wording(services, promise, now, tracker, domain)
+        )
         return []

@@ -10,10 +10,17 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from bot import conversation
-from bot.constants import ANSWER_SLOTS, CASE_TYPE_GENERAL, SLOT_CASE_ADDITIONS, SLOT_CASE_TYPE
-from bot.language import guess_language
+from bot.constants import (
+    ANSWER_SLOTS,
+    CASE_TYPE_GENERAL,
+    SLOT_CASE_ADDITIONS,
+    SLOT_CASE_TYPE,
+    SLOT_LANGUAGE,
+    SLOT_LANGUAGE_NOTE,
+)
+from bot.i18n import CONFIDENT, DEFAULT_LANGUAGE, detect_language, language_code
 from bot.nlu.signals import read_signals
-from bot.summary import compose_summary
+from bot.summary import SummaryWords, compose_summary
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,9 @@ class CaseFile:
     customer_handle: str | None = None
     # The public post the conversation began with (``bot.conversation.public_post``), if any.
     public_post: Mapping[str, Any] | None = None
+    # Why the latest message was not understood as written, when it was not ("unclear or
+    # mixed", "not switched on: nl"); the desk card shows it beside the language.
+    language_note: str | None = None
 
 
 def _message_signals(event: Mapping[str, Any]) -> tuple[float, float]:
@@ -82,11 +92,26 @@ def other_problems(
     return list(found.values())
 
 
+def _case_language(slots: Mapping[str, Any], session: Sequence[Mapping[str, Any]], texts: str) -> str:
+    """Return the conversation's language.
+
+    The ``language`` slot (what the assistant answered in), else what the customer's
+    messages are confidently in, else what the channel reports, else English.
+    """
+    if slots.get(SLOT_LANGUAGE):
+        return str(slots[SLOT_LANGUAGE])
+    detection = detect_language(texts)
+    if detection.language and detection.confidence >= CONFIDENT:
+        return detection.language
+    return language_code(conversation.reported_language(session)) or DEFAULT_LANGUAGE
+
+
 def read_case_file(
     events: Sequence[Mapping[str, Any]],
     slots: Mapping[str, Any],
     case_labels: Mapping[str, str],
     case_questions: Mapping[str, Sequence[str]],
+    words: SummaryWords = SummaryWords(),
 ) -> CaseFile:
     """Read the case from the current conversation session.
 
@@ -95,6 +120,7 @@ def read_case_file(
         slots: The tracker's slots.
         case_labels: Case type -> how it reads for the customer ("Where my order is").
         case_questions: Case type -> the answer slots its form asks, in order.
+        words: The summary's words in the customer's language (English unless given).
     """
     session = conversation.current_session(events)
     users = conversation.user_events(session)
@@ -107,10 +133,11 @@ def read_case_file(
         answers,
         first_message,
         list(slots.get(SLOT_CASE_ADDITIONS) or []),
+        words,
     )
     also = other_problems(users, case_type, case_labels)
     if also:
-        summary += f" Also: {'; '.join(also)}."
+        summary += " " + words.also.format(problems="; ".join(also))
     scores = [_message_signals(event) for event in users]
     texts = " ".join(str(event.get("text") or "") for event in users if not str(event.get("text") or "").startswith("/"))
     return CaseFile(
@@ -119,7 +146,8 @@ def read_case_file(
         summary=summary,
         transcript=conversation.transcript(session),
         customer_name=conversation.customer_name(session) or conversation.customer_name(events),
-        language=guess_language(texts, conversation.reported_language(session)),
+        language=_case_language(slots, session, texts),
+        language_note=slots.get(SLOT_LANGUAGE_NOTE) or None,
         complaint_score=max((score for score, _ in scores), default=0.0),
         hostility=max((hostility for _, hostility in scores), default=0.0),
         intent_confidence=_case_confidence(users, case_type),

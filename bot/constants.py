@@ -57,6 +57,10 @@ SLOT_INVALID_ATTEMPTS = "invalid_attempts"
 SLOT_UNCLEAR_TWICE = "unclear_twice"
 SLOT_CASE_ID = "case_id"
 SLOT_REQUESTED = "requested_slot"
+# The customer's language (ISO 639-1) and, when their latest message was not understood as
+# written, why (domain/languages.yml).
+SLOT_LANGUAGE = "language"
+SLOT_LANGUAGE_NOTE = "language_note"
 
 # Answer slots, in the order they are summed up to the customer. (Like the intents and
 # case types above: one name a line, so a rename is a one-line change. The lists look
@@ -91,12 +95,14 @@ ACTION_HANDOFF = "action_handoff"
 ACTION_TELL_RESPONSE_TIME = "action_tell_response_time"
 ACTION_ADD_DETAIL = "action_add_detail"
 ACTION_FALLBACK = "action_fallback"
+ACTION_SET_LANGUAGE = "action_set_language"
 RESPONSE_ASK_DESCRIBE = "utter_ask_describe"
 RESPONSE_GREETING = "utter_greeting"
 RESPONSE_GREETING_NAMED = "utter_greeting_named"
 # The greeting, which a customer must never read twice in one conversation: the channels'
 # reply records send it at most once per customer and session (``bot.channels.base``).
 GREETING_RESPONSES: frozenset[str] = frozenset({RESPONSE_GREETING, RESPONSE_GREETING_NAMED})
+RESPONSE_LANGUAGE_UNCLEAR = "utter_language_unclear"
 ACTION_LISTEN = "action_listen"
 
 # --- channels ------------------------------------------------------------------
@@ -147,7 +153,7 @@ def priority_rank(priority: str) -> int:
 RESPONSES_SENT_BY_ACTIONS: tuple[str, ...] = (
     RESPONSE_GREETING,
     RESPONSE_GREETING_NAMED,
-    "utter_non_english",
+    "utter_language_unclear",
     "utter_ack_upset",
     "utter_ack_mixed_feelings",
     "utter_did_you_mean",
@@ -167,3 +173,6 @@ RESPONSES_SENT_BY_ACTIONS: tuple[str, ...] = (
 ACK_RESPONSE_PREFIX = "utter_ack_"
 LABEL_RESPONSE_PREFIX = "utter_label_"
 ASK_RESPONSE_PREFIX = "utter_ask_"
+# Pieces of sentences composed in code in the customer's language (domain/languages.yml):
+# the promise, the summary, and how each answer is named in it.
+COMPOSED_RESPONSE_PREFIXES: tuple[str, ...] = ("utter_promise_", "utter_summary_", "utter_answer_label_")

@@ -24,6 +24,7 @@ from bot.constants import (
     ASK_RESPONSE_PREFIX,
     CASE_TYPE_GENERAL,
     INTENT_REQUEST_HUMAN,
+    COMPOSED_RESPONSE_PREFIXES,
     LABEL_RESPONSE_PREFIX,
     RESPONSES_SENT_BY_ACTIONS,
     form_name,
@@ -56,7 +57,7 @@ class Report:
 def _responses_used_outside_rules(domain: "Domain") -> set[str]:
     used = set(RESPONSES_SENT_BY_ACTIONS)
     used.update(f"{ACK_RESPONSE_PREFIX}{intent}" for intent in domain.intents)
-    used.update(name for name in domain.responses if name.startswith(LABEL_RESPONSE_PREFIX))
+    used.update(name for name in domain.responses if name.startswith((LABEL_RESPONSE_PREFIX, *COMPOSED_RESPONSE_PREFIXES)))
     for form, definition in domain.forms.items():
         for slot in definition.get("required_slots", []):
             used.add(f"{ASK_RESPONSE_PREFIX}{slot}")

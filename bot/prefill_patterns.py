@@ -47,7 +47,10 @@ _NOT_AN_ORDER_BEFORE = _rx(
 )
 _ORDER_CUE = _rx(
     r"#|\b(?:orders?|ordered|purchased?|bought|ref|reference|booking|parcel|package|delivery|shipment|tracking|"
-    r"item|invoice|receipt|returns?|refund|exchange|cancel\w*|change|check|track\w*|status)\b"
+    r"item|invoice|receipt|returns?|refund|exchange|cancel\w*|change|check|track\w*|status"
+    # the same cues in Spanish, French, German, Portuguese and Italian
+    r"|pedidos?|encomendas?|commandes?|bestell\w*|ordin[ei]|paquete|paquet|pakete?|pacco|envio|env[ií]o|"
+    r"lieferung|livraison|consegna|entrega|n[uú]mero|num[eé]ro|nummer|numero|rechnung|factura|facture|fattura|fatura)\b"
 )
 
 # --- delivery -----------------------------------------------------------------------------

@@ -15,7 +15,11 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Z
 _NOT_KNOWN = re.compile(
     r"^\s*(no|nope|nah|skip|n/?a|none|idk|dunno|pass)\s*[.!]*\s*$"
     r"|\b(don'?t|do not|dont|can'?t|cannot|couldn'?t|didn'?t) (have|know|remember|find|get|see)\b"
-    r"|\bno idea\b|\bnot sure\b|\blost (it|the)\b|\bdeleted\b|\bno (email|order number|number)\b",
+    r"|\bno idea\b|\bnot sure\b|\blost (it|the)\b|\bdeleted\b|\bno (email|order number|number)\b"
+    # What the questions in the other languages suggest saying, and the usual ways of saying it.
+    r"|^\s*(saltar|passer|[üu]berspringen|salta|pular|nein|non|nada|aucun|keine?|nessuno)\s*[.!]*\s*$"
+    r"|\bno (lo|la) tengo\b|\bno (lo )?s[eé]\b|\bje (ne l'ai|l'ai) pas\b|\bje (ne )?sais pas\b"
+    r"|\bhab (ich|sie|es) nicht\b|\bwei[sß] (ich )?nicht\b|\bn[aã]o (o )?(tenho|sei)\b|\bnon ce l'ho\b|\bnon (lo )?so\b",
     re.IGNORECASE,
 )
 _WORD_CHARS = re.compile(r"\w", re.UNICODE)

@@ -120,13 +120,26 @@ def test_a_new_session_is_greeted_again(services: Any, domain: Dict) -> None:
     assert sent(dispatcher) == ["utter_greeting", "utter_ack_greet"]
 
 
-def test_a_message_in_another_language_is_told_a_person_will_read_it(services: Any, domain: Dict) -> None:
+def test_a_message_not_understood_as_written_is_told_a_person_will_read_it(services: Any, domain: Dict) -> None:
+    message = user("hallo, mijn bestelling is nog steeds niet aangekomen", "nlu_fallback", 0.0)
+    message["parse_data"]["language_detection"] = {
+        "code": "de", "understood": False, "detected": "nl", "reason": "not switched on"
+    }
     dispatcher = CollectingDispatcher()
-    ActionAcknowledge(services).run(
-        dispatcher, tracker([user("hola, mi pedido no ha llegado todavía", "nlu_fallback", 0.2)]), domain
-    )
+    ActionAcknowledge(services).run(dispatcher, tracker([message], {"language": "de"}), domain)
 
-    assert sent(dispatcher) == ["utter_greeting", "utter_non_english"]
+    assert sent(dispatcher) == ["utter_greeting", "utter_language_unclear"]
+
+
+def test_a_message_in_a_switched_on_language_is_acknowledged(services: Any, domain: Dict) -> None:
+    message = user("hola, mi pedido no ha llegado todavía", "order_status", 0.8)
+    message["parse_data"]["language_detection"] = {"code": "es", "understood": True, "detected": "es", "reason": "detected"}
+    dispatcher = CollectingDispatcher()
+    events = ActionAcknowledge(services).run(dispatcher, tracker([message], {"language": "es"}), domain)
+
+    # "no ha llegado todavía" reads as let down: sorry, after the acknowledgement.
+    assert sent(dispatcher) == ["utter_greeting", "utter_ack_order_status", "utter_ack_upset"]
+    assert SlotSet("case_type", "order_status") in events
 
 
 def test_an_upset_customer_hears_sorry_once(services: Any, domain: Dict) -> None:
@@ -702,10 +715,12 @@ def test_a_resolved_case_lets_the_bot_greet_the_customer_again(services: Any, do
     assert sent(dispatcher) == ["utter_greeting_named", "utter_ack_greet"]
 
 
-def test_a_message_in_another_language_is_offered_a_person_not_english_choices(domain: Dict) -> None:
-    message = user("mi pedido no ha llegado", "nlu_fallback", 0.0)
-    message["parse_data"]["language"] = "es"
-    events = [message, bot("Hi there!"), bot("I can only read English for now...", utter_action="utter_non_english")]
+def test_a_message_not_understood_is_offered_a_person_not_guessed_choices(domain: Dict) -> None:
+    message = user("mi order no llega, ya van 2 weeks", "nlu_fallback", 0.0)
+    message["parse_data"]["language_detection"] = {
+        "code": "es", "understood": False, "detected": "nl", "reason": "unclear or mixed"
+    }
+    events = [message, bot("Hi there!"), bot("I couldn't read your message...", utter_action="utter_language_unclear")]
     dispatcher = CollectingDispatcher()
     result = ActionDidYouMean().run(dispatcher, tracker([message] + events[1:]), domain)
 
@@ -714,4 +729,4 @@ def test_a_message_in_another_language_is_offered_a_person_not_english_choices(d
 
     fresh = CollectingDispatcher()
     ActionDidYouMean().run(fresh, tracker([message]), domain)
-    assert sent(fresh) == ["utter_non_english"]
+    assert sent(fresh) == ["utter_language_unclear"]

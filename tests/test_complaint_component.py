@@ -195,3 +195,43 @@ def test_invalid_threshold_raises(tmp_path: Path, threshold: Any) -> None:
 def test_non_numeric_threshold_raises(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="could not convert string to float: 'high'"):
         make_component(tmp_path, threshold="high")
+
+
+SPANISH_TRAINING: Dict[str, List[str]] = {
+    "complaint": ["el peor servicio", "nadie contesta mis correos", "que verguenza de atencion", "estoy harto de esperar",
+                  "nunca mas compro aqui", "muy decepcionado con vosotros"],
+    "thank": ["muchas gracias", "gracias por la ayuda", "mil gracias"],
+    "product_question": ["lo teneis en azul", "cuanto cuesta el colchon", "es impermeable"],
+}
+
+
+def test_another_language_gets_its_own_model_and_english_reads_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "en").mkdir()
+    english_only = trained(tmp_path / "en", monkeypatch)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache.sqlite"))
+    tagged = {"intent": {"language": "es"}}
+    messages = embedded(
+        [Message(data={TEXT: t, INTENT: i}) for i, texts in TRAINING.items() for t in texts]
+        + [Message(data={TEXT: t, INTENT: i, "metadata": tagged}) for i, texts in SPANISH_TRAINING.items() for t in texts]
+    )
+    (tmp_path / "both").mkdir()
+    both = make_component(tmp_path / "both", case_intents=sorted(CASES))
+    both.train(TrainingData(messages))
+
+    assert english_only.other is None and both.other is not None
+    assert both.threshold == english_only.threshold
+    english = "thanks a lot, third delay this week"
+    [a] = both.process(embedded([parsed(english, "thank", 0.8)]))
+    [b] = english_only.process(embedded([parsed(english, "thank", 0.8)]))
+    assert a.get(COMPLAINT_KEY) == b.get(COMPLAINT_KEY)
+
+    loaded = ComplaintSignal.load(
+        {**ComplaintSignal.get_default_config(), "case_intents": sorted(CASES)}, LocalModelStorage(tmp_path / "both"),
+        Resource("complaint"), ExecutionContext(GraphSchema({}), "test"),
+    )
+    assert loaded.other is not None and loaded.other[1] == both.other[1]
+    spanish = "una verguenza, nadie me contesta y estoy harto"
+    [c] = loaded.process(embedded([parsed(spanish, "complaint", 0.6)]))
+    assert c.get(COMPLAINT_KEY)["is_complaint"] is True

@@ -121,7 +121,7 @@ def test_the_card_of_a_plain_case(store: CaseStore) -> None:
 
     assert text == f"Case #{case.id} · normal · Refund return · Maria (telegram)"
     assert blocks[1]["text"]["text"] == "Normal priority\n:hourglass_flowing_sand: *Waiting* for 10 min"
-    assert blocks[2]["fields"][1]["text"] == "*Language*\nde"
+    assert blocks[2]["fields"][1]["text"] == "*Language*\nGerman (de)"
     assert blocks[3]["text"]["text"] == ":alarm_clock: Promise due in 20 min (the customer was told “by 10:30”)"
     # Only the last six lines of the transcript.
     assert blocks[6]["text"]["text"].splitlines()[1:] == [f"*Customer:* line {n}" for n in range(2, 8)]

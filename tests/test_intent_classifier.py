@@ -254,3 +254,54 @@ def test_the_bounded_cache_forgets_the_least_recently_used() -> None:
     cache["c"] = 3
 
     assert list(cache) == ["a", "c"]
+
+
+# --- languages -----------------------------------------------------------------------------
+
+SPANISH: Dict[str, List[str]] = {
+    "order_status": ["donde esta mi pedido", "mi paquete no ha llegado", "el seguimiento no se mueve",
+                     "cuando llega mi pedido", "mi pedido llega tarde", "todavia no tengo mi pedido"],
+    "account_access": ["no puedo entrar en mi cuenta", "olvide mi contraseña", "mi cuenta esta bloqueada",
+                       "no me llega el codigo", "no puedo iniciar sesion", "cambiar mi contraseña"],
+    "billing": ["me cobraron dos veces", "un cargo que no conozco", "el pago fue rechazado", "me cobraron de mas",
+                "cobro doble en mi tarjeta", "mi pago fallo"],
+    "out_of_scope": ["que tiempo hace mañana", "cuentame un chiste", "quien gano el partido", "receta de paella",
+                     "recomiendame una pelicula", "cuanto es 12 por 7"],
+}
+
+
+def _with_spanish() -> TrainingData:
+    spanish = [
+        Message(data={TEXT: text, INTENT: intent, "metadata": {"intent": {"language": "es"}}})
+        for intent, texts in SPANISH.items()
+        for text in texts
+    ]
+    return TrainingData(training_data().intent_examples + spanish)
+
+
+def test_another_language_gets_its_own_model_and_the_main_one_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    english_only = trained(tmp_path / "en", monkeypatch)
+    (tmp_path / "both").mkdir()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache.sqlite"))
+    both = BlendedIntentClassifier.create(
+        BlendedIntentClassifier.get_default_config(), LocalModelStorage(tmp_path / "both"), Resource("clf"), _context()
+    )
+    both.train(featurizer().process_training_data(_with_spanish()))
+
+    assert english_only.other is None and both.other is not None
+    # An English message is read by a model trained as if no other language existed.
+    assert parse(both, "they charged me twice").get("intent_ranking") == parse(
+        english_only, "they charged me twice"
+    ).get("intent_ranking")
+    assert both.threshold == english_only.threshold
+    # A Spanish one by the model that knows Spanish.
+    assert parse(both, "hola, me habeis cobrado dos veces el mismo pedido").get(INTENT)["name"] == "billing"
+    assert parse(both, "no puedo entrar en mi cuenta, la contraseña no funciona").get(INTENT)["name"] == "account_access"
+
+    loaded = BlendedIntentClassifier.load(
+        BlendedIntentClassifier.get_default_config(), LocalModelStorage(tmp_path / "both"), Resource("clf"), _context()
+    )
+    assert loaded.other is not None and loaded.other[2] == both.other[2]
+    assert parse(loaded, "hola, me habeis cobrado dos veces el mismo pedido").get(INTENT)["name"] == "billing"

@@ -10,6 +10,7 @@ import pytest
 from bot.eta.calendar import END_OF_DAY, BusinessCalendar
 from bot.eta.estimate import QueueSnapshot, ServiceTargets, estimate_promise
 from bot.ops import (
+    Languages,
     SUPPORT_FILE_ENV,
     Brand,
     OpsConfigError,
@@ -32,13 +33,14 @@ NINE_TO_FIVE = ((time(9), time(17)),)
 # The clock every test here reads: public holidays are expanded for 2025 to 2028.
 TODAY = "2026-12-06T12:00:00+00:00"
 MINIMAL_OK = (
-    "OK (Test Shop, Europe/London, open 39 hours a week, 2 holidays, 2 routing rules)\n"
+    "OK (Test Shop, Europe/London, open 39 hours a week, 2 holidays, 2 routing rules, answers in en)\n"
     "Next closed days: Fri 2026-12-25 Christmas Day; Mon 2026-12-28 Boxing Day (substitute day)"
 )
 # England's bank holidays of 2025 to 2028: eight a year, and a substitute day for each
 # one that falls on a weekend (one in 2026, two in 2027, one in 2028), 36 in all.
 SHIPPED_OK = (
-    "OK (Northwind Goods, Europe/London, open 74 hours a week, 36 holidays, 2 routing rules)\n"
+    "OK (Northwind Goods, Europe/London, open 74 hours a week, 36 holidays, 4 routing rules, "
+    "answers in en, es, fr, de, pt, it)\n"
     "Next closed days: Fri 2026-12-25 Christmas Day; Sat 2026-12-26 Boxing Day; "
     "Mon 2026-12-28 Boxing Day (observed); Fri 2027-01-01 New Year's Day; Fri 2027-03-26 Good Friday"
 )
@@ -113,7 +115,9 @@ def test_shipped_support_yml_loads_with_the_documented_values() -> None:
         default="#support-queue",
         case_types={"billing": "#support-billing"},
         priorities={"urgent": "#support-leads"},
+        languages={"de": "#support-de", "fr": "#support-fr"},
     )
+    assert config.languages == Languages(answer_in=("en", "es", "fr", "de", "pt", "it"))
 
 
 def test_country_holidays_add_up_with_dates_listed_by_hand(tmp_path: Path) -> None:
@@ -846,3 +850,75 @@ def test_check_main_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"{path}: file not found\n"
+
+
+# --- languages ---------------------------------------------------------------------------
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "support.yml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_languages_and_routing_by_language_are_read(tmp_path: Path) -> None:
+    text = SHIPPED.read_text(encoding="utf-8")
+    config = load_support_config(_write(tmp_path, text))
+
+    assert config.routing.channel_for("billing", "normal", "de") == "#support-de"
+    assert config.routing.channel_for("billing", "normal", "es") == "#support-billing"
+    assert config.routing.channel_for("billing", "urgent", "de") == "#support-leads"
+    assert config.routing.channel_for("order_status", "normal", None) == "#support-queue"
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "message"),
+    [
+        ("answer_in: [en, es, fr, de, pt, it]", "answer_in: [en, es, nl]",
+         "languages.answer_in: unknown language; known languages are en, es, fr, de, pt, it (got 'nl')"),
+        ("answer_in: [en, es, fr, de, pt, it]", "answer_in: [en, es, en]", "languages.answer_in: listed twice (got 'en')"),
+        ("answer_in: [en, es, fr, de, pt, it]", "answer_in: []", "languages.answer_in must name at least one language"),
+        ('languages: {de: "#support-de", fr: "#support-fr"}', 'languages: {deu: "#support-de"}',
+         "routing.languages: unknown language"),
+    ],
+)
+def test_a_mistake_in_languages_names_its_line(tmp_path: Path, replace: str, by: str, message: str) -> None:
+    text = SHIPPED.read_text(encoding="utf-8")
+    assert replace in text
+    path = _write(tmp_path, text.replace(replace, by))
+    line = text[: text.index(replace)].count("\n") + 1
+
+    with pytest.raises(OpsConfigError) as raised:
+        load_support_config(path)
+
+    assert f"support.yml:{line}: {message}" in str(raised.value)
+
+
+def test_check_lists_every_response_missing_a_switched_on_language(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    domain = tmp_path / "domain"
+    domain.mkdir()
+    (domain / "responses.yml").write_text(
+        "responses:\n"
+        "  utter_hi:\n"
+        '    - text: "Hi"\n'
+        '    - condition: [{type: slot, name: language, value: es}]\n'
+        '      text: "Hola"\n'
+        "  utter_bye:\n"
+        '    - text: "Bye"\n',
+        encoding="utf-8",
+    )
+    support = _write(tmp_path, SHIPPED.read_text(encoding="utf-8").replace(
+        "answer_in: [en, es, fr, de, pt, it]", "answer_in: [en, es, fr]"))
+
+    assert check_main([str(support), "--domain", str(domain)]) == 1
+
+    errors = capsys.readouterr().err.splitlines()
+    where = domain / "responses.yml"
+    assert errors == [
+        f"{where}:2: utter_hi has no 'fr' variation (add one with condition [{{type: slot, name: language, value: fr}}])",
+        f"{where}:6: utter_bye has no 'es' variation (add one with condition [{{type: slot, name: language, value: es}}])",
+        f"{where}:6: utter_bye has no 'fr' variation (add one with condition [{{type: slot, name: language, value: fr}}])",
+        f"3 responses missing a language switched on in {support} (languages.answer_in)",
+    ]

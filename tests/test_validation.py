@@ -157,3 +157,18 @@ def test_free_text_cap_counts_after_whitespace_collapse() -> None:
     text = "a" + " " * 2000 + "b"
 
     assert free_text(text) == "a b"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["no lo tengo", "je ne l'ai pas", "hab ich nicht", "não tenho", "non ce l'ho", "saltar", "passer", "überspringen",
+     "salta", "pular", "no sé", "weiß ich nicht"],
+)
+def test_not_known_in_the_other_languages(text: str) -> None:
+    # What utter_invalid_order_number and utter_invalid_email suggest saying, in each language.
+    assert says_not_known(text) is True
+
+
+@pytest.mark.parametrize("text", ["AC-2291734", "non-stop delivery please", "salta@example.com", "nonsense"])
+def test_not_known_is_not_read_into_answers(text: str) -> None:
+    assert says_not_known(text) is False

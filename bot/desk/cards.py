@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from bot.constants import PUBLIC_POST_KEY, STATUS_CLAIMED, STATUS_CLOSED, STATUS_RESOLVED, STATUS_WAITING
 from bot.desk import messages
 from bot.desk.text import clip, countdown_words, duration_words, escape, quote
+from bot.i18n import NAMES
 
 if TYPE_CHECKING:
     from bot.cases import Case
@@ -180,6 +181,14 @@ def _previous(previous: Sequence[Case]) -> str:
     return "Previous cases: " + ", ".join(shown) + more
 
 
+def language_line(case: Case) -> str:
+    """Return the case's language by name ("German (de)"), and why the assistant could not read it, if so."""
+    name = NAMES.get(case.language)
+    line = f"{name} ({case.language})" if name else case.language
+    note = (case.metadata or {}).get("language_note")
+    return f"{line} · not understood as written: {note}" if note else line
+
+
 def card(
     case: Case, previous: Sequence[Case], now: datetime, *, undelivered_updates: int = 0
 ) -> tuple[str, list[dict[str, Any]]]:
@@ -192,7 +201,7 @@ def card(
             "type": "section",
             "fields": [
                 {"type": "mrkdwn", "text": f"*Customer*\n{clip(customer_label(case), 1900)}"},
-                {"type": "mrkdwn", "text": f"*Language*\n{escape(case.language)}"},
+                {"type": "mrkdwn", "text": f"*Language*\n{escape(language_line(case))}"},
             ],
         },
     ]

@@ -37,6 +37,7 @@ from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, PREDICTED_CONFIDE
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from bot.i18n import DEFAULT_LANGUAGE, message_language, tagged_language
 from bot.nlu.featurizer import sentence_embedding
 from bot.nlu.signals import read_signals
 from bot.nlu.storage import load_model, save_model
@@ -110,6 +111,8 @@ class ComplaintSignal(GraphComponent):
         self._storage = model_storage
         self._resource = resource
         self.model: Any = None
+        # For messages in the other languages: (model, threshold), when trained with them.
+        self.other: Optional[tuple[Any, float]] = None
 
     # The signature is Rasa's GraphComponent.create, the same in every component (the graph calls it).
     @classmethod
@@ -129,21 +132,45 @@ class ComplaintSignal(GraphComponent):
         return LogisticRegression(C=self._c, max_iter=2000, class_weight="balanced", random_state=42)
 
     def train(self, training_data: TrainingData) -> Resource:
-        """Fit the embedding model on labels derived from the intents; pick the threshold."""
+        """Fit the embedding model on labels derived from the intents; pick the threshold.
+
+        As the intent classifier does, the main language's model learns from its examples
+        alone (those with no ``language`` tag), so adding a language does not move how the
+        main one is read; when there are tagged examples, a second model learns from every
+        example and reads the messages in the other languages.
+        """
         examples = [m for m in training_data.intent_examples if m.get(TEXT) and sentence_embedding(m) is not None]
-        labels = np.asarray([
-            complaint_label(m.get(INTENT), m.get(TEXT), self._complaint_intents, self._case_intents) for m in examples
-        ])
-        if examples and 0 < labels.sum() < len(labels):
-            embeddings = np.vstack([sentence_embedding(m) for m in examples])
-            lexical = np.asarray([read_signals(m.get(TEXT)).complaint_score for m in examples])
-            self.model = self._regression().fit(embeddings, labels)
-            if self._fixed_threshold is None:
-                self.threshold = self._cross_validated_threshold(embeddings, lexical, labels)
-            logger.info("Complaint threshold %.2f (%d examples, %d complaints)", self.threshold, len(labels), labels.sum())
+        main = [m for m in examples if not tagged_language(m.get("metadata"))]
+        fitted = self._fit(main)
+        if fitted is not None:
+            self.model, self.threshold = fitted
+        if len(main) < len(examples):
+            self.other = self._fit(examples)
         self.persist()
         assert self._resource is not None
         return self._resource
+
+    def _fit(self, examples: List[Message]) -> Optional[tuple[Any, float]]:
+        """Fit a model and its threshold on ``examples``; None when they hold one label only."""
+        labels = np.asarray([
+            complaint_label(m.get(INTENT), m.get(TEXT), self._complaint_intents, self._case_intents) for m in examples
+        ])
+        if not examples or not 0 < labels.sum() < len(labels):
+            return None
+        embeddings = np.vstack([sentence_embedding(m) for m in examples])
+        lexical = np.asarray([read_signals(m.get(TEXT)).complaint_score for m in examples])
+        model = self._regression().fit(embeddings, labels)
+        threshold = self._fixed_threshold or self._cross_validated_threshold(embeddings, lexical, labels)
+        logger.info("Complaint threshold %.2f (%d examples, %d complaints)", threshold, len(labels), labels.sum())
+        return model, threshold
+
+    def _for(self, message: Message) -> tuple[Any, float]:
+        """Return the model and threshold for ``message``'s language."""
+        if self.other is not None:
+            code = message_language(message.get(TEXT), message.get("metadata"))
+            if code is not None and code != DEFAULT_LANGUAGE:
+                return self.other
+        return self.model, self.threshold
 
     def _cross_validated_threshold(self, embeddings: np.ndarray, lexical: np.ndarray, labels: np.ndarray) -> float:
         from sklearn.metrics import f1_score
@@ -161,15 +188,16 @@ class ComplaintSignal(GraphComponent):
         """Add the ``complaint`` key; turn praise that reads as a complaint into one."""
         for message in messages:
             text = message.get(TEXT)
+            model, threshold = self._for(message)
             signals = read_signals(text)
             intent = message.get(INTENT) or {}
-            score = max(signals.complaint_score, self._learned_score(message), self._intent_evidence(intent))
+            score = max(signals.complaint_score, self._learned_score(message, model), self._intent_evidence(intent))
             praise = intent.get(INTENT_NAME_KEY) in self._praise_intents
-            if praise and score < self.threshold:
+            if praise and score < threshold:
                 # "another week without my package. love it. thanks a lot": the thanks
                 # drown the grievance in the whole message, not in its own clause.
-                score = max(score, self._worst_clause(text))
-            is_complaint = bool(text) and score >= self.threshold
+                score = max(score, self._worst_clause(text, model))
+            is_complaint = bool(text) and score >= threshold
             sarcasm = is_complaint and praise
             if sarcasm:
                 message.set(INTENT, {INTENT_NAME_KEY: "complaint", PREDICTED_CONFIDENCE_KEY: round(score, 3)},
@@ -189,30 +217,36 @@ class ComplaintSignal(GraphComponent):
         # guess alone does not make a complaint.
         return float(intent.get(PREDICTED_CONFIDENCE_KEY) or 0.0) * 0.9
 
-    def _worst_clause(self, text: Optional[str]) -> float:
+    def _worst_clause(self, text: Optional[str], model: Any) -> float:
         parts = clauses(text)
         if len(parts) < 2:
             return 0.0
         lexical = max(read_signals(part).complaint_score for part in parts)
-        if self.model is None:
+        if model is None:
             return lexical
         from bot.nlu.featurizer import embed_recent
 
-        learned = self.model.predict_proba(embed_recent(parts))[:, 1].max()
+        learned = model.predict_proba(embed_recent(parts))[:, 1].max()
         return max(lexical, float(learned))
 
-    def _learned_score(self, message: Message) -> float:
-        if self.model is None:
+    @staticmethod
+    def _learned_score(message: Message, model: Any) -> float:
+        if model is None:
             return 0.0
         embedding = sentence_embedding(message)
         if embedding is None:
             return 0.0
-        return float(self.model.predict_proba(embedding[None, :])[0, 1])
+        return float(model.predict_proba(embedding[None, :])[0, 1])
 
     def persist(self) -> None:
         """Save the model and the threshold."""
         if self._storage is not None and self._resource is not None:
-            save_model(self._storage, self._resource, self.model, {"threshold": self.threshold})
+            meta: Dict[str, Any] = {"threshold": self.threshold}
+            saved: Any = self.model
+            if self.other is not None:
+                saved = {"model": self.model, "other_model": self.other[0]}
+                meta["other_threshold"] = self.other[1]
+            save_model(self._storage, self._resource, saved, meta)
 
     # The signature is Rasa's GraphComponent.load, the same in every trained component.
     @classmethod
@@ -232,6 +266,10 @@ class ComplaintSignal(GraphComponent):
             logger.warning("ComplaintSignal: nothing to load (%s); lexical cues only", error)
             return component
         component.threshold = float(meta["threshold"])
+        if "other_threshold" in meta and isinstance(component.model, dict):
+            saved = component.model
+            component.model = saved["model"]
+            component.other = (saved["other_model"], float(meta["other_threshold"]))
         return component
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:

@@ -15,6 +15,14 @@ rejects at most ``max_in_scope_rejection`` of them. A message whose top intent s
 below it becomes ``nlu_fallback`` (the "did you mean" path). Messages that are clearly
 about something else are caught by the ``out_of_scope`` intent, trained on examples
 of what customers ask that a brand's support cannot help with.
+
+Languages: examples tagged with another language (``metadata: {language: es}`` on the
+intent block, data/nlu/languages/) train a second model over every example, English
+included (customers mix English words in); the main language's model is trained on its
+own examples alone, exactly as without the other languages. Each message goes to the
+model of the language it is in (``bot.i18n``, lingua with the channel's locale as hint;
+a message too short to tell goes to the main language's). So adding a language cannot
+move the main language's understanding (docs/nlu.md, "Languages").
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 from scipy.sparse import csr_matrix, hstack
 
+from bot.i18n import DEFAULT_LANGUAGE, message_language, tagged_language
 from bot.nlu.featurizer import sentence_embedding
 from bot.nlu.storage import load_model, save_model
 from bot.nlu.text import clauses, for_classifier, words
@@ -42,6 +51,7 @@ logger = logging.getLogger(__name__)
 FALLBACK_INTENT = "nlu_fallback"
 OUT_OF_SCOPE_INTENT = "out_of_scope"
 PROBLEMS_KEY = "problems"
+METADATA_KEY = "metadata"
 CASE_INTENTS = ("order_status", "change_order", "cancel_order", "refund_return", "billing", "account_access",
                 "product_issue", "product_question", "complaint")
 
@@ -117,6 +127,11 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             occur in the training examples is unclear (``nlu_fallback``) whatever the model
             says: "blorp the frobnicator" is not a product question (default 0.34).
         max_iter: Solver iterations (default 3000).
+        main_language: The language of untagged examples (default ``en``); examples tagged
+            with another train the model that reads messages in the other languages.
+        other_language_weight: How much each example of another language counts in that
+            model against one of the main language's (default 4.0): there are far fewer of
+            them, and without it the main language's examples decide every close call.
     """
 
     @staticmethod
@@ -133,6 +148,8 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             "problem_confidence": 0.5,
             "min_known_words": 0.34,
             "max_iter": 3000,
+            "main_language": DEFAULT_LANGUAGE,
+            "other_language_weight": 4.0,
         }
 
     @staticmethod
@@ -151,6 +168,8 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         self.model: Any = None
         self.threshold = 0.0
         self.uses_embedding = False
+        # The model for messages in the other languages: (features, model, threshold).
+        self.other: Optional[Tuple[TextFeatures, Any, float]] = None
 
     # The signature is Rasa's GraphComponent.create, the same in every component (the graph calls it).
     @classmethod
@@ -175,18 +194,44 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         examples = [m for m in training_data.intent_examples if m.get(TEXT) and m.get(INTENT)]
         if len({m.get(INTENT) for m in examples}) < 2:
             raise ValueError("BlendedIntentClassifier needs examples of at least two intents")
-        texts = [for_classifier(m.get(TEXT)) for m in examples]
-        labels = np.asarray([m.get(INTENT) for m in examples])
-        embeddings = self._embeddings(examples)
-        self.uses_embedding = embeddings is not None
-        self.features = TextFeatures(float(self.config["dense_weight"])).fit(texts)
-        self.model = self._logistic_regression().fit(self.features.transform(texts, embeddings), labels)
-        self.threshold = self._learn_threshold(texts, labels, embeddings)
-        logger.info("Intent rejection threshold %.3f (cross-validated on %d examples)", self.threshold, len(texts))
+        main = [m for m in examples if self._example_language(m) == self.config["main_language"]]
+        self.uses_embedding = self._embeddings(examples[:1]) is not None
+        self.features, self.model, self.threshold = self._fit(main)
+        logger.info("Intent rejection threshold %.3f (cross-validated on %d examples)", self.threshold, len(main))
+        if len(main) < len(examples):
+            weight = float(self.config["other_language_weight"])
+            main_ids = {id(m) for m in main}
+            self.other = self._fit(examples, [1.0 if id(m) in main_ids else weight for m in examples])
+            logger.info("Other languages: rejection threshold %.3f (%d examples)", self.other[2], len(examples))
         self.persist()
         return self._resource
 
-    def _learn_threshold(self, texts: List[str], labels: np.ndarray, embeddings: Optional[np.ndarray]) -> float:
+    def _example_language(self, example: Message) -> str:
+        return tagged_language(example.get(METADATA_KEY)) or str(self.config["main_language"])
+
+    def _fit(
+        self, examples: List[Message], weights: Optional[List[float]] = None
+    ) -> Tuple[TextFeatures, Any, float]:
+        """Fit features and a model on ``examples`` (each counted by its weight); learn their rejection threshold."""
+        texts = [for_classifier(m.get(TEXT)) for m in examples]
+        labels = np.asarray([m.get(INTENT) for m in examples])
+        embeddings = self._embeddings(examples)
+        features = TextFeatures(float(self.config["dense_weight"])).fit(texts)
+        sample_weight = None if weights is None else np.asarray(weights)
+        model = self._logistic_regression().fit(features.transform(texts, embeddings), labels, sample_weight=sample_weight)
+        return features, model, self._learn_threshold(texts, labels, embeddings, sample_weight)
+
+    def _reads_other_language(self, message: Message) -> bool:
+        """Return whether ``message`` is in a language other than the main one (and a model for it exists)."""
+        if self.other is None:
+            return False
+        code = message_language(message.get(TEXT), message.get(METADATA_KEY))
+        return code is not None and code != self.config["main_language"]
+
+    def _learn_threshold(
+        self, texts: List[str], labels: np.ndarray, embeddings: Optional[np.ndarray],
+        sample_weight: Optional[np.ndarray] = None,
+    ) -> float:
         from sklearn.model_selection import StratifiedKFold
 
         share = float(self.config["max_in_scope_rejection"])
@@ -204,7 +249,8 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             pick = (lambda idx: None if embeddings is None else embeddings[idx])
             # Only the top confidence is needed from these fits: a looser tolerance halves their time.
             model = self._logistic_regression(tol=1e-2).fit(
-                features.transform([texts[i] for i in train_idx], pick(train_idx)), labels[train_idx]
+                features.transform([texts[i] for i in train_idx], pick(train_idx)), labels[train_idx],
+                sample_weight=None if sample_weight is None else sample_weight[train_idx],
             )
             probabilities = model.predict_proba(features.transform([texts[i] for i in test_idx], pick(test_idx)))
             top[test_idx] = probabilities.max(axis=1)
@@ -218,14 +264,23 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             return None
         return np.vstack(vectors)
 
-    def probabilities(self, messages: List[Message]) -> np.ndarray:
-        """Return the model's intent probabilities, one row per message (columns: ``classes``)."""
-        assert self.features is not None and self.model is not None
+    def probabilities(self, messages: List[Message], other: bool = False) -> np.ndarray:
+        """Return the intent probabilities, one row per message (columns: ``classes``).
+
+        ``other``: use the other languages' model (same classes) rather than the main one's.
+        """
+        features, model, _ = self._fitted(other)
         embeddings = self._embeddings(messages) if self.uses_embedding else None
         if self.uses_embedding and embeddings is None:
             raise ValueError("BlendedIntentClassifier was trained with sentence embeddings; put "
                              "SentenceEncoderFeaturizer before it in the pipeline")
-        return self.model.predict_proba(self.features.transform([for_classifier(m.get(TEXT)) for m in messages], embeddings))
+        return model.predict_proba(features.transform([for_classifier(m.get(TEXT)) for m in messages], embeddings))
+
+    def _fitted(self, other: bool) -> Tuple[TextFeatures, Any, float]:
+        if other and self.other is not None:
+            return self.other
+        assert self.features is not None and self.model is not None
+        return self.features, self.model, self.threshold
 
     @property
     def classes(self) -> List[str]:
@@ -244,32 +299,41 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
                 message.set(INTENT_RANKING_KEY, [], add_to_output=True)
         if not with_text:
             return messages
-        classes = self.classes
-        for message, row in zip(with_text, self.probabilities(with_text)):
+        for other in (False, True):
+            group = [m for m in with_text if self._reads_other_language(m) == other]
+            if group:
+                self._classify(group, other)
+        return messages
+
+    def _classify(self, messages: List[Message], other: bool) -> None:
+        """Set ``intent`` and ``intent_ranking`` with the main or the other languages' model."""
+        features, model, threshold = self._fitted(other)
+        classes = [str(c) for c in model.classes_]
+        for message, row in zip(messages, self.probabilities(messages, other)):
             ranking = sorted(({"name": name, "confidence": float(p)} for name, p in zip(classes, row)),
                              key=lambda entry: -entry["confidence"])
             ranking = ranking[: int(self.config["ranking_length"])]
             top = ranking[0]
-            if top["confidence"] < self.threshold or not self._known_enough(message.get(TEXT)):
+            if top["confidence"] < threshold or not self._known_enough(message.get(TEXT), features):
                 # Kept at the threshold, as Rasa's FallbackClassifier does, with the ranking intact.
-                top = {"name": FALLBACK_INTENT, "confidence": self.threshold}
+                top = {"name": FALLBACK_INTENT, "confidence": threshold}
                 ranking = [top] + ranking
             message.set(INTENT, top, add_to_output=True)
             message.set(INTENT_RANKING_KEY, ranking, add_to_output=True)
-            problems = self._problems(message.get(TEXT), ranking)
+            problems = self._problems(message.get(TEXT), ranking, other)
             if problems:
                 message.set(PROBLEMS_KEY, problems, add_to_output=True)
-        return messages
 
-    def _known_enough(self, text: str) -> bool:
+    def _known_enough(self, text: str, features: Optional[TextFeatures] = None) -> bool:
         """Return whether enough of the message's words occur in the training examples."""
+        features = features or self.features
         said = words(text)
-        if len(said) < 2 or self.features is None:
+        if len(said) < 2 or features is None:
             return True
-        vocabulary = self.features.words.vocabulary_
+        vocabulary = features.words.vocabulary_
         return sum(word in vocabulary for word in said) / len(said) >= float(self.config["min_known_words"])
 
-    def _problems(self, text: str, ranking: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    def _problems(self, text: str, ranking: List[Dict[str, Any]], other: bool = False) -> List[Dict[str, Any]]:
         """Return one entry per clause naming a case type, when the clauses name two or more.
 
         "The box came broken and I was charged twice" is two problems: the case
@@ -288,9 +352,9 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
             from bot.nlu.featurizer import embed_recent
 
             embeddings = embed_recent(parts)
-        assert self.features is not None
-        rows = self.model.predict_proba(self.features.transform(parts, embeddings))
-        classes = self.classes
+        features, model, _ = self._fitted(other)
+        rows = model.predict_proba(features.transform(parts, embeddings))
+        classes = [str(c) for c in model.classes_]
         found: Dict[str, Dict[str, Any]] = {}
         for part, row in zip(parts, rows):
             best = int(np.argmax(row))
@@ -301,8 +365,12 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
 
     def persist(self) -> None:
         """Save the features and the model, and the threshold."""
-        save_model(self._storage, self._resource, {"features": self.features, "model": self.model},
-                   {"threshold": self.threshold, "uses_embedding": self.uses_embedding})
+        saved = {"features": self.features, "model": self.model}
+        meta: Dict[str, Any] = {"threshold": self.threshold, "uses_embedding": self.uses_embedding}
+        if self.other is not None:
+            saved.update(other_features=self.other[0], other_model=self.other[1])
+            meta["other_threshold"] = self.other[2]
+        save_model(self._storage, self._resource, saved, meta)
 
     # The signature is Rasa's GraphComponent.load, the same in every trained component.
     @classmethod
@@ -324,6 +392,8 @@ class BlendedIntentClassifier(IntentClassifier, GraphComponent):
         component.features, component.model = saved["features"], saved["model"]
         component.threshold = float(meta["threshold"])
         component.uses_embedding = bool(meta["uses_embedding"])
+        if "other_model" in saved:
+            component.other = (saved["other_features"], saved["other_model"], float(meta["other_threshold"]))
         return component
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:

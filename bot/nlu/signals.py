@@ -61,6 +61,43 @@ _HOSTILE_CUES: tuple[tuple[str, float], ...] = (
     (r"!{3,}", 0.3),
 )
 
+# The same kinds of cue in the other languages answered (bot/i18n.py), written as customers
+# write them: with or without accents. Weights as for the English cues of the same kind.
+_BREACH_CUES_ES_FR_DE_PT_IT: tuple[tuple[str, float], ...] = (
+    # late / missing
+    (r"\b(todav[ií]a no|a[uú]n no|sigue sin|no (me )?ha llegado|no llega|nunca lleg[oó]|toujours pas|"
+     r"pas (encore )?(re[çc]u|arriv[ée]e?|livr[ée]e?)|immer noch nicht|noch nicht (da|angekommen|geliefert)|"
+     r"nicht angekommen|ainda n[aã]o|n[aã]o chegou|nunca chegou|non (è|e) (ancora )?arrivat[oa]|ancora niente|"
+     r"mai arrivat[oa])\b", 0.5),
+    (r"\b(perdid[oa]|extraviad[oa]|perdu|verloren|perdid[oa]|pers[oa]|smarrit[oa]|retras[oa]|en retard|versp[äa]tet|"
+     r"atrasad[oa]|in ritardo)\b", 0.4),
+    (r"\b(semanas?|semaines?|wochen|settimane)\b.{0,25}\b(nada|rien|nichts|niente)\b", 0.4),
+    # broken / wrong
+    (r"\b(rot[oa]s?|roto|da[ñn]ad[oa]|cass[ée]e?s?|ab[iî]m[ée]e?|kaputt|besch[äa]digt|defekt|partid[oa]|estragad[oa]|"
+     r"danificad[oa]|rott[oa]|danneggiat[oa]|difettos[oa])\b", 0.4),
+    (r"\b(no funciona|ne (marche|fonctionne) (pas|plus)|funktioniert nicht|geht nicht|n[aã]o funciona|"
+     r"non funziona)\b", 0.35),
+    (r"\b(cobrad[oa]s? dos veces|cobraron (dos veces|doble)|d[ée]bit[ée]e? deux fois|doppelt abgebucht|"
+     r"cobrad[oa]s? duas vezes|addebitat[oa] due volte)\b", 0.5),
+    # ignored / let down
+    (r"\b(nadie (me )?(responde|contesta|ayuda)|personne ne (r[ée]pond|m'aide)|(keiner|niemand) (antwortet|hilft)|"
+     r"ningu[ée]m (responde|ajuda)|nessuno (risponde|mi aiuta))\b", 0.55),
+    (r"\b(gracias por nada|merci pour rien|danke f[üu]r nichts|obrigad[oa] por nada|grazie per niente)\b", 0.6),
+    (r"\b(inaceptable|inacceptable|inakzeptabel|inaceit[áa]vel|inaccettabile|verg[üu]enza|honte|frechheit|"
+     r"vergonha|vergogna|p[ée]sim[oa]|nul(le)?|lamentable|miserabel|schlecht|horr[íi]vel|pessim[oa]|terrible)\b",
+     0.5),
+    (r"\b(decepcionad[oa]|harto|hart[oa]|d[ée][çc]ue?|marre|entt[äa]uscht|nase voll|desiludid[oa]|fart[oa]|"
+     r"delus[oa]|stuf[oa])\b", 0.45),
+    (r"\b(queja|reclamaci[oó]n|r[ée]clamation|plainte|beschwer\w*|reclama[çc][aã]o|reclamo)\b", 0.5),
+    (r"\b(estafa|arnaque|betrug|burla|golpe|truffa)\b", 0.5),
+    (r"\b(nunca m[aá]s|plus jamais|nie wieder|nunca mais|mai pi[uù])\b", 0.45),
+)
+_HOSTILE_CUES_ES_FR_DE_PT_IT: tuple[tuple[str, float], ...] = (
+    (r"\b(mierda|joder|put[oa]s?|idiotas?|in[úu]tiles|merde|putain|connards?|scheisse|schei[ßs]e|idioten|"
+     r"porra|merda|caralho|idiotas?|cazzo|stronz[oi]|vaffanculo)\b", 0.6),
+    (r"\b(abogado|denuncia|avocat|plainte en justice|anwalt|verbraucherzentrale|advogado|avvocato|denuncia)\b", 0.6),
+)
+
 _REPEATS = re.compile(r"(\w)\1{2,}")
 _WORDS = re.compile(r"[A-Za-z]{3,}")
 
@@ -69,8 +106,8 @@ def _compile(cues: tuple[tuple[str, float], ...]) -> tuple[tuple[Pattern[str], f
     return tuple((re.compile(pattern, re.IGNORECASE), weight) for pattern, weight in cues)
 
 
-_BREACH = _compile(_BREACH_CUES)
-_HOSTILE = _compile(_HOSTILE_CUES)
+_BREACH = _compile(_BREACH_CUES + _BREACH_CUES_ES_FR_DE_PT_IT)
+_HOSTILE = _compile(_HOSTILE_CUES + _HOSTILE_CUES_ES_FR_DE_PT_IT)
 
 
 @dataclass(frozen=True)

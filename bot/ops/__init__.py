@@ -13,7 +13,7 @@ The names below are the package's interface; import them from ``bot.ops``.
 """
 
 from bot.ops.cli import check_main, summarize
-from bot.ops.config import Brand, PriorityRules, PublicReply, Routing, SupportConfig, WatchdogRules
+from bot.ops.config import Brand, Languages, PriorityRules, PublicReply, Routing, SupportConfig, WatchdogRules
 from bot.ops.errors import OpsConfigError
 from bot.ops.hours import WEEKDAYS
 from bot.ops.support import (
@@ -26,6 +26,7 @@ from bot.ops.support import (
 
 __all__ = [
     "KNOWN_CASE_TYPES",
+    "Languages",
     "SUPPORT_FILE_ENV",
     "SUPPORT_FILE_NAME",
     "WEEKDAYS",

@@ -17,7 +17,10 @@ from bot.ops.channel_limits import LIMITS, check_responses, switched_on
 from bot.ops.config import SupportConfig
 from bot.ops.errors import OpsConfigError
 from bot.ops.hours import open_hours_per_week
-from bot.ops.support import SUPPORT_FILE_ENV, default_support_path, load_support_config
+from bot.ops.responses import missing_responses
+from bot.ops.support import DEFAULT_DOMAIN_DIR, SUPPORT_FILE_ENV, default_support_path, load_support_config
+
+
 
 
 def add_ops_parser(subparsers: Any) -> None:
@@ -38,7 +41,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated channels whose button limits to check the responses against ({', '.join(LIMITS)}, "
         "or none); default: those switched on in the environment",
     )
-    parser.add_argument("--domain", help="the domain directory whose responses are checked (default: domain/)")
+    parser.add_argument("--domain", help="the domain file or directory whose responses are checked: every switched-on "
+                        "language present (languages.answer_in), shown on every switched-on channel (default: domain/)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a response cannot be shown as written")
 
 
@@ -55,11 +59,12 @@ def summarize(config: SupportConfig) -> str:
     Args:
         config: The configuration.
     """
-    routes = len(config.routing.case_types) + len(config.routing.priorities)
+    routes = len(config.routing.case_types) + len(config.routing.priorities) + len(config.routing.languages)
     return (
         f"{config.brand.name}, {config.calendar.timezone.key}, "
         f"open {open_hours_per_week(config.calendar):g} hours a week, "
-        f"{len(config.calendar.holidays)} holidays, {routes} routing rules"
+        f"{len(config.calendar.holidays)} holidays, {routes} routing rules, "
+        f"answers in {', '.join(config.languages.answer_in)}"
     )
 
 
@@ -106,6 +111,13 @@ def check_main(argv: list[str] | None = None) -> int:
         config = load_support_config(path)
     except OpsConfigError as error:
         print(error, file=sys.stderr)
+        return 1
+    domain = Path(arguments.domain) if arguments.domain else DEFAULT_DOMAIN_DIR
+    missing = missing_responses(domain, config.languages.answer_in) if domain.exists() else []
+    for response in missing:
+        print(response, file=sys.stderr)
+    if missing:
+        print(f"{len(missing)} responses missing a language switched on in {path} (languages.answer_in)", file=sys.stderr)
         return 1
     print(f"{path}: OK ({summarize(config)})")
     print(next_closed_days(config))

@@ -57,15 +57,38 @@ class Routing:
     default: str
     case_types: Mapping[str, str]
     priorities: Mapping[str, str]
+    languages: Mapping[str, str] = MappingProxyType({})
 
-    def channel_for(self, case_type: str, priority: str) -> str:
-        """Return the channel for a case: by priority, else by case type, else the default.
+    def channel_for(self, case_type: str, priority: str, language: str | None = None) -> str:
+        """Return the channel for a case: by priority, else language, else case type, else the default.
+
+        The language comes before the case type: a billing question in German is better
+        read by the agents who speak German than by billing agents who do not.
 
         Args:
             case_type: The case's type.
             priority: The case's priority.
+            language: The customer's language (ISO 639-1), if known.
         """
-        return self.priorities.get(priority) or self.case_types.get(case_type) or self.default
+        return (
+            self.priorities.get(priority)
+            or (self.languages.get(language) if language else None)
+            or self.case_types.get(case_type)
+            or self.default
+        )
+
+
+@dataclass(frozen=True)
+class Languages:
+    """Which languages customers are answered in.
+
+    Attributes:
+        answer_in: The switched-on languages (ISO 639-1), the brand's main language first:
+            messages in another language, or unclear ones, are answered in the closest of
+            these and passed to a person as written.
+    """
+
+    answer_in: tuple[str, ...] = ("en",)
 
 
 @dataclass(frozen=True)
@@ -148,6 +171,7 @@ class SupportConfig:
         whatsapp: What may be sent on WhatsApp past its window (no template when left out).
         public_replies: Platform -> its public reply (``public_reply``: the defaults for
             Facebook and Instagram comments when left out; X posts get none then).
+        languages: The languages customers are answered in (English alone when left out).
     """
 
     path: Path
@@ -164,6 +188,7 @@ class SupportConfig:
     def public_reply(self, platform: str) -> PublicReply:
         """Return how comments on ``platform`` are answered in public (the defaults if not configured)."""
         return self.public_replies.get(platform) or PublicReply()
+    languages: Languages = Languages()
 
     @property
     def lead_channel(self) -> str:

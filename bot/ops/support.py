@@ -1,4 +1,4 @@
-"""The support-operations file (support.yml): brand, hours, staffing, targets, priority, routing, watchdog.
+"""The support-operations file (support.yml): brand, hours, staffing, targets, priority, routing, watchdog, languages.
 
 Ops people own this file, so a mistake in it must be easy to fix: it is read node by
 node (``bot.ops.nodes``) and the first problem is raised as an ``OpsConfigError`` naming
@@ -22,7 +22,10 @@ from yaml.nodes import MappingNode, Node
 
 from bot.constants import CASE_TYPE_GENERAL, CASE_TYPES, PRIORITIES
 from bot.eta.estimate import ServiceTargets
-from bot.ops.config import Brand, PriorityRules, PublicReply, Routing, SupportConfig, WatchdogRules, WhatsAppRules
+from bot.i18n import KNOWN_LANGUAGES
+from bot.ops.config import (
+    Brand, Languages, PriorityRules, PublicReply, Routing, SupportConfig, WatchdogRules, WhatsAppRules,
+)
 from bot.ops.errors import OpsConfigError
 from bot.ops.hours import HOURS_KEYS, HOURS_REQUIRED, read_calendar
 from bot.ops.nodes import Entries, Entry, NodeReader, is_empty
@@ -33,6 +36,8 @@ PUBLIC_REPLY_PLATFORMS: tuple[str, ...] = ("x", "facebook", "instagram")
 SUPPORT_FILE_NAME = "support.yml"
 # The repository root: the directory holding the ``bot`` package.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+# The domain whose responses must cover every switched-on language.
+DEFAULT_DOMAIN_DIR = _REPO_ROOT / "domain"
 
 KNOWN_CASE_TYPES: tuple[str, ...] = (*CASE_TYPES, CASE_TYPE_GENERAL)
 
@@ -56,7 +61,7 @@ _SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("complaint_high", "complaint_urgent", "urgent_case_types", "high_case_types"),
         ("complaint_high", "complaint_urgent"),
     ),
-    "routing": (("default", "case_types", "priorities"), ("default",)),
+    "routing": (("default", "case_types", "priorities", "languages"), ("default",)),
 }
 # Sections a file may leave out (their keys all have defaults).
 _OPTIONAL_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -73,6 +78,7 @@ _OPTIONAL_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (),
     ),
     "public_replies": (PUBLIC_REPLY_PLATFORMS, ()),
+    "languages": (("answer_in",), ("answer_in",)),
 }
 _OPTIONAL_SECTIONS["whatsapp"] = (("reopen_template", "template_language"), ())
 # A WhatsApp template's name (lowercase letters, digits, underscores) and language code.
@@ -176,6 +182,7 @@ class _SupportReader(NodeReader):
             routing=self._routing(parts["routing"]),
             watchdog=self._watchdog(parts.get("watchdog", {})),
             whatsapp=self._whatsapp(parts.get("whatsapp", {})),
+            languages=self._languages(parts.get("languages", {})),
             public_replies=MappingProxyType(
                 {name: self._public_reply(name, *entry) for name, entry in parts.get("public_replies", {}).items()}
             ),
@@ -214,6 +221,23 @@ class _SupportReader(NodeReader):
             thanks=self.optional(entries, "thanks", wording("thanks"), defaults.thanks),
             no_dm_text=self.optional(entries, "no_dm_text", wording("no_dm_text"), defaults.no_dm_text),
         )
+
+    def _languages(self, entries: Entries) -> Languages:
+        if "answer_in" not in entries:
+            return Languages()
+        where = "languages.answer_in"
+        seen: list[str] = []
+        for item in self.items(*entries["answer_in"], where, "language codes (en, es, fr, de, pt, it)"):
+            code = self._language(item, where)
+            if code in seen:
+                raise self.error(item, f"{where}: listed twice", code)
+            seen.append(code)
+        if not seen:
+            raise self.error(self.line_node(*entries["answer_in"]), f"{where} must name at least one language", [])
+        return Languages(answer_in=tuple(seen))
+
+    def _language(self, node: Node, where: str) -> str:
+        return self.one_of(node, where, KNOWN_LANGUAGES, "language", "known languages")
 
     def _brand(self, entries: Entries) -> Brand:
         return Brand(
@@ -332,10 +356,17 @@ class _SupportReader(NodeReader):
             lambda e: self._routes(*e, "routing.priorities", self._priority_name),
             {},
         )
+        languages = self.optional(
+            entries,
+            "languages",
+            lambda e: self._routes(*e, "routing.languages", self._language),
+            {},
+        )
         return Routing(
             default=default,
             case_types=MappingProxyType(case_types),
             priorities=MappingProxyType(priorities),
+            languages=MappingProxyType(languages),
         )
 
     def _channel(self, key_node: Node, node: Node, where: str, hint: str = "") -> str:

@@ -161,7 +161,8 @@ LONG = " ".join(["my order AC-2291734 never arrived and I am still waiting."] * 
         ("bad-empty", ""),
         ("bad-long", LONG),
         ("bad-emoji", "😡😡😡📦❓"),
-        ("bad-spanish", "hola, mi pedido no ha llegado todavía y necesito ayuda"),
+        # Russian is not switched on: the main language's greeting, and a person offered.
+        ("bad-russian", "здравствуйте, мой заказ до сих пор не пришёл, помогите"),
         ("bad-html", "<script>alert('x')</script> **bold** [link](http://example.com) <!channel>"),
         ("bad-whitespace", "   \n\t  "),
     ],
@@ -176,17 +177,21 @@ def test_bad_input_gets_a_sensible_reply_and_is_kept(assistant: Assistant, sende
     assert user_texts == [text.strip()]
 
 
-def test_a_message_in_another_language_can_be_passed_to_a_person(assistant: Assistant) -> None:
+def test_a_message_in_a_language_not_switched_on_can_be_passed_to_a_person(assistant: Assistant) -> None:
     sender = "lang-1"
-    first = assistant.say(sender, "bonjour, ma commande n'est pas arrivée et je suis très déçu")
+    text = "здравствуйте, мой заказ до сих пор не пришёл, и я очень расстроен"
+    first = assistant.say(sender, text)
     assert first[1]["buttons"] == [{"title": "Pass it to a person", "payload": "/request_human"}]
     assistant.say(sender, "/request_human")
     assistant.say(sender, "/affirm")
 
     case = _case_of(assistant, sender)
     assert case["case_type"] == "general"
-    assert case["language"] == "fr"
-    assert "bonjour, ma commande n'est pas arrivée et je suis très déçu" in case["summary"]
+    # Answered in the closest switched-on language (the main one: nothing is close to Russian),
+    # and the case says why.
+    assert case["language"] == "en"
+    assert case["metadata"]["language_note"] == "not switched on: ru"
+    assert text in case["summary"]
 
 
 @pytest.mark.parametrize(

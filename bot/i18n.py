@@ -1,0 +1,372 @@
+"""The customer's language: telling which one a message is in, and saying things in it.
+
+Two jobs, both done by well-kept libraries rather than by hand:
+
+- ``detect_language``: lingua (``lingua-language-detector``) tells the language of a message,
+  short and informal ones included; a channel or profile locale (Telegram's
+  ``language_code``, Slack's locale) is a hint that settles what the text alone cannot.
+  ``reply_language`` turns that into the language to answer in: the message's own when it is
+  switched on in support.yml, else the closest switched-on one, with the reason kept so the
+  case can say the message was not understood as written.
+- ``promise_wording`` and ``format_amount``: Babel formats clock times, weekdays, dates,
+  durations and amounts for the customer's locale; the sentences around them are the
+  ``utter_promise_*`` responses in domain/languages.yml, so ops edit them in YAML.
+
+English keeps the wording ``bot.eta`` computes, word for word.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_skeleton, format_time, format_timedelta
+from babel.numbers import format_currency, format_decimal
+
+if TYPE_CHECKING:
+    from lingua import LanguageDetector
+
+    from bot.eta import Promise
+    from bot.eta.calendar import BusinessCalendar
+
+DEFAULT_LANGUAGE = "en"
+# The languages FirstReply has responses and training examples for; support.yml switches
+# on some or all of them.
+KNOWN_LANGUAGES: tuple[str, ...] = ("en", "es", "fr", "de", "pt", "it")
+# Languages lingua also weighs, so that a message in one of them is recognised as "not
+# switched on" instead of being read as its nearest known neighbour (Dutch as German,
+# Catalan as Spanish, Romanian as Italian).
+OTHER_LANGUAGES: tuple[str, ...] = (
+    "nl", "ca", "ro", "pl", "sv", "tr", "id", "ru", "uk", "ar", "zh", "ja", "ko", "he", "el", "hi", "th",
+)
+# The locale a language is formatted in when the channel gives no region.
+DEFAULT_LOCALES: Mapping[str, str] = {
+    "en": "en_GB", "es": "es_ES", "fr": "fr_FR", "de": "de_DE", "pt": "pt_PT", "it": "it_IT",
+}
+NAMES: Mapping[str, str] = {
+    "en": "English", "es": "Spanish", "fr": "French", "de": "German", "pt": "Portuguese", "it": "Italian",
+    "nl": "Dutch", "ca": "Catalan", "ro": "Romanian", "pl": "Polish", "sv": "Swedish", "tr": "Turkish",
+    "id": "Indonesian",
+}
+
+# Lingua's confidence (0..1, over the languages above) at which a message is taken to be in
+# its likeliest language. Below it, a message of fewer than SHORT_WORDS words says too
+# little to switch language on ("ok", "AC-2291734", "thanks"); a longer one is unclear or
+# mixed.
+CONFIDENT = 0.5
+SHORT_WORDS = 4
+# How much confidence the locale hint's language needs to be chosen over the likeliest.
+HINT_SUPPORT = 0.1
+
+REASON_DETECTED = "detected"
+REASON_HINT = "locale hint"
+REASON_KEPT = "too short to tell"
+REASON_UNCLEAR = "unclear or mixed"
+REASON_NOT_ON = "not switched on"
+
+# Handles, links, hashtags and digits say nothing about the language.
+_NOISE = re.compile(r"(@\w+|#\w+|https?://\S+|www\.\S+|\S*\d\S*)")
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What the text of one message says about its language.
+
+    Attributes:
+        language: The likeliest language (ISO 639-1), or None when the text says too little.
+        confidence: Lingua's confidence in it (0 when ``language`` is None).
+        ranking: Every weighed language with its confidence, likeliest first.
+        words: How many words the text had once handles, links and digits are left out.
+    """
+
+    language: Optional[str]
+    confidence: float
+    ranking: tuple[tuple[str, float], ...]
+    words: int
+
+
+@dataclass(frozen=True)
+class ReplyLanguage:
+    """The language to answer a message in, and why.
+
+    Attributes:
+        code: A switched-on language, or None to keep the conversation's language.
+        understood: False when the message was unclear, mixed or in a language that is not
+            switched on: the customer is told a person will read it as written.
+        detected: What the message itself looked like (None when too short to tell).
+        reason: One of the ``REASON_*`` constants, kept on the case.
+    """
+
+    code: Optional[str]
+    understood: bool
+    detected: Optional[str]
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the parse-result form (``language_detection``)."""
+        return {"code": self.code, "understood": self.understood, "detected": self.detected, "reason": self.reason}
+
+
+def tagged_language(metadata: Any) -> Optional[str]:
+    """Return the language a training example's metadata tags it with (``{"intent": {"language": "es"}}``).
+
+    Rasa puts an intent block's ``metadata`` (data/nlu/languages/) under ``intent``; an
+    untagged example is in the brand's main language.
+    """
+    tagged = (metadata.get("intent") or {}).get("language") if isinstance(metadata, dict) else None
+    return str(tagged) if tagged else None
+
+
+def language_code(value: Any) -> Optional[str]:
+    """Return the ISO 639-1 part of a locale or language tag (``pt-BR`` -> ``pt``), or None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    code = re.split(r"[-_]", value.strip())[0].lower()
+    return code if re.fullmatch(r"[a-z]{2,3}", code) else None
+
+
+@lru_cache(maxsize=1)
+def _detector() -> "LanguageDetector":
+    """Build lingua's detector once per process (its models load lazily, per language)."""
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    languages = [Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper()))
+                 for code in (*KNOWN_LANGUAGES, *OTHER_LANGUAGES)]
+    return LanguageDetectorBuilder.from_languages(*languages).build()
+
+
+def warm_up_detector() -> None:
+    """Load lingua's language models now rather than on the first message."""
+    _detector().compute_language_confidence_values("warm up")
+
+
+@lru_cache(maxsize=4096)
+def detect_language(text: Optional[str]) -> Detection:
+    """Return what ``text`` says about its language (lingua, over the weighed languages).
+
+    Kept for the last few thousand texts: the intent classifier and the language guard
+    both ask about each message.
+    """
+    cleaned = _NOISE.sub(" ", text or "")
+    words = len(_WORD.findall(cleaned))
+    if words == 0:
+        return Detection(None, 0.0, (), 0)
+    values = _detector().compute_language_confidence_values(cleaned)
+    ranking = tuple((value.language.iso_code_639_1.name.lower(), float(value.value)) for value in values)
+    best, confidence = ranking[0] if ranking else (None, 0.0)
+    return Detection(best, confidence, ranking, words)
+
+
+def reply_language(
+    detection: Detection, switched_on: Sequence[str], hint: Optional[str] = None
+) -> ReplyLanguage:
+    """Choose the language to answer in.
+
+    Args:
+        detection: What the message's text says (``detect_language``).
+        switched_on: The languages support.yml switches on, the brand's main one first.
+        hint: The channel's or profile's locale for the customer, if any.
+
+    Returns:
+        - a confident detection of a switched-on language: that language;
+        - a short message that says too little: the hint's language when switched on,
+          else no change (the conversation keeps its language);
+        - a message whose likeliest language is the hint's or close to it: the hint's;
+        - a message confidently in a language that is not switched on, or a longer unclear
+          or mixed one: not understood, answered in the closest switched-on language (the
+          hint's, else the switched-on language lingua ranks highest).
+    """
+    on = [code for code in switched_on if code]
+    hinted = language_code(hint)
+    hinted = hinted if hinted in on else None
+    scores = dict(detection.ranking)
+    best = detection.language
+    if best in on and detection.confidence >= CONFIDENT:
+        return ReplyLanguage(best, True, best, REASON_DETECTED)
+    if detection.words < SHORT_WORDS and (best not in scores or detection.confidence < CONFIDENT):
+        return ReplyLanguage(hinted, True, None, REASON_HINT if hinted else REASON_KEPT)
+    if hinted and (best == hinted or scores.get(hinted, 0.0) >= max(HINT_SUPPORT, detection.confidence / 2)):
+        return ReplyLanguage(hinted, True, best, REASON_HINT)
+    if best == DEFAULT_LANGUAGE and best in on:
+        # Casual English is often read with little confidence ("fix ur app pls"); a message
+        # whose likeliest language is English is answered as English.
+        return ReplyLanguage(best, True, best, REASON_DETECTED)
+    closest = hinted or max(on, key=lambda code: (scores.get(code, 0.0), code == on[0]))
+    reason = REASON_NOT_ON if best not in on and detection.confidence >= CONFIDENT else REASON_UNCLEAR
+    return ReplyLanguage(closest, False, best, reason)
+
+
+def message_language(text: Optional[str], metadata: Any, languages: Sequence[str] = KNOWN_LANGUAGES) -> Optional[str]:
+    """Return the language a message is read in by the NLU: the reply language, None when too short to tell.
+
+    Args:
+        text: The message.
+        metadata: The message's metadata (the channel's locale hint is read from it).
+        languages: The languages to choose among.
+    """
+    hint = first_present(metadata.get(key) for key in LOCALE_KEYS) if isinstance(metadata, dict) else None
+    return reply_language(detect_language(text), languages, hint).code
+
+
+# Where channels put the customer's locale in a message's metadata (bot.constants.LANGUAGE_METADATA_KEYS).
+LOCALE_KEYS = ("language", "language_code", "locale")
+
+
+# --- saying things in the customer's language ------------------------------------------
+
+
+def locale_for(language: str, hint: Optional[str] = None) -> Locale:
+    """Return the Babel locale for ``language``: the hint's region when it names one (``pt-BR``)."""
+    if hint and language_code(hint) == language:
+        try:
+            return Locale.parse(hint.replace("-", "_"))
+        except (ValueError, UnknownLocaleError):
+            pass
+    return Locale.parse(DEFAULT_LOCALES.get(language, language))
+
+
+def variation_text(responses: Mapping[str, Any], response: str, language: Optional[str]) -> Optional[str]:
+    """Return the text of ``response`` in ``language``, as Rasa would choose it.
+
+    The variation whose condition is ``slot language == <language>``, else the first
+    variation without a condition (the brand's main language).
+
+    Args:
+        responses: The domain's ``responses`` mapping.
+        response: The response's name.
+        language: The language to pick; None for the unconditioned variation.
+    """
+    default = None
+    for variation in responses.get(response) or []:
+        if not isinstance(variation, Mapping) or not variation.get("text"):
+            continue
+        conditions = variation.get("condition") or []
+        if not conditions:
+            default = default if default is not None else str(variation["text"])
+        elif language and any(
+            isinstance(c, Mapping) and c.get("name") == LANGUAGE_SLOT and c.get("value") == language
+            for c in conditions
+        ):
+            return str(variation["text"])
+    return default
+
+
+LANGUAGE_SLOT = "language"
+
+
+def say_duration(minutes: int, locale: Locale) -> str:
+    """Return a duration for a promise, in words: "20 minutos", "2 Stunden", "1 ora"."""
+    hours, rest = divmod(minutes, 60)
+    if hours and rest:
+        return f"{format_timedelta(timedelta(hours=hours), threshold=1, locale=locale)} " \
+               f"{format_timedelta(timedelta(minutes=rest), threshold=1, locale=locale)}"
+    return format_timedelta(timedelta(minutes=minutes), threshold=1, locale=locale)
+
+
+def say_moment(local_now: datetime, moment: datetime, locale: Locale, phrases: "Phrases") -> str:
+    """Say a moment relative to ``local_now``, in ``locale``: "9:30 mañana, martes"."""
+    clock = format_time(moment, "short", locale=locale)
+    weekday = format_date(moment.date(), "EEEE", locale=locale)
+    days_ahead = (moment.date() - local_now.date()).days
+    if days_ahead == 0:
+        return phrases.say("utter_promise_today", time=clock)
+    if days_ahead == 1:
+        return phrases.say("utter_promise_tomorrow", time=clock, weekday=weekday)
+    if days_ahead < 7:
+        return phrases.say("utter_promise_weekday", time=clock, weekday=weekday)
+    day = format_skeleton("MMMMEEEEd", moment, locale=locale)
+    return phrases.say("utter_promise_date", time=clock, date=day)
+
+
+@dataclass(frozen=True)
+class Phrases:
+    """The domain's responses in one language, for sentences composed in code."""
+
+    responses: Mapping[str, Any]
+    language: str
+
+    def say(self, response: str, **values: Any) -> str:
+        """Return ``response`` in this language with ``values`` filled in (``{name}`` placeholders)."""
+        text = variation_text(self.responses, response, self.language)
+        if text is None:
+            raise KeyError(f"no response {response} in the domain")
+        return text.format(**values)
+
+
+def promise_wording(
+    promise: "Promise",
+    now: datetime,
+    calendar: "BusinessCalendar",
+    responses: Mapping[str, Any],
+    language: Optional[str],
+    hint: Optional[str] = None,
+) -> str:
+    """Return the promise said in ``language``, from the same facts ``bot.eta`` worded in English.
+
+    The deadline, whether the brand is open, until when and why it is closed are read from
+    the promise and the calendar; clock times, weekdays, dates and durations are formatted by
+    Babel; the sentences around them are the ``utter_promise_*`` responses.
+
+    Args:
+        promise: The promise ``bot.eta`` made.
+        now: When it was made; timezone-aware.
+        calendar: The brand's business hours.
+        responses: The domain's responses.
+        language: The customer's language; English (or None) keeps ``promise.wording``.
+        hint: The channel's locale, for its region (``pt-BR``).
+    """
+    if not language or language == DEFAULT_LANGUAGE:
+        return promise.wording
+    locale = locale_for(language, hint)
+    phrases = Phrases(responses, language)
+    zone = promise.deadline.tzinfo
+    local_now = now.astimezone(zone)
+    shown = _ceil_minute(promise.deadline)
+    elapsed = promise.deadline - now
+    if promise.open_now:
+        if elapsed == timedelta(minutes=promise.business_minutes):
+            minutes = max(1, round(elapsed.total_seconds() / 60))
+            return phrases.say("utter_promise_within", duration=say_duration(minutes, locale))
+        return phrases.say("utter_promise_by", moment=say_moment(local_now, shown, locale, phrases))
+    when = phrases.say("utter_promise_by", moment=say_moment(local_now, shown, locale, phrases))
+    holiday = calendar.holidays.get(local_now.date())
+    if holiday:
+        return phrases.say("utter_promise_closed_for", when=when, holiday=holiday)
+    opening = calendar.next_opening(now).astimezone(zone)
+    if opening.date() == local_now.date():
+        return phrases.say("utter_promise_opens_at", when=when,
+                           time=format_time(_ceil_minute(opening), "short", locale=locale))
+    return phrases.say("utter_promise_closed_now", when=when)
+
+
+def _ceil_minute(moment: datetime) -> datetime:
+    if moment.second or moment.microsecond:
+        return moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return moment
+
+
+def format_amount(amount: float, language: str, currency: Optional[str] = None, hint: Optional[str] = None) -> str:
+    """Return an amount in the customer's locale: ``1.234,50 €``, ``£1,234.50``, ``1 234,5``."""
+    locale = locale_for(language, hint)
+    if currency:
+        return format_currency(amount, currency, locale=locale)
+    return format_decimal(amount, locale=locale)
+
+
+def format_day(day: date, language: str, hint: Optional[str] = None) -> str:
+    """Return a date in the customer's locale, e.g. ``7 dic 2026``, ``07.12.2026``."""
+    return format_date(day, "medium", locale=locale_for(language, hint))
+
+
+def first_present(values: Iterable[Any]) -> Optional[str]:
+    """Return the first value that is a language code, for hints read from several places."""
+    for value in values:
+        code = language_code(value)
+        if code:
+            return str(value)
+    return None
