@@ -250,10 +250,14 @@ def test_rasa_killed_while_holding_an_acknowledged_message_answers_it_exactly_on
     )  # fmt: skip
     wait_until_up(running.processes[1], f"{running.rasa_url}/webhooks/messenger/", 300)
 
-    replies = running.replies(ines, 2, quiet=2.5)
+    replies = running.replies(ines, 1, quiet=2.5)
     # Taken over from the killed process, not answered before the kill.
     assert "update m_crash_1: taken over" in (running.work / "rasa.log").read_text(errors="replace")
-    assert replies[0] == "Hi Inês! I'm Northwind's assistant."
+    # The greeting was in flight at the kill (Meta may have shown it): it is never sent again;
+    # the rest of the first answer is, once.
+    greeting = "Hi Inês! I'm Northwind's assistant."
+    acknowledgement = "Sorry about the trouble with your payment — let's sort it out."
+    assert replies.count(greeting) <= 1 and replies.count(acknowledgement) == 1, replies
     assert len(replies) == len(set(replies))
     events = httpx.get(f"{running.rasa_url}/conversations/{ines}/tracker", timeout=10).json()["events"]
     assert [e["text"] for e in events if e["event"] == "user"] == ["Hi, I was charged twice for my order"]
