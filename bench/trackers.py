@@ -113,7 +113,7 @@ async def measure(stored: int, trials: int, repeats: int) -> dict[str, Any]:
                 if name == "rasa":
                     store = SQLTrackerStore(domain=domain, dialect="sqlite", db=str(path), event_broker=CountingBroker())
                 else:
-                    store = SQLiteTrackerStore(domain=domain, db=str(path), event_broker=CountingBroker())
+                    store = SQLiteTrackerStore(domain=domain, db=str(path), event_broker=CountingBroker(), cache_size=2_000)
                 done = 0
                 for length in LENGTHS:
                     while done < length - 1:  # grow the conversation to length - 1 messages

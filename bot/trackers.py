@@ -54,7 +54,10 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 30_000
 # How many conversations each Rasa process keeps in memory between messages (0: none).
 ENV_CACHE_SIZE = "FIRSTREPLY_TRACKER_CACHE"
-DEFAULT_CACHE_SIZE = 2_000
+# Off by default: a two-replica run with the platform failing for a while lost a message's
+# events from a conversation's latest session with it on (tests/integration/test_telegram_stack.py),
+# a fault not yet found. Saves still publish without reading the conversation back.
+DEFAULT_CACHE_SIZE = 0
 
 CACHE_READS = Counter(
     "firstreply_tracker_cache_reads",
@@ -64,7 +67,7 @@ CACHE_READS = Counter(
 
 
 def cache_size_from_env(environ: Optional[dict[str, str]] = None) -> int:
-    """Return ``$FIRSTREPLY_TRACKER_CACHE`` (default 2,000); raise ``ValueError`` naming it if malformed."""
+    """Return ``$FIRSTREPLY_TRACKER_CACHE`` (default 0: off); raise ``ValueError`` naming it if malformed."""
     raw = (os.environ if environ is None else environ).get(ENV_CACHE_SIZE, "").strip()
     if not raw:
         return DEFAULT_CACHE_SIZE
@@ -103,7 +106,7 @@ def _row(sender_id: str, new_event: Event) -> dict[str, Any]:
 class CachedSQLTrackerStore(SQLTrackerStore):
     """``SQLTrackerStore`` that keeps saved conversations in memory (see module doc).
 
-    Extra argument: ``cache_size`` (default ``$FIRSTREPLY_TRACKER_CACHE`` or 2,000; 0: off),
+    Extra argument: ``cache_size`` (default ``$FIRSTREPLY_TRACKER_CACHE``, else 0: off),
     the most conversations kept, least recently used dropped first.
     """
 
