@@ -82,7 +82,7 @@ def _prefill(extractor: Extractor, questions: Dict[str, List[str]], case_type: s
     return prefill.prefill(text, extractor.entities(text), questions[case_type])
 
 
-# --- the examples of issue 10 ----------------------------------------------------------------
+# --- messages that already answer the first question -------------------------------------------
 
 
 @pytest.mark.parametrize(

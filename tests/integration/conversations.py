@@ -67,7 +67,7 @@ CONVERSATIONS: Dict[str, Dict[str, Any]] = {
         "answers": {"product_name": "trail runner", "question_detail": "do you have the trail runner in size 44?"},
         "asks": [],
     },
-    # --- the first message already answers (issue 10, "never ask what the customer already said")
+    # --- the first message already answers ("never ask what the customer already said")
     "return-said": {
         "metadata": None,
         "messages": ["i want to return the jacket i bought, it's the wrong size. order AC-2291734", "/affirm"],
