@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import httpx
 from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bot.cases.records import CardPlacement, OutboxMessage
 from bot.channels.meta import WHATSAPP, GraphError, Window
@@ -85,6 +86,8 @@ _PERMANENT_SEND_ERRORS = ("BadRequest", "Forbidden", "ChatMigrated", "InvalidTok
 _ANSWER_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 # How far before a message was queued an earlier post of it is looked for (clocks differ).
 LOOKBACK_SECONDS = 60.0
+# Waits between tries at recording a delivery that went (a database connection lost meanwhile).
+FINISH_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
 
 def utc_now() -> datetime:
@@ -367,7 +370,22 @@ class OutboxWorker:
             await self._retry_later(item, f"slack: {code or status}")
 
     async def _finish(self, item: OutboxItem, result: Mapping[str, Any] | None = None, **extra: Any) -> None:
-        await asyncio.to_thread(self.store.outbox.finish_delivery, item.id, self.clock(), result, **extra)
+        """Record ``item`` delivered, trying again briefly if the database connection is lost.
+
+        The message went: trying the whole delivery again would send it twice (a Telegram
+        message cannot be looked up). Writing the record again is safe: its transaction
+        either committed or left nothing.
+        """
+        for wait in (*FINISH_RETRY_SECONDS, None):
+            try:
+                await asyncio.to_thread(self.store.outbox.finish_delivery, item.id, self.clock(), result, **extra)
+                return
+            except (OperationalError, InterfaceError) as error:
+                if wait is None:
+                    raise
+                log.warning("desk outbox: %s %s went, recording it failed (%s); trying again", item.kind, item.key,
+                            type(error).__name__)  # fmt: skip
+                await asyncio.sleep(wait)
 
     async def _case(self, item: OutboxItem) -> Case:
         case = await asyncio.to_thread(self.store.lookup.get, item.case_id) if item.case_id is not None else None
