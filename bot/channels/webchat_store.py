@@ -176,8 +176,10 @@ class WebChatStore:
                     retaken = STALE
                 elif abandoned is not None and abandoned(before.owner):
                     retaken = ABANDONED
+            if retaken is not None:
+                # By id: of two processes taking it over at once, one deletes it, the other finds it gone.
                 gone = delete(webchat_messages).where(rows.id == before.id, rows.answered_at.is_(None))
-                if retaken is not None and conn.execute(gone).rowcount != 1:
+                if conn.execute(gone).rowcount != 1:
                     retaken = None
             inserted = conn.execute(statement).rowcount == 1
             found = conn.execute(select(rows.id, rows.text, rows.answered_at).where(mine)).one()
