@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -118,7 +119,8 @@ async def _desk_sweep(
         )  # fmt: skip
         entry["trials"].append(outcome.as_dict())
         log(f"{name} trial {trial + 1}/{trials}: {outcome.killed} at {outcome.kill_at_s} s: lost {outcome.lost}, "
-            f"repeated {outcome.repeated} ({outcome.in_doubt_at_kill} in doubt), resumed {outcome.resume_s} s")  # fmt: skip
+            f"repeated {outcome.repeated} ({outcome.in_doubt_at_kill} in doubt), "
+            f"resumed {outcome.resume_s} s")  # fmt: skip
 
 
 def summarize_desk(trials: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -132,7 +134,7 @@ def summarize_desk(trials: List[Dict[str, Any]]) -> Dict[str, Any]:
     resumed = [t["resume_s"] for t in trials if t["resume_s"] is not None]
     return {
         "trials": len(trials),
-        "kills": {target: sum(1 for t in trials if t["target"] == target) for target in sorted({t["target"] for t in trials})},
+        "kills": dict(sorted(Counter(t["target"] for t in trials).items())),
         "replies": total("replies"),
         "lost": total("lost"),
         "given_up": total("given_up"),
@@ -201,7 +203,8 @@ def render(results: Dict[str, Any]) -> str:
         kills = ", ".join(f"{count} {target}" for target, count in s["kills"].items())
         platforms = ", ".join(f"{count} {platform}" for platform, count in s["platforms"].items())
         lines.append(
-            f"| {label} | {s['trials']} ({platforms}; {kills}) | {s['lost']} | {s['handled_twice']} | {s['greeted_twice']} | "
+            f"| {label} | {s['trials']} ({platforms}; {kills}) | {s['lost']} | {s['handled_twice']} | "
+            f"{s['greeted_twice']} | "
             f"{s['missing']} | {s['repeated']} ({s['repeated_max_per_trial']}) | {s['repeated_without_reply_in_flight']} | "
             f"{s['in_flight_at_kill']} ({s['in_flight_max_per_trial']}) | {s['greetings_in_doubt_kept']} | "
             f"{s['held']} ({s['held_twice']}) | "
@@ -210,7 +213,9 @@ def render(results: Dict[str, Any]) -> str:
     desk = [(name, entry.get("summary") or {}) for name, entry in results["stacks"].items() if name in DESK_STACKS]
     if any(s for _, s in desk):
         lines += [
-            "", f"The desk's outbox: {DESK_CUSTOMERS} Telegram cases, {DESK_REPLIES_EACH} agents' replies each per trial:", "",
+            "",
+            f"The desk's outbox: {DESK_CUSTOMERS} Telegram cases, {DESK_REPLIES_EACH} agents' replies each per trial:",
+            "",
             "| stack | trials (kills) | replies | lost | given up | repeated (max per trial) | of them not in doubt | "
             "in doubt at the kill (max) | Slack posts twice | resumed after restart, median / max |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",

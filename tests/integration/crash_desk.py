@@ -158,6 +158,10 @@ def desk_stack(work: Path, case_db_url: Optional[str] = None) -> Iterator[DeskSt
             fake.stop()
 
 
+def _reply_key(chat: str, number: int) -> str:
+    return f"crash:reply:{chat}:{number}"
+
+
 def _reply_text(chat: int, number: int) -> str:
     # Letters and digits only: nothing a sender escapes, and no token a prefix of another.
     return f"Update {number} on your case from the team ref R{chat}x{number}"
@@ -198,8 +202,9 @@ async def run_desk_trial(
         cases = [open_case(store, sender=str(chat), key=f"crash:{chat}") for chat in chats]
     finally:
         store.dispose()
-    plan = sorted((rng.uniform(0, queue_window_s), case, number) for case in cases for number in range(1, replies_each + 1))
-    keys = {f"crash:reply:{case.sender_id}:{number}" for _, case, number in plan}
+    numbers = range(1, replies_each + 1)
+    plan = sorted((rng.uniform(0, queue_window_s), case, number) for case in cases for number in numbers)
+    keys = {_reply_key(case.sender_id, number) for _, case, number in plan}
     at_kill: Dict[str, set[str]] = {}
     restarted_at = [0.0]
     cards_before = Counter(_card_keys(stack.slack))
@@ -218,8 +223,8 @@ async def run_desk_trial(
         try:
             for moment, case, number in plan:
                 await asyncio.sleep(max(0.0, started + moment - time.monotonic()))
-                reply = messages.customer_reply(case, f"crash:reply:{case.sender_id}:{number}",
-                                                _reply_text(int(case.sender_id), number), rng.choice(AGENTS))  # fmt: skip
+                text = _reply_text(int(case.sender_id), number)
+                reply = messages.customer_reply(case, _reply_key(case.sender_id, number), text, rng.choice(AGENTS))
                 await asyncio.to_thread(_enqueue, queue, reply)
         finally:
             queue.dispose()
@@ -286,7 +291,7 @@ def _judge(
     cards_before: Counter[str], stamps: Stamps,
 ) -> None:  # fmt: skip
     for _, case, number in plan:
-        key, token = f"crash:reply:{case.sender_id}:{number}", f"R{case.sender_id}x{number}"
+        key, token = _reply_key(case.sender_id, number), f"R{case.sender_id}x{number}"
         received = sum(token in d.text for d in stack.telegram.deliveries(case.sender_id))
         if received == 0:
             outcome.lost += 1
@@ -299,7 +304,7 @@ def _judge(
     posts = Counter(_card_keys(stack.slack)) - cards_before
     outcome.slack_posts_twice = sum(1 for count in posts.values() if count > 1)
     waiting = {f"R{case.sender_id}x{number}" for _, case, number in plan
-               if f"crash:reply:{case.sender_id}:{number}" not in at_kill["delivered"]}  # fmt: skip
+               if _reply_key(case.sender_id, number) not in at_kill["delivered"]}  # fmt: skip
     resumed = [stamp for stamp, text in stamps.seen if stamp >= restarted_at and any(t in text for t in waiting)]
     outcome.resume_s = round(min(resumed) - restarted_at, 2) if resumed and restarted_at else None
     last = max((stamp for stamp, _ in stamps.seen), default=restarted_at)

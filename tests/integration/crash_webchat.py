@@ -106,7 +106,8 @@ class Browser:
             if self.session is None:
                 status, found = await self._call(client, "POST", "session")
                 if status == 200:
-                    self.session, self.sessions = {"sender": found["sender"], "token": found["token"]}, self.sessions + 1
+                    self.session = {"sender": found["sender"], "token": found["token"]}
+                    self.sessions += 1
                     status = -1
             if self.session is not None:
                 self.tries += 1
