@@ -17,6 +17,8 @@ answers resumed after the restart.
 Two stacks, each running the connectors of every platform given: ``SoloStack``, what ``make run`` starts (one Rasa through ``bot.launcher``, one
 action server, SQLite files; leases of the default 60 s), and ``ReplicaStack``, the scale-out
 stack of ``stack_support`` (two of each on PostgreSQL and Redis behind round-robin proxies).
+
+The web chat's trial, on the same stacks, is ``crash_webchat``; the desk outbox's is ``crash_desk``.
 """
 
 from __future__ import annotations
