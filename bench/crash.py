@@ -48,8 +48,11 @@ from bench.run import loadavg, machine_facts
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.integration.conftest import fresh_database, production_services
-from tests.integration.crash_desk import DeliveryOutcome, DeskStack, desk_stack, run_desk_trial
+from tests.integration.crash_desk import DESK, DeliveryOutcome, DeskStack, desk_stack, run_desk_trial
 from tests.integration.crash_support import (
+    ACTIONS,
+    DATABASE,
+    RASA,
     CrashStack,
     Outcome,
     Platform,
@@ -81,6 +84,7 @@ REDIS_DB_CRASH = 5
 PLATFORMS = ["telegram", "slack_dm", "webchat"]
 DESK_CUSTOMERS, DESK_REPLIES_EACH = 10, 3
 DESK_KILL_WINDOW_S = (0.3, 3.5)
+KILLS = [RASA, ACTIONS, DATABASE, DESK]
 
 
 def log(line: str) -> None:
@@ -96,7 +100,7 @@ async def _sweep(
     entry = results["stacks"][name]
     for trial in range(trials):
         platform = platforms[trial % len(platforms)]
-        target = rng.choice(stack.targets)
+        target = rng.choice(_targets(stack.targets, results))
         customers = new_customers(first_id + 1000 * trial, CUSTOMERS)
         label = f"{name}/{platform.name}"
         trial_of = run_webchat_trial if isinstance(platform, WebChatPlatform) else run_trial
@@ -107,12 +111,18 @@ async def _sweep(
             f"({outcome.in_flight_at_kill} in flight), resumed {outcome.resume_s} s")  # fmt: skip
 
 
+def _targets(targets: tuple[str, ...], results: Dict[str, Any]) -> List[str]:
+    """Return the stack's kill targets that ``--kills`` allows (all of them when it names none of them)."""
+    allowed = [target for target in targets if target in results["settings"]["kills"]]
+    return allowed or list(targets)
+
+
 async def _desk_sweep(
     name: str, stack: DeskStack, trials: int, rng: random.Random, first_id: int, results: Dict[str, Any]
 ) -> None:
     entry = results["stacks"][name]
     for trial in range(trials):
-        target = rng.choice(stack.targets)
+        target = rng.choice(_targets(stack.targets, results))
         outcome: DeliveryOutcome = await run_desk_trial(
             stack, name, first_id + 1000 * trial, DESK_CUSTOMERS, DESK_REPLIES_EACH, target,
             rng.uniform(*DESK_KILL_WINDOW_S), rng,
@@ -239,7 +249,8 @@ def render(results: Dict[str, Any]) -> str:
                 f"{lag['p50']} / {lag['p99']} / {lag['max']}; 'sending' to 'sent' {doubt['p50']} / {doubt['p99']} / "
                 f"{doubt['max']}; found in doubt {window['found_in_doubt']}"
             )
-    lines += ["", f"Seed {results['settings']['seed']}; {results['wall_s']:.0f} s."]
+    lines += ["", f"Seed {results['settings']['seed']}; kills allowed: {', '.join(results['settings']['kills'])}; "
+              f"FIRSTREPLY_REPLY_CALLS {results['settings']['reply_calls']}; {results['wall_s']:.0f} s."]
     return "\n".join(lines)
 
 
@@ -249,6 +260,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--trials", type=int, default=20, help="trials per stack (default 20)")
     parser.add_argument("--stacks", nargs="+", choices=list(STACKS), default=list(STACKS), help="which stacks")
     parser.add_argument("--platforms", nargs="+", choices=PLATFORMS, default=PLATFORMS, help="which channels, in turn")
+    parser.add_argument("--kills", nargs="+", choices=KILLS, default=KILLS,
+                        help="what may be killed, where the stack has it (default: all)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=None, help="replay a sweep (default: drawn, and reported)")
     add_output_arguments(parser, RESULTS, "crash-latest")
     args = parser.parse_args(argv)
@@ -259,7 +272,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="firstreply-bench-crash-"))
     settings = {"trials": args.trials, "customers": CUSTOMERS, "kill_window_s": KILL_WINDOW_S, "seed": seed,
-                "platforms": args.platforms}  # fmt: skip
+                "platforms": args.platforms, "kills": args.kills,
+                "reply_calls": os.environ.get("FIRSTREPLY_REPLY_CALLS", "default")}  # fmt: skip
     results: Dict[str, Any] = {
         **begin(work, False, settings, machine_facts(), log),
         "stacks": {name: {"label": STACKS[name], "trials": []} for name in args.stacks},
