@@ -410,8 +410,19 @@ class ReplicaStack:
             await asyncio.to_thread(self._restart)
 
     def tracker(self, sender: str) -> Dict[str, Any]:
-        """Return the conversation from the first Rasa server's HTTP API."""
-        return self.stack.tracker(sender)
+        """Return the conversation from the first Rasa server's HTTP API.
+
+        Rasa's tracker store keeps database connections in a pool without checking them: the
+        first read on one that was terminated fails (500), and the next opens a new one.
+        """
+        url = f"{self.stack.rasa_urls[0]}/conversations/{sender}/tracker?token={self.stack.api_token}"
+        for _ in range(5):
+            status, raw = http("GET", url)
+            if status < 500:
+                break
+            time.sleep(0.2)
+        assert status == 200, raw[:300]
+        return dict(json.loads(raw))
 
     def logs(self) -> str:
         """Return every Rasa log of the stack."""
