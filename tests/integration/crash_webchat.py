@@ -226,5 +226,6 @@ def _judge(
             outcome.missing += 1
             outcome.problems.append(f"{name}: never shown {sorted(recorded - shown)}")
     outcome.resume_s = round(min(unfinished_answers) - restarted_at, 2) if unfinished_answers else None
-    answered = [browser.answered_at for browser in browsers if browser.answered_at is not None]
-    outcome.complete_s = round(max(answered) - restarted_at, 2) if answered and restarted_at else 0.0
+    # As for the other channels: the last answer after the restart (0 when all came before it).
+    after = [b.answered_at for b in browsers if b.answered_at is not None and restarted_at and b.answered_at >= restarted_at]
+    outcome.complete_s = round(max(after) - restarted_at, 2) if after else 0.0
