@@ -227,5 +227,5 @@ def _judge(
             outcome.problems.append(f"{name}: never shown {sorted(recorded - shown)}")
     outcome.resume_s = round(min(unfinished_answers) - restarted_at, 2) if unfinished_answers else None
     # As for the other channels: the last answer after the restart (0 when all came before it).
-    after = [b.answered_at for b in browsers if b.answered_at is not None and restarted_at and b.answered_at >= restarted_at]
+    after = [b.answered_at for b in browsers if b.answered_at is not None and b.answered_at >= restarted_at > 0]
     outcome.complete_s = round(max(after) - restarted_at, 2) if after else 0.0
