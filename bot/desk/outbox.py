@@ -86,6 +86,8 @@ _PERMANENT_SEND_ERRORS = ("BadRequest", "Forbidden", "ChatMigrated", "InvalidTok
 _ANSWER_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 # How far before a message was queued an earlier post of it is looked for (clocks differ).
 LOOKBACK_SECONDS = 60.0
+# The log's words for a delivery cut off under way (the desk stopped or lost the lead) and sent again.
+CUT_OFF_SENT_AGAIN = "was cut off under way and cannot be checked: sent again"
 # Waits between tries at recording a delivery that went (a database connection lost meanwhile).
 FINISH_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
@@ -566,6 +568,10 @@ class OutboxWorker:
         # A sender that can send once per key (Slack DMs: looked up in the DM) does; the
         # others (Telegram) are sent again after a lost answer: at least once.
         deliver_text = getattr(sender, "deliver_text", None)
+        if item.in_doubt and deliver_text is None:
+            self.stats.count(channel, IN_DOUBT_UNCHECKED)
+            log.warning("desk outbox: %s %s to %s %s (the customer may see it twice)", item.kind, item.key, channel,
+                        CUT_OFF_SENT_AGAIN)  # fmt: skip
         try:
             if template is not None:
                 await sender.send_template(sender_id, template.name, template.language)  # type: ignore[attr-defined]
