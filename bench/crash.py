@@ -153,6 +153,7 @@ def summarize_desk(trials: List[Dict[str, Any]]) -> Dict[str, Any]:
         "repeated_not_in_doubt": total("repeated_not_in_doubt"),
         "in_doubt_at_kill": total("in_doubt_at_kill"),
         "in_doubt_max_per_trial": max(int(t["in_doubt_at_kill"]) for t in trials),
+        "cut_off": total("cut_off"),
         "slack_posts_twice": total("slack_posts_twice"),
         "resume_s_median": round(statistics.median(resumed), 2) if resumed else None,
         "resume_s_max": max(resumed) if resumed else None,
@@ -227,8 +228,9 @@ def render(results: Dict[str, Any]) -> str:
             f"The desk's outbox: {DESK_CUSTOMERS} Telegram cases, {DESK_REPLIES_EACH} agents' replies each per trial:",
             "",
             "| stack | trials (kills) | replies | lost | given up | repeated (max per trial) | of them not in doubt | "
-            "in doubt at the kill (max) | Slack posts twice | resumed after restart, median / max |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "in doubt at the kill (max) | cut off and sent again | Slack posts twice | "
+            "resumed after restart, median / max |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]  # fmt: skip
         for name, s in desk:
             if not s:
@@ -237,7 +239,8 @@ def render(results: Dict[str, Any]) -> str:
             lines.append(
                 f"| {STACKS[name]} | {s['trials']} ({kills}) | {s['replies']} | {s['lost']} | {s['given_up']} | "
                 f"{s['repeated']} ({s['repeated_max_per_trial']}) | {s['repeated_not_in_doubt']} | "
-                f"{s['in_doubt_at_kill']} ({s['in_doubt_max_per_trial']}) | {s['slack_posts_twice']} | "
+                f"{s['in_doubt_at_kill']} ({s['in_doubt_max_per_trial']}) | {s['cut_off']} | "
+                f"{s['slack_posts_twice']} | "
                 f"{s['resume_s_median']} / {s['resume_s_max']} s |"
             )
     lines += ["", "In-doubt window of the Rasa processes running at the end (ms: p50 / p99 / max):", ""]

@@ -39,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.cases import CaseStore
 from bot.desk import messages
+from bot.desk.outbox import CUT_OFF_SENT_AGAIN
 from tests.desk_support import open_case
 from tests.fakes.rasa_api import TOKEN as RASA_TOKEN
 from tests.fakes.rasa_api import FakeRasa
@@ -69,6 +70,7 @@ class DeliveryOutcome:
     repeated: int = 0
     repeated_not_in_doubt: int = 0
     in_doubt_at_kill: int = 0
+    cut_off: int = 0
     delivered_at_kill: int = 0
     given_up: int = 0
     slack_posts_twice: int = 0
@@ -247,7 +249,11 @@ async def run_desk_trial(
     stamps.poll()
     outcome.given_up = given_up
     outcome.in_doubt_at_kill, outcome.delivered_at_kill = len(at_kill["under_way"]), len(at_kill["delivered"])
-    _judge(stack, outcome, plan, at_kill, restarted_at[0], cards_before, stamps)
+    logs = stack.logs()
+    cut_off = {key for key in keys if f"{key} to telegram {CUT_OFF_SENT_AGAIN}" in logs}
+    outcome.cut_off = len(cut_off)
+    _judge(stack, outcome, plan, at_kill["under_way"] | cut_off, at_kill["delivered"], restarted_at[0], cards_before,
+           stamps)  # fmt: skip
     return outcome
 
 
@@ -287,8 +293,8 @@ def _card_keys(slack: FakeDeskSlackAPI) -> List[str]:
 
 
 def _judge(
-    stack: DeskStack, outcome: DeliveryOutcome, plan: List[Any], at_kill: Dict[str, set[str]], restarted_at: float,
-    cards_before: Counter[str], stamps: Stamps,
+    stack: DeskStack, outcome: DeliveryOutcome, plan: List[Any], in_doubt: set[str], delivered_at_kill: set[str],
+    restarted_at: float, cards_before: Counter[str], stamps: Stamps,
 ) -> None:  # fmt: skip
     for _, case, number in plan:
         key, token = _reply_key(case.sender_id, number), f"R{case.sender_id}x{number}"
@@ -298,13 +304,13 @@ def _judge(
             outcome.problems.append(f"{key}: never delivered")
         elif received > 1:
             outcome.repeated += 1
-            if key not in at_kill["under_way"]:
+            if key not in in_doubt:
                 outcome.repeated_not_in_doubt += 1
                 outcome.problems.append(f"{key}: delivered {received} times, not in doubt at the kill")
     posts = Counter(_card_keys(stack.slack)) - cards_before
     outcome.slack_posts_twice = sum(1 for count in posts.values() if count > 1)
     waiting = {f"R{case.sender_id}x{number}" for _, case, number in plan
-               if _reply_key(case.sender_id, number) not in at_kill["delivered"]}  # fmt: skip
+               if _reply_key(case.sender_id, number) not in delivered_at_kill}  # fmt: skip
     resumed = [stamp for stamp, text in stamps.seen if stamp >= restarted_at and any(t in text for t in waiting)]
     outcome.resume_s = round(min(resumed) - restarted_at, 2) if resumed and restarted_at else None
     last = max((stamp for stamp, _ in stamps.seen), default=restarted_at)
