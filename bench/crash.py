@@ -198,17 +198,17 @@ def render(results: Dict[str, Any]) -> str:
     lines = [f"# Random kills in bursts of {CUSTOMERS} new customers ({results['date']})", ""]
     if results.get("error"):
         lines += [f"**The run failed:** {results['error']}", ""]
-    lines += [
-        "| stack | trials (kills) | lost | handled twice | greeted twice | missing | customers with a repeated reply "
-        "(max per trial) | of them with nothing in flight | replies in flight at the kill (max) | greetings in "
-        "doubt not resent | told to wait (twice) | resumed after restart, median / max | all answered, median |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
     rows = [
         (f"{STACKS[name]}, {channel}", summarize([t for t in entry["trials"] if t["stack"] == f"{name}/{channel}"]))
         for name, entry in results["stacks"].items()
         if name not in DESK_STACKS
         for channel in sorted({t["stack"].split("/")[-1] for t in entry["trials"]})
+    ]
+    lines += [] if not rows else [
+        "| stack | trials (kills) | lost | handled twice | greeted twice | missing | customers with a repeated reply "
+        "(max per trial) | of them with nothing in flight | replies in flight at the kill (max) | greetings in "
+        "doubt not resent | told to wait (twice) | resumed after restart, median / max | all answered, median |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, s in rows:
         kills = ", ".join(f"{count} {target}" for target, count in s["kills"].items())
@@ -243,7 +243,8 @@ def render(results: Dict[str, Any]) -> str:
                 f"{s['slack_posts_twice']} | "
                 f"{s['resume_s_median']} / {s['resume_s_max']} s |"
             )
-    lines += ["", "In-doubt window of the Rasa processes running at the end (ms: p50 / p99 / max):", ""]
+    if any(entry.get("windows") for entry in results["stacks"].values()):
+        lines += ["", "In-doubt window of the Rasa processes running at the end (ms: p50 / p99 / max):", ""]
     for name, entry in results["stacks"].items():
         for window in entry.get("windows", []):
             lag, doubt = window["record_lag_ms"], window["in_doubt_window_ms"]
