@@ -38,6 +38,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.cases import CaseStore
+from bot.cases.records import OutboxItem, OutboxMessage
 from bot.desk import messages
 from bot.desk.outbox import CUT_OFF_SENT_AGAIN
 from tests.desk_support import open_case
@@ -169,24 +170,25 @@ def _reply_text(chat: int, number: int) -> str:
     return f"Update {number} on your case from the team ref R{chat}x{number}"
 
 
-def _under_way(url: str, keys: set[str]) -> tuple[set[str], set[str]]:
-    """Return the keys of the replies under way and of those delivered, now."""
+def _replies(url: str, keys: set[str]) -> List[OutboxItem]:
+    """Return the outbox rows of the replies ``keys``, now."""
     store = CaseStore.from_url(url)
     try:
-        items = [i for i in store.outbox.items(kind=messages.KIND_CUSTOMER) if i.key in keys]
+        return [i for i in store.outbox.items(kind=messages.KIND_CUSTOMER) if i.key in keys]
     finally:
         store.dispose()
+
+
+def _under_way(url: str, keys: set[str]) -> tuple[set[str], set[str]]:
+    """Return the keys of the replies under way and of those delivered, now."""
+    items = _replies(url, keys)
     under_way = {i.key for i in items if i.started_at is not None and i.delivered_at is None}
     return under_way, {i.key for i in items if i.delivered_at is not None}
 
 
 def _settled(url: str, keys: set[str]) -> tuple[bool, int]:
     """Return whether every reply is delivered or given up, and how many were given up."""
-    store = CaseStore.from_url(url)
-    try:
-        items = [i for i in store.outbox.items(kind=messages.KIND_CUSTOMER) if i.key in keys]
-    finally:
-        store.dispose()
+    items = _replies(url, keys)
     given_up = sum(i.delivered_at is None and i.next_attempt_at is None for i in items)
     done = len(items) == len(keys) and all(i.delivered_at is not None or i.next_attempt_at is None for i in items)
     return done, given_up
@@ -205,7 +207,8 @@ async def run_desk_trial(
     finally:
         store.dispose()
     numbers = range(1, replies_each + 1)
-    plan = sorted((rng.uniform(0, queue_window_s), case, number) for case in cases for number in numbers)
+    plan = sorted(((rng.uniform(0, queue_window_s), case, number) for case in cases for number in numbers),
+                  key=lambda planned: planned[0])
     keys = {_reply_key(case.sender_id, number) for _, case, number in plan}
     at_kill: Dict[str, set[str]] = {}
     restarted_at = [0.0]
@@ -257,7 +260,7 @@ async def run_desk_trial(
     return outcome
 
 
-def _enqueue(store: CaseStore, reply: messages.OutboxMessage) -> None:
+def _enqueue(store: CaseStore, reply: OutboxMessage) -> None:
     """Queue ``reply``; a database connection just terminated fails once, as an agent's reply is then tried again."""
     for attempt in range(3):
         try:
