@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -331,6 +332,19 @@ def test_a_message_whose_process_is_gone_is_taken_over_at_once_and_a_living_ones
         assert (answered.new, answered.retaken, [r["text"] for r in answered.replies or []]) == (False, None, ["Hi!"])
     finally:
         store.dispose()
+
+
+def test_each_worker_forked_after_the_channel_was_built_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    channel = WebChatInput.from_credentials(None, {ENV_SECRET: SECRET})
+    try:
+        built_in = channel.owner
+        monkeypatch.setattr(os, "getpid", lambda: 424242)  # the worker Sanic forked
+
+        assert channel.owner.split(":")[1] == "424242" and built_in.split(":")[1] != "424242"
+        assert channel.abandoned(channel.owner)  # its own claim, found by the one task answering that message
+        assert not channel.abandoned(built_in)  # a process that runs: it may still be answering
+    finally:
+        channel.store.dispose()
 
 
 def test_a_message_table_made_before_claims_named_their_process_gets_the_column(tmp_path: Path) -> None:

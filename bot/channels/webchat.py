@@ -264,7 +264,6 @@ class WebChatInput(InputChannel):
         self._secret = secret or secrets.token_urlsafe(32)
         self.store = store if store is not None else WebChatStore.from_url()
         self.output = WebChatOutput(self.store)
-        self.owner = process_owner()
         # Messages being answered now, so a retry that arrives meanwhile waits for the answer.
         self._running: dict[tuple[str, str], asyncio.Task[Answer]] = {}
 
@@ -373,6 +372,15 @@ class WebChatInput(InputChannel):
                     task.cancel()
         self.store.dispose()
 
+    @property
+    def owner(self) -> str:
+        """Return the id of the process answering here (``process_owner``).
+
+        Taken when asked, not when the channel is built: Rasa builds the channels before Sanic
+        forks its workers, and each worker must name itself.
+        """
+        return process_owner()
+
     def abandoned(self, owner: str | None) -> bool:
         """Return whether an unanswered claim of ``owner`` has nobody answering it any more.
 
@@ -380,7 +388,8 @@ class WebChatInput(InputChannel):
         here one task answers a message at a time (``_running``), so a claim of ours found by
         that task was left by an earlier answer that failed to store its outcome.
         """
-        return owner is not None and (owner == self.owner or owner_gone(owner, self.owner))
+        me = self.owner
+        return owner is not None and (owner == me or owner_gone(owner, me))
 
     async def _answer(self, request: MessageRequest, on_new_message: OnNewMessage, app: Any) -> Answer:
         shown_text, rasa_text = request.text, typed_text(request.text)
