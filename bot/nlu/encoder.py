@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -164,14 +164,25 @@ class SentenceEncoder:
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-_SHARED: Optional[SentenceEncoder] = None
-_SHARED_LOCK = threading.Lock()
+class OnePerProcess:
+    """Calls ``factory`` once, on first use, and hands out what it made to every caller (thread-safe)."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        """Make nothing yet: ``factory`` runs on the first call."""
+        self._factory = factory
+        self._made: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._made is None:
+                self._made = self._factory()
+            return self._made
+
+
+_SHARED = OnePerProcess(SentenceEncoder)
 
 
 def shared_encoder() -> SentenceEncoder:
     """Return this process's encoder, loading it on first use (about 0.3 s, 90 MB)."""
-    global _SHARED
-    with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = SentenceEncoder()
-        return _SHARED
+    return _SHARED()

