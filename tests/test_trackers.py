@@ -168,6 +168,27 @@ def test_what_another_replica_added_is_never_missed(tmp_path: Path) -> None:
     assert _rows(one) == _rows(other)
 
 
+def test_what_another_replica_wrote_while_a_conversation_was_lent_is_never_missed(tmp_path: Path) -> None:
+    # Replica one hands out the conversation from memory; before its save, replica two writes to
+    # the same conversation (a lock that outlived a stuck platform call, an event appended over
+    # the HTTP API). One's save must not keep its copy, which lacks two's event.
+    path = tmp_path / "shared.db"
+    one = SQLiteTrackerStore(domain=DOMAIN, db=str(path), cache_size=100)
+    other = SQLiteTrackerStore(domain=DOMAIN, db=str(path), cache_size=100)
+    asyncio.run(_play(one))
+    lent = asyncio.run(one.retrieve("maria"))
+    meanwhile = asyncio.run(other.retrieve("maria"))
+    meanwhile.update(UserUttered("written by the other replica"))
+    asyncio.run(other.save(meanwhile))
+    lent.update(UserUttered("written by this replica"))
+    asyncio.run(one.save(lent))
+
+    back = asyncio.run(one.retrieve("maria"))
+
+    texts = [getattr(e, "text", None) for e in back.events]
+    assert "written by the other replica" in texts and "written by this replica" in texts
+
+
 def test_a_message_whose_handling_failed_before_its_save_leaves_nothing_behind(tmp_path: Path) -> None:
     store = SQLiteTrackerStore(domain=DOMAIN, db=str(tmp_path / "t.db"), cache_size=100)
     asyncio.run(_play(store))
