@@ -185,10 +185,19 @@ _RECENT_LOCK = threading.Lock()
 
 
 def embed_recent(texts: Sequence[str]) -> np.ndarray:
-    """Return the embeddings of ``texts`` (already tidied), encoding only those not seen lately."""
+    """Return the embeddings of ``texts`` (already tidied), encoding only those not seen lately.
+
+    Encoded on one BLAS thread: a served message or its clauses are a handful of tokens, and a
+    second BLAS thread saves a few milliseconds of wall time but spins for many more of CPU,
+    which concurrent conversations need (measured in docs/nlu.md). The classifier's and the
+    complaint signal's clause passes come through here too.
+    """
     with _RECENT_LOCK:
         missing = [text for text in dict.fromkeys(texts) if text not in _RECENT]
-    vectors = encode_texts(missing) if missing else []
+    vectors: Any = []
+    if missing:
+        with _one_blas_thread():
+            vectors = encode_texts(missing)
     with _RECENT_LOCK:
         for text, vector in zip(missing, vectors):
             _RECENT[text] = vector
@@ -288,14 +297,8 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         return training_data
 
     def process(self, messages: List[Message]) -> List[Message]:
-        """Embed each message that has text, on one BLAS thread.
-
-        A served message is a handful of tokens: a second BLAS thread saves a few
-        milliseconds of wall time but spins for many more of CPU, which concurrent
-        conversations need (measured in docs/nlu.md).
-        """
-        with _one_blas_thread():
-            self._embed([message for message in messages if message.get(TEXT)])
+        """Embed each message that has text (on one BLAS thread, see :func:`embed_recent`)."""
+        self._embed([message for message in messages if message.get(TEXT)])
         return messages
 
     def _embed(self, messages: List[Message]) -> None:
