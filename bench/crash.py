@@ -40,7 +40,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bench.lifecycle import add_output_arguments, begin, finish, ready_to_run, record_failure
 from bench.procs import ROOT
@@ -133,15 +133,20 @@ async def _desk_sweep(
             f"resumed {outcome.resume_s} s")  # fmt: skip
 
 
-def summarize_desk(trials: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Return a desk stack's totals over its trials."""
-    if not trials:
-        return {}
+def _totals(trials: List[Dict[str, Any]]) -> Tuple[Callable[[str], int], List[float]]:
+    """Return a function summing a figure over ``trials``, and their resume times."""
 
     def total(key: str) -> int:
         return sum(int(t[key]) for t in trials)
 
-    resumed = [t["resume_s"] for t in trials if t["resume_s"] is not None]
+    return total, [t["resume_s"] for t in trials if t["resume_s"] is not None]
+
+
+def summarize_desk(trials: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Return a desk stack's totals over its trials."""
+    if not trials:
+        return {}
+    total, resumed = _totals(trials)
     return {
         "trials": len(trials),
         "kills": dict(sorted(Counter(t["target"] for t in trials).items())),
@@ -164,11 +169,7 @@ def summarize(trials: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Return a stack's totals over its trials."""
     if not trials:
         return {}
-
-    def total(key: str) -> int:
-        return sum(int(t[key]) for t in trials)
-
-    resumed = [t["resume_s"] for t in trials if t["resume_s"] is not None]
+    total, resumed = _totals(trials)
     return {
         "trials": len(trials),
         "platforms": {p: sum(1 for t in trials if t["stack"].endswith(f"/{p}")) for p in sorted({t["stack"].split("/")[-1] for t in trials})},
