@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -188,7 +189,11 @@ class Inbox:
         self._engine = engine
         self._clock = clock
         self.lease_seconds = lease_seconds
-        self.owner = owner or process_owner()
+        # A fixed owner (tests, tools), else this process's: read when a lease is written,
+        # since Rasa builds the channels before Sanic forks its workers (each names itself).
+        self._fixed_owner = owner
+        self._owner_pid = -1
+        self._process_owner = ""
         self._upsert = UPSERTS[engine.dialect.name]
         self._last_prune = 0.0
         create_tables(metadata, engine)
@@ -260,6 +265,15 @@ class Inbox:
         # An entry read back is handled again: an earlier attempt may have got part of the way.
         holder = None if row[5] is None else str(row[5])
         return InboxEntry(source, *row[:4], replay=True, received_at=row[4], lease_owner=holder)
+
+    @property
+    def owner(self) -> str:
+        """Return the lease owner id of the process using this inbox (``process_owner``)."""
+        if self._fixed_owner:
+            return self._fixed_owner
+        if self._owner_pid != os.getpid():
+            self._owner_pid, self._process_owner = os.getpid(), process_owner()
+        return self._process_owner
 
     def take_over(self, entry: InboxEntry) -> InboxEntry | None:
         """Lease ``entry`` to this process if nobody holds it; return it, or ``None``.
