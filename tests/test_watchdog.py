@@ -26,6 +26,7 @@ from bot.cases import Case, CaseStore, NewCase, TranscriptLine
 from bot.channels.outbound import Outbound
 from bot.desk import cards, messages
 from bot.desk.app import Desk
+from bot.desk.customer_texts import CustomerTexts
 from bot.desk.outbox import OutboxWorker
 from bot.desk.rasa_api import RasaClient
 from bot.desk.settings import DeskSettings
@@ -250,17 +251,18 @@ def test_a_queue_that_cannot_keep_the_promise_is_told_early(store: CaseStore, su
 
 
 def test_the_apology_line_names_the_customer_and_the_reason(store: CaseStore, support: SupportConfig) -> None:
+    texts = CustomerTexts.load(support)
     case = open_case(store, T0)
-    assert apology_line(case) == (
+    assert apology_line(case, texts) == (
         f"Sorry for the wait, Maria — it's been busier than usual. Thanks for bearing with us: I'm on case #{case.id} now."
     )
     Watchdog(store, support).tick(T0 + minutes(630))  # closed: "we're now closed"
-    assert apology_line(get(store, case.id)).startswith("Sorry for the wait, Maria — we were closed for part of the wait.")
+    assert apology_line(get(store, case.id), texts).startswith("Sorry for the wait, Maria — we were closed for part of the wait.")
     nameless = open_case(store, T0, sender="77", customer_name=None)
-    assert apology_line(nameless).startswith("Sorry for the wait — it's been busier than usual.")
+    assert apology_line(nameless, texts).startswith("Sorry for the wait — it's been busier than usual.")
     # In the thread the customer's name is escaped; the mention is ours.
     sly = open_case(store, T0, sender="78", customer_name="<!here> Bob")
-    assert late_pickup_text(sly, ANA, T0 + minutes(25)) == (
+    assert late_pickup_text(sly, ANA, T0 + minutes(25), texts) == (
         f":bulb: <@{ANA}>, this customer waited longer than we first said (promise overdue by 5 min). "
         f"Suggested first line:\n>Sorry for the wait, &lt;!here&gt; — it's been busier than usual. Thanks for "
         f"bearing with us: I'm on case #{sly.id} now."
