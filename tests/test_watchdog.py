@@ -211,6 +211,28 @@ def test_the_update_gives_an_honest_reason(
     )
 
 
+def test_the_update_is_in_the_customers_language_and_the_thread_in_english(
+    store: CaseStore, support: SupportConfig
+) -> None:
+    case = open_case(store, T0 + minutes(580), 15, language="es", promise_wording="en unos 15 minutos")
+
+    assert Watchdog(store, support).tick(T0 + minutes(630)) == 2  # escalated and updated, closed now
+
+    updated = get(store, case.id)
+    # The case keeps the wording the customer read, as it keeps the first promise's.
+    assert (updated.delay_reason, updated.promise_wording) == ("closed", "antes de las 8:15 de mañana, martes")
+    [message] = queued(store, case.id, messages.KIND_CUSTOMER)
+    assert message.payload["text"] == (
+        f"Lo sentimos, Maria. El caso n.º {case.id} está tardando más de lo que te dijimos: ahora estamos cerrados. "
+        "Una persona te responderá antes de las 8:15 de mañana, martes."
+    )
+    notices = [item.payload["text"] for item in queued(store, case.id, messages.KIND_THREAD)]
+    assert notices[-1] == (
+        ":hourglass: The customer was sent a new estimate (we're now closed): a person will reply "
+        "by 8:15 tomorrow, Tuesday."
+    )
+
+
 def test_no_update_while_the_estimate_says_the_promise_holds(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0, 300)  # "by 15:00"
     watchdog = Watchdog(store, support)
@@ -268,6 +290,13 @@ def test_the_apology_line_names_the_customer_and_the_reason(store: CaseStore, su
         f"bearing with us: I'm on case #{sly.id} now."
     )
     assert not is_late(sly, T0 + minutes(19)) and is_late(sly, T0 + minutes(21))
+    # The agent sends it to the customer: in their language, and the thread says which.
+    spanish = open_case(store, T0, sender="79", language="es")
+    assert late_pickup_text(spanish, ANA, T0 + minutes(25), texts) == (
+        f":bulb: <@{ANA}>, this customer waited longer than we first said (promise overdue by 5 min). "
+        f"Suggested first line (in Spanish):\n>Perdona la espera, Maria: ha habido más trabajo de lo habitual. "
+        f"Gracias por tu paciencia; ya me ocupo del caso n.º {spanish.id}."
+    )
 
 
 @pytest_asyncio.fixture
@@ -379,6 +408,25 @@ def test_a_silent_customer_is_asked_then_the_case_is_closed(store: CaseStore, su
     assert ":lock: *Closed*: the customer did not answer the check-in" in json.dumps(blocks, ensure_ascii=False)
     assert not [block for block in blocks if block["type"] == "actions"]
     assert watchdog.tick(T0 + minutes(300)) == 0
+
+
+def test_the_checkin_and_the_closing_message_are_in_the_customers_language(
+    store: CaseStore, support: SupportConfig
+) -> None:
+    case = open_case(store, T0, language="de")
+    store.lifecycle.claim(case.id, ANA, T0 + minutes(5))
+    _agent_replies(store, case, T0 + minutes(10))
+    watchdog = Watchdog(store, support)
+
+    assert watchdog.tick(T0 + minutes(70)) == 1
+    assert watchdog.tick(T0 + minutes(130)) == 1
+
+    said = [item.payload["text"] for item in queued(store, case.id, messages.KIND_CUSTOMER) if item.payload.get("watchdog")]
+    assert said == [
+        f"Hallo Maria, können wir dir bei Fall Nr. {case.id} noch mit etwas anderem helfen? Antworte einfach hier.",
+        f"Wir haben nichts mehr von dir gehört und Fall Nr. {case.id} daher geschlossen. Wenn noch etwas ist, "
+        "schreib einfach hier.",
+    ]
 
 
 def test_a_customer_who_answers_is_not_closed(store: CaseStore, support: SupportConfig) -> None:
