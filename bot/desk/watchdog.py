@@ -34,6 +34,11 @@ promise in force, counted in open minutes from when it was made):
 A case claimed after its promise gets a suggested apology for the agent when it is
 claimed (``late_pickup_text``, used by the desk's claim).
 
+What the customer reads (the update, the check-in, the closing message, the suggested
+apology) is in their language: the ``utter_watchdog_*`` responses of domain/desk.yml,
+read by ``bot.desk.customer_texts``. The notes in the card's thread are for the agents,
+in English.
+
 On Messenger, Instagram and WhatsApp the assistant may write only within 24 hours of the
 customer's last message (``bot.desk.windows``). A new estimate that could not reach the
 customer is not made: the promise they were told stays in force (and is broken, if it is),
