@@ -360,7 +360,8 @@ def deadline_wording(
     if promise.open_now and elapsed == timedelta(minutes=promise.business_minutes):
         minutes = max(1, round(elapsed.total_seconds() / 60))
         return phrases.say("utter_promise_within", duration=say_duration(minutes, locale))
-    return phrases.say("utter_promise_by", moment=say_moment(local_now, _ceil_minute(promise.deadline), locale, phrases))
+    moment = say_moment(local_now, _ceil_minute(promise.deadline), locale, phrases)
+    return phrases.say("utter_promise_by", moment=moment)
 
 
 def closed_for(promise: "Promise", now: datetime, calendar: "BusinessCalendar") -> Optional[str]:

@@ -140,7 +140,8 @@ def test_a_customer_without_a_name_is_not_named(texts: CustomerTexts, store: Cas
     [
         ("en", "Hi Maria, is there anything else we can help with on case #{id}? Just reply here.",
          "Is there anything else we can help with on case #{id}? Just reply here."),
-        ("es", "Hola, Maria: ¿podemos ayudarte con algo más sobre el caso n.º {id}? Solo tienes que responder aquí.",
+        ("es", "Hola, Maria: ¿podemos ayudarte con algo más sobre el caso n.º {id}? Solo tienes que responder "
+               "aquí.",
          "¿Podemos ayudarte con algo más sobre el caso n.º {id}? Solo tienes que responder aquí."),
         ("fr", "Bonjour Maria, pouvons-nous vous aider pour autre chose concernant le dossier n° {id} ? Il suffit de "
                "répondre ici.",
@@ -201,7 +202,9 @@ def test_a_case_in_no_switched_on_language_gets_the_main_one(
 ) -> None:
     other = replace(case, language=language)
     assert texts.language(other) == "en"
-    assert texts.checkin(other) == f"Hi Maria, is there anything else we can help with on case #{case.id}? Just reply here."
+    assert texts.checkin(other) == (
+        f"Hi Maria, is there anything else we can help with on case #{case.id}? Just reply here."
+    )
     assert update(texts, other, NIGHT, REASON_CLOSED).endswith("A person will reply by 8:15 tomorrow, Tuesday.")
 
 
@@ -210,7 +213,9 @@ def test_a_language_switched_off_falls_back_to_the_brands_main_language(support:
     german = replace(case, language="de")
 
     assert spanish_first.language(german) == "es"
-    assert spanish_first.close(german).startswith(f"Como no hemos tenido noticias tuyas, hemos cerrado el caso n.º {case.id}.")
+    assert spanish_first.close(german).startswith(
+        f"Como no hemos tenido noticias tuyas, hemos cerrado el caso n.º {case.id}."
+    )
     assert update(spanish_first, german, OPEN, REASON_SLOW).endswith("Una persona te responderá en unos 15 minutos.")
 
 
@@ -236,7 +241,8 @@ def test_the_desk_refuses_responses_it_cannot_fill(tmp_path: Path, support: Supp
 def test_the_desk_refuses_a_domain_without_its_responses(tmp_path: Path, support: SupportConfig) -> None:
     domain = domain_copy(tmp_path)
     desk = domain / "desk.yml"
-    desk.write_text(re.sub(r"  utter_watchdog_close:\n(    .*\n)+", "", desk.read_text(encoding="utf-8")), encoding="utf-8")
+    without = re.sub(r"  utter_watchdog_close:\n(    .*\n)+", "", desk.read_text(encoding="utf-8"))
+    desk.write_text(without, encoding="utf-8")
 
     with pytest.raises(CustomerTextsError, match="'utter_watchdog_close' is sent by the agent desk but missing"):
         CustomerTexts.load(support, domain)

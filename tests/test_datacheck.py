@@ -147,4 +147,6 @@ def test_a_response_the_desk_sends_is_required_but_never_reported_unused(tmp_pat
     assert block is not None and "utter_watchdog_close" in DESK_RESPONSES
     desk.write_text(text.replace(block.group(0), ""), encoding="utf-8")
 
-    assert check_copy(project) == ["the response 'utter_watchdog_close' is sent by the agent desk but missing from the domain"]
+    assert check_copy(project) == [
+        "the response 'utter_watchdog_close' is sent by the agent desk but missing from the domain"
+    ]

@@ -279,7 +279,9 @@ def test_the_apology_line_names_the_customer_and_the_reason(store: CaseStore, su
         f"Sorry for the wait, Maria — it's been busier than usual. Thanks for bearing with us: I'm on case #{case.id} now."
     )
     Watchdog(store, support).tick(T0 + minutes(630))  # closed: "we're now closed"
-    assert apology_line(get(store, case.id), texts).startswith("Sorry for the wait, Maria — we were closed for part of the wait.")
+    assert apology_line(get(store, case.id), texts).startswith(
+        "Sorry for the wait, Maria — we were closed for part of the wait."
+    )
     nameless = open_case(store, T0, sender="77", customer_name=None)
     assert apology_line(nameless, texts).startswith("Sorry for the wait — it's been busier than usual.")
     # In the thread the customer's name is escaped; the mention is ours.
@@ -421,7 +423,8 @@ def test_the_checkin_and_the_closing_message_are_in_the_customers_language(
     assert watchdog.tick(T0 + minutes(70)) == 1
     assert watchdog.tick(T0 + minutes(130)) == 1
 
-    said = [item.payload["text"] for item in queued(store, case.id, messages.KIND_CUSTOMER) if item.payload.get("watchdog")]
+    sent = queued(store, case.id, messages.KIND_CUSTOMER)
+    said = [item.payload["text"] for item in sent if item.payload.get("watchdog")]
     assert said == [
         f"Hallo Maria, können wir dir bei Fall Nr. {case.id} noch mit etwas anderem helfen? Antworte einfach hier.",
         f"Wir haben nichts mehr von dir gehört und Fall Nr. {case.id} daher geschlossen. Wenn noch etwas ist, "

@@ -118,7 +118,7 @@ class CustomerTexts:
         for response in DESK_RESPONSES:
             variations = self.responses.get(response)
             if not variations:
-                raise CustomerTextsError(f"the response '{response}' is sent by the agent desk but missing from the domain")
+                raise CustomerTextsError(_missing(response))
             allowed = _PLACEHOLDERS.get(response, frozenset())
             for variation in variations:
                 text = variation.get("text") if isinstance(variation, Mapping) else None
@@ -136,7 +136,7 @@ class CustomerTexts:
     def _say(self, response: str, language: str, **values: Any) -> str:
         text = variation_text(self.responses, response, language)
         if text is None:
-            raise CustomerTextsError(f"the response '{response}' is sent by the agent desk but missing from the domain")
+            raise CustomerTextsError(_missing(response))
         return text.format(**values)
 
     def estimate(
@@ -184,3 +184,6 @@ class CustomerTexts:
             return self._say(RESPONSE_WATCHDOG_APOLOGY_NAMED, language, **values, **{NAME: name})
         return self._say(RESPONSE_WATCHDOG_APOLOGY, language, **values)
 
+
+def _missing(response: str) -> str:
+    return f"the response '{response}' is sent by the agent desk but missing from the domain"
