@@ -176,3 +176,32 @@ ASK_RESPONSE_PREFIX = "utter_ask_"
 # Pieces of sentences composed in code in the customer's language (domain/languages.yml):
 # the promise, the summary, and how each answer is named in it.
 COMPOSED_RESPONSE_PREFIXES: tuple[str, ...] = ("utter_promise_", "utter_summary_", "utter_answer_label_")
+# Responses the agent desk sends to customers by itself, never Rasa (domain/desk.yml,
+# read by bot.desk.customer_texts): the watchdog's messages and the late-pickup apology.
+DESK_RESPONSE_PREFIX = "utter_watchdog_"
+RESPONSE_WATCHDOG_UPDATE = "utter_watchdog_update"
+RESPONSE_WATCHDOG_UPDATE_NAMED = "utter_watchdog_update_named"
+RESPONSE_WATCHDOG_CHECKIN = "utter_watchdog_checkin"
+RESPONSE_WATCHDOG_CHECKIN_NAMED = "utter_watchdog_checkin_named"
+RESPONSE_WATCHDOG_CLOSE = "utter_watchdog_close"
+RESPONSE_WATCHDOG_APOLOGY = "utter_watchdog_apology"
+RESPONSE_WATCHDOG_APOLOGY_NAMED = "utter_watchdog_apology_named"
+# Why a promise slipped, one response per reason (bot.desk.customer_texts.REASONS): as the
+# new estimate says it, and as the apology says it afterwards.
+WATCHDOG_REASON_PREFIX = "utter_watchdog_reason_"
+APOLOGY_REASON_PREFIX = "utter_watchdog_apology_reason_"
+# Why a customer needs a new estimate (stored on the case as ``delay_reason``); a holiday
+# is said instead of "closed" when the brand is closed for one.
+REASON_CLOSED = "closed"
+REASON_CLOSING = "closing"
+REASON_BUSY = "busy"
+REASON_SLOW = "slow"
+REASON_HOLIDAY = "holiday"
+DELAY_REASONS: tuple[str, ...] = (REASON_CLOSED, REASON_CLOSING, REASON_BUSY, REASON_SLOW)
+DESK_RESPONSES: tuple[str, ...] = (
+    RESPONSE_WATCHDOG_UPDATE, RESPONSE_WATCHDOG_UPDATE_NAMED, RESPONSE_WATCHDOG_CHECKIN,
+    RESPONSE_WATCHDOG_CHECKIN_NAMED, RESPONSE_WATCHDOG_CLOSE, RESPONSE_WATCHDOG_APOLOGY,
+    RESPONSE_WATCHDOG_APOLOGY_NAMED,
+    *(f"{WATCHDOG_REASON_PREFIX}{reason}" for reason in (*DELAY_REASONS, REASON_HOLIDAY)),
+    *(f"{APOLOGY_REASON_PREFIX}{reason}" for reason in DELAY_REASONS),
+)  # fmt: skip

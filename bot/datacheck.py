@@ -25,6 +25,8 @@ from bot.constants import (
     CASE_TYPE_GENERAL,
     INTENT_REQUEST_HUMAN,
     COMPOSED_RESPONSE_PREFIXES,
+    DESK_RESPONSE_PREFIX,
+    DESK_RESPONSES,
     LABEL_RESPONSE_PREFIX,
     RESPONSES_SENT_BY_ACTIONS,
     form_name,
@@ -57,7 +59,8 @@ class Report:
 def _responses_used_outside_rules(domain: "Domain") -> set[str]:
     used = set(RESPONSES_SENT_BY_ACTIONS)
     used.update(f"{ACK_RESPONSE_PREFIX}{intent}" for intent in domain.intents)
-    used.update(name for name in domain.responses if name.startswith((LABEL_RESPONSE_PREFIX, *COMPOSED_RESPONSE_PREFIXES)))
+    sent_by_code = (LABEL_RESPONSE_PREFIX, DESK_RESPONSE_PREFIX, *COMPOSED_RESPONSE_PREFIXES)
+    used.update(name for name in domain.responses if name.startswith(sent_by_code))
     for form, definition in domain.forms.items():
         for slot in definition.get("required_slots", []):
             used.add(f"{ASK_RESPONSE_PREFIX}{slot}")
@@ -183,6 +186,9 @@ def check(domain_path: Path, data_path: Path, config_path: Path) -> Report:
     for response in RESPONSES_SENT_BY_ACTIONS:
         if response not in domain.responses:
             report.problems.append(f"the response '{response}' is sent by the actions but missing from the domain")
+    for response in DESK_RESPONSES:
+        if response not in domain.responses:
+            report.problems.append(f"the response '{response}' is sent by the agent desk but missing from the domain")
     _check_case_types(domain, validator.story_graph, report)
     report.checked.update(intents=len(domain.intents), responses=len(domain.responses), forms=len(domain.forms))
     return report

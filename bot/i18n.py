@@ -322,26 +322,53 @@ def promise_wording(
     """
     if not language or language == DEFAULT_LANGUAGE:
         return promise.wording
-    locale = locale_for(language, hint)
-    phrases = Phrases(responses, language)
-    zone = promise.deadline.tzinfo
-    local_now = now.astimezone(zone)
-    shown = _ceil_minute(promise.deadline)
-    elapsed = promise.deadline - now
+    when = deadline_wording(promise, now, responses, language, hint)
     if promise.open_now:
-        if elapsed == timedelta(minutes=promise.business_minutes):
-            minutes = max(1, round(elapsed.total_seconds() / 60))
-            return phrases.say("utter_promise_within", duration=say_duration(minutes, locale))
-        return phrases.say("utter_promise_by", moment=say_moment(local_now, shown, locale, phrases))
-    when = phrases.say("utter_promise_by", moment=say_moment(local_now, shown, locale, phrases))
-    holiday = calendar.holidays.get(local_now.date())
+        return when
+    phrases = Phrases(responses, language)
+    holiday = closed_for(promise, now, calendar)
     if holiday:
         return phrases.say("utter_promise_closed_for", when=when, holiday=holiday)
+    zone = promise.deadline.tzinfo
     opening = calendar.next_opening(now).astimezone(zone)
-    if opening.date() == local_now.date():
+    if opening.date() == now.astimezone(zone).date():
         return phrases.say("utter_promise_opens_at", when=when,
-                           time=format_time(_ceil_minute(opening), "short", locale=locale))
+                           time=format_time(_ceil_minute(opening), "short", locale=locale_for(language, hint)))
     return phrases.say("utter_promise_closed_now", when=when)
+
+
+# In ``bot.eta``'s English wording of a deadline set while closed ("by 8:15 tomorrow,
+# Monday — we are closed now"), what comes before this is the deadline, after it why.
+WORDING_REASON = " — "
+
+
+def deadline_wording(
+    promise: "Promise", now: datetime, responses: Mapping[str, Any], language: Optional[str], hint: Optional[str] = None
+) -> str:
+    """Return only the deadline of the promise in ``language``: "within about 20 minutes", "bis morgen, ...".
+
+    What ``promise_wording`` says, without why the brand is closed (for a sentence that
+    gives its own reason, like the watchdog's new estimate). English (or None) keeps the
+    deadline part of ``promise.wording``.
+    """
+    if not language or language == DEFAULT_LANGUAGE:
+        return promise.wording.partition(WORDING_REASON)[0]
+    locale = locale_for(language, hint)
+    phrases = Phrases(responses, language)
+    local_now = now.astimezone(promise.deadline.tzinfo)
+    elapsed = promise.deadline - now
+    if promise.open_now and elapsed == timedelta(minutes=promise.business_minutes):
+        minutes = max(1, round(elapsed.total_seconds() / 60))
+        return phrases.say("utter_promise_within", duration=say_duration(minutes, locale))
+    moment = say_moment(local_now, _ceil_minute(promise.deadline), locale, phrases)
+    return phrases.say("utter_promise_by", moment=moment)
+
+
+def closed_for(promise: "Promise", now: datetime, calendar: "BusinessCalendar") -> Optional[str]:
+    """Return the holiday the brand is closed for when the promise was made at ``now``, if any."""
+    if promise.open_now:
+        return None
+    return calendar.holidays.get(now.astimezone(promise.deadline.tzinfo).date())
 
 
 def _ceil_minute(moment: datetime) -> datetime:

@@ -6,12 +6,13 @@ with one planted mistake each.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from bot.constants import CASE_TYPES, RESPONSES_SENT_BY_ACTIONS
+from bot.constants import CASE_TYPES, DESK_RESPONSES, RESPONSES_SENT_BY_ACTIONS
 from bot.datacheck import Report, check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +135,18 @@ def test_a_planted_mistake_is_named(tmp_path: Path, file: str, old: str, new: st
 def test_the_response_removed_above_is_one_the_actions_send() -> None:
     # Guards the planted case: it must test RESPONSES_SENT_BY_ACTIONS, not a response a rule names.
     assert "utter_detail_added" in RESPONSES_SENT_BY_ACTIONS
+
+
+def test_a_response_the_desk_sends_is_required_but_never_reported_unused(tmp_path: Path) -> None:
+    # No rule names the desk's responses: the shipped project passes (above) without any of
+    # them reported unused, and one removed is named.
+    project = project_copy(tmp_path)
+    desk = project / "domain" / "desk.yml"
+    text = desk.read_text(encoding="utf-8")
+    block = re.search(r"  utter_watchdog_close:\n(    .*\n)+", text)
+    assert block is not None and "utter_watchdog_close" in DESK_RESPONSES
+    desk.write_text(text.replace(block.group(0), ""), encoding="utf-8")
+
+    assert check_copy(project) == [
+        "the response 'utter_watchdog_close' is sent by the agent desk but missing from the domain"
+    ]

@@ -26,6 +26,7 @@ from bot.cases import Case, CaseStore, NewCase, TranscriptLine
 from bot.channels.outbound import Outbound
 from bot.desk import cards, messages
 from bot.desk.app import Desk
+from bot.desk.customer_texts import CustomerTexts
 from bot.desk.outbox import OutboxWorker
 from bot.desk.rasa_api import RasaClient
 from bot.desk.settings import DeskSettings
@@ -210,6 +211,28 @@ def test_the_update_gives_an_honest_reason(
     )
 
 
+def test_the_update_is_in_the_customers_language_and_the_thread_in_english(
+    store: CaseStore, support: SupportConfig
+) -> None:
+    case = open_case(store, T0 + minutes(580), 15, language="es", promise_wording="en unos 15 minutos")
+
+    assert Watchdog(store, support).tick(T0 + minutes(630)) == 2  # escalated and updated, closed now
+
+    updated = get(store, case.id)
+    # The case keeps the wording the customer read, as it keeps the first promise's.
+    assert (updated.delay_reason, updated.promise_wording) == ("closed", "antes de las 8:15 de mañana, martes")
+    [message] = queued(store, case.id, messages.KIND_CUSTOMER)
+    assert message.payload["text"] == (
+        f"Lo sentimos, Maria. El caso n.º {case.id} está tardando más de lo que te dijimos: ahora estamos cerrados. "
+        "Una persona te responderá antes de las 8:15 de mañana, martes."
+    )
+    notices = [item.payload["text"] for item in queued(store, case.id, messages.KIND_THREAD)]
+    assert notices[-1] == (
+        ":hourglass: The customer was sent a new estimate (we're now closed): a person will reply "
+        "by 8:15 tomorrow, Tuesday."
+    )
+
+
 def test_no_update_while_the_estimate_says_the_promise_holds(store: CaseStore, support: SupportConfig) -> None:
     case = open_case(store, T0, 300)  # "by 15:00"
     watchdog = Watchdog(store, support)
@@ -250,22 +273,32 @@ def test_a_queue_that_cannot_keep_the_promise_is_told_early(store: CaseStore, su
 
 
 def test_the_apology_line_names_the_customer_and_the_reason(store: CaseStore, support: SupportConfig) -> None:
+    texts = CustomerTexts.load(support)
     case = open_case(store, T0)
-    assert apology_line(case) == (
+    assert apology_line(case, texts) == (
         f"Sorry for the wait, Maria — it's been busier than usual. Thanks for bearing with us: I'm on case #{case.id} now."
     )
     Watchdog(store, support).tick(T0 + minutes(630))  # closed: "we're now closed"
-    assert apology_line(get(store, case.id)).startswith("Sorry for the wait, Maria — we were closed for part of the wait.")
+    assert apology_line(get(store, case.id), texts).startswith(
+        "Sorry for the wait, Maria — we were closed for part of the wait."
+    )
     nameless = open_case(store, T0, sender="77", customer_name=None)
-    assert apology_line(nameless).startswith("Sorry for the wait — it's been busier than usual.")
+    assert apology_line(nameless, texts).startswith("Sorry for the wait — it's been busier than usual.")
     # In the thread the customer's name is escaped; the mention is ours.
     sly = open_case(store, T0, sender="78", customer_name="<!here> Bob")
-    assert late_pickup_text(sly, ANA, T0 + minutes(25)) == (
+    assert late_pickup_text(sly, ANA, T0 + minutes(25), texts) == (
         f":bulb: <@{ANA}>, this customer waited longer than we first said (promise overdue by 5 min). "
         f"Suggested first line:\n>Sorry for the wait, &lt;!here&gt; — it's been busier than usual. Thanks for "
         f"bearing with us: I'm on case #{sly.id} now."
     )
     assert not is_late(sly, T0 + minutes(19)) and is_late(sly, T0 + minutes(21))
+    # The agent sends it to the customer: in their language, and the thread says which.
+    spanish = open_case(store, T0, sender="79", language="es")
+    assert late_pickup_text(spanish, ANA, T0 + minutes(25), texts) == (
+        f":bulb: <@{ANA}>, this customer waited longer than we first said (promise overdue by 5 min). "
+        f"Suggested first line (in Spanish):\n>Perdona la espera, Maria: ha habido más trabajo de lo habitual. "
+        f"Gracias por tu paciencia; ya me ocupo del caso n.º {spanish.id}."
+    )
 
 
 @pytest_asyncio.fixture
@@ -377,6 +410,26 @@ def test_a_silent_customer_is_asked_then_the_case_is_closed(store: CaseStore, su
     assert ":lock: *Closed*: the customer did not answer the check-in" in json.dumps(blocks, ensure_ascii=False)
     assert not [block for block in blocks if block["type"] == "actions"]
     assert watchdog.tick(T0 + minutes(300)) == 0
+
+
+def test_the_checkin_and_the_closing_message_are_in_the_customers_language(
+    store: CaseStore, support: SupportConfig
+) -> None:
+    case = open_case(store, T0, language="de")
+    store.lifecycle.claim(case.id, ANA, T0 + minutes(5))
+    _agent_replies(store, case, T0 + minutes(10))
+    watchdog = Watchdog(store, support)
+
+    assert watchdog.tick(T0 + minutes(70)) == 1
+    assert watchdog.tick(T0 + minutes(130)) == 1
+
+    sent = queued(store, case.id, messages.KIND_CUSTOMER)
+    said = [item.payload["text"] for item in sent if item.payload.get("watchdog")]
+    assert said == [
+        f"Hallo Maria, können wir dir bei Fall Nr. {case.id} noch mit etwas anderem helfen? Antworte einfach hier.",
+        f"Wir haben nichts mehr von dir gehört und Fall Nr. {case.id} daher geschlossen. Wenn noch etwas ist, "
+        "schreib einfach hier.",
+    ]
 
 
 def test_a_customer_who_answers_is_not_closed(store: CaseStore, support: SupportConfig) -> None:

@@ -45,6 +45,7 @@ from bot.desk import cards, messages
 from bot.desk.access import AgentDirectory
 from bot.desk.card_actions import CardActions
 from bot.desk.commands import Commands
+from bot.desk.customer_texts import CustomerTexts
 from bot.desk.metrics import build_registry
 from bot.desk.outbox import OutboxWorker, render_card, utc_now
 from bot.desk.rasa_api import RasaClient
@@ -105,12 +106,15 @@ class Desk:
             reopen_template=reopen_template(support),
         )  # fmt: skip
         self.relay = CustomerMessages(store, settings.events_db)
+        # Read and checked once: a response missing from the domain stops the desk here.
+        self.texts = CustomerTexts.load(support)
         self.watchdog = Watchdog(
-            store, support, can_push=self.outbound.can_push, lease_seconds=settings.watchdog_lease_seconds
+            store, support, can_push=self.outbound.can_push, lease_seconds=settings.watchdog_lease_seconds,
+            texts=self.texts,
         )
         self.metrics = build_registry(store, clock, self.worker.stats)
         listening = (store, self.client, self.directory, self.worker, clock, self.poke)
-        self.card_actions = CardActions(*listening)
+        self.card_actions = CardActions(*listening, texts=self.texts)
         self.commands = Commands(*listening)
         self.app = self.build_app()
         self._cards_wake = asyncio.Event()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from bot.cases import Case
     from bot.cases.records import OutboxMessage
+    from bot.desk.customer_texts import CustomerTexts
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,15 @@ UNKNOWN_CARD = "This card is not a case the desk knows."
 RESUME_EVENTS: list[dict[str, Any]] = list(messages.RESUME_EVENTS)
 
 
+@dataclass
 class CardActions(Listener):
-    """The listeners of the case cards' buttons, the reassign form and the cards' threads."""
+    """The listeners of the case cards' buttons, the reassign form and the cards' threads.
+
+    Attributes:
+        texts: What customers are told, in their language (the late pickup's suggested apology).
+    """
+
+    texts: CustomerTexts
 
     # --- claim, resolve, reassign ----------------------------------------------------------
 
@@ -224,4 +233,4 @@ class CardActions(Listener):
         if not is_late(case, now):
             return []
         key = f"late-pickup:{case.id}:{case.reopened_count}:{case.promise_updates}"
-        return [messages.thread_message(case.id, key, late_pickup_text(case, agent, now))]
+        return [messages.thread_message(case.id, key, late_pickup_text(case, agent, now, self.texts))]

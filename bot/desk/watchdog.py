@@ -34,6 +34,11 @@ promise in force, counted in open minutes from when it was made):
 A case claimed after its promise gets a suggested apology for the agent when it is
 claimed (``late_pickup_text``, used by the desk's claim).
 
+What the customer reads (the update, the check-in, the closing message, the suggested
+apology) is in their language: the ``utter_watchdog_*`` responses of domain/desk.yml,
+read by ``bot.desk.customer_texts``. The notes in the card's thread are for the agents,
+in English.
+
 On Messenger, Instagram and WhatsApp the assistant may write only within 24 hours of the
 customer's last message (``bot.desk.windows``). A new estimate that could not reach the
 customer is not made: the promise they were told stays in force (and is broken, if it is),
@@ -54,13 +59,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
-from bot.constants import STATUS_CLAIMED, STATUS_WAITING, priority_rank
+from bot.constants import (
+    REASON_BUSY,
+    REASON_CLOSED,
+    REASON_CLOSING,
+    REASON_SLOW,
+    STATUS_CLAIMED,
+    STATUS_WAITING,
+    priority_rank,
+)
 from bot.channels.meta import Window
 from bot.desk import messages, windows
 from bot.desk.cards import user_ref
+from bot.desk.customer_texts import CustomerTexts
 from bot.desk.text import countdown_words, escape
 from bot.eta import History, QueueSnapshot, estimate_promise
 from bot.eta.estimate import expected_wait_minutes
+from bot.i18n import DEFAULT_LANGUAGE, NAMES, WORDING_REASON, closed_for
 from bot.services import answered_history
 
 if TYPE_CHECKING:
@@ -72,28 +87,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE = "watchdog"
-# Why a customer needs a new estimate (stored on the case as ``delay_reason``).
-REASON_CLOSED = "closed"
-REASON_CLOSING = "closing"
-REASON_BUSY = "busy"
-REASON_SLOW = "slow"
-# ... as the customer reads it in the update,
-REASON_FOR_CUSTOMER = {
+# Why a customer needs a new estimate, as the card's thread tells the agents (the
+# customer's own words for it are responses: bot.desk.customer_texts).
+REASON_FOR_AGENTS = {
     REASON_CLOSED: "we're now closed",
     REASON_CLOSING: "we're closing for the day",
     REASON_BUSY: "it's busier than usual",
     REASON_SLOW: "it's taking us longer than usual",
 }
-# ... and as the agent's suggested apology puts it afterwards.
-REASON_FOR_APOLOGY = {
-    REASON_CLOSED: "we were closed for part of the wait",
-    REASON_CLOSING: "we closed for the day before we could get to it",
-    REASON_BUSY: "it's been busier than usual",
-    REASON_SLOW: "it took us longer than we said",
-}
-# Of the wording of a deadline set while closed ("by 8:15 tomorrow, Monday — we are
-# closed now"), the part after this is the reason, said once.
-_WORDING_REASON = " — "
 # Minutes the new deadline must add to the old one to be worth telling the customer.
 _LATER_BY_MINUTES = 1.0
 # A promise is not re-predicted from the queue in its first minutes: it was just computed
@@ -107,39 +108,9 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _first_name(case: Case) -> str | None:
-    name = (case.customer_name or "").strip()
-    return name.split()[0] if name else None
-
-
-def update_text(case: Case, reason: str, wording: str) -> str:
-    """Return the customer's update: sorry, why, and the new estimate (plain text, for their channel)."""
-    name = _first_name(case)
-    who = f", {name}" if name else ""
-    return f"Sorry{who} — case #{case.id} is taking longer than we said: {reason}. A person will reply {wording}."
-
-
-def checkin_text(case: Case) -> str:
-    """Return the check-in a silent customer gets."""
-    name = _first_name(case)
-    ask = f"Hi {name}, is there" if name else "Is there"
-    return f"{ask} anything else we can help with on case #{case.id}? Just reply here."
-
-
-def close_text(case: Case) -> str:
-    """Return what a customer is told when their quiet case is closed."""
-    return (
-        f"We haven't heard back, so we've closed case #{case.id}. "
-        "If there's anything else, just write here and we'll pick it up."
-    )
-
-
-def apology_line(case: Case) -> str:
-    """Return the first line an agent could send on picking up a late case (plain text)."""
-    name = _first_name(case)
-    reason = REASON_FOR_APOLOGY.get(case.delay_reason or "", REASON_FOR_APOLOGY[REASON_BUSY])
-    who = f", {name}" if name else ""
-    return f"Sorry for the wait{who} — {reason}. Thanks for bearing with us: I'm on case #{case.id} now."
+def apology_line(case: Case, texts: CustomerTexts) -> str:
+    """Return the first line an agent could send on picking up a late case (plain text, the customer's language)."""
+    return texts.apology(case)
 
 
 def is_late(case: Case, now: datetime) -> bool:
@@ -147,17 +118,22 @@ def is_late(case: Case, now: datetime) -> bool:
     return case.first_human_reply_at is None and (now > case.promised_by or case.promise_updates > 0)
 
 
-def late_pickup_text(case: Case, agent: str, now: datetime) -> str:
-    """Return the thread message that gives the agent who picked up a late case a ready apology (mrkdwn)."""
+def late_pickup_text(case: Case, agent: str, now: datetime, texts: CustomerTexts) -> str:
+    """Return the thread message that gives the agent who picked up a late case a ready apology (mrkdwn).
+
+    The apology is in the customer's language; when that is not English, the thread says which.
+    """
     late = countdown_words(case.promised_by - now)
     updates = ""
     if case.promise_updates == 1:
         updates = " and was sent a new estimate"
     elif case.promise_updates > 1:
         updates = f" and was sent {case.promise_updates} new estimates"
+    language = texts.language(case)
+    named = f" (in {NAMES.get(language, language)})" if language != DEFAULT_LANGUAGE else ""
     return (
         f":bulb: {user_ref(agent)}, this customer waited longer than we first said (promise {late}){updates}. "
-        f"Suggested first line:\n>{escape(apology_line(case))}"
+        f"Suggested first line{named}:\n>{escape(apology_line(case, texts))}"
     )
 
 
@@ -195,8 +171,12 @@ class Watchdog:
         can_push: Callable[[str], bool] = lambda channel: True,
         holder: str | None = None,
         lease_seconds: float = 90.0,
+        texts: CustomerTexts | None = None,
     ) -> None:
-        """Watch ``store`` by the rules of ``support``; ``can_push`` says which channels can be sent to later."""
+        """Watch ``store`` by the rules of ``support``; ``can_push`` says which channels can be sent to later.
+
+        ``texts`` are what the customers are told (default: read from the project's domain/).
+        """
         self.store = store
         self.support = support
         self.rules = support.watchdog
@@ -204,6 +184,7 @@ class Watchdog:
         self.can_push = can_push
         self.holder = holder or holder_id()
         self.lease_seconds = lease_seconds
+        self.texts = texts if texts is not None else CustomerTexts.load(support)
 
     # --- the tick --------------------------------------------------------------------------------
 
@@ -321,18 +302,22 @@ class Watchdog:
         if (promise.deadline - case.promised_by).total_seconds() < _LATER_BY_MINUTES * 60:
             return 0  # the estimate says the promise still holds: look again next tick
         reason = self._reason(case, promise, queue, now)
-        wording, said = self._say(promise, reason)
+        wording, said = self._say(promise, reason, now)
+        told = self.texts.estimate(case, promise, reason, now, self.calendar)
         number = case.promise_updates
         key = f"{messages.PROMISE_UPDATE_PREFIX}{case.id}:{number + 1}"
         outbox: list[OutboxMessage] = [
-            messages.assistant_message(case, key, update_text(case, said, wording), "promise_update"),
+            messages.assistant_message(case, key, self.texts.update(case, told), "promise_update"),
             messages.thread_message(
                 case.id, f"{key}:notice",
                 f":hourglass: The customer was sent a new estimate ({escape(said)}): a person will reply "
                 f"{escape(wording)}.",
             ),
         ]  # fmt: skip
-        done = self.store.watch.update_promise(case.id, number, promise.deadline, wording, reason, now, outbox=outbox)
+        # The case keeps the wording the customer read, as it keeps their first promise's.
+        done = self.store.watch.update_promise(
+            case.id, number, promise.deadline, told.wording, reason, now, outbox=outbox
+        )
         if done and not self.can_push(case.channel):
             log.warning("desk watchdog: case %s is on %s, which cannot be sent to later", case.id, case.channel)
         return int(done)
@@ -374,14 +359,11 @@ class Watchdog:
             return REASON_BUSY
         return REASON_SLOW
 
-    @staticmethod
-    def _say(promise: Promise, reason: str) -> tuple[str, str]:
-        """Return the deadline's wording and the reason as the customer reads them, the reason said once."""
-        wording, _, suffix = promise.wording.partition(_WORDING_REASON)
-        said = REASON_FOR_CUSTOMER[reason]
-        if suffix.startswith("we are closed for "):
-            said = suffix  # a holiday: its name says more than "we're now closed"
-        return wording, said
+    def _say(self, promise: Promise, reason: str, now: datetime) -> tuple[str, str]:
+        """Return the deadline's wording and the reason as the agents read them in the thread, the reason said once."""
+        holiday = closed_for(promise, now, self.calendar)
+        said = f"we are closed for {holiday}" if holiday else REASON_FOR_AGENTS[reason]
+        return promise.wording.partition(WORDING_REASON)[0], said
 
     # --- silence -------------------------------------------------------------------------------
 
@@ -416,7 +398,7 @@ class Watchdog:
     def _checkin(self, case: Case, agent_replied: datetime, now: datetime) -> int:
         key = f"{messages.CHECKIN_PREFIX}{case.id}:{agent_replied.isoformat()}"
         outbox = [
-            messages.assistant_message(case, key, checkin_text(case), "checkin"),
+            messages.assistant_message(case, key, self.texts.checkin(case), "checkin"),
             messages.thread_message(
                 case.id, f"{key}:notice",
                 f":wave: No word from the customer for {_minutes(self.rules.checkin_after_minutes)} open minutes after "
@@ -433,7 +415,7 @@ class Watchdog:
     def _close(self, case: Case, asked: datetime, now: datetime) -> int:
         key = f"{messages.CLOSE_PREFIX}{case.id}:{asked.isoformat()}"
         outbox = [
-            messages.assistant_message(case, key, close_text(case), "closed"),
+            messages.assistant_message(case, key, self.texts.close(case), "closed"),
             # The hand-off paused the bot; closing gives the conversation back to it.
             messages.rasa_events(case, f"{key}:resume", list(messages.RESUME_EVENTS)),
             messages.thread_message(
