@@ -121,17 +121,21 @@ def test_served_messages_are_embedded_on_one_blas_thread(monkeypatch: pytest.Mon
     from bot.nlu import featurizer
 
     seen: list[set[int]] = []
+    real = featurizer.encode_texts
 
-    def embed(self: object, messages: list) -> None:
+    def encode(texts: list, batch_size: int = 64) -> np.ndarray:
         seen.append({lib["num_threads"] for lib in ThreadpoolController().info() if lib["user_api"] == "blas"})
+        return real(texts, batch_size)
 
-    monkeypatch.setattr(featurizer.SentenceEncoderFeaturizer, "_embed", embed)
-    component = featurizer.SentenceEncoderFeaturizer.__new__(featurizer.SentenceEncoderFeaturizer)
+    monkeypatch.setattr(featurizer, "encode_texts", encode)
+    monkeypatch.setattr(featurizer, "_RECENT", featurizer.BoundedCache(featurizer.RECENT_TEXTS))
+    component = featurizer.SentenceEncoderFeaturizer(featurizer.SentenceEncoderFeaturizer.get_default_config(), "encoder")
     outside = {lib["num_threads"] for lib in ThreadpoolController().info() if lib["user_api"] == "blas"}
     component.process([Message(data={"text": "where is my parcel"})])
     controller = featurizer._BLAS
     component.process([Message(data={"text": "it never came"})])
+    featurizer.embed_recent(["a clause read on its own", "and another"])  # the classifier's clause pass
 
-    assert seen == [{1}, {1}]
+    assert seen == [{1}, {1}, {1}]
     assert {lib["num_threads"] for lib in ThreadpoolController().info() if lib["user_api"] == "blas"} == outside
     assert controller is not None and featurizer._BLAS is controller  # the library lookup is made once
