@@ -85,6 +85,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.channels.common import BackgroundTasks, OnNewMessage, split_text, unless_saved
 from bot.channels.dedupe import ChannelStore
+from bot.channels.edge import EDGE_GREETING_SEQ, GreetingWords, edge_greeting_on, greeting_first
 from bot.channels.inbox import (
     GREETING_KEY,
     SENDING,
@@ -98,7 +99,7 @@ from bot.channels.inbox import (
     sweep_seconds_from_env,
 )
 from bot.channels.reply_windows import REPLY_WINDOWS
-from bot.constants import GREETING_RESPONSES
+from bot.constants import GREETED_AT_EDGE, GREETING_RESPONSES
 
 if TYPE_CHECKING:
     from rasa.core.channels.channel import UserMessage
@@ -284,6 +285,9 @@ class WebhookConnector(InputChannel):
         self._sweeper: asyncio.Task[None] | None = None
         self._on_new_message: OnNewMessage | None = None
         self._app: Any = None
+        # A new customer is greeted before Rasa reads their message (``bot.channels.edge``).
+        self.edge_greeting = edge_greeting_on()
+        self._greeting_words: GreetingWords | None = None
 
     # --- what the platform module supplies --------------------------------------------------
 
@@ -374,7 +378,16 @@ class WebhookConnector(InputChannel):
             raise RuntimeError(f"the {self.name()} channel is not registered with Rasa yet")
         if entry.replay:
             on_new_message = unless_saved(on_new_message, self._app, self.name())
+        if self.edge_greeting:
+            on_new_message = greeting_first(on_new_message, entry, self.inbox, self.greeting_words,
+                                            greeting_memory_from_env())  # fmt: skip
         await self.handle(entry, on_new_message)
+
+    def greeting_words(self) -> GreetingWords:
+        """Return the greeting's wording (the served model's responses, support.yml's brand), read on first use."""
+        if self._greeting_words is None:
+            self._greeting_words = GreetingWords.for_app(self._app)
+        return self._greeting_words
 
     async def _hold(self, entry: InboxEntry, _error: BaseException) -> None:
         """After a first failure, tell the customer their message is kept (once)."""
@@ -576,8 +589,38 @@ class RecordedOutput(OutputChannel):
                     self.name(), self._greeting_to, self.origin)  # fmt: skip
         return False
 
+    async def send_edge_greeting(self, recipient_id: str, text: str) -> bool:
+        """Send a new customer's greeting ahead of the dialogue, with the typing indicator (``bot.channels.edge``).
+
+        Returns whether the customer has it (or may: cut off by a crash before), ``False`` when
+        it may not go (greeted in this conversation already; too long for one message). A
+        failed call raises, as any reply.
+        """
+        parts = self.parts(text)
+        if not self.bound or len(parts) != 1:
+            return False
+        assert self.inbox is not None and self.origin is not None
+        self._greeting_to = str(recipient_id)
+        try:
+            await asyncio.gather(self._send_part(recipient_id, parts[0], seq=EDGE_GREETING_SEQ),
+                                 self._typing_quietly(recipient_id))  # fmt: skip
+        finally:
+            self._greeting_to = None
+        return self.inbox.reply_states(self.origin).get(EDGE_GREETING_SEQ) in (SENDING, SENT)
+
+    async def show_typing(self, recipient_id: str) -> None:
+        """Show the customer the assistant is writing, where the platform can (default: nothing to do)."""
+
+    async def _typing_quietly(self, recipient_id: str) -> None:
+        try:
+            await self.show_typing(recipient_id)
+        except Exception as error:  # a courtesy: the greeting and the answer still go
+            log.warning("%s typing indicator to %s failed: %s", self.name(), recipient_id, self.describe(error))
+
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         """Send one of Rasa's responses; a greeting goes out once per customer and conversation."""
+        if message.get(GREETED_AT_EDGE):
+            return  # recorded by the dialogue, sent ahead of it by the channel (``bot.channels.edge``)
         if not self.bound or message.get("utter_action") not in GREETING_RESPONSES:
             await super().send_response(recipient_id, message)
             return

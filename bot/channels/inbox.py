@@ -352,6 +352,20 @@ class Inbox:
             inbox.c.lease_owner == self.owner,
         )
 
+    def earlier_message(self, entry: InboxEntry, within_seconds: float) -> bool:
+        """Return whether the customer of ``entry`` wrote before it, less than ``within_seconds`` before."""
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(inbox.c.update_id)
+                .where(
+                    inbox.c.source == entry.source, inbox.c.conversation == entry.conversation,
+                    inbox.c.update_id != entry.update_id, inbox.c.received_at <= entry.received_at,
+                    inbox.c.received_at >= entry.received_at - within_seconds,
+                )  # fmt: skip
+                .limit(1)
+            ).first()
+        return found is not None
+
     def sources(self, prefix: str) -> list[str]:
         """Return the sources starting with ``prefix`` that have updates not handled yet.
 
@@ -406,6 +420,12 @@ class Inbox:
         if sent_digest != digest:
             log.info("reply %d to %s differs from the one recorded before; the recorded one stands", seq, message_id)
         return str(state)
+
+    def reply_states(self, message_id: str) -> dict[int, str]:
+        """Return the recorded replies of ``message_id``: state by place."""
+        with self._records.connect() as conn:
+            rows = conn.execute(select(replies.c.seq, replies.c.state).where(replies.c.message_id == message_id))
+            return {int(seq): str(state) for seq, state in rows}
 
     def finish_reply(self, message_id: str, seq: int) -> None:
         """Record that reply ``seq`` of ``message_id`` reached the platform."""

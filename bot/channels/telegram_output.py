@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
-from telegram.constants import InlineKeyboardButtonLimit, MessageLimit
+from telegram.constants import ChatAction, InlineKeyboardButtonLimit, MessageLimit
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.request import HTTPXRequest
 
@@ -233,6 +233,10 @@ class TelegramOutput(RecordedOutput):
         ignored = sorted(set(json_message) - handled)
         if ignored:
             log.warning("telegram custom payload: keys %s are not supported and were not sent", ignored)
+
+    async def show_typing(self, recipient_id: str) -> None:
+        """Show "typing…" in the chat until the next message (or 5 s): one call, not retried."""
+        await self.bot.send_chat_action(recipient_id, ChatAction.TYPING)
 
     async def answer_callback(self, query_id: str, text: str | None = None) -> None:
         """Stop the button's spinner, optionally showing ``text``."""
