@@ -9,12 +9,14 @@ rotating every round) sends the same first message to its webhook as the platfor
 
 * **first sign**: the first thing the customer's app shows; on Messenger and Instagram the
   ``mark_seen`` call, on WhatsApp the read receipt with the typing indicator (each sent as
-  soon as the message is stored), on Telegram the reply itself (the connector sends no chat
-  action);
+  soon as the message is stored), on Telegram the greeting or the typing indicator the channel
+  sends with it (``FIRSTREPLY_EDGE_GREETING``), else the reply itself;
 * **first reply**: the first text message delivered to the customer.
 
 The next customer writes only once the previous turn is quiet, so turns never overlap.
-Writes bench/results/first-message-latest.json and .md (``--quick``: first-message-quick.*).
+Each configuration runs twice, the channel's greeting of new customers off and then on
+(``FIRSTREPLY_EDGE_GREETING``), each on its own servers. Writes
+bench/results/first-message-latest.json and .md (``--quick``: first-message-quick.*).
 """
 
 from __future__ import annotations
@@ -87,11 +89,16 @@ class TimedGraphAPI(FakeGraphAPI):
 
 
 class TimedBotAPI(FakeTelegramAPI):
-    """The fake Bot API, stamping each chat's first message."""
+    """The fake Bot API, stamping each chat's first typing indicator and first message."""
 
     def __init__(self, stamps: Stamps) -> None:
         super().__init__()
         self.stamps = stamps
+
+    def _record(self, call: Call) -> None:
+        if call.method == "sendChatAction" and call.status == 200:
+            self.stamps.seen(str(call.params["chat_id"]), reply=False)
+        super()._record(call)
 
     def _deliver(self, delivery: Delivery) -> None:
         self.stamps.seen(delivery.chat, reply=True)
@@ -172,7 +179,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def measure(rounds: int, work: Path) -> dict[str, Any]:
+def measure(rounds: int, work: Path, edge_greeting: str = "on") -> dict[str, Any]:
     """Start the servers and the fakes, run ``rounds`` rounds, return the figures per connector."""
     stamps = Stamps()
     fakes = Fakes(TimedGraphAPI(stamps).start(), TimedBotAPI(stamps).start(), TimedWhatsApp(stamps).start())
@@ -187,6 +194,7 @@ def measure(rounds: int, work: Path) -> dict[str, Any]:
         **rasa_environment(graph.base_url),
         **connector_env(fakes.whatsapp.base_url),
         "FIRSTREPLY_CASE_DB": f"sqlite:///{work / 'cases.db'}", "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
+        "FIRSTREPLY_EDGE_GREETING": edge_greeting,
     }  # fmt: skip
     actions = start_action_server("action server", actions_port, env, work / "actions.log")
     rasa = start_rasa_server("rasa server", rasa_port, write_endpoints(work, actions_port), env, work / "rasa.log",
@@ -221,13 +229,14 @@ def render(results: dict[str, Any]) -> str:
         f"Time to the first message, {results['rounds']} new customers per connector, one Rasa process "
         f"(load average before: {results['loadavg_before']})",
         "",
-        "| Connector | first sign p50 | p90 | first reply p50 | p90 | max |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| Channel greeting | Connector | first sign p50 | p90 | first reply p50 | p90 | max |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for connector in CONNECTORS:
-        sign, reply = results["connectors"][connector]["first_sign"], results["connectors"][connector]["first_reply"]
-        lines.append(f"| {connector} | {sign['p50_ms']:.0f} ms | {sign['p90_ms']:.0f} ms | {reply['p50_ms']:.0f} ms "
-                     f"| {reply['p90_ms']:.0f} ms | {reply['max_ms']:.0f} ms |")  # fmt: skip
+    for switch, connectors in results["runs"].items():
+        for connector in CONNECTORS:
+            sign, reply = connectors[connector]["first_sign"], connectors[connector]["first_reply"]
+            lines.append(f"| {switch} | {connector} | {sign['p50_ms']:.0f} ms | {sign['p90_ms']:.0f} ms "
+                         f"| {reply['p50_ms']:.0f} ms | {reply['p90_ms']:.0f} ms | {reply['max_ms']:.0f} ms |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -239,8 +248,11 @@ def main() -> None:
     args = parser.parse_args()
     rounds = 5 if args.quick else args.rounds
     results: dict[str, Any] = {"rounds": rounds, "machine": machine_facts(), "loadavg_before": loadavg()}
-    with tempfile.TemporaryDirectory(prefix="firstreply-first-message-") as work:
-        results["connectors"] = measure(rounds, Path(work))
+    results["runs"] = {}
+    # The channel's greeting of new customers off (the dialogue greets), then on: side by side.
+    for switch in ("off", "on"):
+        with tempfile.TemporaryDirectory(prefix="firstreply-first-message-") as work:
+            results["runs"][switch] = measure(rounds, Path(work), switch)
     results["loadavg_after"] = loadavg()
     publish("first-message-quick" if args.quick else "first-message", results, render(results))
 
