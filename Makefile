@@ -79,7 +79,7 @@ bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis,
 bench-first-message: $(MODEL) ## Time to the first thing a new customer sees: Telegram, Messenger, Instagram, WhatsApp side by side
 	$(PY) -m bench.first_message
 
-bench-crash: $(MODEL) ## Kill Rasa, the action server or the database at random in bursts of new customers (20 trials per stack)
+bench-crash: $(MODEL) ## Kill Rasa, the action server, the desk or the database at random in bursts of new customers and of agents' replies (20 trials per stack)
 	@scripts/install-system-deps.sh
 	scripts/test-services.sh run $(PY) -m bench.crash
 

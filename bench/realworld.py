@@ -4,6 +4,8 @@
 machine and in one run:
 
 - ``firstreply``: the project as it is (config.yml, data/, domain/);
+- ``english-encoder-only`` and ``multilingual-encoder-only``: the same with one of its two
+  sentence encoders (what each costs per message against what it reads right);
 - ``rasa-default``: Rasa's default pipeline (DIET) on the same data and domain;
 - ``shipped-2026-11``: the pipeline and data of the previous release (git ``BASELINE_REV``);
 
@@ -231,6 +233,21 @@ def train(project: Path, config: Path, out: Path, name: str, log: Path) -> Dict[
 
 # Rasa 3.6's default NLU pipeline (what it fills in when config.yml names none), written out so
 # that DIET's epochs can be cut for a quick run.
+def encoders_config(path: Path, encoders: Sequence[str]) -> Path:
+    """Write config.yml with the sentence featurizer running only ``encoders``; return ``path``.
+
+    Speed and understanding side by side: the same pipeline with one encoder or the other.
+    """
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config.yml").read_text(encoding="utf-8"))
+    for component in config["pipeline"]:
+        if component["name"].endswith("SentenceEncoderFeaturizer"):
+            component["encoders"] = list(encoders)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def default_pipeline_config(path: Path, epochs: int) -> Path:
     """Write Rasa's default NLU pipeline with DIET trained for ``epochs`` epochs; return ``path``."""
     import yaml
@@ -321,6 +338,10 @@ def run(out_dir: Path, which: Sequence[str], default_epochs: Optional[int] = Non
             "rasa-default": (ROOT, default_pipeline_config(work / "default-config.yml", default_epochs)
                              if default_epochs else write_bare_config(work / "default-config.yml")),
             "shipped-2026-11": (baseline_project(work / "baseline"), work / "baseline" / "config.yml"),
+            # The shipped pipeline with one of its two sentence encoders only.
+            "english-encoder-only": (ROOT, encoders_config(work / "english-encoder.yml", ["all-minilm-l6-v2"])),
+            "multilingual-encoder-only": (ROOT, encoders_config(work / "multilingual-encoder.yml",
+                                                                ["use-multilingual-v3"])),
         }
         for name in which:
             project, config = plans[name]
@@ -341,7 +362,8 @@ def run(out_dir: Path, which: Sequence[str], default_epochs: Optional[int] = Non
 def main() -> None:
     """Command line: ``python -m bench.realworld [--models a,b] [--out DIR]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="firstreply,rasa-default,shipped-2026-11")
+    parser.add_argument("--models", default="firstreply,english-encoder-only,multilingual-encoder-only,rasa-default,"
+                                            "shipped-2026-11")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--default-epochs", type=int, help="DIET epochs for rasa-default (Rasa's default: 100)")
     parser.add_argument("--evaluate", help=argparse.SUPPRESS)

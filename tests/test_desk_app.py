@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from sqlalchemy.exc import OperationalError
 
 from bot.cases import Case, CaseStore
 from bot.channels.outbound import Outbound
@@ -594,6 +595,31 @@ async def test_telegram_and_rasa_failures_are_retried(running: Running) -> None:
     await running.settled()
     assert running.telegram.sent_texts() == ["We are on it"]
     assert [e["text"] for e in running.rasa.events[MARIA_CHAT]] == ["We are on it"]
+
+
+@pytest.mark.asyncio
+async def test_a_reply_telegram_took_is_not_sent_again_when_recording_it_fails(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = await claimed_case(running)
+    finish_delivery = running.store.outbox.finish_delivery
+    lost = [OperationalError("UPDATE outbox", {}, Exception("server closed the connection unexpectedly"))] * 2
+
+    def connection_lost_twice(item_id: int, *args: Any, **kwargs: Any) -> None:
+        [item] = [i for i in running.store.outbox.items() if i.id == item_id]
+        if item.kind == messages.KIND_CUSTOMER and lost:
+            raise lost.pop()
+        finish_delivery(item_id, *args, **kwargs)
+
+    monkeypatch.setattr(running.store.outbox, "finish_delivery", connection_lost_twice)
+    await running.reply(ANA, case, "We are on it")
+
+    await running.until("recorded", lambda: running.rasa.events.get(MARIA_CHAT))
+    await running.settled()
+    assert lost == []
+    assert running.telegram.sent_texts() == ["We are on it"]
+    [reply] = running.store.outbox.items(kind=messages.KIND_CUSTOMER)
+    assert (reply.attempts, reply.delivered_at is not None) == (1, True)
 
 
 @pytest.mark.asyncio

@@ -65,8 +65,10 @@ def test_the_featurizer_adds_a_unit_sentence_vector() -> None:
     featurizer().process([message])
 
     vector = sentence_embedding(message)
-    assert vector is not None and vector.shape == (384,)
-    assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
+    # MiniLM's 384 numbers, then the multilingual encoder's 512, each a unit vector.
+    assert vector is not None and vector.shape == (384 + 512,)
+    assert abs(float(np.linalg.norm(vector[:384])) - 1.0) < 1e-5
+    assert abs(float(np.linalg.norm(vector[384:])) - 1.0) < 1e-5
     assert sentence_embedding(Message(data={TEXT: "no features"})) is None
 
 
@@ -226,14 +228,13 @@ def test_the_featurizer_remembers_recent_texts(monkeypatch: pytest.MonkeyPatch) 
     from bot.nlu import featurizer as module
 
     calls: List[List[str]] = []
-    real = module.shared_encoder()
+    real = module.encode_texts
 
-    class Counting:
-        def encode(self, texts: List[str], batch_size: int = 32) -> np.ndarray:
-            calls.append(list(texts))
-            return real.encode(texts, batch_size)
+    def counting(texts: List[str], batch_size: int = 64) -> np.ndarray:
+        calls.append(list(texts))
+        return real(texts, batch_size)
 
-    monkeypatch.setattr(module, "shared_encoder", lambda: Counting())
+    monkeypatch.setattr(module, "encode_texts", counting)
     monkeypatch.setattr(module, "_RECENT", module.BoundedCache(module.RECENT_TEXTS))
     encoder = featurizer()
     first, again, other = Message(data={TEXT: "It's late"}), Message(data={TEXT: "@x It's late"}), Message(data={TEXT: "yes"})

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from slack_sdk.errors import SlackApiError
@@ -34,7 +35,7 @@ from bot.channels.slack_output import SlackDMOutput
 from bot.channels.telegram_output import TelegramSettings
 from bot.desk import messages
 from bot.desk.metrics import IN_DOUBT_FOUND, IN_DOUBT_UNCHECKED, DeliveryStats, build_registry, exposition
-from bot.desk.outbox import OutboxWorker, utc_now
+from bot.desk.outbox import CUT_OFF_SENT_AGAIN, OutboxWorker, utc_now
 from bot.desk.rasa_api import RasaClient
 from tests.desk_support import open_case
 from tests.fakes.rasa_api import TOKEN as RASA_TOKEN
@@ -269,6 +270,38 @@ async def test_a_telegram_reply_whose_answer_was_lost_is_sent_again_warned_and_c
     [warning] = [r for r in caplog.records if "answer was lost after sending" in r.getMessage()]
     assert warning.levelno == logging.WARNING and "reply:0" in warning.getMessage()
     assert [e["text"] for e in world.rasa.events[MARIA_CHAT]] == REPLIES
+
+
+@pytest.mark.asyncio
+async def test_a_telegram_reply_cut_off_under_way_is_sent_again_warned_and_counted(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    case = open_case(world.store)
+    [first, *rest] = _replies(case)
+    # The desk stopped while the first reply was under way (Telegram took it), as a crash leaves it.
+    now = world.worker.clock()
+    world.store.outbox.enqueue([first], now)
+    world.store.outbox.start_delivery(world.item("reply:0").id, now)
+    await _take_directly(world.telegram, REPLIES[0])
+    assert world.store.outbox.recover_interrupted() == 1
+
+    with caplog.at_level(logging.WARNING, logger="bot.desk.outbox"):
+        world.queue(*rest)
+        await world.until("all replies", lambda: len(world.telegram.delivered_texts(MARIA_CHAT)) >= 4)
+        await world.settled()
+
+    assert world.telegram.delivered_texts(MARIA_CHAT) == [REPLIES[0], *REPLIES]
+    assert world.worker.stats.counts() == {("telegram", IN_DOUBT_UNCHECKED): 1}
+    [warning] = [r for r in caplog.records if CUT_OFF_SENT_AGAIN in r.getMessage()]
+    assert "reply:0" in warning.getMessage()
+
+
+async def _take_directly(telegram: FakeTelegramAPI, text: str) -> None:
+    """Have the fake Bot API take ``text`` for Maria, as the cut-off attempt's request did."""
+    async with httpx.AsyncClient() as client:
+        url = f"{telegram.base_url}{TELEGRAM_TOKEN}/sendMessage"
+        answer = await client.post(url, json={"chat_id": MARIA_CHAT, "text": text})
+        assert answer.status_code == 200, answer.text
 
 
 # --- agents' replies to customers in Slack DMs (the customer app) ------------------------------------

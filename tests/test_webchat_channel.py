@@ -10,10 +10,14 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import re
+import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +25,15 @@ import httpx
 import pytest
 import pytest_asyncio
 from rasa.core.channels.channel import UserMessage
+from rasa.core.tracker_store import InMemoryTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import BotUttered, UserUttered
+from sqlalchemy.exc import OperationalError
 
 from bot.channels.common import ChannelCredentialsError
+from bot.channels.leases import process_owner
 from bot.channels.webchat import ENV_SECRET, MAX_TEXT_CHARS, STATIC_DIR, WebChatInput
-from bot.channels.webchat_store import STALE_CLAIM_SECONDS, WebChatStore, displayed
+from bot.channels.webchat_store import ABANDONED, STALE, STALE_CLAIM_SECONDS, WebChatStore, displayed
 from tests import channel_support
 from tests.channel_support import served_app
 
@@ -288,10 +297,116 @@ def test_a_message_never_answered_is_given_up_after_a_while(tmp_path: Path) -> N
 
         assert (first.new, first.replies) == (True, None)
         assert (waiting.new, waiting.id, waiting.replies) == (False, first.id, None)
-        assert taken_again.new is True
+        assert (taken_again.new, taken_again.retaken) == (True, STALE)
         assert [m["id"] for m in store.history("webchat-a")] == [taken_again.id]
     finally:
         store.dispose()
+
+
+def _gone_pid() -> int:
+    """Return the id of a process of this machine that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_message_whose_process_is_gone_is_taken_over_at_once_and_a_living_ones_is_not(tmp_path: Path) -> None:
+    store = WebChatStore.from_url(f"sqlite:///{tmp_path / 'c.db'}", clock=lambda: 1_000_000.0)
+    me, gone, living = process_owner(), process_owner(_gone_pid()), process_owner(1)
+    try:
+        store.claim("webchat-a", "client-0001", "hello", owner=gone)
+        store.claim("webchat-b", "client-0002", "hello", owner=living)
+
+        def abandoned(owner: str | None) -> bool:
+            return owner == gone
+
+        taken = store.claim("webchat-a", "client-0001", "hello", owner=me, abandoned=abandoned)
+        waiting = store.claim("webchat-b", "client-0002", "hello", owner=me, abandoned=abandoned)
+        again = store.claim("webchat-a", "client-0001", "hello", owner=me, abandoned=abandoned)
+
+        assert (taken.new, taken.retaken, taken.replies) == (True, ABANDONED, None)
+        assert (waiting.new, waiting.retaken, waiting.replies) == (False, None, None)
+        assert (again.new, again.retaken) == (False, None)  # now its own, and still being answered
+        store.answer("webchat-a", taken.id, [{"text": "Hi!"}])
+        answered = store.claim("webchat-a", "client-0001", "hello", owner=me, abandoned=lambda _: True)
+        assert (answered.new, answered.retaken, [r["text"] for r in answered.replies or []]) == (False, None, ["Hi!"])
+    finally:
+        store.dispose()
+
+
+def test_each_worker_forked_after_the_channel_was_built_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    channel = WebChatInput.from_credentials(None, {ENV_SECRET: SECRET})
+    try:
+        built_in = channel.owner
+        monkeypatch.setattr(os, "getpid", lambda: 424242)  # the worker Sanic forked
+
+        assert channel.owner.split(":")[1] == "424242" and built_in.split(":")[1] != "424242"
+        assert channel.abandoned(channel.owner)  # its own claim, found by the one task answering that message
+        assert not channel.abandoned(built_in)  # a process that runs: it may still be answering
+    finally:
+        channel.store.dispose()
+
+
+def test_a_message_table_made_before_claims_named_their_process_gets_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE webchat_messages (id INTEGER PRIMARY KEY AUTOINCREMENT, sender VARCHAR(128) NOT NULL, "
+            "role VARCHAR(16) NOT NULL, text TEXT NOT NULL, buttons TEXT, client_id VARCHAR(64), answered_at BIGINT, "
+            "reply_to INTEGER, created_at BIGINT NOT NULL, CONSTRAINT uq_webchat_messages_client_id UNIQUE "
+            "(sender, client_id))"
+        )
+        conn.execute("INSERT INTO webchat_messages (sender, role, text, client_id, created_at) "
+                     "VALUES ('webchat-a', 'customer', 'hi', 'client-0001', 1)")  # fmt: skip
+    store = WebChatStore.from_url(f"sqlite:///{path}")
+    try:
+        assert store.claim("webchat-a", "client-0002", "again", owner=process_owner()).new
+        assert [m["text"] for m in store.history("webchat-a")] == ["hi", "again"]
+    finally:
+        store.dispose()
+
+
+@dataclass
+class SavingAgent(RecordingAgent):
+    """Also saves the conversation as Rasa does, before the channel stores the answer."""
+
+    tracker_store: InMemoryTrackerStore = field(default_factory=lambda: InMemoryTrackerStore(Domain.empty()))
+
+    async def answer(self, message: UserMessage) -> None:
+        await super().answer(message)
+        tracker = await self.tracker_store.get_or_create_tracker(message.sender_id)
+        tracker.update(UserUttered(message.text, message_id=message.message_id))
+        for reply in self.replies:
+            tracker.update(BotUttered(reply["text"], data={k: v for k, v in reply.items() if k != "text"}))
+        await self.tracker_store.save(tracker)
+
+
+@pytest.mark.asyncio
+async def test_an_answer_rasa_saved_but_the_channel_failed_to_store_is_given_from_the_conversation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    channel = WebChatInput.from_credentials(None, {ENV_SECRET: SECRET})
+    agent = SavingAgent()
+    async with serve(channel, agent) as served:
+        session = await served.session()
+        store_answer = served.store.answer
+        failures = [OperationalError("UPDATE", {}, Exception("database is locked"))]
+
+        def answer_failing_once(*args: Any) -> list[dict[str, Any]]:
+            if failures:
+                raise failures.pop()
+            return store_answer(*args)
+
+        monkeypatch.setattr(served.store, "answer", answer_failing_once)
+        failed = await served.say(session, "where is my parcel??", "client-0001")
+        retried = await served.say(session, "where is my parcel??", "client-0001")
+
+        assert failed.status_code == 500
+        assert retried.status_code == 200, retried.text
+        assert [r["text"] for r in retried.json()["replies"]] == [REPLY_TEXT, QUESTION]
+        assert retried.json()["replies"][1]["buttons"] == BUTTONS
+        assert len(agent.messages) == 1  # Rasa read it once
+        assert [m["text"] for m in await served.history(session)] == ["where is my parcel??", REPLY_TEXT, QUESTION]
 
 
 @pytest.mark.asyncio

@@ -23,7 +23,11 @@ Rasa mounts it under ``/webhooks/webchat/``:
 Every displayed message is kept in the table ``webchat_messages`` of the channel database
 (``bot.channels.webchat_store``). The web chat answers in the request itself, so it needs
 none of the webhook connectors' inbox (``bot.channels.base``): a message repeated with the
-same ``client_id`` is the duplicate filter.
+same ``client_id`` is the duplicate filter. A message whose answer was never stored (the
+process answering it died, or storing the answer failed) is taken over by its retry: at once
+when that process is known to be gone (``bot.channels.leases``), else after
+``STALE_CLAIM_SECONDS``; if Rasa saved the message already, its saved replies are the answer
+and Rasa does not read it again.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +51,8 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from bot.channels.common import ChannelCredentialsError, OnNewMessage, typed_text
+from bot.channels.common import ChannelCredentialsError, OnNewMessage, typed_text, unless_saved
+from bot.channels.leases import owner_gone, process_owner
 from bot.channels.rest import request_problem, too_long
 from bot.channels.webchat_store import CUSTOMER, WebChatStore, displayed
 
@@ -296,7 +302,7 @@ class WebChatInput(InputChannel):
 
         @webchat.route("/message", methods=["POST"])
         async def message(request: Request) -> HTTPResponse:
-            answer = await self.handle_message(request.body, on_new_message)
+            answer = await self.handle_message(request.body, on_new_message, request.app)
             return response.json(answer.body, status=answer.status, headers=NO_STORE)
 
         @webchat.route("/history", methods=["GET"])
@@ -324,8 +330,12 @@ class WebChatInput(InputChannel):
         messages = await asyncio.to_thread(self.store.history, sender, int(after))
         return response.json({"messages": messages}, headers=NO_STORE)
 
-    async def handle_message(self, body: bytes, on_new_message: OnNewMessage) -> Answer:
-        """Check one ``POST /message`` body and answer it, once per ``client_id``."""
+    async def handle_message(self, body: bytes, on_new_message: OnNewMessage, app: Any = None) -> Answer:
+        """Check one ``POST /message`` body and answer it, once per ``client_id``.
+
+        ``app`` is Rasa's Sanic app, whose tracker store tells whether a message taken over
+        from a dead answer was saved already.
+        """
         parsed = parse_message_request(body)
         if isinstance(parsed, tuple):
             return Answer(parsed[0], {"error": parsed[1]})
@@ -340,7 +350,7 @@ class WebChatInput(InputChannel):
         # Not the request's own task: Sanic cancels that when the browser drops the
         # connection, and Rasa must still finish the turn so the retry finds the answer.
         task = asyncio.get_running_loop().create_task(
-            self._answer(parsed, on_new_message), name=f"{CHANNEL_NAME}:{parsed.client_id}"
+            self._answer(parsed, on_new_message, app), name=f"{CHANNEL_NAME}:{parsed.client_id}"
         )
         self._running[key] = task
         task.add_done_callback(lambda done: self._finished(key, done))
@@ -362,19 +372,44 @@ class WebChatInput(InputChannel):
                     task.cancel()
         self.store.dispose()
 
-    async def _answer(self, request: MessageRequest, on_new_message: OnNewMessage) -> Answer:
+    @property
+    def owner(self) -> str:
+        """Return the id of the process answering here (``process_owner``).
+
+        Taken when asked, not when the channel is built: Rasa builds the channels before Sanic
+        forks its workers, and each worker must name itself.
+        """
+        return process_owner()
+
+    def abandoned(self, owner: str | None) -> bool:
+        """Return whether an unanswered claim of ``owner`` has nobody answering it any more.
+
+        Known when ``owner`` is a process of this machine that is gone, or this very process:
+        here one task answers a message at a time (``_running``), so a claim of ours found by
+        that task was left by an earlier answer that failed to store its outcome.
+        """
+        me = self.owner
+        return owner is not None and (owner == me or owner_gone(owner, me))
+
+    async def _answer(self, request: MessageRequest, on_new_message: OnNewMessage, app: Any) -> Answer:
         shown_text, rasa_text = request.text, typed_text(request.text)
         if request.payload is not None:
             offered = await asyncio.to_thread(self.store.offered_buttons, request.sender)
             pressed = next((b for b in offered if b.get("payload") == request.payload), None)
             if pressed is not None:
                 shown_text, rasa_text = pressed["title"], request.payload
-        claim = await asyncio.to_thread(self.store.claim, request.sender, request.client_id, shown_text)
+        claim = await asyncio.to_thread(
+            partial(self.store.claim, request.sender, request.client_id, shown_text, owner=self.owner,
+                    abandoned=self.abandoned)
+        )  # fmt: skip
         customer = {"id": claim.id, "from": CUSTOMER, "text": claim.text, "client_id": request.client_id}
         if not claim.new:
             if claim.replies is None:
                 return Answer(409, {"error": "this message is still being answered; try again shortly"})
             return Answer(200, {"customer": customer, "replies": claim.replies, "duplicate": True})
+        if claim.retaken is not None:
+            log.warning("webchat: message %s of %s taken over (%s)", request.client_id, request.sender, claim.retaken)
+            on_new_message = unless_saved(on_new_message, app, CHANNEL_NAME)
         collector = CollectingOutputChannel()
         message = UserMessage(
             rasa_text,

@@ -4,7 +4,9 @@ The table ``webchat_messages`` in the channel database (``$FIRSTREPLY_CHANNEL_DB
 ``var/channels.db``, shared with the other connectors' dedupe and inbox). A customer
 message is claimed once per browser id (``client_id``), so a retry after a lost answer
 reaches Rasa once and gets the same answer again; the bot's messages are kept with the
-message they answer, or alone when sent later (reminders, agents' replies).
+message they answer, or alone when sent later (reminders, agents' replies). A claimed
+message names the process answering it (``bot.channels.leases.process_owner``), so a retry
+can take over at once a message whose process is known to be gone.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from sqlalchemy import (
     and_,
     delete,
     func,
+    inspect,
     select,
     update,
 )
+from sqlalchemy import text as sql
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from bot.channels.dedupe import UPSERTS, channel_engine, create_tables, url_from_env
 
@@ -44,6 +49,9 @@ STALE_CLAIM_SECONDS = 120
 
 CUSTOMER = "customer"
 BOT = "bot"
+# Why an unanswered message was taken over: the process answering it is gone, or it is too old.
+ABANDONED = "its process is gone"
+STALE = f"unanswered for {STALE_CLAIM_SECONDS} s"
 
 metadata = MetaData()
 
@@ -60,6 +68,8 @@ webchat_messages = Table(
     # Customer messages: the browser's id for the message, and when the answer was stored.
     Column("client_id", String(64), nullable=True),
     Column("answered_at", BigInteger, nullable=True),
+    # Customer messages: the process answering it (``process_owner``), until it is answered.
+    Column("owner", String(64), nullable=True),
     # Bot messages: the customer message they answer (None: sent on the bot's own initiative).
     Column("reply_to", Integer, nullable=True),
     Column("created_at", BigInteger, nullable=False),
@@ -109,6 +119,9 @@ class Claim:
     new: bool
     text: str  # as stored: the first copy's
     replies: list[dict[str, Any]] | None  # None: not answered yet
+    # Taken over from an answer that was never stored, and why (``ABANDONED`` or ``STALE``):
+    # Rasa may have saved the message already. None: not taken over.
+    retaken: str | None = None
 
 
 class WebChatStore:
@@ -129,42 +142,52 @@ class WebChatStore:
         """Connect to ``url`` (default: ``$FIRSTREPLY_CHANNEL_DB``) and create the table."""
         engine = channel_engine(url or url_from_env())
         create_tables(metadata, engine)
+        _add_owner_column(engine)
         return cls(engine, clock)
 
     def dispose(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
 
-    def claim(self, sender: str, client_id: str, text: str) -> Claim:
-        """Record a customer message once per (sender, client_id); say whether it is new.
+    def claim(
+        self, sender: str, client_id: str, text: str, *, owner: str | None = None,
+        abandoned: Callable[[str | None], bool] | None = None,
+    ) -> Claim:  # fmt: skip
+        """Record a customer message once per (sender, client_id), answered by ``owner``; say whether it is new.
 
-        A message taken more than ``STALE_CLAIM_SECONDS`` ago and never answered is given up
-        (its handler died) and taken again. Insert-if-absent in one statement, so two copies
-        racing in two processes yield exactly one new claim.
+        A message taken but never answered is taken again (``Claim.retaken``) when it was
+        taken more than ``STALE_CLAIM_SECONDS`` ago, or when ``abandoned(its owner)`` says
+        the process answering it is gone. Of two copies racing in two processes exactly one
+        gets a new claim: the old row is deleted by id and the new one inserted if absent.
         """
         now = int(self._clock())
         rows = webchat_messages.c
+        mine = and_(rows.sender == sender, rows.client_id == client_id)
         statement = (
             self._upsert(webchat_messages)
-            .values(sender=sender, role=CUSTOMER, text=text, client_id=client_id, created_at=now)
+            .values(sender=sender, role=CUSTOMER, text=text, client_id=client_id, owner=owner, created_at=now)
             .on_conflict_do_nothing(index_elements=["sender", "client_id"])
         )
         with self._engine.begin() as conn:
-            conn.execute(
-                delete(webchat_messages).where(
-                    rows.sender == sender, rows.client_id == client_id, rows.answered_at.is_(None),
-                    rows.created_at < now - STALE_CLAIM_SECONDS,
-                )
-            )  # fmt: skip
+            before = conn.execute(select(rows.id, rows.answered_at, rows.created_at, rows.owner).where(mine)).first()
+            retaken = None
+            if before is not None and before.answered_at is None:
+                if before.created_at < now - STALE_CLAIM_SECONDS:
+                    retaken = STALE
+                elif abandoned is not None and abandoned(before.owner):
+                    retaken = ABANDONED
+            if retaken is not None:
+                # By id: of two processes taking it over at once, one deletes it, the other finds it gone.
+                gone = delete(webchat_messages).where(rows.id == before.id, rows.answered_at.is_(None))
+                if conn.execute(gone).rowcount != 1:
+                    retaken = None
             inserted = conn.execute(statement).rowcount == 1
-            found = conn.execute(
-                select(rows.id, rows.text, rows.answered_at).where(rows.sender == sender, rows.client_id == client_id)
-            ).one()
+            found = conn.execute(select(rows.id, rows.text, rows.answered_at).where(mine)).one()
             replies = None
             if found.answered_at is not None:
                 answer = select(webchat_messages).where(rows.reply_to == found.id).order_by(rows.id)
                 replies = [_shown(row, with_buttons=True) for row in conn.execute(answer)]
-        return Claim(int(found.id), inserted, str(found.text), replies)
+        return Claim(int(found.id), inserted, str(found.text), replies, retaken if inserted else None)
 
     def answer(self, sender: str, customer_id: int, replies: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Store the bot's ``replies`` to a claimed message; return them as displayed."""
@@ -172,7 +195,7 @@ class WebChatStore:
         rows = webchat_messages.c
         with self._engine.begin() as conn:
             stored = self._insert_bot(conn, sender, replies, customer_id, now)
-            conn.execute(update(webchat_messages).where(rows.id == customer_id).values(answered_at=now))
+            conn.execute(update(webchat_messages).where(rows.id == customer_id).values(answered_at=now, owner=None))
         return stored
 
     def forget(self, customer_id: int) -> None:
@@ -230,6 +253,22 @@ class WebChatStore:
         rows = webchat_messages.c
         found = conn.execute(select(func.max(rows.id)).where(and_(rows.sender == sender, rows.role == CUSTOMER)))
         return int(found.scalar() or 0)
+
+
+def _add_owner_column(engine: Engine) -> None:
+    """Give a table made before claims named their process the ``owner`` column.
+
+    Two processes starting at once may both find it missing: the second's "already
+    exists" / "duplicate column" is what the first did.
+    """
+    if "owner" in {column["name"] for column in inspect(engine).get_columns("webchat_messages")}:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(sql("ALTER TABLE webchat_messages ADD COLUMN owner VARCHAR(64)"))
+    except (OperationalError, ProgrammingError) as error:
+        if "duplicate column" not in str(error) and "already exists" not in str(error):
+            raise
 
 
 def _shown(row: Row, with_buttons: bool) -> dict[str, Any]:

@@ -45,7 +45,7 @@ HUMAN_BUCKETS: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400, 28800
 BOT_BUCKETS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60)
 RATING_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 5)
 SATISFIED_RATING = 4
-# What came of a delivery whose answer was lost after sending (``DeliveryStats``).
+# What came of a delivery in doubt: its answer lost after sending, or cut off under way (``DeliveryStats``).
 IN_DOUBT_FOUND = "found"  # looked up and found already posted: not sent again
 IN_DOUBT_UNCHECKED = "unchecked"  # no way to look it up: sent again, may be seen twice
 
@@ -99,8 +99,9 @@ class DeliveryStatsCollector(Collector):
         """Return the counter as of now."""
         family = CounterMetricFamily(
             "firstreply_desk_deliveries_in_doubt",
-            "Desk deliveries whose answer was lost after sending, by outcome: found (already posted, not sent "
-            "again) or unchecked (no lookup on the platform: sent again, may be seen twice). This process only.",
+            "Desk deliveries in doubt (the answer lost after sending, or cut off under way by a stop or a lost "
+            "lead), by outcome: found (already posted, not sent again) or unchecked (no lookup on the platform: "
+            "sent again, may be seen twice). This process only.",
             labels=["platform", "outcome"],
         )
         for (platform, outcome), value in sorted(self.stats.counts().items()):

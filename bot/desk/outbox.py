@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import httpx
 from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bot.cases.records import CardPlacement, OutboxMessage
 from bot.channels.meta import WHATSAPP, GraphError, Window
@@ -85,6 +86,10 @@ _PERMANENT_SEND_ERRORS = ("BadRequest", "Forbidden", "ChatMigrated", "InvalidTok
 _ANSWER_LOST = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 # How far before a message was queued an earlier post of it is looked for (clocks differ).
 LOOKBACK_SECONDS = 60.0
+# The log's words for a delivery cut off under way (the desk stopped or lost the lead) and sent again.
+CUT_OFF_SENT_AGAIN = "was cut off under way and cannot be checked: sent again"
+# Waits between tries at recording a delivery that went (a database connection lost meanwhile).
+FINISH_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
 
 def utc_now() -> datetime:
@@ -367,7 +372,22 @@ class OutboxWorker:
             await self._retry_later(item, f"slack: {code or status}")
 
     async def _finish(self, item: OutboxItem, result: Mapping[str, Any] | None = None, **extra: Any) -> None:
-        await asyncio.to_thread(self.store.outbox.finish_delivery, item.id, self.clock(), result, **extra)
+        """Record ``item`` delivered, trying again briefly if the database connection is lost.
+
+        The message went: trying the whole delivery again would send it twice (a Telegram
+        message cannot be looked up). Writing the record again is safe: its transaction
+        either committed or left nothing.
+        """
+        for wait in (*FINISH_RETRY_SECONDS, None):
+            try:
+                await asyncio.to_thread(self.store.outbox.finish_delivery, item.id, self.clock(), result, **extra)
+                return
+            except (OperationalError, InterfaceError) as error:
+                if wait is None:
+                    raise
+                log.warning("desk outbox: %s %s went, recording it failed (%s); trying again", item.kind, item.key,
+                            type(error).__name__)  # fmt: skip
+                await asyncio.sleep(wait)
 
     async def _case(self, item: OutboxItem) -> Case:
         case = await asyncio.to_thread(self.store.lookup.get, item.case_id) if item.case_id is not None else None
@@ -548,6 +568,10 @@ class OutboxWorker:
         # A sender that can send once per key (Slack DMs: looked up in the DM) does; the
         # others (Telegram) are sent again after a lost answer: at least once.
         deliver_text = getattr(sender, "deliver_text", None)
+        if item.in_doubt and deliver_text is None:
+            self.stats.count(channel, IN_DOUBT_UNCHECKED)
+            log.warning("desk outbox: %s %s to %s %s (the customer may see it twice)", item.kind, item.key, channel,
+                        CUT_OFF_SENT_AGAIN)  # fmt: skip
         try:
             if template is not None:
                 await sender.send_template(sender_id, template.name, template.language)  # type: ignore[attr-defined]

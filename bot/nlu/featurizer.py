@@ -1,10 +1,20 @@
 """A Rasa featurizer that adds a sentence embedding to every message.
 
-Placed after the tokenizer, it adds a dense *sentence* feature (384 numbers, a unit
-vector from :mod:`bot.nlu.encoder`) to the message's text. The classifiers read it
-next to the sparse word and character n-grams: the n-grams know the exact words of
-the training examples, the embedding knows what a message *means*, so "parcel never
-came" lands near "where is my order" though they share no word.
+Placed after the tokenizer, it adds a dense *sentence* feature to the message's text: the
+unit vectors of the configured encoders, side by side. The classifiers read it next to the
+sparse word and character n-grams: the n-grams know the exact words of the training
+examples, the embedding knows what a message *means*, so "parcel never came" lands near
+"where is my order" though they share no word.
+
+Two encoders, each a unit vector (``encoders`` in config.yml, both by default):
+
+- ``all-minilm-l6-v2`` (:mod:`bot.nlu.encoder`, 384 numbers): English, the finer of the two
+  on English messages;
+- ``use-multilingual-v3`` (:mod:`bot.nlu.multilingual`, 512 numbers): 16 languages in one
+  space, so a Spanish or German message lands near the English examples that mean the same.
+
+Measured on real customer messages (docs/nlu.md): both together read English best, and the
+multilingual one lifts the other languages from about a third right to about half.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Text
+from typing import Any, Dict, List, Optional, Sequence, Text, Tuple
 
 import numpy as np
 from rasa.engine.graph import ExecutionContext, GraphComponent
@@ -29,6 +39,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from bot.nlu.encoder import shared_encoder
+from bot.nlu.multilingual import shared_multilingual_encoder
 from bot.nlu.text import for_classifier
 
 logger = logging.getLogger(__name__)
@@ -58,6 +69,47 @@ class BoundedCache(OrderedDict):
 ENCODER_ALIAS = "sentence_encoder"
 CACHE_ENV = "FIRSTREPLY_EMBEDDING_CACHE"
 _DEFAULT_CACHE = Path(".rasa") / "firstreply-embeddings.sqlite"
+MINILM = "all-minilm-l6-v2"
+MULTILINGUAL = "use-multilingual-v3"
+ENCODERS = (MINILM, MULTILINGUAL)
+# The encoders in use in this process, in the order their vectors are laid side by side. Set
+# by the featurizer from its config; the components that encode a message's clauses
+# (the classifier, the complaint signal) read the same through :func:`embed_recent`.
+_ACTIVE: Tuple[str, ...] = ENCODERS
+
+
+def _weights_of(name: str) -> Path:
+    if name == MINILM:
+        from bot.nlu.encoder import find_model_dir
+
+        return find_model_dir() / "model.safetensors"
+    from bot.nlu.multilingual import weights_file
+
+    return weights_file()
+
+
+def active_encoders() -> List[Any]:
+    """Return the encoders in use, loading them if this process has not yet."""
+    return [shared_encoder() if name == MINILM else shared_multilingual_encoder() for name in _ACTIVE]
+
+
+def encode_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Return the vectors of ``texts`` from every encoder in use, side by side."""
+    parts = [encoder.encode(list(texts), batch_size=batch_size) for encoder in active_encoders()]
+    return np.hstack(parts).astype(np.float32)
+
+
+def use_encoders(names: Sequence[str]) -> None:
+    """Make ``names`` the encoders of this process (the featurizer's ``encoders``)."""
+    global _ACTIVE
+    unknown = [name for name in names if name not in ENCODERS]
+    if unknown or not names:
+        raise ValueError(f"SentenceEncoderFeaturizer: encoders must be one or both of {list(ENCODERS)}, got {list(names)!r}")
+    chosen = tuple(dict.fromkeys(names))
+    if chosen != _ACTIVE:
+        with _RECENT_LOCK:
+            _RECENT.clear()
+        _ACTIVE = chosen
 
 
 class EmbeddingCache:
@@ -79,11 +131,12 @@ class EmbeddingCache:
         setting = os.environ.get(CACHE_ENV, "")
         if setting.lower() == "off":
             return None
-        from bot.nlu.encoder import find_model_dir
-
-        weights = find_model_dir() / "model.safetensors"
-        stat = weights.stat()
-        return cls(Path(setting) if setting else _DEFAULT_CACHE, f"{weights}:{stat.st_size}:{int(stat.st_mtime)}")
+        ids = []
+        for name in _ACTIVE:
+            weights = _weights_of(name)
+            stat = weights.stat()
+            ids.append(f"{weights}:{stat.st_size}:{int(stat.st_mtime)}")
+        return cls(Path(setting) if setting else _DEFAULT_CACHE, "+".join(ids))
 
     def _key(self, text: str) -> str:
         return hashlib.sha256(f"{self._model_id}\n{text}".encode("utf-8")).hexdigest()
@@ -135,7 +188,7 @@ def embed_recent(texts: Sequence[str]) -> np.ndarray:
     """Return the embeddings of ``texts`` (already tidied), encoding only those not seen lately."""
     with _RECENT_LOCK:
         missing = [text for text in dict.fromkeys(texts) if text not in _RECENT]
-    vectors = shared_encoder().encode(missing) if missing else []
+    vectors = encode_texts(missing) if missing else []
     with _RECENT_LOCK:
         for text, vector in zip(missing, vectors):
             _RECENT[text] = vector
@@ -143,7 +196,7 @@ def embed_recent(texts: Sequence[str]) -> np.ndarray:
 
 
 def sentence_embedding(message: Message) -> np.ndarray | None:
-    """Return the message's sentence embedding (a 384-vector), or ``None`` if it has none."""
+    """Return the message's sentence embedding (the encoders' vectors side by side), or ``None`` if it has none."""
     for feature in message.features:
         if feature.attribute == TEXT and feature.type == "sentence" and feature.origin == ENCODER_ALIAS:
             return np.asarray(feature.features, dtype=np.float32).reshape(-1)
@@ -170,22 +223,30 @@ def _one_blas_thread() -> Any:
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER, is_trainable=False)
 class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
-    """Adds all-MiniLM-L6-v2's sentence embedding as a dense sentence feature.
+    """Adds the sentence embedding of the configured encoders as a dense sentence feature.
 
     Config:
+        encoders: Which encoders, in order (default both: ``all-minilm-l6-v2``,
+            ``use-multilingual-v3``). ``[use-multilingual-v3]`` alone saves MiniLM's forward
+            pass per message for some points of English accuracy (docs/nlu.md).
         batch_size: How many training examples are encoded at once (default 64).
     """
 
     @staticmethod
     def get_default_config() -> Dict[Text, Any]:
         """Return the component's defaults."""
-        return {**DenseFeaturizer.get_default_config(), "alias": ENCODER_ALIAS, "batch_size": 64}
+        return {**DenseFeaturizer.get_default_config(), "alias": ENCODER_ALIAS, "batch_size": 64,
+                "encoders": list(ENCODERS)}
 
     @classmethod
     def validate_config(cls, config: Dict[Text, Any]) -> None:
         """Check the batch size."""
         if int(config.get("batch_size") or 0) < 1:
             raise ValueError(f"SentenceEncoderFeaturizer: batch_size must be at least 1, got {config.get('batch_size')!r}")
+        names = config.get("encoders", list(ENCODERS))
+        if not isinstance(names, list) or not names or any(name not in ENCODERS for name in names):
+            raise ValueError(f"SentenceEncoderFeaturizer: encoders must be a list of one or both of {list(ENCODERS)}, "
+                             f"got {names!r}")
 
     @staticmethod
     def required_packages() -> List[Text]:
@@ -196,6 +257,7 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         """Build the featurizer; the encoder loads on first use."""
         super().__init__(name, config)
         self._batch_size = int(config["batch_size"])
+        use_encoders(config.get("encoders") or ENCODERS)
 
     # The signature is Rasa's GraphComponent.create, the same in every component (the graph calls it).
     @classmethod
@@ -207,9 +269,11 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         execution_context: ExecutionContext,
     ) -> "SentenceEncoderFeaturizer":
         """Create the component (nothing to train: the encoder is pre-trained)."""
+        cls.validate_config(config)
+        component = cls(config, execution_context.node_name)
         # Load the weights now, so that the first customer does not wait for them.
-        shared_encoder()
-        return cls(config, execution_context.node_name)
+        active_encoders()
+        return component
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
         """Embed every training example that has text, in batches, reusing cached vectors."""
@@ -218,7 +282,7 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
             return training_data
         texts = [for_classifier(message.get(TEXT)) for message in messages]
         cache = EmbeddingCache.default()
-        encode = lambda batch: shared_encoder().encode(batch, batch_size=self._batch_size)  # noqa: E731
+        encode = lambda batch: encode_texts(batch, batch_size=self._batch_size)  # noqa: E731
         vectors = cache.encode(texts, encode) if cache else encode(texts)
         self._attach(messages, vectors)
         return training_data

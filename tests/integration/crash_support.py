@@ -17,6 +17,8 @@ answers resumed after the restart.
 Two stacks, each running the connectors of every platform given: ``SoloStack``, what ``make run`` starts (one Rasa through ``bot.launcher``, one
 action server, SQLite files; leases of the default 60 s), and ``ReplicaStack``, the scale-out
 stack of ``stack_support`` (two of each on PostgreSQL and Redis behind round-robin proxies).
+
+The web chat's trial, on the same stacks, is ``crash_webchat``; the desk outbox's is ``crash_desk``.
 """
 
 from __future__ import annotations
@@ -408,8 +410,19 @@ class ReplicaStack:
             await asyncio.to_thread(self._restart)
 
     def tracker(self, sender: str) -> Dict[str, Any]:
-        """Return the conversation from the first Rasa server's HTTP API."""
-        return self.stack.tracker(sender)
+        """Return the conversation from the first Rasa server's HTTP API.
+
+        Rasa's tracker store keeps database connections in a pool without checking them: the
+        first read on one that was terminated fails (500), and the next opens a new one.
+        """
+        url = f"{self.stack.rasa_urls[0]}/conversations/{sender}/tracker?token={self.stack.api_token}"
+        for _ in range(5):
+            status, raw = http("GET", url)
+            if status < 500:
+                break
+            time.sleep(0.2)
+        assert status == 200, raw[:300]
+        return dict(json.loads(raw))
 
     def logs(self) -> str:
         """Return every Rasa log of the stack."""
