@@ -92,12 +92,12 @@ from bot.channels.inbox import (
     SENT,
     Inbox,
     InboxEntry,
-    InboxWorker,
     greeting_memory_from_env,
     lease_seconds_from_env,
     reply_digest,
     sweep_seconds_from_env,
 )
+from bot.channels.inbox_worker import InboxWorker
 from bot.channels.reply_windows import REPLY_WINDOWS
 from bot.constants import GREETED_AT_EDGE, GREETING_RESPONSES
 
