@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.channels.common import OnNewMessage
+from bot.channels.inbox import SENDING, SENT
+from bot.channels.replies import EDGE_GREETING_SEQ, HOLDING_SEQ, RecordedOutput
 from bot.constants import GREETED_AT_EDGE, PUBLIC_POST_KEY, RESPONSE_GREETING, RESPONSE_GREETING_NAMED
 from bot.conversation import customer_name, first_name
 from bot.i18n import message_language, variation_text
@@ -49,15 +51,12 @@ from bot.i18n import message_language, variation_text
 if TYPE_CHECKING:
     from rasa.core.channels.channel import UserMessage
 
-    from bot.channels.base import RecordedOutput
     from bot.channels.inbox import Inbox, InboxEntry
 
 log = logging.getLogger(__name__)
 
 ENV_EDGE_GREETING = "FIRSTREPLY_EDGE_GREETING"
 OFF_VALUES = frozenset({"off", "0", "false", "no"})
-# Where the edge greeting sits among a message's recorded replies: before the dialogue's (0, 1, ...).
-EDGE_GREETING_SEQ = -1
 DOMAIN_DIR = Path(__file__).resolve().parents[2] / "domain"
 
 
@@ -153,9 +152,6 @@ async def greet_at_edge(
     memory_seconds: float,
 ) -> Greeting | None:  # fmt: skip
     """Greet the customer of ``message`` if it is their first; return the greeting they have (or may have)."""
-    from bot.channels.base import HOLDING_SEQ, RecordedOutput
-    from bot.channels.inbox import SENDING, SENT
-
     output = message.output_channel
     metadata = message.metadata or {}
     if not isinstance(output, RecordedOutput) or not output.bound or not entry.conversation:

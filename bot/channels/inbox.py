@@ -30,7 +30,7 @@ at once, so a restarted ``make run`` resumes its customers' answers within a swe
 than a lease later. Across machines only the lease decides.
 
 A reply's "sent" record is written by the caller right after the platform's answer, on the
-thread that made the call (``bot.channels.base.RecordedOutput.recorded``), so the window in
+thread that made the call (``bot.channels.replies.RecordedOutput.recorded``), so the window in
 which a crash leaves a reply in doubt is the platform call and one short write. The greeting
 is never sent again once it may have reached the customer: ``claim_greeting`` keeps one
 record of it per customer and session.
@@ -42,7 +42,6 @@ two replicas never handle one update at once.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -64,7 +63,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
 
 from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, channel_engine, create_tables, update_key
 from bot.channels.leases import owner_gone, process_owner
@@ -188,7 +186,7 @@ class Inbox:
         self._last_prune = 0.0
         create_tables(metadata, engine)
         # The reply records are written on the event loop's thread around every platform call
-        # (``bot.channels.base``): on a SQLite file they keep a connection open per thread, as
+        # (``bot.channels.replies``): on a SQLite file they keep a connection open per thread, as
         # opening the file and running its pragmas for each write took five times the write.
         database = engine.url.database or ""
         file_backed = engine.dialect.name == "sqlite" and database not in ("", ":memory:")
