@@ -8,6 +8,7 @@ step records it instead of sending it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,17 +20,18 @@ from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy import update
 
 from actions.acknowledge import ActionAcknowledge
-from bot.channels.edge import ENV_EDGE_GREETING, GreetingWords, domain_responses, edge_greeting_on
-from bot.channels.inbox import GREETING_KEY
+from bot.channels.common import BackgroundTasks, OnNewMessage
+from bot.channels.edge import ENV_EDGE_GREETING, EarlyGreetings, GreetingWords, domain_responses, edge_greeting_on
+from bot.channels.inbox import GREETING_KEY, InboxEntry
 from bot.channels.inbox import inbox as inbox_table
 from bot.channels.telegram import TelegramInput
-from bot.channels.telegram_output import TelegramSettings
+from bot.channels.telegram_output import SECRET_HEADER, TelegramSettings
 from bot.constants import GREETED_AT_EDGE
 from tests.channel_support import RecordingAgent
 from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
 from tests.polling import until
 from tests.test_actions import tracker, user
-from tests.test_telegram_channel import MARIA_METADATA, SECRET, Served, message_update, serve
+from tests.test_telegram_channel import MARIA_METADATA, SECRET, WEBHOOK, Served, message_update, serve
 
 pytestmark = pytest.mark.edge_greeting
 
@@ -134,6 +136,33 @@ async def test_a_new_customer_is_greeted_first_with_typing_and_rasa_is_told(serv
 
 
 @pytest.mark.asyncio
+async def test_the_greeting_goes_as_soon_as_the_message_is_stored_not_at_the_worker_s_turn(
+    served: Served, api: FakeTelegramAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The inbox worker's turn is held back (in a burst: behind other customers' NLU); the greeting is not.
+    turn = asyncio.Event()
+    handle = served.channel.handle
+
+    async def held(entry: InboxEntry, on_new_message: OnNewMessage) -> None:
+        await turn.wait()
+        await handle(entry, on_new_message)
+
+    monkeypatch.setattr(served.channel, "handle", held)
+    answer = await served.client.post(WEBHOOK, json=message_update(1, text=PARCEL), headers={SECRET_HEADER: SECRET})
+    assert answer.status_code == 200
+
+    greeting = "Hi Maria! I'm Northwind's assistant."
+    await until("the greeting", lambda: api.sent_texts(4242) == [greeting])
+    assert [call.params["action"] for call in api.calls("sendChatAction")] == ["typing"]
+    assert served.agent.seen() == []
+    turn.set()
+    await served.channel.tasks.wait()
+    assert api.sent_texts(4242) == [greeting, ACK["text"]]  # not sent again by the worker
+    [(_, _, metadata)] = served.agent.seen()
+    assert metadata[GREETED_AT_EDGE]["text"] == greeting
+
+
+@pytest.mark.asyncio
 async def test_a_returning_customer_s_next_message_is_not_greeted(served: Served, api: FakeTelegramAPI) -> None:
     await served.post(message_update(1, text=PARCEL))
     await served.post(message_update(2, text="AC-2291734"))
@@ -191,6 +220,38 @@ async def test_switched_off_nothing_is_sent_ahead(
     assert api.sent_texts(4242) == [ACK["text"]]
     assert api.calls("sendChatAction") == []
     assert metadata == MARIA_METADATA
+
+
+@pytest.mark.asyncio
+async def test_no_message_goes_to_rasa_while_a_greeting_started_ahead_is_under_way() -> None:
+    early, tasks = EarlyGreetings(), BackgroundTasks("test")
+    sent = asyncio.Event()
+
+    async def greet() -> None:
+        await sent.wait()
+
+    early.start("telegram-7", greet, tasks)
+    waiting = asyncio.get_running_loop().create_task(early.quiet())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    sent.set()
+    await waiting
+    assert (await early.outcome("telegram-7"), await early.outcome("telegram-8")) == ((True, None), (False, None))
+
+
+@pytest.mark.asyncio
+async def test_a_greeting_that_hangs_holds_the_others_back_only_for_a_while() -> None:
+    early, tasks = EarlyGreetings(), BackgroundTasks("test")
+    sent = asyncio.Event()
+
+    async def greet() -> None:
+        await sent.wait()
+
+    early.start("telegram-7", greet, tasks)
+    await early.quiet(limit_seconds=0.01)  # returns, the greeting still under way
+    sent.set()
+    await tasks.wait()
 
 
 # --- the dialogue's greeting step ----------------------------------------------------------

@@ -76,6 +76,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import Counter
@@ -85,7 +86,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.channels.common import BackgroundTasks, OnNewMessage, unless_saved
 from bot.channels.dedupe import ChannelStore
-from bot.channels.edge import GreetingWords, edge_greeting_on, greeting_first
+from bot.channels.edge import EarlyGreetings, GreetingWords, edge_greeting_on, greet_at_edge, greeting_first
 from bot.channels.inbox import (
     Inbox,
     InboxEntry,
@@ -256,6 +257,7 @@ class WebhookConnector(InputChannel):
         # A new customer is greeted before Rasa reads their message (``bot.channels.edge``).
         self.edge_greeting = edge_greeting_on()
         self._greeting_words: GreetingWords | None = None
+        self.early_greetings = EarlyGreetings()
 
     # --- what the platform module supplies --------------------------------------------------
 
@@ -270,6 +272,14 @@ class WebhookConnector(InputChannel):
     async def handle(self, entry: InboxEntry, on_new_message: OnNewMessage) -> None:
         """Turn one stored event into what Rasa reads (``on_new_message``); raise to retry it."""
         raise NotImplementedError
+
+    def first_message(self, entry: InboxEntry) -> UserMessage | None:
+        """Return what Rasa will read of a stored customer text, read without any call or reply; else ``None``.
+
+        A connector that can (Telegram) greets a new customer as soon as their message is
+        stored (``bot.channels.edge``); the default, ``None``, greets when ``handle`` runs.
+        """
+        return None
 
     async def close_clients(self) -> None:
         """Close the platform client's connections (at shutdown, after running work ended)."""
@@ -316,8 +326,21 @@ class WebhookConnector(InputChannel):
         if entry is None:
             log.info("%s %s already taken, copy dropped", self.name(), event.platform_id)
             return Intake.COPY
+        if self.edge_greeting and entry.conversation:
+            self._greet_early(entry)
         self.worker(event.source).start(entry)
         return Intake.STORED
+
+    def _greet_early(self, entry: InboxEntry) -> None:
+        """Start greeting the customer of the just stored ``entry`` in a task of its own, if it is their first."""
+        try:
+            message = self.first_message(entry)
+        except SHAPE_ERRORS as error:  # read again, and reported, by ``handle``
+            log.info("%s %s: not read ahead (%r); greeted when handled", self.name(), entry.update_id, error)
+            return
+        if message is not None:
+            greet = partial(greet_at_edge, message, entry, self.inbox, self.greeting_words, greeting_memory_from_env())
+            self.early_greetings.start(entry.update_id, greet, self.tasks)
 
     async def accept_all(self, events: Iterable[InboundEvent]) -> Intake:
         """Store the events of one webhook call (platforms that batch them); say what to answer.
@@ -348,8 +371,11 @@ class WebhookConnector(InputChannel):
             on_new_message = unless_saved(on_new_message, self._app, self.name())
         if self.edge_greeting:
             on_new_message = greeting_first(on_new_message, entry, self.inbox, self.greeting_words,
-                                            greeting_memory_from_env())  # fmt: skip
-        await self.handle(entry, on_new_message)
+                                            greeting_memory_from_env(), self.early_greetings)  # fmt: skip
+        try:
+            await self.handle(entry, on_new_message)
+        finally:
+            self.early_greetings.forget(entry.update_id)
 
     def greeting_words(self) -> GreetingWords:
         """Return the greeting's wording (the served model's responses, support.yml's brand), read on first use."""

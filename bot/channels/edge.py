@@ -6,11 +6,18 @@ knows enough to greet at once: the message's text (its language, with lingua, th
 locale as a hint: ``bot.i18n``), the customer's name where the platform gives it, and the
 greeting's wording (the ``utter_greeting`` / ``utter_greeting_named`` responses of the
 domain, with their language variations, read from the model Rasa serves). So when a message
-comes from a customer with no conversation going on, the connector sends the greeting as
-soon as the message is read back from the inbox, before it hands the message to Rasa, and
-tells Rasa in the message's metadata (``GREETED_AT_EDGE``): the dialogue's greeting step
-then records the greeting in the conversation instead of sending it
-(``actions/acknowledge.py``), and the rest of the first answer follows as before.
+comes from a customer with no conversation going on, the connector greets them before it
+hands the message to Rasa, and tells Rasa in the message's metadata (``GREETED_AT_EDGE``):
+the dialogue's greeting step then records the greeting in the conversation instead of
+sending it (``actions/acknowledge.py``), and the rest of the first answer follows as before.
+
+When the greeting goes: a connector that can read a stored message without side effects
+(``WebhookConnector.first_message``: Telegram) greets in a task of its own started as soon
+as the message is stored (``EarlyGreetings``), with the typing indicator, not behind the
+inbox worker's turn; the others greet when the worker reads the message back, before Rasa.
+And while greetings started that way are under way, no message is handed to Rasa
+(``EarlyGreetings.quiet``, for at most ``QUIET_WAIT_SECONDS``): Rasa's NLU runs on the
+event loop, so in a burst a greeting would otherwise wait behind other customers' NLU.
 
 What keeps it honest:
 
@@ -18,7 +25,8 @@ What keeps it honest:
   claim as the dialogue's (``Inbox.claim_greeting``) and is a reply record of the message
   at its own place (``EDGE_GREETING_SEQ``, before the dialogue's replies), written just
   before and after the platform call; one in flight at a crash is not sent again, and the
-  message handled again tells Rasa it was greeted.
+  message handled again tells Rasa it was greeted. The worker waits for the greeting
+  started when the message was stored and takes its outcome, so the two never both send.
 - The edge greets only before anything else was sent for the message; if its call failed,
   Rasa is not told, so the dialogue greets as it always did (or the edge tries again when
   the message is handled again, if nothing else went out meanwhile).
@@ -35,13 +43,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.channels.common import OnNewMessage
+from bot.channels.common import BackgroundTasks, OnNewMessage
 from bot.channels.inbox import SENDING, SENT
 from bot.channels.replies import EDGE_GREETING_SEQ, HOLDING_SEQ, RecordedOutput
 from bot.constants import GREETED_AT_EDGE, PUBLIC_POST_KEY, RESPONSE_GREETING, RESPONSE_GREETING_NAMED
@@ -57,6 +65,9 @@ log = logging.getLogger(__name__)
 
 ENV_EDGE_GREETING = "FIRSTREPLY_EDGE_GREETING"
 OFF_VALUES = frozenset({"off", "0", "false", "no"})
+# The longest a message waits before Rasa reads it while other customers' greetings are under way:
+# their greeting's priority, not a lock (a greeting held by a slow platform call holds no one long).
+QUIET_WAIT_SECONDS = 2.0
 DOMAIN_DIR = Path(__file__).resolve().parents[2] / "domain"
 
 
@@ -132,16 +143,74 @@ def domain_responses() -> Mapping[str, Any]:
     return load_responses(DOMAIN_DIR)
 
 
+class EarlyGreetings:
+    """The greetings started as soon as their messages were stored, by update id, until the worker takes them."""
+
+    def __init__(self) -> None:
+        """Start with none."""
+        self._outcomes: dict[str, asyncio.Future[Greeting | None]] = {}
+        self._under_way = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    def start(self, update_id: str, greet: Callable[[], Awaitable[Greeting | None]], tasks: BackgroundTasks) -> None:
+        """Run ``greet`` for the update ``update_id`` now, in a task of its own; keep its outcome for the worker."""
+        outcome: asyncio.Future[Greeting | None] = asyncio.get_running_loop().create_future()
+        self._outcomes[update_id] = outcome
+        self._under_way += 1
+        self._quiet.clear()
+
+        async def run() -> None:
+            try:
+                outcome.set_result(await greet())
+            except Exception as error:  # the worker (and the dialogue) greet instead
+                log.warning("the greeting of update %s could not be started ahead (%r); it comes with the answer",
+                            update_id, error)  # fmt: skip
+                outcome.set_result(None)
+            finally:
+                self._under_way -= 1
+                if not self._under_way:
+                    self._quiet.set()
+
+        tasks.start(run(), label=f"greeting {update_id}")
+
+    async def outcome(self, update_id: str) -> tuple[bool, Greeting | None]:
+        """Return whether a greeting was started for ``update_id``, and the greeting it sent (or may have)."""
+        outcome = self._outcomes.pop(update_id, None)
+        return (False, None) if outcome is None else (True, await outcome)
+
+    def forget(self, update_id: str) -> None:
+        """Drop the outcome of ``update_id`` (its handling ended without taking it)."""
+        self._outcomes.pop(update_id, None)
+
+    async def quiet(self, limit_seconds: float = QUIET_WAIT_SECONDS) -> None:
+        """Wait until no greeting started ahead is under way, for at most ``limit_seconds``."""
+        if self._quiet.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._quiet.wait(), limit_seconds)
+        except asyncio.TimeoutError:
+            log.info("greetings still under way after %.1f s: the next message goes to Rasa now", limit_seconds)
+
+
 def greeting_first(
     on_new_message: OnNewMessage, entry: InboxEntry, inbox: Inbox, words: Callable[[], GreetingWords],
-    memory_seconds: float,
+    memory_seconds: float, early: EarlyGreetings,
 ) -> OnNewMessage:  # fmt: skip
-    """Wrap ``on_new_message`` so that a new customer's message is greeted before Rasa reads it."""
+    """Wrap ``on_new_message`` so that a new customer's message is greeted before Rasa reads it.
+
+    The greeting started when the message was stored (``early``) is awaited and its outcome
+    taken; only a message none was started for is greeted here. Then the message waits while
+    greetings started ahead for other customers are under way (``EarlyGreetings.quiet``).
+    """
 
     async def deliver(message: UserMessage) -> Any:
-        greeting = await greet_at_edge(message, entry, inbox, words, memory_seconds)
+        started, greeting = await early.outcome(entry.update_id)
+        if not started:
+            greeting = await greet_at_edge(message, entry, inbox, words, memory_seconds)
         if greeting is not None:
             message.metadata = {**(message.metadata or {}), GREETED_AT_EDGE: greeting.as_metadata()}
+        await early.quiet()
         return await on_new_message(message)
 
     return deliver
@@ -163,7 +232,9 @@ async def greet_at_edge(
     before = records.get(EDGE_GREETING_SEQ)
     if any(seq not in (EDGE_GREETING_SEQ, HOLDING_SEQ) for seq in records):
         return None  # the dialogue's answer began: its own greeting step stands
-    if before is None and await asyncio.to_thread(inbox.earlier_message, entry, memory_seconds):
+    # Read on the event loop's thread, not a pool's: one indexed read, and under a burst the
+    # pool's queue (every inbox write waits in it) would hold the greeting back.
+    if before is None and inbox.earlier_message(entry, memory_seconds):
         return None
     greeting = words().for_message(message.text, metadata)
     if greeting is None:

@@ -235,8 +235,9 @@ class RecordedOutput(OutputChannel):
         assert self.inbox is not None and self.origin is not None
         self._greeting_to = str(recipient_id)
         try:
-            await asyncio.gather(self._send_part(recipient_id, parts[0], seq=EDGE_GREETING_SEQ),
-                                 self._typing_quietly(recipient_id))  # fmt: skip
+            # Typing first: its call goes out before the greeting's records are written.
+            await asyncio.gather(self._typing_quietly(recipient_id),
+                                 self._send_part(recipient_id, parts[0], seq=EDGE_GREETING_SEQ))  # fmt: skip
         finally:
             self._greeting_to = None
         return self.inbox.reply_states(self.origin).get(EDGE_GREETING_SEQ) in (SENDING, SENT)
