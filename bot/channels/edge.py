@@ -18,6 +18,9 @@ inbox worker's turn; the others greet when the worker reads the message back, be
 And while greetings started that way are under way, no message is handed to Rasa
 (``EarlyGreetings.quiet``, for at most ``QUIET_WAIT_SECONDS``): Rasa's NLU runs on the
 event loop, so in a burst a greeting would otherwise wait behind other customers' NLU.
+The web chat (``bot.channels.webchat``), which answers in the request, greets with the same
+wording and metadata: it stores a new visitor's greeting before Rasa reads the first message
+and answers the page with it at once, the rest of the answer when the page asks again.
 
 What keeps it honest:
 
