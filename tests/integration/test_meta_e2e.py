@@ -198,7 +198,9 @@ def test_one_post_with_three_customers_answers_all_three_once_even_when_meta_sen
     again = running.post(platform, body)  # a redelivery: the same mids
 
     assert (first.json()["events"], again.json()["events"]) == (3, 3)
-    answered = {who: running.replies(who, 1) for who in customers}
+    # The whole first answer (greeting, acknowledgement, question): the channel's greeting goes
+    # ahead of the dialogue's part, so under load a pause can come between them.
+    answered = {who: running.replies(who, 3) for who in customers}
     for who, texts in answered.items():
         assert texts[0] == f"Hi {PEOPLE.get(who) or IG_PEOPLE[who]}! I'm Northwind's assistant."
         assert len(texts) == len(set(texts)) == len(answered[customers[0]])
