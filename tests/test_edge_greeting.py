@@ -241,6 +241,19 @@ async def test_no_message_goes_to_rasa_while_a_greeting_started_ahead_is_under_w
 
 
 @pytest.mark.asyncio
+async def test_a_greeting_ahead_that_failed_leaves_the_decision_to_the_message_s_handling() -> None:
+    early, tasks = EarlyGreetings(), BackgroundTasks("test")
+
+    async def greet() -> None:
+        raise ConnectionError("database gone mid-greeting")
+
+    early.start("telegram-7", greet, tasks)
+    await tasks.wait()
+    # Not "sent nothing" (the dialogue would greet, perhaps a second time): the handling reads the records.
+    assert await early.outcome("telegram-7") == (False, None)
+
+
+@pytest.mark.asyncio
 async def test_a_greeting_that_hangs_holds_the_others_back_only_for_a_while() -> None:
     early, tasks = EarlyGreetings(), BackgroundTasks("test")
     sent = asyncio.Event()

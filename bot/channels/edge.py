@@ -166,11 +166,12 @@ class EarlyGreetings:
         async def run() -> None:
             try:
                 outcome.set_result(await greet())
-            except Exception as error:  # the worker (and the dialogue) greet instead
-                log.warning("the greeting of update %s could not be started ahead (%r); it comes with the answer",
+            except Exception as error:  # the worker looks at the reply records and decides, as after a crash
+                log.warning("the greeting of update %s could not be sent ahead (%r); left to its handling",
                             update_id, error)  # fmt: skip
-                outcome.set_result(None)
             finally:
+                if not outcome.done():  # failed or cancelled: as if none had been started
+                    outcome.cancel()
                 self._under_way -= 1
                 if not self._under_way:
                     self._quiet.set()
@@ -178,9 +179,15 @@ class EarlyGreetings:
         tasks.start(run(), label=f"greeting {update_id}")
 
     async def outcome(self, update_id: str) -> tuple[bool, Greeting | None]:
-        """Return whether a greeting was started for ``update_id``, and the greeting it sent (or may have)."""
+        """Return whether a greeting was started for ``update_id`` and came to an end, and what it sent (or may have).
+
+        ``(False, None)`` when none was started, or it failed: the caller decides from the reply records.
+        """
         outcome = self._outcomes.pop(update_id, None)
-        return (False, None) if outcome is None else (True, await outcome)
+        if outcome is None:
+            return False, None
+        await asyncio.wait([outcome])
+        return (False, None) if outcome.cancelled() else (True, outcome.result())
 
     def forget(self, update_id: str) -> None:
         """Drop the outcome of ``update_id`` (its handling ended without taking it)."""
