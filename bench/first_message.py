@@ -210,11 +210,16 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 @contextmanager
 def serving(work: Path, stamps: Stamps, edge_greeting: str, telegram_only: bool = False) -> Iterator[Fakes]:
-    """Start the fakes, the action server and Rasa (``bot.launcher``, as ``make run``); yield the fakes and Rasa's URL."""
+    """Start the fakes, the action server and Rasa (``bot.launcher``, as ``make run``); yield the fakes.
+
+    ``Fakes.rasa_url`` is then Rasa's address; ``telegram_only``: no other connector configured.
+    """
     fakes = Fakes(TimedGraphAPI(stamps).start(), TimedBotAPI(stamps).start(), TimedWhatsApp(stamps).start())
     graph, telegram = fakes.graph, fakes.telegram
     rasa_port, actions_port = free_ports(2)
-    credentials = TELEGRAM_CREDENTIALS if telegram_only else TELEGRAM_CREDENTIALS + META_CREDENTIALS + whatsapp_credentials()
+    credentials = TELEGRAM_CREDENTIALS
+    if not telegram_only:
+        credentials += META_CREDENTIALS + whatsapp_credentials()
     (work / "credentials.yml").write_text(credentials)
     env = {
         **base_env(),
@@ -245,8 +250,8 @@ def measure(rounds: int, work: Path, edge_greeting: str = "on") -> dict[str, Any
     stamps = Stamps()
     timings: dict[str, dict[str, list[float]]] = {c: {"sign": [], "reply": []} for c in CONNECTORS}
     with serving(work, stamps, edge_greeting) as fakes:
-        profiles = {str(7_000_000 + n): {"first_name": "Maria", "name": "Maria"} for n in range(len(CONNECTORS) * (rounds + 1))}
-        fakes.graph.profiles.update(profiles)
+        customers = range(len(CONNECTORS) * (rounds + 1))
+        fakes.graph.profiles.update({str(7_000_000 + n): {"first_name": "Maria", "name": "Maria"} for n in customers})
         with httpx.Client(base_url=fakes.rasa_url, timeout=30) as client:
             number = 0
             for round_number in range(rounds + 1):  # round 0 warms every connector up, unmeasured
@@ -374,7 +379,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="new customers per connector (default 30)")
     parser.add_argument("--quick", action="store_true", help="5 rounds, results in first-message-quick.*")
     parser.add_argument("--burst", action="store_true", help="a burst of new Telegram customers at once instead")
-    parser.add_argument("--customers", type=int, default=BURST_CUSTOMERS, help=f"burst size (default {BURST_CUSTOMERS})")
+    parser.add_argument("--customers", type=int, default=BURST_CUSTOMERS,
+                        help=f"burst size (default {BURST_CUSTOMERS})")  # fmt: skip
     parser.add_argument("--connections", type=int, default=BURST_CONNECTIONS,
                         help=f"connections the burst comes over (default {BURST_CONNECTIONS})")  # fmt: skip
     parser.add_argument("--trials", type=int, default=BURST_TRIALS, help=f"bursts per setting (default {BURST_TRIALS})")

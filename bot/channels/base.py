@@ -2,8 +2,9 @@
 
 A webhook connector (Telegram, Slack DMs, X, Messenger, Instagram and WhatsApp) is an input
 channel built on ``WebhookConnector`` (here) and a sender built on ``RecordedOutput``
-(``bot.channels.replies``: the reply records, splitting, the holding line). The platform module holds only what its platform does differently:
-settings and webhook authentication, parsing, the platform calls and their limits.
+(``bot.channels.replies``: the reply records, splitting, the holding line). The platform
+module holds only what its platform does differently: settings and webhook authentication,
+parsing, the platform calls and their limits.
 
 What the base does, for every connector alike:
 

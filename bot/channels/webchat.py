@@ -218,7 +218,7 @@ class WebChatOutput(CollectingOutputChannel):
 
 
 class _Collector(CollectingOutputChannel):
-    """Collects one turn's replies, but the greeting the channel showed ahead (recorded by the dialogue, not shown again)."""
+    """Collects one turn's replies but the greeting shown ahead (the dialogue records it; it is not shown again)."""
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         if not message.get(GREETED_AT_EDGE):
@@ -384,7 +384,9 @@ class WebChatInput(InputChannel):
                 return early
         return await asyncio.shield(task)
 
-    def _finished(self, key: tuple[str, str], task: asyncio.Task[Answer], greeted: asyncio.Future[Answer | None]) -> None:
+    def _finished(
+        self, key: tuple[str, str], task: asyncio.Task[Answer], greeted: asyncio.Future[Answer | None]
+    ) -> None:
         if not greeted.done():
             greeted.set_result(None)
         self._running.pop(key, None)
@@ -427,7 +429,9 @@ class WebChatInput(InputChannel):
             self._greeting_words = GreetingWords.for_app(app)
         return self._greeting_words
 
-    async def _greet_new_visitor(self, request: MessageRequest, claim_id: int, app: Any) -> tuple[Greeting, dict] | None:
+    async def _greet_new_visitor(
+        self, request: MessageRequest, claim_id: int, app: Any
+    ) -> tuple[Greeting, dict[str, Any]] | None:
         """Store the greeting of a new visitor's first message before Rasa reads it; return it and how it is shown."""
         metadata = {"customer_name": request.name} if request.name else {}
         greeting = self.greeting_words(app).for_message(request.text, metadata)
