@@ -17,13 +17,14 @@ import pytest
 import pytest_asyncio
 from rasa.core.channels.channel import UserMessage
 from rasa_sdk.executor import CollectingDispatcher
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from actions.acknowledge import ActionAcknowledge
 from bot.channels.common import BackgroundTasks, OnNewMessage
 from bot.channels.edge import ENV_EDGE_GREETING, EarlyGreetings, GreetingWords, domain_responses, edge_greeting_on
 from bot.channels.inbox import GREETING_KEY, InboxEntry
 from bot.channels.inbox import inbox as inbox_table
+from bot.channels.inbox import replies
 from bot.channels.telegram import TelegramInput
 from bot.channels.telegram_output import SECRET_HEADER, TelegramSettings
 from bot.constants import GREETED_AT_EDGE
@@ -195,6 +196,39 @@ async def test_the_greeting_claim_holds_across_a_restart_on_the_same_inbox_file(
     assert metadata[GREETED_AT_EDGE]["text"] == "Hi Maria! I'm Northwind's assistant."
     # Another message claiming the greeting later in this conversation may not.
     assert not restarted.inbox.claim_greeting(GREETING_KEY.format(channel="telegram", recipient="4242"), "telegram-9", 3600)
+
+
+class GreetingDialogueAgent(DialogueAgent):
+    """The dialogue with its own greeting step: it greets unless the channel did (then it records that greeting)."""
+
+    async def answer(self, message: UserMessage) -> None:
+        if not (message.metadata or {}).get(GREETED_AT_EDGE):
+            greeting = {"text": "Hi Maria! I'm Northwind's assistant.", "utter_action": "utter_greeting_named"}
+            await message.output_channel.send_response(message.sender_id, greeting)
+        await super().answer(message)
+
+
+@pytest.mark.asyncio
+async def test_handled_again_after_part_of_the_answer_went_out_the_greeting_is_recorded_and_nothing_shifts(
+    settings: TelegramSettings, api: FakeTelegramAPI
+) -> None:
+    question = {"text": "What's your order number?", "utter_action": "utter_ask_order_number"}
+    channel = TelegramInput(settings)
+    async with serve(channel, GreetingDialogueAgent(replies=[ACK, question])) as running:
+        await running.post(message_update(1, text=PARCEL))
+        greeting = "Hi Maria! I'm Northwind's assistant."
+        assert api.sent_texts(4242) == [greeting, ACK["text"], question["text"]]
+        # As after a crash before Rasa saved the turn, the question's call cut off before it began:
+        # the message is handled again, with the greeting and the acknowledgement out already.
+        with channel.store.engine.begin() as conn:
+            conn.execute(delete(replies).where(replies.c.message_id == "telegram-1", replies.c.seq == 1))
+            conn.execute(update(inbox_table).values(state="pending", lease_until=0, lease_owner=None))
+        await running.channel.sweep()
+        await until("the message handled again", lambda: len(running.agent.seen()) == 2)
+        await running.channel.tasks.wait()
+
+    assert api.sent_texts(4242) == [greeting, ACK["text"], question["text"], question["text"]]
+    assert running.agent.seen()[1][2][GREETED_AT_EDGE]["text"] == greeting
 
 
 @pytest.mark.asyncio

@@ -240,8 +240,12 @@ async def greet_at_edge(
     assert output.origin is not None
     records = inbox.reply_states(output.origin)
     before = records.get(EDGE_GREETING_SEQ)
+    if before in (SENT, SENDING):
+        # It went out (or may have) when the message was handled before, whatever else did since:
+        # the dialogue records it again, and its replies keep the places they had then.
+        return words().for_message(message.text, metadata)
     if any(seq not in (EDGE_GREETING_SEQ, HOLDING_SEQ) for seq in records):
-        return None  # the dialogue's answer began: its own greeting step stands
+        return None  # the dialogue's answer began without it: its own greeting step stands
     # Read on the event loop's thread, not a pool's: one indexed read, and under a burst the
     # pool's queue (every inbox write waits in it) would hold the greeting back.
     if before is None and inbox.earlier_message(entry, memory_seconds):
@@ -249,8 +253,6 @@ async def greet_at_edge(
     greeting = words().for_message(message.text, metadata)
     if greeting is None:
         return None
-    if before in (SENT, SENDING):
-        return greeting  # went out (or may have) when the message was handled before
     try:
         sent = await output.send_edge_greeting(str(message.sender_id), greeting.text)
     except Exception as error:  # the dialogue greets instead: no customer is left without a greeting
