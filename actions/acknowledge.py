@@ -15,6 +15,7 @@ from bot.constants import (
     ACTION_ACKNOWLEDGE,
     ANSWER_SLOTS,
     DEFAULT_CHANNEL,
+    GREETED_AT_EDGE,
     INTENT_COMPLAINT,
     INTENT_COMPLIMENT,
     INTENT_NLU_FALLBACK,
@@ -49,7 +50,7 @@ def _complaint_score(tracker: Tracker) -> float:
 
 
 def greet_if_new(dispatcher: CollectingDispatcher, tracker: Tracker, assistant_name: str) -> tuple[bool, bool]:
-    """Greet the customer if the assistant has not spoken in this session yet.
+    """Greet the customer if the assistant has not spoken in this session yet (or record the channel's greeting).
 
     The greeting uses the customer's first name when the channel gives one, and is in
     the customer's language (the ``language`` slot); a message that was not understood as
@@ -60,19 +61,35 @@ def greet_if_new(dispatcher: CollectingDispatcher, tracker: Tracker, assistant_n
         Whether this is the first message of the conversation (and a greeting was sent),
         and whether it was not understood as written.
     """
-    session = conversation.current_session(tracker.events)
-    if conversation.has_bot_spoken(session):
-        return False, False
-    name = conversation.customer_name(session) or conversation.customer_name(tracker.events)
-    first = conversation.first_name(name or tracker.get_slot(SLOT_CUSTOMER_NAME))
-    if first:
-        dispatcher.utter_message(response=RESPONSE_GREETING_NAMED, customer_name=first, assistant_name=assistant_name)
-    else:
-        dispatcher.utter_message(response=RESPONSE_GREETING, assistant_name=assistant_name)
+    if not record_edge_greeting(dispatcher, tracker):
+        session = conversation.current_session(tracker.events)
+        if conversation.has_bot_spoken(session):
+            return False, False
+        name = conversation.customer_name(session) or conversation.customer_name(tracker.events)
+        first = conversation.first_name(name or tracker.get_slot(SLOT_CUSTOMER_NAME))
+        if first:
+            dispatcher.utter_message(
+                response=RESPONSE_GREETING_NAMED, customer_name=first, assistant_name=assistant_name
+            )
+        else:
+            dispatcher.utter_message(response=RESPONSE_GREETING, assistant_name=assistant_name)
     foreign = not understood_as_written(tracker.latest_message)
     if foreign:
         dispatcher.utter_message(response=RESPONSE_LANGUAGE_UNCLEAR)
     return True, foreign
+
+
+def record_edge_greeting(dispatcher: CollectingDispatcher, tracker: Tracker) -> bool:
+    """Record the greeting the channel sent ahead of the dialogue (``bot.channels.edge``); return whether there was one.
+
+    It goes into the conversation as the assistant's message (so the transcript shows what
+    the customer read) with ``greeted_at_edge`` in its metadata: the channel does not send it again.
+    """
+    edge = conversation.greeted_at_edge(tracker.events, tracker.latest_message, tracker.get_latest_input_channel())
+    if edge is None:
+        return False
+    dispatcher.utter_message(text=edge["text"], utter_action=edge["response"], **{GREETED_AT_EDGE: True})
+    return True
 
 
 def pause_if_case_open(services: Services, dispatcher: CollectingDispatcher, tracker: Tracker) -> List[EventType]:
@@ -95,6 +112,7 @@ def pause_if_case_open(services: Services, dispatcher: CollectingDispatcher, tra
     if not open_cases:
         return []
     case = open_cases[-1]
+    record_edge_greeting(dispatcher, tracker)
     dispatcher.utter_message(response="utter_added_to_case", case_id=case.id)
     return [SlotSet(SLOT_CASE_ID, str(case.id)), ConversationPaused()]
 

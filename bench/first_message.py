@@ -9,21 +9,36 @@ rotating every round) sends the same first message to its webhook as the platfor
 
 * **first sign**: the first thing the customer's app shows; on Messenger and Instagram the
   ``mark_seen`` call, on WhatsApp the read receipt with the typing indicator (each sent as
-  soon as the message is stored), on Telegram the reply itself (the connector sends no chat
-  action);
+  soon as the message is stored), on Telegram the greeting or the typing indicator the channel
+  sends with it (``FIRSTREPLY_EDGE_GREETING``), else the reply itself;
 * **first reply**: the first text message delivered to the customer.
 
 The next customer writes only once the previous turn is quiet, so turns never overlap.
-Writes bench/results/first-message-latest.json and .md (``--quick``: first-message-quick.*).
+Each configuration runs twice, the channel's greeting of new customers off and then on
+(``FIRSTREPLY_EDGE_GREETING``), each on its own servers. Writes
+bench/results/first-message-latest.json and .md (``--quick``: first-message-quick.*).
+
+``--burst``: a burst of new Telegram customers instead (``--customers``, default 200), all
+sent at once over ``--connections`` (default 40) keep-alive connections, as Telegram does when
+many people write at the same moment. Per customer, from the POST: the **first sign** (the
+typing indicator or the greeting) and the **first answer** (the greeting, the acknowledgement
+and the first question: the third message). Each of ``--trials`` trials (default 3) runs the
+channel's greeting off and on, each on fresh servers, the order alternating; the table gives
+p50/p90/p99/max over every customer of every trial, and each trial's p99 (the spread). Writes
+bench/results/first-message-burst-latest.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +64,12 @@ TELEGRAM_SECRET = "bench-first-message-secret"
 FIRST_MESSAGE = "Hi, where is my parcel? I ordered it last week"
 TURN_TIMEOUT_S = 60.0
 QUIET_S = 0.6
+# The burst: how many new customers write at once, over how many connections, and what their first answer is.
+BURST_CUSTOMERS = 200
+BURST_CONNECTIONS = 40
+BURST_TRIALS = 3
+FIRST_ANSWER_MESSAGES = 3  # the greeting, the acknowledgement, the first question
+BURST_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -58,6 +79,8 @@ class Stamps:
     sign: dict[str, float] = field(default_factory=dict)
     reply: dict[str, float] = field(default_factory=dict)
     last: dict[str, float] = field(default_factory=dict)
+    # Every message each customer received, in order (the burst's first answer is the third).
+    messages: dict[str, list[float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def seen(self, customer: str, *, reply: bool) -> None:
@@ -67,6 +90,7 @@ class Stamps:
             if reply:
                 self.reply.setdefault(customer, now)
                 self.last[customer] = now
+                self.messages.setdefault(customer, []).append(now)
 
 
 class TimedGraphAPI(FakeGraphAPI):
@@ -87,11 +111,16 @@ class TimedGraphAPI(FakeGraphAPI):
 
 
 class TimedBotAPI(FakeTelegramAPI):
-    """The fake Bot API, stamping each chat's first message."""
+    """The fake Bot API, stamping each chat's first typing indicator and first message."""
 
     def __init__(self, stamps: Stamps) -> None:
         super().__init__()
         self.stamps = stamps
+
+    def _record(self, call: Call) -> None:
+        if call.method == "sendChatAction" and call.status == 200:
+            self.stamps.seen(str(call.params["chat_id"]), reply=False)
+        super()._record(call)
 
     def _deliver(self, delivery: Delivery) -> None:
         self.stamps.seen(delivery.chat, reply=True)
@@ -118,11 +147,12 @@ class TimedWhatsApp(FakeWhatsAppAPI):
 
 @dataclass
 class Fakes:
-    """The platforms' fake APIs the connectors talk to."""
+    """The platforms' fake APIs the connectors talk to (and, once started, Rasa's URL)."""
 
     graph: TimedGraphAPI
     telegram: TimedBotAPI
     whatsapp: TimedWhatsApp
+    rasa_url: str = ""
 
     def stop(self) -> None:
         for fake in (self.graph, self.telegram, self.whatsapp):
@@ -162,24 +192,35 @@ def _wait_for_turn(stamps: Stamps, customer: str) -> None:
     raise RuntimeError(f"customer {customer} got no reply within {TURN_TIMEOUT_S:.0f} s")
 
 
+def _percentile(ordered: list[float], share: float) -> float:
+    """Return the nearest-rank percentile ``share`` (0-1) of the sorted ``ordered`` values."""
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1))]
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {
         "n": len(ordered),
         "p50_ms": round(statistics.median(ordered) * 1000, 1),
-        "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))] * 1000, 1),
+        "p90_ms": round(_percentile(ordered, 0.9) * 1000, 1),
+        "p99_ms": round(_percentile(ordered, 0.99) * 1000, 1),
         "max_ms": round(ordered[-1] * 1000, 1),
     }
 
 
-def measure(rounds: int, work: Path) -> dict[str, Any]:
-    """Start the servers and the fakes, run ``rounds`` rounds, return the figures per connector."""
-    stamps = Stamps()
+@contextmanager
+def serving(work: Path, stamps: Stamps, edge_greeting: str, telegram_only: bool = False) -> Iterator[Fakes]:
+    """Start the fakes, the action server and Rasa (``bot.launcher``, as ``make run``); yield the fakes.
+
+    ``Fakes.rasa_url`` is then Rasa's address; ``telegram_only``: no other connector configured.
+    """
     fakes = Fakes(TimedGraphAPI(stamps).start(), TimedBotAPI(stamps).start(), TimedWhatsApp(stamps).start())
     graph, telegram = fakes.graph, fakes.telegram
-    graph.profiles.update({str(7_000_000 + n): {"first_name": "Maria", "name": "Maria"} for n in range(len(CONNECTORS) * (rounds + 1))})
     rasa_port, actions_port = free_ports(2)
-    (work / "credentials.yml").write_text(TELEGRAM_CREDENTIALS + META_CREDENTIALS + whatsapp_credentials())
+    credentials = TELEGRAM_CREDENTIALS
+    if not telegram_only:
+        credentials += META_CREDENTIALS + whatsapp_credentials()
+    (work / "credentials.yml").write_text(credentials)
     env = {
         **base_env(),
         "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
@@ -187,15 +228,31 @@ def measure(rounds: int, work: Path) -> dict[str, Any]:
         **rasa_environment(graph.base_url),
         **connector_env(fakes.whatsapp.base_url),
         "FIRSTREPLY_CASE_DB": f"sqlite:///{work / 'cases.db'}", "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
+        "FIRSTREPLY_EDGE_GREETING": edge_greeting,
     }  # fmt: skip
     actions = start_action_server("action server", actions_port, env, work / "actions.log")
     rasa = start_rasa_server("rasa server", rasa_port, write_endpoints(work, actions_port), env, work / "rasa.log",
                              credentials=work / "credentials.yml")  # fmt: skip
-    timings: dict[str, dict[str, list[float]]] = {c: {"sign": [], "reply": []} for c in CONNECTORS}
+    fakes.rasa_url = f"http://127.0.0.1:{rasa_port}"
     try:
         wait_until_up(actions, f"http://127.0.0.1:{actions_port}/health")
-        wait_until_up(rasa, f"http://127.0.0.1:{rasa_port}/webhooks/messenger/", 300)
-        with httpx.Client(base_url=f"http://127.0.0.1:{rasa_port}", timeout=30) as client:
+        ready = "/webhooks/telegram/" if telegram_only else "/webhooks/messenger/"
+        wait_until_up(rasa, f"{fakes.rasa_url}{ready}", 300)
+        yield fakes
+    finally:
+        for process in (rasa, actions):
+            process.stop()
+        fakes.stop()
+
+
+def measure(rounds: int, work: Path, edge_greeting: str = "on") -> dict[str, Any]:
+    """Start the servers and the fakes, run ``rounds`` rounds, return the figures per connector."""
+    stamps = Stamps()
+    timings: dict[str, dict[str, list[float]]] = {c: {"sign": [], "reply": []} for c in CONNECTORS}
+    with serving(work, stamps, edge_greeting) as fakes:
+        customers = range(len(CONNECTORS) * (rounds + 1))
+        fakes.graph.profiles.update({str(7_000_000 + n): {"first_name": "Maria", "name": "Maria"} for n in customers})
+        with httpx.Client(base_url=fakes.rasa_url, timeout=30) as client:
             number = 0
             for round_number in range(rounds + 1):  # round 0 warms every connector up, unmeasured
                 turn = round_number % len(CONNECTORS)
@@ -208,11 +265,47 @@ def measure(rounds: int, work: Path) -> dict[str, Any]:
                     if round_number:
                         timings[connector]["sign"].append(stamps.sign[customer] - started)
                         timings[connector]["reply"].append(stamps.reply[customer] - started)
-    finally:
-        for process in (rasa, actions):
-            process.stop()
-        fakes.stop()
     return {c: {"first_sign": _summary(t["sign"]), "first_reply": _summary(t["reply"])} for c, t in timings.items()}
+
+
+def burst(customers: int, connections: int, work: Path, edge_greeting: str) -> dict[str, list[float]]:
+    """Send ``customers`` new Telegram customers' first messages at once over ``connections``; return their timings.
+
+    One customer first warms the server up, unmeasured. Returns, per measured customer (in
+    seconds from their POST), the webhook's answer, the first sign and the first answer (its third message).
+    """
+    stamps = Stamps()
+    with serving(work, stamps, edge_greeting, telegram_only=True) as fakes:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        with httpx.Client(base_url=fakes.rasa_url, timeout=60, limits=limits) as client:
+            _post(client, "telegram", "6999999", fakes, 1)
+            _wait_for_turn(stamps, "6999999")
+            started: dict[str, float] = {}
+            acked: dict[str, float] = {}
+
+            def send(number: int) -> None:
+                customer = str(7_000_000 + number)
+                started[customer] = time.perf_counter()
+                _post(client, "telegram", customer, fakes, 10 + number)
+                acked[customer] = time.perf_counter()
+
+            with ThreadPoolExecutor(max_workers=connections) as pool:
+                list(pool.map(send, range(customers)))
+            deadline = time.perf_counter() + BURST_TIMEOUT_S
+            while True:
+                with stamps.lock:
+                    answered = sum(len(stamps.messages.get(c, ())) >= FIRST_ANSWER_MESSAGES for c in started)
+                if answered == len(started):
+                    break
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"{len(started) - answered} of {len(started)} customers got no first answer "
+                                       f"within {BURST_TIMEOUT_S:.0f} s; see {work / 'rasa.log'}")  # fmt: skip
+                time.sleep(0.05)
+    return {
+        "acked": [acked[c] - t for c, t in started.items()],
+        "sign": [stamps.sign[c] - t for c, t in started.items()],
+        "answer": [stamps.messages[c][FIRST_ANSWER_MESSAGES - 1] - t for c, t in started.items()],
+    }
 
 
 def render(results: dict[str, Any]) -> str:
@@ -221,14 +314,63 @@ def render(results: dict[str, Any]) -> str:
         f"Time to the first message, {results['rounds']} new customers per connector, one Rasa process "
         f"(load average before: {results['loadavg_before']})",
         "",
-        "| Connector | first sign p50 | p90 | first reply p50 | p90 | max |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| Channel greeting | Connector | first sign p50 | p90 | first reply p50 | p90 | max |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for connector in CONNECTORS:
-        sign, reply = results["connectors"][connector]["first_sign"], results["connectors"][connector]["first_reply"]
-        lines.append(f"| {connector} | {sign['p50_ms']:.0f} ms | {sign['p90_ms']:.0f} ms | {reply['p50_ms']:.0f} ms "
-                     f"| {reply['p90_ms']:.0f} ms | {reply['max_ms']:.0f} ms |")  # fmt: skip
+    for switch, connectors in results["runs"].items():
+        for connector in CONNECTORS:
+            sign, reply = connectors[connector]["first_sign"], connectors[connector]["first_reply"]
+            lines.append(f"| {switch} | {connector} | {sign['p50_ms']:.0f} ms | {sign['p90_ms']:.0f} ms "
+                         f"| {reply['p50_ms']:.0f} ms | {reply['p90_ms']:.0f} ms | {reply['max_ms']:.0f} ms |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def render_burst(results: dict[str, Any]) -> str:
+    """Return the burst's figures as the Markdown table docs/benchmarks.md quotes."""
+    lines = [
+        f"A burst of {results['customers']} new Telegram customers at once over {results['connections']} connections, "
+        f"{results['trials']} trials, one Rasa server (load average before: {results['loadavg_before']}, "
+        f"after: {results['loadavg_after']})",
+        "",
+        "| Channel greeting | Measure | p50 | p90 | p99 | max | p99 of each trial |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for switch, run in results["runs"].items():
+        for measure_name, label in (("webhook_answered", "webhook answered"), ("first_sign", "first sign"),
+                                    ("first_answer", "first answer")):  # fmt: skip
+            whole = run[measure_name]
+            trials = ", ".join(f"{t[measure_name]['p99_ms']:.0f}" for t in run["trials"])
+            lines.append(f"| {switch} | {label} | {whole['p50_ms']:.0f} ms | {whole['p90_ms']:.0f} ms "
+                         f"| {whole['p99_ms']:.0f} ms | {whole['max_ms']:.0f} ms | {trials} ms |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def run_bursts(customers: int, connections: int, trials: int) -> dict[str, Any]:
+    """Run ``trials`` bursts with the channel's greeting off and on (the order alternating); return the figures."""
+    results: dict[str, Any] = {"customers": customers, "connections": connections, "trials": trials,
+                               "machine": machine_facts(), "loadavg_before": loadavg()}  # fmt: skip
+    timings: dict[str, dict[str, list[float]]] = {s: {"acked": [], "sign": [], "answer": []} for s in ("off", "on")}
+    per_trial: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for trial in range(trials):
+        for switch in ("off", "on") if trial % 2 == 0 else ("on", "off"):
+            with tempfile.TemporaryDirectory(prefix="firstreply-first-message-burst-") as work:
+                measured = burst(customers, connections, Path(work), switch)
+            for measure_name in ("acked", "sign", "answer"):
+                timings[switch][measure_name] += measured[measure_name]
+            per_trial[switch].append({
+                "webhook_answered": _summary(measured["acked"]), "first_sign": _summary(measured["sign"]),
+                "first_answer": _summary(measured["answer"]), "loadavg": loadavg(),
+            })  # fmt: skip
+            print(f"trial {trial + 1}, channel greeting {switch}: first sign p99 "
+                  f"{per_trial[switch][-1]['first_sign']['p99_ms']:.0f} ms, first answer p99 "
+                  f"{per_trial[switch][-1]['first_answer']['p99_ms']:.0f} ms", flush=True)  # fmt: skip
+    results["runs"] = {
+        switch: {"webhook_answered": _summary(t["acked"]), "first_sign": _summary(t["sign"]),
+                 "first_answer": _summary(t["answer"]), "trials": per_trial[switch]}
+        for switch, t in timings.items()
+    }
+    results["loadavg_after"] = loadavg()
+    return results
 
 
 def main() -> None:
@@ -236,11 +378,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=30, help="new customers per connector (default 30)")
     parser.add_argument("--quick", action="store_true", help="5 rounds, results in first-message-quick.*")
+    parser.add_argument("--burst", action="store_true", help="a burst of new Telegram customers at once instead")
+    parser.add_argument("--customers", type=int, default=BURST_CUSTOMERS,
+                        help=f"burst size (default {BURST_CUSTOMERS})")  # fmt: skip
+    parser.add_argument("--connections", type=int, default=BURST_CONNECTIONS,
+                        help=f"connections the burst comes over (default {BURST_CONNECTIONS})")  # fmt: skip
+    parser.add_argument("--trials", type=int, default=BURST_TRIALS, help=f"bursts per setting (default {BURST_TRIALS})")
     args = parser.parse_args()
+    if args.burst:
+        results = run_bursts(args.customers, args.connections, args.trials)
+        publish("first-message-burst", results, render_burst(results))
+        return
     rounds = 5 if args.quick else args.rounds
-    results: dict[str, Any] = {"rounds": rounds, "machine": machine_facts(), "loadavg_before": loadavg()}
-    with tempfile.TemporaryDirectory(prefix="firstreply-first-message-") as work:
-        results["connectors"] = measure(rounds, Path(work))
+    results = {"rounds": rounds, "machine": machine_facts(), "loadavg_before": loadavg()}
+    results["runs"] = {}
+    # The channel's greeting of new customers off (the dialogue greets), then on: side by side.
+    for switch in ("off", "on"):
+        with tempfile.TemporaryDirectory(prefix="firstreply-first-message-") as work:
+            results["runs"][switch] = measure(rounds, Path(work), switch)
     results["loadavg_after"] = loadavg()
     publish("first-message-quick" if args.quick else "first-message", results, render(results))
 

@@ -102,6 +102,10 @@ RESPONSE_GREETING_NAMED = "utter_greeting_named"
 # The greeting, which a customer must never read twice in one conversation: the channels'
 # reply records send it at most once per customer and session (``bot.channels.base``).
 GREETING_RESPONSES: frozenset[str] = frozenset({RESPONSE_GREETING, RESPONSE_GREETING_NAMED})
+# Metadata of a customer message the channel greeted before Rasa read it ({"response", "text",
+# "language"}, ``bot.channels.edge``), and of the dialogue's record of that greeting (True):
+# recorded in the conversation, not sent again.
+GREETED_AT_EDGE = "greeted_at_edge"
 RESPONSE_LANGUAGE_UNCLEAR = "utter_language_unclear"
 ACTION_LISTEN = "action_listen"
 

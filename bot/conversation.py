@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from bot.constants import LANGUAGE_METADATA_KEYS, NAME_METADATA_KEYS, PUBLIC_POST_KEY
+from bot.constants import (
+    DEFAULT_CHANNEL,
+    GREETED_AT_EDGE,
+    GREETING_RESPONSES,
+    LANGUAGE_METADATA_KEYS,
+    NAME_METADATA_KEYS,
+    PUBLIC_POST_KEY,
+)
 
 Event = Mapping[str, Any]
 
@@ -163,3 +170,29 @@ def first_name(name: str | None) -> str | None:
     if not name or not name.split():
         return None
     return name.split()[0]
+
+
+def greeted_at_edge(
+    tracker_events: Sequence[Event], latest_message: Mapping[str, Any], channel: str | None
+) -> dict[str, str] | None:
+    """Return the greeting the channel sent ahead of the dialogue for the latest message, if it is to be recorded.
+
+    ``{"response", "text"}`` from the message's metadata (``bot.channels.edge``), unless the
+    dialogue recorded it already in this turn, or the message came through the REST channel
+    (whose callers write their own metadata, and whose replies are all in its answer).
+    """
+    edge = (latest_message.get("metadata") or {}).get(GREETED_AT_EDGE)
+    if channel in (None, DEFAULT_CHANNEL) or not isinstance(edge, Mapping):
+        return None
+    text, response = edge.get("text"), edge.get("response")
+    if not isinstance(text, str) or not text.strip() or response not in GREETING_RESPONSES:
+        return None
+    since_message = []
+    for event in reversed(tracker_events):
+        if event.get("event") == "user":
+            break
+        since_message.append(event)
+    recorded = (e for e in since_message if e.get("event") == "bot" and (e.get("metadata") or {}).get(GREETED_AT_EDGE))
+    if any(recorded):
+        return None
+    return {"response": str(response), "text": text}

@@ -28,6 +28,23 @@ OPEN_NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 CLOSED_NOW = datetime(2026, 11, 22, 22, 30, tzinfo=timezone.utc)
 
 
+@pytest.fixture(autouse=True)
+def edge_greeting_switch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connector unit tests check parsing and sending with the channel's greeting of new customers off.
+
+    Their fake Rasa (``tests.channel_support.RecordingAgent``) runs no dialogue, so the greeting
+    would be one more reply in every one of them; the greeting has its own tests
+    (``tests/test_edge_greeting.py``, marked ``edge_greeting``), and the integration tests,
+    with the real dialogue, run with it on as deployed.
+    """
+    from bot.channels.edge import ENV_EDGE_GREETING
+
+    if "integration" in request.path.parts or request.node.get_closest_marker("edge_greeting"):
+        monkeypatch.delenv(ENV_EDGE_GREETING, raising=False)
+    else:
+        monkeypatch.setenv(ENV_EDGE_GREETING, "off")
+
+
 @pytest.fixture(scope="session")
 def domain() -> Dict[str, Any]:
     """Return the assistant's domain, loaded from domain/ as Rasa loads it."""

@@ -24,18 +24,11 @@ from rasa.core.channels.channel import UserMessage
 from sanic import Blueprint
 from sqlalchemy.exc import OperationalError
 
-from bot.channels.base import (
-    HOLDING_REPLY,
-    InboundEvent,
-    Intake,
-    RecordedOutput,
-    WebhookConnector,
-    non_text_notice,
-    optional_lookup,
-)
+from bot.channels.base import InboundEvent, Intake, WebhookConnector, non_text_notice, optional_lookup
 from bot.channels.common import OnNewMessage
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox, InboxEntry
+from bot.channels.replies import HOLDING_REPLY, RecordedOutput
 from bot.channels.reply_windows import REPLY_WINDOWS
 from tests.channel_support import RecordingAgent
 

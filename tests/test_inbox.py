@@ -22,9 +22,9 @@ from bot.channels.inbox import (
     SENT,
     Inbox,
     InboxEntry,
-    InboxWorker,
     replies,
 )
+from bot.channels.inbox_worker import InboxWorker
 from bot.channels.leases import owner_gone, process_owner
 
 SOURCE = "telegram:1"

@@ -20,7 +20,6 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.exc import OperationalError
 
-from bot.channels.base import HOLDING_REPLY
 from bot.channels.graph_client import GraphClient
 from bot.channels.instagram import InstagramInput
 from bot.channels.meta import GraphError, signature_of
@@ -35,6 +34,7 @@ from bot.channels.meta_output import (
     MetaSettings,
 )
 from bot.channels.messenger import MessengerInput, MetaDMInput
+from bot.channels.replies import HOLDING_REPLY
 from bot.ops.config import PublicReply
 from bot.ops.errors import OpsConfigError
 from bot.ops.support import load_support_config

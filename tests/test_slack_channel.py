@@ -37,10 +37,10 @@ from sanic import Sanic
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import OperationalError
 
-from bot.channels.base import HOLDING_REPLY
 from bot.channels.common import ChannelCredentialsError
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import MAX_ATTEMPTS, Inbox, inbox
+from bot.channels.replies import HOLDING_REPLY
 from bot.channels.slack import EVENTS_PATH, MENTION_REPLY, MENTION_REPLY_NO_DM, SlackDMInput, customer_text
 from bot.channels.slack_client import ENV_BASE_URL, ENV_SIGNING_SECRET, ENV_TOKEN, SlackSettings, build_client
 from bot.channels.slack_output import SlackDMOutput, escape, message_parts

@@ -418,7 +418,7 @@ async def test_a_closed_window_is_refused_for_good_and_not_tried_again(
 ) -> None:
     served.agent.replies = [{"text": "Hi Maria!"}]
     api.fail_with(131047, times=5)
-    with caplog.at_level(logging.ERROR, logger="bot.channels.base"):
+    with caplog.at_level(logging.ERROR, logger="bot.channels.replies"):
         await served.post(notification([text_message(MARIA, "hi", message_id="wamid.W")]))
 
     assert len(api.calls("messages", answered=None)) == 1

@@ -1,9 +1,10 @@
 """The shared base of the customer-channel connectors: what every platform does the same way.
 
-A webhook connector (Telegram, Slack DMs and X today; Messenger, Instagram and WhatsApp
-next) is an input channel built on ``WebhookConnector`` and a sender built on
-``RecordedOutput``. The platform module holds only what its platform does differently:
-settings and webhook authentication, parsing, the platform calls and their limits.
+A webhook connector (Telegram, Slack DMs, X, Messenger, Instagram and WhatsApp) is an input
+channel built on ``WebhookConnector`` (here) and a sender built on ``RecordedOutput``
+(``bot.channels.replies``: the reply records, splitting, the holding line). The platform
+module holds only what its platform does differently: settings and webhook authentication,
+parsing, the platform calls and their limits.
 
 What the base does, for every connector alike:
 
@@ -36,6 +37,8 @@ What the base does, for every connector alike:
   the message to Rasa, whose metadata notes the item in the case (``bot.conversation``).
 - **Optional lookups** (names, profiles, locales, history) fail soft (``optional_lookup``):
   logged, counted in ``LOOKUP_FAILURES``, and the conversation goes on without them.
+- **The channel's greeting of a new customer** (``bot.channels.edge``): the typing indicator as
+  soon as the message is stored, the greeting before Rasa reads it.
 - The health route, the server start/stop listeners, shutdown with a grace period.
 
 What a connector supplies (a new one is this much)::
@@ -69,36 +72,32 @@ bolt-python's ``slack_bolt/adapter/``: many thin platform layers over one core.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import os
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import Counter
 from rasa.core.channels.channel import InputChannel, OutputChannel
 from sanic import Blueprint, response
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.channels.common import BackgroundTasks, OnNewMessage, split_text, unless_saved
+from bot.channels.common import BackgroundTasks, OnNewMessage, unless_saved
 from bot.channels.dedupe import ChannelStore
+from bot.channels.edge import EarlyGreetings, GreetingWords, edge_greeting_on, greet_at_edge, greeting_first
 from bot.channels.inbox import (
-    GREETING_KEY,
-    SENDING,
-    SENT,
     Inbox,
     InboxEntry,
-    InboxWorker,
     greeting_memory_from_env,
     lease_seconds_from_env,
-    reply_digest,
     sweep_seconds_from_env,
 )
+from bot.channels.inbox_worker import InboxWorker
+from bot.channels.replies import RecordedOutput
 from bot.channels.reply_windows import REPLY_WINDOWS
-from bot.constants import GREETING_RESPONSES
 
 if TYPE_CHECKING:
     from rasa.core.channels.channel import UserMessage
@@ -107,25 +106,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Bound = TypeVar("Bound", bound="RecordedOutput")
 Settings = TypeVar("Settings", bound="ConnectorSettings")
 
 # What the customer reads, on every platform. Plain text (a platform escapes it if it must).
-HOLDING_REPLY = (
-    "Sorry, I'm having a technical problem and can't answer right away. Your message is safe with us: "
-    "I'll reply here as soon as I can."
-)
 NON_TEXT_REPLY = "I can only read text, but I've attached your {noun} to your case for the person who picks it up."
 NON_TEXT_ASK = " Could you also tell me in a few words what it's about?"
-BUTTONS_PROMPT = "Please choose:"
-# Where the holding line sits among an event's recorded replies: after any real one.
-HOLDING_SEQ = 1_000_000
-# How many recorded replies one sender has in flight at once (``$FIRSTREPLY_REPLY_CALLS``).
-# A reply is recorded "sending" only once it holds one of these places, so under a burst the
-# replies waiting for the platform client (its connection pool, the event loop) are not yet
-# in doubt: a crash catches at most this many replies in flight, not every customer's.
-ENV_REPLY_CALLS = "FIRSTREPLY_REPLY_CALLS"
-DEFAULT_REPLY_CALLS = 4
 
 # What an answer in an unexpected shape raises when read (a key missing, ``None`` where an
 # object was expected, a string where a list was).
@@ -137,20 +122,6 @@ LOOKUP_FAILURES = Counter(
     "unexpected shape; the conversation went on without what they would have told.",
     ("channel", "lookup"),
 )
-
-
-def reply_calls_from_env() -> int:
-    """Return how many recorded replies a sender has in flight at once (``$FIRSTREPLY_REPLY_CALLS``, default 4).
-
-    Raises:
-        ValueError: the value is not a whole number of at least 1.
-    """
-    raw = os.environ.get(ENV_REPLY_CALLS, "").strip()
-    if not raw:
-        return DEFAULT_REPLY_CALLS
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{ENV_REPLY_CALLS} must be a whole number of at least 1, not {raw!r}")
-    return int(raw)
 
 
 def non_text_notice(noun: str, with_text: bool) -> str:
@@ -284,6 +255,10 @@ class WebhookConnector(InputChannel):
         self._sweeper: asyncio.Task[None] | None = None
         self._on_new_message: OnNewMessage | None = None
         self._app: Any = None
+        # A new customer is greeted before Rasa reads their message (``bot.channels.edge``).
+        self.edge_greeting = edge_greeting_on()
+        self._greeting_words: GreetingWords | None = None
+        self.early_greetings = EarlyGreetings()
 
     # --- what the platform module supplies --------------------------------------------------
 
@@ -298,6 +273,14 @@ class WebhookConnector(InputChannel):
     async def handle(self, entry: InboxEntry, on_new_message: OnNewMessage) -> None:
         """Turn one stored event into what Rasa reads (``on_new_message``); raise to retry it."""
         raise NotImplementedError
+
+    def first_message(self, entry: InboxEntry) -> UserMessage | None:
+        """Return what Rasa will read of a stored customer text, read without any call or reply; else ``None``.
+
+        A connector that can (Telegram) greets a new customer as soon as their message is
+        stored (``bot.channels.edge``); the default, ``None``, greets when ``handle`` runs.
+        """
+        return None
 
     async def close_clients(self) -> None:
         """Close the platform client's connections (at shutdown, after running work ended)."""
@@ -344,8 +327,21 @@ class WebhookConnector(InputChannel):
         if entry is None:
             log.info("%s %s already taken, copy dropped", self.name(), event.platform_id)
             return Intake.COPY
+        if self.edge_greeting and entry.conversation:
+            self._greet_early(entry)
         self.worker(event.source).start(entry)
         return Intake.STORED
+
+    def _greet_early(self, entry: InboxEntry) -> None:
+        """Start greeting the customer of the just stored ``entry`` in a task of its own, if it is their first."""
+        try:
+            message = self.first_message(entry)
+        except SHAPE_ERRORS as error:  # read again, and reported, by ``handle``
+            log.info("%s %s: not read ahead (%r); greeted when handled", self.name(), entry.update_id, error)
+            return
+        if message is not None:
+            greet = partial(greet_at_edge, message, entry, self.inbox, self.greeting_words, greeting_memory_from_env())
+            self.early_greetings.start(entry.update_id, greet, self.tasks)
 
     async def accept_all(self, events: Iterable[InboundEvent]) -> Intake:
         """Store the events of one webhook call (platforms that batch them); say what to answer.
@@ -374,7 +370,19 @@ class WebhookConnector(InputChannel):
             raise RuntimeError(f"the {self.name()} channel is not registered with Rasa yet")
         if entry.replay:
             on_new_message = unless_saved(on_new_message, self._app, self.name())
-        await self.handle(entry, on_new_message)
+        if self.edge_greeting:
+            on_new_message = greeting_first(on_new_message, entry, self.inbox, self.greeting_words,
+                                            greeting_memory_from_env(), self.early_greetings)  # fmt: skip
+        try:
+            await self.handle(entry, on_new_message)
+        finally:
+            self.early_greetings.forget(entry.update_id)
+
+    def greeting_words(self) -> GreetingWords:
+        """Return the greeting's wording (the served model's responses, support.yml's brand), read on first use."""
+        if self._greeting_words is None:
+            self._greeting_words = GreetingWords.for_app(self._app)
+        return self._greeting_words
 
     async def _hold(self, entry: InboxEntry, _error: BaseException) -> None:
         """After a first failure, tell the customer their message is kept (once)."""
@@ -416,208 +424,3 @@ class WebhookConnector(InputChannel):
         except asyncio.TimeoutError:
             log.warning("%s: %d event(s) still being handled at shutdown were cancelled", self.name(), len(self.tasks))
         await self.close_clients()
-
-
-# --- sending ------------------------------------------------------------------------------
-
-
-class RecordedOutput(OutputChannel):
-    """A sender whose copy bound to one inbound event sends each reply at most once per place.
-
-    Not bound (``inbox`` or ``origin`` unset: Rasa's own messages, the desk's replies), it
-    sends directly. Bound (``bound_to``), every reply is recorded in the inbox under
-    (``origin``, position) before and after its platform call (``recorded``).
-    """
-
-    # The platform's longest text; longer ones are split (``parts``).
-    text_limit: ClassVar[int]
-    # Whether the platform can be asked if a send whose answer was lost arrived (Slack's
-    # history): then a failed call stays "in doubt" and is looked up before it is sent again.
-    can_look_up_sent: ClassVar[bool] = False
-    # The customer a greeting is being sent to (``send_response``), else ``None``.
-    _greeting_to: str | None = None
-
-    def __init__(self, inbox: Inbox | None = None) -> None:
-        """Record the replies to an event in ``inbox`` (none: nothing recorded)."""
-        self.inbox = inbox
-        self.origin: str | None = None
-        self._seq = 0
-        self._calls = asyncio.Semaphore(reply_calls_from_env())
-
-    def bound_to(self: Bound, message_id: str) -> Bound:
-        """Return a copy for the replies to the event ``message_id`` (recorded, sent once)."""
-        bound = copy.copy(self)
-        bound.origin, bound._seq = message_id, 0
-        return bound
-
-    @property
-    def bound(self) -> bool:
-        """Return whether this copy records its replies (``bound_to`` an event, with an inbox)."""
-        return self.inbox is not None and self.origin is not None
-
-    def next_seq(self) -> int:
-        """Return the position of the next reply to the bound event."""
-        seq, self._seq = self._seq, self._seq + 1
-        return seq
-
-    # --- what the platform module supplies --------------------------------------------------
-
-    def escape(self, text: str) -> str:
-        """Return plain ``text`` as the platform must receive it (default: as it is)."""
-        return text
-
-    def parts(self, text: str) -> list[str]:
-        """Return ``text`` split (and escaped) for the platform's length limit."""
-        return [self.escape(part) for part in split_text(text, self.text_limit)]
-
-    async def _send_part(self, recipient_id: str, text: str, *, seq: int | None = None, **options: Any) -> Any:
-        """Send one already split and escaped text; ``seq`` places it among the recorded replies."""
-        raise NotImplementedError
-
-    async def _button_options(self, text: str, buttons: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Return the ``_send_part`` options that put ``buttons`` under ``text``."""
-        raise NotImplementedError
-
-    def refused_for_good(self, error: BaseException) -> bool:
-        """Return whether a failed call will fail again however often it is tried."""
-        return False
-
-    def describe(self, error: BaseException) -> str:
-        """Return ``error`` as the log shows it."""
-        return str(error)
-
-    # --- the shared work ------------------------------------------------------------------
-
-    async def recorded(
-        self, what: str, seq: int, fingerprint: tuple[Any, ...], send: Callable[[str | None], Awaitable[T]]
-    ) -> T | None:
-        """Make reply ``seq`` of the bound event (``send``) at most once; return what it returned.
-
-        ``send`` gets the reply's recorded state (``SENDING``: an attempt was cut off
-        mid-call, so the platform may have it). Returns ``None`` when the reply had been
-        sent before, was refused for good (the customer blocked the bot, the chat is gone),
-        or is a greeting not to be sent again: none is worth handling the event again. Any
-        other failure raises.
-
-        Both records are written here on the event loop's thread, not handed to a thread
-        pool: "sending" just before the call, "sent" as soon as the platform answered. Under
-        a burst the pool's queue is long, and every reply whose "sent" record waits in it is
-        one a crash would leave in doubt. Each is one short write. And a reply is recorded
-        "sending" only once it holds one of the sender's places for calls in flight
-        (``DEFAULT_REPLY_CALLS``): one waiting for a place has not started, and is sent after a
-        crash like any new reply.
-        """
-        assert self.inbox is not None and self.origin is not None
-        greeting = self._greeting_to is not None
-        if greeting and not self._may_greet():
-            return None
-        # A greeting in doubt is sent again only where the platform is asked first.
-        at_most_once = greeting and not self.can_look_up_sent
-        async with self._calls_in_flight():
-            return await self._recorded_call(what, seq, reply_digest(*fingerprint), send, at_most_once)
-
-    def _calls_in_flight(self) -> asyncio.Semaphore:
-        """Return the places for replies in flight, shared by every copy of this sender."""
-        calls: asyncio.Semaphore | None = getattr(self, "_calls", None)
-        if calls is None:  # a subclass that did not call ``__init__``: places of its own
-            calls = self._calls = asyncio.Semaphore(reply_calls_from_env())
-        return calls
-
-    async def _recorded_call(
-        self, what: str, seq: int, digest: str, send: Callable[[str | None], Awaitable[T]], at_most_once: bool
-    ) -> T | None:
-        """Record reply ``seq`` "sending", make the call, record it "sent" (see ``recorded``)."""
-        assert self.inbox is not None and self.origin is not None
-        state = self.inbox.begin_reply(self.origin, seq, digest, resend_in_doubt=not at_most_once)
-        began = time.perf_counter()
-        if state == SENT:
-            log.info("%s %s: reply %d to %s went out before, not sent again", self.name(), what, seq, self.origin)
-            return None
-        if state == SENDING and at_most_once:
-            REPLY_WINDOWS.found_in_doubt(self.name(), "greeting not resent")
-            log.warning("%s %s: the greeting (reply %d to %s) was cut off mid-send by a crash; not sent again "
-                        "(the customer may have it, and reads a greeting once at most)", self.name(), what, seq,
-                        self.origin)  # fmt: skip
-            return None
-        if state == SENDING and self.can_look_up_sent:
-            REPLY_WINDOWS.found_in_doubt(self.name(), "looked up")
-            log.info("%s %s: reply %d to %s was cut off mid-send; looking for it first", self.name(), what, seq,
-                     self.origin)  # fmt: skip
-        elif state == SENDING:
-            REPLY_WINDOWS.found_in_doubt(self.name(), "resent")
-            log.warning(
-                "%s %s: reply %d to %s was cut off mid-send by a crash; sending it again "
-                "(the platform may have had it: the customer may see it twice)", self.name(), what, seq, self.origin,
-            )  # fmt: skip
-        try:
-            result: T | None = await send(state)
-        except Exception as error:
-            if not self.refused_for_good(error):
-                if not self.can_look_up_sent:
-                    # A failure seen here (after the client's own retries) is not a crash: the
-                    # reply goes out again when the event is handled again, not counted as resent.
-                    await asyncio.to_thread(self.inbox.fail_reply, self.origin, seq)
-                raise
-            log.error("%s %s: refused for good (%s); reply %d to %s dropped", self.name(), what, self.describe(error),
-                      seq, self.origin)  # fmt: skip
-            result = None
-        answered = time.perf_counter()
-        self.inbox.finish_reply(self.origin, seq)
-        REPLY_WINDOWS.add(self.name(), time.perf_counter() - answered, time.perf_counter() - began)
-        return result
-
-    def _may_greet(self) -> bool:
-        """Return whether the bound event may greet its customer (once per conversation, see ``Inbox.claim_greeting``)."""
-        assert self.inbox is not None and self.origin is not None and self._greeting_to is not None
-        key = GREETING_KEY.format(channel=self.name(), recipient=self._greeting_to)
-        if self.inbox.claim_greeting(key, self.origin, greeting_memory_from_env()):
-            return True
-        log.warning("%s: %s was greeted in this conversation already (by another message than %s); not greeted again",
-                    self.name(), self._greeting_to, self.origin)  # fmt: skip
-        return False
-
-    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
-        """Send one of Rasa's responses; a greeting goes out once per customer and conversation."""
-        if not self.bound or message.get("utter_action") not in GREETING_RESPONSES:
-            await super().send_response(recipient_id, message)
-            return
-        self._greeting_to = str(recipient_id)
-        try:
-            await super().send_response(recipient_id, message)
-        finally:
-            self._greeting_to = None
-
-    async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
-        """Run one platform call (``what`` names it in the log); a platform's sender adds its retries."""
-        return await request()
-
-    async def _once(
-        self, what: str, fingerprint: tuple[Any, ...], request: Callable[[], Awaitable[T]], seq: int | None = None
-    ) -> T | None:
-        """Make one reply call through ``_call``: at most once per place in the bound event's replies.
-
-        Not bound, it is simply made. ``seq`` places it (default: the next place).
-        """
-        if not self.bound:
-            return await self._call(what, request)
-        place = self.next_seq() if seq is None else seq
-        return await self.recorded(what, place, fingerprint, lambda _state: self._call(what, request))
-
-    async def send_holding(self, recipient_id: str) -> None:
-        """Tell the customer their message is kept and will be answered (once per event)."""
-        await self._send_part(recipient_id, self.escape(HOLDING_REPLY), seq=HOLDING_SEQ)
-
-    async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
-        """Send ``text``, in as many messages as the platform's length limit needs."""
-        for part in self.parts(text):
-            await self._send_part(recipient_id, part)
-
-    async def send_text_with_buttons(
-        self, recipient_id: str, text: str, buttons: list[dict[str, Any]], **kwargs: Any
-    ) -> None:
-        """Send ``text`` with Rasa ``buttons`` under its last part."""
-        parts = self.parts(text or "") or [self.escape(BUTTONS_PROMPT)]
-        options = await self._button_options(parts[-1], buttons)
-        for part in parts[:-1]:
-            await self._send_part(recipient_id, part)
-        await self._send_part(recipient_id, parts[-1], **options)

@@ -30,7 +30,7 @@ at once, so a restarted ``make run`` resumes its customers' answers within a swe
 than a lease later. Across machines only the lease decides.
 
 A reply's "sent" record is written by the caller right after the platform's answer, on the
-thread that made the call (``bot.channels.base.RecordedOutput.recorded``), so the window in
+thread that made the call (``bot.channels.replies.RecordedOutput.recorded``), so the window in
 which a crash leaves a reply in doubt is the platform call and one short write. The greeting
 is never sent again once it may have reached the customer: ``claim_greeting`` keeps one
 record of it per customer and session.
@@ -42,12 +42,10 @@ two replicas never handle one update at once.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -66,7 +64,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
 
 from bot.channels.dedupe import SEEN_TTL_SECONDS, UPSERTS, channel_engine, create_tables, update_key
 from bot.channels.leases import owner_gone, process_owner
@@ -74,8 +71,6 @@ from bot.clock import seconds_from_env
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
-
-    from bot.channels.common import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +81,6 @@ DEFAULT_SWEEP_SECONDS = 5.0
 # Back-off between attempts at one update: 2 s, 4 s, ... up to this.
 MAX_RETRY_DELAY_SECONDS = 60.0
 SWEEP_BATCH = 20
-# How often an update waiting behind an older one of the same customer looks again.
-ORDER_POLL_SECONDS = 0.2
 # After this many failed attempts (about 40 minutes of trying) an update is set aside as
 # "dead" and reported at ERROR level: something is wrong that retrying will not mend.
 MAX_ATTEMPTS = 45
@@ -198,7 +191,7 @@ class Inbox:
         self._last_prune = 0.0
         create_tables(metadata, engine)
         # The reply records are written on the event loop's thread around every platform call
-        # (``bot.channels.base``): on a SQLite file they keep a connection open per thread, as
+        # (``bot.channels.replies``): on a SQLite file they keep a connection open per thread, as
         # opening the file and running its pragmas for each write took five times the write.
         database = engine.url.database or ""
         file_backed = engine.dialect.name == "sqlite" and database not in ("", ":memory:")
@@ -366,6 +359,20 @@ class Inbox:
             inbox.c.lease_owner == self.owner,
         )
 
+    def earlier_message(self, entry: InboxEntry, within_seconds: float) -> bool:
+        """Return whether the customer of ``entry`` wrote before it, less than ``within_seconds`` before."""
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(inbox.c.update_id)
+                .where(
+                    inbox.c.source == entry.source, inbox.c.conversation == entry.conversation,
+                    inbox.c.update_id != entry.update_id, inbox.c.received_at <= entry.received_at,
+                    inbox.c.received_at >= entry.received_at - within_seconds,
+                )  # fmt: skip
+                .limit(1)
+            ).first()
+        return found is not None
+
     def sources(self, prefix: str) -> list[str]:
         """Return the sources starting with ``prefix`` that have updates not handled yet.
 
@@ -420,6 +427,12 @@ class Inbox:
         if sent_digest != digest:
             log.info("reply %d to %s differs from the one recorded before; the recorded one stands", seq, message_id)
         return str(state)
+
+    def reply_states(self, message_id: str) -> dict[int, str]:
+        """Return the recorded replies of ``message_id``: state by place."""
+        with self._records.connect() as conn:
+            rows = conn.execute(select(replies.c.seq, replies.c.state).where(replies.c.message_id == message_id))
+            return {int(seq): str(state) for seq, state in rows}
 
     def finish_reply(self, message_id: str, seq: int) -> None:
         """Record that reply ``seq`` of ``message_id`` reached the platform."""
@@ -476,126 +489,3 @@ class Inbox:
             gone = conn.execute(delete(inbox).where(inbox.c.state == DONE, inbox.c.done_at < now - SEEN_TTL_SECONDS))
             dropped = conn.execute(delete(replies).where(replies.c.updated_at < int(now - SEEN_TTL_SECONDS)))
         return int(gone.rowcount) + int(dropped.rowcount)
-
-
-Handler = Callable[[InboxEntry], Awaitable[None]]
-OnFailure = Callable[[InboxEntry, BaseException], Awaitable[None]]
-
-
-class InboxWorker:
-    """Handles inbox entries of one source: at once when they arrive, later when they fail.
-
-    ``sweep`` takes over the entries that are due (the connector's sweeper loop calls it,
-    ``bot.channels.base``). ``handle`` is called with each entry, with the lease renewed while it runs; it raising
-    gives the entry back with back-off, and ``on_failure`` (the connector's "we're on it"
-    line) is awaited for the entry's first failure.
-    """
-
-    def __init__(
-        self,
-        store: Inbox,
-        source: str,
-        handle: Handler,
-        tasks: BackgroundTasks,
-        *,
-        on_failure: OnFailure | None = None,
-    ) -> None:
-        """Work on ``source``'s entries of ``store``, starting tasks through ``tasks``."""
-        self.store = store
-        self.source = source
-        self._handle = handle
-        self._tasks = tasks
-        self._on_failure = on_failure
-        self._running: set[str] = set()
-
-    def start(self, entry: InboxEntry) -> None:
-        """Handle ``entry`` in the background (it is leased to this process)."""
-        if entry.update_id in self._running:
-            return
-        self._running.add(entry.update_id)
-        self._tasks.start(self._run(entry), label=f"{self.source} update {entry.update_id}")
-
-    async def _run(self, entry: InboxEntry) -> None:
-        heartbeat = asyncio.get_running_loop().create_task(self._keep_lease(entry))
-        try:
-            await self._after_older(entry)
-            await self._handle(entry)
-        except Exception as error:  # every failure is retried: logged here, given back below
-            delay = await self._give_back(entry, error)
-            if delay is None:
-                log.error(
-                    "%s update %s: given up after %d attempts; it stays in the inbox as dead",
-                    self.source, entry.update_id, entry.attempts + 1, exc_info=error,
-                )  # fmt: skip
-            else:
-                log.warning(
-                    "%s update %s: attempt %d failed; retrying in %.0fs",
-                    self.source, entry.update_id, entry.attempts + 1, delay, exc_info=error,
-                )  # fmt: skip
-            if entry.attempts == 0 and self._on_failure is not None:
-                try:
-                    await self._on_failure(entry, error)
-                except Exception as notice_error:  # the retry above still stands
-                    log.warning("%s update %s: holding reply failed too: %s", self.source, entry.update_id, notice_error)
-        else:
-            try:
-                await asyncio.to_thread(self.store.done, entry)
-            except SQLAlchemyError as error:  # handled again later; its replies are not resent
-                log.warning("%s update %s handled but not marked done: %s", self.source, entry.update_id, error)
-        finally:
-            heartbeat.cancel()
-            self._running.discard(entry.update_id)
-
-    async def _after_older(self, entry: InboxEntry) -> None:
-        """Keep one customer's messages in the order they came, also across crashes.
-
-        An older update of the same customer may still be pending: its process died before
-        the lease ran out, or it failed and waits for its retry. Handling this one first would
-        put the customer's messages out of order, so it waits, and takes the older one over
-        (handling it here, first) as soon as nobody holds it.
-        """
-        if not entry.conversation:
-            return
-        while older := await asyncio.to_thread(self.store.older_pending, entry):
-            for candidate in older:
-                if candidate.update_id in self._running:
-                    continue
-                taken = await asyncio.to_thread(self.store.take_over, candidate)
-                if taken is not None:
-                    log.warning("%s update %s: handling the older update %s of the same customer first",
-                                self.source, entry.update_id, taken.update_id)  # fmt: skip
-                    self._running.add(taken.update_id)
-                    await self._run(taken)
-            await asyncio.sleep(ORDER_POLL_SECONDS)
-
-    async def _give_back(self, entry: InboxEntry, error: BaseException) -> float | None:
-        try:
-            return await asyncio.to_thread(self.store.failed, entry, f"{type(error).__name__}: {error}")
-        except SQLAlchemyError as db_error:  # the lease runs out on its own
-            log.warning("%s update %s: could not record the failure: %s", self.source, entry.update_id, db_error)
-            return self.store.lease_seconds
-
-    async def _keep_lease(self, entry: InboxEntry) -> None:
-        while True:
-            await asyncio.sleep(self.store.lease_seconds / 3)
-            try:
-                if not await asyncio.to_thread(self.store.renew, entry):
-                    log.warning("%s update %s: lease lost while handling it", self.source, entry.update_id)
-                    return
-            except SQLAlchemyError as error:
-                log.warning("%s update %s: lease not renewed: %s", self.source, entry.update_id, error)
-
-    async def sweep(self) -> int:
-        """Take over the due entries once; return how many were started."""
-        entries = await asyncio.to_thread(self.store.claim_due, self.source)
-        for entry in entries:
-            if entry.attempts:
-                log.info("%s update %s: handling again (attempt %d)", self.source, entry.update_id, entry.attempts + 1)
-            elif entry.lease_owner and owner_gone(entry.lease_owner, self.store.owner):
-                log.warning("%s update %s: taken over at once from %s, handling again (that process is gone)",
-                            self.source, entry.update_id, entry.lease_owner)  # fmt: skip
-            else:  # nobody failed it: the process that took it died before finishing
-                log.warning("%s update %s: taken over, handling again (its process stopped before finishing)",
-                            self.source, entry.update_id)  # fmt: skip
-            self.start(entry)
-        return len(entries)

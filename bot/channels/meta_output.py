@@ -24,11 +24,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from bot.channels.base import BUTTONS_PROMPT, ConnectorSettings, RecordedOutput
+from bot.channels.base import ConnectorSettings
 from bot.channels.common import ChannelCredentialsError, credential
 from bot.channels.graph_client import DEFAULT_BASE_URL, GraphClient
 from bot.channels.inbox import Inbox
 from bot.channels.meta import BAD_TOKEN_CODE, INSTAGRAM, MESSENGER, GraphError
+from bot.channels.replies import BUTTONS_PROMPT, RecordedOutput
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

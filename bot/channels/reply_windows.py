@@ -1,7 +1,7 @@
 """How long a reply stays in doubt, and what came of the replies a crash left in doubt.
 
 A reply is recorded "sending" just before its platform call and "sent" right after the
-platform's answer (``bot.channels.base.RecordedOutput.recorded``); a crash between the two
+platform's answer (``bot.channels.replies.RecordedOutput.recorded``); a crash between the two
 leaves it in doubt. Every Rasa process measures, for its latest replies, the time from the
 answer to the "sent" record and from "sending" to "sent" (``REPLY_WINDOWS``; served as
 ``GET /webhooks/<channel>/replies`` and as Prometheus histograms), and counts the replies it

@@ -20,9 +20,10 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels.base import BUTTONS_PROMPT, RecordedOutput, optional_lookup
+from bot.channels.base import optional_lookup
 from bot.channels.common import BoundedDict, split_text
 from bot.channels.inbox import SENDING, SENT, Inbox, reply_digest
+from bot.channels.replies import BUTTONS_PROMPT, RecordedOutput
 from bot.channels.slack_client import (
     CHANNEL_NAME,
     DELIVERY_EVENT,

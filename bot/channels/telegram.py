@@ -273,17 +273,11 @@ class TelegramInput(WebhookConnector):
             return
         if message.chat.type != Chat.PRIVATE:
             return
-        text = message.text or message.caption
-        metadata = customer_metadata(message.from_user, message.chat)
-        if update.edited_message is not None:
-            metadata["edited"] = True
+        text, metadata = _read_private(message, edited=update.edited_message is not None)
         found = non_text_content(message)
         if found is None and text is None:
             log.debug("telegram update %s: service message ignored", update.update_id)
             return
-        if text is not None:
-            text, extra = command_text(text)
-            metadata.update(extra)
         user_message = self._user_message(update, text or "", metadata, output)
         if found is None:
             await on_new_message(user_message)
@@ -297,6 +291,19 @@ class TelegramInput(WebhookConnector):
             return
         notice = non_text_notice(kind.noun, with_text=bool(text))
         await pass_on(output.send_text_message(str(message.chat.id), notice), on_new_message, user_message)
+
+    def first_message(self, entry: InboxEntry) -> UserMessage | None:
+        """Return the customer text of a stored update as Rasa will read it (no call, no reply); else ``None``.
+
+        Only a new text message in a private chat: a button, an edit, a photo or a group message
+        is greeted, if at all, when it is handled (``bot.channels.edge``).
+        """
+        update = Update.de_json(json.loads(entry.body), self.bot)
+        message = update.message
+        if message is None or message.chat.type != Chat.PRIVATE or non_text_content(message) is not None:
+            return None
+        text, metadata = _read_private(message, edited=False)
+        return None if text is None else self._user_message(update, text, metadata, self.output_for(entry))
 
     def _user_message(self, update: Update, text: str, metadata: dict[str, Any], output: TelegramOutput) -> UserMessage:
         return UserMessage(
@@ -357,6 +364,18 @@ class TelegramInput(WebhookConnector):
 def _message_id(update_id: int) -> str:
     """Return the Rasa message id of an update (also the key of its recorded replies)."""
     return f"{CHANNEL_NAME}-{update_id}"
+
+
+def _read_private(message: Message, *, edited: bool) -> tuple[str | None, dict[str, Any]]:
+    """Return the text (a command read as Rasa reads it) and the metadata of a private chat's message."""
+    text = message.text or message.caption
+    metadata = customer_metadata(message.from_user, message.chat)
+    if edited:
+        metadata["edited"] = True
+    if text is not None:
+        text, extra = command_text(text)
+        metadata.update(extra)
+    return text, metadata
 
 
 def _conversation(update: Update) -> str:

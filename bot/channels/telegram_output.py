@@ -1,7 +1,7 @@
 """Telegram's Bot API side: the connector's settings, the ``Bot``, and the sender.
 
 ``TelegramOutput`` is what Rasa and the agent desk reply with (the desk builds it through
-``bot.channels.outbound``). It is a ``bot.channels.base.RecordedOutput``: splitting, the
+``bot.channels.outbound``). It is a ``bot.channels.replies.RecordedOutput``: splitting, the
 buttons prompt, the holding line and the reply records come from there; this module adds
 the Bot API calls, their retries, Telegram's limits, and the inline keyboard (whose button
 payloads are kept in the channel store: Telegram allows only 64 bytes of callback data).
@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
-from telegram.constants import InlineKeyboardButtonLimit, MessageLimit
+from telegram.constants import ChatAction, InlineKeyboardButtonLimit, MessageLimit
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.request import HTTPXRequest
 
-from bot.channels.base import ConnectorSettings, RecordedOutput
+from bot.channels.base import ConnectorSettings
 from bot.channels.common import credential
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
+from bot.channels.replies import RecordedOutput
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -121,7 +122,7 @@ class TelegramOutput(RecordedOutput):
     Plain text only (no parse_mode), split at 4096 characters; flood control (429) and
     network failures retried a bounded number of times. The copy made for one update
     (``for_message``) records each reply in the inbox, so handling the update again never
-    sends a reply twice (``bot.channels.base.RecordedOutput``).
+    sends a reply twice (``bot.channels.replies.RecordedOutput``).
     """
 
     text_limit = TEXT_LIMIT
@@ -233,6 +234,10 @@ class TelegramOutput(RecordedOutput):
         ignored = sorted(set(json_message) - handled)
         if ignored:
             log.warning("telegram custom payload: keys %s are not supported and were not sent", ignored)
+
+    async def show_typing(self, recipient_id: str) -> None:
+        """Show "typing…" in the chat until the next message (or 5 s): one call, not retried."""
+        await self.bot.send_chat_action(recipient_id, ChatAction.TYPING)
 
     async def answer_callback(self, query_id: str, text: str | None = None) -> None:
         """Stop the button's spinner, optionally showing ``text``."""

@@ -13,9 +13,13 @@ Rasa mounts it under ``/webhooks/webchat/``:
   optional ``secret`` key); without one a random secret lives as long as the process, so
   sessions end when Rasa restarts.
 - ``POST /webhooks/webchat/message``  ``{"sender", "token", "client_id", "message", "name"?,
-  "payload"?}``: one customer message, through Rasa, answered with the bot's messages. A
-  message repeated with the same ``client_id`` (a retry after a lost answer) reaches Rasa once
-  and gets the same answer again.
+  "payload"?, "partial"?}``: one customer message, through Rasa, answered with the bot's
+  messages. A message repeated with the same ``client_id`` (a retry after a lost answer)
+  reaches Rasa once and gets the same answer again. A new visitor's first message is
+  greeted at once (``bot.channels.edge``): the greeting is stored before Rasa reads the
+  message and comes first in the answer; with ``"partial": true`` (the page sends it) the
+  answer is the greeting alone, with ``"more": true``, as soon as it is stored, and the same
+  message sent again gets the whole answer when it is ready.
 - ``GET  /webhooks/webchat/history?sender=&after=`` (token in ``Authorization: Bearer``, or
   ``token=``): the conversation so far, for a reload and for messages sent later (an agent's
   reply through ``WebChatOutput``).
@@ -52,9 +56,11 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from bot.channels.common import ChannelCredentialsError, OnNewMessage, typed_text, unless_saved
+from bot.channels.edge import Greeting, GreetingWords, edge_greeting_on
 from bot.channels.leases import owner_gone, process_owner
 from bot.channels.rest import request_problem, too_long
 from bot.channels.webchat_store import CUSTOMER, WebChatStore, displayed
+from bot.constants import GREETED_AT_EDGE
 
 if TYPE_CHECKING:
     from sanic import Sanic
@@ -143,6 +149,8 @@ class MessageRequest:
     text: str
     name: str | None = None
     payload: str | None = None
+    # The page shows a new visitor's greeting before the rest of the answer is ready.
+    partial: bool = False
 
 
 def parse_message_request(body: bytes) -> MessageRequest | tuple[int, str]:
@@ -167,7 +175,10 @@ def parse_message_request(body: bytes) -> MessageRequest | tuple[int, str]:
     button = payload.get("payload")
     if button is not None and (not isinstance(button, str) or not button or len(button) > MAX_PAYLOAD_CHARS):
         return 400, f"'payload' must be a button's payload (1-{MAX_PAYLOAD_CHARS} characters) when given"
-    return MessageRequest(payload["sender"], token, client_id, text, (name or "").strip() or None, button)
+    partial = payload.get("partial", False)
+    if not isinstance(partial, bool):
+        return 400, "'partial' must be true or false when given"
+    return MessageRequest(payload["sender"], token, client_id, text, (name or "").strip() or None, button, partial)
 
 
 def _name_problem(name: object) -> tuple[int, str] | None:
@@ -204,6 +215,14 @@ class WebChatOutput(CollectingOutputChannel):
         shown = displayed(message)
         if shown is not None:
             await asyncio.to_thread(self.store.append, str(message["recipient_id"]), [shown])
+
+
+class _Collector(CollectingOutputChannel):
+    """Collects one turn's replies but the greeting shown ahead (the dialogue records it; it is not shown again)."""
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        if not message.get(GREETED_AT_EDGE):
+            await super().send_response(recipient_id, message)
 
 
 # --- receiving -----------------------------------------------------------------------
@@ -266,6 +285,9 @@ class WebChatInput(InputChannel):
         self.output = WebChatOutput(self.store)
         # Messages being answered now, so a retry that arrives meanwhile waits for the answer.
         self._running: dict[tuple[str, str], asyncio.Task[Answer]] = {}
+        # A new visitor is greeted before Rasa reads their first message (``bot.channels.edge``).
+        self.edge_greeting = edge_greeting_on()
+        self._greeting_words: GreetingWords | None = None
 
     def get_output_channel(self) -> WebChatOutput:
         """Return the sender, for messages Rasa starts itself."""
@@ -349,14 +371,24 @@ class WebChatInput(InputChannel):
             return Answer(first.status, {**first.body, "duplicate": True}) if first.status == 200 else first
         # Not the request's own task: Sanic cancels that when the browser drops the
         # connection, and Rasa must still finish the turn so the retry finds the answer.
+        greeted: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
         task = asyncio.get_running_loop().create_task(
-            self._answer(parsed, on_new_message, app), name=f"{CHANNEL_NAME}:{parsed.client_id}"
+            self._answer(parsed, on_new_message, app, greeted), name=f"{CHANNEL_NAME}:{parsed.client_id}"
         )
         self._running[key] = task
-        task.add_done_callback(lambda done: self._finished(key, done))
+        task.add_done_callback(lambda done: self._finished(key, done, greeted))
+        if parsed.partial:
+            await asyncio.wait([task, greeted], return_when=asyncio.FIRST_COMPLETED)
+            early = greeted.result() if greeted.done() else None
+            if early is not None and not task.done():
+                return early
         return await asyncio.shield(task)
 
-    def _finished(self, key: tuple[str, str], task: asyncio.Task[Answer]) -> None:
+    def _finished(
+        self, key: tuple[str, str], task: asyncio.Task[Answer], greeted: asyncio.Future[Answer | None]
+    ) -> None:
+        if not greeted.done():
+            greeted.set_result(None)
         self._running.pop(key, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("webchat: answering a message of %s failed", key[0], exc_info=task.exception())
@@ -391,7 +423,27 @@ class WebChatInput(InputChannel):
         me = self.owner
         return owner is not None and (owner == me or owner_gone(owner, me))
 
-    async def _answer(self, request: MessageRequest, on_new_message: OnNewMessage, app: Any) -> Answer:
+    def greeting_words(self, app: Any) -> GreetingWords:
+        """Return the greeting's wording (the served model's responses, support.yml's brand), read on first use."""
+        if self._greeting_words is None:
+            self._greeting_words = GreetingWords.for_app(app)
+        return self._greeting_words
+
+    async def _greet_new_visitor(
+        self, request: MessageRequest, claim_id: int, app: Any
+    ) -> tuple[Greeting, dict[str, Any]] | None:
+        """Store the greeting of a new visitor's first message before Rasa reads it; return it and how it is shown."""
+        metadata = {"customer_name": request.name} if request.name else {}
+        greeting = self.greeting_words(app).for_message(request.text, metadata)
+        if greeting is None:
+            return None
+        shown = await asyncio.to_thread(self.store.greet_first_turn, request.sender, claim_id, greeting.text)
+        return None if shown is None else (greeting, shown)
+
+    async def _answer(
+        self, request: MessageRequest, on_new_message: OnNewMessage, app: Any,
+        greeted: asyncio.Future[Answer | None] | None = None,
+    ) -> Answer:  # fmt: skip
         shown_text, rasa_text = request.text, typed_text(request.text)
         if request.payload is not None:
             offered = await asyncio.to_thread(self.store.offered_buttons, request.sender)
@@ -410,14 +462,24 @@ class WebChatInput(InputChannel):
         if claim.retaken is not None:
             log.warning("webchat: message %s of %s taken over (%s)", request.client_id, request.sender, claim.retaken)
             on_new_message = unless_saved(on_new_message, app, CHANNEL_NAME)
-        collector = CollectingOutputChannel()
+        metadata: dict[str, Any] = {"customer_name": request.name} if request.name else {}
+        edge = None
+        if self.edge_greeting and request.payload is None:
+            edge = await self._greet_new_visitor(request, claim.id, app)
+        ahead = [] if edge is None else [edge[1]]
+        if edge is not None:
+            metadata[GREETED_AT_EDGE] = edge[0].as_metadata()
+        if greeted is not None and not greeted.done():
+            early = Answer(200, {"customer": customer, "replies": ahead, "more": True, "duplicate": False})
+            greeted.set_result(early if ahead else None)
+        collector = _Collector()
         message = UserMessage(
             rasa_text,
             collector,
             request.sender,
             input_channel=CHANNEL_NAME,
             message_id=f"{CHANNEL_NAME}-{request.client_id}",
-            metadata={"customer_name": request.name} if request.name else None,
+            metadata=metadata or None,
         )
         try:
             await on_new_message(message)
@@ -427,7 +489,7 @@ class WebChatInput(InputChannel):
             return Answer(500, {"error": "the assistant could not answer; please send it again"})
         shown = [reply for reply in map(displayed, collector.messages) if reply is not None]
         replies = await asyncio.to_thread(self.store.answer, request.sender, claim.id, shown)
-        return Answer(200, {"customer": customer, "replies": replies, "duplicate": False})
+        return Answer(200, {"customer": customer, "replies": [*ahead, *replies], "duplicate": False})
 
 
 def _error(status: int, error: str) -> HTTPResponse:

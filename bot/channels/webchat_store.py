@@ -203,6 +203,27 @@ class WebChatStore:
         with self._engine.begin() as conn:
             conn.execute(delete(webchat_messages).where(webchat_messages.c.id == customer_id))
 
+    def greet_first_turn(self, sender: str, customer_id: int, text: str) -> dict[str, Any] | None:
+        """Store the greeting ``text`` ahead of the answer to the conversation's first message; return it as displayed.
+
+        Only while ``customer_id`` is the conversation's only customer message and nothing was
+        shown to it yet; the same greeting stored before (by an answer a crash cut off, whose
+        message is now taken over) is returned, not stored again. ``None``: not the first turn.
+        """
+        rows = webchat_messages.c
+        with self._engine.begin() as conn:
+            others = conn.execute(
+                select(rows.id, rows.role, rows.text)
+                .where(rows.sender == sender, rows.id != customer_id)
+                .order_by(rows.id)
+            ).all()  # fmt: skip
+            if any(row.role == CUSTOMER for row in others) or len(others) > 1:
+                return None
+            if others:
+                before = others[0]
+                return {"id": int(before.id), "from": BOT, "text": before.text} if before.text == text else None
+            return self._insert_bot(conn, sender, [{"text": text}], customer_id, int(self._clock()))[0]
+
     def append(self, sender: str, replies: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Store bot messages sent without a customer message (reminders, agents' replies)."""
         with self._engine.begin() as conn:

@@ -1,7 +1,7 @@
 """WhatsApp Cloud API's sending side: the connector's settings, the pywa client, and the sender.
 
 ``WhatsAppOutput`` is what Rasa and the agent desk reply with (the desk builds it through
-``bot.channels.outbound``). It is a ``bot.channels.base.RecordedOutput``: splitting at
+``bot.channels.outbound``). It is a ``bot.channels.replies.RecordedOutput``: splitting at
 4,096 characters, the buttons prompt, the holding line and the reply records come from
 there; this module adds the Cloud API calls (through ``pywa_async``, on httpx), their
 bounded retries, and how Rasa's buttons become WhatsApp's:
@@ -41,11 +41,12 @@ from pywa_async.errors import WhatsAppError
 from pywa_async.types import Button, Section, SectionList, SectionRow
 from pywa_async.types.templates import TemplateLanguage
 
-from bot.channels.base import BUTTONS_PROMPT, ConnectorSettings, RecordedOutput, optional_lookup
+from bot.channels.base import ConnectorSettings, optional_lookup
 from bot.channels.common import credential, split_text
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
 from bot.channels.meta import WHATSAPP, GraphError
+from bot.channels.replies import BUTTONS_PROMPT, RecordedOutput
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

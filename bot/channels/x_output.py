@@ -1,6 +1,6 @@
 """The sender to X customers: DMs (Rasa's replies, the agents' replies) and the one public reply to a post.
 
-A ``bot.channels.base.RecordedOutput``: splitting, the holding line and the reply records
+A ``bot.channels.replies.RecordedOutput``: splitting, the holding line and the reply records
 come from there; this module adds the v2 calls through tweepy (each in a thread: its
 client is synchronous), their retries, X's limits, and buttons as numbered choices (v2
 DMs carry no quick replies).
@@ -25,9 +25,9 @@ import requests
 from tweepy import Client
 from tweepy.errors import BadRequest, Forbidden, HTTPException, NotFound, TooManyRequests, TwitterServerError
 
-from bot.channels.base import RecordedOutput
 from bot.channels.choices import OfferedChoices, numbered
 from bot.channels.inbox import Inbox
+from bot.channels.replies import RecordedOutput
 from bot.channels.x_client import CHANNEL_NAME
 
 log = logging.getLogger(__name__)

@@ -59,7 +59,7 @@ class FakeTelegramAPI(FakeServer):
     """The Bot API methods FirstReply uses, answered locally and recorded.
 
     ``sendMessage`` ``sendPhoto`` ``sendDocument`` ``sendLocation`` ``answerCallbackQuery``
-    ``setWebhook`` ``deleteWebhook`` ``getUpdates`` ``getMe``. Any other method gets 404.
+    ``setWebhook`` ``deleteWebhook`` ``sendChatAction`` ``getUpdates`` ``getMe``. Any other method gets 404.
     """
 
     thread_name = "fake-telegram-api"
@@ -152,7 +152,7 @@ class FakeTelegramAPI(FakeServer):
     def _get_me(self, params: dict[str, Any]) -> Any:
         return BOT_USER
 
-    @answers("answerCallbackQuery", "setWebhook", "deleteWebhook")
+    @answers("answerCallbackQuery", "setWebhook", "deleteWebhook", "sendChatAction")
     def _done(self, params: dict[str, Any]) -> Any:
         return True
 

@@ -41,8 +41,8 @@ import httpx
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
-from bot.channels.base import HOLDING_REPLY
 from bot.channels.inbox import SENDING, inbox as inbox_table, replies as replies_table
+from bot.channels.replies import HOLDING_REPLY
 from bot.constants import GREETING_RESPONSES
 from tests.fakes.server import FakeServer
 from tests.fakes.slack_api import APP_ID as SLACK_APP_ID

@@ -10,6 +10,7 @@ with SIGKILL while it holds an acknowledged message and starts it again.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.channels.edge import EDGE_GREETING_SEQ
 from tests.fakes.graph_api import (
     IG_ID,
     PAGE_ID,
@@ -43,7 +45,8 @@ pytestmark = pytest.mark.integration
 
 REPLY_TIMEOUT_S = 90
 PEOPLE = {"6100000000000011": "Maria", "6100000000000012": "João", "6100000000000013": "Ana",
-          "6100000000000014": "Rui", "6100000000000015": "Inês", "6100000000000016": "Tiago"}  # fmt: skip
+          "6100000000000014": "Rui", "6100000000000015": "Inês", "6100000000000016": "Tiago",
+          "6100000000000017": "Sofia"}  # fmt: skip
 IG_PEOPLE = {"178400000000021": "Beatriz", "178400000000022": "Carla", "178400000000023": "Diana",
              "178400000000024": "Eva", "178400000000025": "Filipa", "178400000000026": "Gil"}  # fmt: skip
 # Each platform's webhook object and account.
@@ -153,6 +156,28 @@ def test_a_first_dm_is_seen_at_once_and_greeted_by_name(running: Running) -> Non
     assert actions == ["mark_seen", "typing_on"]
 
 
+def test_a_new_customer_on_messenger_is_greeted_by_the_channel_once_and_first(running: Running) -> None:
+    sofia = "6100000000000017"
+    running.write("messenger", dm(sofia, "m_edge_1", text="Where is my parcel? I ordered it two weeks ago"))
+
+    replies = running.replies(sofia, 3)
+    greeting = "Hi Sofia! I'm Northwind's assistant."
+    assert replies[0] == greeting and replies.count(greeting) == 1, replies
+    assert replies[1] == "Thanks for letting us know about your order — let's find out where it is."
+    assert replies[2].startswith("What's your order number?")
+    # Sent by the channel ahead of the dialogue (the reply record before the dialogue's first),
+    # and in the conversation once, as the assistant's message the dialogue recorded.
+    channel_db = running.work / "channels.db"
+    with sqlite3.connect(channel_db) as conn:
+        places = [seq for (seq,) in conn.execute(
+            "SELECT seq FROM channel_replies WHERE message_id = 'messenger-m_edge_1' ORDER BY seq")]  # fmt: skip
+    assert places[0] == EDGE_GREETING_SEQ, places
+    events = httpx.get(f"{running.rasa_url}/conversations/{sofia}/tracker", timeout=10).json()["events"]
+    greetings = [e for e in events if e["event"] == "bot" and e["text"] == greeting]
+    assert len(greetings) == 1 and greetings[0]["metadata"]["greeted_at_edge"] is True, greetings
+    assert greetings[0]["metadata"]["utter_action"] == "utter_greeting_named"
+
+
 @pytest.mark.parametrize(
     ("platform", "customers"),
     [("messenger", ["6100000000000012", "6100000000000013", "6100000000000014"]),
@@ -173,7 +198,9 @@ def test_one_post_with_three_customers_answers_all_three_once_even_when_meta_sen
     again = running.post(platform, body)  # a redelivery: the same mids
 
     assert (first.json()["events"], again.json()["events"]) == (3, 3)
-    answered = {who: running.replies(who, 1) for who in customers}
+    # The whole first answer (greeting, acknowledgement, question): the channel's greeting goes
+    # ahead of the dialogue's part, so under load a pause can come between them.
+    answered = {who: running.replies(who, 3) for who in customers}
     for who, texts in answered.items():
         assert texts[0] == f"Hi {PEOPLE.get(who) or IG_PEOPLE[who]}! I'm Northwind's assistant."
         assert len(texts) == len(set(texts)) == len(answered[customers[0]])

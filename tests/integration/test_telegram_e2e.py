@@ -117,3 +117,42 @@ def test_a_telegram_customer_gets_from_first_message_to_an_open_case(running: Ru
         {"photo": "crushed-box", "chat_id": 4242, "chat_type": "private", "customer_name": "Maria",
          "username": "maria_k", "language_code": "en", "user_id": 4242},
     )  # fmt: skip
+
+
+def _first_message(running: Running, chat_id: int, name: str, text: str, expected: int) -> list[dict[str, Any]]:
+    """Send a new customer's first message; return what their chat received."""
+    user = {"id": chat_id, "is_bot": False, "first_name": name}
+    sent = len(running.api.calls("sendMessage"))
+    deliver(running.rasa_url, SECRET, update(running.next_update, user, {"id": chat_id, "type": "private"}, text=text))
+    running.next_update += 1
+    replies = running.replies_after(sent, expected)
+    assert {reply["chat_id"] for reply in replies} == {str(chat_id)}
+    return replies
+
+
+def _greetings_in_tracker(running: Running, sender: int) -> list[dict[str, Any]]:
+    events = httpx.get(f"{running.rasa_url}/conversations/{sender}/tracker", timeout=10).json()["events"]
+    return [e for e in events if e["event"] == "bot" and (e.get("metadata") or {}).get("utter_action", "").startswith("utter_greeting")]
+
+
+def test_a_new_customer_is_greeted_by_the_channel_first_then_acknowledged_and_asked(running: Running) -> None:
+    texts = [r["text"] for r in _first_message(running, 5151, "Luc", "Where is my parcel? I ordered it two weeks ago", 3)]
+
+    assert texts[0] == "Hi Luc! I'm Northwind's assistant."
+    assert texts.count(texts[0]) == 1
+    assert texts[2].startswith("What's your order number?")
+    assert [c.params["chat_id"] for c in running.api.calls("sendChatAction")].count("5151") == 1
+    # In the conversation once, as the assistant's message, recorded by the dialogue (not sent by it).
+    [greeting] = _greetings_in_tracker(running, 5151)
+    assert (greeting["text"], greeting["metadata"]["greeted_at_edge"]) == (texts[0], True)
+
+
+def test_a_french_first_message_gets_the_french_greeting(running: Running) -> None:
+    texts = [r["text"] for r in _first_message(
+        running, 6161, "Élise", "Bonjour, où est mon colis ? Je l'ai commandé il y a deux semaines", 2,
+    )]  # fmt: skip
+
+    assert texts[0] == "Bonjour Élise ! Je suis Northwind's assistant."
+    assert texts[-1].startswith("Quel est votre numéro de commande")
+    [greeting] = _greetings_in_tracker(running, 6161)
+    assert greeting["text"] == texts[0]

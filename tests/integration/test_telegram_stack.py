@@ -39,7 +39,7 @@ from sqlalchemy.pool import NullPool
 
 from bot.channels.inbox import inbox as inbox_table
 from bot.channels.inbox import replies as replies_table
-from bot.channels.base import HOLDING_REPLY
+from bot.channels.replies import HOLDING_REPLY
 from tests.fakes.server import DROP, ERROR, HOLD
 from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI
 from tests.fakes.telegram_api import RASA_CREDENTIALS as CREDENTIALS

@@ -198,11 +198,14 @@ def test_a_message_sent_while_the_server_is_unreachable_is_delivered_exactly_onc
     expect(page.locator("#status")).to_be_hidden()
 
     sender = session_sender(page)
+    # The first message three times, with one client id: refused, then answered with the greeting
+    # alone ("more": a new visitor's greeting shown at once), then asked again for the whole answer.
     assert [(post["message"], post["client_id"]) for post in message_posts] == [
         ("hello, where is my parcel?", message_posts[0]["client_id"]),
         ("hello, where is my parcel?", message_posts[0]["client_id"]),
-        ("AC-2291734", message_posts[2]["client_id"]),
-        ("AC-2291734", message_posts[2]["client_id"]),
+        ("hello, where is my parcel?", message_posts[0]["client_id"]),
+        ("AC-2291734", message_posts[3]["client_id"]),
+        ("AC-2291734", message_posts[3]["client_id"]),
     ]
     assert chat_server.customer_messages(sender) == ["hello, where is my parcel?", "AC-2291734"]
     customer_lines = [text for who, text in conversation(page) if who == "customer"]

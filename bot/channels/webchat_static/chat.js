@@ -243,6 +243,8 @@
       token: state.session.token,
       client_id: entry.client_id,
       message: entry.text,
+      // A new visitor's greeting comes back as soon as it is ready ("more": the rest follows).
+      partial: true,
     };
     if (entry.payload) body.payload = entry.payload;
     if (state.name) body.name = state.name;
@@ -269,6 +271,13 @@
           return deliver(entry);
         }, function () { return { status: 0, data: {} }; })
         .then(function (result) {
+          if (result.status === 200 && result.data.more) {
+            // The greeting, shown at once; the same message again brings the whole answer.
+            showServerMessage(result.data.customer);
+            result.data.replies.forEach(showServerMessage);
+            setTyping(true);
+            return next();
+          }
           if (result.status === 200) {
             attempt = 0;
             setStatus("");

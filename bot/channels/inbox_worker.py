@@ -1,0 +1,150 @@
+"""The inbox's worker: each stored update handled in the background, in the customer's order, until done.
+
+One ``InboxWorker`` per inbox source (``bot.channels.base``). It handles an update at once
+when it is stored, keeps its lease while it works, gives it back with back-off when the
+handling fails, and takes over (``sweep``) what a process that died left behind. The store
+itself, its tables and what a lease is: ``bot.channels.inbox``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.channels.inbox import Inbox, InboxEntry
+from bot.channels.leases import owner_gone
+
+if TYPE_CHECKING:
+    from bot.channels.common import BackgroundTasks
+
+# The worker logs as the inbox does: one logger for what happens to stored updates (ops filter on it).
+log = logging.getLogger("bot.channels.inbox")
+
+# How often an update waiting behind an older one of the same customer looks again.
+ORDER_POLL_SECONDS = 0.2
+
+Handler = Callable[[InboxEntry], Awaitable[None]]
+OnFailure = Callable[[InboxEntry, BaseException], Awaitable[None]]
+
+
+class InboxWorker:
+    """Handles inbox entries of one source: at once when they arrive, later when they fail.
+
+    ``sweep`` takes over the entries that are due (the connector's sweeper loop calls it,
+    ``bot.channels.base``). ``handle`` is called with each entry, with the lease renewed while it runs; it raising
+    gives the entry back with back-off, and ``on_failure`` (the connector's "we're on it"
+    line) is awaited for the entry's first failure.
+    """
+
+    def __init__(
+        self,
+        store: Inbox,
+        source: str,
+        handle: Handler,
+        tasks: BackgroundTasks,
+        *,
+        on_failure: OnFailure | None = None,
+    ) -> None:
+        """Work on ``source``'s entries of ``store``, starting tasks through ``tasks``."""
+        self.store = store
+        self.source = source
+        self._handle = handle
+        self._tasks = tasks
+        self._on_failure = on_failure
+        self._running: set[str] = set()
+
+    def start(self, entry: InboxEntry) -> None:
+        """Handle ``entry`` in the background (it is leased to this process)."""
+        if entry.update_id in self._running:
+            return
+        self._running.add(entry.update_id)
+        self._tasks.start(self._run(entry), label=f"{self.source} update {entry.update_id}")
+
+    async def _run(self, entry: InboxEntry) -> None:
+        heartbeat = asyncio.get_running_loop().create_task(self._keep_lease(entry))
+        try:
+            await self._after_older(entry)
+            await self._handle(entry)
+        except Exception as error:  # every failure is retried: logged here, given back below
+            delay = await self._give_back(entry, error)
+            if delay is None:
+                log.error(
+                    "%s update %s: given up after %d attempts; it stays in the inbox as dead",
+                    self.source, entry.update_id, entry.attempts + 1, exc_info=error,
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "%s update %s: attempt %d failed; retrying in %.0fs",
+                    self.source, entry.update_id, entry.attempts + 1, delay, exc_info=error,
+                )  # fmt: skip
+            if entry.attempts == 0 and self._on_failure is not None:
+                try:
+                    await self._on_failure(entry, error)
+                except Exception as notice_error:  # the retry above still stands
+                    log.warning("%s update %s: holding reply failed too: %s", self.source, entry.update_id, notice_error)
+        else:
+            try:
+                await asyncio.to_thread(self.store.done, entry)
+            except SQLAlchemyError as error:  # handled again later; its replies are not resent
+                log.warning("%s update %s handled but not marked done: %s", self.source, entry.update_id, error)
+        finally:
+            heartbeat.cancel()
+            self._running.discard(entry.update_id)
+
+    async def _after_older(self, entry: InboxEntry) -> None:
+        """Keep one customer's messages in the order they came, also across crashes.
+
+        An older update of the same customer may still be pending: its process died before
+        the lease ran out, or it failed and waits for its retry. Handling this one first would
+        put the customer's messages out of order, so it waits, and takes the older one over
+        (handling it here, first) as soon as nobody holds it.
+        """
+        if not entry.conversation:
+            return
+        while older := await asyncio.to_thread(self.store.older_pending, entry):
+            for candidate in older:
+                if candidate.update_id in self._running:
+                    continue
+                taken = await asyncio.to_thread(self.store.take_over, candidate)
+                if taken is not None:
+                    log.warning("%s update %s: handling the older update %s of the same customer first",
+                                self.source, entry.update_id, taken.update_id)  # fmt: skip
+                    self._running.add(taken.update_id)
+                    await self._run(taken)
+            await asyncio.sleep(ORDER_POLL_SECONDS)
+
+    async def _give_back(self, entry: InboxEntry, error: BaseException) -> float | None:
+        try:
+            return await asyncio.to_thread(self.store.failed, entry, f"{type(error).__name__}: {error}")
+        except SQLAlchemyError as db_error:  # the lease runs out on its own
+            log.warning("%s update %s: could not record the failure: %s", self.source, entry.update_id, db_error)
+            return self.store.lease_seconds
+
+    async def _keep_lease(self, entry: InboxEntry) -> None:
+        while True:
+            await asyncio.sleep(self.store.lease_seconds / 3)
+            try:
+                if not await asyncio.to_thread(self.store.renew, entry):
+                    log.warning("%s update %s: lease lost while handling it", self.source, entry.update_id)
+                    return
+            except SQLAlchemyError as error:
+                log.warning("%s update %s: lease not renewed: %s", self.source, entry.update_id, error)
+
+    async def sweep(self) -> int:
+        """Take over the due entries once; return how many were started."""
+        entries = await asyncio.to_thread(self.store.claim_due, self.source)
+        for entry in entries:
+            if entry.attempts:
+                log.info("%s update %s: handling again (attempt %d)", self.source, entry.update_id, entry.attempts + 1)
+            elif entry.lease_owner and owner_gone(entry.lease_owner, self.store.owner):
+                log.warning("%s update %s: taken over at once from %s, handling again (that process is gone)",
+                            self.source, entry.update_id, entry.lease_owner)  # fmt: skip
+            else:  # nobody failed it: the process that took it died before finishing
+                log.warning("%s update %s: taken over, handling again (its process stopped before finishing)",
+                            self.source, entry.update_id)  # fmt: skip
+            self.start(entry)
+        return len(entries)
