@@ -26,7 +26,7 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Text, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Text, Tuple
 
 import numpy as np
 from rasa.engine.graph import ExecutionContext, GraphComponent
@@ -78,19 +78,28 @@ ENCODERS = (MINILM, MULTILINGUAL)
 _ACTIVE: Tuple[str, ...] = ENCODERS
 
 
-def _weights_of(name: str) -> Path:
-    if name == MINILM:
-        from bot.nlu.encoder import find_model_dir
+def _minilm_weights() -> Path:
+    from bot.nlu.encoder import find_model_dir
 
-        return find_model_dir() / "model.safetensors"
+    return find_model_dir() / "model.safetensors"
+
+
+def _multilingual_weights() -> Path:
     from bot.nlu.multilingual import weights_file
 
     return weights_file()
 
 
+# Each encoder by name: how this process gets it, and its weights file (which names its vectors in caches).
+_PARTS: Dict[str, Tuple[Callable[[], Any], Callable[[], Path]]] = {
+    MINILM: (shared_encoder, _minilm_weights),
+    MULTILINGUAL: (shared_multilingual_encoder, _multilingual_weights),
+}
+
+
 def active_encoders() -> List[Any]:
     """Return the encoders in use, loading them if this process has not yet."""
-    return [shared_encoder() if name == MINILM else shared_multilingual_encoder() for name in _ACTIVE]
+    return [_PARTS[name][0]() for name in _ACTIVE]
 
 
 def encode_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -99,12 +108,17 @@ def encode_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     return np.hstack(parts).astype(np.float32)
 
 
+def _check_encoders(names: Any) -> None:
+    """Raise ``ValueError`` unless ``names`` is a list of one or both known encoders."""
+    if not isinstance(names, (list, tuple)) or not names or any(name not in ENCODERS for name in names):
+        raise ValueError(f"SentenceEncoderFeaturizer: encoders must be a list of one or both of {list(ENCODERS)}, "
+                         f"got {names!r}")
+
+
 def use_encoders(names: Sequence[str]) -> None:
     """Make ``names`` the encoders of this process (the featurizer's ``encoders``)."""
     global _ACTIVE
-    unknown = [name for name in names if name not in ENCODERS]
-    if unknown or not names:
-        raise ValueError(f"SentenceEncoderFeaturizer: encoders must be one or both of {list(ENCODERS)}, got {list(names)!r}")
+    _check_encoders(names)
     chosen = tuple(dict.fromkeys(names))
     if chosen != _ACTIVE:
         with _RECENT_LOCK:
@@ -133,7 +147,7 @@ class EmbeddingCache:
             return None
         ids = []
         for name in _ACTIVE:
-            weights = _weights_of(name)
+            weights = _PARTS[name][1]()
             stat = weights.stat()
             ids.append(f"{weights}:{stat.st_size}:{int(stat.st_mtime)}")
         return cls(Path(setting) if setting else _DEFAULT_CACHE, "+".join(ids))
@@ -249,13 +263,10 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
 
     @classmethod
     def validate_config(cls, config: Dict[Text, Any]) -> None:
-        """Check the batch size."""
+        """Check the batch size and the encoders."""
         if int(config.get("batch_size") or 0) < 1:
             raise ValueError(f"SentenceEncoderFeaturizer: batch_size must be at least 1, got {config.get('batch_size')!r}")
-        names = config.get("encoders", list(ENCODERS))
-        if not isinstance(names, list) or not names or any(name not in ENCODERS for name in names):
-            raise ValueError(f"SentenceEncoderFeaturizer: encoders must be a list of one or both of {list(ENCODERS)}, "
-                             f"got {names!r}")
+        _check_encoders(config.get("encoders", list(ENCODERS)))
 
     @staticmethod
     def required_packages() -> List[Text]:
