@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import tempfile
 import threading
@@ -145,6 +146,28 @@ class TimedWhatsApp(FakeWhatsAppAPI):
         super()._deliver(delivery)
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One column of the burst's comparison: how Rasa runs, and how fast the platform answers."""
+
+    label: str
+    workers: int = 1
+    # The conversations and their locks in SQLite files, as ``make run`` keeps them (else in memory).
+    make_run_stores: bool = False
+    latency_s: float = 0.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+# What ``make run`` writes into its endpoints.yml (endpoints.yml), with the files in the trial's directory.
+MAKE_RUN_STORES = """tracker_store:
+  type: bot.trackers.SQLiteTrackerStore
+  db: {work}/trackers.db
+lock_store:
+  type: bot.locks.SQLiteLockStore
+  db: {work}/locks.db
+"""
+
+
 @dataclass
 class Fakes:
     """The platforms' fake APIs the connectors talk to (and, once started, Rasa's URL)."""
@@ -209,13 +232,19 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 @contextmanager
-def serving(work: Path, stamps: Stamps, edge_greeting: str, telegram_only: bool = False) -> Iterator[Fakes]:
+def serving(work: Path, stamps: Stamps, edge_greeting: str, telegram_only: bool = False,
+            setting: Setting | None = None) -> Iterator[Fakes]:  # fmt: skip
     """Start the fakes, the action server and Rasa (``bot.launcher``, as ``make run``); yield the fakes.
 
-    ``Fakes.rasa_url`` is then Rasa's address; ``telegram_only``: no other connector configured.
+    ``Fakes.rasa_url`` is then Rasa's address; ``telegram_only``: no other connector configured;
+    ``setting``: Rasa's workers and stores, and the platforms' answer latency (default: one
+    worker, conversations in memory, answers at once).
     """
+    setting = setting or Setting("default")
     fakes = Fakes(TimedGraphAPI(stamps).start(), TimedBotAPI(stamps).start(), TimedWhatsApp(stamps).start())
     graph, telegram = fakes.graph, fakes.telegram
+    for fake in (graph, telegram, fakes.whatsapp):
+        fake.answer_latency = setting.latency_s
     rasa_port, actions_port = free_ports(2)
     credentials = TELEGRAM_CREDENTIALS
     if not telegram_only:
@@ -228,11 +257,12 @@ def serving(work: Path, stamps: Stamps, edge_greeting: str, telegram_only: bool 
         **rasa_environment(graph.base_url),
         **connector_env(fakes.whatsapp.base_url),
         "FIRSTREPLY_CASE_DB": f"sqlite:///{work / 'cases.db'}", "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
-        "FIRSTREPLY_EDGE_GREETING": edge_greeting,
+        "FIRSTREPLY_EDGE_GREETING": edge_greeting, "SANIC_WORKERS": str(setting.workers), **setting.env,
     }  # fmt: skip
+    stores = MAKE_RUN_STORES.format(work=work) if setting.make_run_stores else ""
     actions = start_action_server("action server", actions_port, env, work / "actions.log")
-    rasa = start_rasa_server("rasa server", rasa_port, write_endpoints(work, actions_port), env, work / "rasa.log",
-                             credentials=work / "credentials.yml")  # fmt: skip
+    rasa = start_rasa_server("rasa server", rasa_port, write_endpoints(work, actions_port, stores), env,
+                             work / "rasa.log", credentials=work / "credentials.yml")  # fmt: skip
     fakes.rasa_url = f"http://127.0.0.1:{rasa_port}"
     try:
         wait_until_up(actions, f"http://127.0.0.1:{actions_port}/health")
@@ -268,14 +298,14 @@ def measure(rounds: int, work: Path, edge_greeting: str = "on") -> dict[str, Any
     return {c: {"first_sign": _summary(t["sign"]), "first_reply": _summary(t["reply"])} for c, t in timings.items()}
 
 
-def burst(customers: int, connections: int, work: Path, edge_greeting: str) -> dict[str, list[float]]:
+def burst(customers: int, connections: int, work: Path, setting: Setting) -> dict[str, list[float]]:
     """Send ``customers`` new Telegram customers' first messages at once over ``connections``; return their timings.
 
     One customer first warms the server up, unmeasured. Returns, per measured customer (in
     seconds from their POST), the webhook's answer, the first sign and the first answer (its third message).
     """
     stamps = Stamps()
-    with serving(work, stamps, edge_greeting, telegram_only=True) as fakes:
+    with serving(work, stamps, "on", telegram_only=True, setting=setting) as fakes:
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         with httpx.Client(base_url=fakes.rasa_url, timeout=60, limits=limits) as client:
             _post(client, "telegram", "6999999", fakes, 1)
@@ -329,45 +359,76 @@ def render_burst(results: dict[str, Any]) -> str:
     """Return the burst's figures as the Markdown table docs/benchmarks.md quotes."""
     lines = [
         f"A burst of {results['customers']} new Telegram customers at once over {results['connections']} connections, "
-        f"{results['trials']} trials, one Rasa server (load average before: {results['loadavg_before']}, "
-        f"after: {results['loadavg_after']})",
+        f"{results['trials']} trials per setting, the platform answering after {results['latency_ms']:.0f} ms "
+        f"(load average before: {results['loadavg_before']}, after: {results['loadavg_after']})",
         "",
-        "| Channel greeting | Measure | p50 | p90 | p99 | max | p99 of each trial |",
+        "| Setting | Measure | p50 | p90 | p99 | max | p99 of each trial |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for switch, run in results["runs"].items():
-        for measure_name, label in (("webhook_answered", "webhook answered"), ("first_sign", "first sign"),
-                                    ("first_answer", "first answer")):  # fmt: skip
+    for label, run in results["runs"].items():
+        for measure_name, name in (("webhook_answered", "webhook answered"), ("first_sign", "first sign"),
+                                   ("first_answer", "first answer")):  # fmt: skip
             whole = run[measure_name]
             trials = ", ".join(f"{t[measure_name]['p99_ms']:.0f}" for t in run["trials"])
-            lines.append(f"| {switch} | {label} | {whole['p50_ms']:.0f} ms | {whole['p90_ms']:.0f} ms "
+            lines.append(f"| {label} | {name} | {whole['p50_ms']:.0f} ms | {whole['p90_ms']:.0f} ms "
                          f"| {whole['p99_ms']:.0f} ms | {whole['max_ms']:.0f} ms | {trials} ms |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def run_bursts(customers: int, connections: int, trials: int) -> dict[str, Any]:
-    """Run ``trials`` bursts with the channel's greeting off and on (the order alternating); return the figures."""
+def burst_settings(compare: str, latency_s: float) -> list[Setting]:
+    """Return the settings a burst comparison sets side by side (``--compare``).
+
+    ``greeting``: the channel's greeting of new customers off and on, one Rasa worker, the
+    conversations in memory. ``workers``: one Rasa worker against one per core, each with
+    ``make run``'s SQLite stores and the greeting on. ``reply-calls``: four replies in flight
+    at once per process against one (``FIRSTREPLY_REPLY_CALLS``), with ``make run``'s stores.
+    ``sending-thread``: the replies' calls on Rasa's loop against the sending thread
+    (``FIRSTREPLY_SENDING_THREAD``), one worker, the greeting on.
+    """
+    cores = os.cpu_count() or 1
+    if compare == "greeting":
+        pairs = [Setting(f"greeting {s}", latency_s=latency_s, env={"FIRSTREPLY_EDGE_GREETING": s}) for s in ("off", "on")]
+    elif compare == "workers":
+        pairs = [Setting(f"{n} Rasa worker{'s' if n > 1 else ''}", workers=n, make_run_stores=True, latency_s=latency_s)
+                 for n in (1, cores)]  # fmt: skip
+    elif compare == "reply-calls":
+        pairs = [Setting(f"{n} repl{'ies' if n > 1 else 'y'} in flight", workers=cores, make_run_stores=True,
+                         latency_s=latency_s, env={"FIRSTREPLY_REPLY_CALLS": str(n)}) for n in (4, 1)]  # fmt: skip
+    elif compare == "sending-thread":
+        pairs = [Setting(f"sending thread {s}", latency_s=latency_s, env={"FIRSTREPLY_SENDING_THREAD": s})
+                 for s in ("off", "on")]  # fmt: skip
+    else:
+        raise ValueError(f"unknown comparison {compare!r}; one of {', '.join(COMPARISONS)}")
+    return pairs
+
+
+COMPARISONS = ("greeting", "workers", "reply-calls", "sending-thread")
+
+
+def run_bursts(customers: int, connections: int, trials: int, settings: list[Setting]) -> dict[str, Any]:
+    """Run ``trials`` bursts per setting, each on fresh servers, the order alternating; return the figures."""
     results: dict[str, Any] = {"customers": customers, "connections": connections, "trials": trials,
-                               "machine": machine_facts(), "loadavg_before": loadavg()}  # fmt: skip
-    timings: dict[str, dict[str, list[float]]] = {s: {"acked": [], "sign": [], "answer": []} for s in ("off", "on")}
-    per_trial: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+                               "latency_ms": settings[0].latency_s * 1000, "machine": machine_facts(),
+                               "loadavg_before": loadavg()}  # fmt: skip
+    timings: dict[str, dict[str, list[float]]] = {s.label: {"acked": [], "sign": [], "answer": []} for s in settings}
+    per_trial: dict[str, list[dict[str, Any]]] = {s.label: [] for s in settings}
     for trial in range(trials):
-        for switch in ("off", "on") if trial % 2 == 0 else ("on", "off"):
+        for setting in settings if trial % 2 == 0 else settings[::-1]:
             with tempfile.TemporaryDirectory(prefix="firstreply-first-message-burst-") as work:
-                measured = burst(customers, connections, Path(work), switch)
+                measured = burst(customers, connections, Path(work), setting)
             for measure_name in ("acked", "sign", "answer"):
-                timings[switch][measure_name] += measured[measure_name]
-            per_trial[switch].append({
+                timings[setting.label][measure_name] += measured[measure_name]
+            per_trial[setting.label].append({
                 "webhook_answered": _summary(measured["acked"]), "first_sign": _summary(measured["sign"]),
                 "first_answer": _summary(measured["answer"]), "loadavg": loadavg(),
             })  # fmt: skip
-            print(f"trial {trial + 1}, channel greeting {switch}: first sign p99 "
-                  f"{per_trial[switch][-1]['first_sign']['p99_ms']:.0f} ms, first answer p99 "
-                  f"{per_trial[switch][-1]['first_answer']['p99_ms']:.0f} ms", flush=True)  # fmt: skip
+            print(f"trial {trial + 1}, {setting.label}: first sign p99 "
+                  f"{per_trial[setting.label][-1]['first_sign']['p99_ms']:.0f} ms, first answer p99 "
+                  f"{per_trial[setting.label][-1]['first_answer']['p99_ms']:.0f} ms", flush=True)  # fmt: skip
     results["runs"] = {
-        switch: {"webhook_answered": _summary(t["acked"]), "first_sign": _summary(t["sign"]),
-                 "first_answer": _summary(t["answer"]), "trials": per_trial[switch]}
-        for switch, t in timings.items()
+        label: {"webhook_answered": _summary(t["acked"]), "first_sign": _summary(t["sign"]),
+                "first_answer": _summary(t["answer"]), "trials": per_trial[label]}
+        for label, t in timings.items()
     }
     results["loadavg_after"] = loadavg()
     return results
@@ -384,10 +445,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=BURST_CONNECTIONS,
                         help=f"connections the burst comes over (default {BURST_CONNECTIONS})")  # fmt: skip
     parser.add_argument("--trials", type=int, default=BURST_TRIALS, help=f"bursts per setting (default {BURST_TRIALS})")
+    parser.add_argument("--compare", choices=COMPARISONS, default="greeting",
+                        help="what the burst sets side by side (default: the channel's greeting off and on)")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="the fake platforms answer each call this long after taking it (default 0)")
     args = parser.parse_args()
     if args.burst:
-        results = run_bursts(args.customers, args.connections, args.trials)
-        publish("first-message-burst", results, render_burst(results))
+        results = run_bursts(args.customers, args.connections, args.trials,
+                             burst_settings(args.compare, args.latency_ms / 1000))  # fmt: skip
+        name = "first-message-burst" + ("" if args.compare == "greeting" else f"-{args.compare}")
+        publish(name, results, render_burst(results))
         return
     rounds = 5 if args.quick else args.rounds
     results = {"rounds": rounds, "machine": machine_facts(), "loadavg_before": loadavg()}

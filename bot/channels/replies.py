@@ -29,6 +29,7 @@ from rasa.core.channels.channel import OutputChannel
 from bot.channels.common import split_text
 from bot.channels.inbox import GREETING_KEY, SENDING, SENT, Inbox, greeting_memory_from_env, reply_digest
 from bot.channels.reply_windows import REPLY_WINDOWS
+from bot.channels.sending import SENDING, sending_thread_from_env
 from bot.constants import GREETED_AT_EDGE, GREETING_RESPONSES
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ class RecordedOutput(OutputChannel):
     # Whether the platform can be asked if a send whose answer was lost arrived (Slack's
     # history): then a failed call stays "in doubt" and is looked up before it is sent again.
     can_look_up_sent: ClassVar[bool] = False
+    # Whether the platform client works from any event loop, so that a recorded reply (its
+    # "sending" record, the call, its "sent" record) can run on the sending thread
+    # (``bot.channels.sending``) instead of waiting for Rasa's busy loop between them.
+    sends_on_own_thread: ClassVar[bool] = False
     # The customer a greeting is being sent to (``send_response``), else ``None``.
     _greeting_to: str | None = None
 
@@ -145,10 +150,13 @@ class RecordedOutput(OutputChannel):
         or is a greeting not to be sent again: none is worth handling the event again. Any
         other failure raises.
 
-        Both records are written here on the event loop's thread, not handed to a thread
+        Both records are written in the thread that makes the call, not handed to a thread
         pool: "sending" just before the call, "sent" as soon as the platform answered. Under
         a burst the pool's queue is long, and every reply whose "sent" record waits in it is
-        one a crash would leave in doubt. Each is one short write. And a reply is recorded
+        one a crash would leave in doubt. Each is one short write. A sender whose client can
+        (``sends_on_own_thread``) does all three on the sending thread, so Rasa's loop, busy
+        with other customers' dialogue, does not stand between the answer and the record
+        (``bot.channels.sending``); the others on Rasa's loop. And a reply is recorded
         "sending" only once it holds one of the sender's places for calls in flight
         (``DEFAULT_REPLY_CALLS``): one waiting for a place has not started, and is sent after a
         crash like any new reply.
@@ -160,7 +168,14 @@ class RecordedOutput(OutputChannel):
         # A greeting in doubt is sent again only where the platform is asked first.
         at_most_once = greeting and not self.can_look_up_sent
         async with self._calls_in_flight():
-            return await self._recorded_call(what, seq, reply_digest(*fingerprint), send, at_most_once)
+            call = self._recorded_call(what, seq, reply_digest(*fingerprint), send, at_most_once)
+            if self.on_sending_thread():
+                return await SENDING.run(call)
+            return await call
+
+    def on_sending_thread(self) -> bool:
+        """Return whether this sender's recorded calls run on the sending thread (``bot.channels.sending``)."""
+        return self.sends_on_own_thread and sending_thread_from_env()
 
     def _calls_in_flight(self) -> asyncio.Semaphore:
         """Return the places for replies in flight, shared by every copy of this sender."""
@@ -247,7 +262,10 @@ class RecordedOutput(OutputChannel):
 
     async def _typing_quietly(self, recipient_id: str) -> None:
         try:
-            await self.show_typing(recipient_id)
+            if self.on_sending_thread():  # not behind the dialogue work on Rasa's loop either
+                await SENDING.run(self.show_typing(recipient_id))
+            else:
+                await self.show_typing(recipient_id)
         except Exception as error:  # a courtesy: the greeting and the answer still go
             log.warning("%s typing indicator to %s failed: %s", self.name(), recipient_id, self.describe(error))
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
 from telegram.constants import ChatAction, InlineKeyboardButtonLimit, MessageLimit
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
@@ -27,6 +28,7 @@ from bot.channels.common import credential
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
 from bot.channels.replies import RecordedOutput
+from bot.channels.sending import SENDING
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,13 +100,46 @@ class _RedactToken(logging.Filter):
         return True
 
 
+class _Request(HTTPXRequest):
+    """PTB's HTTPX request, with an HTTP client of its own on the sending thread.
+
+    An httpx client belongs to the event loop it first ran on; the replies' calls run on the
+    sending thread's loop (``bot.channels.sending``), everything else (the webhook's set-up,
+    the edge's typing, the desk) on the caller's. Each loop gets its own client here, so one
+    ``Bot`` serves both.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._clients: dict[bool, httpx.AsyncClient] = {}
+        super().__init__(**kwargs)
+
+    @property  # type: ignore[override]
+    def _client(self) -> httpx.AsyncClient:
+        here = SENDING.here()
+        client = self._clients.get(here)
+        if client is None or (here and client.is_closed):
+            client = self._clients[here] = self._build_client()
+        return client
+
+    @_client.setter
+    def _client(self, client: httpx.AsyncClient) -> None:
+        self._clients[SENDING.here()] = client
+
+    async def shutdown(self) -> None:
+        """Close the caller's client, and the sending thread's on its own loop."""
+        await super().shutdown()
+        own = self._clients.pop(True, None)
+        if own is not None and not SENDING.here() and not own.is_closed:
+            await SENDING.run(own.aclose())
+
+
 def build_bot(settings: TelegramSettings) -> Bot:
     """Return a Bot for ``settings`` (no network call); close it with ``close_bot``."""
     httpx_log = logging.getLogger("httpx")
     if not any(isinstance(f, _RedactToken) and f.token == settings.token for f in httpx_log.filters):
         httpx_log.addFilter(_RedactToken(settings.token))
     # One request object for both: get_updates adds its long-poll time to the read timeout.
-    request = HTTPXRequest(connection_pool_size=16, connect_timeout=5.0, read_timeout=10.0, pool_timeout=5.0)
+    request = _Request(connection_pool_size=16, connect_timeout=5.0, read_timeout=10.0, pool_timeout=5.0)
     return Bot(settings.token, base_url=settings.base_url, request=request, get_updates_request=request)
 
 
@@ -126,6 +161,7 @@ class TelegramOutput(RecordedOutput):
     """
 
     text_limit = TEXT_LIMIT
+    sends_on_own_thread = True  # with a Bot from ``build_bot``: a client per loop (``_Request``)
 
     def __init__(
         self,
@@ -144,6 +180,10 @@ class TelegramOutput(RecordedOutput):
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.max_retry_after = max_retry_after
+
+    def on_sending_thread(self) -> bool:
+        """Return whether recorded replies go out on the sending thread: a ``Bot`` from ``build_bot`` can."""
+        return isinstance(self.bot.request, _Request) and super().on_sending_thread()
 
     def for_message(self, message_id: str) -> TelegramOutput:
         """Return a sender for the replies to the update ``message_id`` (recorded, sent once)."""

@@ -235,6 +235,8 @@ class FakeServer:
         self._site: web.BaseSite | None = None
         self._release: asyncio.Event | None = None
         self._odd_answers: dict[str, list[dict[str, Any]]] = {}
+        # Seconds between taking a call (its delivery made) and answering it: a platform across a network.
+        self.answer_latency = 0.0
         self.port = 0
 
     # --- lifecycle -----------------------------------------------------------------
@@ -505,6 +507,8 @@ class FakeServer:
         self._record(Call(method, params, status, body, delivery is not None, mode))
         if fault is not None:  # ACCEPT_HOLD: the answer comes after the client gave up
             await self._hold(fault.hold)
+        elif self.answer_latency:
+            await asyncio.sleep(self.answer_latency)
         return web.json_response(body, status=status)
 
     async def _hold(self, seconds: float) -> None:

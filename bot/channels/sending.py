@@ -1,0 +1,95 @@
+"""The sending thread: a reply's platform call and its records, away from Rasa's event loop.
+
+A reply is in doubt from its "sending" record to its "sent" record (``bot.channels.replies``):
+a crash in between leaves the platform perhaps holding it, and Telegram cannot be asked, so it
+is sent again. On Rasa's event loop that window is the call *plus however long the loop takes
+to come back to the reply* once the platform has answered; under a burst the loop is running
+the dialogue of every other customer, and the window grew to a second and more, so a crash
+caught many replies in doubt at once.
+
+Here each such reply (its "sending" record, the call, its "sent" record) runs as one coroutine
+on an event loop of its own, in a thread that does nothing else: the "sent" record is written
+as soon as the answer is read, in the thread that made the call. The loop starts at its first
+use in each process (a forked Rasa worker starts its own). A sender opts in with
+``RecordedOutput.sends_on_own_thread``; its platform client must then work from that loop (an
+HTTP client belongs to the loop it runs on: see ``bot.channels.telegram_output``).
+``FIRSTREPLY_SENDING_THREAD=off`` keeps every call on Rasa's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ENV_SENDING_THREAD = "FIRSTREPLY_SENDING_THREAD"
+
+
+def sending_thread_from_env() -> bool:
+    """Return whether senders that can use the sending thread do (``$FIRSTREPLY_SENDING_THREAD``, default on).
+
+    Raises:
+        ValueError: the value is neither on nor off.
+    """
+    raw = os.environ.get(ENV_SENDING_THREAD, "").strip().lower()
+    if raw in ("", "on", "1", "true", "yes"):
+        return True
+    if raw in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"{ENV_SENDING_THREAD} must be on or off, not {raw!r}")
+
+
+class SendingThread:
+    """One event loop in a daemon thread of its own, per process, started at first use."""
+
+    def __init__(self, name: str = "firstreply-sending") -> None:
+        """Name the thread (it starts at the first ``run``)."""
+        self.name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    def here(self) -> bool:
+        """Return whether the caller runs on the sending thread."""
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """Return the sending thread's loop, starting it first if this process has none running."""
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid() or not self._thread or not self._thread.is_alive():
+                # A forked process inherits the parent's objects but not its threads: start anew.
+                ready = threading.Event()
+                loop = asyncio.new_event_loop()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                thread = threading.Thread(target=serve, name=self.name, daemon=True)
+                thread.start()
+                ready.wait()
+                self._loop, self._thread, self._pid = loop, thread, os.getpid()
+                log.debug("sending thread started in process %d", self._pid)
+            return self._loop
+
+    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the sending thread's loop and return its result to the caller's loop.
+
+        Cancelling the caller cancels the coroutine there too. Called from the sending thread
+        itself, the coroutine is simply awaited.
+        """
+        if self.here():
+            return await coroutine
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop())
+        return await asyncio.wrap_future(future)
+
+
+SENDING = SendingThread()

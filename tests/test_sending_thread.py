@@ -1,0 +1,154 @@
+"""The sending thread (``bot.channels.sending``): a reply's call and its records off Rasa's event loop.
+
+The Telegram sender, bound to a stored update, against the fake Bot API answering 200 ms after
+it takes a message (a platform across a network): while the caller's loop is kept busy, the
+reply is recorded "sent" as soon as the answer comes, on the sending thread; with the thread
+switched off, it stays in doubt until the loop comes back to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bot.channels.dedupe import ChannelStore
+from bot.channels.inbox import SENDING as SENDING_STATE
+from bot.channels.inbox import SENT, Inbox
+from bot.channels.sending import ENV_SENDING_THREAD, SENDING, SendingThread, sending_thread_from_env
+from bot.channels.telegram_output import TelegramOutput, TelegramSettings, build_bot, close_bot
+from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
+
+CHAT = "4242"
+MESSAGE_ID = "telegram:123456:1"
+ANSWER_LATENCY_S = 0.2
+BUSY_S = 0.8  # the caller's loop held up this long once the platform took the reply
+
+
+@pytest.fixture
+def api() -> Iterator[FakeTelegramAPI]:
+    with FakeTelegramAPI() as fake:
+        fake.answer_latency = ANSWER_LATENCY_S
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def sender(api: FakeTelegramAPI, tmp_path: Path) -> AsyncIterator[tuple[TelegramOutput, Inbox]]:
+    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
+    inbox = Inbox(store.engine, owner="test")
+    bot = build_bot(TelegramSettings(TOKEN, "secret", api.base_url, None))
+    yield TelegramOutput(bot, store, inbox=inbox).for_message(MESSAGE_ID), inbox
+    await close_bot(bot)
+    store.dispose()
+
+
+async def _state_after_a_busy_loop(api: FakeTelegramAPI, output: TelegramOutput, inbox: Inbox) -> str:
+    """Send one reply, hold the loop up once the platform took it; return its record read before the loop resumes."""
+    assert output.origin is not None
+    sending = asyncio.create_task(output.send_text_message(CHAT, "Thanks, we are on it."))
+    await api.wait_for_async("sendMessage", 1, timeout=10)
+    time.sleep(BUSY_S)  # the dialogue of other customers, run on the same loop
+    state = inbox.reply_states(output.origin)[0]
+    await sending
+    assert inbox.reply_states(output.origin)[0] == SENT
+    assert api.sent_texts(CHAT) == ["Thanks, we are on it."]
+    return state
+
+
+@pytest.mark.asyncio
+async def test_a_reply_is_recorded_sent_on_the_sending_thread_while_the_loop_is_busy(
+    api: FakeTelegramAPI, sender: tuple[TelegramOutput, Inbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_SENDING_THREAD, raising=False)
+    output, inbox = sender
+    assert output.on_sending_thread()
+    assert await _state_after_a_busy_loop(api, output, inbox) == SENT
+
+
+@pytest.mark.asyncio
+async def test_switched_off_the_reply_stays_in_doubt_until_the_loop_comes_back(
+    api: FakeTelegramAPI, sender: tuple[TelegramOutput, Inbox], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_SENDING_THREAD, "off")
+    output, inbox = sender
+    assert not output.on_sending_thread()
+    assert await _state_after_a_busy_loop(api, output, inbox) == SENDING_STATE
+
+
+@pytest.mark.asyncio
+async def test_a_bot_not_built_for_two_loops_sends_on_the_caller_s_loop(
+    api: FakeTelegramAPI, tmp_path: Path
+) -> None:
+    from telegram import Bot
+
+    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
+    inbox = Inbox(store.engine, owner="test")
+    bot = Bot(TOKEN, base_url=api.base_url)
+    output = TelegramOutput(bot, store, inbox=inbox).for_message(MESSAGE_ID)
+    assert not output.on_sending_thread()
+    await output.send_text_message(CHAT, "hello")
+    assert api.sent_texts(CHAT) == ["hello"]
+    await bot.request.shutdown()
+    store.dispose()
+
+
+@pytest.mark.asyncio
+async def test_the_thread_runs_a_coroutine_returns_its_result_and_raises_its_error() -> None:
+    thread = SendingThread("test-sending")
+
+    async def where() -> str:
+        await asyncio.sleep(0)
+        return threading.current_thread().name
+
+    async def fails() -> None:
+        raise LookupError("no such chat")
+
+    assert await thread.run(where()) == "test-sending"
+    with pytest.raises(LookupError, match="no such chat"):
+        await thread.run(fails())
+
+
+@pytest.mark.asyncio
+async def test_cancelling_the_caller_cancels_the_call_on_the_thread() -> None:
+    thread = SendingThread("test-sending-cancel")
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def slow() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    caller = asyncio.create_task(thread.run(slow()))
+    await asyncio.to_thread(started.wait, 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await asyncio.to_thread(cancelled.wait, 5)
+
+
+@pytest.mark.asyncio
+async def test_run_from_the_thread_itself_awaits_in_place() -> None:
+    async def nested() -> bool:
+        return await SENDING.run(asyncio.sleep(0, result=SENDING.here()))
+
+    assert await SENDING.run(nested()) is True
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", True), ("on", True), ("OFF", False), ("0", False)])
+def test_the_switch_reads_on_and_off(raw: str, expected: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_SENDING_THREAD, raw)
+    assert sending_thread_from_env() is expected
+
+
+def test_a_malformed_switch_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_SENDING_THREAD, "sometimes")
+    with pytest.raises(ValueError, match="FIRSTREPLY_SENDING_THREAD must be on or off"):
+        sending_thread_from_env()
