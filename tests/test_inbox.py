@@ -24,7 +24,7 @@ from bot.channels.inbox import (
     InboxEntry,
     replies,
 )
-from bot.channels.inbox_worker import InboxWorker
+from bot.channels.inbox_worker import ENV_HANDLING_AT_ONCE, InboxWorker, handling_at_once_from_env
 from bot.channels.leases import owner_gone, process_owner
 
 SOURCE = "telegram:1"
@@ -195,6 +195,65 @@ async def test_a_customer_s_messages_are_handled_in_the_order_they_came_also_aft
     await asyncio.wait_for(tasks.wait(), 10)
     assert handled == ["another customer", "first", "second"]
     assert alive.pending(SOURCE) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_burst_is_handed_to_rasa_a_few_updates_at_a_time(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_HANDLING_AT_ONCE, "2")
+    inbox = make_inbox(tmp_path, clock, "a")
+    entries = [inbox.accept(SOURCE, str(n), str(100 + n), f"customer {n}") for n in range(6)]
+    running, most, release = 0, 0, asyncio.Event()
+
+    async def handle(entry: InboxEntry) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+
+    tasks = BackgroundTasks("test")
+    worker = InboxWorker(inbox, SOURCE, handle, tasks)
+    for entry in entries:
+        assert entry is not None
+        worker.start(entry)
+    await asyncio.sleep(0.3)
+    assert running == 2  # the other four wait for a place, still leased to this process
+    assert inbox.claim_due(SOURCE) == []
+    release.set()
+    await asyncio.wait_for(tasks.wait(), 10)
+    assert most == 2 and inbox.pending(SOURCE) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_newer_message_waiting_for_an_older_one_holds_no_place(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_HANDLING_AT_ONCE, "1")
+    inbox = make_inbox(tmp_path, clock, "a")
+    older = inbox.accept(SOURCE, "1", "42", "first")
+    clock.now += 1
+    newer = inbox.accept(SOURCE, "2", "42", "second")
+    assert older is not None and newer is not None
+    handled: list[str] = []
+
+    async def handle(entry: InboxEntry) -> None:
+        handled.append(entry.body)
+
+    tasks = BackgroundTasks("test")
+    worker = InboxWorker(inbox, SOURCE, handle, tasks)
+    worker.start(newer)  # the newer one first (the older one comes back from a sweep, say)
+    await asyncio.sleep(0.1)
+    worker.start(older)
+    await asyncio.wait_for(tasks.wait(), 10)
+    assert handled == ["first", "second"]
+
+
+def test_a_malformed_handling_limit_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_HANDLING_AT_ONCE, "0")
+    with pytest.raises(ValueError, match="FIRSTREPLY_HANDLING_AT_ONCE must be a whole number"):
+        handling_at_once_from_env()
 
 
 POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")

@@ -20,7 +20,7 @@ import pytest_asyncio
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import SENDING as SENDING_STATE
 from bot.channels.inbox import SENT, Inbox
-from bot.channels.sending import ENV_SENDING_THREAD, SENDING, SendingThread, sending_thread_from_env
+from bot.channels.sending import ENV_SENDING_THREAD, SENDING_THREAD, SendingThread, sending_thread_from_env
 from bot.channels.telegram_output import TelegramOutput, TelegramSettings, build_bot, close_bot
 from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
 
@@ -137,9 +137,9 @@ async def test_cancelling_the_caller_cancels_the_call_on_the_thread() -> None:
 @pytest.mark.asyncio
 async def test_run_from_the_thread_itself_awaits_in_place() -> None:
     async def nested() -> bool:
-        return await SENDING.run(asyncio.sleep(0, result=SENDING.here()))
+        return await SENDING_THREAD.run(asyncio.sleep(0, result=SENDING_THREAD.here()))
 
-    assert await SENDING.run(nested()) is True
+    assert await SENDING_THREAD.run(nested()) is True
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("", True), ("on", True), ("OFF", False), ("0", False)])

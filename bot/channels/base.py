@@ -98,6 +98,7 @@ from bot.channels.inbox import (
 from bot.channels.inbox_worker import InboxWorker
 from bot.channels.replies import RecordedOutput
 from bot.channels.reply_windows import REPLY_WINDOWS
+from bot.channels.sending import INTAKE, SENDING_THREAD
 
 if TYPE_CHECKING:
     from rasa.core.channels.channel import UserMessage
@@ -318,9 +319,7 @@ class WebhookConnector(InputChannel):
     async def accept(self, event: InboundEvent) -> Intake:
         """Store one inbound event and start handling it; say what to answer the platform."""
         try:
-            entry = await asyncio.to_thread(
-                self.inbox.accept, event.source, event.platform_id, event.conversation, event.body
-            )
+            entry = await INTAKE.run(self.inbox.accept, event.source, event.platform_id, event.conversation, event.body)
         except SQLAlchemyError as error:
             log.error("%s %s not stored (%s); the platform will send it again", self.name(), event.platform_id, error)
             return Intake.UNAVAILABLE
@@ -341,6 +340,9 @@ class WebhookConnector(InputChannel):
             return
         if message is not None:
             greet = partial(greet_at_edge, message, entry, self.inbox, self.greeting_words, greeting_memory_from_env())
+            output = message.output_channel
+            if isinstance(output, RecordedOutput) and output.on_sending_thread():
+                greet = partial(SENDING_THREAD.run_later, greet)
             self.early_greetings.start(entry.update_id, greet, self.tasks)
 
     async def accept_all(self, events: Iterable[InboundEvent]) -> Intake:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,26 @@ log = logging.getLogger("bot.channels.inbox")
 
 # How often an update waiting behind an older one of the same customer looks again.
 ORDER_POLL_SECONDS = 0.2
+# How many stored updates of one source a process hands to Rasa at once
+# (``$FIRSTREPLY_HANDLING_AT_ONCE``). NLU runs on one thread, so a few at a time keep it busy;
+# hundreds at once (a burst) only crowd Rasa's event loop, where the webhooks are answered and
+# new customers greeted, and the thread pool every database write waits in.
+ENV_HANDLING_AT_ONCE = "FIRSTREPLY_HANDLING_AT_ONCE"
+DEFAULT_HANDLING_AT_ONCE = 4
+
+
+def handling_at_once_from_env() -> int:
+    """Return how many updates of one source are handled at once (``$FIRSTREPLY_HANDLING_AT_ONCE``, default 4).
+
+    Raises:
+        ValueError: the value is not a whole number of at least 1.
+    """
+    raw = os.environ.get(ENV_HANDLING_AT_ONCE, "").strip()
+    if not raw:
+        return DEFAULT_HANDLING_AT_ONCE
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{ENV_HANDLING_AT_ONCE} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
 
 Handler = Callable[[InboxEntry], Awaitable[None]]
 OnFailure = Callable[[InboxEntry, BaseException], Awaitable[None]]
@@ -56,6 +77,8 @@ class InboxWorker:
         self._tasks = tasks
         self._on_failure = on_failure
         self._running: set[str] = set()
+        self._at_once = handling_at_once_from_env()
+        self._places: asyncio.Semaphore | None = None  # made on the loop that handles
 
     def start(self, entry: InboxEntry) -> None:
         """Handle ``entry`` in the background (it is leased to this process)."""
@@ -65,10 +88,14 @@ class InboxWorker:
         self._tasks.start(self._run(entry), label=f"{self.source} update {entry.update_id}")
 
     async def _run(self, entry: InboxEntry) -> None:
+        """Handle ``entry`` with its lease kept: after the customer's older updates, once a place is free."""
         heartbeat = asyncio.get_running_loop().create_task(self._keep_lease(entry))
         try:
-            await self._after_older(entry)
-            await self._handle(entry)
+            await self._after_older(entry)  # holding no place: an older update may need one
+            if self._places is None:
+                self._places = asyncio.Semaphore(self._at_once)
+            async with self._places:  # the lease is kept while it waits
+                await self._handle(entry)
         except Exception as error:  # every failure is retried: logged here, given back below
             delay = await self._give_back(entry, error)
             if delay is None:

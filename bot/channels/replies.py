@@ -29,7 +29,8 @@ from rasa.core.channels.channel import OutputChannel
 from bot.channels.common import split_text
 from bot.channels.inbox import GREETING_KEY, SENDING, SENT, Inbox, greeting_memory_from_env, reply_digest
 from bot.channels.reply_windows import REPLY_WINDOWS
-from bot.channels.sending import SENDING, sending_thread_from_env
+from bot.channels.sending import SENDING_THREAD
+from bot.channels.sending import sending_thread_from_env
 from bot.constants import GREETED_AT_EDGE, GREETING_RESPONSES
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class RecordedOutput(OutputChannel):
         async with self._calls_in_flight():
             call = self._recorded_call(what, seq, reply_digest(*fingerprint), send, at_most_once)
             if self.on_sending_thread():
-                return await SENDING.run(call)
+                return await SENDING_THREAD.run(call)
             return await call
 
     def on_sending_thread(self) -> bool:
@@ -263,7 +264,7 @@ class RecordedOutput(OutputChannel):
     async def _typing_quietly(self, recipient_id: str) -> None:
         try:
             if self.on_sending_thread():  # not behind the dialogue work on Rasa's loop either
-                await SENDING.run(self.show_typing(recipient_id))
+                await SENDING_THREAD.run(self.show_typing(recipient_id))
             else:
                 await self.show_typing(recipient_id)
         except Exception as error:  # a courtesy: the greeting and the answer still go

@@ -22,7 +22,8 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -91,5 +92,37 @@ class SendingThread:
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop())
         return await asyncio.wrap_future(future)
 
+    async def run_later(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Make the coroutine (``make()``) and run it on the sending thread (``run``)."""
+        return await self.run(make())
 
-SENDING = SendingThread()
+
+SENDING_THREAD = SendingThread()
+
+
+class IntakeThreads:
+    """The threads that store webhooks' events (``WebhookConnector.accept``), per process.
+
+    Not the default thread pool: under a burst every handling's database work waits in that
+    pool's queue, and a webhook's store would wait behind it before the platform gets its
+    answer and the customer their greeting.
+    """
+
+    def __init__(self, workers: int = 2) -> None:
+        """Keep ``workers`` threads (started at first use, again in a forked process)."""
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid: int | None = None
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` on one of the threads; return its result to the caller's loop."""
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="firstreply-intake")
+                self._pid = os.getpid()
+            pool = self._pool
+        return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+
+
+INTAKE = IntakeThreads()

@@ -28,7 +28,7 @@ from bot.channels.common import credential
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
 from bot.channels.replies import RecordedOutput
-from bot.channels.sending import SENDING
+from bot.channels.sending import SENDING_THREAD
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,7 +115,7 @@ class _Request(HTTPXRequest):
 
     @property  # type: ignore[override]
     def _client(self) -> httpx.AsyncClient:
-        here = SENDING.here()
+        here = SENDING_THREAD.here()
         client = self._clients.get(here)
         if client is None or (here and client.is_closed):
             client = self._clients[here] = self._build_client()
@@ -123,14 +123,14 @@ class _Request(HTTPXRequest):
 
     @_client.setter
     def _client(self, client: httpx.AsyncClient) -> None:
-        self._clients[SENDING.here()] = client
+        self._clients[SENDING_THREAD.here()] = client
 
     async def shutdown(self) -> None:
         """Close the caller's client, and the sending thread's on its own loop."""
         await super().shutdown()
         own = self._clients.pop(True, None)
-        if own is not None and not SENDING.here() and not own.is_closed:
-            await SENDING.run(own.aclose())
+        if own is not None and not SENDING_THREAD.here() and not own.is_closed:
+            await SENDING_THREAD.run(own.aclose())
 
 
 def build_bot(settings: TelegramSettings) -> Bot:
