@@ -163,23 +163,26 @@ class RecordedOutput(OutputChannel):
         crash like any new reply.
         """
         assert self.inbox is not None and self.origin is not None
+        if self.on_sending_thread() and not SENDING_THREAD.here():
+            # Its places, its checks, its records and the call, all on the sending thread.
+            return await SENDING_THREAD.run(self.recorded(what, seq, fingerprint, send))
         greeting = self._greeting_to is not None
-        if greeting and not self._may_greet():
+        if greeting and not await SENDING_THREAD.blocking(self._may_greet):
             return None
         # A greeting in doubt is sent again only where the platform is asked first.
         at_most_once = greeting and not self.can_look_up_sent
         async with self._calls_in_flight():
-            call = self._recorded_call(what, seq, reply_digest(*fingerprint), send, at_most_once)
-            if self.on_sending_thread():
-                return await SENDING_THREAD.run(call)
-            return await call
+            return await self._recorded_call(what, seq, reply_digest(*fingerprint), send, at_most_once)
 
     def on_sending_thread(self) -> bool:
         """Return whether this sender's recorded calls run on the sending thread (``bot.channels.sending``)."""
         return self.sends_on_own_thread and sending_thread_from_env()
 
     def _calls_in_flight(self) -> asyncio.Semaphore:
-        """Return the places for replies in flight, shared by every copy of this sender."""
+        """Return the places for replies in flight, shared by every copy of this sender.
+
+        Taken on one loop only: the sending thread's for a sender that uses it, else Rasa's.
+        """
         calls: asyncio.Semaphore | None = getattr(self, "_calls", None)
         if calls is None:  # a subclass that did not call ``__init__``: places of its own
             calls = self._calls = asyncio.Semaphore(reply_calls_from_env())
@@ -256,7 +259,8 @@ class RecordedOutput(OutputChannel):
                                  self._send_part(recipient_id, parts[0], seq=EDGE_GREETING_SEQ))  # fmt: skip
         finally:
             self._greeting_to = None
-        return self.inbox.reply_states(self.origin).get(EDGE_GREETING_SEQ) in (SENDING, SENT)
+        states = await SENDING_THREAD.blocking(self.inbox.reply_states, self.origin)
+        return states.get(EDGE_GREETING_SEQ) in (SENDING, SENT)
 
     async def show_typing(self, recipient_id: str) -> None:
         """Show the customer the assistant is writing, where the platform can (default: nothing to do)."""
