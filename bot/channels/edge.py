@@ -55,7 +55,6 @@ from typing import TYPE_CHECKING, Any
 from bot.channels.common import BackgroundTasks, OnNewMessage
 from bot.channels.inbox import SENDING, SENT
 from bot.channels.replies import EDGE_GREETING_SEQ, HOLDING_SEQ, RecordedOutput
-from bot.channels.sending import SENDING_THREAD
 from bot.constants import GREETED_AT_EDGE, PUBLIC_POST_KEY, RESPONSE_GREETING, RESPONSE_GREETING_NAMED
 from bot.conversation import customer_name, first_name
 from bot.i18n import message_language, variation_text
@@ -239,7 +238,7 @@ async def greet_at_edge(
     if metadata.get(PUBLIC_POST_KEY) or metadata.get("button"):
         return None
     assert output.origin is not None
-    records = await SENDING_THREAD.blocking(inbox.reply_states, output.origin)
+    records = inbox.reply_states(output.origin)
     before = records.get(EDGE_GREETING_SEQ)
     if before in (SENT, SENDING):
         # It went out (or may have) when the message was handled before, whatever else did since:
@@ -247,10 +246,9 @@ async def greet_at_edge(
         return words().for_message(message.text, metadata)
     if any(seq not in (EDGE_GREETING_SEQ, HOLDING_SEQ) for seq in records):
         return None  # the dialogue's answer began without it: its own greeting step stands
-    # Read in place on Rasa's loop, not in its pool: one indexed read, and under a burst the
-    # pool's queue (every inbox write waits in it) would hold the greeting back. On the sending
-    # thread, in that loop's own pool, so the calls in flight there go on.
-    if before is None and await SENDING_THREAD.blocking(inbox.earlier_message, entry, memory_seconds):
+    # Read in place, not in a pool: one indexed read, and under a burst the pool's queue
+    # (every inbox write waits in it) would hold the greeting back.
+    if before is None and inbox.earlier_message(entry, memory_seconds):
         return None
     greeting = words().for_message(message.text, metadata)
     if greeting is None:

@@ -167,7 +167,7 @@ class RecordedOutput(OutputChannel):
             # Its places, its checks, its records and the call, all on the sending thread.
             return await SENDING_THREAD.run(self.recorded(what, seq, fingerprint, send))
         greeting = self._greeting_to is not None
-        if greeting and not await SENDING_THREAD.blocking(self._may_greet):
+        if greeting and not self._may_greet():
             return None
         # A greeting in doubt is sent again only where the platform is asked first.
         at_most_once = greeting and not self.can_look_up_sent
@@ -259,8 +259,7 @@ class RecordedOutput(OutputChannel):
                                  self._send_part(recipient_id, parts[0], seq=EDGE_GREETING_SEQ))  # fmt: skip
         finally:
             self._greeting_to = None
-        states = await SENDING_THREAD.blocking(self.inbox.reply_states, self.origin)
-        return states.get(EDGE_GREETING_SEQ) in (SENDING, SENT)
+        return self.inbox.reply_states(self.origin).get(EDGE_GREETING_SEQ) in (SENDING, SENT)
 
     async def show_typing(self, recipient_id: str) -> None:
         """Show the customer the assistant is writing, where the platform can (default: nothing to do)."""

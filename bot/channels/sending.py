@@ -96,17 +96,6 @@ class SendingThread:
         """Make the coroutine (``make()``) and run it on the sending thread (``run``)."""
         return await self.run(make())
 
-    async def blocking(self, function: Callable[..., T], *args: Any) -> T:
-        """Make a short blocking call (a database read or write) without holding the sending loop up.
-
-        On the sending thread it runs in that loop's own thread pool, so every other call in
-        flight there goes on meanwhile; on any other loop it runs in place, as it did before
-        (Rasa's default pool has every handling's database work queued in it under a burst).
-        """
-        if self.here():
-            return await asyncio.to_thread(function, *args)
-        return function(*args)
-
 
 SENDING_THREAD = SendingThread()
 
