@@ -25,7 +25,11 @@ typing indicator or the greeting) and the **first answer** (the greeting, the ac
 and the first question: the third message). Each of ``--trials`` trials (default 3) runs the
 channel's greeting off and on, each on fresh servers, the order alternating; the table gives
 p50/p90/p99/max over every customer of every trial, and each trial's p99 (the spread). Writes
-bench/results/first-message-burst-latest.json and .md.
+bench/results/first-message-burst-latest.json and .md. ``--compare`` sets other settings side by
+side instead (``workers``: one Rasa worker against one per core, with ``make run``'s SQLite
+stores; ``reply-calls``; ``sending-thread``; results in first-message-burst-<compare>-latest.*),
+and ``--latency-ms`` makes the fake platforms answer each call that much later, as a platform
+across a network does.
 """
 
 from __future__ import annotations

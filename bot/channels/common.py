@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -74,6 +75,20 @@ def credential(
     if pattern is not None and not pattern.fullmatch(value.strip()):
         raise ChannelCredentialsError(malformed)
     return value.strip()
+
+
+def count_from_env(name: str, default: int) -> int:
+    """Return the whole number of at least 1 in ``$name`` (``default`` when unset or empty).
+
+    Raises:
+        ValueError: the value is not a whole number of at least 1.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
 
 
 def same_secret(given: str, expected: str) -> bool:

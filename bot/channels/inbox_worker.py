@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.channels.common import count_from_env
 from bot.channels.inbox import Inbox, InboxEntry
 from bot.channels.leases import owner_gone
 
@@ -41,15 +41,7 @@ def handling_at_once_from_env() -> int:
     Raises:
         ValueError: the value is not a whole number of at least 1.
     """
-    raw = os.environ.get(ENV_HANDLING_AT_ONCE, "").strip()
-    if not raw:
-        return DEFAULT_HANDLING_AT_ONCE
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{ENV_HANDLING_AT_ONCE} must be a whole number of at least 1, not {raw!r}")
-    return int(raw)
-
-Handler = Callable[[InboxEntry], Awaitable[None]]
-OnFailure = Callable[[InboxEntry, BaseException], Awaitable[None]]
+    return count_from_env(ENV_HANDLING_AT_ONCE, DEFAULT_HANDLING_AT_ONCE)
 
 
 class InboxWorker:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from rasa.core.channels.channel import OutputChannel
 
-from bot.channels.common import split_text
+from bot.channels.common import count_from_env, split_text
 from bot.channels.inbox import GREETING_KEY, SENDING, SENT, Inbox, greeting_memory_from_env, reply_digest
 from bot.channels.reply_windows import REPLY_WINDOWS
 from bot.channels.sending import SENDING_THREAD
@@ -61,12 +60,7 @@ def reply_calls_from_env() -> int:
     Raises:
         ValueError: the value is not a whole number of at least 1.
     """
-    raw = os.environ.get(ENV_REPLY_CALLS, "").strip()
-    if not raw:
-        return DEFAULT_REPLY_CALLS
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{ENV_REPLY_CALLS} must be a whole number of at least 1, not {raw!r}")
-    return int(raw)
+    return count_from_env(ENV_REPLY_CALLS, DEFAULT_REPLY_CALLS)
 
 
 class RecordedOutput(OutputChannel):
