@@ -335,7 +335,9 @@ def burst(customers: int, connections: int, work: Path, setting: Setting) -> dic
                     raise RuntimeError(f"{len(started) - answered} of {len(started)} customers got no first answer "
                                        f"within {BURST_TIMEOUT_S:.0f} s; see {work / 'rasa.log'}")  # fmt: skip
                 time.sleep(0.05)
+            windows = client.get("/webhooks/telegram/replies").json()
     return {
+        "windows": windows,
         "acked": [acked[c] - t for c, t in started.items()],
         "sign": [stamps.sign[c] - t for c, t in started.items()],
         "answer": [stamps.messages[c][FIRST_ANSWER_MESSAGES - 1] - t for c, t in started.items()],
@@ -376,6 +378,13 @@ def render_burst(results: dict[str, Any]) -> str:
             trials = ", ".join(f"{t[measure_name]['p99_ms']:.0f}" for t in run["trials"])
             lines.append(f"| {label} | {name} | {whole['p50_ms']:.0f} ms | {whole['p90_ms']:.0f} ms "
                          f"| {whole['p99_ms']:.0f} ms | {whole['max_ms']:.0f} ms | {trials} ms |")  # fmt: skip
+    lines += ["", "Replies in doubt (from the \"sending\" record to the \"sent\" one), per trial, ms p50 / p99 / max "
+              "(Rasa's `GET /webhooks/telegram/replies` after the burst):", ""]  # fmt: skip
+    for label, run in results["runs"].items():
+        for number, trial in enumerate(run["trials"], 1):
+            window = trial["in_doubt"]["in_doubt_window_ms"]
+            lines.append(f"- {label}, trial {number}: {trial['in_doubt']['replies']} replies, "
+                         f"{window['p50']} / {window['p99']} / {window['max']}")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -424,7 +433,7 @@ def run_bursts(customers: int, connections: int, trials: int, settings: list[Set
                 timings[setting.label][measure_name] += measured[measure_name]
             per_trial[setting.label].append({
                 "webhook_answered": _summary(measured["acked"]), "first_sign": _summary(measured["sign"]),
-                "first_answer": _summary(measured["answer"]), "loadavg": loadavg(),
+                "first_answer": _summary(measured["answer"]), "in_doubt": measured["windows"], "loadavg": loadavg(),
             })  # fmt: skip
             print(f"trial {trial + 1}, {setting.label}: first sign p99 "
                   f"{per_trial[setting.label][-1]['first_sign']['p99_ms']:.0f} ms, first answer p99 "
