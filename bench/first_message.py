@@ -9,8 +9,9 @@ rotating every round) sends the same first message to its webhook as the platfor
 
 * **first sign**: the first thing the customer's app shows; on Messenger and Instagram the
   ``mark_seen`` call, on WhatsApp the read receipt with the typing indicator (each sent as
-  soon as the message is stored), on Telegram the greeting or the typing indicator the channel
-  sends with it (``FIRSTREPLY_EDGE_GREETING``), else the reply itself;
+  soon as the message is stored), on Telegram the typing indicator the connector puts in the
+  webhook's answer for a new customer (``FIRSTREPLY_EDGE_GREETING``; the bench runs it on the fake
+  Bot API as Telegram runs a method given there), else the reply itself;
 * **first reply**: the first text message delivered to the customer.
 
 The next customer writes only once the previous turn is quiet, so turns never overlap.
@@ -198,6 +199,8 @@ def _post(client: httpx.Client, connector: str, customer: str, fakes: Fakes, num
                                                    "from": {**chat, "is_bot": False}, "text": FIRST_MESSAGE}}  # fmt: skip
         answer = client.post("/webhooks/telegram/webhook", json=update,
                              headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})  # fmt: skip
+        if answer.is_success:  # Telegram runs a method given in the answer (the typing indicator)
+            fakes.telegram.run_webhook_answer(answer.json())
     else:
         graph = fakes.graph
         graph.customer_wrote(customer)

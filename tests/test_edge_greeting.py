@@ -26,13 +26,14 @@ from bot.channels.inbox import GREETING_KEY, InboxEntry
 from bot.channels.inbox import inbox as inbox_table
 from bot.channels.inbox import replies
 from bot.channels.telegram import TelegramInput
-from bot.channels.telegram_output import SECRET_HEADER, TelegramSettings
+from bot.channels.telegram_output import SECRET_HEADER, TelegramSettings, build_bot, close_bot
+from bot.channels.telegram_poll import poll
 from bot.constants import GREETED_AT_EDGE
 from tests.channel_support import RecordingAgent
 from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
 from tests.polling import until
 from tests.test_actions import tracker, user
-from tests.test_telegram_channel import MARIA_METADATA, SECRET, WEBHOOK, Served, message_update, serve
+from tests.test_telegram_channel import GROUP_CHAT, MARIA_METADATA, SECRET, WEBHOOK, Served, message_update, serve
 
 pytestmark = pytest.mark.edge_greeting
 
@@ -150,11 +151,13 @@ async def test_the_greeting_goes_as_soon_as_the_message_is_stored_not_at_the_wor
 
     monkeypatch.setattr(served.channel, "handle", held)
     answer = await served.client.post(WEBHOOK, json=message_update(1, text=PARCEL), headers={SECRET_HEADER: SECRET})
-    assert answer.status_code == 200
+    # The first sign rides on the webhook's answer: Telegram shows "typing…" with no call of ours.
+    assert (answer.status_code, answer.json()) == (200, {"method": "sendChatAction", "chat_id": 4242,
+                                                         "action": "typing"})  # fmt: skip
 
     greeting = "Hi Maria! I'm Northwind's assistant."
     await until("the greeting", lambda: api.sent_texts(4242) == [greeting])
-    assert [call.params["action"] for call in api.calls("sendChatAction")] == ["typing"]
+    assert api.calls("sendChatAction") == []  # not sent a second time by the greeting
     assert served.agent.seen() == []
     turn.set()
     await served.channel.tasks.wait()
@@ -229,6 +232,36 @@ async def test_handled_again_after_part_of_the_answer_went_out_the_greeting_is_r
 
     assert api.sent_texts(4242) == [greeting, ACK["text"], question["text"], question["text"]]
     assert running.agent.seen()[1][2][GREETED_AT_EDGE]["text"] == greeting
+
+
+@pytest.mark.asyncio
+async def test_a_group_message_s_webhook_answer_carries_no_typing(served: Served, api: FakeTelegramAPI) -> None:
+    await served.post(message_update(1, text=PARCEL))
+    answer = await served.post(message_update(2, text="@firstreply_test_bot hello", chat=GROUP_CHAT))
+    assert answer.json() == {"ok": True}  # a group message: no greeting, no typing in the answer
+    assert [call.params["chat_id"] for call in api.calls("sendChatAction")] == ["4242"]
+
+
+@pytest.mark.asyncio
+async def test_the_poller_runs_the_typing_indicator_of_rasa_s_answer(
+    served: Served, api: FakeTelegramAPI, settings: TelegramSettings
+) -> None:
+    # Without a public URL the poller stands in for Telegram: it runs the method Rasa answers with.
+    api.queue_update(message_update(21, text=PARCEL))
+    bot = build_bot(settings)
+    stop = asyncio.Event()
+    poller = asyncio.create_task(
+        poll(bot, str(served.client.base_url) + WEBHOOK, SECRET, stop, client=served.client, long_poll_seconds=1)
+    )
+    try:
+        await until("the greeting", lambda: api.sent_texts(4242)[:1] == ["Hi Maria! I'm Northwind's assistant."])
+        await until("the typing indicator", lambda: len(api.calls("sendChatAction")) == 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(poller, 5)
+        await close_bot(bot)
+    await served.channel.tasks.wait()
+    assert [(c.params["chat_id"], c.params["action"]) for c in api.calls("sendChatAction")] == [("4242", "typing")]
 
 
 @pytest.mark.asyncio

@@ -39,7 +39,7 @@ from bot.channels.telegram_output import (
 )
 from bot.channels.telegram_poll import poll, set_webhook
 from tests.channel_support import RecordingAgent, logged_failure, served_app
-from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI
+from tests.fakes.telegram_api import BOT_USER, TOKEN, FakeTelegramAPI, run_webhook_answer
 
 SECRET = "s3cret-Webhook_token"
 WEBHOOK = "/webhooks/telegram/webhook"
@@ -79,6 +79,9 @@ class Served:
             headers[SECRET_HEADER] = secret
         body = raw if raw is not None else json.dumps(update).encode()
         answer = await self.client.post(WEBHOOK, content=body, headers=headers)
+        if answer.is_success:  # Telegram runs a method given in the answer
+            settings = self.channel.settings
+            await asyncio.to_thread(run_webhook_answer, settings.base_url, settings.token, answer.json())
         await self.channel.tasks.wait()
         return answer
 

@@ -78,7 +78,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from prometheus_client import Counter
 from rasa.core.channels.channel import InputChannel, OutputChannel
@@ -239,6 +239,10 @@ class WebhookConnector(InputChannel):
     inbox: Inbox
     output: RecordedOutput
     tasks: BackgroundTasks
+    # Whether the platform runs a call given in the webhook's answer (Telegram does): a new
+    # customer's typing indicator then rides on that answer (``typing_answer``), the first
+    # sign they see, instead of a call of its own after it.
+    typing_in_answer: ClassVar[bool] = False
 
     def open_inbox(self, store: ChannelStore | None = None, inbox: Inbox | None = None) -> Inbox:
         """Open the channel store and the inbox in its database (default: ``$FIRSTREPLY_CHANNEL_DB``)."""
@@ -341,8 +345,11 @@ class WebhookConnector(InputChannel):
         if message is not None:
             greet = partial(greet_at_edge, message, entry, self.inbox, self.greeting_words, greeting_memory_from_env())
             output = message.output_channel
-            if isinstance(output, RecordedOutput) and output.on_sending_thread():
-                greet = partial(SENDING_THREAD.run_later, greet)
+            if isinstance(output, RecordedOutput):
+                # The connector puts the typing indicator in the webhook's answer (``typing_in_answer``).
+                output.typing_shown = self.typing_in_answer
+                if output.on_sending_thread():
+                    greet = partial(SENDING_THREAD.run_later, greet)
             self.early_greetings.start(entry.update_id, greet, self.tasks)
 
     async def accept_all(self, events: Iterable[InboundEvent]) -> Intake:

@@ -189,6 +189,10 @@ class EarlyGreetings:
         await asyncio.wait([outcome])
         return (False, None) if outcome.cancelled() else (True, outcome.result())
 
+    def started(self, update_id: str) -> bool:
+        """Return whether a greeting was started for ``update_id`` and the worker has not taken it yet."""
+        return update_id in self._outcomes
+
     def forget(self, update_id: str) -> None:
         """Drop the outcome of ``update_id`` (its handling ended without taking it)."""
         self._outcomes.pop(update_id, None)

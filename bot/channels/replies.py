@@ -80,6 +80,9 @@ class RecordedOutput(OutputChannel):
     # "sending" record, the call, its "sent" record) can run on the sending thread
     # (``bot.channels.sending``) instead of waiting for Rasa's busy loop between them.
     sends_on_own_thread: ClassVar[bool] = False
+    # Whether the customer was shown "typing…" already (in the webhook's answer), so the
+    # channel's greeting sends no typing indicator of its own.
+    typing_shown: bool = False
     # The customer a greeting is being sent to (``send_response``), else ``None``.
     _greeting_to: str | None = None
 
@@ -259,6 +262,8 @@ class RecordedOutput(OutputChannel):
         """Show the customer the assistant is writing, where the platform can (default: nothing to do)."""
 
     async def _typing_quietly(self, recipient_id: str) -> None:
+        if self.typing_shown:
+            return
         try:
             if self.on_sending_thread():  # not behind the dialogue work on Rasa's loop either
                 await SENDING_THREAD.run(self.show_typing(recipient_id))

@@ -31,6 +31,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 from telegram import Chat, Message, Update, User
+from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
 from bot.channels.base import InboundEvent, Intake, WebhookConnector, non_text_notice, pass_on
@@ -157,6 +158,7 @@ class TelegramInput(WebhookConnector):
     """
 
     output: TelegramOutput
+    typing_in_answer = True  # Telegram runs a method given in the webhook's answer
 
     @classmethod
     def name(cls) -> str:
@@ -217,6 +219,10 @@ class TelegramInput(WebhookConnector):
             return response.json({"ok": False, "error": "temporarily unavailable"}, status=503)
         if intake is Intake.COPY:
             return response.json({"ok": True, "duplicate": True})
+        if self.early_greetings.started(event.platform_id):
+            # The first sign a new customer sees, with no call of its own: Telegram runs a
+            # method given in the webhook's answer (its result is not reported, as for typing).
+            return response.json(typing_answer(event.conversation))
         return response.json({"ok": True})
 
     def output_for(self, entry: InboxEntry) -> TelegramOutput:
@@ -376,6 +382,11 @@ def _read_private(message: Message, *, edited: bool) -> tuple[str | None, dict[s
         text, extra = command_text(text)
         metadata.update(extra)
     return text, metadata
+
+
+def typing_answer(chat_id: str) -> dict[str, Any]:
+    """Return a webhook answer that has Telegram show "typing…" in the private chat ``chat_id``."""
+    return {"method": "sendChatAction", "chat_id": int(chat_id), "action": ChatAction.TYPING.value}
 
 
 def _conversation(update: Update) -> str:

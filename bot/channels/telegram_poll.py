@@ -52,11 +52,34 @@ class WebhookRefused(RuntimeError):
     """Rasa's webhook refused a forwarded update for good (wrong secret)."""
 
 
+async def run_answer(bot: Bot, answer: httpx.Response) -> None:
+    """Do what Telegram does with a webhook's answer: run the Bot API method it names (the typing indicator).
+
+    A failure is logged, not raised: like Telegram, nobody waits for that call's result.
+    """
+    try:
+        body = answer.json()
+    except ValueError:
+        return
+    if not isinstance(body, dict) or "method" not in body:
+        return
+    if body["method"] != "sendChatAction":  # the only one the connector answers with
+        log.warning("telegram poll: Rasa's answer names %r, which the poller does not run", body["method"])
+        return
+    try:
+        await bot.send_chat_action(body["chat_id"], body["action"])
+    except (TelegramError, KeyError) as error:
+        log.warning("telegram poll: the typing indicator from Rasa's answer failed: %r", error)
+
+
 async def forward_update(
     client: httpx.AsyncClient, webhook_url: str, secret: str, update: Mapping[str, Any], stop: asyncio.Event,
-    retry_seconds: float = 2.0,
+    retry_seconds: float = 2.0, bot: Bot | None = None,
 ) -> bool:  # fmt: skip
-    """POST one update to Rasa's webhook until it is taken; return False if stopped first."""
+    """POST one update to Rasa's webhook until it is taken; return False if stopped first.
+
+    With ``bot``, a method in Rasa's answer is run as Telegram would run it (``run_answer``).
+    """
     while not stop.is_set():
         try:
             answer = await client.post(webhook_url, json=dict(update), headers={SECRET_HEADER: secret})
@@ -69,6 +92,8 @@ async def forward_update(
                 log.error("telegram poll: Rasa rejected update %s as malformed", update.get("update_id"))
                 return True
             if answer.is_success:
+                if bot is not None:
+                    await run_answer(bot, answer)
                 return True
             log.warning("telegram poll: Rasa answered %s, retrying", answer.status_code)
         await asyncio.sleep(retry_seconds)
@@ -101,7 +126,7 @@ async def poll(
             await asyncio.sleep(retry_seconds)
             continue
         for update in updates:
-            if not await forward_update(client, webhook_url, secret, update.to_dict(), stop, retry_seconds):
+            if not await forward_update(client, webhook_url, secret, update.to_dict(), stop, retry_seconds, bot):
                 return
             # Telegram forgets an update once a later offset is asked for.
             offset = update.update_id + 1

@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 from aiohttp import web
 
 from tests.fakes.server import ERROR, UNKNOWN_METHOD, Call, Delivery, FakeServer, Fault, answers, free_port
@@ -42,6 +43,21 @@ def rasa_credentials(bot_username: str | None = "firstreply_test_bot") -> str:
         "bot.channels.telegram.TelegramInput:\n  token: ${TELEGRAM_BOT_TOKEN}\n"
         "  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}\n  base_url: ${TELEGRAM_API_BASE_URL}\n" + username
     )
+
+
+def run_webhook_answer(base_url: str, token: str, answer: Any) -> None:
+    """Do what Telegram does with a webhook's answer: a ``method`` in it is run as a Bot API call.
+
+    ``base_url`` and ``token`` name the Bot API the connector was given. The call's own answer
+    goes nowhere (Telegram does not report it either). Anything else (``{"ok": true}``) is
+    left alone.
+    """
+    if not isinstance(answer, Mapping) or not isinstance(answer.get("method"), str):
+        return
+    # As a form, the way python-telegram-bot sends its own calls (so the fake records the same strings).
+    form = {key: value if isinstance(value, str) else json.dumps(value) for key, value in answer.items()}
+    del form["method"]
+    httpx.post(f"{base_url}{token}/{answer['method']}", data=form, timeout=10)
 
 
 RASA_CREDENTIALS = rasa_credentials()
@@ -88,6 +104,10 @@ class FakeTelegramAPI(FakeServer):
         """Hand ``update`` out on the next ``getUpdates``."""
         with self._updates_lock:
             self._updates.append(dict(update))
+
+    def run_webhook_answer(self, answer: Any) -> None:
+        """Do what Telegram does with a webhook's answer (``run_webhook_answer``), on this fake."""
+        run_webhook_answer(self.base_url, self.token, answer)
 
     # --- what tests read -----------------------------------------------------------
 

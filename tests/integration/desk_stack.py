@@ -81,7 +81,7 @@ class Stack:
     def send(self, chat: int, name: str, **content: Any) -> None:
         person = {"id": chat, "is_bot": False, "first_name": name, "language_code": "en"}
         chat_info = {"id": chat, "type": "private", "first_name": name}
-        deliver(self.rasa_url, TELEGRAM_SECRET, update(self.next_update, person, chat_info, **content))
+        deliver(self.rasa_url, TELEGRAM_SECRET, update(self.next_update, person, chat_info, **content), self.telegram)
         self.next_update += 1
 
     def replies(self, chat: int, count: int, expected: int, quiet: float = 1.5) -> list[dict[str, Any]]:

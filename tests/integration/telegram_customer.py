@@ -25,13 +25,18 @@ def update(update_id: int, user: dict[str, Any], chat: dict[str, Any], **content
     return built
 
 
-def deliver(rasa_url: str, secret: str, sent: dict[str, Any]) -> None:
-    """POST an update to Rasa's Telegram webhook with the secret header, as Telegram does; it must be taken."""
+def deliver(rasa_url: str, secret: str, sent: dict[str, Any], api: FakeTelegramAPI | None = None) -> None:
+    """POST an update to Rasa's Telegram webhook with the secret header, as Telegram does; it must be taken.
+
+    With ``api``, a method in the answer (the typing indicator) is run on it, as Telegram runs it.
+    """
     answer = httpx.post(
         f"{rasa_url}/webhooks/telegram/webhook", json=sent, headers={"X-Telegram-Bot-Api-Secret-Token": secret},
         timeout=10,
     )  # fmt: skip
-    assert (answer.status_code, answer.json()) == (200, {"ok": True})
+    assert answer.status_code == 200 and (answer.json() == {"ok": True} or answer.json()["method"] == "sendChatAction")
+    if api is not None:
+        api.run_webhook_answer(answer.json())
 
 
 def replies_after(

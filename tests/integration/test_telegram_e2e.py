@@ -40,7 +40,7 @@ class Running:
 
     def send(self, **content: Any) -> None:
         """Deliver one update from Maria to Rasa's Telegram webhook, as Telegram does."""
-        deliver(self.rasa_url, SECRET, update(self.next_update, MARIA, CHAT, **content))
+        deliver(self.rasa_url, SECRET, update(self.next_update, MARIA, CHAT, **content), self.api)
         self.next_update += 1
 
     def replies_after(self, count: int, expected: int, timeout: float = 60, quiet: float = 1.5) -> list[dict[str, Any]]:
@@ -123,7 +123,8 @@ def _first_message(running: Running, chat_id: int, name: str, text: str, expecte
     """Send a new customer's first message; return what their chat received."""
     user = {"id": chat_id, "is_bot": False, "first_name": name}
     sent = len(running.api.calls("sendMessage"))
-    deliver(running.rasa_url, SECRET, update(running.next_update, user, {"id": chat_id, "type": "private"}, text=text))
+    deliver(running.rasa_url, SECRET, update(running.next_update, user, {"id": chat_id, "type": "private"}, text=text),
+            running.api)
     running.next_update += 1
     replies = running.replies_after(sent, expected)
     assert {reply["chat_id"] for reply in replies} == {str(chat_id)}
