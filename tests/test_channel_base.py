@@ -153,7 +153,7 @@ async def test_a_call_that_cannot_be_stored_is_refused_so_the_platform_sends_it_
         raise OperationalError("INSERT INTO channel_inbox", {}, Exception("database is locked"))
 
     with monkeypatch.context() as patched:
-        patched.setattr(toy.inbox, "accept", database_down)
+        patched.setattr(toy.inbox, "accept_many", database_down)
         assert await toy.accept_all(toy.parse(CALL)) is Intake.UNAVAILABLE
     assert await toy.accept_all(toy.parse(CALL)) is Intake.STORED
     await toy.tasks.wait()

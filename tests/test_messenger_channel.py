@@ -239,18 +239,18 @@ async def test_a_redelivered_message_is_answered_once(messenger: Served) -> None
 async def test_a_batch_not_wholly_stored_is_refused_and_meta_s_resend_answers_each_once(
     messenger: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    accept = messenger.channel.inbox.accept
+    accept_many = messenger.channel.inbox.accept_many
     calls: list[str] = []
 
-    def database_down_on_the_second(source: str, platform_id: str, conversation: str, body: str) -> Any:
-        calls.append(platform_id)
+    def database_down_on_the_second(updates: list[tuple[str, str, str, str]]) -> Any:
+        calls.extend(platform_id for _, platform_id, _, _ in updates)
         if len(calls) == 2:
             raise OperationalError("INSERT INTO channel_inbox", {}, Exception("database is locked"))
-        return accept(source, platform_id, conversation, body)
+        return accept_many(updates)
 
     events = (dm(MARIA, "m_1", text="first"), dm(JOAO, "m_2", text="second"))
     with monkeypatch.context() as patched:
-        patched.setattr(messenger.channel.inbox, "accept", database_down_on_the_second)
+        patched.setattr(messenger.channel.inbox, "accept_many", database_down_on_the_second)
         refused = await messenger.dms(*events)
     resent = await messenger.dms(*events)
 

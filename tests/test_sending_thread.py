@@ -20,7 +20,8 @@ import pytest_asyncio
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import SENDING as SENDING_STATE
 from bot.channels.inbox import SENT, Inbox
-from bot.channels.sending import ENV_SENDING_THREAD, SENDING_THREAD, SendingThread, sending_thread_from_env
+from bot.channels.sending import ENV_SENDING_THREAD, SENDING_THREAD, GroupedIntake, SendingThread
+from bot.channels.sending import sending_thread_from_env
 from bot.channels.telegram_output import TelegramOutput, TelegramSettings, build_bot, close_bot
 from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
 
@@ -152,3 +153,77 @@ def test_a_malformed_switch_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv(ENV_SENDING_THREAD, "sometimes")
     with pytest.raises(ValueError, match="FIRSTREPLY_SENDING_THREAD must be on or off"):
         sending_thread_from_env()
+
+
+# --- storing webhooks' events together ----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_events_arriving_together_are_stored_in_one_write_each_with_its_own_result() -> None:
+    writes: list[list[int]] = []
+    gate = threading.Event()
+
+    def write_all(items: list[int]) -> list[int]:
+        gate.wait(5)  # the first write holds the thread while the others arrive
+        writes.append(items)
+        return [item * 10 for item in items]
+
+    intake: GroupedIntake[int, int] = GroupedIntake(write_all)
+    first = asyncio.create_task(intake.write(1))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.create_task(intake.write(n)) for n in range(2, 7)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await asyncio.gather(first, *rest) == [10, 20, 30, 40, 50, 60]
+    assert writes == [[1], [2, 3, 4, 5, 6]]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_write_fails_every_event_of_its_group_and_the_next_write_goes_on() -> None:
+    calls = 0
+
+    def write_all(items: list[str]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("database is locked")
+        return items
+
+    intake: GroupedIntake[str, str] = GroupedIntake(write_all)
+    with pytest.raises(OSError, match="database is locked"):
+        await intake.write("a")
+    assert await intake.write("b") == "b"
+
+
+@pytest.mark.asyncio
+async def test_an_event_whose_webhook_gave_up_before_its_write_is_not_written() -> None:
+    written: list[str] = []
+    gate = threading.Event()
+
+    def write_all(items: list[str]) -> list[str]:
+        gate.wait(5)
+        written.extend(items)
+        return items
+
+    intake: GroupedIntake[str, str] = GroupedIntake(write_all)
+    first = asyncio.create_task(intake.write("first"))
+    await asyncio.sleep(0.05)
+    gone = asyncio.create_task(intake.write("gone"))
+    await asyncio.sleep(0.05)
+    gone.cancel()  # the platform's request was dropped: it sends the update again
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await first == "first"
+    await asyncio.sleep(0.1)
+    assert written == ["first"]
+
+
+def test_the_inbox_stores_a_group_in_one_transaction_and_reads_a_copy_in_it_as_a_copy(tmp_path: Path) -> None:
+    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
+    inbox = Inbox(store.engine, owner="test")
+    stored = inbox.accept_many([("telegram:1", "7", "42", "{}"), ("telegram:1", "8", "43", "{}"),
+                                ("telegram:1", "7", "42", "{}")])  # fmt: skip
+    assert [entry.update_id if entry else None for entry in stored] == ["7", "8", None]
+    assert inbox.accept("telegram:1", "8", "43", "{}") is None
+    assert inbox.pending("telegram:1") == 2
+    store.dispose()

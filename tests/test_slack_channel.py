@@ -680,7 +680,7 @@ async def test_an_event_that_cannot_be_stored_is_refused_so_slack_sends_it_again
         raise OperationalError("INSERT INTO channel_inbox", {}, Exception("database is locked"))
 
     with monkeypatch.context() as patched:
-        patched.setattr(served.channel.inbox, "accept", database_down)
+        patched.setattr(served.channel.inbox, "accept_many", database_down)
         refused = await served.event(event_body(dm()))
     retry = await served.event(event_body(dm()), headers={"X-Slack-Retry-Num": "1"})
 

@@ -98,7 +98,7 @@ from bot.channels.inbox import (
 from bot.channels.inbox_worker import InboxWorker
 from bot.channels.replies import RecordedOutput
 from bot.channels.reply_windows import REPLY_WINDOWS
-from bot.channels.sending import INTAKE, SENDING_THREAD
+from bot.channels.sending import SENDING_THREAD, GroupedIntake
 
 if TYPE_CHECKING:
     from rasa.core.channels.channel import UserMessage
@@ -248,6 +248,10 @@ class WebhookConnector(InputChannel):
         """Open the channel store and the inbox in its database (default: ``$FIRSTREPLY_CHANNEL_DB``)."""
         self.store = store if store is not None else ChannelStore.from_url()
         self.inbox = inbox if inbox is not None else Inbox(self.store.engine, lease_seconds=lease_seconds_from_env())
+        # Webhooks arriving together are stored together: one transaction for all that wait.
+        self._intake: GroupedIntake[tuple[str, str, str, str], InboxEntry | None] = GroupedIntake(
+            lambda updates: self.inbox.accept_many(updates)
+        )
         return self.inbox
 
     def start_connector(self, output: RecordedOutput) -> None:
@@ -323,7 +327,7 @@ class WebhookConnector(InputChannel):
     async def accept(self, event: InboundEvent) -> Intake:
         """Store one inbound event and start handling it; say what to answer the platform."""
         try:
-            entry = await INTAKE.run(self.inbox.accept, event.source, event.platform_id, event.conversation, event.body)
+            entry = await self._intake.write((event.source, event.platform_id, event.conversation, event.body))
         except SQLAlchemyError as error:
             log.error("%s %s not stored (%s); the platform will send it again", self.name(), event.platform_id, error)
             return Intake.UNAVAILABLE

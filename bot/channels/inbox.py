@@ -47,7 +47,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from sqlalchemy import (
     BigInteger,
@@ -201,20 +201,31 @@ class Inbox:
 
     def accept(self, source: str, update_id: str, conversation: str, body: str) -> InboxEntry | None:
         """Store a new update, leased to this process; return it, or ``None`` for a copy."""
+        return self.accept_many([(source, update_id, conversation, body)])[0]
+
+    def accept_many(self, updates: Sequence[tuple[str, str, str, str]]) -> list[InboxEntry | None]:
+        """Store new updates (source, update id, conversation, body) in one transaction: one flush to disk for all.
+
+        Returns, in order, each one stored (leased to this process) or ``None`` for a copy
+        (also of one earlier in ``updates``). Nothing is stored if the transaction fails.
+        """
         now = self._clock()
-        statement = (
-            self._upsert(inbox)
-            .values(
-                source=source, update_id=update_id, conversation=conversation, body=body, received_at=now,
-                state=PENDING, attempts=0, lease_owner=self.owner, lease_until=now + self.lease_seconds,
-            )  # fmt: skip
-            .on_conflict_do_nothing(index_elements=["source", "update_id"])
-        )
+        stored: list[InboxEntry | None] = []
         with self._engine.begin() as conn:
-            inserted = conn.execute(statement).rowcount == 1
+            for source, update_id, conversation, body in updates:
+                statement = (
+                    self._upsert(inbox)
+                    .values(
+                        source=source, update_id=update_id, conversation=conversation, body=body, received_at=now,
+                        state=PENDING, attempts=0, lease_owner=self.owner, lease_until=now + self.lease_seconds,
+                    )  # fmt: skip
+                    .on_conflict_do_nothing(index_elements=["source", "update_id"])
+                )
+                inserted = conn.execute(statement).rowcount == 1
+                stored.append(InboxEntry(source, update_id, conversation, body, 0, received_at=now) if inserted else None)
         if now - self._last_prune >= PRUNE_EVERY_SECONDS:
             self.prune()
-        return InboxEntry(source, update_id, conversation, body, 0, received_at=now) if inserted else None
+        return stored
 
     def claim_due(self, source: str, limit: int = SWEEP_BATCH) -> list[InboxEntry]:
         """Lease to this process up to ``limit`` pending updates nobody holds; oldest first.
