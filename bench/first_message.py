@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +187,11 @@ class Fakes:
             fake.stop()
 
 
-def _post(client: httpx.Client, connector: str, customer: str, fakes: Fakes, number: int) -> None:
+def _post(
+    client: httpx.Client, connector: str, customer: str, fakes: Fakes, number: int,
+    acked: Callable[[], None] | None = None,
+) -> None:  # fmt: skip
+    """POST the customer's first message as the platform does; ``acked`` is called once the webhook answered."""
     if connector == "whatsapp":
         message = text_message(customer, FIRST_MESSAGE)
         fakes.whatsapp.read_by[message["id"]] = customer
@@ -199,8 +203,6 @@ def _post(client: httpx.Client, connector: str, customer: str, fakes: Fakes, num
                                                    "from": {**chat, "is_bot": False}, "text": FIRST_MESSAGE}}  # fmt: skip
         answer = client.post("/webhooks/telegram/webhook", json=update,
                              headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})  # fmt: skip
-        if answer.is_success:  # Telegram runs a method given in the answer (the typing indicator)
-            fakes.telegram.run_webhook_answer(answer.json())
     else:
         graph = fakes.graph
         graph.customer_wrote(customer)
@@ -208,6 +210,10 @@ def _post(client: httpx.Client, connector: str, customer: str, fakes: Fakes, num
         raw = encoded(webhook_body(obj, account, [dm(customer, f"m_bench_{number}", account, text=FIRST_MESSAGE)]))
         answer = client.post(f"/webhooks/{connector}/webhook", content=raw, headers=signed_headers(raw))
     answer.raise_for_status()
+    if acked is not None:
+        acked()
+    if connector == "telegram":  # Telegram runs a method given in the answer (the typing indicator)
+        fakes.telegram.run_webhook_answer(answer.json())
 
 
 def _wait_for_turn(stamps: Stamps, customer: str) -> None:
@@ -323,8 +329,8 @@ def burst(customers: int, connections: int, work: Path, setting: Setting) -> dic
             def send(number: int) -> None:
                 customer = str(7_000_000 + number)
                 started[customer] = time.perf_counter()
-                _post(client, "telegram", customer, fakes, 10 + number)
-                acked[customer] = time.perf_counter()
+                _post(client, "telegram", customer, fakes, 10 + number,
+                      lambda: acked.__setitem__(customer, time.perf_counter()))  # fmt: skip
 
             with ThreadPoolExecutor(max_workers=connections) as pool:
                 list(pool.map(send, range(customers)))

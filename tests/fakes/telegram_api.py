@@ -57,7 +57,13 @@ def run_webhook_answer(base_url: str, token: str, answer: Any) -> None:
     # As a form, the way python-telegram-bot sends its own calls (so the fake records the same strings).
     form = {key: value if isinstance(value, str) else json.dumps(value) for key, value in answer.items()}
     del form["method"]
-    httpx.post(f"{base_url}{token}/{answer['method']}", data=form, timeout=10)
+    client = getattr(_CALLERS, "client", None)
+    if client is None:  # one kept-alive client per thread: a burst's posters run this at once
+        client = _CALLERS.client = httpx.Client(timeout=10)
+    client.post(f"{base_url}{token}/{answer['method']}", data=form)
+
+
+_CALLERS = threading.local()
 
 
 RASA_CREDENTIALS = rasa_credentials()
