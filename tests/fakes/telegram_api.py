@@ -19,10 +19,11 @@ import itertools
 import json
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 from aiohttp import web
 
 from tests.fakes.server import ERROR, UNKNOWN_METHOD, Call, Delivery, FakeServer, Fault, answers, free_port
@@ -57,13 +58,10 @@ def run_webhook_answer(base_url: str, token: str, answer: Any) -> None:
     # As a form, the way python-telegram-bot sends its own calls (so the fake records the same strings).
     form = {key: value if isinstance(value, str) else json.dumps(value) for key, value in answer.items()}
     del form["method"]
-    client = getattr(_CALLERS, "client", None)
-    if client is None:  # one kept-alive client per thread: a burst's posters run this at once
-        client = _CALLERS.client = httpx.Client(timeout=10)
-    client.post(f"{base_url}{token}/{answer['method']}", data=form)
-
-
-_CALLERS = threading.local()
+    # urllib: a client of httpx's would load its certificates first on every call, in a burst's every poster.
+    request = urllib.request.Request(f"{base_url}{token}/{answer['method']}", urllib.parse.urlencode(form).encode())
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        reply.read()
 
 
 RASA_CREDENTIALS = rasa_credentials()
