@@ -239,9 +239,10 @@ class WebhookConnector(InputChannel):
     inbox: Inbox
     output: RecordedOutput
     tasks: BackgroundTasks
-    # Whether the platform runs a call given in the webhook's answer (Telegram does): a new
-    # customer's typing indicator then rides on that answer (``typing_answer``), the first
-    # sign they see, instead of a call of its own after it.
+    # Whether the platform runs a call given in the webhook's answer (Telegram does): the
+    # typing indicator for a customer's text message the channel greets ahead (new customers
+    # greeted, returning ones not) then rides on that answer, the first sign they see, instead
+    # of a call of its own after it.
     typing_in_answer: ClassVar[bool] = False
 
     def open_inbox(self, store: ChannelStore | None = None, inbox: Inbox | None = None) -> Inbox:

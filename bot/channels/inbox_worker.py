@@ -44,6 +44,10 @@ def handling_at_once_from_env() -> int:
     return count_from_env(ENV_HANDLING_AT_ONCE, DEFAULT_HANDLING_AT_ONCE)
 
 
+Handler = Callable[[InboxEntry], Awaitable[None]]
+OnFailure = Callable[[InboxEntry, BaseException], Awaitable[None]]
+
+
 class InboxWorker:
     """Handles inbox entries of one source: at once when they arrive, later when they fail.
 
