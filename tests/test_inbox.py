@@ -24,7 +24,7 @@ from bot.channels.inbox import (
     InboxEntry,
     replies,
 )
-from bot.channels.inbox_worker import ENV_HANDLING_AT_ONCE, InboxWorker, handling_at_once_from_env
+from bot.channels.inbox_worker import ENV_HANDLING_AT_ONCE, InboxWorker
 from bot.channels.leases import owner_gone, process_owner
 
 SOURCE = "telegram:1"
@@ -250,10 +250,16 @@ async def test_a_newer_message_waiting_for_an_older_one_holds_no_place(
     assert handled == ["first", "second"]
 
 
-def test_a_malformed_handling_limit_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_malformed_handling_limit_is_a_clear_error(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ENV_HANDLING_AT_ONCE, "0")
     with pytest.raises(ValueError, match="FIRSTREPLY_HANDLING_AT_ONCE must be a whole number"):
-        handling_at_once_from_env()
+        InboxWorker(make_inbox(tmp_path, clock, "a"), SOURCE, _never_called, BackgroundTasks("test"))
+
+
+async def _never_called(entry: InboxEntry) -> None:
+    raise AssertionError(f"{entry.update_id} handled")
 
 
 POSTGRES_URL = os.environ.get("FIRSTREPLY_TEST_POSTGRES_URL")

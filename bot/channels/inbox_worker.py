@@ -35,15 +35,6 @@ ENV_HANDLING_AT_ONCE = "FIRSTREPLY_HANDLING_AT_ONCE"
 DEFAULT_HANDLING_AT_ONCE = 4
 
 
-def handling_at_once_from_env() -> int:
-    """Return how many updates of one source are handled at once (``$FIRSTREPLY_HANDLING_AT_ONCE``, default 4).
-
-    Raises:
-        ValueError: the value is not a whole number of at least 1.
-    """
-    return count_from_env(ENV_HANDLING_AT_ONCE, DEFAULT_HANDLING_AT_ONCE)
-
-
 Handler = Callable[[InboxEntry], Awaitable[None]]
 OnFailure = Callable[[InboxEntry, BaseException], Awaitable[None]]
 
@@ -73,7 +64,7 @@ class InboxWorker:
         self._tasks = tasks
         self._on_failure = on_failure
         self._running: set[str] = set()
-        self._at_once = handling_at_once_from_env()
+        self._at_once = count_from_env(ENV_HANDLING_AT_ONCE, DEFAULT_HANDLING_AT_ONCE)
         self._places: asyncio.Semaphore | None = None  # made on the loop that handles
 
     def start(self, entry: InboxEntry) -> None:
