@@ -9,7 +9,7 @@ step records it instead of sending it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,11 @@ from bot.channels.telegram_output import SECRET_HEADER, TelegramSettings, build_
 from bot.channels.telegram_poll import poll
 from bot.constants import GREETED_AT_EDGE
 from tests.channel_support import RecordingAgent
-from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
+from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.polling import until
 from tests.test_actions import tracker, user
 from tests.test_telegram_channel import GROUP_CHAT, MARIA_METADATA, SECRET, WEBHOOK, Served, message_update, serve
+from tests.test_telegram_channel import api, settings  # noqa: F401  (the fake Bot API and the connector's settings)
 
 pytestmark = pytest.mark.edge_greeting
 
@@ -95,17 +96,6 @@ def channel_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     path = tmp_path / "channels.db"
     monkeypatch.setenv("FIRSTREPLY_CHANNEL_DB", str(path))
     return path
-
-
-@pytest.fixture
-def api() -> Iterator[FakeTelegramAPI]:
-    with FakeTelegramAPI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def settings(api: FakeTelegramAPI) -> TelegramSettings:
-    return TelegramSettings(TOKEN, SECRET, api.base_url, "firstreply_test_bot")
 
 
 class DialogueAgent(RecordingAgent):

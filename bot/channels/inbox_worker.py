@@ -64,8 +64,8 @@ class InboxWorker:
         self._tasks = tasks
         self._on_failure = on_failure
         self._running: set[str] = set()
-        self._at_once = count_from_env(ENV_HANDLING_AT_ONCE, DEFAULT_HANDLING_AT_ONCE)
-        self._places: asyncio.Semaphore | None = None  # made on the loop that handles
+        # Bound to the loop of its first wait (Python 3.10's asyncio), so made here.
+        self._places = asyncio.Semaphore(count_from_env(ENV_HANDLING_AT_ONCE, DEFAULT_HANDLING_AT_ONCE))
 
     def start(self, entry: InboxEntry) -> None:
         """Handle ``entry`` in the background (it is leased to this process)."""
@@ -79,8 +79,6 @@ class InboxWorker:
         heartbeat = asyncio.get_running_loop().create_task(self._keep_lease(entry))
         try:
             await self._after_older(entry)  # holding no place: an older update may need one
-            if self._places is None:
-                self._places = asyncio.Semaphore(self._at_once)
             async with self._places:  # the lease is kept while it waits
                 await self._handle(entry)
         except Exception as error:  # every failure is retried: logged here, given back below
