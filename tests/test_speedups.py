@@ -126,3 +126,107 @@ def test_install_replaces_the_hot_spots_once() -> None:
     assert (RemoteAction._validate_action_result, rasa.core.processor.DaskGraphRunner) == first
     assert rasa.core.processor.DaskGraphRunner.__name__ == "SequentialGraphRunner"
     assert asyncio.iscoroutinefunction(first[0]) is False
+
+
+def _tracker_with_a_turn(domain: Any) -> DialogueStateTracker:
+    events = [
+        ActionExecuted("action_session_start"),
+        SessionStarted(),
+        ActionExecuted("action_listen"),
+        UserUttered("où est mon colis? ça fait 2 semaines / rien", {"name": "order_status", "confidence": 0.98},
+                    metadata={"greeted_at_edge": True, "big": 10**30}),
+    ]  # fmt: skip
+    return DialogueStateTracker.from_events("customer-1", events, domain.slots)
+
+
+@pytest.fixture(scope="module")
+def served_domain(runners: Dict[str, Any]) -> Any:
+    return runners["metadata"].domain
+
+
+def test_the_action_call_body_is_the_json_document_rasa_sends(served_domain: Any) -> None:
+    action = RemoteAction("action_acknowledge", None)
+    tracker = _tracker_with_a_turn(served_domain)
+    body = action._action_call_format(tracker, served_domain)
+    call = speedups._encoding_action_call_format(lambda *_: body)(action, tracker, served_domain)
+
+    assert isinstance(call, speedups.ActionCall)
+    import json
+
+    assert json.loads(call.encoded()) == json.loads(json.dumps(body))
+    assert json.loads(call.encoded())["domain"]["responses"]["utter_greeting"]
+
+
+def test_the_domain_is_encoded_once_per_domain(served_domain: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rasa.shared.core.domain import Domain
+
+    encoded: List[Any] = []
+    real = speedups._dumps
+    monkeypatch.setattr(speedups, "_dumps", lambda value: encoded.append(value) or real(value))
+    other = Domain.from_dict({"intents": ["greet"], "responses": {"utter_hi": [{"text": "hi"}]}})
+    first, again, elsewhere = (speedups.domain_json(d) for d in (served_domain, served_domain, other))
+
+    assert first is again
+    assert '"utter_hi"' in elsewhere and '"utter_hi"' not in first
+    assert sum(value is served_domain.as_dict() for value in encoded) <= 1
+    assert sum(value is other.as_dict() for value in encoded) == 1
+
+
+def test_what_ujson_cannot_encode_is_encoded_by_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(value: Any) -> str:
+        raise TypeError("not here")
+
+    monkeypatch.setattr(speedups.ujson, "dumps", refuse)
+    assert speedups._dumps({"a": [1, "é"]}) == '{"a": [1, "\\u00e9"]}'
+
+
+def test_a_body_without_the_domain_is_sent_as_it_is(served_domain: Any) -> None:
+    import json
+
+    call = speedups.ActionCall({"next_action": "action_x", "tracker": {"events": []}}, served_domain)
+    assert json.loads(call.encoded()) == {"next_action": "action_x", "tracker": {"events": []}}
+    assert b"responses" not in call.encoded()
+
+
+def test_the_action_server_receives_the_same_document_over_http(served_domain: Any) -> None:
+    import json
+
+    from aiohttp import web
+    from rasa.core.channels.channel import CollectingOutputChannel
+    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+    from rasa.utils.endpoints import EndpointConfig
+
+    received: List[bytes] = []
+    content_types: List[str] = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        content_types.append(request.content_type)
+        answer = {"events": [{"event": "slot", "name": "case_type", "value": "delivery"}], "responses": []}
+        return web.json_response(answer)
+
+    tracker = _tracker_with_a_turn(served_domain)
+
+    async def scenario() -> List[Any]:
+        app = web.Application()
+        app.router.add_post("/webhook", webhook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            speedups.install()
+            action = RemoteAction("action_acknowledge", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
+            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
+            return await action.run(CollectingOutputChannel(), nlg, tracker, served_domain)
+        finally:
+            await runner.cleanup()
+
+    events = asyncio.run(scenario())
+    assert [(e.key, e.value) for e in events] == [("case_type", "delivery")]
+    assert len(received) == 1 and content_types == ["application/json"]
+    # Rasa's own body for the same call, encoded by the standard library as Rasa does.
+    rasa_body = json.loads(json.dumps(RemoteAction("action_acknowledge", None)._action_call_format(tracker, served_domain)))
+    assert json.loads(received[0]) == rasa_body
+    assert rasa_body["domain"]["responses"] and rasa_body["tracker"]["latest_message"]["text"].startswith("où est")
