@@ -25,18 +25,28 @@ one indexed query). So a conversation another replica went on with, or one whose
 failed before its save, is read from the database as before. The database stays the truth:
 every save is written through in full, and what is written and published is exactly what
 Rasa's own store writes and publishes.
+
+**Off the event loop.** Rasa's store runs its queries inside the server's event loop, so every
+read and save of a conversation held up every other customer's message and webhook for as long
+as the database took (a PostgreSQL round trip, a SQLite file another worker was writing). Here
+the queries, and the decoding of the rows, run on a small thread pool of the store's own; the
+loop only waits for them. Publishing to the event broker stays on the loop, in Rasa's order
+(before the events are written).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from prometheus_client import Counter
 from rasa.core.brokers.broker import EventBroker
@@ -52,6 +62,9 @@ from sqlalchemy.pool import QueuePool
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
+# Threads each Rasa process gives its tracker store's queries (SQLite writes one at a time anyway).
+QUERY_THREADS = 4
+T = TypeVar("T")
 # How many conversations each Rasa process keeps in memory between messages (0: none).
 ENV_CACHE_SIZE = "FIRSTREPLY_TRACKER_CACHE"
 # Off by default: with it on, the two-replica Telegram tests (tests/integration/test_telegram_stack.py)
@@ -104,6 +117,21 @@ def _row(sender_id: str, new_event: Event) -> dict[str, Any]:
     }
 
 
+def _finished(start: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    """Run a coroutine of Rasa's that never waits (its database calls are synchronous) to its end, here."""
+    coroutine = start(*args)
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError(f"{getattr(start, '__qualname__', start)} waited for something; it cannot run off the loop")
+
+
+# Sentinel: a save's conversation is not kept in memory.
+_NOT_KEPT = object()
+
+
 class CachedSQLTrackerStore(SQLTrackerStore):
     """``SQLTrackerStore`` that keeps saved conversations in memory (see module doc).
 
@@ -120,6 +148,23 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         # the sender's newest event row then: their save need not count them again, and checks
         # that nobody else wrote to the conversation meanwhile.
         self._lent: OrderedDict[str, tuple[DialogueStateTracker, int, Optional[int]]] = OrderedDict()
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool_pid = -1
+
+    async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work(*args)`` (database calls) on the store's threads; wait for it without holding the loop."""
+        if self._pool is None or self._pool_pid != os.getpid():  # a forked worker makes its own
+            self._pool = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="firstreply-trackers")
+            self._pool_pid = os.getpid()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: work(*args))
+
+    async def _retrieve(self, sender_id: str, fetch_events_from_all_sessions: bool) -> Optional[DialogueStateTracker]:
+        """Rasa's read of a conversation (``SQLTrackerStore._retrieve``), run on the store's threads."""
+        return await self._off_loop(_finished, super()._retrieve, sender_id, fetch_events_from_all_sessions)
+
+    async def keys(self) -> Any:
+        """Rasa's list of conversations (``SQLTrackerStore.keys``), run on the store's threads."""
+        return await self._off_loop(_finished, super().keys)
 
     async def retrieve(self, sender_id: str) -> Optional[DialogueStateTracker]:
         """Return the latest session of ``sender_id``'s conversation: from memory when still current.
@@ -129,8 +174,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         """
         kept = self._kept.pop(sender_id, None)
         if kept is not None and kept.domain is self.domain:
-            with self.session_scope() as session:
-                current = self._newest_id(session, sender_id)
+            current = await self._off_loop(self._newest_id_now, sender_id)
             if current == kept.newest_id:
                 CACHE_READS.labels("hit").inc()
                 self._lent[sender_id] = (kept.tracker, kept.stored, kept.newest_id)
@@ -150,30 +194,50 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         sender_id = tracker.sender_id
         self._kept.pop(sender_id, None)
         lent = self._lent.pop(sender_id, None)
+        if lent is not None and lent[0] is tracker and len(tracker.events) >= lent[1]:
+            stored = lent[1]
+        else:
+            stored = await self._off_loop(self._stored_now, sender_id)
+        new_events = list(itertools.islice(tracker.events, stored, len(tracker.events)))
+        if self.event_broker is not None:
+            await self._stream_new_events(self.event_broker, new_events, sender_id)
+        newest_id = await self._off_loop(self._write, tracker, new_events, stored, lent)
+        if newest_id is not _NOT_KEPT:
+            self._keep(tracker, newest_id)  # type: ignore[arg-type]
+
+    def _stored_now(self, sender_id: str) -> int:
         with self.session_scope() as session:
-            if lent is not None and lent[0] is tracker and len(tracker.events) >= lent[1]:
-                stored = lent[1]
-            else:
-                stored = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
-            new_events = list(itertools.islice(tracker.events, stored, len(tracker.events)))
-            if self.event_broker is not None:
-                await self._stream_new_events(self.event_broker, new_events, sender_id)
+            return int(self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count())
+
+    def _newest_id_now(self, sender_id: str) -> Optional[int]:
+        with self.session_scope() as session:
+            return self._newest_id(session, sender_id)
+
+    def _write(
+        self, tracker: DialogueStateTracker, new_events: list[Event], stored: int,
+        lent: Optional[tuple[DialogueStateTracker, int, Optional[int]]],
+    ) -> Any:  # fmt: skip
+        """Write ``new_events``; return the sender's newest event row if the tracker may be kept, else ``_NOT_KEPT``."""
+        sender_id = tracker.sender_id
+        with self.session_scope() as session:
             if new_events:
                 session.execute(self.SQLEvent.__table__.insert(), [_row(sender_id, e) for e in new_events])
             session.commit()
-            if self.cache_size and self.domain is not None:
-                # Kept only if the database would give back exactly these events: a new
-                # conversation's first save holds one event before its session start that a
-                # read leaves out, so its next message reads the database once; and a
-                # conversation someone else wrote to since it was lent (another replica whose
-                # lock outlived, an event appended over the HTTP API) is read again next time.
-                if (lent is not None and stored == lent[1] and not any(isinstance(e, SessionStarted) for e in new_events)
-                        and self._written_since(session, sender_id, lent[2]) == len(new_events)):
-                    in_session = stored + len(new_events)
-                else:
-                    in_session = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
-                if in_session == len(tracker.events):
-                    self._keep(tracker, self._newest_id(session, sender_id))
+            if not self.cache_size or self.domain is None:
+                return _NOT_KEPT
+            # Kept only if the database would give back exactly these events: a new
+            # conversation's first save holds one event before its session start that a
+            # read leaves out, so its next message reads the database once; and a
+            # conversation someone else wrote to since it was lent (another replica whose
+            # lock outlived, an event appended over the HTTP API) is read again next time.
+            if (lent is not None and stored == lent[1] and not any(isinstance(e, SessionStarted) for e in new_events)
+                    and self._written_since(session, sender_id, lent[2]) == len(new_events)):
+                in_session = stored + len(new_events)
+            else:
+                in_session = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
+            if in_session != len(tracker.events):
+                return _NOT_KEPT
+            return self._newest_id(session, sender_id)
 
     def _written_since(self, session: Session, sender_id: str, newest_id: Optional[int]) -> int:
         """Return how many events of ``sender_id`` the database holds after row ``newest_id`` (indexed, only those rows)."""

@@ -221,3 +221,91 @@ def test_cache_size_from_the_environment(raw: str, size: int) -> None:
 def test_a_malformed_cache_size_is_named(raw: str) -> None:
     with pytest.raises(ValueError, match="FIRSTREPLY_TRACKER_CACHE"):
         cache_size_from_env({"FIRSTREPLY_TRACKER_CACHE": raw})
+
+
+# --- the store's queries run off the event loop ----------------------------------------------
+
+from typing import Any  # noqa: E402
+
+from bot.trackers import _finished  # noqa: E402
+
+
+def _call(store: SQLiteTrackerStore, step: str, tracker: DialogueStateTracker) -> Any:
+    return {
+        "save": lambda: store.save(tracker),
+        "retrieve": lambda: store.retrieve("maria"),
+        "retrieve_full_tracker": lambda: store.retrieve_full_tracker("maria"),
+        "keys": lambda: store.keys(),
+    }[step]()
+
+
+async def _ticks_while(call: Any, release: Any) -> tuple[int, bool, Any]:
+    """Count the loop's 10 ms ticks (30 of them) while ``call`` is pending; then ``release()`` it and await it."""
+    task = asyncio.ensure_future(call)
+    ticks = 0
+    for _ in range(30):
+        await asyncio.sleep(0.01)
+        ticks += not task.done()
+    pending = not task.done()
+    release()
+    return ticks, pending, await task
+
+
+def _saved_texts(store: SQLiteTrackerStore) -> list[str]:
+    stored = asyncio.run(store.retrieve("maria"))
+    assert stored is not None
+    return [e.text for e in stored.events if isinstance(e, UserUttered)]
+
+
+@pytest.mark.parametrize("step", ["save", "retrieve", "retrieve_full_tracker", "keys"])
+def test_a_slow_database_does_not_hold_the_loop(tmp_path: Path, step: str) -> None:
+    import threading
+
+    from sqlalchemy import event as sqlalchemy_event
+
+    store = SQLiteTrackerStore(domain=DOMAIN, db=str(tmp_path / "trackers.db"), cache_size=0)
+    tracker = DialogueStateTracker.from_events("maria", [UserUttered("where is my parcel")], DOMAIN.slots)
+    asyncio.run(store.save(tracker))
+    tracker.update(UserUttered("AC-2291734"))
+    # Every query now waits, as one to a distant or busy database does, until released.
+    gate = threading.Event()
+    sqlalchemy_event.listen(store.engine, "before_cursor_execute", lambda *_: gate.wait(10))
+
+    ticks, pending, result = asyncio.run(_ticks_while(_call(store, step, tracker), gate.set))
+
+    assert pending, "the store did not wait for the database: the test proves nothing"
+    assert ticks == 30
+    if step in ("retrieve", "retrieve_full_tracker"):
+        assert [e.text for e in result.events if isinstance(e, UserUttered)] == ["where is my parcel"]
+    elif step == "keys":
+        assert list(result) == ["maria"]
+    else:
+        assert _saved_texts(store) == ["where is my parcel", "AC-2291734"]
+
+
+def test_a_save_waiting_for_another_workers_write_does_not_hold_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "trackers.db"
+    store = SQLiteTrackerStore(domain=DOMAIN, db=str(path), cache_size=0)
+    tracker = DialogueStateTracker.from_events("maria", [UserUttered("where is my parcel")], DOMAIN.slots)
+    asyncio.run(store.save(tracker))
+    tracker.update(UserUttered("AC-2291734"))
+    other = sqlite3.connect(path, isolation_level=None, timeout=30)  # another worker of the machine
+    other.execute("BEGIN IMMEDIATE")
+
+    ticks, pending, _ = asyncio.run(_ticks_while(store.save(tracker), lambda: other.execute("COMMIT")))
+
+    assert pending and ticks == 30
+    assert _saved_texts(store) == ["where is my parcel", "AC-2291734"]
+
+
+def test_a_coroutine_that_waits_is_refused_off_the_loop() -> None:
+    async def waits() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    async def never_waits(x: int) -> int:
+        return x + 1
+
+    assert _finished(never_waits, 1) == 2
+    with pytest.raises(RuntimeError, match="cannot run off the loop"):
+        _finished(waits)
