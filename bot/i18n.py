@@ -140,9 +140,20 @@ def _detector() -> "LanguageDetector":
     return LanguageDetectorBuilder.from_languages(*languages).build()
 
 
+# Lingua loads a language's models when a text first needs them (by script, and by the n-gram
+# lengths a text of that size uses): one sentence in each script family that has models loads
+# what any later message needs. A two-word text left most of them to the first customer (1.7 s).
+WARM_UP_TEXTS = (
+    "Every language model is loaded now, before the first customer writes",
+    "Все языковые модели загружены заранее",
+    "所有语言模型都已提前加载。配送はいつですか",
+)
+
+
 def warm_up_detector() -> None:
-    """Load lingua's language models now rather than on the first message."""
-    _detector().compute_language_confidence_values("warm up")
+    """Load lingua's language models now rather than on the first messages (about 3 s, 380 MB)."""
+    for text in WARM_UP_TEXTS:
+        _detector().compute_language_confidence_values(text)
 
 
 @lru_cache(maxsize=4096)

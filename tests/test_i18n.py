@@ -166,3 +166,27 @@ def test_amounts_and_dates_follow_the_locale() -> None:
     assert format_amount(1234.5, "fr") == "1\u202f234,5"
     assert format_day(date(2026, 12, 7), "es") == "7 dic 2026"
     assert format_day(date(2026, 12, 7), "it") == "7 dic 2026"
+
+
+def test_the_warm_up_loads_every_model_a_customer_message_needs() -> None:
+    # In a fresh interpreter (lingua keeps its models process-wide): after the warm-up, reading
+    # messages in every script the detector weighs loads nothing more (the lazy loads are
+    # hundreds of MB; a warm-up on a two-word text left 300 MB of them to the first customer).
+    import subprocess
+    import sys
+
+    script = """
+import resource
+from bot.i18n import detect_language, warm_up_detector
+warm_up_detector()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for text in ["Hi, where is my parcel? I ordered it last week", "Wo ist mein Paket? Ich habe es bestellt",
+             "Zamowienie nie dotarlo do mnie", "где моя посылка", "де моя посилка", "我的包裹在哪里",
+             "配送はいつですか", "مرحبا أين طلبي", "שלום איפה ההזמנה", "Γεια σας πού είναι", "नमस्ते मेरा ऑर्डर",
+             "สวัสดีครับ", "안녕하세요 주문", "ok"]:
+    detect_language(text)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    grown_mb = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                                  cwd=Path(__file__).resolve().parent.parent).stdout.split()[-1])  # fmt: skip
+    assert grown_mb < 20
