@@ -67,7 +67,21 @@ from tests.processes import write_endpoints
 
 CONNECTORS = ("telegram", "messenger", "instagram", "whatsapp")
 TELEGRAM_SECRET = "bench-first-message-secret"
-FIRST_MESSAGE = "Hi, where is my parcel? I ordered it last week"
+# Each customer writes their own words: the NLU keeps the embeddings of texts it read lately,
+# so a burst of one identical message would measure that memory, not the reading.
+FIRST_MESSAGES = (
+    "Hi, where is my parcel? I ordered it last week, order {n}",
+    "my order {n} still hasn't arrived and it's been 10 days",
+    "Tracking for order {n} hasn't moved since Monday. Where is it?",
+    "Hello, I paid for express delivery on order {n} and it is late",
+    "Where is my package?? order number {n}, nothing since the 3rd",
+    "hey my delivery {n} was supposed to come yesterday, still waiting",
+)
+
+
+def first_message(number: int) -> str:
+    """Return customer ``number``'s first message: a late delivery, in words of their own."""
+    return FIRST_MESSAGES[number % len(FIRST_MESSAGES)].format(n=480_000 + number * 37)
 TURN_TIMEOUT_S = 60.0
 QUIET_S = 0.6
 # The burst: how many new customers write at once, over how many connections, and what their first answer is.
@@ -193,21 +207,21 @@ def _post(
 ) -> None:  # fmt: skip
     """POST the customer's first message as the platform does; ``acked`` is called once the webhook answered."""
     if connector == "whatsapp":
-        message = text_message(customer, FIRST_MESSAGE)
+        message = text_message(customer, first_message(number))
         fakes.whatsapp.read_by[message["id"]] = customer
         raw, headers = signed(notification([message], names={customer: "Maria Keller"}))
         answer = client.post("/webhooks/whatsapp/webhook", content=raw, headers=headers)
     elif connector == "telegram":
         chat = {"id": int(customer), "type": "private", "first_name": "Maria"}
         update = {"update_id": number, "message": {"message_id": number, "date": int(time.time()), "chat": chat,
-                                                   "from": {**chat, "is_bot": False}, "text": FIRST_MESSAGE}}  # fmt: skip
+                                                   "from": {**chat, "is_bot": False}, "text": first_message(number)}}  # fmt: skip
         answer = client.post("/webhooks/telegram/webhook", json=update,
                              headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})  # fmt: skip
     else:
         graph = fakes.graph
         graph.customer_wrote(customer)
         obj, account = ("page", PAGE_ID) if connector == "messenger" else ("instagram", IG_ID)
-        raw = encoded(webhook_body(obj, account, [dm(customer, f"m_bench_{number}", account, text=FIRST_MESSAGE)]))
+        raw = encoded(webhook_body(obj, account, [dm(customer, f"m_bench_{number}", account, text=first_message(number))]))
         answer = client.post(f"/webhooks/{connector}/webhook", content=raw, headers=signed_headers(raw))
     answer.raise_for_status()
     if acked is not None:
