@@ -82,6 +82,68 @@ async def test_switched_off_the_reply_stays_in_doubt_until_the_loop_comes_back(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("switch", ["on", "off"])
+async def test_messenger_replies_are_recorded_on_the_sending_thread_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str
+) -> None:
+    from bot.channels.graph_client import GraphClient
+    from bot.channels.meta_output import MESSENGER_PLATFORM, MetaOutput
+    from tests.fakes.graph_api import PAGE_ID, FakeGraphAPI
+    from tests.fakes.graph_api import TOKEN as PAGE_TOKEN
+
+    monkeypatch.setenv(ENV_SENDING_THREAD, switch)
+    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
+    inbox = Inbox(store.engine, owner="test")
+    with FakeGraphAPI() as graph:
+        graph.answer_latency = ANSWER_LATENCY_S
+        graph.customer_wrote(CHAT)
+        client = GraphClient(PAGE_TOKEN, graph.base_url)
+        output = MetaOutput(client, MESSENGER_PLATFORM, PAGE_ID, inbox=inbox).for_message("messenger:m_1")
+        assert output.origin is not None and output.on_sending_thread() == (switch == "on")
+
+        sending = asyncio.create_task(output.send_text_message(CHAT, "Thanks, we are on it."))
+        await graph.wait_for_async("messages", 1, timeout=10)
+        time.sleep(BUSY_S)  # the dialogue of other customers, run on the same loop
+        state = inbox.reply_states(output.origin)[0]
+        await sending
+        # The caller's loop has a client of its own for calls made there (the typing indicator).
+        await client.post(f"{PAGE_ID}/messages", {"recipient": {"id": CHAT}, "sender_action": "typing_on"})
+        await client.close()
+
+        assert state == (SENT if switch == "on" else SENDING_STATE)
+        assert inbox.reply_states(output.origin)[0] == SENT
+        assert [d.text for d in graph.deliveries()] == ["Thanks, we are on it."]
+        assert len(graph.calls("messages")) == 1 and len(graph.calls("sender_action")) == 1
+    store.dispose()
+
+
+@pytest.mark.asyncio
+async def test_a_client_per_loop_is_built_and_closed_on_its_own_thread() -> None:
+    from bot.channels.sending import PerLoop
+
+    class Client:
+        def __init__(self) -> None:
+            self.built_on = threading.current_thread().name
+            self.closed_on: str | None = None
+
+        async def aclose(self) -> None:
+            self.closed_on = threading.current_thread().name
+
+    clients: PerLoop[Client] = PerLoop(Client, lambda client: client.closed_on is not None)
+
+    async def on_the_thread() -> Client:
+        return clients.get()
+
+    mine, again = clients.get(), clients.get()
+    own = await SENDING_THREAD.run(on_the_thread())
+    assert mine is again and own is not mine
+    assert own.built_on == SENDING_THREAD.name and mine.built_on == threading.current_thread().name
+    await clients.close(lambda client: client.aclose())
+    assert (mine.closed_on, own.closed_on) == (mine.built_on, SENDING_THREAD.name)
+    assert clients.get() is not mine  # a new one after closing
+
+
+@pytest.mark.asyncio
 async def test_a_bot_not_built_for_two_loops_sends_on_the_caller_s_loop(
     api: FakeTelegramAPI, tmp_path: Path
 ) -> None:

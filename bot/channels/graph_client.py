@@ -8,7 +8,9 @@ this is a thin layer over ``httpx``, the HTTP library the project already uses:
 - every failure is a ``bot.channels.meta.GraphError`` carrying Meta's code and subcode,
   whatever shape the answer had (a body that is not JSON keeps only the HTTP status);
 - rate limits (codes 4, 613, HTTP 429) and network failures are retried with back-off,
-  up to ``max_attempts``; everything else is raised at once for the caller to judge.
+  up to ``max_attempts``; everything else is raised at once for the caller to judge;
+- one HTTP client for the sending thread and one for the caller's loop
+  (``bot.channels.sending.PerLoop``): the replies go out on the sending thread.
 
 Anchors: Meta's Send API and Graph API error-handling references.
 """
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 
 from bot.channels.meta import GraphError
+from bot.channels.sending import PerLoop
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +50,22 @@ class GraphClient:
         """Build the client (no network call); ``close`` releases its connections."""
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
-        self._http = httpx.AsyncClient(
-            base_url=f"{base_url.rstrip('/')}/{GRAPH_VERSION}/",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
+        self._clients: PerLoop[httpx.AsyncClient] = PerLoop(
+            lambda: httpx.AsyncClient(
+                base_url=f"{base_url.rstrip('/')}/{GRAPH_VERSION}/",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=timeout,
+            ),
+            lambda client: client.is_closed,
         )
 
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        return self._clients.get()
+
     async def close(self) -> None:
-        """Close the HTTP connections."""
-        await self._http.aclose()
+        """Close the HTTP connections (the sending thread's on its own loop)."""
+        await self._clients.close(lambda client: client.aclose())
 
     async def post(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``payload`` (JSON) to ``path``; return Meta's answer.

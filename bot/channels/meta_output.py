@@ -179,6 +179,7 @@ class MetaOutput(RecordedOutput):
     """Sends to one Page's or Instagram account's customers: Rasa's replies and the agents'."""
 
     text_limit: ClassVar[int] = MESSENGER_PLATFORM.text_limit
+    sends_on_own_thread = True  # the Graph client keeps an HTTP client per loop
 
     def __init__(self, client: GraphClient, platform: Platform, account_id: str, inbox: Inbox | None = None) -> None:
         """Send through ``client`` as ``account_id``; record replies to an event in ``inbox``."""

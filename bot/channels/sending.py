@@ -103,6 +103,47 @@ class SendingThread:
 
 
 SENDING_THREAD = SendingThread()
+C = TypeVar("C")
+
+
+class PerLoop(Generic[C]):
+    """A platform's HTTP client, one for the sending thread and one for the caller's loop.
+
+    An HTTP client (httpx's, aiohttp's) belongs to the event loop it first ran on; a sender
+    whose calls run on the sending thread (``RecordedOutput.sends_on_own_thread``) also makes
+    calls from Rasa's loop (typing indicators, set-up, the desk), so it keeps one of each.
+    """
+
+    def __init__(self, build: Callable[[], C], closed: Callable[[C], bool] = lambda _client: False) -> None:
+        """``build()`` makes a client; ``closed(client)`` says one was closed (it is then built again)."""
+        self._build = build
+        self._closed = closed
+        self._clients: dict[bool, C] = {}
+
+    def get(self) -> C:
+        """Return the caller's loop's client (the sending thread's when called there)."""
+        here = SENDING_THREAD.here()
+        client = self._clients.get(here)
+        if client is None or (here and self._closed(client)):
+            client = self._clients[here] = self._build()
+        return client
+
+    def set(self, client: C) -> None:
+        """Make ``client`` the caller's loop's client."""
+        self._clients[SENDING_THREAD.here()] = client
+
+    def take_sending_threads(self) -> C | None:
+        """Forget the sending thread's client and return it (to be closed on that thread), if any."""
+        return self._clients.pop(True, None)
+
+    async def close(self, aclose: Callable[[C], Coroutine[Any, Any, Any]]) -> None:
+        """Close both clients, each on its own loop (``aclose(client)``)."""
+        own = self.take_sending_threads()
+        mine = self._clients.pop(SENDING_THREAD.here(), None)
+        if mine is not None:
+            await aclose(mine)
+        if own is not None and not self._closed(own):
+            await SENDING_THREAD.run(aclose(own))
 
 
 class GroupedIntake(Generic[A, R]):

@@ -28,7 +28,7 @@ from bot.channels.common import credential
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
 from bot.channels.replies import RecordedOutput
-from bot.channels.sending import SENDING_THREAD
+from bot.channels.sending import SENDING_THREAD, PerLoop
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -110,25 +110,21 @@ class _Request(HTTPXRequest):
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        self._clients: dict[bool, httpx.AsyncClient] = {}
+        self._clients: PerLoop[httpx.AsyncClient] = PerLoop(lambda: self._build_client(), lambda c: c.is_closed)
         super().__init__(**kwargs)
 
     @property  # type: ignore[override]
     def _client(self) -> httpx.AsyncClient:
-        here = SENDING_THREAD.here()
-        client = self._clients.get(here)
-        if client is None or (here and client.is_closed):
-            client = self._clients[here] = self._build_client()
-        return client
+        return self._clients.get()
 
     @_client.setter
     def _client(self, client: httpx.AsyncClient) -> None:
-        self._clients[SENDING_THREAD.here()] = client
+        self._clients.set(client)
 
     async def shutdown(self) -> None:
         """Close the caller's client, and the sending thread's on its own loop."""
         await super().shutdown()
-        own = self._clients.pop(True, None)
+        own = self._clients.take_sending_threads()
         if own is not None and not SENDING_THREAD.here() and not own.is_closed:
             await SENDING_THREAD.run(own.aclose())
 
