@@ -30,7 +30,7 @@ from bot.constants import (
     SLOT_CUSTOMER_NAME,
     SMALL_TALK_INTENTS,
 )
-from bot.nlu.language_guard import understood_as_written
+from bot.i18n import understood_as_written
 from bot.nlu.signals import read_signals
 
 UPSET_SCORE = 0.5

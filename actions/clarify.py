@@ -11,7 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.acknowledge import greet_if_new, pause_if_case_open
 from actions.base import DomainDict, ServiceAction, case_labels, case_types, customer_language, response_text
 from bot import conversation
-from bot.nlu.language_guard import understood_as_written
+from bot.i18n import understood_as_written
 from bot.constants import (
     ACTION_ADD_DETAIL,
     ACTION_DID_YOU_MEAN,

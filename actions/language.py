@@ -11,7 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.base import DomainDict
 from bot.constants import ACTION_SET_LANGUAGE, SLOT_LANGUAGE, SLOT_LANGUAGE_NOTE
 from bot.i18n import REASON_UNCLEAR
-from bot.nlu.language_guard import DETECTION_KEY
+from bot.i18n import DETECTION_KEY
 
 
 class ActionSetLanguage(Action):

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 DEFAULT_LANGUAGE = "en"
 # The languages FirstReply has responses and training examples for; support.yml switches
 # on some or all of them.
+# What the NLU's language guard (``bot.nlu.language_guard``) adds to every parse result: the
+# language to answer in, and the whole reading (``Reply.as_dict``). Here, so that the action
+# server reads them without importing the NLU component (and Rasa's engine with it).
+LANGUAGE_KEY = "language"
+DETECTION_KEY = "language_detection"
 KNOWN_LANGUAGES: tuple[str, ...] = ("en", "es", "fr", "de", "pt", "it")
 # Languages lingua also weighs, so that a message in one of them is recognised as "not
 # switched on" instead of being read as its nearest known neighbour (Dutch as German,
@@ -408,3 +413,9 @@ def first_present(values: Iterable[Any]) -> Optional[str]:
         if code:
             return str(value)
     return None
+
+
+def understood_as_written(parse: Mapping[str, Any]) -> bool:
+    """Return whether a parse result (a tracker's ``latest_message``) was understood as written."""
+    detection = parse.get(DETECTION_KEY)
+    return not isinstance(detection, Mapping) or bool(detection.get("understood", True))

@@ -730,3 +730,21 @@ def test_a_message_not_understood_is_offered_a_person_not_guessed_choices(domain
     fresh = CollectingDispatcher()
     ActionDidYouMean().run(fresh, tracker([message]), domain)
     assert sent(fresh) == ["utter_language_unclear"]
+
+
+def test_the_action_server_does_not_load_the_nlu_or_tensorflow() -> None:
+    # Every action module, in a fresh interpreter as rasa_sdk loads them: the NLU's components
+    # (and with them Rasa's engine and TensorFlow, 460 MB and seconds of start-up) stay in Rasa.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, pkgutil, importlib, actions\n"
+        "for module in pkgutil.iter_modules(actions.__path__): importlib.import_module('actions.' + module.name)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow' or m.startswith(('rasa.engine', "
+        "'bot.nlu.language_guard', 'bot.nlu.featurizer', 'lingua'))))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parent.parent).stdout.strip().splitlines()[-1]  # fmt: skip
+    assert loaded == "[]"

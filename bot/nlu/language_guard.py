@@ -27,10 +27,10 @@ from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, PREDICTED_CONF
 from rasa.shared.nlu.training_data.message import Message
 
 from bot.constants import LANGUAGE_METADATA_KEYS
-from bot.i18n import KNOWN_LANGUAGES, detect_language, first_present, reply_language, warm_up_detector
+from bot.i18n import DETECTION_KEY, KNOWN_LANGUAGES, LANGUAGE_KEY, detect_language, first_present, reply_language
+from bot.i18n import understood_as_written, warm_up_detector
 
-LANGUAGE_KEY = "language"
-DETECTION_KEY = "language_detection"
+__all__ = ["DETECTION_KEY", "LANGUAGE_KEY", "LanguageGuard", "switched_on_languages", "understood_as_written"]
 METADATA_KEY = "metadata"
 
 
@@ -40,12 +40,6 @@ def switched_on_languages(trained: List[str]) -> List[str]:
 
     answer_in = load_support_config().languages.answer_in
     return [code for code in answer_in if code in trained] or trained[:1]
-
-
-def understood_as_written(parse: Dict[Text, Any]) -> bool:
-    """Return whether a parse result (a tracker's ``latest_message``) was understood as written."""
-    detection = parse.get(DETECTION_KEY)
-    return not isinstance(detection, dict) or bool(detection.get("understood", True))
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False)
