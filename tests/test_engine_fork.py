@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+import pytest
 
 from sqlalchemy import text
 
@@ -33,3 +36,43 @@ def test_a_forked_worker_opens_its_own_connection(tmp_path: Path) -> None:
     with engine.connect() as connection:  # and the parent's still works
         assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 1
         assert connection.connection.dbapi_connection is parents
+
+
+def test_what_the_launcher_loads_before_the_fork_serves_the_forked_worker(tmp_path: Path) -> None:
+    # In a fresh interpreter: the launcher loads lingua's models and config.yml's encoders; a worker
+    # forked afterwards uses those very objects (shared pages, nothing loaded again) and they work.
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.yml"
+    config.write_text("pipeline:\n  - name: bot.nlu.featurizer.SentenceEncoderFeaturizer\n    encoders: [all-minilm-l6-v2]\n")
+    script = f"""
+import os, sys
+from pathlib import Path
+from bot import launcher
+from bot.i18n import _detector, detect_language
+from bot.nlu import encoder, featurizer, multilingual
+launcher.preload_for_workers(Path({str(config)!r}))
+parent = (id(_detector()), id(encoder._SHARED._made), multilingual._SHARED._made is None, featurizer._ACTIVE)
+read, write = os.pipe()
+if os.fork() == 0:
+    vector = featurizer.encode_texts(["where is my parcel"])
+    child = (id(_detector()), id(encoder._SHARED._made), multilingual._SHARED._made is None, featurizer._ACTIVE)
+    os.write(write, repr((child == parent, vector.shape, detect_language("où est mon colis").language)).encode())
+    os._exit(0)
+os.wait()
+print(os.read(read, 1000).decode())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    assert done.stdout.strip().splitlines()[-1] == "(True, (1, 384), 'fr')"
+
+
+def test_a_config_the_launcher_cannot_read_leaves_the_encoders_to_each_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot import launcher
+
+    with caplog.at_level(logging.INFO, logger="bot.launcher"):
+        launcher.preload_for_workers(tmp_path / "missing.yml")
+    assert "encoders not loaded ahead of the workers (FileNotFoundError" in caplog.text
