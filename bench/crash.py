@@ -104,7 +104,8 @@ async def _sweep(
         customers = new_customers(first_id + 1000 * trial, CUSTOMERS)
         label = f"{name}/{platform.name}"
         trial_of = run_webchat_trial if isinstance(platform, WebChatPlatform) else run_trial
-        outcome: Outcome = await trial_of(stack, platform, label, customers, target, rng.uniform(*KILL_WINDOW_S), rng)
+        window = results["settings"]["kill_window_s"]
+        outcome: Outcome = await trial_of(stack, platform, label, customers, target, rng.uniform(*window), rng)
         entry["trials"].append(outcome.as_dict())
         log(f"{label} trial {trial + 1}/{trials}: {outcome.killed} at {outcome.kill_at_s} s: lost {outcome.lost}, "
             f"greeted twice {outcome.greeted_twice}, repeated {outcome.repeated} "
@@ -268,6 +269,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--kills", nargs="+", choices=KILLS, default=KILLS,
                         help="what may be killed, where the stack has it (default: all)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=None, help="replay a sweep (default: drawn, and reported)")
+    parser.add_argument("--kill-window", nargs=2, type=float, default=KILL_WINDOW_S, metavar=("FROM", "TO"),
+                        help=f"seconds into a burst a kill is drawn from (default {KILL_WINDOW_S[0]} {KILL_WINDOW_S[1]}); "
+                             "a faster server finishes a burst sooner")  # fmt: skip
     add_output_arguments(parser, RESULTS, "crash-latest")
     args = parser.parse_args(argv)
     if not ready_to_run(MODEL):
@@ -276,7 +280,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rng = random.Random(seed)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="firstreply-bench-crash-"))
-    settings = {"trials": args.trials, "customers": CUSTOMERS, "kill_window_s": KILL_WINDOW_S, "seed": seed,
+    settings = {"trials": args.trials, "customers": CUSTOMERS, "kill_window_s": tuple(args.kill_window), "seed": seed,
                 "platforms": args.platforms, "kills": args.kills,
                 "reply_calls": os.environ.get("FIRSTREPLY_REPLY_CALLS", "default")}  # fmt: skip
     results: Dict[str, Any] = {
