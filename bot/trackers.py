@@ -207,7 +207,11 @@ class CachedSQLTrackerStore(SQLTrackerStore):
 
     def _stored_now(self, sender_id: str) -> int:
         with self.session_scope() as session:
-            return int(self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count())
+            return self._in_session(session, sender_id)
+
+    def _in_session(self, session: Session, sender_id: str) -> int:
+        """Return how many events of ``sender_id``'s latest session the database holds."""
+        return int(self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count())
 
     def _newest_id_now(self, sender_id: str) -> Optional[int]:
         with self.session_scope() as session:
@@ -234,7 +238,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
                     and self._written_since(session, sender_id, lent[2]) == len(new_events)):
                 in_session = stored + len(new_events)
             else:
-                in_session = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
+                in_session = self._in_session(session, sender_id)
             if in_session != len(tracker.events):
                 return _NOT_KEPT
             return self._newest_id(session, sender_id)

@@ -132,18 +132,18 @@ class PerLoop(Generic[C]):
         """Make ``client`` the caller's loop's client."""
         self._clients[SENDING_THREAD.here()] = client
 
-    def take_sending_threads(self) -> C | None:
-        """Forget the sending thread's client and return it (to be closed on that thread), if any."""
-        return self._clients.pop(True, None)
+    async def close_sending_threads(self, aclose: Callable[[C], Coroutine[Any, Any, Any]]) -> None:
+        """Forget the sending thread's client and close it there (``aclose(client)``), unless closed already."""
+        own = self._clients.pop(True, None)
+        if own is not None and not self._closed(own):
+            await SENDING_THREAD.run(aclose(own))
 
     async def close(self, aclose: Callable[[C], Coroutine[Any, Any, Any]]) -> None:
         """Close both clients, each on its own loop (``aclose(client)``)."""
-        own = self.take_sending_threads()
         mine = self._clients.pop(SENDING_THREAD.here(), None)
         if mine is not None:
             await aclose(mine)
-        if own is not None and not self._closed(own):
-            await SENDING_THREAD.run(aclose(own))
+        await self.close_sending_threads(aclose)
 
 
 class GroupedIntake(Generic[A, R]):

@@ -28,7 +28,7 @@ from bot.channels.common import credential
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
 from bot.channels.replies import RecordedOutput
-from bot.channels.sending import SENDING_THREAD, PerLoop
+from bot.channels.sending import PerLoop
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,9 +124,7 @@ class _Request(HTTPXRequest):
     async def shutdown(self) -> None:
         """Close the caller's client, and the sending thread's on its own loop."""
         await super().shutdown()
-        own = self._clients.take_sending_threads()
-        if own is not None and not SENDING_THREAD.here() and not own.is_closed:
-            await SENDING_THREAD.run(own.aclose())
+        await self._clients.close_sending_threads(lambda client: client.aclose())
 
 
 def build_bot(settings: TelegramSettings) -> Bot:
