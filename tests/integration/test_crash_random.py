@@ -52,6 +52,7 @@ def test_random_kills_in_a_burst_lose_nothing_greet_nobody_twice_and_repeat_only
     stack: SoloStack, api: FakeTelegramAPI
 ) -> None:
     rng = random.Random(SEED)
+    recorded = []
     print(f"\nrandom kills: seed {SEED} (FIRSTREPLY_CRASH_SEED={SEED} replays it)")
     for trial in range(TRIALS):
         target = RASA if trial == 0 else rng.choice(stack.targets)
@@ -66,6 +67,8 @@ def test_random_kills_in_a_burst_lose_nothing_greet_nobody_twice_and_repeat_only
         assert outcome.repeated_without_reply_in_flight == 0, outcome.problems
         if target == RASA and outcome.unfinished_at_kill:
             assert outcome.taken_over_at_once >= 1, stack.logs()[-3000:]
-    windows = stack.reply_windows()
-    print(f"reply records of the last Rasa run: {windows}")
-    assert windows["replies"] > 0
+        # Read after each trial: a Rasa killed once the burst was answered leaves its successor none.
+        windows = stack.reply_windows()
+        print(f"reply records of the running Rasa: {windows}")
+        recorded.append(windows["replies"])
+    assert max(recorded) > 0, recorded
