@@ -243,7 +243,7 @@ async def test_a_batch_not_wholly_stored_is_refused_and_meta_s_resend_answers_ea
     calls: list[str] = []
 
     def database_down_on_the_second(updates: list[tuple[str, str, str, str]]) -> Any:
-        calls.extend(platform_id for _, platform_id, _, _ in updates)
+        calls.extend(update.update_id for update in updates)
         if len(calls) == 2:
             raise OperationalError("INSERT INTO channel_inbox", {}, Exception("database is locked"))
         return accept_many(updates)

@@ -74,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -89,13 +90,14 @@ from bot.channels.common import BackgroundTasks, OnNewMessage, unless_saved
 from bot.channels.dedupe import ChannelStore
 from bot.channels.edge import EarlyGreetings, GreetingWords, edge_greeting_on, greet_at_edge, greeting_first
 from bot.channels.inbox import (
+    Arrival,
     Inbox,
     InboxEntry,
     greeting_memory_from_env,
     lease_seconds_from_env,
     sweep_seconds_from_env,
 )
-from bot.channels.inbox_worker import InboxWorker
+from bot.channels.inbox_worker import PULL_SECONDS, InboxWorker
 from bot.channels.replies import RecordedOutput
 from bot.channels.reply_windows import REPLY_WINDOWS
 from bot.channels.sending import SENDING_THREAD, GroupedIntake
@@ -250,7 +252,7 @@ class WebhookConnector(InputChannel):
         self.store = store if store is not None else ChannelStore.from_url()
         self.inbox = inbox if inbox is not None else Inbox(self.store.engine, lease_seconds=lease_seconds_from_env())
         # Webhooks arriving together are stored together: one transaction for all that wait.
-        self._intake: GroupedIntake[tuple[str, str, str, str], InboxEntry | None] = GroupedIntake(
+        self._intake: GroupedIntake[Arrival, InboxEntry | None] = GroupedIntake(
             lambda updates: self.inbox.accept_many(updates)
         )
         return self.inbox
@@ -326,21 +328,31 @@ class WebhookConnector(InputChannel):
         return blueprint
 
     async def accept(self, event: InboundEvent) -> Intake:
-        """Store one inbound event and start handling it; say what to answer the platform."""
+        """Store one inbound event and start handling it, or queue it; say what to answer the platform.
+
+        With room (``InboxWorker.reserve``) the event is stored leased to this process and
+        handled at once; without, it is stored queued, for this process or any other to take
+        when it has room (a burst is shared by every worker, whichever accepted it).
+        """
+        worker = self.worker(event.source)
+        held = worker.reserve(event.platform_id)
         try:
-            entry = await self._intake.write((event.source, event.platform_id, event.conversation, event.body))
+            entry = await self._intake.write(Arrival(event.source, event.platform_id, event.conversation, event.body, held))
         except SQLAlchemyError as error:
+            worker.release(event.platform_id)
             log.error("%s %s not stored (%s); the platform will send it again", self.name(), event.platform_id, error)
             return Intake.UNAVAILABLE
         if entry is None:
+            worker.release(event.platform_id)
             log.info("%s %s already taken, copy dropped", self.name(), event.platform_id)
             return Intake.COPY
         if self.edge_greeting and entry.conversation:
-            self._greet_early(entry)
-        self.worker(event.source).start(entry)
+            self._greet_early(entry, held)
+        if held:
+            worker.start(entry)
         return Intake.STORED
 
-    def _greet_early(self, entry: InboxEntry) -> None:
+    def _greet_early(self, entry: InboxEntry, held: bool) -> None:
         """Start greeting the customer of the just stored ``entry`` in a task of its own, if it is their first."""
         try:
             message = self.first_message(entry)
@@ -355,7 +367,8 @@ class WebhookConnector(InputChannel):
                 output.typing_shown = self.typing_in_answer
                 if output.on_sending_thread():
                     greet = partial(SENDING_THREAD.run_later, greet)
-            self.early_greetings.start(entry.update_id, greet, self.tasks)
+            # A queued message may be handled by another process: its outcome is then read from the records.
+            self.early_greetings.start(entry.update_id, greet, self.tasks, keep=held)
 
     async def accept_all(self, events: Iterable[InboundEvent]) -> Intake:
         """Store the events of one webhook call (platforms that batch them); say what to answer.
@@ -423,16 +436,30 @@ class WebhookConnector(InputChannel):
             self._sweeper = None
 
     async def _sweep_forever(self) -> None:
+        """Sweep every ``sweep_seconds``; in between, take queued events every ``PULL_SECONDS`` when there is room."""
         while True:
             try:
                 await self.sweep()
             except SQLAlchemyError as error:
                 log.warning("%s inbox sweep failed: %s", self.name(), error)
-            await asyncio.sleep(self.sweep_seconds)
+            next_sweep = time.monotonic() + self.sweep_seconds
+            while (left := next_sweep - time.monotonic()) > 0:
+                await asyncio.sleep(min(PULL_SECONDS, left))
+                await self._pull()
+
+    async def _pull(self) -> None:
+        """Take queued events of every source this process has a worker for (``InboxWorker.pull``)."""
+        for worker in list(self.workers.values()):
+            try:
+                await worker.pull()
+            except SQLAlchemyError as error:
+                log.warning("%s queue of %s not read: %s", self.name(), worker.source, error)
 
     async def close(self, grace_seconds: float = 10.0) -> None:
-        """Stop sweeping, give running work ``grace_seconds`` to finish, close the client."""
+        """Stop sweeping and taking work, give running work ``grace_seconds`` to finish, close the client."""
         await self.stop_sweeping()
+        for worker in self.workers.values():
+            worker.stop()
         try:
             await asyncio.wait_for(self.tasks.wait(), grace_seconds)
         except asyncio.TimeoutError:

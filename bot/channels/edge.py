@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -71,6 +72,8 @@ OFF_VALUES = frozenset({"off", "0", "false", "no"})
 # The longest a message waits before Rasa reads it while other customers' greetings are under way:
 # their greeting's priority, not a lock (a greeting held by a slow platform call holds no one long).
 QUIET_WAIT_SECONDS = 2.0
+# How long a process handling a queued message waits for the greeting another process is sending.
+GREETING_WAIT_SECONDS = 2.0
 DOMAIN_DIR = Path(__file__).resolve().parents[2] / "domain"
 
 
@@ -156,8 +159,15 @@ class EarlyGreetings:
         self._quiet = asyncio.Event()
         self._quiet.set()
 
-    def start(self, update_id: str, greet: Callable[[], Awaitable[Greeting | None]], tasks: BackgroundTasks) -> None:
-        """Run ``greet`` for the update ``update_id`` now, in a task of its own; keep its outcome for the worker."""
+    def start(
+        self, update_id: str, greet: Callable[[], Awaitable[Greeting | None]], tasks: BackgroundTasks,
+        *, keep: bool = True,
+    ) -> None:  # fmt: skip
+        """Run ``greet`` for the update ``update_id`` now, in a task of its own; keep its outcome for the worker.
+
+        Without ``keep`` (a queued update, which any process may handle) the outcome is kept only
+        while the greeting is under way; the process handling it then reads the reply records.
+        """
         outcome: asyncio.Future[Greeting | None] = asyncio.get_running_loop().create_future()
         self._outcomes[update_id] = outcome
         self._under_way += 1
@@ -175,6 +185,8 @@ class EarlyGreetings:
                 self._under_way -= 1
                 if not self._under_way:
                     self._quiet.set()
+                if not keep:
+                    self._outcomes.pop(update_id, None)
 
         tasks.start(run(), label=f"greeting {update_id}")
 
@@ -230,6 +242,16 @@ def greeting_first(
     return deliver
 
 
+async def _greeting_sent(inbox: Inbox, origin: str) -> dict[int, str]:
+    """Return the reply records of ``origin`` once its greeting is no longer being sent, or after ``GREETING_WAIT_SECONDS``."""
+    deadline = time.monotonic() + GREETING_WAIT_SECONDS
+    while True:
+        records = inbox.reply_states(origin)
+        if records.get(EDGE_GREETING_SEQ) != SENDING or time.monotonic() >= deadline:
+            return records
+        await asyncio.sleep(0.05)
+
+
 async def greet_at_edge(
     message: UserMessage, entry: InboxEntry, inbox: Inbox, words: Callable[[], GreetingWords],
     memory_seconds: float,
@@ -244,6 +266,11 @@ async def greet_at_edge(
     assert output.origin is not None
     records = inbox.reply_states(output.origin)
     before = records.get(EDGE_GREETING_SEQ)
+    if before == SENDING and not entry.replay:
+        # Queued, and greeted by the process that stored it, which may be sending it still:
+        # the greeting comes first, so wait for it (a little).
+        records = await _greeting_sent(inbox, output.origin)
+        before = records.get(EDGE_GREETING_SEQ)
     if before in (SENT, SENDING):
         # It went out (or may have) when the message was handled before, whatever else did since:
         # the dialogue records it again, and its replies keep the places they had then.

@@ -47,7 +47,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 from sqlalchemy import (
     BigInteger,
@@ -131,6 +131,16 @@ replies = Table(
 )
 
 
+class Arrival(NamedTuple):
+    """An update to store (``Inbox.accept_many``): held by this process, or queued for any with room."""
+
+    source: str
+    update_id: str
+    conversation: str
+    body: str
+    held: bool = True
+
+
 @dataclass(frozen=True)
 class InboxEntry:
     """One update as the inbox holds it."""
@@ -201,23 +211,27 @@ class Inbox:
 
     def accept(self, source: str, update_id: str, conversation: str, body: str) -> InboxEntry | None:
         """Store a new update, leased to this process; return it, or ``None`` for a copy."""
-        return self.accept_many([(source, update_id, conversation, body)])[0]
+        return self.accept_many([Arrival(source, update_id, conversation, body)])[0]
 
-    def accept_many(self, updates: Sequence[tuple[str, str, str, str]]) -> list[InboxEntry | None]:
-        """Store new updates (source, update id, conversation, body) in one transaction: one flush to disk for all.
+    def accept_many(self, updates: Sequence[tuple[str, str, str, str] | Arrival]) -> list[InboxEntry | None]:
+        """Store new updates (``Arrival``s, or tuples of its first four) in one transaction: one flush to disk for all.
 
-        Returns, in order, each one stored (leased to this process) or ``None`` for a copy
-        (also of one earlier in ``updates``). Nothing is stored if the transaction fails.
+        Returns, in order, each one stored or ``None`` for a copy (also of one earlier in
+        ``updates``). One stored ``held`` is leased to this process; one stored queued is
+        leased to nobody, for the first process with room to take (``claim_queued``).
+        Nothing is stored if the transaction fails.
         """
         now = self._clock()
         stored: list[InboxEntry | None] = []
         with self._engine.begin() as conn:
-            for source, update_id, conversation, body in updates:
+            for update in updates:
+                source, update_id, conversation, body, held = Arrival(*update)
                 statement = (
                     self._upsert(inbox)
                     .values(
                         source=source, update_id=update_id, conversation=conversation, body=body, received_at=now,
-                        state=PENDING, attempts=0, lease_owner=self.owner, lease_until=now + self.lease_seconds,
+                        state=PENDING, attempts=0, lease_owner=self.owner if held else None,
+                        lease_until=now + self.lease_seconds if held else now,
                     )  # fmt: skip
                     .on_conflict_do_nothing(index_elements=["source", "update_id"])
                 )
@@ -244,6 +258,21 @@ class Inbox:
         claimed = (self.take_over(self._entry(source, row)) for row in rows)
         return [entry for entry in claimed if entry is not None]
 
+    def claim_queued(self, source: str, limit: int) -> list[InboxEntry]:
+        """Lease to this process up to ``limit`` updates stored queued (held by no process yet); oldest first.
+
+        One indexed read when there are none: every process with room asks often, so the
+        processes of one machine (or of several) share a burst whichever accepted it.
+        """
+        queued = self._pending_query().where(
+            inbox.c.source == source, inbox.c.lease_owner.is_(None), inbox.c.attempts == 0,
+            inbox.c.lease_until <= self._clock(),
+        )  # fmt: skip
+        with self._engine.connect() as conn:
+            rows = conn.execute(queued.order_by(inbox.c.received_at).limit(limit)).all()
+        claimed = (self.take_over(self._entry(source, row)) for row in rows)
+        return [entry for entry in claimed if entry is not None]
+
     def _gone_owners(self, conn: Any, source: str, now: float) -> list[str]:
         """Return the processes of this machine that hold leases of ``source`` but are gone."""
         machine = self.owner.split(":", 1)[0]
@@ -266,9 +295,11 @@ class Inbox:
 
     @staticmethod
     def _entry(source: str, row: Any) -> InboxEntry:
-        # An entry read back is handled again: an earlier attempt may have got part of the way.
+        # An entry read back is handled again (an earlier attempt may have got part of the way),
+        # unless it was stored queued and nobody has taken it since: no attempt was made.
         holder = None if row[5] is None else str(row[5])
-        return InboxEntry(source, *row[:4], replay=True, received_at=row[4], lease_owner=holder)
+        never_taken = holder is None and not row[3]
+        return InboxEntry(source, *row[:4], replay=not never_taken, received_at=row[4], lease_owner=holder)
 
     @property
     def owner(self) -> str:
