@@ -1,9 +1,9 @@
 """The sending thread (``bot.channels.sending``): a reply's call and its records off Rasa's event loop.
 
-The Telegram sender, bound to a stored update, against the fake Bot API answering 200 ms after
-it takes a message (a platform across a network): while the caller's loop is kept busy, the
-reply is recorded "sent" as soon as the answer comes, on the sending thread; with the thread
-switched off, it stays in doubt until the loop comes back to it.
+The Telegram, Messenger, WhatsApp and X senders, bound to a stored event, against their fake
+APIs answering 200 ms after they take a message (a platform across a network): while the
+caller's loop is kept busy, the reply is recorded "sent" as soon as the answer comes, on the
+sending thread; with the thread switched off, it stays in doubt until the loop comes back to it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -20,9 +21,11 @@ import pytest_asyncio
 from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import SENDING as SENDING_STATE
 from bot.channels.inbox import SENT, Inbox
+from bot.channels.replies import RecordedOutput
 from bot.channels.sending import ENV_SENDING_THREAD, SENDING_THREAD, GroupedIntake, SendingThread
 from bot.channels.sending import sending_thread_from_env
 from bot.channels.telegram_output import TelegramOutput, TelegramSettings, build_bot, close_bot
+from tests.fakes.server import FakeServer
 from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
 
 CHAT = "4242"
@@ -48,15 +51,27 @@ async def sender(api: FakeTelegramAPI, tmp_path: Path) -> AsyncIterator[tuple[Te
     store.dispose()
 
 
-async def _state_after_a_busy_loop(api: FakeTelegramAPI, output: TelegramOutput, inbox: Inbox) -> str:
-    """Send one reply, hold the loop up once the platform took it; return its record read before the loop resumes."""
-    assert output.origin is not None
-    sending = asyncio.create_task(output.send_text_message(CHAT, "Thanks, we are on it."))
-    await api.wait_for_async("sendMessage", 1, timeout=10)
+async def _state_after_a_busy_loop(api: FakeServer, output: RecordedOutput, send: Awaitable[Any]) -> str:
+    """Start ``send`` (the bound ``output``'s first reply), hold the loop up once the platform took it.
+
+    Returns the reply's record as read before the loop resumes; the reply ends "sent".
+    """
+    assert output.inbox is not None and output.origin is not None
+    sending = asyncio.ensure_future(send)
+    deadline = time.monotonic() + 10
+    while not api.deliveries():  # taken by the platform, its answer still on the way
+        assert time.monotonic() < deadline, "the platform never took the reply"
+        await asyncio.sleep(0.01)
     time.sleep(BUSY_S)  # the dialogue of other customers, run on the same loop
-    state = inbox.reply_states(output.origin)[0]
+    state = output.inbox.reply_states(output.origin)[0]
     await sending
-    assert inbox.reply_states(output.origin)[0] == SENT
+    assert output.inbox.reply_states(output.origin)[0] == SENT
+    return state
+
+
+async def _telegram_state_after_a_busy_loop(api: FakeTelegramAPI, output: TelegramOutput) -> str:
+    """Send one Telegram reply through ``_state_after_a_busy_loop``; return its record read while the loop was busy."""
+    state = await _state_after_a_busy_loop(api, output, output.send_text_message(CHAT, "Thanks, we are on it."))
     assert api.sent_texts(CHAT) == ["Thanks, we are on it."]
     return state
 
@@ -66,9 +81,9 @@ async def test_a_reply_is_recorded_sent_on_the_sending_thread_while_the_loop_is_
     api: FakeTelegramAPI, sender: tuple[TelegramOutput, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(ENV_SENDING_THREAD, raising=False)
-    output, inbox = sender
+    output, _ = sender
     assert output.on_sending_thread()
-    assert await _state_after_a_busy_loop(api, output, inbox) == SENT
+    assert await _telegram_state_after_a_busy_loop(api, output) == SENT
 
 
 @pytest.mark.asyncio
@@ -76,9 +91,9 @@ async def test_switched_off_the_reply_stays_in_doubt_until_the_loop_comes_back(
     api: FakeTelegramAPI, sender: tuple[TelegramOutput, Inbox], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(ENV_SENDING_THREAD, "off")
-    output, inbox = sender
+    output, _ = sender
     assert not output.on_sending_thread()
-    assert await _state_after_a_busy_loop(api, output, inbox) == SENDING_STATE
+    assert await _telegram_state_after_a_busy_loop(api, output) == SENDING_STATE
 
 
 @pytest.mark.asyncio
@@ -101,19 +116,89 @@ async def test_messenger_replies_are_recorded_on_the_sending_thread_too(
         output = MetaOutput(client, MESSENGER_PLATFORM, PAGE_ID, inbox=inbox).for_message("messenger:m_1")
         assert output.origin is not None and output.on_sending_thread() == (switch == "on")
 
-        sending = asyncio.create_task(output.send_text_message(CHAT, "Thanks, we are on it."))
-        await graph.wait_for_async("messages", 1, timeout=10)
-        time.sleep(BUSY_S)  # the dialogue of other customers, run on the same loop
-        state = inbox.reply_states(output.origin)[0]
-        await sending
+        state = await _state_after_a_busy_loop(graph, output, output.send_text_message(CHAT, "Thanks, we are on it."))
         # The caller's loop has a client of its own for calls made there (the typing indicator).
         await client.post(f"{PAGE_ID}/messages", {"recipient": {"id": CHAT}, "sender_action": "typing_on"})
         await client.close()
 
         assert state == (SENT if switch == "on" else SENDING_STATE)
-        assert inbox.reply_states(output.origin)[0] == SENT
         assert [d.text for d in graph.deliveries()] == ["Thanks, we are on it."]
         assert len(graph.calls("messages")) == 1 and len(graph.calls("sender_action")) == 1
+    store.dispose()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("switch", ["on", "off"])
+async def test_whatsapp_replies_go_out_on_the_sending_thread_with_a_client_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str
+) -> None:
+    import httpx
+
+    from bot.channels.whatsapp import WhatsAppInput
+    from bot.channels.whatsapp_output import WhatsAppSettings
+    from tests.fakes.whatsapp_api import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, FakeWhatsAppAPI
+    from tests.fakes.whatsapp_api import TOKEN as WHATSAPP_TOKEN
+
+    monkeypatch.setenv(ENV_SENDING_THREAD, switch)
+    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
+    with FakeWhatsAppAPI() as api:
+        api.answer_latency = ANSWER_LATENCY_S
+        settings = WhatsAppSettings(WHATSAPP_TOKEN, APP_SECRET, api.base_url, VERIFY_TOKEN, PHONE_NUMBER_ID)
+        channel = WhatsAppInput(settings, store, Inbox(store.engine, owner="test"))
+        output = channel.output.for_message("whatsapp-wamid.IN1")
+        assert output.on_sending_thread() == (switch == "on")
+        # Which session each request went out through, and on which thread (httpx's request hooks).
+        used: list[tuple[str, httpx.AsyncClient]] = []
+
+        async def watch() -> httpx.AsyncClient:
+            session = channel.clients.session
+
+            async def note(_request: httpx.Request) -> None:
+                used.append((threading.current_thread().name, session))
+
+            session.event_hooks["request"].append(note)
+            return session
+
+        mine, own = await watch(), await SENDING_THREAD.run(watch())
+        assert mine is not own
+
+        state = await _state_after_a_busy_loop(api, output, output.send_text_message(CHAT, "Thanks, we are on it."))
+        await output.show_typing("wamid.IN1")  # the read receipt, from the caller's loop
+        await channel.close(grace_seconds=1)
+
+        here = threading.current_thread().name
+        assert state == (SENT if switch == "on" else SENDING_STATE)
+        assert used == [(SENDING_THREAD.name, own) if switch == "on" else (here, mine), (here, mine)]
+        assert api.delivered_texts(CHAT) == ["Thanks, we are on it."] and len(api.calls("read")) == 1
+        assert mine.is_closed and own.is_closed
+    store.dispose()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("switch", ["on", "off"])
+async def test_x_replies_are_recorded_on_the_sending_thread_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str
+) -> None:
+    from bot.channels.x_client import XSettings, build_client, close_client
+    from bot.channels.x_output import XOutput
+    from tests.fakes.x_api import ACCESS_TOKEN, ACCESS_TOKEN_SECRET, BRAND_HANDLE, BRAND_ID, CONSUMER_KEY
+    from tests.fakes.x_api import CONSUMER_SECRET, FakeXAPI
+
+    monkeypatch.setenv(ENV_SENDING_THREAD, switch)
+    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
+    with FakeXAPI() as api:
+        api.answer_latency = ANSWER_LATENCY_S
+        settings = XSettings(ACCESS_TOKEN, CONSUMER_SECRET, api.base_url, CONSUMER_KEY, ACCESS_TOKEN_SECRET, BRAND_ID,
+                             BRAND_HANDLE)  # fmt: skip
+        client = build_client(settings)
+        output = XOutput(client, settings.source, inbox=Inbox(store.engine, owner="test")).for_message("x:dm:1")
+        assert output.on_sending_thread() == (switch == "on")
+
+        state = await _state_after_a_busy_loop(api, output, output.send_text_message(CHAT, "Thanks, we are on it."))
+        await asyncio.to_thread(close_client, client)
+
+        assert state == (SENT if switch == "on" else SENDING_STATE)
+        assert api.dms(CHAT) == ["Thanks, we are on it."]
     store.dispose()
 
 
