@@ -12,19 +12,29 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 import pytest_asyncio
 
 from bot.channels.dedupe import ChannelStore
+from bot.channels.graph_client import GraphClient
 from bot.channels.inbox import SENDING as SENDING_STATE
 from bot.channels.inbox import SENT, Inbox
+from bot.channels.meta_output import MESSENGER_PLATFORM, MetaOutput
 from bot.channels.replies import RecordedOutput
 from bot.channels.sending import ENV_SENDING_THREAD, SENDING_THREAD, GroupedIntake, SendingThread
 from bot.channels.sending import sending_thread_from_env
 from bot.channels.telegram_output import TelegramOutput, TelegramSettings, build_bot, close_bot
+from bot.channels.whatsapp import WhatsAppInput
+from bot.channels.whatsapp_output import WhatsAppSettings
+from bot.channels.x_client import XSettings, build_client, close_client
+from bot.channels.x_output import XOutput
+from tests.channel_support import channel_store
+from tests.fakes import graph_api, whatsapp_api, x_api
 from tests.fakes.server import FakeServer
 from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
 
@@ -32,23 +42,52 @@ CHAT = "4242"
 MESSAGE_ID = "telegram:123456:1"
 ANSWER_LATENCY_S = 0.2
 BUSY_S = 0.8  # the caller's loop held up this long once the platform took the reply
+REPLY = "Thanks, we are on it."
+Fake = TypeVar("Fake", bound=FakeServer)
 
 
-@pytest.fixture
-def api() -> Iterator[FakeTelegramAPI]:
-    with FakeTelegramAPI() as fake:
+@contextmanager
+def _answering_late(fake: Fake) -> Iterator[Fake]:
+    """Serve ``fake``, each answer ``ANSWER_LATENCY_S`` after it took the call (a platform across a network)."""
+    with fake:
         fake.answer_latency = ANSWER_LATENCY_S
         yield fake
 
 
+@pytest.fixture
+def api() -> Iterator[FakeTelegramAPI]:
+    with _answering_late(FakeTelegramAPI()) as fake:
+        yield fake
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ChannelStore]:
+    with channel_store(tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def inbox(store: ChannelStore) -> Inbox:
+    return Inbox(store.engine, owner="test")
+
+
+@pytest.fixture(params=["on", "off"])
+def switch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The sending thread switched on, then off (``$FIRSTREPLY_SENDING_THREAD``)."""
+    monkeypatch.setenv(ENV_SENDING_THREAD, request.param)
+    return str(request.param)
+
+
+def _state_while_busy(switch: str) -> str:
+    """Return a reply's record while the caller's loop is busy: sent on the sending thread, else in doubt."""
+    return SENT if switch == "on" else SENDING_STATE
+
+
 @pytest_asyncio.fixture
-async def sender(api: FakeTelegramAPI, tmp_path: Path) -> AsyncIterator[tuple[TelegramOutput, Inbox]]:
-    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
-    inbox = Inbox(store.engine, owner="test")
+async def sender(api: FakeTelegramAPI, store: ChannelStore, inbox: Inbox) -> AsyncIterator[TelegramOutput]:
     bot = build_bot(TelegramSettings(TOKEN, "secret", api.base_url, None))
-    yield TelegramOutput(bot, store, inbox=inbox).for_message(MESSAGE_ID), inbox
+    yield TelegramOutput(bot, store, inbox=inbox).for_message(MESSAGE_ID)
     await close_bot(bot)
-    store.dispose()
 
 
 async def _state_after_a_busy_loop(api: FakeServer, output: RecordedOutput, send: Awaitable[Any]) -> str:
@@ -69,82 +108,42 @@ async def _state_after_a_busy_loop(api: FakeServer, output: RecordedOutput, send
     return state
 
 
-async def _telegram_state_after_a_busy_loop(api: FakeTelegramAPI, output: TelegramOutput) -> str:
-    """Send one Telegram reply through ``_state_after_a_busy_loop``; return its record read while the loop was busy."""
-    state = await _state_after_a_busy_loop(api, output, output.send_text_message(CHAT, "Thanks, we are on it."))
-    assert api.sent_texts(CHAT) == ["Thanks, we are on it."]
-    return state
+@pytest.mark.asyncio
+async def test_telegram_replies_are_recorded_sent_on_the_sending_thread_while_the_loop_is_busy(
+    api: FakeTelegramAPI, sender: TelegramOutput, switch: str
+) -> None:
+    assert sender.on_sending_thread() == (switch == "on")
+    state = await _state_after_a_busy_loop(api, sender, sender.send_text_message(CHAT, REPLY))
+    assert state == _state_while_busy(switch)
+    assert api.sent_texts(CHAT) == [REPLY]
 
 
 @pytest.mark.asyncio
-async def test_a_reply_is_recorded_sent_on_the_sending_thread_while_the_loop_is_busy(
-    api: FakeTelegramAPI, sender: tuple[TelegramOutput, Inbox], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(ENV_SENDING_THREAD, raising=False)
-    output, _ = sender
-    assert output.on_sending_thread()
-    assert await _telegram_state_after_a_busy_loop(api, output) == SENT
-
-
-@pytest.mark.asyncio
-async def test_switched_off_the_reply_stays_in_doubt_until_the_loop_comes_back(
-    api: FakeTelegramAPI, sender: tuple[TelegramOutput, Inbox], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(ENV_SENDING_THREAD, "off")
-    output, _ = sender
-    assert not output.on_sending_thread()
-    assert await _telegram_state_after_a_busy_loop(api, output) == SENDING_STATE
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("switch", ["on", "off"])
-async def test_messenger_replies_are_recorded_on_the_sending_thread_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str
-) -> None:
-    from bot.channels.graph_client import GraphClient
-    from bot.channels.meta_output import MESSENGER_PLATFORM, MetaOutput
-    from tests.fakes.graph_api import PAGE_ID, FakeGraphAPI
-    from tests.fakes.graph_api import TOKEN as PAGE_TOKEN
-
-    monkeypatch.setenv(ENV_SENDING_THREAD, switch)
-    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
-    inbox = Inbox(store.engine, owner="test")
-    with FakeGraphAPI() as graph:
-        graph.answer_latency = ANSWER_LATENCY_S
+async def test_messenger_replies_are_recorded_on_the_sending_thread_too(inbox: Inbox, switch: str) -> None:
+    with _answering_late(graph_api.FakeGraphAPI()) as graph:
         graph.customer_wrote(CHAT)
-        client = GraphClient(PAGE_TOKEN, graph.base_url)
-        output = MetaOutput(client, MESSENGER_PLATFORM, PAGE_ID, inbox=inbox).for_message("messenger:m_1")
-        assert output.origin is not None and output.on_sending_thread() == (switch == "on")
+        client = GraphClient(graph_api.TOKEN, graph.base_url)
+        output = MetaOutput(client, MESSENGER_PLATFORM, graph_api.PAGE_ID, inbox=inbox).for_message("messenger:m_1")
+        assert output.on_sending_thread() == (switch == "on")
 
-        state = await _state_after_a_busy_loop(graph, output, output.send_text_message(CHAT, "Thanks, we are on it."))
+        state = await _state_after_a_busy_loop(graph, output, output.send_text_message(CHAT, REPLY))
         # The caller's loop has a client of its own for calls made there (the typing indicator).
-        await client.post(f"{PAGE_ID}/messages", {"recipient": {"id": CHAT}, "sender_action": "typing_on"})
+        await client.post(f"{graph_api.PAGE_ID}/messages", {"recipient": {"id": CHAT}, "sender_action": "typing_on"})
         await client.close()
 
-        assert state == (SENT if switch == "on" else SENDING_STATE)
-        assert [d.text for d in graph.deliveries()] == ["Thanks, we are on it."]
+        assert state == _state_while_busy(switch)
+        assert [d.text for d in graph.deliveries()] == [REPLY]
         assert len(graph.calls("messages")) == 1 and len(graph.calls("sender_action")) == 1
-    store.dispose()
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("switch", ["on", "off"])
 async def test_whatsapp_replies_go_out_on_the_sending_thread_with_a_client_of_its_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str
+    store: ChannelStore, inbox: Inbox, switch: str
 ) -> None:
-    import httpx
-
-    from bot.channels.whatsapp import WhatsAppInput
-    from bot.channels.whatsapp_output import WhatsAppSettings
-    from tests.fakes.whatsapp_api import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, FakeWhatsAppAPI
-    from tests.fakes.whatsapp_api import TOKEN as WHATSAPP_TOKEN
-
-    monkeypatch.setenv(ENV_SENDING_THREAD, switch)
-    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
-    with FakeWhatsAppAPI() as api:
-        api.answer_latency = ANSWER_LATENCY_S
-        settings = WhatsAppSettings(WHATSAPP_TOKEN, APP_SECRET, api.base_url, VERIFY_TOKEN, PHONE_NUMBER_ID)
-        channel = WhatsAppInput(settings, store, Inbox(store.engine, owner="test"))
+    with _answering_late(whatsapp_api.FakeWhatsAppAPI()) as api:
+        settings = WhatsAppSettings(whatsapp_api.TOKEN, whatsapp_api.APP_SECRET, api.base_url,
+                                    whatsapp_api.VERIFY_TOKEN, whatsapp_api.PHONE_NUMBER_ID)  # fmt: skip
+        channel = WhatsAppInput(settings, store, inbox)
         output = channel.output.for_message("whatsapp-wamid.IN1")
         assert output.on_sending_thread() == (switch == "on")
         # Which session each request went out through, and on which thread (httpx's request hooks).
@@ -162,44 +161,31 @@ async def test_whatsapp_replies_go_out_on_the_sending_thread_with_a_client_of_it
         mine, own = await watch(), await SENDING_THREAD.run(watch())
         assert mine is not own
 
-        state = await _state_after_a_busy_loop(api, output, output.send_text_message(CHAT, "Thanks, we are on it."))
+        state = await _state_after_a_busy_loop(api, output, output.send_text_message(CHAT, REPLY))
         await output.show_typing("wamid.IN1")  # the read receipt, from the caller's loop
         await channel.close(grace_seconds=1)
 
         here = threading.current_thread().name
-        assert state == (SENT if switch == "on" else SENDING_STATE)
+        assert state == _state_while_busy(switch)
         assert used == [(SENDING_THREAD.name, own) if switch == "on" else (here, mine), (here, mine)]
-        assert api.delivered_texts(CHAT) == ["Thanks, we are on it."] and len(api.calls("read")) == 1
+        assert api.delivered_texts(CHAT) == [REPLY] and len(api.calls("read")) == 1
         assert mine.is_closed and own.is_closed
-    store.dispose()
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("switch", ["on", "off"])
-async def test_x_replies_are_recorded_on_the_sending_thread_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str
-) -> None:
-    from bot.channels.x_client import XSettings, build_client, close_client
-    from bot.channels.x_output import XOutput
-    from tests.fakes.x_api import ACCESS_TOKEN, ACCESS_TOKEN_SECRET, BRAND_HANDLE, BRAND_ID, CONSUMER_KEY
-    from tests.fakes.x_api import CONSUMER_SECRET, FakeXAPI
-
-    monkeypatch.setenv(ENV_SENDING_THREAD, switch)
-    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
-    with FakeXAPI() as api:
-        api.answer_latency = ANSWER_LATENCY_S
-        settings = XSettings(ACCESS_TOKEN, CONSUMER_SECRET, api.base_url, CONSUMER_KEY, ACCESS_TOKEN_SECRET, BRAND_ID,
-                             BRAND_HANDLE)  # fmt: skip
+async def test_x_replies_are_recorded_on_the_sending_thread_too(inbox: Inbox, switch: str) -> None:
+    with _answering_late(x_api.FakeXAPI()) as api:
+        settings = XSettings(x_api.ACCESS_TOKEN, x_api.CONSUMER_SECRET, api.base_url, x_api.CONSUMER_KEY,
+                             x_api.ACCESS_TOKEN_SECRET, x_api.BRAND_ID, x_api.BRAND_HANDLE)  # fmt: skip
         client = build_client(settings)
-        output = XOutput(client, settings.source, inbox=Inbox(store.engine, owner="test")).for_message("x:dm:1")
+        output = XOutput(client, settings.source, inbox=inbox).for_message("x:dm:1")
         assert output.on_sending_thread() == (switch == "on")
 
-        state = await _state_after_a_busy_loop(api, output, output.send_text_message(CHAT, "Thanks, we are on it."))
-        await asyncio.to_thread(close_client, client)
+        state = await _state_after_a_busy_loop(api, output, output.send_text_message(CHAT, REPLY))
+        await asyncio.to_thread(close_client, client)  # a requests session: closed from any thread
 
-        assert state == (SENT if switch == "on" else SENDING_STATE)
-        assert api.dms(CHAT) == ["Thanks, we are on it."]
-    store.dispose()
+        assert state == _state_while_busy(switch)
+        assert api.dms(CHAT) == [REPLY]
 
 
 @pytest.mark.asyncio
@@ -230,19 +216,16 @@ async def test_a_client_per_loop_is_built_and_closed_on_its_own_thread() -> None
 
 @pytest.mark.asyncio
 async def test_a_bot_not_built_for_two_loops_sends_on_the_caller_s_loop(
-    api: FakeTelegramAPI, tmp_path: Path
+    api: FakeTelegramAPI, store: ChannelStore, inbox: Inbox
 ) -> None:
     from telegram import Bot
 
-    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
-    inbox = Inbox(store.engine, owner="test")
     bot = Bot(TOKEN, base_url=api.base_url)
     output = TelegramOutput(bot, store, inbox=inbox).for_message(MESSAGE_ID)
     assert not output.on_sending_thread()
     await output.send_text_message(CHAT, "hello")
     assert api.sent_texts(CHAT) == ["hello"]
     await bot.request.shutdown()
-    store.dispose()
 
 
 @pytest.mark.asyncio
