@@ -1,5 +1,5 @@
 """What the channel tests share: Rasa's real Sanic app serving channels, an agent that
-records, and credentials checks.
+records, a channel store in a file, and credentials checks.
 
 Each connector's test module (``tests/test_*_channel.py``) and the webhook fuzz tests
 (``tests/fuzz_support.py``) serve their channels through ``served_app``: Rasa's app as
@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,18 @@ from rasa.core.run import configure_app, create_http_input_channels
 from sanic import Sanic
 
 from bot.channels.common import ChannelCredentialsError
+from bot.channels.dedupe import ChannelStore
 from tests.fakes.server import free_port
+
+
+@contextmanager
+def channel_store(folder: Path) -> Iterator[ChannelStore]:
+    """Open the channels' database in a SQLite file in ``folder``; dispose of it afterwards."""
+    opened = ChannelStore.from_url(f"sqlite:///{folder / 'channels.db'}")
+    try:
+        yield opened
+    finally:
+        opened.dispose()
 
 
 @asynccontextmanager

@@ -30,7 +30,7 @@ from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox, InboxEntry
 from bot.channels.replies import HOLDING_REPLY, RecordedOutput
 from bot.channels.reply_windows import REPLY_WINDOWS
-from tests.channel_support import RecordingAgent
+from tests.channel_support import RecordingAgent, channel_store
 
 SOURCE = "toy:bot-1"
 
@@ -109,9 +109,8 @@ class ToyInput(WebhookConnector):
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ChannelStore]:
-    opened = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
-    yield opened
-    opened.dispose()
+    with channel_store(tmp_path) as opened:
+        yield opened
 
 
 @pytest.fixture

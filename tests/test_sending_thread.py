@@ -1,9 +1,9 @@
 """The sending thread (``bot.channels.sending``): a reply's call and its records off Rasa's event loop.
 
-The Telegram sender, bound to a stored update, against the fake Bot API answering 200 ms after
-it takes a message (a platform across a network): while the caller's loop is kept busy, the
-reply is recorded "sent" as soon as the answer comes, on the sending thread; with the thread
-switched off, it stays in doubt until the loop comes back to it.
+The Telegram, Messenger, WhatsApp and X senders, bound to a stored event, against their fake
+APIs answering 200 ms after they take a message (a platform across a network): while the
+caller's loop is kept busy, the reply is recorded "sent" as soon as the answer comes, on the
+sending thread; with the thread switched off, it stays in doubt until the loop comes back to it.
 """
 
 from __future__ import annotations
@@ -11,110 +11,181 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 import pytest_asyncio
 
 from bot.channels.dedupe import ChannelStore
+from bot.channels.graph_client import GraphClient
 from bot.channels.inbox import SENDING as SENDING_STATE
 from bot.channels.inbox import SENT, Inbox
+from bot.channels.meta_output import MESSENGER_PLATFORM, MetaOutput
+from bot.channels.replies import RecordedOutput
 from bot.channels.sending import ENV_SENDING_THREAD, SENDING_THREAD, GroupedIntake, SendingThread
 from bot.channels.sending import sending_thread_from_env
 from bot.channels.telegram_output import TelegramOutput, TelegramSettings, build_bot, close_bot
+from bot.channels.whatsapp import WhatsAppInput
+from bot.channels.whatsapp_output import WhatsAppSettings
+from bot.channels.x_client import XSettings, build_client, close_client
+from bot.channels.x_output import XOutput
+from tests.channel_support import channel_store
+from tests.fakes import graph_api, whatsapp_api, x_api
+from tests.fakes.server import FakeServer
 from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
 
 CHAT = "4242"
 MESSAGE_ID = "telegram:123456:1"
 ANSWER_LATENCY_S = 0.2
 BUSY_S = 0.8  # the caller's loop held up this long once the platform took the reply
+REPLY = "Thanks, we are on it."
+Fake = TypeVar("Fake", bound=FakeServer)
 
 
-@pytest.fixture
-def api() -> Iterator[FakeTelegramAPI]:
-    with FakeTelegramAPI() as fake:
+@contextmanager
+def _answering_late(fake: Fake) -> Iterator[Fake]:
+    """Serve ``fake``, each answer ``ANSWER_LATENCY_S`` after it took the call (a platform across a network)."""
+    with fake:
         fake.answer_latency = ANSWER_LATENCY_S
         yield fake
 
 
+@pytest.fixture
+def api() -> Iterator[FakeTelegramAPI]:
+    with _answering_late(FakeTelegramAPI()) as fake:
+        yield fake
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ChannelStore]:
+    with channel_store(tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def inbox(store: ChannelStore) -> Inbox:
+    return Inbox(store.engine, owner="test")
+
+
+@pytest.fixture(params=["on", "off"])
+def switch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The sending thread switched on, then off (``$FIRSTREPLY_SENDING_THREAD``)."""
+    monkeypatch.setenv(ENV_SENDING_THREAD, request.param)
+    return str(request.param)
+
+
+def _state_while_busy(switch: str) -> str:
+    """Return a reply's record while the caller's loop is busy: sent on the sending thread, else in doubt."""
+    return SENT if switch == "on" else SENDING_STATE
+
+
 @pytest_asyncio.fixture
-async def sender(api: FakeTelegramAPI, tmp_path: Path) -> AsyncIterator[tuple[TelegramOutput, Inbox]]:
-    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
-    inbox = Inbox(store.engine, owner="test")
+async def sender(api: FakeTelegramAPI, store: ChannelStore, inbox: Inbox) -> AsyncIterator[TelegramOutput]:
     bot = build_bot(TelegramSettings(TOKEN, "secret", api.base_url, None))
-    yield TelegramOutput(bot, store, inbox=inbox).for_message(MESSAGE_ID), inbox
+    yield TelegramOutput(bot, store, inbox=inbox).for_message(MESSAGE_ID)
     await close_bot(bot)
-    store.dispose()
 
 
-async def _state_after_a_busy_loop(api: FakeTelegramAPI, output: TelegramOutput, inbox: Inbox) -> str:
-    """Send one reply, hold the loop up once the platform took it; return its record read before the loop resumes."""
-    assert output.origin is not None
-    sending = asyncio.create_task(output.send_text_message(CHAT, "Thanks, we are on it."))
-    await api.wait_for_async("sendMessage", 1, timeout=10)
+async def _state_after_a_busy_loop(api: FakeServer, output: RecordedOutput, send: Awaitable[Any]) -> str:
+    """Start ``send`` (the bound ``output``'s first reply), hold the loop up once the platform took it.
+
+    Returns the reply's record as read before the loop resumes; the reply ends "sent".
+    """
+    assert output.inbox is not None and output.origin is not None
+    sending = asyncio.ensure_future(send)
+    deadline = time.monotonic() + 10
+    while not api.deliveries():  # taken by the platform, its answer still on the way
+        assert time.monotonic() < deadline, "the platform never took the reply"
+        await asyncio.sleep(0.01)
     time.sleep(BUSY_S)  # the dialogue of other customers, run on the same loop
-    state = inbox.reply_states(output.origin)[0]
+    state = output.inbox.reply_states(output.origin)[0]
     await sending
-    assert inbox.reply_states(output.origin)[0] == SENT
-    assert api.sent_texts(CHAT) == ["Thanks, we are on it."]
+    assert output.inbox.reply_states(output.origin)[0] == SENT
     return state
 
 
 @pytest.mark.asyncio
-async def test_a_reply_is_recorded_sent_on_the_sending_thread_while_the_loop_is_busy(
-    api: FakeTelegramAPI, sender: tuple[TelegramOutput, Inbox], monkeypatch: pytest.MonkeyPatch
+async def test_telegram_replies_are_recorded_sent_on_the_sending_thread_while_the_loop_is_busy(
+    api: FakeTelegramAPI, sender: TelegramOutput, switch: str
 ) -> None:
-    monkeypatch.delenv(ENV_SENDING_THREAD, raising=False)
-    output, inbox = sender
-    assert output.on_sending_thread()
-    assert await _state_after_a_busy_loop(api, output, inbox) == SENT
+    assert sender.on_sending_thread() == (switch == "on")
+    state = await _state_after_a_busy_loop(api, sender, sender.send_text_message(CHAT, REPLY))
+    assert state == _state_while_busy(switch)
+    assert api.sent_texts(CHAT) == [REPLY]
 
 
 @pytest.mark.asyncio
-async def test_switched_off_the_reply_stays_in_doubt_until_the_loop_comes_back(
-    api: FakeTelegramAPI, sender: tuple[TelegramOutput, Inbox], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(ENV_SENDING_THREAD, "off")
-    output, inbox = sender
-    assert not output.on_sending_thread()
-    assert await _state_after_a_busy_loop(api, output, inbox) == SENDING_STATE
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("switch", ["on", "off"])
-async def test_messenger_replies_are_recorded_on_the_sending_thread_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str
-) -> None:
-    from bot.channels.graph_client import GraphClient
-    from bot.channels.meta_output import MESSENGER_PLATFORM, MetaOutput
-    from tests.fakes.graph_api import PAGE_ID, FakeGraphAPI
-    from tests.fakes.graph_api import TOKEN as PAGE_TOKEN
-
-    monkeypatch.setenv(ENV_SENDING_THREAD, switch)
-    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
-    inbox = Inbox(store.engine, owner="test")
-    with FakeGraphAPI() as graph:
-        graph.answer_latency = ANSWER_LATENCY_S
+async def test_messenger_replies_are_recorded_on_the_sending_thread_too(inbox: Inbox, switch: str) -> None:
+    with _answering_late(graph_api.FakeGraphAPI()) as graph:
         graph.customer_wrote(CHAT)
-        client = GraphClient(PAGE_TOKEN, graph.base_url)
-        output = MetaOutput(client, MESSENGER_PLATFORM, PAGE_ID, inbox=inbox).for_message("messenger:m_1")
-        assert output.origin is not None and output.on_sending_thread() == (switch == "on")
+        client = GraphClient(graph_api.TOKEN, graph.base_url)
+        output = MetaOutput(client, MESSENGER_PLATFORM, graph_api.PAGE_ID, inbox=inbox).for_message("messenger:m_1")
+        assert output.on_sending_thread() == (switch == "on")
 
-        sending = asyncio.create_task(output.send_text_message(CHAT, "Thanks, we are on it."))
-        await graph.wait_for_async("messages", 1, timeout=10)
-        time.sleep(BUSY_S)  # the dialogue of other customers, run on the same loop
-        state = inbox.reply_states(output.origin)[0]
-        await sending
+        state = await _state_after_a_busy_loop(graph, output, output.send_text_message(CHAT, REPLY))
         # The caller's loop has a client of its own for calls made there (the typing indicator).
-        await client.post(f"{PAGE_ID}/messages", {"recipient": {"id": CHAT}, "sender_action": "typing_on"})
+        await client.post(f"{graph_api.PAGE_ID}/messages", {"recipient": {"id": CHAT}, "sender_action": "typing_on"})
         await client.close()
 
-        assert state == (SENT if switch == "on" else SENDING_STATE)
-        assert inbox.reply_states(output.origin)[0] == SENT
-        assert [d.text for d in graph.deliveries()] == ["Thanks, we are on it."]
+        assert state == _state_while_busy(switch)
+        assert [d.text for d in graph.deliveries()] == [REPLY]
         assert len(graph.calls("messages")) == 1 and len(graph.calls("sender_action")) == 1
-    store.dispose()
+
+
+@pytest.mark.asyncio
+async def test_whatsapp_replies_go_out_on_the_sending_thread_with_a_client_of_its_own(
+    store: ChannelStore, inbox: Inbox, switch: str
+) -> None:
+    with _answering_late(whatsapp_api.FakeWhatsAppAPI()) as api:
+        settings = WhatsAppSettings(whatsapp_api.TOKEN, whatsapp_api.APP_SECRET, api.base_url,
+                                    whatsapp_api.VERIFY_TOKEN, whatsapp_api.PHONE_NUMBER_ID)  # fmt: skip
+        channel = WhatsAppInput(settings, store, inbox)
+        output = channel.output.for_message("whatsapp-wamid.IN1")
+        assert output.on_sending_thread() == (switch == "on")
+        # Which session each request went out through, and on which thread (httpx's request hooks).
+        used: list[tuple[str, httpx.AsyncClient]] = []
+
+        async def watch() -> httpx.AsyncClient:
+            session = channel.clients.session
+
+            async def note(_request: httpx.Request) -> None:
+                used.append((threading.current_thread().name, session))
+
+            session.event_hooks["request"].append(note)
+            return session
+
+        mine, own = await watch(), await SENDING_THREAD.run(watch())
+        assert mine is not own
+
+        state = await _state_after_a_busy_loop(api, output, output.send_text_message(CHAT, REPLY))
+        await output.show_typing("wamid.IN1")  # the read receipt, from the caller's loop
+        await channel.close(grace_seconds=1)
+
+        here = threading.current_thread().name
+        assert state == _state_while_busy(switch)
+        assert used == [(SENDING_THREAD.name, own) if switch == "on" else (here, mine), (here, mine)]
+        assert api.delivered_texts(CHAT) == [REPLY] and len(api.calls("read")) == 1
+        assert mine.is_closed and own.is_closed
+
+
+@pytest.mark.asyncio
+async def test_x_replies_are_recorded_on_the_sending_thread_too(inbox: Inbox, switch: str) -> None:
+    with _answering_late(x_api.FakeXAPI()) as api:
+        settings = XSettings(x_api.ACCESS_TOKEN, x_api.CONSUMER_SECRET, api.base_url, x_api.CONSUMER_KEY,
+                             x_api.ACCESS_TOKEN_SECRET, x_api.BRAND_ID, x_api.BRAND_HANDLE)  # fmt: skip
+        client = build_client(settings)
+        output = XOutput(client, settings.source, inbox=inbox).for_message("x:dm:1")
+        assert output.on_sending_thread() == (switch == "on")
+
+        state = await _state_after_a_busy_loop(api, output, output.send_text_message(CHAT, REPLY))
+        await asyncio.to_thread(close_client, client)  # a requests session: closed from any thread
+
+        assert state == _state_while_busy(switch)
+        assert api.dms(CHAT) == [REPLY]
 
 
 @pytest.mark.asyncio
@@ -145,19 +216,16 @@ async def test_a_client_per_loop_is_built_and_closed_on_its_own_thread() -> None
 
 @pytest.mark.asyncio
 async def test_a_bot_not_built_for_two_loops_sends_on_the_caller_s_loop(
-    api: FakeTelegramAPI, tmp_path: Path
+    api: FakeTelegramAPI, store: ChannelStore, inbox: Inbox
 ) -> None:
     from telegram import Bot
 
-    store = ChannelStore.from_url(f"sqlite:///{tmp_path / 'channels.db'}")
-    inbox = Inbox(store.engine, owner="test")
     bot = Bot(TOKEN, base_url=api.base_url)
     output = TelegramOutput(bot, store, inbox=inbox).for_message(MESSAGE_ID)
     assert not output.on_sending_thread()
     await output.send_text_message(CHAT, "hello")
     assert api.sent_texts(CHAT) == ["hello"]
     await bot.request.shutdown()
-    store.dispose()
 
 
 @pytest.mark.asyncio

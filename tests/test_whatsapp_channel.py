@@ -437,10 +437,10 @@ async def test_the_sender_raises_graph_errors_with_metas_codes(
     settings: WhatsAppSettings, api: FakeWhatsAppAPI
 ) -> None:
     from bot.channels.dedupe import ChannelStore
-    from bot.channels.whatsapp_output import build_client, new_session
+    from bot.channels.whatsapp_output import WhatsAppClients
 
-    session = new_session()
-    output = WhatsAppOutput(build_client(settings, session), ChannelStore.from_url(), max_attempts=1)
+    clients = WhatsAppClients(settings)
+    output = WhatsAppOutput(clients, ChannelStore.from_url(), max_attempts=1)
     try:
         for code, outside, for_good in [(131047, True, True), (131026, False, True), (190, False, False),
                                         (130429, False, False)]:  # fmt: skip
@@ -454,7 +454,7 @@ async def test_the_sender_raises_graph_errors_with_metas_codes(
         [template] = api.sent(MARIA)
         assert template["template"] == {"name": "reopen_conversation", "language": {"code": "en_GB"}}
     finally:
-        await session.aclose()
+        await clients.close()
 
 
 @pytest.mark.asyncio
@@ -462,16 +462,16 @@ async def test_a_wrong_access_token_is_a_bad_token_error(settings: WhatsAppSetti
     from dataclasses import replace
 
     from bot.channels.dedupe import ChannelStore
-    from bot.channels.whatsapp_output import build_client, new_session
+    from bot.channels.whatsapp_output import WhatsAppClients
 
-    session = new_session()
-    output = WhatsAppOutput(build_client(replace(settings, token="EAAGexpired"), session), ChannelStore.from_url())
+    clients = WhatsAppClients(replace(settings, token="EAAGexpired"))
+    output = WhatsAppOutput(clients, ChannelStore.from_url())
     try:
         with pytest.raises(GraphError) as raised:
             await output.send_text_message(MARIA, "hello")
         assert (raised.value.status, raised.value.code) == (401, 190)
     finally:
-        await session.aclose()
+        await clients.close()
 
 
 @pytest.mark.asyncio

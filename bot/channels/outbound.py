@@ -145,7 +145,7 @@ class Outbound:
 
     def _build_whatsapp(self) -> OutputChannel:
         from bot.channels.dedupe import ENV_CHANNEL_DB, ChannelStore, url_from_env
-        from bot.channels.whatsapp_output import WhatsAppOutput, WhatsAppSettings, build_client, new_session
+        from bot.channels.whatsapp_output import WhatsAppClients, WhatsAppOutput, WhatsAppSettings
 
         # The verify token and the app secret authenticate incoming webhooks: a sender needs neither.
         stand_ins = {"app_secret": _SENDER_ONLY_SECRET.replace("-", ""), "verify_token": _SENDER_ONLY_SECRET}
@@ -153,11 +153,11 @@ class Outbound:
             settings = WhatsAppSettings.from_credentials(stand_ins, self._env)
         except ChannelCredentialsError as error:
             raise OutboundUnavailable(f"cannot answer WhatsApp customers: {error}") from error
-        session = new_session()
+        clients = WhatsAppClients(settings)
         store = ChannelStore.from_url(url_from_env(self._env.get(ENV_CHANNEL_DB) or ""))
-        self._closers.extend([session.aclose, store.dispose])
+        self._closers.extend([clients.close, store.dispose])
         # One try per call: the outbox retries, and knows which tries may have gone through.
-        return WhatsAppOutput(build_client(settings, session), store, max_attempts=1)
+        return WhatsAppOutput(clients, store, max_attempts=1)
 
     def _build_webchat(self) -> OutputChannel:
         from bot.channels.dedupe import ENV_CHANNEL_DB, url_from_env

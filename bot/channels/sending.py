@@ -12,7 +12,11 @@ on an event loop of its own, in a thread that does nothing else: the "sent" reco
 as soon as the answer is read, in the thread that made the call. The loop starts at its first
 use in each process (a forked Rasa worker starts its own). A sender opts in with
 ``RecordedOutput.sends_on_own_thread``; its platform client must then work from that loop (an
-HTTP client belongs to the loop it runs on: see ``bot.channels.telegram_output``).
+HTTP client belongs to the loop it runs on: see ``PerLoop``). The senders that do: Telegram's
+(``bot.channels.telegram_output``), Messenger's and Instagram's (``bot.channels.graph_client``),
+WhatsApp's (``bot.channels.whatsapp_output``), each with an HTTP client per loop, and X's
+(``bot.channels.x_output``), whose synchronous client runs each call in a worker thread from
+whichever loop makes it. Slack's does not: it looks a reply in doubt up instead.
 ``FIRSTREPLY_SENDING_THREAD=off`` keeps every call on Rasa's loop.
 
 The other end of a webhook has a thread of its own too: ``GroupedIntake`` stores the events of

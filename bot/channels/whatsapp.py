@@ -46,13 +46,7 @@ from bot.channels.common import OnNewMessage, typed_text
 from bot.channels.dedupe import PAYLOAD_KEY_PREFIX, ChannelStore
 from bot.channels.inbox import Inbox, InboxEntry
 from bot.channels.meta import SIGNATURE_HEADER, handshake, read_body, signed_by
-from bot.channels.whatsapp_output import (
-    CHANNEL_NAME,
-    WhatsAppOutput,
-    WhatsAppSettings,
-    build_client,
-    new_session,
-)
+from bot.channels.whatsapp_output import CHANNEL_NAME, WhatsAppClients, WhatsAppOutput, WhatsAppSettings
 
 log = logging.getLogger(__name__)
 
@@ -198,20 +192,19 @@ class WhatsAppInput(WebhookConnector):
     def __init__(
         self, settings: WhatsAppSettings, store: ChannelStore | None = None, inbox: Inbox | None = None
     ) -> None:
-        """Build the client (no network call) and open the channel store and the inbox."""
+        """Set up the clients (no network call) and open the channel store and the inbox."""
         self.settings = settings
         inbox = self.open_inbox(store, inbox)
-        self.session = new_session()
-        self.client = build_client(settings, self.session)
-        self.start_connector(WhatsAppOutput(self.client, self.store, inbox=inbox))
+        self.clients = WhatsAppClients(settings)
+        self.start_connector(WhatsAppOutput(self.clients, self.store, inbox=inbox))
 
     async def sources(self) -> list[str]:
         """Return the inbox source: this business number's messages."""
         return [self.settings.source]
 
     async def close_clients(self) -> None:
-        """Close the client's HTTP connections."""
-        await self.session.aclose()
+        """Close the clients' HTTP connections: Rasa's loop's and the sending thread's."""
+        await self.clients.close()
 
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         """Return the Sanic routes: ``GET /`` (health), ``GET /webhook`` (handshake), ``POST /webhook``."""

@@ -18,7 +18,11 @@ carries its key (``bot.channels.dedupe``), as Telegram's keyboard does.
 Why pywa: it is typed, async (httpx), maintained, and speaks the Cloud API's current
 shapes (interactive messages, the read receipt with a typing indicator, templates) and
 error codes; its own webhook server is not used (the connector must store each message in
-the inbox before Meta gets its answer, which pywa's handlers do not), only its client.
+the inbox before Meta gets its answer, which pywa's handlers do not), only its client. That
+client and its httpx session belong to the event loop they first ran on, so there is one
+pair per loop (``WhatsAppClients``): the replies to a stored message go out on the sending
+thread (``bot.channels.sending``), the read receipt, the set-up and the desk's calls on the
+caller's loop.
 
 Every failure is raised as ``bot.channels.meta.GraphError`` (Meta's code and subcode),
 the same error the Messenger and Instagram senders raise, so the desk decides alike for
@@ -47,6 +51,7 @@ from bot.channels.dedupe import ChannelStore
 from bot.channels.inbox import Inbox
 from bot.channels.meta import WHATSAPP, GraphError
 from bot.channels.replies import BUTTONS_PROMPT, RecordedOutput
+from bot.channels.sending import PerLoop
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,6 +137,46 @@ def build_client(settings: WhatsAppSettings, session: httpx.AsyncClient) -> What
     return client
 
 
+@dataclass(frozen=True)
+class Connection:
+    """One pywa client and the HTTP session it sends through (both bound to one event loop)."""
+
+    client: WhatsApp
+    session: httpx.AsyncClient
+
+
+class WhatsAppClients:
+    """The pywa client for ``settings``, one per event loop: the sending thread's and the caller's.
+
+    An httpx session belongs to the loop it first ran on (``bot.channels.sending.PerLoop``);
+    each is built at its loop's first call (no network call) and ``close`` closes both.
+    """
+
+    def __init__(self, settings: WhatsAppSettings, timeout: float = 10.0) -> None:
+        """Build clients for ``settings`` whose sessions wait ``timeout`` seconds for an answer."""
+        self.settings = settings
+        self.timeout = timeout
+        self._connections: PerLoop[Connection] = PerLoop(self._connect, lambda found: found.session.is_closed)
+
+    def _connect(self) -> Connection:
+        session = new_session(self.timeout)
+        return Connection(build_client(self.settings, session), session)
+
+    @property
+    def client(self) -> WhatsApp:
+        """Return the caller's loop's pywa client (the sending thread's when called there)."""
+        return self._connections.get().client
+
+    @property
+    def session(self) -> httpx.AsyncClient:
+        """Return the HTTP session the caller's loop's client sends through."""
+        return self._connections.get().session
+
+    async def close(self) -> None:
+        """Close the sessions: the caller's loop's here, the sending thread's on its own loop."""
+        await self._connections.close(lambda found: found.session.aclose())
+
+
 def graph_error(error: WhatsAppError) -> GraphError:
     """Return pywa's error as Meta's error object read (``GraphError``), the same for the three platforms."""
     return GraphError(error.status_code or 400, error.code, error.subcode, str(error.message or "")[:300])
@@ -175,22 +220,28 @@ class WhatsAppOutput(RecordedOutput):
     """
 
     text_limit = TEXT_LIMIT
+    sends_on_own_thread = True  # ``WhatsAppClients`` keeps a client per loop
 
     def __init__(
         self,
-        client: WhatsApp,
+        clients: WhatsAppClients,
         store: ChannelStore,
         *,
         max_attempts: int = 4,
         backoff_seconds: float = 0.5,
         inbox: Inbox | None = None,
     ) -> None:
-        """Send through ``client``; keep button payloads in ``store``, replies sent in ``inbox``."""
+        """Send through ``clients``; keep button payloads in ``store``, replies sent in ``inbox``."""
         super().__init__(inbox)
-        self.client = client
+        self.clients = clients
         self.store = store
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
+
+    @property
+    def client(self) -> WhatsApp:
+        """Return the pywa client of the caller's loop (the sending thread's when called there)."""
+        return self.clients.client
 
     @classmethod
     def name(cls) -> str:

@@ -3,7 +3,10 @@
 A ``bot.channels.replies.RecordedOutput``: splitting, the holding line and the reply records
 come from there; this module adds the v2 calls through tweepy (each in a thread: its
 client is synchronous), their retries, X's limits, and buttons as numbered choices (v2
-DMs carry no quick replies).
+DMs carry no quick replies). Nothing of a call belongs to an event loop (the client and its
+``requests`` session are synchronous, the waits are ``asyncio.sleep``), so a reply to a
+stored event, its records and its call, goes out on the sending thread
+(``bot.channels.sending``) like Telegram's, and closing the session needs no loop.
 
 Failures: a rate limit (429) is waited out when its reset is near (``max_retry_after``),
 else raised so the inbox tries the event again later; X's server errors and network
@@ -56,6 +59,7 @@ class XOutput(RecordedOutput):
     """Sends to X customers: DMs split at 10,000 characters, buttons as numbered choices, public replies."""
 
     text_limit = DM_TEXT_LIMIT
+    sends_on_own_thread = True  # tweepy's client is synchronous: each call runs in a thread from any loop
 
     def __init__(
         self,
