@@ -379,3 +379,63 @@ def test_tables_created_by_another_process_meanwhile_are_looked_at_again() -> No
     with pytest.raises(OperationalError):
         create_tables(broken, object())  # type: ignore[arg-type]
     assert broken.calls == 1
+
+
+def _burst(count: int) -> dict[str, Any]:
+    return {"messages": [{"id": f"b{n}", "from": f"customer-{n}", "text": f"message {n}"} for n in range(count)]}
+
+
+def _holders(store: ChannelStore) -> list[str | None]:
+    with store.engine.connect() as conn:
+        return [row[0] for row in conn.exec_driver_sql("SELECT lease_owner FROM channel_inbox WHERE state = 'pending'")]
+
+
+@pytest.mark.asyncio
+async def test_a_burst_beyond_a_worker_s_room_is_queued_and_taken_by_another_worker_with_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FIRSTREPLY_HANDLING_AT_ONCE", "2")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    busy_agent = RecordingAgent(replies=[{"text": "On it."}], gate=asyncio.Event())
+    idle_agent = RecordingAgent(replies=[{"text": "On it."}])
+    busy, idle = ToyInput(ChannelStore.from_url(url)), ToyInput(ChannelStore.from_url(url))
+    busy.blueprint(busy_agent.handle_message)
+    idle.blueprint(idle_agent.handle_message)
+
+    assert await busy.accept_all(busy.parse(_burst(6))) is Intake.STORED
+    holders = _holders(busy.store)
+    # Two held by the worker that accepted them (its room), four queued for whoever has room.
+    assert len(holders) == 6 and holders.count(None) == 4
+
+    assert await idle.worker(SOURCE).pull() == 2
+    await asyncio.wait_for(idle.tasks.wait(), 10)  # each handling that ends takes the next queued one
+    assert sorted(m.sender_id for m in idle_agent.messages) == [f"customer-{n}" for n in range(2, 6)]
+    assert sorted(m.sender_id for m in busy_agent.messages) == ["customer-0", "customer-1"]
+
+    assert busy_agent.gate is not None
+    busy_agent.gate.set()
+    await asyncio.wait_for(busy.tasks.wait(), 10)
+    assert len(busy_agent.messages) == 2 and busy.inbox.pending(SOURCE) == 0
+    answered = [recipient for recipient, _, _ in busy.output.sent + idle.output.sent]
+    assert sorted(answered) == sorted(f"customer-{n}" for n in range(6))  # each answered once
+
+
+@pytest.mark.asyncio
+async def test_a_worker_that_is_closing_takes_no_more_from_the_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FIRSTREPLY_HANDLING_AT_ONCE", "1")
+    agent = RecordingAgent(replies=[{"text": "On it."}], gate=asyncio.Event())
+    toy = ToyInput(ChannelStore.from_url(f"sqlite:///{tmp_path / 'shared.db'}"))
+    toy.blueprint(agent.handle_message)
+    await toy.accept_all(toy.parse(_burst(3)))
+    await asyncio.sleep(0.05)
+
+    closing = asyncio.get_running_loop().create_task(toy.close(grace_seconds=5))
+    await asyncio.sleep(0.05)
+    assert agent.gate is not None
+    agent.gate.set()
+    await asyncio.wait_for(closing, 10)
+    # The one it was handling ended; the two queued wait, unheld, for another process.
+    assert [m.sender_id for m in agent.messages] == ["customer-0"]
+    assert _holders(toy.store) == [None, None]

@@ -20,6 +20,7 @@ from bot.channels.inbox import (
     MAX_ATTEMPTS,
     SENDING,
     SENT,
+    Arrival,
     Inbox,
     InboxEntry,
     replies,
@@ -284,3 +285,20 @@ def test_reply_records_on_postgresql(clock: Clock) -> None:
                 assert conn.execute(select(replies.c.resent)).scalar() == 1
         finally:
             store.dispose()
+
+
+def test_a_queued_update_is_taken_by_any_process_and_only_it_counts_as_never_tried(
+    tmp_path: Path, clock: Clock
+) -> None:
+    accepting, other = make_inbox(tmp_path, clock, "a"), make_inbox(tmp_path, clock, "b")
+    accepting.accept_many([Arrival(SOURCE, "1", "41", "held"), Arrival(SOURCE, "2", "42", "queued", held=False)])
+    failed = accepting.accept(SOURCE, "3", "43", "failed once")
+    assert failed is not None
+    accepting.failed(failed, "ConnectionError: down")  # back-off: due in 2 s, not queued
+
+    [taken] = other.claim_queued(SOURCE, limit=5)
+    assert (taken.update_id, taken.replay) == ("2", False)  # never tried: no records to look up
+    assert other.claim_queued(SOURCE, limit=5) == [] and accepting.claim_due(SOURCE) == []
+    clock.now += 3
+    [again] = other.claim_due(SOURCE)
+    assert (again.update_id, again.replay) == ("3", True)
