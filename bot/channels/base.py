@@ -16,8 +16,9 @@ What the base does, for every connector alike:
 - **Dedupe.** The inbox row is the duplicate filter: a copy of an event already stored (a
   platform retry, also after a restart, also in another replica) is ``Intake.COPY``.
 - **Lease and replay.** One ``InboxWorker`` per inbox source handles each event in the
-  background, its lease renewed, failures given back with back-off; the sweeper loop
-  (``start_sweeping``) takes over what a process that died left behind. An event handled
+  background, its lease renewed, failures given back with back-off; an event beyond the
+  worker's room is stored queued, for any process with room; the sweeper loop
+  (``start_sweeping``) takes queued events and what a process that died left behind. An event handled
   again goes to Rasa through ``unless_saved``: if Rasa saved it already, only the replies
   not yet sent are sent.
 - **Reply records.** The sender bound to one event (``RecordedOutput.for_message``)

@@ -23,6 +23,11 @@ those replies a second time. Two tables close both gaps:
     one who gets nothing; the log says so. (Where the platform can be asked, the connector
     asks first: Slack's posts carry an idempotency key found in the DM's history.)
 
+A process leases to itself only the updates it has room to handle now; the rest of a burst is
+stored *queued*, leased to nobody, and the first process with room (any Rasa worker or
+replica on this database) takes the oldest (``claim_queued``, ``claim_due``). So a burst is
+shared by every process, whichever accepted its webhooks, and none holds what it cannot start.
+
 A lease names its process: host, process id and a token of this run (``bot.channels.leases``).
 A process that finds a lease of a process on its own machine that is gone (its id no longer
 runs, or it is its own id from an earlier run: a restarted container) takes the update over

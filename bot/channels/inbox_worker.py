@@ -1,8 +1,10 @@
 """The inbox's worker: each stored update handled in the background, in the customer's order, until done.
 
 One ``InboxWorker`` per inbox source (``bot.channels.base``). It handles an update at once
-when it is stored, keeps its lease while it works, gives it back with back-off when the
-handling fails, and takes over (``sweep``) what a process that died left behind. The store
+when it is stored with room (``reserve``), keeps its lease while it works, gives it back with
+back-off when the handling fails, takes queued updates when it has room (``pull``; every
+process does, so a burst is shared), and takes over (``sweep``) what a process that died left
+behind. The store
 itself, its tables and what a lease is: ``bot.channels.inbox``.
 """
 
