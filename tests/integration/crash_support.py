@@ -117,6 +117,8 @@ class Outcome:
     held_twice: int = 0
     in_flight_at_kill: int = 0
     unfinished_at_kill: int = 0
+    # Of those, the ones a process held (the rest were queued for any process with room).
+    leased_at_kill: int = 0
     resent: int = 0
     resume_s: Optional[float] = None
     complete_s: float = 0.0
@@ -498,8 +500,8 @@ async def _deliver(client: httpx.AsyncClient, webhook: str, platform: Platform, 
         await asyncio.sleep(0.3)
 
 
-def _at_kill(url: str, message_ids: set[str], update_ids: set[str]) -> tuple[set[str], set[str]]:
-    """Return the replies (message id, seq) recorded "sending" and the updates not handled, now."""
+def _at_kill(url: str, message_ids: set[str], update_ids: set[str]) -> tuple[set[str], set[str], int]:
+    """Return the replies (message id, seq) recorded "sending", the updates not handled, and how many of those a process held."""
     engine = create_engine(url, future=True, poolclass=NullPool)
     try:
         with engine.connect() as conn:
@@ -510,14 +512,15 @@ def _at_kill(url: str, message_ids: set[str], update_ids: set[str]) -> tuple[set
                 )
                 if message_id in message_ids
             }
-            pending = {
-                str(update_id)
-                for update_id, in conn.execute(select(inbox_table.c.update_id).where(inbox_table.c.state == "pending"))
-                if str(update_id) in update_ids
-            }
+            rows = conn.execute(
+                select(inbox_table.c.update_id, inbox_table.c.lease_owner).where(inbox_table.c.state == "pending")
+            ).all()
     finally:
         engine.dispose()
-    return sending, pending
+    pending = {str(update_id) for update_id, _ in rows if str(update_id) in update_ids}
+    # The rest were queued (leased to nobody): any process takes them, with nothing to take over.
+    leased = sum(1 for update_id, owner in rows if str(update_id) in update_ids and owner is not None)
+    return sending, pending, leased
 
 
 def _records(url: str, update_ids: set[str]) -> tuple[Dict[str, str], Dict[str, int], set[str]]:
@@ -560,8 +563,8 @@ async def run_trial(
     async def fault() -> None:
         await asyncio.sleep(kill_at)
         outcome.killed = await stack.kill(target, rng)
-        sending, pending = await asyncio.to_thread(_at_kill, stack.channel_db_url, message_ids, update_ids)
-        outcome.in_flight_at_kill, outcome.unfinished_at_kill = len(sending), len(pending)
+        sending, pending, leased = await asyncio.to_thread(_at_kill, stack.channel_db_url, message_ids, update_ids)
+        outcome.in_flight_at_kill, outcome.unfinished_at_kill, outcome.leased_at_kill = len(sending), len(pending), leased
         in_flight.update(sending)
         unfinished.update(pending)
         await stack.restart()

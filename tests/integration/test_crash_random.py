@@ -65,7 +65,7 @@ def test_random_kills_in_a_burst_lose_nothing_greet_nobody_twice_and_repeat_only
         assert outcome.greeted_twice == 0 and outcome.held_twice == 0, outcome.problems
         assert outcome.missing == 0, outcome.problems
         assert outcome.repeated_without_reply_in_flight == 0, outcome.problems
-        if target == RASA and outcome.unfinished_at_kill:
+        if target == RASA and outcome.leased_at_kill:
             assert outcome.taken_over_at_once >= 1, stack.logs()[-3000:]
         # Read after each trial: a Rasa killed once the burst was answered leaves its successor none.
         windows = stack.reply_windows()
