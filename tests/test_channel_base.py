@@ -31,6 +31,7 @@ from bot.channels.inbox import Inbox, InboxEntry
 from bot.channels.replies import HOLDING_REPLY, RecordedOutput
 from bot.channels.reply_windows import REPLY_WINDOWS
 from tests.channel_support import RecordingAgent, channel_store
+from tests.polling import until
 
 SOURCE = "toy:bot-1"
 
@@ -395,20 +396,25 @@ async def test_a_burst_beyond_a_worker_s_room_is_queued_and_taken_by_another_wor
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FIRSTREPLY_HANDLING_AT_ONCE", "2")
+    monkeypatch.setenv("FIRSTREPLY_INBOX_SWEEP_SECONDS", "60")
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     busy_agent = RecordingAgent(replies=[{"text": "On it."}], gate=asyncio.Event())
     idle_agent = RecordingAgent(replies=[{"text": "On it."}])
     busy, idle = ToyInput(ChannelStore.from_url(url)), ToyInput(ChannelStore.from_url(url))
     busy.blueprint(busy_agent.handle_message)
     idle.blueprint(idle_agent.handle_message)
+    idle.start_sweeping()  # sweeps at once (nothing yet); the next sweep is a minute away
+    await asyncio.sleep(0.1)
 
     assert await busy.accept_all(busy.parse(_burst(6))) is Intake.STORED
     holders = _holders(busy.store)
     # Two held by the worker that accepted them (its room), four queued for whoever has room.
     assert len(holders) == 6 and holders.count(None) == 4
 
-    assert await idle.worker(SOURCE).pull() == 2
-    await asyncio.wait_for(idle.tasks.wait(), 10)  # each handling that ends takes the next queued one
+    # The idle worker's sweeper looks for queued events between its sweeps.
+    await until("the idle worker took the queued events", lambda: len(idle_agent.messages) == 4, timeout=5)
+    await idle.stop_sweeping()
+    await asyncio.wait_for(idle.tasks.wait(), 10)
     assert sorted(m.sender_id for m in idle_agent.messages) == [f"customer-{n}" for n in range(2, 6)]
     assert sorted(m.sender_id for m in busy_agent.messages) == ["customer-0", "customer-1"]
 
