@@ -14,7 +14,6 @@ import asyncio
 import json
 import math
 import random
-import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -24,17 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 FALLBACK = "nlu_fallback"
 
 
-def _intent_blocks(nlu_dir: Path) -> Tuple[Dict[str, List[str]], List[Path]]:
-    """Return intent -> raw example lines (annotations kept), and the files with no intents."""
+def _intent_blocks(nlu_dir: Path) -> Tuple[Dict[str, List[str]], Dict[str, List[Dict[str, Any]]]]:
+    """Return intent -> raw example lines (annotations kept), and each file's other blocks (regexes, lookups, synonyms)."""
     examples: Dict[str, List[str]] = {}
-    other: List[Path] = []
+    other: Dict[str, List[Dict[str, Any]]] = {}
     for path in sorted(nlu_dir.glob("*.yml")):
         blocks = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("nlu") or []
         intents = [b for b in blocks if "intent" in b]
         if len(intents) < len(blocks):
-            if intents:
-                raise ValueError(f"{path}: mixes intents with regexes/lookups/synonyms; the split cannot keep both")
-            other.append(path)
+            other[path.name] = [b for b in blocks if "intent" not in b]
         for block in intents:
             lines = [ln.strip()[2:] for ln in str(block.get("examples") or "").splitlines() if ln.strip().startswith("- ")]
             examples.setdefault(block["intent"], []).extend(lines)
@@ -52,7 +49,8 @@ def _write_nlu(path: Path, examples: Dict[str, List[str]]) -> None:
 def split_nlu(out: Path, test_fraction: float = 0.2, seed: int = 42, nlu_dir: Path = ROOT / "data" / "nlu") -> Dict[str, Any]:
     """Split data/nlu per intent (stratified) into ``out/train/`` and ``out/test.yml``.
 
-    Regex, lookup and synonym files go to the training side unchanged.
+    Regexes, lookup tables and synonyms go to the training side whole, also from a file that
+    has intent examples too (those are split with the others).
     """
     examples, other = _intent_blocks(nlu_dir)
     rng = random.Random(seed)
@@ -66,8 +64,9 @@ def split_nlu(out: Path, test_fraction: float = 0.2, seed: int = 42, nlu_dir: Pa
     (out / "train").mkdir(parents=True, exist_ok=True)
     _write_nlu(out / "train" / "nlu.yml", train)
     _write_nlu(out / "test.yml", test)
-    for path in other:
-        shutil.copy(path, out / "train" / path.name)
+    for name, blocks in other.items():
+        document = {"version": "3.1", "nlu": blocks}
+        (out / "train" / name).write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return {
         "seed": seed,
         "train_examples": sum(map(len, train.values())),
