@@ -260,8 +260,7 @@ class Inbox:
             if gone:
                 free = or_(free, inbox.c.lease_owner.in_(gone))
             rows = conn.execute(due.where(free).order_by(inbox.c.received_at).limit(limit)).all()
-        claimed = (self.take_over(self._entry(source, row)) for row in rows)
-        return [entry for entry in claimed if entry is not None]
+        return self._take_over_rows(source, rows)
 
     def claim_queued(self, source: str, limit: int) -> list[InboxEntry]:
         """Lease to this process up to ``limit`` updates stored queued (held by no process yet); oldest first.
@@ -275,6 +274,10 @@ class Inbox:
         )  # fmt: skip
         with self._engine.connect() as conn:
             rows = conn.execute(queued.order_by(inbox.c.received_at).limit(limit)).all()
+        return self._take_over_rows(source, rows)
+
+    def _take_over_rows(self, source: str, rows: Sequence[Any]) -> list[InboxEntry]:
+        """Lease to this process the pending ``rows`` read of ``source`` that nobody took meanwhile."""
         claimed = (self.take_over(self._entry(source, row)) for row in rows)
         return [entry for entry in claimed if entry is not None]
 
