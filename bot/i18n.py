@@ -7,7 +7,10 @@ Two jobs, both done by well-kept libraries rather than by hand:
   ``language_code``, Slack's locale) is a hint that settles what the text alone cannot.
   ``reply_language`` turns that into the language to answer in: the message's own when it is
   switched on in support.yml, else the closest switched-on one, with the reason kept so the
-  case can say the message was not understood as written.
+  case can say the message was not understood as written. Lingua reads letter sequences, so
+  on a few casual words it often prefers a neighbour ("reset my password pls" as German);
+  the message's function words ("my", "the", "que", "und") are a second, independent
+  witness that settles short and unclear messages.
 - ``promise_wording`` and ``format_amount``: Babel formats clock times, weekdays, dates,
   durations and amounts for the customer's locale; the sentences around them are the
   ``utter_promise_*`` responses in domain/languages.yml, so ops edit them in YAML.
@@ -64,6 +67,10 @@ NAMES: Mapping[str, str] = {
 # mixed.
 CONFIDENT = 0.5
 SHORT_WORDS = 4
+# A message of fewer than SHORT_WORDS words switches language on lingua's word alone only at
+# this confidence ("helloooo" reads as Italian at 0.57, "okk" as Dutch at 0.76); below it,
+# its function words must agree.
+SHORT_CONFIDENT = 0.85
 # How much confidence the locale hint's language needs to be chosen over the likeliest.
 HINT_SUPPORT = 0.1
 
@@ -73,8 +80,38 @@ REASON_KEPT = "too short to tell"
 REASON_UNCLEAR = "unclear or mixed"
 REASON_NOT_ON = "not switched on"
 
-# Handles, links, hashtags and digits say nothing about the language.
-_NOISE = re.compile(r"(@\w+|#\w+|https?://\S+|www\.\S+|\S*\d\S*)")
+# Each switched-on language's most frequent function words, greetings and thanks, lower
+# case, accented and as typed without accents. A word several languages share counts for
+# each, so it decides nothing on its own; single letters are left out but for a few that only
+# one or two of the languages use as words.
+FUNCTION_WORDS: Mapping[str, frozenset[str]] = {
+    code: frozenset(words.split()) for code, words in {
+        "en": "the and is are was were to of my me you your it its this that for with not i im ive "
+              "have has had what why how when where who do does did don doesn didn can cant won isn "
+              "wasn aren just be been please pls plz thanks thank thx hi hello hey bye yes any at on "
+              "from get got will would could should but or we they there still again ok okay lol u "
+              "ur he she our us about if all out up by after off then than now being",
+        "es": "el la los las de del al que y en un una unos por para con es mi mis me se lo le les "
+              "pero muy está esta estoy están hola gracias cuando cómo como qué porque tengo "
+              "tiene hay ya sí su sus nos este eso esto buenos buenas adiós favor puedo puede "
+              "podeis podéis hacer no usted ustedes",
+        "fr": "le la les de des du et est un une je j pas pour avec mon ma mes vous votre vos que qui "
+              "ne sur ce c ça ca il elle au aux n oui non bonjour bonsoir salut merci revoir très "
+              "tres suis ai mais d l qu nous cette été",
+        "de": "der die das und ist nicht ich mit für fur ein eine einen auf mein meine sie es zu den "
+              "dem von bitte danke hallo wie was warum aber auch noch kann ja nein habe hat bin wir "
+              "ihr sind guten tschüss schon nur mir mich im bei wo wann keine kein",
+        "pt": "o os as do da dos das de que e não nao um uma para com meu minha é está estou obrigado "
+              "obrigada olá ola oi por em no na nos nas você voce sim boa bom tchau isso mas já ao "
+              "pelo pela tem podem mim",
+        "it": "il lo gli le di che e non un una uno per con mio mia miei è sono ciao grazie del della "
+              "dei nel nella ho ha ma anche questo questa sto mi ti si ci buongiorno buonasera prego "
+              "perché perche come cosa al alla da no",
+    }.items()
+}
+
+# Handles, e-mail addresses, links, hashtags and digits say nothing about the language.
+_NOISE = re.compile(r"(\S+@\S+|@\w+|#\w+|https?://\S+|www\.\S+|\S*\d\S*)")
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
@@ -87,12 +124,22 @@ class Detection:
         confidence: Lingua's confidence in it (0 when ``language`` is None).
         ranking: Every weighed language with its confidence, likeliest first.
         words: How many words the text had once handles, links and digits are left out.
+        function_words: For each switched-on language with any, how many of the text's words
+            are among its ``FUNCTION_WORDS``.
     """
 
     language: Optional[str]
     confidence: float
     ranking: tuple[tuple[str, float], ...]
     words: int
+    function_words: tuple[tuple[str, int], ...] = ()
+
+    def function_word_leader(self, languages: Sequence[str]) -> Optional[str]:
+        """Return the one language of ``languages`` with more function words in the text than any other, if any."""
+        counts = sorted(((count, code) for code, count in self.function_words if code in languages), reverse=True)
+        if not counts or (len(counts) > 1 and counts[1][0] == counts[0][0]):
+            return None
+        return counts[0][1]
 
 
 @dataclass(frozen=True)
@@ -169,13 +216,14 @@ def detect_language(text: Optional[str]) -> Detection:
     both ask about each message.
     """
     cleaned = _NOISE.sub(" ", text or "")
-    words = len(_WORD.findall(cleaned))
-    if words == 0:
+    words = [word.lower() for word in _WORD.findall(cleaned)]
+    if not words:
         return Detection(None, 0.0, (), 0)
     values = _detector().compute_language_confidence_values(cleaned)
     ranking = tuple((value.language.iso_code_639_1.name.lower(), float(value.value)) for value in values)
     best, confidence = ranking[0] if ranking else (None, 0.0)
-    return Detection(best, confidence, ranking, words)
+    marks = ((code, sum(word in vocabulary for word in words)) for code, vocabulary in FUNCTION_WORDS.items())
+    return Detection(best, confidence, ranking, len(words), tuple((code, n) for code, n in marks if n))
 
 
 def reply_language(
@@ -189,10 +237,17 @@ def reply_language(
         hint: The channel's or profile's locale for the customer, if any.
 
     Returns:
-        - a confident detection of a switched-on language: that language;
-        - a short message that says too little: the hint's language when switched on,
-          else no change (the conversation keeps its language);
+        - a confident detection of a switched-on language: that language, when the message
+          has SHORT_WORDS words or more, is read at SHORT_CONFIDENT, or its function words
+          agree;
+        - a short message that says too little: the hint's language when switched on, else
+          the language lingua and the function words agree on, else no change (the
+          conversation keeps its language);
         - a message whose likeliest language is the hint's or close to it: the hint's;
+        - a longer message lingua is unsure of: the switched-on language with the most
+          function words in it (where lingua ranks another first: the brand's main language,
+          or another with two or more), else English when lingua ranks it first (casual English is
+          often read with little confidence: "fix ur app pls");
         - a message confidently in a language that is not switched on, or a longer unclear
           or mixed one: not understood, answered in the closest switched-on language (the
           hint's, else the switched-on language lingua ranks highest).
@@ -202,18 +257,25 @@ def reply_language(
     hinted = hinted if hinted in on else None
     scores = dict(detection.ranking)
     best = detection.language
-    if best in on and detection.confidence >= CONFIDENT:
+    short = detection.words < SHORT_WORDS
+    leader = detection.function_word_leader(on)
+    confident = detection.confidence >= CONFIDENT
+    if best in on and confident and (not short or detection.confidence >= SHORT_CONFIDENT or leader == best):
         return ReplyLanguage(best, True, best, REASON_DETECTED)
-    if detection.words < SHORT_WORDS and (best not in scores or detection.confidence < CONFIDENT):
-        return ReplyLanguage(hinted, True, None, REASON_HINT if hinted else REASON_KEPT)
+    if short and (best in on or best not in scores or detection.confidence < SHORT_CONFIDENT):
+        if hinted:
+            return ReplyLanguage(hinted, True, None, REASON_HINT)
+        if leader is not None and leader == best:
+            return ReplyLanguage(best, True, best, REASON_DETECTED)
+        return ReplyLanguage(None, True, None, REASON_KEPT)
     if hinted and (best == hinted or scores.get(hinted, 0.0) >= max(HINT_SUPPORT, detection.confidence / 2)):
         return ReplyLanguage(hinted, True, best, REASON_HINT)
-    if best == DEFAULT_LANGUAGE and best in on:
-        # Casual English is often read with little confidence ("fix ur app pls"); a message
-        # whose likeliest language is English is answered as English.
+    if not confident and leader is not None and (leader in (best, on[0]) or dict(detection.function_words)[leader] > 1):
+        return ReplyLanguage(leader, True, best, REASON_DETECTED)
+    if not confident and best == DEFAULT_LANGUAGE and best in on:
         return ReplyLanguage(best, True, best, REASON_DETECTED)
     closest = hinted or max(on, key=lambda code: (scores.get(code, 0.0), code == on[0]))
-    reason = REASON_NOT_ON if best not in on and detection.confidence >= CONFIDENT else REASON_UNCLEAR
+    reason = REASON_NOT_ON if best not in on and confident else REASON_UNCLEAR
     return ReplyLanguage(closest, False, best, reason)
 
 

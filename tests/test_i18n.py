@@ -54,6 +54,62 @@ def test_a_message_is_answered_in_its_own_language(text: str, language: str) -> 
     assert (reply.code, reply.understood) == (language, True)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Short, casual English that lingua alone ranks as another language.
+        "reset my password pls",
+        "transfer me to a human",
+        "is it machine washable",
+        "i'll be off then",
+        "roll a dice for me",
+        "convert 5 miles to km",
+        "reset password for k.obrien@outlook.ie",
+        "@AskAmex It said invalid user name or password",
+    ],
+)
+def test_casual_english_is_not_taken_for_another_language(text: str) -> None:
+    detection = detect_language(text)
+    assert detection.language != "en"  # what makes the case: lingua alone would switch
+
+    reply = reply_language(detection, ALL)
+
+    # English, or (too short once the address is left out) the conversation's language kept.
+    assert reply.code in ("en", None) and reply.understood is True
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        # A few letters lingua reads as a language with some confidence: the conversation keeps its own.
+        ("helloooo", None),
+        ("okk", None),
+        ("uh huh", None),
+        ("byeeee 👋👋", None),
+        # Short messages whose function words agree with lingua switch.
+        ("ja genau das", "de"),
+        ("boa noite!! 👋", "pt"),
+        ("buonasera!! 👋", "it"),
+        ("hola", "es"),
+    ],
+)
+def test_a_short_message_switches_only_when_its_words_agree(text: str, code: str | None) -> None:
+    reply = reply_language(detect_language(text), ALL)
+
+    assert (reply.code, reply.understood) == (code, True)
+
+
+def test_function_words_decide_an_unclear_message_only_with_a_clear_leader() -> None:
+    detection = detect_language("el altavoz bluetooth no se conecta con mi portatil")
+    assert detection.confidence < 0.5  # lingua is unsure
+    assert detection.function_word_leader(ALL) == "es"
+    assert reply_language(detection, ALL).code == "es"
+    # "la" is Spanish, French and Italian alike: no leader among them.
+    tie = Detection("it", 0.3, (("it", 0.3), ("es", 0.25)), words=5, function_words=(("es", 1), ("fr", 1), ("it", 1)))
+    assert tie.function_word_leader(ALL) is None
+    assert tie.function_word_leader(["en", "it"]) == "it"
+
+
 def test_a_language_not_switched_on_is_answered_in_the_closest_one_and_not_understood() -> None:
     dutch = detect_language("Hallo, mijn bestelling is nog steeds niet aangekomen, wat is er aan de hand?")
 

@@ -230,3 +230,70 @@ def test_the_action_server_receives_the_same_document_over_http(served_domain: A
     rasa_body = json.loads(json.dumps(RemoteAction("action_acknowledge", None)._action_call_format(tracker, served_domain)))
     assert json.loads(received[0]) == rasa_body
     assert rasa_body["domain"]["responses"] and rasa_body["tracker"]["latest_message"]["text"].startswith("où est")
+
+
+def test_a_message_is_read_on_the_parse_thread_while_the_loop_stays_free() -> None:
+    import threading
+    import time
+
+    class Processor:
+        http_interpreter = None
+        updated: List[Dict[str, Any]] = []
+
+        def _parse_message_with_graph(self, message: Any, tracker: Any, only_output_properties: bool) -> Dict[str, Any]:
+            time.sleep(0.3)  # what 0.3 s of NLU does to the caller's thread
+            return {"text": message.text, "thread": threading.current_thread().name, "sender": tracker.sender_id}
+
+        def _update_full_retrieval_intent(self, parse_data: Dict[str, Any]) -> None:
+            self.updated.append(parse_data)
+
+        def _check_for_unseen_features(self, parse_data: Dict[str, Any]) -> None:
+            parse_data["checked"] = True
+
+    async def original(*_: Any) -> Dict[str, Any]:
+        raise AssertionError("the original runs only for an HTTP interpreter")
+
+    parse = speedups._parse_on_own_thread(original, speedups.ParseThread())
+    ticks: List[float] = []
+
+    async def ticker() -> None:
+        for _ in range(20):
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> Dict[str, Any]:
+        processor = Processor()
+        result, _ = await asyncio.gather(parse(processor, UserMessage("hi", sender_id="c-1")), ticker())
+        return result | {"updated": len(processor.updated)}
+
+    result = asyncio.run(scenario())
+
+    assert result == {"text": "hi", "thread": result["thread"], "sender": "c-1", "checked": True, "updated": 1}
+    assert result["thread"].startswith("firstreply-parse")
+    # The ticker ran all along: no gap near the 0.3 s the parse held its thread.
+    assert max(b - a for a, b in zip(ticks, ticks[1:])) < 0.2
+
+
+def test_the_parse_thread_reads_a_message_as_rasa_does(tmp_path: Path) -> None:
+    from rasa.core.lock_store import InMemoryLockStore
+    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+    from rasa.core.processor import MessageProcessor
+    from rasa.core.tracker_store import InMemoryTrackerStore
+
+    if not MODEL.exists():
+        pytest.fail(f"{MODEL} is missing: run `make train` (or `make test`, which trains first)")
+    original = MessageProcessor.parse_message
+    original = getattr(original, "__wrapped__", original)
+    threaded = speedups._parse_on_own_thread(original, speedups.ParseThread())
+
+    async def scenario() -> List[Any]:
+        processor = MessageProcessor(MODEL, InMemoryTrackerStore(None), InMemoryLockStore(), None)  # type: ignore[arg-type]
+        processor.nlg = TemplatedNaturalLanguageGenerator(processor.domain.responses)
+        pairs = []
+        for text in MESSAGES:
+            message = UserMessage(text, sender_id="c-1", message_id="m-1")
+            pairs.append((await original(processor, message), await threaded(processor, message)))
+        return pairs
+
+    for rasa_reads, thread_reads in asyncio.run(scenario()):
+        assert thread_reads == rasa_reads

@@ -91,6 +91,22 @@ def count_from_env(name: str, default: int) -> int:
     return int(raw)
 
 
+def switch_from_env(name: str, default: bool = True) -> bool:
+    """Return the on/off switch in ``$name`` (``default`` when unset or empty).
+
+    Raises:
+        ValueError: the value is neither on nor off.
+    """
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "1", "true", "yes"):
+        return True
+    if raw in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, not {raw!r}")
+
+
 def same_secret(given: str, expected: str) -> bool:
     """Return whether a secret from a request equals ``expected`` (constant-time comparison).
 

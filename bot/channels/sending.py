@@ -33,6 +33,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
+from bot.channels.common import switch_from_env
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 A = TypeVar("A")
@@ -47,12 +49,7 @@ def sending_thread_from_env() -> bool:
     Raises:
         ValueError: the value is neither on nor off.
     """
-    raw = os.environ.get(ENV_SENDING_THREAD, "").strip().lower()
-    if raw in ("", "on", "1", "true", "yes"):
-        return True
-    if raw in ("off", "0", "false", "no"):
-        return False
-    raise ValueError(f"{ENV_SENDING_THREAD} must be on or off, not {raw!r}")
+    return switch_from_env(ENV_SENDING_THREAD)
 
 
 class SendingThread:
