@@ -28,7 +28,8 @@ channel's greeting off and on, each on fresh servers, the order alternating; the
 p50/p90/p99/max over every customer of every trial, and each trial's p99 (the spread). Writes
 bench/results/first-message-burst-latest.json and .md. ``--compare`` sets other settings side by
 side instead (``workers``: one Rasa worker against one per core, with ``make run``'s SQLite
-stores; ``reply-calls``; ``sending-thread``; results in first-message-burst-<compare>-latest.*),
+stores; ``reply-calls``; ``sending-thread``; ``handling``; results in
+first-message-burst-<compare>-latest.*),
 and ``--latency-ms`` makes the fake platforms answer each call that much later, as a platform
 across a network does.
 """
@@ -419,7 +420,9 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
     ``make run``'s SQLite stores and the greeting on. ``reply-calls``: four replies in flight
     at once per process against one (``FIRSTREPLY_REPLY_CALLS``), with ``make run``'s stores.
     ``sending-thread``: the replies' calls on Rasa's loop against the sending thread
-    (``FIRSTREPLY_SENDING_THREAD``), one worker, the greeting on.
+    (``FIRSTREPLY_SENDING_THREAD``), one worker, the greeting on. ``handling``: 4, 2 and 1
+    updates handled at once per process (``FIRSTREPLY_HANDLING_AT_ONCE``), one Rasa worker per
+    core with ``make run``'s stores.
     """
     cores = os.cpu_count() or 1
     if compare == "greeting":
@@ -433,12 +436,15 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
     elif compare == "sending-thread":
         pairs = [Setting(f"sending thread {s}", latency_s=latency_s, env={"FIRSTREPLY_SENDING_THREAD": s})
                  for s in ("off", "on")]  # fmt: skip
+    elif compare == "handling":
+        pairs = [Setting(f"{n} handled at once", workers=cores, make_run_stores=True, latency_s=latency_s,
+                         env={"FIRSTREPLY_HANDLING_AT_ONCE": str(n)}) for n in (4, 2, 1)]  # fmt: skip
     else:
         raise ValueError(f"unknown comparison {compare!r}; one of {', '.join(COMPARISONS)}")
     return pairs
 
 
-COMPARISONS = ("greeting", "workers", "reply-calls", "sending-thread")
+COMPARISONS = ("greeting", "workers", "reply-calls", "sending-thread", "handling")
 
 
 def run_bursts(customers: int, connections: int, trials: int, settings: list[Setting]) -> dict[str, Any]:

@@ -19,29 +19,15 @@ Measured with py-spy on the Rasa server under load (docs/benchmarks.md):
    standard library. Here the domain's part is encoded once per domain and the rest with
    ujson (already one of Rasa's own dependencies); the action server receives the same JSON
    document (same keys and values). Anything ujson cannot encode falls back to ``json``.
-4. Reading a message (the NLU graph: both sentence encoders, the classifiers, the language
-   guard; about 30-40 ms of CPU) ran on Rasa's event loop, so under a burst every webhook,
-   typing indicator and greeting waited behind the messages being read. ``parse_message``
-   now runs the graph on one thread of its own per process (``$FIRSTREPLY_PARSE_THREAD``,
-   default on), one message at a time, and the loop stays free for the rest: the encoders'
-   matrix products release Python's lock, and the loop gets it back within the interpreter's
-   switch interval (5 ms) otherwise. The parse result is the same; the components run at
-   inference with no shared state that changes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import ujson
 
-from bot.channels.common import switch_from_env
-
-ENV_PARSE_THREAD = "FIRSTREPLY_PARSE_THREAD"
 _installed = False
 # Where a domain keeps its encoded JSON (one attribute on the served model's ``Domain``).
 _DOMAIN_JSON = "_firstreply_json"
@@ -166,43 +152,6 @@ def _encoded_request(original: Any) -> Any:
     return request
 
 
-class ParseThread:
-    """The one thread of a process that reads messages (its executor made after any fork)."""
-
-    def __init__(self) -> None:
-        """Make nothing yet: a Sanic worker forked from the launcher makes its own thread."""
-        self._executor: Optional[ThreadPoolExecutor] = None
-        self._pid = 0
-
-    def executor(self) -> ThreadPoolExecutor:
-        """Return this process's executor, making it on first use."""
-        if self._executor is None or self._pid != os.getpid():
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firstreply-parse")
-            self._pid = os.getpid()
-        return self._executor
-
-
-def _parse_on_own_thread(original: Any, thread: ParseThread) -> Any:
-    async def parse_message(
-        self: Any, message: Any, tracker: Any = None, only_output_properties: bool = True
-    ) -> Dict[str, Any]:
-        if self.http_interpreter:
-            return await original(self, message, tracker, only_output_properties)
-        from rasa.shared.core.trackers import DialogueStateTracker
-
-        if tracker is None:
-            tracker = DialogueStateTracker.from_events(message.sender_id, [])
-        parse_data = await asyncio.get_running_loop().run_in_executor(
-            thread.executor(), self._parse_message_with_graph, message, tracker, only_output_properties
-        )
-        self._update_full_retrieval_intent(parse_data)
-        self._check_for_unseen_features(parse_data)
-        return parse_data
-
-    parse_message.__wrapped__ = original  # type: ignore[attr-defined]
-    return parse_message
-
-
 def install() -> None:
     """Apply the speed-ups to this process (idempotent)."""
     global _installed
@@ -216,7 +165,4 @@ def install() -> None:
     rasa.core.processor.DaskGraphRunner = _sequential_graph_runner()  # type: ignore[misc]
     RemoteAction._action_call_format = _encoding_action_call_format(RemoteAction._action_call_format)  # type: ignore[method-assign]
     EndpointConfig.request = _encoded_request(EndpointConfig.request)  # type: ignore[method-assign]
-    if switch_from_env(ENV_PARSE_THREAD):
-        processor = rasa.core.processor.MessageProcessor
-        processor.parse_message = _parse_on_own_thread(processor.parse_message, ParseThread())  # type: ignore[method-assign]
     _installed = True

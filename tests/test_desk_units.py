@@ -175,6 +175,8 @@ BASE_ENV = {"SLACK_DESK_BOT_TOKEN": SLACK_TOKEN, "SLACK_DESK_SIGNING_SECRET": "s
         ({"FIRSTREPLY_DESK_LEADS": "U0LEAD, bob"}, r"FIRSTREPLY_DESK_LEADS must list Slack user ids .*'bob'"),
         ({"FIRSTREPLY_DESK_PORT": "http"}, "FIRSTREPLY_DESK_PORT must be a number"),
         ({"FIRSTREPLY_DESK_POLL_SECONDS": "0"}, "FIRSTREPLY_DESK_POLL_SECONDS must be at least"),
+        ({"FIRSTREPLY_DESK_UNCHECKED_SENDS": "0"}, "FIRSTREPLY_DESK_UNCHECKED_SENDS must be at least"),
+        ({"FIRSTREPLY_DESK_UNCHECKED_SENDS": "two"}, "FIRSTREPLY_DESK_UNCHECKED_SENDS must be a number"),
     ],
 )
 def test_a_wrong_setting_is_named(change: dict[str, str], message: str) -> None:
@@ -185,9 +187,10 @@ def test_a_wrong_setting_is_named(change: dict[str, str], message: str) -> None:
 def test_settings_defaults_and_secrets_kept_out_of_repr() -> None:
     settings = DeskSettings.from_env({**BASE_ENV, "FIRSTREPLY_DESK_LEADS": "U0LEAD,U0BOSS", "RASA_URL": "http://rasa:5005/"})
 
-    assert (settings.socket_mode, settings.port, settings.rasa_url, settings.leads) == (
-        False, 3000, "http://rasa:5005", frozenset({"U0LEAD", "U0BOSS"}),
+    assert (settings.socket_mode, settings.port, settings.rasa_url, settings.leads, settings.unchecked_sends) == (
+        False, 3000, "http://rasa:5005", frozenset({"U0LEAD", "U0BOSS"}), 1,
     )  # fmt: skip
+    assert DeskSettings.from_env({**BASE_ENV, "FIRSTREPLY_DESK_UNCHECKED_SENDS": "3"}).unchecked_sends == 3
     assert settings.events_db.startswith("sqlite:///") and settings.events_db.endswith("/var/events.db")
     assert SLACK_TOKEN not in repr(settings) and "signing_secret" not in repr(settings)
 

@@ -62,10 +62,11 @@ REPLIES = ["First reply", "Second reply", "Third reply"]
 
 
 class ShortTimeouts(Outbound):
-    """The desk's customer senders, as built in production but with one-second time-outs."""
+    """The desk's customer senders, as built in production (16 connections) but with one-second time-outs."""
 
     def _telegram_bot(self, settings: TelegramSettings) -> Bot:
-        request = HTTPXRequest(connect_timeout=CLIENT_TIMEOUT, read_timeout=CLIENT_TIMEOUT, pool_timeout=CLIENT_TIMEOUT)
+        request = HTTPXRequest(connection_pool_size=16, connect_timeout=CLIENT_TIMEOUT, read_timeout=CLIENT_TIMEOUT,
+                               pool_timeout=CLIENT_TIMEOUT)  # fmt: skip
         return Bot(settings.token, base_url=settings.base_url, request=request)
 
     def _slack_client(self, slack: ModuleType, settings: Any) -> AsyncWebClient:
@@ -302,6 +303,38 @@ async def _take_directly(telegram: FakeTelegramAPI, text: str) -> None:
         url = f"{telegram.base_url}{TELEGRAM_TOKEN}/sendMessage"
         answer = await client.post(url, json={"chat_id": MARIA_CHAT, "text": text})
         assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.asyncio
+async def test_one_reply_no_lookup_can_confirm_is_in_doubt_at_a_time_while_slack_dms_go_alongside(world: World) -> None:
+    # Each Telegram call is answered 0.3 s after Telegram took it: that long, the reply is in doubt.
+    world.telegram.answer_latency = 0.3
+    taken: list[float] = []
+    process = world.telegram._process
+
+    def timed(method: str, params: dict[str, Any]) -> Any:
+        answer = process(method, params)
+        if answer[2] is not None:  # the call put a message in front of the customer
+            taken.append(asyncio.get_running_loop().time())
+        return answer
+
+    world.telegram._process = timed  # type: ignore[method-assign]
+    telegram_cases = [open_case(world.store, sender=str(5000 + n), key=f"t{n}") for n in range(3)]
+    dm_case = open_case(world.store, channel="slack_dm", sender=MARIA_SLACK, key="dm")
+
+    world.queue(*[messages.customer_reply(case, f"reply:{case.id}", "On its way", "U0ANA") for case in telegram_cases])
+    world.queue(messages.customer_reply(dm_case, "reply:dm", "On its way", "U0ANA"))
+    await world.until("the Slack DM", lambda: world.customer_slack.delivered_texts(MARIA_DM) == ["On its way"])
+    telegram_done_before_the_dm = len(world.telegram.delivered_texts())
+    await world.until("three Telegram replies", lambda: len(world.telegram.delivered_texts()) == 3)
+    await world.settled()
+
+    # Telegram took each only after answering the one before: never two in doubt at once.
+    assert len(taken) == 3
+    assert min(later - earlier for earlier, later in zip(taken, taken[1:])) >= 0.3 * 0.9
+    # The Slack DM, which a lookup confirms after a crash, did not wait for them.
+    assert telegram_done_before_the_dm < 3
+    assert all(item.delivered_at is not None for item in world.store.outbox.items())
 
 
 # --- agents' replies to customers in Slack DMs (the customer app) ------------------------------------

@@ -102,8 +102,8 @@ class Desk:
         self.worker = OutboxWorker(
             store, self.client, self.rasa, self.outbound,
             retry_seconds=settings.retry_seconds, retry_max_seconds=settings.retry_max_seconds,
-            poll_seconds=max(settings.poll_seconds, 0.05), clock=clock, lead_channel=support.lead_channel,
-            reopen_template=reopen_template(support),
+            poll_seconds=max(settings.poll_seconds, 0.05), unchecked_sends=settings.unchecked_sends, clock=clock,
+            lead_channel=support.lead_channel, reopen_template=reopen_template(support),
         )  # fmt: skip
         self.relay = CustomerMessages(store, settings.events_db)
         # Read and checked once: a response missing from the domain stops the desk here.

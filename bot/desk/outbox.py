@@ -20,7 +20,9 @@ change that causes it. This worker, inside the desk process, delivers it:
   follow-up trigger is not repeated once the case records it was asked; card updates are
   simply made again. Only a Telegram message whose answer was lost cannot be checked
   (Telegram has no such lookup): it is sent again, with a warning and a count in the
-  metrics (``DeliveryStats``), since a reply seen twice is better than a reply lost;
+  metrics (``DeliveryStats``), since a reply seen twice is better than a reply lost; such
+  messages (Telegram's and every other channel without a lookup) go one at a time
+  (``unchecked_sends``), so a crash leaves at most that many in doubt;
 - errors that sending again cannot fix (a bot blocked by the customer, a channel gone)
   are given up on at once, with the reason in ``last_error`` (and, for a customer, a
   notice in the case's thread); everything else is retried for as long as it fails;
@@ -191,6 +193,7 @@ class OutboxWorker:
         retry_max_seconds: float = 300.0,
         poll_seconds: float = 1.0,
         concurrency: int = 4,
+        unchecked_sends: int = 1,
         clock: Callable[[], datetime] = utc_now,
         stats: DeliveryStats | None = None,
         lead_channel: str | None = None,
@@ -198,6 +201,9 @@ class OutboxWorker:
     ) -> None:
         """Deliver through ``slack``, ``rasa`` and the customer senders of ``outbound``; count in ``stats``.
 
+        ``concurrency`` deliveries run at once, of them at most ``unchecked_sends`` messages to
+        customers that no lookup can confirm afterwards (every channel but Slack DMs): a
+        crash cuts off at most that many, each of which the customer may then see twice.
         ``lead_channel`` hears of a watchdog update that could not be delivered;
         ``reopen_template`` is the WhatsApp template an agent may send past 24 hours.
         """
@@ -210,12 +216,14 @@ class OutboxWorker:
         self.retry_max_seconds = retry_max_seconds
         self.poll_seconds = poll_seconds
         self.concurrency = concurrency
+        self.unchecked_sends = unchecked_sends
         self.clock = clock
         self.stats = stats if stats is not None else DeliveryStats()
         self.lead_channel = lead_channel
         self.reopen_template = reopen_template
         self._slack_paused_until = datetime.min.replace(tzinfo=timezone.utc)
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._unchecked_running: set[int] = set()
         self._wake = asyncio.Event()
         self._abandoned = False
 
@@ -266,14 +274,29 @@ class OutboxWorker:
                 continue
             if item.kind in messages.SLACK_KINDS and now < self._slack_paused_until:
                 continue
+            if self._unchecked(item):
+                if len(self._unchecked_running) >= self.unchecked_sends:
+                    continue
+                self._unchecked_running.add(item.id)
             task = asyncio.create_task(self._attempt(item.id), name=f"desk-outbox-{item.id}")
             self._running[item.id] = task
             task.add_done_callback(lambda done, number=item.id: self._finished(number, done))
             started += 1
         return started
 
+    def _unchecked(self, item: OutboxItem) -> bool:
+        """Return whether ``item`` is a message to a customer that no lookup can confirm once sent."""
+        if item.kind != messages.KIND_CUSTOMER:
+            return False
+        try:
+            sender = self.outbound.sender_for(str(item.payload.get("channel")))
+        except OutboundUnavailable:
+            return False  # not sent this time: the attempt waits and tries again
+        return sender is not None and (bool(item.payload.get("template")) or getattr(sender, "deliver_text", None) is None)
+
     def _finished(self, item_id: int, task: asyncio.Task[None]) -> None:
         self._running.pop(item_id, None)
+        self._unchecked_running.discard(item_id)
         if not task.cancelled() and task.exception() is not None:
             log.error("desk outbox: delivery %s failed unexpectedly", item_id, exc_info=task.exception())
         self._wake.set()  # the next message of the same target may go now

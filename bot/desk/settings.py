@@ -26,6 +26,7 @@ ENV_RETRY_BASE = "FIRSTREPLY_DESK_RETRY_SECONDS"
 ENV_RETRY_MAX = "FIRSTREPLY_DESK_RETRY_MAX_SECONDS"
 ENV_WATCHDOG = "FIRSTREPLY_WATCHDOG_SECONDS"
 ENV_LEADER = "FIRSTREPLY_DESK_LEADER_SECONDS"
+ENV_UNCHECKED_SENDS = "FIRSTREPLY_DESK_UNCHECKED_SENDS"
 DEFAULT_BASE_URL = "https://slack.com/api/"
 DEFAULT_RASA_URL = "http://127.0.0.1:5005"
 DEFAULT_PORT = 3000
@@ -63,6 +64,9 @@ class DeskSettings:
         leader_seconds: How often a desk process that does not lead tries to become the leader
             (the one that runs the loops); the leader checks twice as often that it still is
             (``bot.election``).
+        unchecked_sends: How many messages to customers the outbox sends at once on channels
+            where nothing can be looked up afterwards (all but Slack DMs); each may be seen
+            twice if the desk dies during its call.
     """
 
     bot_token: str = field(repr=False)
@@ -81,6 +85,7 @@ class DeskSettings:
     retry_max_seconds: float = 300.0
     watchdog_seconds: float = 30.0
     leader_seconds: float = 5.0
+    unchecked_sends: int = 1
 
     @property
     def watchdog_lease_seconds(self) -> float:
@@ -147,6 +152,7 @@ class DeskSettings:
             retry_max_seconds=_number(env, ENV_RETRY_MAX, 300.0, float, minimum=0.01),
             watchdog_seconds=_number(env, ENV_WATCHDOG, 30.0, float, minimum=0.05),
             leader_seconds=_number(env, ENV_LEADER, 5.0, float, minimum=0.05),
+            unchecked_sends=_number(env, ENV_UNCHECKED_SENDS, 1, int, minimum=1),
         )
 
 
