@@ -28,7 +28,7 @@ channel's greeting off and on, each on fresh servers, the order alternating; the
 p50/p90/p99/max over every customer of every trial, and each trial's p99 (the spread). Writes
 bench/results/first-message-burst-latest.json and .md. ``--compare`` sets other settings side by
 side instead (``workers``: one Rasa worker against one per core, with ``make run``'s SQLite
-stores; ``reply-calls``; ``sending-thread``; ``handling``; results in
+stores; ``reply-calls``; ``sending-thread``; ``handling``; ``front``; results in
 first-message-burst-<compare>-latest.*),
 and ``--latency-ms`` makes the fake platforms answer each call that much later, as a platform
 across a network does.
@@ -63,7 +63,7 @@ from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.whatsapp_api import FakeWhatsAppAPI, connector_env, notification, signed, text_message
 from tests.fakes.whatsapp_api import rasa_credentials as whatsapp_credentials
-from tests.processes import base_env, free_ports, start_action_server, start_rasa_server, wait_until_up
+from tests.processes import base_env, free_ports, start_action_server, start_front, start_rasa_server, wait_until_up
 from tests.processes import write_endpoints
 
 CONNECTORS = ("telegram", "messenger", "instagram", "whatsapp")
@@ -176,6 +176,8 @@ class Setting:
     make_run_stores: bool = False
     latency_s: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
+    # The front process (``bot.front``) on the public port, as ``make run`` starts it with a messaging app.
+    front: bool = False
 
 
 # What ``make run`` writes into its endpoints.yml (endpoints.yml), with the files in the trial's directory.
@@ -196,6 +198,8 @@ class Fakes:
     telegram: TimedBotAPI
     whatsapp: TimedWhatsApp
     rasa_url: str = ""
+    # Rasa's own address (behind the front, when there is one).
+    rasa_own_url: str = ""
 
     def stop(self) -> None:
         for fake in (self.graph, self.telegram, self.whatsapp):
@@ -289,16 +293,26 @@ def serving(work: Path, stamps: Stamps, edge_greeting: str, telegram_only: bool 
     }  # fmt: skip
     stores = MAKE_RUN_STORES.format(work=work) if setting.make_run_stores else ""
     actions = start_action_server("action server", actions_port, env, work / "actions.log")
+    if setting.front:
+        env["FIRSTREPLY_PULL_SECONDS"] = env.get("FIRSTREPLY_PULL_SECONDS", "0.05")  # as make run sets it
     rasa = start_rasa_server("rasa server", rasa_port, write_endpoints(work, actions_port, stores), env,
                              work / "rasa.log", credentials=work / "credentials.yml")  # fmt: skip
-    fakes.rasa_url = f"http://127.0.0.1:{rasa_port}"
+    processes = [rasa, actions]
+    fakes.rasa_url = fakes.rasa_own_url = f"http://127.0.0.1:{rasa_port}"
+    if setting.front:
+        [front_port] = free_ports(1)
+        processes.append(start_front("front", front_port, fakes.rasa_own_url, work / "credentials.yml", env,
+                                     work / "front.log"))  # fmt: skip
+        fakes.rasa_url = f"http://127.0.0.1:{front_port}"
     try:
         wait_until_up(actions, f"http://127.0.0.1:{actions_port}/health")
         ready = "/webhooks/telegram/" if telegram_only else "/webhooks/messenger/"
-        wait_until_up(rasa, f"{fakes.rasa_url}{ready}", 300)
+        wait_until_up(rasa, f"{fakes.rasa_own_url}{ready}", 300)
+        if setting.front:
+            wait_until_up(processes[-1], f"{fakes.rasa_url}{ready}", 300)
         yield fakes
     finally:
-        for process in (rasa, actions):
+        for process in processes:
             process.stop()
         fakes.stop()
 
@@ -359,7 +373,7 @@ def burst(customers: int, connections: int, work: Path, setting: Setting) -> dic
                     raise RuntimeError(f"{len(started) - answered} of {len(started)} customers got no first answer "
                                        f"within {BURST_TIMEOUT_S:.0f} s; see {work / 'rasa.log'}")  # fmt: skip
                 time.sleep(0.05)
-            windows = client.get("/webhooks/telegram/replies").json()
+            windows = httpx.get(f"{fakes.rasa_own_url}/webhooks/telegram/replies", timeout=30).json()
     return {
         "windows": windows,
         "acked": [acked[c] - t for c, t in started.items()],
@@ -439,12 +453,15 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
     elif compare == "handling":
         pairs = [Setting(f"{n} handled at once", workers=cores, make_run_stores=True, latency_s=latency_s,
                          env={"FIRSTREPLY_HANDLING_AT_ONCE": str(n)}) for n in (4, 2, 1)]  # fmt: skip
+    elif compare == "front":
+        pairs = [Setting(f"front {s}", workers=cores, make_run_stores=True, latency_s=latency_s, front=s == "on")
+                 for s in ("off", "on")]  # fmt: skip
     else:
         raise ValueError(f"unknown comparison {compare!r}; one of {', '.join(COMPARISONS)}")
     return pairs
 
 
-COMPARISONS = ("greeting", "workers", "reply-calls", "sending-thread", "handling")
+COMPARISONS = ("greeting", "workers", "reply-calls", "sending-thread", "handling", "front")
 
 
 def run_bursts(customers: int, connections: int, trials: int, settings: list[Setting]) -> dict[str, Any]:

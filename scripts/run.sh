@@ -65,6 +65,7 @@ auth=()
 credentials=var/run/credentials.yml
 cp credentials.yml "$credentials"
 channels=()
+inbox_prefix=""
 telegram_mode=""
 if [ -n "${TELEGRAM_BOT_TOKEN:-}" ]; then
   if [ -n "${TELEGRAM_WEBHOOK_URL:-}" ]; then
@@ -82,6 +83,7 @@ if [ -n "${TELEGRAM_BOT_TOKEN:-}" ]; then
   printf '%s\n' 'bot.channels.telegram.TelegramInput:' '  token: ${TELEGRAM_BOT_TOKEN}' \
     '  webhook_secret: ${TELEGRAM_WEBHOOK_SECRET}' >>"$credentials"
   channels+=("Telegram ($telegram_mode)")
+  inbox_prefix=telegram
 fi
 if [ -n "${SLACK_BOT_TOKEN:-}" ]; then
   [ -n "${SLACK_SIGNING_SECRET:-}" ] || {
@@ -91,6 +93,7 @@ if [ -n "${SLACK_BOT_TOKEN:-}" ]; then
   printf '%s\n' 'bot.channels.slack.SlackDMInput:' '  token: ${SLACK_BOT_TOKEN}' \
     '  signing_secret: ${SLACK_SIGNING_SECRET}' >>"$credentials"
   channels+=("Slack DMs at /webhooks/slack_dm/events")
+  inbox_prefix=slack_dm
 fi
 if [ -n "${WHATSAPP_ACCESS_TOKEN:-}" ]; then
   for variable in WHATSAPP_APP_SECRET WHATSAPP_VERIFY_TOKEN WHATSAPP_PHONE_NUMBER_ID; do
@@ -103,6 +106,7 @@ if [ -n "${WHATSAPP_ACCESS_TOKEN:-}" ]; then
     '  app_secret: ${WHATSAPP_APP_SECRET}' '  verify_token: ${WHATSAPP_VERIFY_TOKEN}' \
     '  phone_number_id: ${WHATSAPP_PHONE_NUMBER_ID}' >>"$credentials"
   channels+=("WhatsApp at /webhooks/whatsapp/webhook")
+  inbox_prefix=whatsapp
 fi
 
 # Messenger and Instagram Direct: one Meta app (META_APP_SECRET signs the webhooks,
@@ -114,7 +118,8 @@ meta_channel() {  # meta_channel NAME TOKEN_VAR ACCOUNT_VAR CLASS ACCOUNT_KEY
   done
   printf '%s\n' "bot.channels.$4:" "  $5: \${$3}" "  token: \${$2}" '  app_secret: ${META_APP_SECRET}' \
     '  verify_token: ${META_VERIFY_TOKEN}' >>"$credentials"
-  channels+=("$1 at /webhooks/$(echo "$1" | tr 'A-Z' 'a-z' | cut -d' ' -f1)/webhook")
+  inbox_prefix="$(echo "$1" | tr 'A-Z' 'a-z' | cut -d' ' -f1)"
+  channels+=("$1 at /webhooks/$inbox_prefix/webhook")
 }
 if [ -n "${MESSENGER_PAGE_TOKEN:-}" ]; then
   meta_channel Messenger MESSENGER_PAGE_TOKEN MESSENGER_PAGE_ID messenger.MessengerInput page_id
@@ -134,6 +139,7 @@ if [ -n "${X_CONSUMER_SECRET:-}" ]; then
     '  access_token: ${X_ACCESS_TOKEN}' '  access_token_secret: ${X_ACCESS_TOKEN_SECRET}' \
     '  brand_user_id: ${X_BRAND_USER_ID}' '  brand_handle: ${X_BRAND_HANDLE}' >>"$credentials"
   channels+=("X DMs and mentions at /webhooks/x/webhook")
+  inbox_prefix=x
 fi
 
 # The agent desk follows customers' messages through Rasa's SQL event broker.
@@ -143,6 +149,21 @@ if [ -n "${SLACK_DESK_BOT_TOKEN:-}" ]; then
   printf '\n%s\n' 'event_broker:' '  type: SQL' '  dialect: sqlite' "  db: ${FIRSTREPLY_EVENTS_DB:-var/events.db}" >>"$endpoints"
 fi
 
+# The front process (bot/front.py) takes the messaging apps' webhooks on the public port:
+# stored, new customers greeted, answered at once, however busy Rasa is; Rasa listens on
+# its own port behind it and takes the stored messages from the inbox.
+front=""
+case "$(echo "${FIRSTREPLY_FRONT:-on}" | tr 'A-Z' 'a-z')" in
+  on|1|true|yes) if [ -n "$inbox_prefix" ]; then front=yes; fi ;;
+  off|0|false|no) ;;
+  *) echo "error: FIRSTREPLY_FRONT must be on or off (got '${FIRSTREPLY_FRONT}')" >&2; exit 1 ;;
+esac
+rasa_own_port="$rasa_port"
+if [ -n "$front" ] && [ "${1:-}" != "shell" ]; then
+  rasa_own_port="${FIRSTREPLY_RASA_OWN_PORT:-$((rasa_port + 1))}"
+  export FIRSTREPLY_PULL_SECONDS="${FIRSTREPLY_PULL_SECONDS:-0.05}"
+fi
+
 if [ "${1:-}" = "shell" ]; then
   .venv/bin/python -m bot.launcher shell --model models/firstreply.tar.gz --endpoints "$endpoints" --port "$rasa_port"
   exit 0
@@ -150,9 +171,15 @@ fi
 
 SANIC_WORKERS="$rasa_workers" .venv/bin/python -m bot.launcher run --model models/firstreply.tar.gz \
   --endpoints "$endpoints" --credentials "$credentials" \
-  --interface 127.0.0.1 --port "$rasa_port" --enable-api "${auth[@]}" >var/run/rasa.log 2>&1 &
+  --interface 127.0.0.1 --port "$rasa_own_port" --enable-api "${auth[@]}" >var/run/rasa.log 2>&1 &
 pids+=($!)
-wait_until_up "http://127.0.0.1:$rasa_port/" "${pids[1]}" Rasa var/run/rasa.log 240
+if [ -n "$front" ]; then
+  .venv/bin/python -m bot.front --credentials "$credentials" --rasa-url "http://127.0.0.1:$rasa_own_port" \
+    --interface 127.0.0.1 --port "$rasa_port" >var/run/front.log 2>&1 &
+  pids+=($!)
+  wait_until_up "http://127.0.0.1:$rasa_port/webhooks/$inbox_prefix/" "${pids[2]}" "The front" var/run/front.log 240
+fi
+wait_until_up "http://127.0.0.1:$rasa_own_port/" "${pids[1]}" Rasa var/run/rasa.log 240
 case "$telegram_mode" in
   webhook) .venv/bin/python -m bot telegram set-webhook "$TELEGRAM_WEBHOOK_URL" ;;
   polling)
@@ -162,16 +189,20 @@ case "$telegram_mode" in
     ;;
 esac
 if [ -n "$desk" ]; then
-  RASA_URL="http://127.0.0.1:$rasa_port" .venv/bin/python -m bot desk >var/run/desk.log 2>&1 &
+  RASA_URL="http://127.0.0.1:$rasa_own_port" .venv/bin/python -m bot desk >var/run/desk.log 2>&1 &
   pids+=($!)
   channels+=("agent desk in Slack (log: var/run/desk.log; dashboard http://127.0.0.1:${FIRSTREPLY_DESK_PORT:-3000}/dashboard)")
+fi
+rasa_behind=""
+if [ -n "$front" ]; then
+  rasa_behind=" on :$rasa_own_port behind the front process, which takes the messaging apps' webhooks (log: var/run/front.log)"
 fi
 channel_list="REST, web chat"
 for channel in "${channels[@]}"; do channel_list="$channel_list, $channel"; done
 
 cat <<MSG
 FirstReply is running (channels: $channel_list).
-  Rasa server    http://127.0.0.1:$rasa_port   ($rasa_workers worker(s); REST channel and HTTP API; log: var/run/rasa.log)
+  Rasa server    http://127.0.0.1:$rasa_port   ($rasa_workers worker(s)$rasa_behind; REST channel and HTTP API; log: var/run/rasa.log)
   Action server  http://127.0.0.1:$actions_port   ($action_workers worker(s); log: var/run/actions.log)
   Web chat       http://127.0.0.1:$rasa_port/chat
 Talk to it:

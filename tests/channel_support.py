@@ -58,6 +58,13 @@ async def served_app(
     app.ctx.agent = agent
     if prepare is not None:
         prepare(app)
+    async with serving(app, timeout) as client:
+        yield app, client
+
+
+@asynccontextmanager
+async def serving(app: Sanic, timeout: float = 10) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve ``app`` on a free port with its listeners run as Sanic runs them; yield a client pointed at it."""
     sock = free_port()
     port = sock.getsockname()[1]
     server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
@@ -67,7 +74,7 @@ async def served_app(
     await server.after_start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
-            yield app, client
+            yield client
     finally:
         await server.before_stop()
         server.close()

@@ -181,6 +181,13 @@ def start_rasa_server(
     return start(name, args, env, log)
 
 
+def start_front(name: str, port: int, rasa_url: str, credentials: Path, env: Mapping[str, str], log: Path) -> Process:
+    """Start the front process (``python -m bot.front``, as ``make run`` does) on 127.0.0.1:``port`` before ``rasa_url``."""
+    args = [sys.executable, "-m", "bot.front", "--credentials", str(credentials), "--rasa-url", rasa_url,
+            "--interface", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    return start(name, args, env, log)
+
+
 def start_desk(name: str, env: Mapping[str, str], log: Path, *, verbose: bool = False) -> Process:
     """Start ``python -m bot desk`` (its port and settings from ``env``)."""
     return start(name, [str(VENV_BIN / "python"), "-m", "bot", *(["-v"] if verbose else []), "desk"], env, log)

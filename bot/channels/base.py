@@ -98,7 +98,7 @@ from bot.channels.inbox import (
     lease_seconds_from_env,
     sweep_seconds_from_env,
 )
-from bot.channels.inbox_worker import PULL_SECONDS, InboxWorker
+from bot.channels.inbox_worker import InboxWorker, pull_seconds_from_env
 from bot.channels.replies import RecordedOutput
 from bot.channels.reply_windows import REPLY_WINDOWS
 from bot.channels.sending import SENDING_THREAD, GroupedIntake
@@ -263,6 +263,7 @@ class WebhookConnector(InputChannel):
         self.output = output
         self.tasks = BackgroundTasks(self.name())
         self.sweep_seconds = sweep_seconds_from_env()
+        self.pull_seconds = pull_seconds_from_env()
         # One worker per inbox source, made when first needed.
         self.workers: dict[str, InboxWorker] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -272,6 +273,18 @@ class WebhookConnector(InputChannel):
         self.edge_greeting = edge_greeting_on()
         self._greeting_words: GreetingWords | None = None
         self.early_greetings = EarlyGreetings()
+        # In the front process (``bot.front``): store, greet and answer the platform, never hand to Rasa.
+        self.intake_only = False
+
+    def serve_intake_only(self) -> None:
+        """Only store (queued, for the Rasa processes to take), greet new customers and answer the platform.
+
+        What the front process (``bot.front``) does with every inbox channel: no update is
+        handled here and nothing is swept; the Rasa processes take the queued updates.
+        """
+        self.intake_only = True
+        for worker in self.workers.values():
+            worker.stop()
 
     # --- what the platform module supplies --------------------------------------------------
 
@@ -320,7 +333,8 @@ class WebhookConnector(InputChannel):
         @blueprint.listener("after_server_start")
         async def start_sweeping(app: Any, *_: Any) -> None:
             self._app = app
-            self.start_sweeping()
+            if not self.intake_only:
+                self.start_sweeping()
 
         @blueprint.listener("after_server_stop")
         async def close(*_: Any) -> None:
@@ -388,6 +402,8 @@ class WebhookConnector(InputChannel):
         found = self.workers.get(source)
         if found is None:
             found = InboxWorker(self.inbox, source, self._handle_entry, self.tasks, on_failure=self._hold)
+            if self.intake_only:
+                found.stop()  # no room, ever: every update is stored queued
             self.workers[source] = found
         return found
 
@@ -437,7 +453,7 @@ class WebhookConnector(InputChannel):
             self._sweeper = None
 
     async def _sweep_forever(self) -> None:
-        """Sweep every ``sweep_seconds``; in between, take queued events every ``PULL_SECONDS`` when there is room."""
+        """Sweep every ``sweep_seconds``; in between, take queued events every ``pull_seconds`` when there is room."""
         while True:
             try:
                 await self.sweep()
@@ -445,7 +461,7 @@ class WebhookConnector(InputChannel):
                 log.warning("%s inbox sweep failed: %s", self.name(), error)
             next_sweep = time.monotonic() + self.sweep_seconds
             while (left := next_sweep - time.monotonic()) > 0:
-                await asyncio.sleep(min(PULL_SECONDS, left))
+                await asyncio.sleep(min(self.pull_seconds, left))
                 await self._pull()
 
     async def _pull(self) -> None:

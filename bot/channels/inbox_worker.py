@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.channels.common import count_from_env
 from bot.channels.inbox import Inbox, InboxEntry
 from bot.channels.leases import owner_gone
+from bot.clock import seconds_from_env
 
 if TYPE_CHECKING:
     from bot.channels.common import BackgroundTasks
@@ -30,8 +31,15 @@ log = logging.getLogger("bot.channels.inbox")
 # How often an update waiting behind an older one of the same customer looks again.
 ORDER_POLL_SECONDS = 0.2
 # How often a process with room looks for queued updates between sweeps (``InboxWorker.pull``):
-# one indexed read when there are none.
+# one indexed read when there are none (``$FIRSTREPLY_PULL_SECONDS``; behind the front process,
+# ``bot.front``, every update is queued, so ``make run`` then looks every 0.05 s).
+ENV_PULL_SECONDS = "FIRSTREPLY_PULL_SECONDS"
 PULL_SECONDS = 0.25
+
+
+def pull_seconds_from_env() -> float:
+    """Return how often a process with room looks for queued updates (``$FIRSTREPLY_PULL_SECONDS``, default 0.25 s)."""
+    return seconds_from_env(ENV_PULL_SECONDS, PULL_SECONDS)
 # How many stored updates of one source a process hands to Rasa at once
 # (``$FIRSTREPLY_HANDLING_AT_ONCE``). NLU runs on one thread, so a few at a time keep it busy;
 # hundreds at once (a burst) only crowd Rasa's event loop, where the webhooks are answered and

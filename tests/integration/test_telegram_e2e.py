@@ -12,6 +12,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from tests.fakes.telegram_api import RASA_CREDENTIALS as CREDENTIALS
 from tests.fakes.telegram_api import TOKEN, FakeTelegramAPI
 from tests.integration.conftest import channel_assistant
 from tests.integration.telegram_customer import button, deliver, replies_after, update
-from tests.processes import ROOT, VENV_BIN, Process
+from tests.processes import ROOT, VENV_BIN, Process, free_ports, start_front, wait_until_up
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +37,7 @@ class Running:
     rasa_url: str
     env: dict[str, str]
     processes: list[Process]
+    work: Path
     next_update: int = 1
 
     def send(self, **content: Any) -> None:
@@ -56,7 +58,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     channel_env = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_SECRET": SECRET, "TELEGRAM_API_BASE_URL": api.base_url}
     try:
         with channel_assistant(tmp, CREDENTIALS, channel_env, "/webhooks/telegram/") as started:
-            yield Running(api, started.rasa_url, started.env, started.processes)
+            yield Running(api, started.rasa_url, started.env, started.processes, tmp)
     finally:
         api.stop()
 
@@ -157,3 +159,32 @@ def test_a_french_first_message_gets_the_french_greeting(running: Running) -> No
     assert texts[-1].startswith("Quel est votre numéro de commande")
     [greeting] = _greetings_in_tracker(running, 6161)
     assert greeting["text"] == texts[0]
+
+
+def test_behind_the_front_a_new_customer_is_greeted_there_and_answered_by_rasa(running: Running) -> None:
+    # What make run starts when a messaging app is configured: the front on the public port.
+    [port] = free_ports(1)
+    front_url = f"http://127.0.0.1:{port}"
+    front = start_front("front", port, running.rasa_url, running.work / "credentials.yml", running.env,
+                        running.work / "front.log")  # fmt: skip
+    try:
+        wait_until_up(front, f"{front_url}/webhooks/telegram/", 120)
+        lena = {"id": 5151, "is_bot": False, "first_name": "Lena", "language_code": "en"}
+        sent = len(running.api.calls("sendMessage"))
+        deliver(front_url, SECRET, update(900, lena, {"id": 5151, "type": "private", "first_name": "Lena"},
+                                          text="I was charged twice for my order, please refund one"), running.api)  # fmt: skip
+        greeting, *rest = replies_after(running.api, sent, 3, [*running.processes, front], chat=5151)
+        # Rasa's HTTP API through the front, as the desk and ops tools reach it.
+        tracker = httpx.get(f"{front_url}/conversations/5151/tracker", timeout=30)
+    finally:
+        front.stop()
+
+    assert greeting["text"] == "Hi Lena! I'm Northwind's assistant."
+    assert len(rest) >= 2 and rest[-1]["text"].endswith("?")  # the acknowledgement and the first question, from Rasa
+    # The typing indicator rode on the front's answer to the webhook.
+    assert [c.params["action"] for c in running.api.calls("sendChatAction") if str(c.params["chat_id"]) == "5151"][:1] == ["typing"]
+    # Greeted once, by the front or (had Rasa taken the message first) by Rasa: the claim is shared.
+    assert running.api.sent_texts(5151).count(greeting["text"]) == 1
+    assert tracker.status_code == 200
+    bot_texts = [e["text"] for e in tracker.json()["events"] if e["event"] == "bot"]
+    assert bot_texts[0] == greeting["text"] and bot_texts[-1] == rest[-1]["text"]  # recorded in the conversation
