@@ -40,6 +40,7 @@ import argparse
 import math
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -54,6 +55,7 @@ import httpx
 
 from bench.procs import publish
 from bench.run import loadavg, machine_facts
+from bot.front import RASA_NICE
 from tests.fakes.graph_api import IG_ID, PAGE_ID, FakeGraphAPI, dm, encoded, rasa_environment, signed_headers
 from tests.fakes.graph_api import RASA_CREDENTIALS as META_CREDENTIALS
 from tests.fakes.graph_api import webhook_body
@@ -63,7 +65,8 @@ from tests.fakes.telegram_api import TOKEN as TELEGRAM_TOKEN
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.whatsapp_api import FakeWhatsAppAPI, connector_env, notification, signed, text_message
 from tests.fakes.whatsapp_api import rasa_credentials as whatsapp_credentials
-from tests.processes import base_env, free_ports, start_action_server, start_front, start_rasa_server, wait_until_up
+from tests.processes import base_env, free_ports, start, start_action_server, start_front, start_rasa_server
+from tests.processes import wait_until_up
 from tests.processes import write_endpoints
 
 CONNECTORS = ("telegram", "messenger", "instagram", "whatsapp")
@@ -178,6 +181,10 @@ class Setting:
     env: dict[str, str] = field(default_factory=dict)
     # The front process (``bot.front``) on the public port, as ``make run`` starts it with a messaging app.
     front: bool = False
+    # Rasa's workers at this lower priority (``nice``), as ``make run`` starts them behind the front.
+    rasa_nice: int = 0
+    # No FirstReply at all: a server that only answers the webhook (``bench.null_webhook``), the floor.
+    floor: bool = False
 
 
 # What ``make run`` writes into its endpoints.yml (endpoints.yml), with the files in the trial's directory.
@@ -252,8 +259,10 @@ def _percentile(ordered: list[float], share: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1))]
 
 
-def _summary(values: list[float]) -> dict[str, float]:
+def _summary(values: list[float]) -> dict[str, float] | None:
     ordered = sorted(values)
+    if not ordered:
+        return None  # not measured in this setting (the floor server sends nothing)
     return {
         "n": len(ordered),
         "p50_ms": round(statistics.median(ordered) * 1000, 1),
@@ -296,7 +305,7 @@ def serving(work: Path, stamps: Stamps, edge_greeting: str, telegram_only: bool 
     if setting.front:
         env["FIRSTREPLY_PULL_SECONDS"] = env.get("FIRSTREPLY_PULL_SECONDS", "0.05")  # as make run sets it
     rasa = start_rasa_server("rasa server", rasa_port, write_endpoints(work, actions_port, stores), env,
-                             work / "rasa.log", credentials=work / "credentials.yml")  # fmt: skip
+                             work / "rasa.log", credentials=work / "credentials.yml", nice=setting.rasa_nice)  # fmt: skip
     processes = [rasa, actions]
     fakes.rasa_url = fakes.rasa_own_url = f"http://127.0.0.1:{rasa_port}"
     if setting.front:
@@ -347,6 +356,8 @@ def burst(customers: int, connections: int, work: Path, setting: Setting) -> dic
     seconds from their POST), the webhook's answer, the first sign and the first answer (its third message).
     """
     stamps = Stamps()
+    if setting.floor:
+        return {"windows": {}, "acked": floor_burst(customers, connections, work, stamps), "sign": [], "answer": []}
     with serving(work, stamps, "on", telegram_only=True, setting=setting) as fakes:
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         with httpx.Client(base_url=fakes.rasa_url, timeout=60, limits=limits) as client:
@@ -399,6 +410,34 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def floor_burst(customers: int, connections: int, work: Path, stamps: Stamps) -> list[float]:
+    """Send the same burst to a server that only answers (``bench.null_webhook``); return when each was answered."""
+    fakes = Fakes(TimedGraphAPI(stamps).start(), TimedBotAPI(stamps).start(), TimedWhatsApp(stamps).start())
+    [port] = free_ports(1)
+    server = start("null webhook", [sys.executable, "-m", "bench.null_webhook", str(port)], base_env(), work / "null.log")
+    fakes.rasa_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(server, f"{fakes.rasa_url}/webhooks/telegram", 60)
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        with httpx.Client(base_url=fakes.rasa_url, timeout=60, limits=limits) as client:
+            _post(client, "telegram", "6999999", fakes, 1)
+            started: dict[str, float] = {}
+            acked: dict[str, float] = {}
+
+            def send(number: int) -> None:
+                customer = str(7_000_000 + number)
+                started[customer] = time.perf_counter()
+                _post(client, "telegram", customer, fakes, 10 + number,
+                      lambda: acked.__setitem__(customer, time.perf_counter()))  # fmt: skip
+
+            with ThreadPoolExecutor(max_workers=connections) as pool:
+                list(pool.map(send, range(customers)))
+        return [acked[c] - t for c, t in started.items()]
+    finally:
+        server.stop()
+        fakes.stop()
+
+
 def render_burst(results: dict[str, Any]) -> str:
     """Return the burst's figures as the Markdown table docs/benchmarks.md quotes."""
     lines = [
@@ -413,6 +452,8 @@ def render_burst(results: dict[str, Any]) -> str:
         for measure_name, name in (("webhook_answered", "webhook answered"), ("first_sign", "first sign"),
                                    ("first_answer", "first answer")):  # fmt: skip
             whole = run[measure_name]
+            if whole is None:
+                continue
             trials = ", ".join(f"{t[measure_name]['p99_ms']:.0f}" for t in run["trials"])
             lines.append(f"| {label} | {name} | {whole['p50_ms']:.0f} ms | {whole['p90_ms']:.0f} ms "
                          f"| {whole['p99_ms']:.0f} ms | {whole['max_ms']:.0f} ms | {trials} ms |")  # fmt: skip
@@ -420,6 +461,8 @@ def render_burst(results: dict[str, Any]) -> str:
               "(Rasa's `GET /webhooks/telegram/replies` after the burst):", ""]  # fmt: skip
     for label, run in results["runs"].items():
         for number, trial in enumerate(run["trials"], 1):
+            if not trial["in_doubt"]:
+                continue
             window = trial["in_doubt"]["in_doubt_window_ms"]
             lines.append(f"- {label}, trial {number}: {trial['in_doubt']['replies']} replies, "
                          f"{window['p50']} / {window['p99']} / {window['max']}")  # fmt: skip
@@ -454,8 +497,10 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
         pairs = [Setting(f"{n} handled at once", workers=cores, make_run_stores=True, latency_s=latency_s,
                          env={"FIRSTREPLY_HANDLING_AT_ONCE": str(n)}) for n in (4, 2, 1)]  # fmt: skip
     elif compare == "front":
-        pairs = [Setting(f"front {s}", workers=cores, make_run_stores=True, latency_s=latency_s, front=s == "on")
-                 for s in ("off", "on")]  # fmt: skip
+        pairs = [Setting("front off", workers=cores, make_run_stores=True, latency_s=latency_s),
+                 Setting("front on", workers=cores, make_run_stores=True, latency_s=latency_s, front=True,
+                         rasa_nice=RASA_NICE),
+                 Setting("server that only answers", latency_s=latency_s, floor=True)]  # fmt: skip
     else:
         raise ValueError(f"unknown comparison {compare!r}; one of {', '.join(COMPARISONS)}")
     return pairs
@@ -481,9 +526,9 @@ def run_bursts(customers: int, connections: int, trials: int, settings: list[Set
                 "webhook_answered": _summary(measured["acked"]), "first_sign": _summary(measured["sign"]),
                 "first_answer": _summary(measured["answer"]), "in_doubt": measured["windows"], "loadavg": loadavg(),
             })  # fmt: skip
-            print(f"trial {trial + 1}, {setting.label}: first sign p99 "
-                  f"{per_trial[setting.label][-1]['first_sign']['p99_ms']:.0f} ms, first answer p99 "
-                  f"{per_trial[setting.label][-1]['first_answer']['p99_ms']:.0f} ms", flush=True)  # fmt: skip
+            print(f"trial {trial + 1}, {setting.label}: " + ", ".join(
+                f"{name} p99 {figures['p99_ms']:.0f} ms" for name, figures in per_trial[setting.label][-1].items()
+                if name in ("webhook_answered", "first_sign", "first_answer") and figures), flush=True)  # fmt: skip
     results["runs"] = {
         label: {"webhook_answered": _summary(t["acked"]), "first_sign": _summary(t["sign"]),
                 "first_answer": _summary(t["answer"]), "trials": per_trial[label]}

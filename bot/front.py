@@ -50,6 +50,9 @@ HOP_BY_HOP = frozenset({
     "transfer-encoding", "upgrade", "host", "content-length",
 })  # fmt: skip
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+# The priority (``nice``) ``make run`` gives Rasa's workers behind the front: the front's little
+# work per webhook is what a customer waits for, so it comes first when both want a core.
+RASA_NICE = 10
 # Rasa answers the REST channel only once the dialogue ran: no time limit on reading its answer.
 RASA_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5.0)
 
@@ -60,10 +63,23 @@ def front_on() -> bool:
 
 
 def inbox_channels(credentials_file: str) -> list[WebhookConnector]:
-    """Build the inbox channels ``credentials_file`` lists (as Rasa builds them), each serving intake only."""
-    from rasa.core.run import create_http_input_channels
+    """Build the inbox channels ``credentials_file`` lists (as Rasa builds them), each serving intake only.
 
-    channels = [c for c in create_http_input_channels(None, credentials_file) if isinstance(c, WebhookConnector)]
+    Read as ``rasa.core.run`` reads the file, without importing it (it loads Rasa's server and
+    TensorFlow: some 350 MB the front never uses). Rasa's own channels (``rest``, ...) are left
+    to Rasa.
+    """
+    from rasa.core.channels import BUILTIN_CHANNELS
+    from rasa.shared.utils.common import class_from_module_path
+    from rasa.shared.utils.io import read_config_file
+
+    channels: list[WebhookConnector] = []
+    for name, credentials in (read_config_file(credentials_file) or {}).items():
+        if name in BUILTIN_CHANNELS:
+            continue
+        channel_class = class_from_module_path(name)
+        if isinstance(channel_class, type) and issubclass(channel_class, WebhookConnector):
+            channels.append(channel_class.from_credentials(credentials))
     for channel in channels:
         channel.serve_intake_only()
         # The domain's wording and support.yml read now, not when the first customer writes.
@@ -79,8 +95,15 @@ def create_app(channels: list[WebhookConnector], rasa_url: str) -> Sanic:
     async def never(_: Any) -> None:  # intake only: no update is handed to Rasa in this process
         raise RuntimeError("the front process does not run Rasa")
 
+    async def health(_: Request) -> HTTPResponse:
+        return response.json({"status": "ok"})
+
     for channel in channels:
-        app.blueprint(channel.blueprint(never), url_prefix=urljoin("/webhooks/", channel.url_prefix()))
+        prefix = urljoin("/webhooks/", channel.url_prefix())
+        app.blueprint(channel.blueprint(never), url_prefix=prefix)
+        # Rasa answers its channels' health check with or without the slash; here the slash
+        # would otherwise be passed on to Rasa.
+        app.add_route(health, f"{prefix}/", methods=["GET"], name=f"health_{channel.name()}", strict_slashes=True)
 
     @app.listener("before_server_start")
     async def open_session(app: Sanic, _: Any) -> None:

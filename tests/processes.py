@@ -165,13 +165,16 @@ def start_action_server(name: str, port: int, env: Mapping[str, str], log: Path)
 
 def start_rasa_server(
     name: str, port: int, endpoints: Path, env: Mapping[str, str], log: Path, api_token: Optional[str] = None,
-    credentials: Path = ROOT / "credentials.yml", *, model: Path = MODEL, launcher: bool = True,
+    credentials: Path = ROOT / "credentials.yml", *, model: Path = MODEL, launcher: bool = True, nice: int = 0,
 ) -> Process:  # fmt: skip
     """Start the Rasa server (by default: REST channel, web chat, HTTP API) on 127.0.0.1:``port``.
 
-    ``launcher``: through ``bot.launcher`` (as ``make run`` does), else Rasa's own ``rasa`` command.
+    ``launcher``: through ``bot.launcher`` (as ``make run`` does), else Rasa's own ``rasa`` command;
+    ``nice``: at that lower priority (as ``make run`` starts it behind the front).
     """
     command = [sys.executable, "-m", "bot.launcher"] if launcher else [str(VENV_BIN / "rasa")]
+    if nice:
+        command = ["nice", "-n", str(nice), *command]
     args = [
         *command, "run", "--model", str(model), "--endpoints", str(endpoints), "--credentials", str(credentials),
         "--interface", "127.0.0.1", "--port", str(port), "--enable-api",

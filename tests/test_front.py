@@ -120,12 +120,14 @@ async def test_a_telegram_update_is_stored_queued_and_the_new_customer_greeted_a
     channel = TelegramInput(settings)
     channel.serve_intake_only()
     async with upstream() as rasa, serving(front([channel], rasa.url)) as client:
+        health = [(await client.get(path)).json() for path in ("/webhooks/telegram", "/webhooks/telegram/")]
         refused = await client.post(WEBHOOK, json=message_update(1, text=PARCEL), headers={SECRET_HEADER: "wrong"})
         answer = await client.post(WEBHOOK, json=message_update(2, text=PARCEL), headers={SECRET_HEADER: SECRET})
         run_webhook_answer(settings.base_url, settings.token, answer.json())
         await until("the greeting", lambda: api.sent_texts(4242) == [GREETING])
         await channel.tasks.wait()
 
+    assert health == [{"status": "ok"}, {"status": "ok"}]  # the front's own, with or without the slash
     assert refused.status_code == 401
     # The first sign rides on the webhook's answer, as in Rasa's own process.
     assert (answer.status_code, answer.json()) == (200, {"method": "sendChatAction", "chat_id": 4242, "action": "typing"})
