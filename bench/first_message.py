@@ -183,8 +183,9 @@ class Setting:
     front: bool = False
     # Rasa's workers at this lower priority (``nice``), as ``make run`` starts them behind the front.
     rasa_nice: int = 0
-    # No FirstReply at all: a server that only answers the webhook (``bench.null_webhook``), the floor.
-    floor: bool = False
+    # A server alone, with no Rasa: "null" (``bench.null_webhook``, which only answers: the floor)
+    # or "front" (the front process with nothing behind it: what it adds to the floor).
+    alone: str = ""
 
 
 # What ``make run`` writes into its endpoints.yml (endpoints.yml), with the files in the trial's directory.
@@ -356,8 +357,9 @@ def burst(customers: int, connections: int, work: Path, setting: Setting) -> dic
     seconds from their POST), the webhook's answer, the first sign and the first answer (its third message).
     """
     stamps = Stamps()
-    if setting.floor:
-        return {"windows": {}, "acked": floor_burst(customers, connections, work, stamps), "sign": [], "answer": []}
+    if setting.alone:
+        acked, sign = alone_burst(setting.alone, customers, connections, work, stamps)
+        return {"windows": {}, "acked": acked, "sign": sign, "answer": []}
     with serving(work, stamps, "on", telegram_only=True, setting=setting) as fakes:
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         with httpx.Client(base_url=fakes.rasa_url, timeout=60, limits=limits) as client:
@@ -410,17 +412,25 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def floor_burst(customers: int, connections: int, work: Path, stamps: Stamps) -> list[float]:
-    """Send the same burst to a server that only answers (``bench.null_webhook``); return when each was answered."""
+def alone_burst(server: str, customers: int, connections: int, work: Path, stamps: Stamps) -> tuple[list[float], list[float]]:
+    """Send the burst to one server with no Rasa (``Setting.alone``); return when each was answered and first saw a sign."""
     fakes = Fakes(TimedGraphAPI(stamps).start(), TimedBotAPI(stamps).start(), TimedWhatsApp(stamps).start())
     [port] = free_ports(1)
-    server = start("null webhook", [sys.executable, "-m", "bench.null_webhook", str(port)], base_env(), work / "null.log")
+    if server == "null":
+        process = start("null webhook", [sys.executable, "-m", "bench.null_webhook", str(port)], base_env(),
+                        work / "null.log")  # fmt: skip
+    else:
+        (work / "credentials.yml").write_text(TELEGRAM_CREDENTIALS)
+        env = {**base_env(), "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
+               "TELEGRAM_API_BASE_URL": fakes.telegram.base_url, "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db")}  # fmt: skip
+        process = start_front("front", port, "http://127.0.0.1:9", work / "credentials.yml", env, work / "front.log")
     fakes.rasa_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(server, f"{fakes.rasa_url}/webhooks/telegram", 60)
+        wait_until_up(process, f"{fakes.rasa_url}/webhooks/telegram", 120)
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         with httpx.Client(base_url=fakes.rasa_url, timeout=60, limits=limits) as client:
             _post(client, "telegram", "6999999", fakes, 1)
+            time.sleep(1)
             started: dict[str, float] = {}
             acked: dict[str, float] = {}
 
@@ -432,9 +442,12 @@ def floor_burst(customers: int, connections: int, work: Path, stamps: Stamps) ->
 
             with ThreadPoolExecutor(max_workers=connections) as pool:
                 list(pool.map(send, range(customers)))
-        return [acked[c] - t for c, t in started.items()]
+            time.sleep(2)  # the last greetings
+        with stamps.lock:
+            sign = [stamps.sign[c] - t for c, t in started.items() if c in stamps.sign]
+        return [acked[c] - t for c, t in started.items()], sign
     finally:
-        server.stop()
+        process.stop()
         fakes.stop()
 
 
@@ -500,7 +513,8 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
         pairs = [Setting("front off", workers=cores, make_run_stores=True, latency_s=latency_s),
                  Setting("front on", workers=cores, make_run_stores=True, latency_s=latency_s, front=True,
                          rasa_nice=RASA_NICE),
-                 Setting("server that only answers", latency_s=latency_s, floor=True)]  # fmt: skip
+                 Setting("front alone", latency_s=latency_s, alone="front"),
+                 Setting("server that only answers", latency_s=latency_s, alone="null")]  # fmt: skip
     else:
         raise ValueError(f"unknown comparison {compare!r}; one of {', '.join(COMPARISONS)}")
     return pairs

@@ -44,6 +44,7 @@ from sqlalchemy.pool import NullPool
 from bot.channels.inbox import SENDING, inbox as inbox_table, replies as replies_table
 from bot.channels.replies import HOLDING_REPLY
 from bot.constants import GREETING_RESPONSES
+from bot.front import RASA_NICE
 from tests.fakes.server import FakeServer
 from tests.fakes.slack_api import APP_ID as SLACK_APP_ID
 from tests.fakes.slack_api import RASA_CREDENTIALS as SLACK_CREDENTIALS
@@ -52,7 +53,7 @@ from tests.fakes.slack_api import TOKEN as SLACK_TOKEN
 from tests.fakes.slack_api import FakeSlackAPI, dm_channel_of, signed_headers
 from tests.fakes.telegram_api import RASA_CREDENTIALS, TOKEN, FakeTelegramAPI
 from tests.integration.stack_support import Stack
-from tests.processes import ROOT, Process, base_env, free_ports, http, start_action_server, start_rasa_server
+from tests.processes import ROOT, Process, base_env, free_ports, http, start_action_server, start_front, start_rasa_server
 from tests.processes import wait_until_up
 
 SECRET = "crash-webhook_secret"
@@ -296,8 +297,17 @@ async def _sigkill(process: Process) -> None:
     await asyncio.to_thread(process.popen.wait)
 
 
+# The platforms whose connector keeps an inbox: with one, make run starts the front process.
+INBOX_PLATFORMS = ("telegram", "slack_dm")
+
+
 class SoloStack:
-    """What ``make run`` starts: one Rasa (``bot.launcher``) and one action server on SQLite files."""
+    """What ``make run`` starts: one Rasa (``bot.launcher``) and one action server on SQLite files.
+
+    With a messaging app among the platforms, also the front process (``bot.front``) on the
+    public port, Rasa behind it at lower priority, as ``make run`` starts them; the front is not
+    killed (``targets``) and stays up while Rasa restarts.
+    """
 
     targets = (RASA, ACTIONS)
 
@@ -312,6 +322,10 @@ class SoloStack:
             "FIRSTREPLY_CASE_DB": f"sqlite:///{work / 'cases.db'}",
             "FIRSTREPLY_CHANNEL_DB": self.channel_db_url,
         }  # fmt: skip
+        self.front_port = free_ports(1)[0] if any(p.name in INBOX_PLATFORMS for p in platforms) else None
+        self.front: Optional[Process] = None
+        if self.front_port:
+            self.env["FIRSTREPLY_PULL_SECONDS"] = "0.05"  # as make run sets it behind the front
         # endpoints.yml as make run uses it: the SQLite tracker store, here in ``work``.
         self.endpoints = work / "endpoints.yml"
         self.endpoints.write_text(
@@ -330,9 +344,13 @@ class SoloStack:
         self.runs += 1
         self.rasa = start_rasa_server(
             "rasa", self.rasa_port, self.endpoints, self.env, self.work / f"rasa-{self.runs}.log",
-            credentials=self.credentials,
+            credentials=self.credentials, nice=RASA_NICE if self.front_port else 0,
         )  # fmt: skip
         wait_until_up(self.rasa, f"http://127.0.0.1:{self.rasa_port}/webhooks/{self.platforms[0].name}/")
+        if self.front_port and self.front is None:
+            self.front = start_front("front", self.front_port, f"http://127.0.0.1:{self.rasa_port}", self.credentials,
+                                     self.env, self.work / "front.log")  # fmt: skip
+            wait_until_up(self.front, f"http://127.0.0.1:{self.front_port}/webhooks/{self.platforms[0].name}/")
 
     def start_actions(self) -> None:
         """Start the action server (again); return once it answers."""
@@ -341,14 +359,14 @@ class SoloStack:
         wait_until_up(self.actions, f"http://127.0.0.1:{self.actions_port}/health")
 
     def stop(self) -> None:
-        """Stop both."""
-        for process in (self.rasa, self.actions):
+        """Stop them all."""
+        for process in (self.front, self.rasa, self.actions):
             if process is not None:
                 process.stop()
 
     def webhook(self, platform: Platform) -> str:
-        """Return Rasa's webhook of ``platform``."""
-        return f"http://127.0.0.1:{self.rasa_port}{webhook_path(platform)}"
+        """Return the public webhook of ``platform`` (the front's, when there is one)."""
+        return f"http://127.0.0.1:{self.front_port or self.rasa_port}{webhook_path(platform)}"
 
     async def kill(self, target: str, rng: random.Random) -> str:
         """SIGKILL Rasa or the action server."""
