@@ -365,17 +365,7 @@ def burst(customers: int, connections: int, work: Path, setting: Setting) -> dic
         with httpx.Client(base_url=fakes.rasa_url, timeout=60, limits=limits) as client:
             _post(client, "telegram", "6999999", fakes, 1)
             _wait_for_turn(stamps, "6999999")
-            started: dict[str, float] = {}
-            acked: dict[str, float] = {}
-
-            def send(number: int) -> None:
-                customer = str(7_000_000 + number)
-                started[customer] = time.perf_counter()
-                _post(client, "telegram", customer, fakes, 10 + number,
-                      lambda: acked.__setitem__(customer, time.perf_counter()))  # fmt: skip
-
-            with ThreadPoolExecutor(max_workers=connections) as pool:
-                list(pool.map(send, range(customers)))
+            started, acked = _send_burst(client, customers, connections, fakes)
             deadline = time.perf_counter() + BURST_TIMEOUT_S
             while True:
                 with stamps.lock:
@@ -412,6 +402,23 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _send_burst(
+    client: httpx.Client, customers: int, connections: int, fakes: Fakes
+) -> tuple[dict[str, float], dict[str, float]]:
+    """POST ``customers`` new customers' first messages at once over ``connections``; return when each was sent and answered."""
+    started: dict[str, float] = {}
+    acked: dict[str, float] = {}
+
+    def send(number: int) -> None:
+        customer = str(7_000_000 + number)
+        started[customer] = time.perf_counter()
+        _post(client, "telegram", customer, fakes, 10 + number, lambda: acked.__setitem__(customer, time.perf_counter()))
+
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        list(pool.map(send, range(customers)))
+    return started, acked
+
+
 def alone_burst(server: str, customers: int, connections: int, work: Path, stamps: Stamps) -> tuple[list[float], list[float]]:
     """Send the burst to one server with no Rasa (``Setting.alone``); return when each was answered and first saw a sign."""
     fakes = Fakes(TimedGraphAPI(stamps).start(), TimedBotAPI(stamps).start(), TimedWhatsApp(stamps).start())
@@ -431,17 +438,7 @@ def alone_burst(server: str, customers: int, connections: int, work: Path, stamp
         with httpx.Client(base_url=fakes.rasa_url, timeout=60, limits=limits) as client:
             _post(client, "telegram", "6999999", fakes, 1)
             time.sleep(1)
-            started: dict[str, float] = {}
-            acked: dict[str, float] = {}
-
-            def send(number: int) -> None:
-                customer = str(7_000_000 + number)
-                started[customer] = time.perf_counter()
-                _post(client, "telegram", customer, fakes, 10 + number,
-                      lambda: acked.__setitem__(customer, time.perf_counter()))  # fmt: skip
-
-            with ThreadPoolExecutor(max_workers=connections) as pool:
-                list(pool.map(send, range(customers)))
+            started, acked = _send_burst(client, customers, connections, fakes)
             time.sleep(2)  # the last greetings
         with stamps.lock:
             sign = [stamps.sign[c] - t for c, t in started.items() if c in stamps.sign]
