@@ -485,7 +485,8 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
     ``greeting``: the channel's greeting of new customers off and on, one Rasa worker, the
     conversations in memory. ``workers``: one Rasa worker against one per core, each with
     ``make run``'s SQLite stores and the greeting on. ``reply-calls``: four replies in flight
-    at once per process against one (``FIRSTREPLY_REPLY_CALLS``), with ``make run``'s stores.
+    at once per process against one (``FIRSTREPLY_REPLY_CALLS``), as ``make run`` starts it (its
+    stores, the front).
     ``sending-thread``: the replies' calls on Rasa's loop against the sending thread
     (``FIRSTREPLY_SENDING_THREAD``), one worker, the greeting on. ``handling``: 4, 2 and 1
     updates handled at once per process (``FIRSTREPLY_HANDLING_AT_ONCE``), one Rasa worker per
@@ -499,7 +500,8 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
                  for n in (1, cores)]  # fmt: skip
     elif compare == "reply-calls":
         pairs = [Setting(f"{n} repl{'ies' if n > 1 else 'y'} in flight", workers=cores, make_run_stores=True,
-                         latency_s=latency_s, env={"FIRSTREPLY_REPLY_CALLS": str(n)}) for n in (4, 1)]  # fmt: skip
+                         latency_s=latency_s, env={"FIRSTREPLY_REPLY_CALLS": str(n)}, front=True, rasa_nice=RASA_NICE)
+                 for n in (4, 1)]  # fmt: skip
     elif compare == "sending-thread":
         pairs = [Setting(f"sending thread {s}", latency_s=latency_s, env={"FIRSTREPLY_SENDING_THREAD": s})
                  for s in ("off", "on")]  # fmt: skip
