@@ -39,11 +39,9 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from bot.channels.base import WebhookConnector
-from bot.channels.common import switch_from_env
 
 log = logging.getLogger(__name__)
 
-ENV_FRONT = "FIRSTREPLY_FRONT"
 # Headers that belong to one connection, not to the request or answer passed on (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
@@ -55,11 +53,6 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 RASA_NICE = 10
 # Rasa answers the REST channel only once the dialogue ran: no time limit on reading its answer.
 RASA_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5.0)
-
-
-def front_on() -> bool:
-    """Return whether ``make run`` starts the front process (``$FIRSTREPLY_FRONT``, default on)."""
-    return switch_from_env(ENV_FRONT)
 
 
 def inbox_channels(credentials_file: str) -> list[WebhookConnector]:
