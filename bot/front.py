@@ -34,7 +34,9 @@ from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
+from multidict import CIMultiDict
 from sanic import Sanic, response
+from sanic.compat import Header
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
@@ -108,13 +110,14 @@ def create_app(channels: list[WebhookConnector], rasa_url: str) -> Sanic:
         await app.ctx.rasa.close()
 
     async def pass_on(request: Request, path: str = "") -> HTTPResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        # Repeated headers stay repeated, both ways.
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
         headers["X-Forwarded-For"] = ", ".join(filter(None, [request.headers.get("X-Forwarded-For"), request.ip]))
         url = f"{upstream}{request.path}" + (f"?{request.query_string}" if request.query_string else "")
         try:
             async with app.ctx.rasa.request(request.method, url, headers=headers, data=request.body or None) as answer:
                 body = await answer.read()
-                kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP | {"content-type"}}
+                kept = Header((k, v) for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP | {"content-type"})
                 content_type = answer.headers.get("Content-Type", "application/octet-stream")
                 return response.raw(body, status=answer.status, headers=kept, content_type=content_type)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:

@@ -59,7 +59,10 @@ class Upstream:
                           "body": await request.read()})  # fmt: skip
         if request.path == "/missing":
             return web.json_response({"error": "not found"}, status=404)
-        return web.json_response({"recipient_id": "maria", "text": "Hi"}, status=201, headers={"X-Rasa": "yes"})
+        answer = web.json_response({"recipient_id": "maria", "text": "Hi"}, status=201, headers={"X-Rasa": "yes"})
+        answer.headers.add("Set-Cookie", "a=1")
+        answer.headers.add("Set-Cookie", "b=2")
+        return answer
 
 
 @asynccontextmanager
@@ -95,6 +98,7 @@ async def test_everything_but_the_inbox_webhooks_reaches_rasa_unchanged() -> Non
 
     assert (answer.status_code, answer.json(), answer.headers["x-rasa"]) == (201, {"recipient_id": "maria", "text": "Hi"}, "yes")
     assert answer.headers["content-type"].startswith("application/json")
+    assert answer.headers.get_list("set-cookie") == ["a=1", "b=2"]  # repeated headers stay repeated
     assert missing.status_code == 404 and root.status_code == 201
     first = rasa.seen[0]
     assert (first["method"], first["path_qs"], first["body"]) == ("POST", "/webhooks/rest/webhook?token=t0k&x=1", body)
