@@ -27,6 +27,7 @@ from bot.channels.inbox import (
 )
 from bot.channels.inbox_worker import ENV_HANDLING_AT_ONCE, InboxWorker
 from bot.channels.leases import owner_gone, process_owner
+from tests.polling import until
 
 SOURCE = "telegram:1"
 
@@ -219,11 +220,14 @@ async def test_a_burst_is_handed_to_rasa_a_few_updates_at_a_time(
     for entry in entries:
         assert entry is not None
         worker.start(entry)
-    await asyncio.sleep(0.3)
-    assert running == 2  # the other four wait for a place, still leased to this process
-    assert inbox.claim_due(SOURCE) == []
-    release.set()
-    await asyncio.wait_for(tasks.wait(), 10)
+    try:
+        await until("two handled", lambda: running == 2)
+        await asyncio.sleep(0.2)  # and no third joins them
+        assert running == 2  # the other four wait for a place, still leased to this process
+        assert inbox.claim_due(SOURCE) == []
+    finally:
+        release.set()  # nothing left pending when the test's loop closes, whatever failed
+        await asyncio.wait_for(tasks.wait(), 10)
     assert most == 2 and inbox.pending(SOURCE) == 0
 
 

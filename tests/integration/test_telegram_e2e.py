@@ -169,22 +169,22 @@ def test_behind_the_front_a_new_customer_is_greeted_there_and_answered_by_rasa(r
                         running.work / "front.log")  # fmt: skip
     try:
         wait_until_up(front, f"{front_url}/webhooks/telegram/", 120)
-        lena = {"id": 5151, "is_bot": False, "first_name": "Lena", "language_code": "en"}
-        sent = len(running.api.calls("sendMessage"))
-        deliver(front_url, SECRET, update(900, lena, {"id": 5151, "type": "private", "first_name": "Lena"},
+        lena = {"id": 7373, "is_bot": False, "first_name": "Lena", "language_code": "en"}
+        sent = len(running.api.sent_texts(7373))  # replies_after counts this chat's messages
+        deliver(front_url, SECRET, update(900, lena, {"id": 7373, "type": "private", "first_name": "Lena"},
                                           text="I was charged twice for my order, please refund one"), running.api)  # fmt: skip
-        greeting, *rest = replies_after(running.api, sent, 3, [*running.processes, front], chat=5151)
+        greeting, *rest = replies_after(running.api, sent, 3, [*running.processes, front], chat=7373)
         # Rasa's HTTP API through the front, as the desk and ops tools reach it.
-        tracker = httpx.get(f"{front_url}/conversations/5151/tracker", timeout=30)
+        tracker = httpx.get(f"{front_url}/conversations/7373/tracker", timeout=30)
     finally:
         front.stop()
 
     assert greeting["text"] == "Hi Lena! I'm Northwind's assistant."
     assert len(rest) >= 2 and rest[-1]["text"].endswith("?")  # the acknowledgement and the first question, from Rasa
     # The typing indicator rode on the front's answer to the webhook.
-    assert [c.params["action"] for c in running.api.calls("sendChatAction") if str(c.params["chat_id"]) == "5151"][:1] == ["typing"]
+    assert [c.params["action"] for c in running.api.calls("sendChatAction") if str(c.params["chat_id"]) == "7373"][:1] == ["typing"]
     # Greeted once, by the front or (had Rasa taken the message first) by Rasa: the claim is shared.
-    assert running.api.sent_texts(5151).count(greeting["text"]) == 1
+    assert running.api.sent_texts(7373).count(greeting["text"]) == 1
     assert tracker.status_code == 200
     bot_texts = [e["text"] for e in tracker.json()["events"] if e["event"] == "bot"]
     assert bot_texts[0] == greeting["text"] and bot_texts[-1] == rest[-1]["text"]  # recorded in the conversation
