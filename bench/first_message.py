@@ -55,7 +55,7 @@ import httpx
 
 from bench.procs import publish
 from bench.run import loadavg, machine_facts
-from bot.front import RASA_NICE
+from bot.front import PULL_SECONDS_BEHIND_FRONT, RASA_NICE
 from tests.fakes.graph_api import IG_ID, PAGE_ID, FakeGraphAPI, dm, encoded, rasa_environment, signed_headers
 from tests.fakes.graph_api import RASA_CREDENTIALS as META_CREDENTIALS
 from tests.fakes.graph_api import webhook_body
@@ -273,6 +273,12 @@ def _summary(values: list[float]) -> dict[str, float] | None:
     }
 
 
+def telegram_env(telegram: FakeTelegramAPI, work: Path) -> dict[str, str]:
+    """Return a server's environment for the Telegram connector against ``telegram``, its inbox in ``work``."""
+    return {**base_env(), "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
+            "TELEGRAM_API_BASE_URL": telegram.base_url, "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db")}  # fmt: skip
+
+
 @contextmanager
 def serving(work: Path, stamps: Stamps, edge_greeting: str, telegram_only: bool = False,
             setting: Setting | None = None) -> Iterator[Fakes]:  # fmt: skip
@@ -293,18 +299,16 @@ def serving(work: Path, stamps: Stamps, edge_greeting: str, telegram_only: bool 
         credentials += META_CREDENTIALS + whatsapp_credentials()
     (work / "credentials.yml").write_text(credentials)
     env = {
-        **base_env(),
-        "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
-        "TELEGRAM_API_BASE_URL": telegram.base_url,
+        **telegram_env(telegram, work),
         **rasa_environment(graph.base_url),
         **connector_env(fakes.whatsapp.base_url),
-        "FIRSTREPLY_CASE_DB": f"sqlite:///{work / 'cases.db'}", "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db"),
+        "FIRSTREPLY_CASE_DB": f"sqlite:///{work / 'cases.db'}",
         "FIRSTREPLY_EDGE_GREETING": edge_greeting, "SANIC_WORKERS": str(setting.workers), **setting.env,
     }  # fmt: skip
     stores = MAKE_RUN_STORES.format(work=work) if setting.make_run_stores else ""
     actions = start_action_server("action server", actions_port, env, work / "actions.log")
     if setting.front:
-        env["FIRSTREPLY_PULL_SECONDS"] = env.get("FIRSTREPLY_PULL_SECONDS", "0.05")  # as make run sets it
+        env.setdefault("FIRSTREPLY_PULL_SECONDS", str(PULL_SECONDS_BEHIND_FRONT))  # as make run sets it
     rasa = start_rasa_server("rasa server", rasa_port, write_endpoints(work, actions_port, stores), env,
                              work / "rasa.log", credentials=work / "credentials.yml", nice=setting.rasa_nice)  # fmt: skip
     processes = [rasa, actions]
@@ -428,9 +432,8 @@ def alone_burst(server: str, customers: int, connections: int, work: Path, stamp
                         work / "null.log")  # fmt: skip
     else:
         (work / "credentials.yml").write_text(TELEGRAM_CREDENTIALS)
-        env = {**base_env(), "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
-               "TELEGRAM_API_BASE_URL": fakes.telegram.base_url, "FIRSTREPLY_CHANNEL_DB": str(work / "channels.db")}  # fmt: skip
-        process = start_front("front", port, "http://127.0.0.1:9", work / "credentials.yml", env, work / "front.log")
+        process = start_front("front", port, "http://127.0.0.1:9", work / "credentials.yml",
+                              telegram_env(fakes.telegram, work), work / "front.log")  # fmt: skip
     fakes.rasa_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(process, f"{fakes.rasa_url}/webhooks/telegram", 120)

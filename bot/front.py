@@ -53,6 +53,9 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 # The priority (``nice``) ``make run`` gives Rasa's workers behind the front: the front's little
 # work per webhook is what a customer waits for, so it comes first when both want a core.
 RASA_NICE = 10
+# How often Rasa looks for queued updates behind the front (``$FIRSTREPLY_PULL_SECONDS``): every
+# update is queued there, so this is the most one waits between the front and an idle Rasa.
+PULL_SECONDS_BEHIND_FRONT = 0.05
 # Rasa answers the REST channel only once the dialogue ran: no time limit on reading its answer.
 RASA_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5.0)
 
@@ -73,12 +76,13 @@ def inbox_channels(credentials_file: str) -> list[WebhookConnector]:
         if name in BUILTIN_CHANNELS:
             continue
         channel_class = class_from_module_path(name)
-        if isinstance(channel_class, type) and issubclass(channel_class, WebhookConnector):
-            channels.append(channel_class.from_credentials(credentials))
-    for channel in channels:
+        if not (isinstance(channel_class, type) and issubclass(channel_class, WebhookConnector)):
+            continue
+        channel = channel_class.from_credentials(credentials)
         channel.serve_intake_only()
         # The domain's wording and support.yml read now, not when the first customer writes.
         channel.greeting_words().for_message("hello", {})
+        channels.append(channel)
     return channels
 
 

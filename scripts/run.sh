@@ -162,7 +162,7 @@ rasa_own_port="$rasa_port"
 rasa_priority=()
 if [ -n "$front" ] && [ "${1:-}" != "shell" ]; then
   rasa_own_port="${FIRSTREPLY_RASA_OWN_PORT:-$((rasa_port + 1))}"
-  export FIRSTREPLY_PULL_SECONDS="${FIRSTREPLY_PULL_SECONDS:-0.05}"
+  export FIRSTREPLY_PULL_SECONDS="${FIRSTREPLY_PULL_SECONDS:-0.05}"  # bot/front.py, PULL_SECONDS_BEHIND_FRONT
   # The front's few milliseconds per webhook are what a customer waits for: when both want a
   # core, they come before Rasa's reading (bot/front.py, RASA_NICE).
   rasa_priority=(nice -n 10)

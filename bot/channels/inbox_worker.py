@@ -36,16 +36,17 @@ ORDER_POLL_SECONDS = 0.2
 ENV_PULL_SECONDS = "FIRSTREPLY_PULL_SECONDS"
 PULL_SECONDS = 0.25
 
-
-def pull_seconds_from_env() -> float:
-    """Return how often a process with room looks for queued updates (``$FIRSTREPLY_PULL_SECONDS``, default 0.25 s)."""
-    return seconds_from_env(ENV_PULL_SECONDS, PULL_SECONDS)
 # How many stored updates of one source a process hands to Rasa at once
 # (``$FIRSTREPLY_HANDLING_AT_ONCE``). NLU runs on one thread, so a few at a time keep it busy;
 # hundreds at once (a burst) only crowd Rasa's event loop, where the webhooks are answered and
 # new customers greeted, and the thread pool every database write waits in.
 ENV_HANDLING_AT_ONCE = "FIRSTREPLY_HANDLING_AT_ONCE"
 DEFAULT_HANDLING_AT_ONCE = 4
+
+
+def pull_seconds_from_env() -> float:
+    """Return how often a process with room looks for queued updates (``$FIRSTREPLY_PULL_SECONDS``, default 0.25 s)."""
+    return seconds_from_env(ENV_PULL_SECONDS, PULL_SECONDS)
 
 
 Handler = Callable[[InboxEntry], Awaitable[None]]

@@ -44,7 +44,7 @@ from sqlalchemy.pool import NullPool
 from bot.channels.inbox import SENDING, inbox as inbox_table, replies as replies_table
 from bot.channels.replies import HOLDING_REPLY
 from bot.constants import GREETING_RESPONSES
-from bot.front import RASA_NICE
+from bot.front import PULL_SECONDS_BEHIND_FRONT, RASA_NICE
 from tests.fakes.server import FakeServer
 from tests.fakes.slack_api import APP_ID as SLACK_APP_ID
 from tests.fakes.slack_api import RASA_CREDENTIALS as SLACK_CREDENTIALS
@@ -325,7 +325,7 @@ class SoloStack:
         self.front_port = free_ports(1)[0] if any(p.name in INBOX_PLATFORMS for p in platforms) else None
         self.front: Optional[Process] = None
         if self.front_port:
-            self.env["FIRSTREPLY_PULL_SECONDS"] = "0.05"  # as make run sets it behind the front
+            self.env["FIRSTREPLY_PULL_SECONDS"] = str(PULL_SECONDS_BEHIND_FRONT)  # as make run sets it
         # endpoints.yml as make run uses it: the SQLite tracker store, here in ``work``.
         self.endpoints = work / "endpoints.yml"
         self.endpoints.write_text(
