@@ -1,14 +1,15 @@
 """Kills at random moments of bursts of new customers: ``make bench-crash`` / ``python -m bench.crash``.
 
 Each trial is ``tests.integration.crash_support.run_trial``: 30 new customers write at once over
-one channel (Telegram or Slack DMs, against their local fakes, or the web chat, each customer
+one channel (Telegram, Slack DMs or WhatsApp, against their local fakes, or the web chat, each customer
 doing what the page does with a failed request: ``tests.integration.crash_webchat``; the
 channels take turns); at a random moment of the burst one part is killed and started again at
 once; every customer's side is then held against what Rasa saved. Two stacks, each started once
 with every channel's connector and given ``--trials`` trials:
 
 * ``sqlite``: what ``make run`` starts (one Rasa through ``bot.launcher``, one action server,
-  SQLite files, the default 60 s lease); Rasa or the action server is killed (SIGKILL);
+  SQLite files, the default 60 s lease, and the front process on the public port for Telegram
+  and Slack DMs); Rasa, the action server or the front is killed (SIGKILL);
 * ``pg2``: two Rasa replicas and two action servers on PostgreSQL and Redis behind round-robin
   proxies (``endpoints.prod.yml``); one Rasa or action server (drawn at random) is killed, or
   every database connection of the stack is terminated. Needs the test services
@@ -47,11 +48,14 @@ from bench.procs import ROOT
 from bench.run import loadavg, machine_facts
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.fakes.whatsapp_api import FakeWhatsAppAPI
 from tests.integration.conftest import fresh_database, production_services
 from tests.integration.crash_desk import DESK, DeliveryOutcome, DeskStack, desk_stack, run_desk_trial
 from tests.integration.crash_support import (
     ACTIONS,
     DATABASE,
+    FRONT,
+    FRONT_KILL_WINDOW_S,
     RASA,
     CrashStack,
     Outcome,
@@ -59,6 +63,8 @@ from tests.integration.crash_support import (
     ReplicaStack,
     SlackPlatform,
     TelegramPlatform,
+    WhatsAppPlatform,
+    kill_window,
     new_customers,
     platforms_env,
     reply_windows,
@@ -79,12 +85,12 @@ STACKS = {
 }
 DESK_STACKS = ("desk", "desk_pg")
 CUSTOMERS = 30
-KILL_WINDOW_S = (0.3, 4.0)
+KILL_WINDOW_S = (0.2, 2.5)
 REDIS_DB_CRASH = 5
-PLATFORMS = ["telegram", "slack_dm", "webchat"]
+PLATFORMS = ["telegram", "slack_dm", "whatsapp", "webchat"]
 DESK_CUSTOMERS, DESK_REPLIES_EACH = 10, 3
 DESK_KILL_WINDOW_S = (0.3, 3.5)
-KILLS = [RASA, ACTIONS, DATABASE, DESK]
+KILLS = [RASA, ACTIONS, FRONT, DATABASE, DESK]
 
 
 def log(line: str) -> None:
@@ -104,7 +110,7 @@ async def _sweep(
         customers = new_customers(first_id + 1000 * trial, CUSTOMERS)
         label = f"{name}/{platform.name}"
         trial_of = run_webchat_trial if isinstance(platform, WebChatPlatform) else run_trial
-        window = results["settings"]["kill_window_s"]
+        window = kill_window(target, results["settings"]["kill_window_s"])
         outcome: Outcome = await trial_of(stack, platform, label, customers, target, rng.uniform(*window), rng)
         entry["trials"].append(outcome.as_dict())
         log(f"{label} trial {trial + 1}/{trials}: {outcome.killed} at {outcome.kill_at_s} s: lost {outcome.lost}, "
@@ -270,7 +276,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="what may be killed, where the stack has it (default: all)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=None, help="replay a sweep (default: drawn, and reported)")
     parser.add_argument("--kill-window", nargs=2, type=float, default=KILL_WINDOW_S, metavar=("FROM", "TO"),
-                        help=f"seconds into a burst a kill is drawn from (default {KILL_WINDOW_S[0]} {KILL_WINDOW_S[1]}); "
+                        help=f"seconds into a burst a kill is drawn from (default {KILL_WINDOW_S[0]} {KILL_WINDOW_S[1]}; "
+                             f"the front's: {FRONT_KILL_WINDOW_S[0]} {FRONT_KILL_WINDOW_S[1]}); "
                              "a faster server finishes a burst sooner")  # fmt: skip
     add_output_arguments(parser, RESULTS, "crash-latest")
     args = parser.parse_args(argv)
@@ -288,11 +295,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         "stacks": {name: {"label": STACKS[name], "trials": []} for name in args.stacks},
     }
     code = 0
-    fakes = {"telegram": FakeTelegramAPI, "slack_dm": FakeSlackAPI}
-    apis = [fakes[name]().start() for name in args.platforms if name in fakes]
-    platforms: List[Platform] = [
-        TelegramPlatform(api) if isinstance(api, FakeTelegramAPI) else SlackPlatform(api) for api in apis
-    ]
+    fakes: Dict[str, Tuple[Callable[[], Any], Callable[[Any], Platform]]] = {
+        "telegram": (FakeTelegramAPI, TelegramPlatform), "slack_dm": (FakeSlackAPI, SlackPlatform),
+        "whatsapp": (FakeWhatsAppAPI, WhatsAppPlatform),
+    }  # fmt: skip
+    apis = {name: fakes[name][0]().start() for name in args.platforms if name in fakes}
+    platforms: List[Platform] = [fakes[name][1](api) for name, api in apis.items()]
     platforms += [WebChatPlatform()] if "webchat" in args.platforms else []
     try:
         for number, name in enumerate(args.stacks):
@@ -302,7 +310,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (Exception, KeyboardInterrupt) as exc:  # the report says what failed; the temp dir is kept
         code = record_failure(results, exc, log)
     finally:
-        for api in apis:
+        for api in apis.values():
             api.stop()
         for name, entry in results["stacks"].items():
             entry["summary"] = (summarize_desk if name in DESK_STACKS else summarize)(entry["trials"])

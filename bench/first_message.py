@@ -37,14 +37,15 @@ across a network does.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -214,6 +215,13 @@ class Fakes:
             fake.stop()
 
 
+def telegram_update(customer: str, number: int) -> dict[str, Any]:
+    """Return the update Telegram POSTs for customer ``customer``'s first message (``first_message(number)``)."""
+    chat = {"id": int(customer), "type": "private", "first_name": "Maria"}
+    return {"update_id": number, "message": {"message_id": number, "date": int(time.time()), "chat": chat,
+                                             "from": {**chat, "is_bot": False}, "text": first_message(number)}}  # fmt: skip
+
+
 def _post(
     client: httpx.Client, connector: str, customer: str, fakes: Fakes, number: int,
     acked: Callable[[], None] | None = None,
@@ -225,10 +233,7 @@ def _post(
         raw, headers = signed(notification([message], names={customer: "Maria Keller"}))
         answer = client.post("/webhooks/whatsapp/webhook", content=raw, headers=headers)
     elif connector == "telegram":
-        chat = {"id": int(customer), "type": "private", "first_name": "Maria"}
-        update = {"update_id": number, "message": {"message_id": number, "date": int(time.time()), "chat": chat,
-                                                   "from": {**chat, "is_bot": False}, "text": first_message(number)}}  # fmt: skip
-        answer = client.post("/webhooks/telegram/webhook", json=update,
+        answer = client.post("/webhooks/telegram/webhook", json=telegram_update(customer, number),
                              headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})  # fmt: skip
     else:
         graph = fakes.graph
@@ -365,26 +370,26 @@ def burst(customers: int, connections: int, work: Path, setting: Setting) -> dic
         acked, sign = alone_burst(setting.alone, customers, connections, work, stamps)
         return {"windows": {}, "acked": acked, "sign": sign, "answer": []}
     with serving(work, stamps, "on", telegram_only=True, setting=setting) as fakes:
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        with httpx.Client(base_url=fakes.rasa_url, timeout=60, limits=limits) as client:
+        with httpx.Client(base_url=fakes.rasa_url, timeout=60) as client:
             _post(client, "telegram", "6999999", fakes, 1)
-            _wait_for_turn(stamps, "6999999")
-            started, acked = _send_burst(client, customers, connections, fakes)
-            deadline = time.perf_counter() + BURST_TIMEOUT_S
-            while True:
-                with stamps.lock:
-                    answered = sum(len(stamps.messages.get(c, ())) >= FIRST_ANSWER_MESSAGES for c in started)
-                if answered == len(started):
-                    break
-                if time.perf_counter() > deadline:
-                    raise RuntimeError(f"{len(started) - answered} of {len(started)} customers got no first answer "
-                                       f"within {BURST_TIMEOUT_S:.0f} s; see {work / 'rasa.log'}")  # fmt: skip
-                time.sleep(0.05)
-            windows = httpx.get(f"{fakes.rasa_own_url}/webhooks/telegram/replies", timeout=30).json()
+        _wait_for_turn(stamps, "6999999")
+        started, acked, typing = _send_burst(fakes.rasa_url, customers, connections)
+        deadline = time.perf_counter() + BURST_TIMEOUT_S
+        while True:
+            with stamps.lock:
+                answered = sum(len(stamps.messages.get(c, ())) >= FIRST_ANSWER_MESSAGES for c in started)
+            if answered == len(started):
+                break
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{len(started) - answered} of {len(started)} customers got no first answer "
+                                   f"within {BURST_TIMEOUT_S:.0f} s; see {work / 'rasa.log'}")  # fmt: skip
+            time.sleep(0.05)
+        windows = httpx.get(f"{fakes.rasa_own_url}/webhooks/telegram/replies", timeout=30).json()
+        signs = _first_signs(stamps, started, acked, typing)
     return {
         "windows": windows,
         "acked": [acked[c] - t for c, t in started.items()],
-        "sign": [stamps.sign[c] - t for c, t in started.items()],
+        "sign": [signs[c] - t for c, t in started.items()],
         "answer": [stamps.messages[c][FIRST_ANSWER_MESSAGES - 1] - t for c, t in started.items()],
     }
 
@@ -406,21 +411,42 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _send_burst(
-    client: httpx.Client, customers: int, connections: int, fakes: Fakes
-) -> tuple[dict[str, float], dict[str, float]]:
-    """POST ``customers`` new customers' first messages at once over ``connections``; return when each was sent and answered."""
-    started: dict[str, float] = {}
-    acked: dict[str, float] = {}
+def _send_burst(base_url: str, customers: int, connections: int) -> tuple[dict[str, float], dict[str, float], set[str]]:
+    """POST ``customers`` new customers' first messages at once over ``connections`` (``bench.burst_client``).
 
-    def send(number: int) -> None:
+    Returns when each was sent and answered, and the customers whose answer carried the
+    typing indicator (Telegram shows it as it reads the answer).
+    """
+    requests = []
+    for number in range(customers):
         customer = str(7_000_000 + number)
-        started[customer] = time.perf_counter()
-        _post(client, "telegram", customer, fakes, 10 + number, lambda: acked.__setitem__(customer, time.perf_counter()))
+        requests.append({"key": customer, "body": telegram_update(customer, 10 + number)})
+    command = [sys.executable, "-m", "bench.burst_client", "--url", f"{base_url}/webhooks/telegram/webhook",
+               "--warm", f"{base_url}/webhooks/telegram/", "--connections", str(connections),
+               "--header", f"X-Telegram-Bot-Api-Secret-Token:{TELEGRAM_SECRET}"]  # fmt: skip
+    done = subprocess.run(command, input=json.dumps(requests), capture_output=True, text=True, timeout=BURST_TIMEOUT_S,
+                          env=base_env())  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"the burst's client failed: {done.stderr[-2000:]}")
+    timings = json.loads(done.stdout)
+    started = {customer: float(t[0]) for customer, t in timings.items()}
+    acked = {customer: float(t[1]) for customer, t in timings.items()}
+    typing = {customer for customer, t in timings.items() if t[2] == "sendChatAction"}
+    return started, acked, typing
 
-    with ThreadPoolExecutor(max_workers=connections) as pool:
-        list(pool.map(send, range(customers)))
-    return started, acked
+
+def _first_signs(stamps: Stamps, started: dict[str, float], acked: dict[str, float], typing: set[str]) -> dict[str, float]:
+    """Return when each customer first saw something: the typing in the webhook's answer, or the first message."""
+    with stamps.lock:
+        seen = dict(stamps.sign)
+    signs = {}
+    for customer in started:
+        candidates = [acked[customer]] if customer in typing else []
+        if customer in seen:
+            candidates.append(seen[customer])
+        if candidates:
+            signs[customer] = min(candidates)
+    return signs
 
 
 def alone_burst(server: str, customers: int, connections: int, work: Path, stamps: Stamps) -> tuple[list[float], list[float]]:
@@ -437,15 +463,13 @@ def alone_burst(server: str, customers: int, connections: int, work: Path, stamp
     fakes.rasa_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(process, f"{fakes.rasa_url}/webhooks/telegram", 120)
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        with httpx.Client(base_url=fakes.rasa_url, timeout=60, limits=limits) as client:
+        with httpx.Client(base_url=fakes.rasa_url, timeout=60) as client:
             _post(client, "telegram", "6999999", fakes, 1)
-            time.sleep(1)
-            started, acked = _send_burst(client, customers, connections, fakes)
-            time.sleep(2)  # the last greetings
-        with stamps.lock:
-            sign = [stamps.sign[c] - t for c, t in started.items() if c in stamps.sign]
-        return [acked[c] - t for c, t in started.items()], sign
+        time.sleep(1)
+        started, acked, typing = _send_burst(fakes.rasa_url, customers, connections)
+        time.sleep(2)  # the last greetings
+        signs = _first_signs(stamps, started, acked, typing)
+        return [acked[c] - t for c, t in started.items()], [signs[c] - t for c, t in started.items() if c in signs]
     finally:
         process.stop()
         fakes.stop()
@@ -493,7 +517,8 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
     ``sending-thread``: the replies' calls on Rasa's loop against the sending thread
     (``FIRSTREPLY_SENDING_THREAD``), one worker, the greeting on. ``handling``: 4, 2 and 1
     updates handled at once per process (``FIRSTREPLY_HANDLING_AT_ONCE``), one Rasa worker per
-    core with ``make run``'s stores.
+    core with ``make run``'s stores. ``priority``: behind the front, Rasa's workers at ``make run``'s
+    ``nice`` against the lowest priority (19).
     """
     cores = os.cpu_count() or 1
     if compare == "greeting":
@@ -517,12 +542,15 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
                          rasa_nice=RASA_NICE),
                  Setting("front alone", latency_s=latency_s, alone="front"),
                  Setting("server that only answers", latency_s=latency_s, alone="null")]  # fmt: skip
+    elif compare == "priority":
+        pairs = [Setting(f"Rasa at nice {n}", workers=cores, make_run_stores=True, latency_s=latency_s, front=True,
+                         rasa_nice=n) for n in (RASA_NICE, 19)]  # fmt: skip
     else:
         raise ValueError(f"unknown comparison {compare!r}; one of {', '.join(COMPARISONS)}")
     return pairs
 
 
-COMPARISONS = ("greeting", "workers", "reply-calls", "sending-thread", "handling", "front")
+COMPARISONS = ("greeting", "workers", "reply-calls", "sending-thread", "handling", "front", "priority")
 
 
 def run_bursts(customers: int, connections: int, trials: int, settings: list[Setting]) -> dict[str, Any]:

@@ -52,6 +52,12 @@ from tests.fakes.slack_api import TEAM_ID as SLACK_TEAM_ID
 from tests.fakes.slack_api import TOKEN as SLACK_TOKEN
 from tests.fakes.slack_api import FakeSlackAPI, dm_channel_of, signed_headers
 from tests.fakes.telegram_api import RASA_CREDENTIALS, TOKEN, FakeTelegramAPI
+from tests.fakes.whatsapp_api import FakeWhatsAppAPI
+from tests.fakes.whatsapp_api import connector_env as whatsapp_env
+from tests.fakes.whatsapp_api import notification as whatsapp_notification
+from tests.fakes.whatsapp_api import rasa_credentials as whatsapp_credentials
+from tests.fakes.whatsapp_api import signed as whatsapp_signed
+from tests.fakes.whatsapp_api import text_message as whatsapp_text
 from tests.integration.stack_support import Stack
 from tests.processes import ROOT, Process, base_env, free_ports, http, start_action_server, start_front, start_rasa_server
 from tests.processes import wait_until_up
@@ -60,6 +66,7 @@ SECRET = "crash-webhook_secret"
 SLACK_SECRET = "crash0signing0secret000000000000"
 RASA = "rasa"
 ACTIONS = "actions"
+FRONT = "front"
 DATABASE = "database"
 # First messages of real cases: each is greeted, acknowledged (a complaint with an apology) and asked
 # its first question.
@@ -72,6 +79,14 @@ FIRST_MESSAGES = (
 SETTLE_TIMEOUT_S = 240
 # What the inbox logs for an update it took from a process that is gone (bot.channels.inbox).
 TAKEN_OVER_AT_ONCE = "taken over at once from"
+# The front stores a burst of 30 and greets it within a few hundred milliseconds: a kill drawn
+# from the whole burst would mostly find it idle.
+FRONT_KILL_WINDOW_S = (0.02, 0.5)
+
+
+def kill_window(target: str, window: tuple[float, float]) -> tuple[float, float]:
+    """Return the seconds into a burst a kill of ``target`` is drawn from (``window`` unless it is the front)."""
+    return FRONT_KILL_WINDOW_S if target == FRONT else window
 QUIET_S = 1.5
 
 
@@ -146,7 +161,8 @@ class Platform:
     """What a trial needs of a messaging platform: its fake API, ids, webhook and what it delivered."""
 
     name: str
-    send_method: str
+    # The fake API's deliveries that are replies to the customer.
+    send_methods: tuple[str, ...]
     api: FakeServer
 
     def env(self) -> Dict[str, str]:
@@ -186,7 +202,7 @@ class TelegramPlatform(Platform):
     """Telegram against ``tests/fakes/telegram_api.py``: a customer's number is their chat and update id."""
 
     name = "telegram"
-    send_method = "sendMessage"
+    send_methods = ("sendMessage",)
 
     def __init__(self, api: FakeTelegramAPI) -> None:
         """Use the fake Bot API ``api``."""
@@ -225,7 +241,7 @@ class SlackPlatform(Platform):
     """Slack DMs against ``tests/fakes/slack_api.py``: each customer a user of the workspace."""
 
     name = "slack_dm"
-    send_method = "chat.postMessage"
+    send_methods = ("chat.postMessage",)
 
     def __init__(self, api: FakeSlackAPI) -> None:
         """Use the fake Web API ``api``."""
@@ -272,6 +288,45 @@ class SlackPlatform(Platform):
         return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
+class WhatsAppPlatform(Platform):
+    """WhatsApp against ``tests/fakes/whatsapp_api.py``: a customer's number is a phone number, their message a wamid."""
+
+    name = "whatsapp"
+    send_methods = ("text", "interactive")
+
+    def __init__(self, api: FakeWhatsAppAPI) -> None:
+        """Use the fake Cloud API ``api``."""
+        self.api = api
+
+    def env(self) -> Dict[str, str]:
+        """Return the access token, app secret and Cloud API URL."""
+        return whatsapp_env(self.api.base_url)
+
+    def credentials(self) -> str:
+        """Return the WhatsApp connector's credentials."""
+        return whatsapp_credentials()
+
+    def sender(self, customer: Customer) -> str:
+        """Return the customer's phone number (their ``wa_id``)."""
+        return f"4915100{customer.number:07d}"
+
+    chat = sender
+
+    def update_id(self, customer: Customer) -> str:
+        """Return the message's wamid."""
+        return f"wamid.crash{customer.number}"
+
+    def message_id(self, customer: Customer) -> str:
+        """Return ``whatsapp-<wamid>``."""
+        return f"whatsapp-{self.update_id(customer)}"
+
+    def request(self, customer: Customer) -> tuple[bytes, Dict[str, str]]:
+        """Return the notification Meta POSTs, signed with the app secret."""
+        sender = self.sender(customer)
+        message = whatsapp_text(sender, customer.text, message_id=self.update_id(customer))
+        return whatsapp_signed(whatsapp_notification([message], names={sender: f"Sam Customer{customer.number % 1000}"}))
+
+
 # --- the stacks -----------------------------------------------------------------------------
 
 
@@ -298,18 +353,17 @@ async def _sigkill(process: Process) -> None:
 
 
 # The platforms whose connector keeps an inbox: with one, make run starts the front process.
-INBOX_PLATFORMS = ("telegram", "slack_dm")
+INBOX_PLATFORMS = ("telegram", "slack_dm", "whatsapp")
 
 
 class SoloStack:
     """What ``make run`` starts: one Rasa (``bot.launcher``) and one action server on SQLite files.
 
     With a messaging app among the platforms, also the front process (``bot.front``) on the
-    public port, Rasa behind it at lower priority, as ``make run`` starts them; the front is not
-    killed (``targets``) and stays up while Rasa restarts.
+    public port, Rasa behind it at lower priority, as ``make run`` starts them; it stays up while
+    Rasa restarts, and is a target of its own: killed, the platform's deliveries are refused
+    until it is back (they retry), and a greeting it had in flight is in doubt.
     """
-
-    targets = (RASA, ACTIONS)
 
     def __init__(self, work: Path, platforms: List[Platform]) -> None:
         """Set up in ``work`` with the connectors of ``platforms``; ``solo_stack`` starts it."""
@@ -324,6 +378,7 @@ class SoloStack:
         }  # fmt: skip
         self.front_port = free_ports(1)[0] if any(p.name in INBOX_PLATFORMS for p in platforms) else None
         self.front: Optional[Process] = None
+        self.targets: tuple[str, ...] = (RASA, ACTIONS, FRONT) if self.front_port else (RASA, ACTIONS)
         if self.front_port:
             self.env["FIRSTREPLY_PULL_SECONDS"] = str(PULL_SECONDS_BEHIND_FRONT)  # as make run sets it
         # endpoints.yml as make run uses it: the SQLite tracker store, here in ``work``.
@@ -348,9 +403,14 @@ class SoloStack:
         )  # fmt: skip
         wait_until_up(self.rasa, f"http://127.0.0.1:{self.rasa_port}/webhooks/{self.platforms[0].name}/")
         if self.front_port and self.front is None:
-            self.front = start_front("front", self.front_port, f"http://127.0.0.1:{self.rasa_port}", self.credentials,
-                                     self.env, self.work / "front.log")  # fmt: skip
-            wait_until_up(self.front, f"http://127.0.0.1:{self.front_port}/webhooks/{self.platforms[0].name}/")
+            self.start_front()
+
+    def start_front(self) -> None:
+        """Start the front (again); return once it answers."""
+        self.runs += 1
+        self.front = start_front("front", self.front_port, f"http://127.0.0.1:{self.rasa_port}", self.credentials,
+                                 self.env, self.work / f"front-{self.runs}.log")  # fmt: skip
+        wait_until_up(self.front, f"http://127.0.0.1:{self.front_port}/webhooks/{self.platforms[0].name}/")
 
     def start_actions(self) -> None:
         """Start the action server (again); return once it answers."""
@@ -369,8 +429,8 @@ class SoloStack:
         return f"http://127.0.0.1:{self.front_port or self.rasa_port}{webhook_path(platform)}"
 
     async def kill(self, target: str, rng: random.Random) -> str:
-        """SIGKILL Rasa or the action server."""
-        process = self.rasa if target == RASA else self.actions
+        """SIGKILL Rasa, the action server or the front."""
+        process = {RASA: self.rasa, ACTIONS: self.actions, FRONT: self.front}[target]
         assert process is not None
         await _sigkill(process)
         self._killed = target
@@ -378,7 +438,8 @@ class SoloStack:
 
     async def restart(self) -> None:
         """Start the killed server again."""
-        await asyncio.to_thread(self.start_rasa if self._killed == RASA else self.start_actions)
+        start = {RASA: self.start_rasa, ACTIONS: self.start_actions, FRONT: self.start_front}[self._killed or RASA]
+        await asyncio.to_thread(start)
 
     def tracker(self, sender: str) -> Dict[str, Any]:
         """Return the conversation from Rasa's HTTP API."""
@@ -491,7 +552,7 @@ class Deliveries:
 
     def poll(self) -> None:
         """Stamp the deliveries that came since the last poll."""
-        delivered = [d for d in self.platform.api.deliveries() if d.method == self.platform.send_method]
+        delivered = [d for d in self.platform.api.deliveries() if d.method in self.platform.send_methods]
         now = time.monotonic()
         for delivery in delivered[self._count :]:
             self.seen.append((now, delivery.chat, self.platform.read(delivery.text)))

@@ -49,7 +49,7 @@ class WebChatPlatform(Platform):
     """The web chat of Rasa itself: a customer is a browser with a session of its own."""
 
     name = CHANNEL_NAME
-    send_method = ""
+    send_methods = ()
 
     def __init__(self) -> None:
         """Nothing across the network to fake: the page talks to Rasa."""
