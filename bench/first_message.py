@@ -518,7 +518,8 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
     (``FIRSTREPLY_SENDING_THREAD``), one worker, the greeting on. ``handling``: 4, 2 and 1
     updates handled at once per process (``FIRSTREPLY_HANDLING_AT_ONCE``), one Rasa worker per
     core with ``make run``'s stores. ``priority``: behind the front, Rasa's workers at ``make run``'s
-    ``nice`` against the lowest priority (19).
+    ``nice`` against the lowest priority (19). ``encoder``: MiniLM's forward pass on NumPy against
+    TensorFlow (``FIRSTREPLY_ENCODER_BACKEND``), ``make run`` as it starts.
     """
     cores = os.cpu_count() or 1
     if compare == "greeting":
@@ -542,6 +543,10 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
                          rasa_nice=RASA_NICE),
                  Setting("front alone", latency_s=latency_s, alone="front"),
                  Setting("server that only answers", latency_s=latency_s, alone="null")]  # fmt: skip
+    elif compare == "encoder":
+        pairs = [Setting(f"MiniLM on {backend}", workers=cores, make_run_stores=True, latency_s=latency_s, front=True,
+                         rasa_nice=RASA_NICE, env={"FIRSTREPLY_ENCODER_BACKEND": backend})
+                 for backend in ("numpy", "tensorflow")]  # fmt: skip
     elif compare == "priority":
         pairs = [Setting(f"Rasa at nice {n}", workers=cores, make_run_stores=True, latency_s=latency_s, front=True,
                          rasa_nice=n) for n in (RASA_NICE, 19)]  # fmt: skip
@@ -550,7 +555,7 @@ def burst_settings(compare: str, latency_s: float) -> list[Setting]:
     return pairs
 
 
-COMPARISONS = ("greeting", "workers", "reply-calls", "sending-thread", "handling", "front", "priority")
+COMPARISONS = ("greeting", "workers", "reply-calls", "sending-thread", "handling", "front", "priority", "encoder")
 
 
 def run_bursts(customers: int, connections: int, trials: int, settings: list[Setting]) -> dict[str, Any]:

@@ -3,33 +3,77 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bot.nlu import encoder
-from bot.nlu.encoder import ENCODER_DIR_ENV, EncoderNotInstalled, SentenceEncoder, find_model_dir, shared_encoder
+from bot.nlu.encoder import BACKEND_ENV, BACKENDS, ENCODER_DIR_ENV, EncoderNotInstalled, SentenceEncoder, backend_from_env
+from bot.nlu.encoder import find_model_dir, shared_encoder
+from tests.processes import ROOT, base_env
 from bot.nlu.text import for_classifier
 
 REFERENCE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
 
 
-def test_the_vectors_equal_the_reference_implementation() -> None:
+@pytest.fixture(scope="module", params=BACKENDS)
+def each_backend(request: pytest.FixtureRequest) -> SentenceEncoder:
+    return SentenceEncoder(backend=request.param)
+
+
+def test_the_vectors_equal_the_reference_implementation(each_backend: SentenceEncoder) -> None:
     # The fixture was computed with Hugging Face transformers' BertModel on PyTorch from the
-    # same weights (mean pooling, L2 norm): the NumPy forward pass must give the same vectors.
+    # same weights (mean pooling, L2 norm): both forward passes must give the same vectors.
     reference = json.loads(REFERENCE.read_text(encoding="utf-8"))
-    vectors = shared_encoder().encode(reference["texts"])
+    vectors = each_backend.encode(reference["texts"])
     expected = np.asarray(reference["vectors"], dtype=np.float32)
 
     assert vectors.shape == (len(reference["texts"]), 384)
+    assert vectors.dtype == np.float32
     assert np.abs(vectors - expected).max() < 1e-5
 
 
-def test_one_at_a_time_equals_a_padded_batch() -> None:
+def test_the_served_encoder_runs_on_tensorflow_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    assert backend_from_env() == "tensorflow"
+    assert backend_from_env({BACKEND_ENV: " NumPy "}) == "numpy"
+    with pytest.raises(ValueError, match="tensorflow, numpy"):
+        backend_from_env({BACKEND_ENV: "torch"})
+    with pytest.raises(ValueError, match="unknown encoder backend"):
+        SentenceEncoder(backend="torch")
+
+
+def test_the_graph_is_built_where_it_is_used_never_in_a_process_that_forks_after_loading() -> None:
+    # bot.launcher loads the encoder before Rasa forks its workers: TensorFlow's threads would
+    # not survive the fork, so loading must not start them; each worker builds its own graph.
+    script = (
+        "import multiprocessing, numpy as np\n"
+        "from bot.launcher import preload_for_workers\n"
+        "from bot.nlu.encoder import shared_encoder\n"
+        "preload_for_workers()\n"
+        "assert shared_encoder()._graph is None, 'the graph was built before the fork'\n"
+        "def encode(text):\n"
+        "    return shared_encoder().encode([text])[0].tolist()\n"
+        "with multiprocessing.get_context('fork').Pool(2) as pool:\n"
+        "    forked = pool.map(encode, ['where is my parcel', 'refund please'])\n"
+        "here = shared_encoder().encode(['where is my parcel', 'refund please'])\n"
+        "assert np.abs(np.asarray(forked) - here).max() < 1e-5\n"
+        "print('ok', shared_encoder().backend)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={**base_env(), BACKEND_ENV: "tensorflow"})  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok", "tensorflow"]
+
+
+def test_one_at_a_time_equals_a_padded_batch(each_backend: SentenceEncoder) -> None:
     texts = ["hi", "my parcel never came and nobody answers my emails", "refund"]
-    batch = shared_encoder().encode(texts)
-    single = np.vstack([shared_encoder().encode([text]) for text in texts])
+    batch = each_backend.encode(texts)
+    single = np.vstack([each_backend.encode([text]) for text in texts])
 
     assert np.abs(batch - single).max() < 1e-5
     assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
@@ -43,12 +87,12 @@ def test_meaning_not_words() -> None:
     assert float(late @ lost) > float(late @ password) + 0.2
 
 
-def test_empty_and_very_long_texts() -> None:
-    vectors = shared_encoder().encode(["", "word " * 2000])
+def test_empty_and_very_long_texts(each_backend: SentenceEncoder) -> None:
+    vectors = each_backend.encode(["", "word " * 2000])
 
     assert vectors.shape == (2, 384)
     assert np.isfinite(vectors).all()
-    assert shared_encoder().encode([]).shape == (0, 384)
+    assert each_backend.encode([]).shape == (0, 384)
 
 
 def test_the_model_is_found_where_setup_installs_it() -> None:
