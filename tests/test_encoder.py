@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,21 @@ def test_served_messages_are_embedded_on_one_blas_thread(monkeypatch: pytest.Mon
     assert seen == [{1}, {1}, {1}]
     assert {lib["num_threads"] for lib in ThreadpoolController().info() if lib["user_api"] == "blas"} == outside
     assert controller is not None and featurizer._BLAS is controller  # the library lookup is made once
+
+
+def test_loading_the_model_runs_the_encoders_once_so_the_first_customer_does_not_trace_the_graph(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rasa.engine.graph import ExecutionContext, GraphSchema
+    from rasa.engine.storage.resource import Resource
+
+    from bot.nlu.featurizer import SentenceEncoderFeaturizer
+
+    served = shared_encoder()
+    if served.backend != "tensorflow":
+        pytest.fail(f"the tests run with {BACKEND_ENV} unset: the served encoder must be TensorFlow's")
+    monkeypatch.setattr(served, "_graph", None)
+    config = SentenceEncoderFeaturizer.get_default_config()
+    SentenceEncoderFeaturizer.create(config, None, Resource("encoder"), ExecutionContext(GraphSchema({}), "m"))  # type: ignore[arg-type]
+
+    assert served._graph is not None and served._graph_pid == os.getpid()

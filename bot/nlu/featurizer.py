@@ -291,8 +291,10 @@ class SentenceEncoderFeaturizer(DenseFeaturizer, GraphComponent):
         """Create the component (nothing to train: the encoder is pre-trained)."""
         cls.validate_config(config)
         component = cls(config, execution_context.node_name)
-        # Load the weights now, so that the first customer does not wait for them.
-        active_encoders()
+        # Load the weights and run each encoder once now (TensorFlow traces MiniLM's graph on its
+        # first pass, about a second), so that the first customer waits for neither.
+        for encoder in active_encoders():
+            encoder.encode(["hello"])
         return component
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
