@@ -71,8 +71,11 @@ def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
             "FIRSTREPLY_CHANNEL_DB": str(copy / "var" / "channels.db"),
             "FIRSTREPLY_CASE_DB": f"sqlite:///{copy / 'var' / 'cases.db'}",
         })  # fmt: skip
+        # As from a terminal: Ctrl-C reaches the script (a test runner started in the background may
+        # ignore SIGINT, and a shell cannot trap a signal ignored when it started).
         process = subprocess.Popen(["bash", str(copy / "scripts" / "run.sh")], cwd=work, env=env, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
         running = Started(process, f"http://127.0.0.1:{public}", rasa, api)
         reader = threading.Thread(target=lambda: running.output.extend(process.stdout or ()), daemon=True)  # type: ignore[arg-type]
         reader.start()
