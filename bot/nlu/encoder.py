@@ -7,7 +7,7 @@ matrix products, written here twice, the same operations in the same order:
 
 - on **TensorFlow** (the default): the TensorFlow that Rasa already loads runs the pass as one
   graph, its matrix products through oneDNN, about half the CPU time of NumPy's for a short
-  message (10 against 23 ms for 19 tokens on one core, docs/nlu.md). The graph reads the weights
+  message (8-10 against 23 ms for 19 tokens on one core, docs/nlu.md). The graph reads the weights
   where NumPy holds them (DLPack, no copy), so workers forked after ``bot.launcher`` loaded them
   still share one copy; it is built in the process that first encodes, never before a fork
   (TensorFlow's threads do not survive one).
