@@ -151,11 +151,12 @@ class SentenceEncoder:
                 self._w[key] = np.ascontiguousarray(self._w[key].T)
         for i in range(_LAYERS):
             prefix = f"encoder.layer.{i}.attention.self."
+            # Fused, the three parts are read by neither pass: not kept.
             self._w[f"{prefix}qkv.weight"] = np.concatenate(
-                [self._w[f"{prefix}{part}.weight"] for part in ("query", "key", "value")], axis=1
+                [self._w.pop(f"{prefix}{part}.weight") for part in ("query", "key", "value")], axis=1
             )
             self._w[f"{prefix}qkv.bias"] = np.concatenate(
-                [self._w[f"{prefix}{part}.bias"] for part in ("query", "key", "value")]
+                [self._w.pop(f"{prefix}{part}.bias") for part in ("query", "key", "value")]
             )
         for key in list(self._w):
             self._w[key] = _aligned(self._w[key])
@@ -233,7 +234,8 @@ def _tensorflow_pass(weights: Dict[str, np.ndarray]) -> Callable[[np.ndarray, np
     """Return the forward pass as a TensorFlow graph over ``weights`` (read in place, through DLPack).
 
     The same operations as ``SentenceEncoder._numpy_pass``; one graph for every batch size and
-    length, traced once here (about a second) so that no customer waits for it.
+    length, traced on its first call (about a second: the featurizer makes that call when the
+    model loads, so that no customer waits for it).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -248,7 +250,8 @@ def _tensorflow_pass(weights: Dict[str, np.ndarray]) -> Callable[[np.ndarray, np
 
     # Zero-copy views of the arrays: they stay alive with ``weights`` (the encoder keeps both).
     w = {key: tf.experimental.dlpack.from_dlpack(array.__dlpack__()) for key, array in weights.items()}
-    scale = np.float32(1.0 / np.sqrt(384 // _HEADS))
+    width = weights["embeddings.word_embeddings.weight"].shape[1]
+    scale = np.float32(1.0 / np.sqrt(width // _HEADS))
     root_two = np.float32(np.sqrt(2.0))
 
     def layer_norm(x: Any, weight: Any, bias: Any) -> Any:
@@ -258,7 +261,7 @@ def _tensorflow_pass(weights: Dict[str, np.ndarray]) -> Callable[[np.ndarray, np
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.float32)])
     def run(batch: Any, mask: Any) -> Any:
-        n, t, d = tf.shape(batch)[0], tf.shape(batch)[1], 384
+        n, t, d = tf.shape(batch)[0], tf.shape(batch)[1], width
         head = d // _HEADS
         x = (tf.gather(w["embeddings.word_embeddings.weight"], batch)
              + w["embeddings.position_embeddings.weight"][None, :t, :]
@@ -286,7 +289,6 @@ def _tensorflow_pass(weights: Dict[str, np.ndarray]) -> Callable[[np.ndarray, np
     def forward(batch: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return np.asarray(run(batch, mask).numpy(), dtype=np.float32)
 
-    forward(np.array([[101, 102]], dtype=np.int32), np.ones((1, 2), dtype=np.float32))
     return forward
 
 
