@@ -76,3 +76,42 @@ def test_a_config_the_launcher_cannot_read_leaves_the_encoders_to_each_worker(
     with caplog.at_level(logging.INFO, logger="bot.launcher"):
         launcher.preload_for_workers(tmp_path / "missing.yml")
     assert "encoders not loaded ahead of the workers (FileNotFoundError" in caplog.text
+
+
+def test_a_connection_per_thread_is_never_closed_under_another_thread(tmp_path: Path) -> None:
+    # SQLAlchemy's SingletonThreadPool closes arbitrary connections once more than five threads
+    # used it; here twelve threads each hold theirs in the middle of a transaction at once.
+    import threading
+
+    engine = sqlite_or_postgres_engine(f"sqlite:///{tmp_path / 'x.db'}", ["PRAGMA busy_timeout=5000"],
+                                       sqlite_per_thread=True)  # fmt: skip
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+    all_open = threading.Barrier(12)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            with engine.connect() as connection:
+                assert connection.execute(text("SELECT count(*) FROM t")).scalar() is not None
+                all_open.wait(timeout=10)  # every thread has taken its connection
+                connection.execute(text("SELECT 1")).scalar()  # still open
+            with engine.begin() as connection:
+                connection.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 12
+    # The twelve ended threads' connections are let go once another thread opens one.
+    opener = threading.Thread(target=lambda: engine.connect().close())
+    opener.start()
+    opener.join()
+    assert engine.pool.status().endswith("size: 2")  # this thread's and the opener's

@@ -8,6 +8,7 @@ does the channels' database of dedupe keys, inbox and reply records
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,10 +34,9 @@ def sqlite_or_postgres_engine(
     Args:
         sqlite_own_begin: Stop the sqlite3 module from starting transactions on its own, so
             the engine's ``begin`` event decides how each one starts.
-        sqlite_per_thread: Keep one open connection per thread (SQLAlchemy's
-            ``SingletonThreadPool``) instead of opening one per transaction: for short writes
-            on a hot path, where opening the file and running the pragmas costs more than the
-            write itself.
+        sqlite_per_thread: Keep one open connection per thread (``ConnectionPerThread``)
+            instead of opening one per transaction: for short writes on a hot path, where
+            opening the file and running the pragmas costs more than the write itself.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -44,7 +44,7 @@ def sqlite_or_postgres_engine(
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True, **({"poolclass": SingletonThreadPool} if sqlite_per_thread else {}))
+    engine = create_engine(url, future=True, **({"poolclass": ConnectionPerThread} if sqlite_per_thread else {}))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -56,6 +56,44 @@ def sqlite_or_postgres_engine(
         cursor.close()
 
     return _fresh_after_fork(engine)
+
+
+class ConnectionPerThread(SingletonThreadPool):
+    """SQLAlchemy's pool of one connection per thread, without its limit on threads.
+
+    ``SingletonThreadPool`` closes arbitrary connections once more threads than its
+    ``pool_size`` have used it, also one another thread is in the middle of using; a server's
+    thread pools easily pass five. This one keeps every live thread's connection and only lets
+    go of those whose thread has ended.
+    """
+
+    def __init__(self, creator: Any, pool_size: int = 5, **kw: Any) -> None:
+        super().__init__(creator, pool_size=pool_size, **kw)
+        self._owners: dict[Any, threading.Thread] = {}
+        self._owners_lock = threading.Lock()
+
+    def _do_get(self) -> Any:
+        try:
+            record = self._conn.current()
+            if record:
+                return record
+        except AttributeError:
+            pass
+        record = self._create_connection()
+        self._conn.current = weakref.ref(record)
+        with self._owners_lock:
+            for ended in [kept for kept, thread in self._owners.items() if not thread.is_alive()]:
+                # Its thread is gone, so nobody uses it; sqlite3 closes it when it is collected.
+                del self._owners[ended]
+                self._all_conns.discard(ended)
+            self._owners[record] = threading.current_thread()
+            self._all_conns.add(record)
+        return record
+
+    def dispose(self) -> None:
+        super().dispose()
+        with self._owners_lock:
+            self._owners.clear()
 
 
 def _fresh_after_fork(engine: Engine) -> Engine:

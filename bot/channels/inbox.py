@@ -205,12 +205,12 @@ class Inbox:
         self._upsert = UPSERTS[engine.dialect.name]
         self._last_prune = 0.0
         create_tables(metadata, engine)
-        # The reply records are written on the event loop's thread around every platform call
-        # (``bot.channels.replies``): on a SQLite file they keep a connection open per thread, as
-        # opening the file and running its pragmas for each write took five times the write.
+        # New updates are flushed to the disk before the webhook is answered (the platform then
+        # forgets them); on a SQLite file the rest is flushed at the next checkpoint
+        # (``bot.channels.dedupe``), which survives any process killed.
         database = engine.url.database or ""
         file_backed = engine.dialect.name == "sqlite" and database not in ("", ":memory:")
-        self._records = channel_engine(str(engine.url), per_thread=True) if file_backed else engine
+        self._intake = channel_engine(str(engine.url), durable=True) if file_backed else engine
 
     # --- updates -----------------------------------------------------------------------
 
@@ -228,7 +228,7 @@ class Inbox:
         """
         now = self._clock()
         stored: list[InboxEntry | None] = []
-        with self._engine.begin() as conn:
+        with self._intake.begin() as conn:
             for update in updates:
                 source, update_id, conversation, body, held = Arrival(*update)
                 statement = (
@@ -457,7 +457,7 @@ class Inbox:
         (the caller does not send it: a greeting).
         """
         now = int(self._clock())
-        with self._records.begin() as conn:
+        with self._engine.begin() as conn:
             inserted = conn.execute(
                 self._upsert(replies)
                 .values(message_id=message_id, seq=seq, digest=digest, state=SENDING, resent=0, updated_at=now)
@@ -480,13 +480,13 @@ class Inbox:
 
     def reply_states(self, message_id: str) -> dict[int, str]:
         """Return the recorded replies of ``message_id``: state by place."""
-        with self._records.connect() as conn:
+        with self._engine.connect() as conn:
             rows = conn.execute(select(replies.c.seq, replies.c.state).where(replies.c.message_id == message_id))
             return {int(seq): str(state) for seq, state in rows}
 
     def finish_reply(self, message_id: str, seq: int) -> None:
         """Record that reply ``seq`` of ``message_id`` reached the platform."""
-        with self._records.begin() as conn:
+        with self._engine.begin() as conn:
             conn.execute(
                 update(replies)
                 .where(replies.c.message_id == message_id, replies.c.seq == seq)
@@ -495,7 +495,7 @@ class Inbox:
 
     def fail_reply(self, message_id: str, seq: int) -> None:
         """Record that the call sending reply ``seq`` of ``message_id`` failed (it is sent again later)."""
-        with self._records.begin() as conn:
+        with self._engine.begin() as conn:
             conn.execute(
                 update(replies)
                 .where(replies.c.message_id == message_id, replies.c.seq == seq, replies.c.state == SENDING)
@@ -513,7 +513,7 @@ class Inbox:
         """
         now = int(self._clock())
         mine = reply_digest(message_id)
-        with self._records.begin() as conn:
+        with self._engine.begin() as conn:
             inserted = conn.execute(
                 self._upsert(replies)
                 .values(message_id=key, seq=0, digest=mine, state=SENT, resent=0, updated_at=now)
