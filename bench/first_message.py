@@ -54,7 +54,7 @@ from typing import Any
 
 import httpx
 
-from bench.procs import publish
+from bench.procs import publish, thread_cpu_seconds
 from bench.run import loadavg, machine_facts
 from bot.front import PULL_SECONDS_BEHIND_FRONT, RASA_NICE
 from tests.fakes.graph_api import IG_ID, PAGE_ID, FakeGraphAPI, dm, encoded, rasa_environment, signed_headers
@@ -209,6 +209,8 @@ class Fakes:
     rasa_url: str = ""
     # Rasa's own address (behind the front, when there is one).
     rasa_own_url: str = ""
+    # The servers' process ids by role ("rasa", "actions", "front"), each with its children.
+    pids: dict[str, int] = field(default_factory=dict)
 
     def stop(self) -> None:
         for fake in (self.graph, self.telegram, self.whatsapp):
@@ -317,12 +319,14 @@ def serving(work: Path, stamps: Stamps, edge_greeting: str, telegram_only: bool 
     rasa = start_rasa_server("rasa server", rasa_port, write_endpoints(work, actions_port, stores), env,
                              work / "rasa.log", credentials=work / "credentials.yml", nice=setting.rasa_nice)  # fmt: skip
     processes = [rasa, actions]
+    fakes.pids = {"Rasa": rasa.popen.pid, "action server": actions.popen.pid}
     fakes.rasa_url = fakes.rasa_own_url = f"http://127.0.0.1:{rasa_port}"
     if setting.front:
         [front_port] = free_ports(1)
         processes.append(start_front("front", front_port, fakes.rasa_own_url, work / "credentials.yml", env,
                                      work / "front.log"))  # fmt: skip
         fakes.rasa_url = f"http://127.0.0.1:{front_port}"
+        fakes.pids["front"] = processes[-1].popen.pid
     try:
         wait_until_up(actions, f"http://127.0.0.1:{actions_port}/health")
         ready = "/webhooks/telegram/" if telegram_only else "/webhooks/messenger/"
@@ -368,11 +372,12 @@ def burst(customers: int, connections: int, work: Path, setting: Setting) -> dic
     stamps = Stamps()
     if setting.alone:
         acked, sign = alone_burst(setting.alone, customers, connections, work, stamps)
-        return {"windows": {}, "acked": acked, "sign": sign, "answer": []}
+        return {"windows": {}, "cpu_ms": {}, "acked": acked, "sign": sign, "answer": []}
     with serving(work, stamps, "on", telegram_only=True, setting=setting) as fakes:
         with httpx.Client(base_url=fakes.rasa_url, timeout=60) as client:
             _post(client, "telegram", "6999999", fakes, 1)
         _wait_for_turn(stamps, "6999999")
+        cpu_before = _cpu_by_thread(fakes.pids)
         started, acked, typing = _send_burst(fakes.rasa_url, customers, connections)
         deadline = time.perf_counter() + BURST_TIMEOUT_S
         while True:
@@ -384,14 +389,23 @@ def burst(customers: int, connections: int, work: Path, setting: Setting) -> dic
                 raise RuntimeError(f"{len(started) - answered} of {len(started)} customers got no first answer "
                                    f"within {BURST_TIMEOUT_S:.0f} s; see {work / 'rasa.log'}")  # fmt: skip
             time.sleep(0.05)
+        cpu_after = _cpu_by_thread(fakes.pids)
         windows = httpx.get(f"{fakes.rasa_own_url}/webhooks/telegram/replies", timeout=30).json()
         signs = _first_signs(stamps, started, acked, typing)
     return {
         "windows": windows,
+        # CPU per customer, ms, by process and kind of thread, from the burst's start to its last first answer.
+        "cpu_ms": {where: round((used - cpu_before.get(where, 0.0)) * 1000 / len(started), 2)
+                   for where, used in cpu_after.items()},  # fmt: skip
         "acked": [acked[c] - t for c, t in started.items()],
         "sign": [signs[c] - t for c, t in started.items()],
         "answer": [stamps.messages[c][FIRST_ANSWER_MESSAGES - 1] - t for c, t in started.items()],
     }
+
+
+def _cpu_by_thread(pids: dict[str, int]) -> dict[str, float]:
+    """Return the CPU seconds used so far by each server (``pids``) and kind of thread, as "server: kind"."""
+    return {f"{role}: {kind}": used for role, pid in pids.items() for kind, used in thread_cpu_seconds(pid).items()}
 
 
 def render(results: dict[str, Any]) -> str:
@@ -503,7 +517,34 @@ def render_burst(results: dict[str, Any]) -> str:
             window = trial["in_doubt"]["in_doubt_window_ms"]
             lines.append(f"- {label}, trial {number}: {trial['in_doubt']['replies']} replies, "
                          f"{window['p50']} / {window['p99']} / {window['max']}")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _cpu_table(results["runs"])) + "\n"
+
+
+def _cpu_table(runs: dict[str, Any]) -> list[str]:
+    """Return the lines of the CPU table: ms per customer by server and kind of thread, median (range) of the trials."""
+    measured = {label: [t.get("cpu_ms_per_customer") or {} for t in run["trials"]] for label, run in runs.items()}
+    measured = {label: trials for label, trials in measured.items() if any(trials)}
+    if not measured:
+        return []
+    for trials in measured.values():
+        for trial in trials:
+            servers = {where.split(": ", 1)[0] for where in trial}
+            trial.update({f"{server}: all threads": sum(ms for where, ms in trial.items()
+                                                        if where.startswith(f"{server}: ")) for server in servers})
+            trial["all servers"] = sum(ms for where, ms in trial.items() if where.endswith(": all threads"))
+    rows = sorted({where for trials in measured.values() for trial in trials for where in trial},
+                  key=lambda where: (where == "all servers", where.split(": ")[0], not where.endswith("all threads"),
+                                     -max(trial.get(where, 0.0) for ts in measured.values() for trial in ts)))
+    lines = ["", "CPU per customer (ms) from the burst's start to its last first answer, by server and kind of thread "
+             "(`bench.procs.thread_cpu_seconds`): median of the trials (lowest-highest):", "",
+             "| Server: threads | " + " | ".join(measured) + " |", "| --- |" + " --- |" * len(measured)]  # fmt: skip
+    for where in rows:
+        cells = []
+        for trials in measured.values():
+            values = sorted(trial.get(where, 0.0) for trial in trials)
+            cells.append(f"{statistics.median(values):.1f} ({values[0]:.1f}-{values[-1]:.1f})")
+        lines.append(f"| {where} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def burst_settings(compare: str, latency_s: float) -> list[Setting]:
@@ -573,7 +614,8 @@ def run_bursts(customers: int, connections: int, trials: int, settings: list[Set
                 timings[setting.label][measure_name] += measured[measure_name]
             per_trial[setting.label].append({
                 "webhook_answered": _summary(measured["acked"]), "first_sign": _summary(measured["sign"]),
-                "first_answer": _summary(measured["answer"]), "in_doubt": measured["windows"], "loadavg": loadavg(),
+                "first_answer": _summary(measured["answer"]), "in_doubt": measured["windows"],
+                "cpu_ms_per_customer": measured["cpu_ms"], "loadavg": loadavg(),
             })  # fmt: skip
             print(f"trial {trial + 1}, {setting.label}: " + ", ".join(
                 f"{name} p99 {figures['p99_ms']:.0f} ms" for name, figures in per_trial[setting.label][-1].items()

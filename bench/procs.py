@@ -203,6 +203,33 @@ def cpu_seconds(pid: int) -> float:
     return total / _TICKS
 
 
+def thread_cpu_seconds(pid: int) -> Dict[str, float]:
+    """Return the CPU time (user + system) used so far by each kind of thread of ``pid`` and its descendants.
+
+    A thread's kind is its OS name (FirstReply's own threads carry theirs: ``bot.threads``)
+    without the pool's number, "main" for a process's first thread, and "other" for the
+    rest (threads of libraries: TensorFlow's, the event loop's default pool), which the OS
+    shows as "python".
+    """
+    kinds: Dict[str, float] = {}
+    for current in process_tree(pid):
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                used = (int(fields[11]) + int(fields[12])) / _TICKS
+            except (OSError, IndexError, ValueError):
+                continue  # the thread ended meanwhile
+            if task.name == str(current):
+                kind = "main"
+            elif name.startswith("fr-"):
+                kind = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
+            else:
+                kind = "other"
+            kinds[kind] = kinds.get(kind, 0.0) + used
+    return kinds
+
+
 def publish(name: str, data: Any, table: str) -> None:
     """Write bench/results/<name>-latest.json (``data``) and .md (``table``), and print the table."""
     results = ROOT / "bench" / "results"

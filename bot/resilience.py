@@ -148,9 +148,9 @@ async def _parse_message_off_the_loop(
     self: Any, message: Any, tracker: Any = None, only_output_properties: bool = True
 ) -> Any:
     """Rasa's ``MessageProcessor.parse_message``, with the NLU graph run on the NLU thread."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from rasa.shared.core.trackers import DialogueStateTracker
+
+    from bot.threads import named_pool
 
     global _NLU_THREAD
     if self.http_interpreter:
@@ -159,7 +159,7 @@ async def _parse_message_off_the_loop(
         if tracker is None:
             tracker = DialogueStateTracker.from_events(message.sender_id, [])
         if _NLU_THREAD is None:
-            _NLU_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firstreply-nlu")
+            _NLU_THREAD = named_pool(1, "firstreply-nlu")
         parse_data = await asyncio.get_running_loop().run_in_executor(
             _NLU_THREAD, self._parse_message_with_graph, message, tracker, only_output_properties
         )

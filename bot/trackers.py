@@ -59,6 +59,8 @@ from sqlalchemy import create_engine, event, func
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
+from bot.threads import named_pool
+
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
@@ -154,7 +156,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
     async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
         """Run ``work(*args)`` (database calls) on the store's threads; wait for it without holding the loop."""
         if self._pool is None or self._pool_pid != os.getpid():  # a forked worker makes its own
-            self._pool = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="firstreply-trackers")
+            self._pool = named_pool(QUERY_THREADS, "firstreply-trackers")
             self._pool_pid = os.getpid()
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: work(*args))
 

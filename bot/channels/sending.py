@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from bot.channels.common import switch_from_env
+from bot.threads import named_pool, show_name_to_os
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,6 +77,7 @@ class SendingThread:
                 loop = asyncio.new_event_loop()
 
                 def serve() -> None:
+                    show_name_to_os()
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
                     loop.run_forever()
@@ -176,7 +178,7 @@ class GroupedIntake(Generic[A, R]):
             self._waiting.append((item, future))
             start, self._writing = not self._writing, True
             if self._thread is None:
-                self._thread = ThreadPoolExecutor(1, thread_name_prefix="firstreply-intake")
+                self._thread = named_pool(1, "firstreply-intake")
             thread = self._thread
         if start:
             thread.submit(self._drain)
