@@ -19,18 +19,28 @@ Measured with py-spy on the Rasa server under load (docs/benchmarks.md):
    standard library. Here the domain's part is encoded once per domain and the rest with
    ujson (already one of Rasa's own dependencies); the action server receives the same JSON
    document (same keys and values). Anything ujson cannot encode falls back to ``json``.
+4. And once an action server holds the domain, it is not sent at all: the call names it by
+   its digest (``bot.action_domain``, whose other half runs in the action server).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 import ujson
 
+from bot.action_domain import DOMAIN_DIGEST_KEY, FULL_CALLS_AFTER_UNKNOWN, asks_for_the_domain
+
 _installed = False
-# Where a domain keeps its encoded JSON (one attribute on the served model's ``Domain``).
+# Where a domain keeps its encoded JSON and that JSON's digest (attributes on the served model's ``Domain``).
 _DOMAIN_JSON = "_firstreply_json"
+_DOMAIN_DIGEST = "_firstreply_digest"
+# Per action server URL: the digests of the domains it said it holds, and how many calls
+# still go with the whole domain after it said it did not hold one (``bot.action_domain``).
+_HELD: Dict[str, Set[str]] = {}
+_FULL_CALLS: Dict[str, int] = {}
 
 
 def _compiled_action_response_validation() -> Any:
@@ -115,6 +125,15 @@ def domain_json(domain: Any) -> str:
     return str(encoded)
 
 
+def domain_digest(domain: Any) -> str:
+    """Return the digest of ``domain``'s JSON (``domain_json``), computed once per ``Domain``."""
+    digest = domain.__dict__.get(_DOMAIN_DIGEST)
+    if digest is None:
+        digest = hashlib.sha256(domain_json(domain).encode()).hexdigest()
+        domain.__dict__[_DOMAIN_DIGEST] = digest
+    return str(digest)
+
+
 class ActionCall(dict):  # type: ignore[type-arg]
     """The body of a call to the action server, which encodes itself with its domain's JSON kept."""
 
@@ -122,13 +141,20 @@ class ActionCall(dict):  # type: ignore[type-arg]
         super().__init__(body)
         self.domain = domain
 
-    def encoded(self) -> bytes:
-        """Return the body as JSON bytes: the domain's part encoded once, the rest now."""
+    def encoded(self, with_domain: bool = True) -> bytes:
+        """Return the body as JSON bytes: the domain's part encoded once, the rest now.
+
+        The domain's digest goes with it (``bot.action_domain``); ``with_domain=False``: the
+        digest alone, for an action server that holds the domain.
+        """
         if "domain" not in self:
             return _dumps(dict(self)).encode()
-        rest = _dumps({key: value for key, value in self.items() if key != "domain"})
-        domain = domain_json(self.domain)
-        return (rest[:-1] + ("," if len(rest) > 2 else "") + '"domain":' + domain + "}").encode()
+        rest = {key: value for key, value in self.items() if key != "domain"}
+        rest[DOMAIN_DIGEST_KEY] = domain_digest(self.domain)
+        encoded = _dumps(rest)
+        if not with_domain:
+            return encoded.encode()
+        return (encoded[:-1] + ',"domain":' + domain_json(self.domain) + "}").encode()
 
 
 def _encoding_action_call_format(original: Any) -> Any:
@@ -142,12 +168,33 @@ def _encoding_action_call_format(original: Any) -> Any:
 
 
 def _encoded_request(original: Any) -> Any:
+    from rasa.utils.endpoints import ClientResponseError
+
     async def request(self: Any, *args: Any, **kwargs: Any) -> Any:
         body = kwargs.get("json")
-        if isinstance(body, ActionCall):
-            kwargs["data"] = body.encoded()
-            del kwargs["json"]
-        return await original(self, *args, **kwargs)
+        if not isinstance(body, ActionCall):
+            return await original(self, *args, **kwargs)
+        del kwargs["json"]
+        if "domain" not in body:
+            return await original(self, *args, data=body.encoded(), **kwargs)
+        digest, held = domain_digest(body.domain), _HELD.setdefault(self.url, set())
+        full_calls = _FULL_CALLS.get(self.url, 0)
+        if full_calls or digest not in held:
+            _FULL_CALLS[self.url] = max(full_calls - 1, 0)
+            answer = await original(self, *args, data=body.encoded(), **kwargs)
+        else:
+            try:
+                answer = await original(self, *args, data=body.encoded(with_domain=False), **kwargs)
+            except ClientResponseError as error:
+                if not asks_for_the_domain(error.status, error.text):
+                    raise
+                # An action server that does not hold it (restarted, or another replica): the same
+                # call again in full, and the next ones too, until every replica may have it.
+                _FULL_CALLS[self.url] = FULL_CALLS_AFTER_UNKNOWN
+                answer = await original(self, *args, data=body.encoded(), **kwargs)
+        if isinstance(answer, dict) and answer.pop(DOMAIN_DIGEST_KEY, None) == digest:
+            held.add(digest)
+        return answer
 
     return request
 

@@ -18,6 +18,7 @@ from rasa.shared.core.events import ActionExecuted, SessionStarted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from bot import speedups
+from bot.action_domain import DOMAIN_DIGEST_KEY, DOMAIN_UNKNOWN, DOMAIN_UNKNOWN_STATUS, FULL_CALLS_AFTER_UNKNOWN
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "firstreply.tar.gz"
@@ -153,8 +154,15 @@ def test_the_action_call_body_is_the_json_document_rasa_sends(served_domain: Any
     assert isinstance(call, speedups.ActionCall)
     import json
 
-    assert json.loads(call.encoded()) == json.loads(json.dumps(body))
-    assert json.loads(call.encoded())["domain"]["responses"]["utter_greeting"]
+    sent = json.loads(call.encoded())
+    assert sent.pop(DOMAIN_DIGEST_KEY) == speedups.domain_digest(served_domain)  # the one key Rasa's has not
+    assert sent == json.loads(json.dumps(body))
+    assert sent["domain"]["responses"]["utter_greeting"]
+    # Without the domain: the same call, naming it by its digest.
+    short = json.loads(call.encoded(with_domain=False))
+    assert "domain" not in short and short.pop(DOMAIN_DIGEST_KEY) == speedups.domain_digest(served_domain)
+    assert short == {key: value for key, value in json.loads(json.dumps(body)).items() if key != "domain"}
+    assert len(call.encoded(with_domain=False)) * 10 < len(call.encoded())
 
 
 def test_the_domain_is_encoded_once_per_domain(served_domain: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,5 +236,137 @@ def test_the_action_server_receives_the_same_document_over_http(served_domain: A
     assert len(received) == 1 and content_types == ["application/json"]
     # Rasa's own body for the same call, encoded by the standard library as Rasa does.
     rasa_body = json.loads(json.dumps(RemoteAction("action_acknowledge", None)._action_call_format(tracker, served_domain)))
-    assert json.loads(received[0]) == rasa_body
+    sent = json.loads(received[0])
+    assert sent.pop(DOMAIN_DIGEST_KEY) and sent == rasa_body
     assert rasa_body["domain"]["responses"] and rasa_body["tracker"]["latest_message"]["text"].startswith("où est")
+
+
+def test_the_domain_goes_in_full_until_the_action_server_holds_it(served_domain: Any) -> None:
+    # Two action server replicas behind one URL, answering in turn as a round-robin proxy does:
+    # each holds a domain once a call brought it in full, and answers 449 to a digest it lacks.
+    import json
+
+    from aiohttp import web
+    from rasa.core.channels.channel import CollectingOutputChannel
+    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+    from rasa.utils.endpoints import EndpointConfig
+
+    replicas: List[set] = [set(), set()]
+    calls: List[tuple] = []  # (replica, "full" / "digest", status)
+
+    async def webhook(request: web.Request) -> web.Response:
+        replica = len(calls) % 2
+        call = json.loads(await request.read())
+        digest = call[DOMAIN_DIGEST_KEY]
+        if "domain" in call:
+            replicas[replica].add(digest)
+        elif digest not in replicas[replica]:
+            calls.append((replica, "digest", DOMAIN_UNKNOWN_STATUS))
+            return web.json_response({"error": DOMAIN_UNKNOWN, "action_name": call["next_action"]},
+                                     status=DOMAIN_UNKNOWN_STATUS)  # fmt: skip
+        calls.append((replica, "full" if "domain" in call else "digest", 200))
+        return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: digest})
+
+    tracker = _tracker_with_a_turn(served_domain)
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_post("/webhook", webhook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            speedups.install()
+            action = RemoteAction("action_acknowledge", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
+            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
+            for _ in range(FULL_CALLS_AFTER_UNKNOWN + 4):
+                assert await action.run(CollectingOutputChannel(), nlg, tracker, served_domain) == []
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+
+    # The first call in full (replica 0 holds it now); the second by digest reaches replica 1,
+    # which lacks it: sent again in full, and the next calls too, so that both replicas hold it.
+    assert calls[:3] == [(0, "full", 200), (1, "digest", DOMAIN_UNKNOWN_STATUS), (0, "full", 200)]
+    assert [kind for _, kind, _ in calls[3:3 + FULL_CALLS_AFTER_UNKNOWN]] == ["full"] * FULL_CALLS_AFTER_UNKNOWN
+    assert replicas[0] == replicas[1] == {speedups.domain_digest(served_domain)}
+    assert calls[3 + FULL_CALLS_AFTER_UNKNOWN:] == [(1, "digest", 200), (0, "digest", 200)]
+
+
+def test_an_action_server_that_never_says_it_holds_the_domain_gets_it_every_time(served_domain: Any) -> None:
+    import json
+
+    from aiohttp import web
+    from rasa.core.channels.channel import CollectingOutputChannel
+    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+    from rasa.utils.endpoints import EndpointConfig
+
+    with_domain: List[bool] = []
+
+    async def webhook(request: web.Request) -> web.Response:  # rasa_sdk as released: no digest in its answer
+        with_domain.append("domain" in json.loads(await request.read()))
+        return web.json_response({"events": [], "responses": []})
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_post("/webhook", webhook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            speedups.install()
+            action = RemoteAction("action_acknowledge", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
+            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
+            for _ in range(3):
+                await action.run(CollectingOutputChannel(), nlg, _tracker_with_a_turn(served_domain), served_domain)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert with_domain == [True, True, True]
+
+
+def test_an_action_servers_own_rejection_still_reaches_rasa_as_one(served_domain: Any) -> None:
+    # A form's validation rejecting a call answers 400 too: that one is Rasa's to handle, not resent.
+    import json
+
+    from aiohttp import web
+    from rasa.core.actions.action import ActionExecutionRejection
+    from rasa.core.channels.channel import CollectingOutputChannel
+    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+    from rasa.utils.endpoints import EndpointConfig
+
+    bodies: List[dict] = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        call = json.loads(await request.read())
+        bodies.append(call)
+        if len(bodies) == 1:  # it holds the domain now
+            return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: call[DOMAIN_DIGEST_KEY]})
+        return web.json_response({"error": "not this one", "action_name": "action_acknowledge"}, status=400)
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_post("/webhook", webhook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            speedups.install()
+            action = RemoteAction("action_acknowledge", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
+            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
+            await action.run(CollectingOutputChannel(), nlg, _tracker_with_a_turn(served_domain), served_domain)
+            with pytest.raises(ActionExecutionRejection):
+                await action.run(CollectingOutputChannel(), nlg, _tracker_with_a_turn(served_domain), served_domain)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert ["domain" in body for body in bodies] == [True, False]
