@@ -370,3 +370,49 @@ def test_an_action_servers_own_rejection_still_reaches_rasa_as_one(served_domain
 
     asyncio.run(scenario())
     assert ["domain" in body for body in bodies] == [True, False]
+
+
+def test_action_calls_reuse_one_connection_and_other_requests_keep_their_own_session(served_domain: Any) -> None:
+    import json
+
+    from aiohttp import web
+    from rasa.core.channels.channel import CollectingOutputChannel
+    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+    from rasa.utils.endpoints import EndpointConfig
+
+    peers: List[Any] = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
+        call = json.loads(await request.read())
+        return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: call.get(DOMAIN_DIGEST_KEY)})
+
+    async def other(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
+        return web.json_response({"ok": True})
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_post("/webhook", webhook)
+        app.router.add_post("/other", other)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            speedups.install()
+            endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook")
+            action = RemoteAction("action_acknowledge", endpoint)
+            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
+            for _ in range(3):
+                await action.run(CollectingOutputChannel(), nlg, _tracker_with_a_turn(served_domain), served_domain)
+            # Anything else Rasa sends through an endpoint opens and closes its own session, as in Rasa.
+            for _ in range(2):
+                assert await EndpointConfig(f"http://127.0.0.1:{port}/other").request(json={}) == {"ok": True}
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert len(peers) == 5 and len(set(peers[:3])) == 1
+    assert len(set(peers)) == 3  # the action calls' kept connection, and one per other request
