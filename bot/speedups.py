@@ -66,8 +66,11 @@ def _compiled_action_response_validation() -> Any:
     validator_class = validators.validator_for(schema)
     validator_class.check_schema(schema)
     validator = validator_class(schema)
+    valid = _valid_action_result(schema, validator_class)
 
     def _validate_action_result(self: RemoteAction, result: Dict[str, Any]) -> bool:
+        if valid(result):
+            return True
         error = exceptions.best_match(validator.iter_errors(result))
         if error is None:
             return True
@@ -81,6 +84,35 @@ def _compiled_action_response_validation() -> Any:
         raise error
 
     return _validate_action_result
+
+
+def _valid_action_result(schema: Dict[str, Any], validator_class: Any) -> Any:
+    """Return a test of an action server's answer against ``schema`` (Rasa's), that only says "valid" faster.
+
+    Rasa's schema checks each event against every kind of event (``oneOf`` 23 schemas), and
+    every kind but one fails on its ``"event": {"const": ...}``; that was a fifth of the
+    time Rasa's loop spent on a new customer. Here each event is checked against the one
+    kind its name gives, with the keywords that apply to all kinds: valid there exactly when
+    valid under ``oneOf``, as the other kinds cannot match its name. Anything else (no kind by
+    that name, an error) returns ``False``, and the caller runs the whole schema for Rasa's error.
+    """
+    events = schema["properties"]["events"]
+    event_schema = events["items"]
+    shared = {key: value for key, value in event_schema.items() if key != "oneOf"}
+    by_name = {kind["properties"]["event"]["const"]: validator_class({"allOf": [shared, kind]})
+               for kind in event_schema["oneOf"]}  # fmt: skip
+    outline = validator_class({**schema, "properties": {**schema["properties"], "events": {"type": events["type"]}}})
+
+    def valid(result: Any) -> bool:
+        if not outline.is_valid(result):
+            return False
+        for event in result.get("events") or ():
+            kind = by_name.get(event.get("event")) if isinstance(event, dict) else None
+            if kind is None or not kind.is_valid(event):
+                return False
+        return True
+
+    return valid
 
 
 def _sequential_graph_runner() -> type:

@@ -60,6 +60,46 @@ def test_action_responses_are_judged_exactly_as_rasa_judges_them(result: Dict[st
         assert compiled.endswith("/custom-actions")
 
 
+def _events_of_every_kind() -> List[Any]:
+    """Return events of every kind Rasa's schema knows, valid and not, and things that are no event."""
+    kinds = [kind["properties"]["event"]["const"]
+             for kind in RemoteAction.action_response_format_spec()["properties"]["events"]["items"]["oneOf"]]  # fmt: skip
+    events: List[Any] = []
+    for name in kinds:
+        events += [{"event": name}, {"event": name, "timestamp": 1.5, "metadata": {}}, {"event": name, "timestamp": "x"},
+                   {"event": name, "timestamp": True}, {"event": name, "metadata": []}, {"event": name, "timestamp": None}]  # fmt: skip
+    events += [
+        {"event": "slot", "name": "case_type", "value": None}, {"event": "slot", "name": 7, "value": 1},
+        {"event": "slot", "value": 1}, {"event": "slot", "name": "x"},
+        {"event": "action", "name": "utter_x", "policy": None, "confidence": 0.3, "hide_rule_turn": False},
+        {"event": "action", "name": 3}, {"event": "action", "hide_rule_turn": "no"}, {"event": "action", "confidence": True},
+        {"event": "user", "text": "hi", "parse_data": {"intent": {"name": "greet", "confidence": 0.9}, "entities": []}},
+        {"event": "user", "text": 5}, {"event": "user", "parse_data": {"intent": {"name": 1}}},
+        {"event": "user", "parse_data": {"entities": [{"entity": "x"}]}},
+        {"event": "entities", "entities": [{"entity": "order_number", "value": "4711", "start": 0, "end": 4}]},
+        {"event": "entities", "entities": [{"entity": "order_number", "start": "0"}]},
+        {"event": "bot", "text": "hi", "data": {}}, {"event": "active_loop", "name": None},
+        {"event": "no_such_event"}, {"event": 7}, {"name": "x"}, "slot", ["event", "slot"], None, 3,
+    ]  # fmt: skip
+    return events
+
+
+def test_the_fast_check_says_valid_exactly_when_rasas_schema_does() -> None:
+    from jsonschema import validators
+
+    schema = RemoteAction.action_response_format_spec()
+    validator_class = validators.validator_for(schema)
+    full, fast = validator_class(schema), speedups._valid_action_result(schema, validator_class)
+    results: List[Any] = [{"events": [event], "responses": []} for event in _events_of_every_kind()]
+    results += [{"events": _events_of_every_kind()[:6]}, {}, {"events": []}, {"events": None}, {"events": {}},
+                {"responses": [{"text": "hi"}], "events": [{"event": "slot", "name": "a", "value": 1}]},
+                {"responses": ["hi"]}, {"responses": None}, [], "events", None]  # fmt: skip
+
+    verdicts = [(fast(result), full.is_valid(result)) for result in results]
+    assert [v for v in verdicts if v[0] != v[1]] == []
+    assert sum(f for f, _ in verdicts) > 60 and sum(not f for f, _ in verdicts) > 50  # both kinds are tried
+
+
 def test_invalid_responses_exist_in_the_table() -> None:
     assert [_original(result) == "valid" for result in RESPONSES] == [True, True, False, False, False, True]
 
