@@ -16,8 +16,11 @@ a third of its CPU under a burst. FirstReply's two halves agree on a shorter cal
   the domain soon.
 
 An action server without this half never answers with the digest, so Rasa keeps sending it
-the whole domain, as Rasa does. An action must treat its ``domain`` as read-only: the one held
-is shared by the calls that follow.
+the whole domain, as Rasa does. And a short call names its action under ``SHORT_CALL_ACTION_KEY``
+instead of rasa_sdk's ``next_action``: should one reach such a server anyway (behind one
+address with servers of a later release), it runs nothing and answers nothing, and Rasa sends
+the call again in full. An action must treat its ``domain`` as read-only: the one held is
+shared by the calls that follow.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # The key, in an action call and in the action server's answer, of the domain's digest.
 DOMAIN_DIGEST_KEY = "firstreply_domain_digest"
+# Where a call without the domain names its action (rasa_sdk alone would run it without a domain).
+SHORT_CALL_ACTION_KEY = "firstreply_next_action"
 # The action server's answer to a call naming a domain it does not hold: rasa_sdk's answer to
 # a rejected call (any other exception would be logged as a crash and answered 500) with this error.
 DOMAIN_UNKNOWN_STATUS = 400
@@ -70,6 +75,8 @@ def with_domain(action_call: Dict[str, Any]) -> Optional[str]:
             domain held here; nothing was run.
     """
     digest = action_call.pop(DOMAIN_DIGEST_KEY, None)
+    if SHORT_CALL_ACTION_KEY in action_call:
+        action_call["next_action"] = action_call.pop(SHORT_CALL_ACTION_KEY)
     if not isinstance(digest, str):
         return None
     if "domain" in action_call:

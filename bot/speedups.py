@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Set, Tuple
 
 import ujson
 
-from bot.action_domain import DOMAIN_DIGEST_KEY, FULL_CALLS_AFTER_UNKNOWN, asks_for_the_domain
+from bot.action_domain import DOMAIN_DIGEST_KEY, FULL_CALLS_AFTER_UNKNOWN, SHORT_CALL_ACTION_KEY, asks_for_the_domain
 
 _installed = False
 # Where a domain keeps its encoded JSON and that JSON's digest (attributes on the served model's ``Domain``).
@@ -192,16 +192,17 @@ class ActionCall(dict):  # type: ignore[type-arg]
         """Return the body as JSON bytes: the domain's part encoded once, the rest now.
 
         The domain's digest goes with it (``bot.action_domain``); ``with_domain=False``: the
-        digest alone, for an action server that holds the domain.
+        digest alone, for an action server that holds the domain, and the action under a key
+        only such a server reads.
         """
         if "domain" not in self:
             return _dumps(dict(self)).encode()
         rest = {key: value for key, value in self.items() if key != "domain"}
         rest[DOMAIN_DIGEST_KEY] = domain_digest(self.domain)
-        encoded = _dumps(rest)
         if not with_domain:
-            return encoded.encode()
-        return (encoded[:-1] + ',"domain":' + domain_json(self.domain) + "}").encode()
+            rest[SHORT_CALL_ACTION_KEY] = rest.pop("next_action", None)
+            return _dumps(rest).encode()
+        return (_dumps(rest)[:-1] + ',"domain":' + domain_json(self.domain) + "}").encode()
 
 
 def _encoding_action_call_format(original: Any) -> Any:
@@ -298,8 +299,11 @@ def _encoded_request(original: Any) -> Any:
             except ClientResponseError as error:
                 if not asks_for_the_domain(error.status, error.text):
                     raise
-                # An action server that does not hold it (restarted, or another replica): the same
-                # call again in full, and the next ones too, until every replica may have it.
+                answer = None
+            if not isinstance(answer, dict) or answer.get(DOMAIN_DIGEST_KEY) != digest:
+                # An action server that does not hold it (restarted, or another replica), or that
+                # cannot read a short call and ran nothing: the same call again in full, and the
+                # next ones too, until every replica may have it.
                 _FULL_CALLS[self.url] = FULL_CALLS_AFTER_UNKNOWN
                 answer = await send(self, args, body.encoded(), kwargs)
         if isinstance(answer, dict) and answer.pop(DOMAIN_DIGEST_KEY, None) == digest:

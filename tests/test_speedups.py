@@ -19,6 +19,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 
 from bot import speedups
 from bot.action_domain import DOMAIN_DIGEST_KEY, DOMAIN_UNKNOWN, DOMAIN_UNKNOWN_STATUS, FULL_CALLS_AFTER_UNKNOWN
+from bot.action_domain import SHORT_CALL_ACTION_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "firstreply.tar.gz"
@@ -201,7 +202,9 @@ def test_the_action_call_body_is_the_json_document_rasa_sends(served_domain: Any
     # Without the domain: the same call, naming it by its digest.
     short = json.loads(call.encoded(with_domain=False))
     assert "domain" not in short and short.pop(DOMAIN_DIGEST_KEY) == speedups.domain_digest(served_domain)
-    assert short == {key: value for key, value in json.loads(json.dumps(body)).items() if key != "domain"}
+    assert short.pop(SHORT_CALL_ACTION_KEY) == "action_acknowledge" and "next_action" not in short
+    assert short == {key: value for key, value in json.loads(json.dumps(body)).items()
+                     if key not in ("domain", "next_action")}  # fmt: skip
     assert len(call.encoded(with_domain=False)) * 10 < len(call.encoded())
 
 
@@ -302,7 +305,7 @@ def test_the_domain_goes_in_full_until_the_action_server_holds_it(served_domain:
             replicas[replica].add(digest)
         elif digest not in replicas[replica]:
             calls.append((replica, "digest", DOMAIN_UNKNOWN_STATUS))
-            return web.json_response({"error": DOMAIN_UNKNOWN, "action_name": call["next_action"]},
+            return web.json_response({"error": DOMAIN_UNKNOWN, "action_name": call[SHORT_CALL_ACTION_KEY]},
                                      status=DOMAIN_UNKNOWN_STATUS)  # fmt: skip
         calls.append((replica, "full" if "domain" in call else "digest", 200))
         return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: digest})
@@ -456,3 +459,53 @@ def test_action_calls_reuse_one_connection_and_other_requests_keep_their_own_ses
     asyncio.run(scenario())
     assert len(peers) == 5 and len(set(peers[:3])) == 1
     assert len(set(peers)) == 3  # the action calls' kept connection, and one per other request
+
+
+def test_a_short_call_that_reaches_an_action_server_of_an_older_release_is_sent_again_in_full(
+    served_domain: Any,
+) -> None:
+    # Behind one address: one server that holds domains, one that is rasa_sdk as released (it
+    # reads "next_action" only; without it, it runs nothing and answers null).
+    import json
+
+    from aiohttp import web
+    from rasa.core.channels.channel import CollectingOutputChannel
+    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+    from rasa.utils.endpoints import EndpointConfig
+
+    ran: List[tuple] = []  # (server, had the domain; None: ran nothing)
+
+    async def webhook(request: web.Request) -> web.Response:
+        call = json.loads(await request.read())
+        server = ("new", "old")[len(ran) % 2]  # in turn, as a round-robin proxy sends them
+        if server == "old":
+            if "next_action" not in call:
+                ran.append(("old", None))
+                return web.json_response(None)
+            ran.append(("old", "domain" in call))
+            return web.json_response({"events": [], "responses": []})
+        ran.append(("new", "domain" in call))
+        return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: call[DOMAIN_DIGEST_KEY]})
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_post("/webhook", webhook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            speedups.install()
+            action = RemoteAction("action_acknowledge", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
+            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
+            for _ in range(3):
+                await action.run(CollectingOutputChannel(), nlg, _tracker_with_a_turn(served_domain), served_domain)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    # The first call in full to the new server (it holds the domain now); the second, short, to
+    # the old one, which ran nothing: sent again in full. No action ever ran without the domain.
+    assert ran[:3] == [("new", True), ("old", None), ("new", True)]
+    assert all(had is not False for _, had in ran)

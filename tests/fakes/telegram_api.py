@@ -132,6 +132,10 @@ class FakeTelegramAPI(FakeServer):
         form = await request.post()
         params: dict[str, Any] = {}
         for key, value in form.items():
+            if isinstance(value, web.FileField):  # an upload: its name stands for it, its temp file is closed
+                params[key] = value.filename
+                value.file.close()
+                continue
             text = str(value)
             params[key] = json.loads(text) if key in _JSON_PARAMS else text
         params.update((key, value) for key, value in request.query.items() if key not in params)
