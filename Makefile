@@ -76,9 +76,10 @@ bench-stack: $(MODEL) ## Load-test the full stack: SQLite vs PostgreSQL + Redis,
 	@scripts/install-system-deps.sh
 	$(PY) -m bench.stack
 
-bench-first-message: $(MODEL) ## Time to the first thing a new customer sees: per connector one at a time, then a burst of 200 on Telegram
+bench-first-message: $(MODEL) ## Time to the first thing a new customer sees: per connector one at a time, then a burst of 200 on Telegram, then Rasa's own share in process
 	$(PY) -m bench.first_message
 	$(PY) -m bench.first_message --burst
+	$(PY) -m bench.in_process
 
 bench-crash: $(MODEL) ## Kill Rasa, the action server, the desk or the database at random in bursts of new customers and of agents' replies (20 trials per stack)
 	@scripts/install-system-deps.sh
