@@ -55,7 +55,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import Event, SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
-from sqlalchemy import create_engine, event, func
+from sqlalchemy import create_engine, event, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -212,8 +212,23 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             return self._in_session(session, sender_id)
 
     def _in_session(self, session: Session, sender_id: str) -> int:
-        """Return how many events of ``sender_id``'s latest session the database holds."""
-        return int(self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count())
+        """Return how many events of ``sender_id``'s latest session the database holds.
+
+        What ``_event_query(..., fetch_events_from_all_sessions=False).count()`` returns, as one
+        statement: the ORM's count wrapped that query, with its sort, in a subquery (1.2 ms on
+        SQLite, and a new customer's first message saves twice: after the session start and at
+        the end).
+        """
+        events = self.SQLEvent.__table__
+        session_start = (  # as Rasa finds it: the latest SessionStarted's timestamp; none, all events
+            select(func.max(events.c.timestamp))
+            .where(events.c.sender_id == sender_id, events.c.type_name == SessionStarted.type_name)
+            .scalar_subquery()
+        )
+        counted = select(func.count()).select_from(events).where(
+            events.c.sender_id == sender_id, or_(events.c.timestamp >= session_start, session_start.is_(None))
+        )
+        return int(session.execute(counted).scalar() or 0)
 
     def _newest_id_now(self, sender_id: str) -> Optional[int]:
         with self.session_scope() as session:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Awaitable, Callable, Dict, List, TypeVar
 
 import jsonschema
 import pytest
@@ -23,6 +24,7 @@ from bot.action_domain import SHORT_CALL_ACTION_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "firstreply.tar.gz"
+T = TypeVar("T")
 
 RESPONSES: List[Dict[str, Any]] = [
     {"events": [], "responses": []},
@@ -193,7 +195,6 @@ def test_the_action_call_body_is_the_json_document_rasa_sends(served_domain: Any
     call = speedups._encoding_action_call_format(lambda *_: body)(action, tracker, served_domain)
 
     assert isinstance(call, speedups.ActionCall)
-    import json
 
     sent = json.loads(call.encoded())
     assert sent.pop(DOMAIN_DIGEST_KEY) == speedups.domain_digest(served_domain)  # the one key Rasa's has not
@@ -232,20 +233,55 @@ def test_what_ujson_cannot_encode_is_encoded_by_json(monkeypatch: pytest.MonkeyP
 
 
 def test_a_body_without_the_domain_is_sent_as_it_is(served_domain: Any) -> None:
-    import json
 
     call = speedups.ActionCall({"next_action": "action_x", "tracker": {"events": []}}, served_domain)
     assert json.loads(call.encoded()) == {"next_action": "action_x", "tracker": {"events": []}}
     assert b"responses" not in call.encoded()
 
 
-def test_the_action_server_receives_the_same_document_over_http(served_domain: Any) -> None:
-    import json
-
+def _against(routes: Dict[str, Any], scenario: Callable[[str], Awaitable[T]]) -> T:
+    """Serve ``routes`` (path: aiohttp handler of POSTs) on a free local port; return ``scenario(its URL)``."""
     from aiohttp import web
+
+    async def main() -> T:
+        app = web.Application()
+        for path, handler in routes.items():
+            app.router.add_post(path, handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            speedups.install()
+            return await scenario(f"http://127.0.0.1:{port}")
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(main())
+
+
+async def _acknowledge(url: str, domain: Any, times: int = 1, tracker: Any = None) -> List[Any]:
+    """Run the remote ``action_acknowledge`` against the action server at ``url`` ``times`` times; return its events."""
     from rasa.core.channels.channel import CollectingOutputChannel
     from rasa.core.nlg import TemplatedNaturalLanguageGenerator
     from rasa.utils.endpoints import EndpointConfig
+
+    action = RemoteAction("action_acknowledge", EndpointConfig(f"{url}/webhook"))
+    nlg = TemplatedNaturalLanguageGenerator(domain.responses)
+    return [await action.run(CollectingOutputChannel(), nlg, tracker or _tracker_with_a_turn(domain), domain)
+            for _ in range(times)]  # fmt: skip
+
+
+def _answer(call: Dict[str, Any], **extra: Any) -> Any:
+    """Return an action server's answer with no events, saying it holds the call's domain."""
+    from aiohttp import web
+
+    return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: call.get(DOMAIN_DIGEST_KEY), **extra})
+
+
+def test_the_action_server_receives_the_same_document_over_http(served_domain: Any) -> None:
+    from aiohttp import web
 
     received: List[bytes] = []
     content_types: List[str] = []
@@ -257,24 +293,8 @@ def test_the_action_server_receives_the_same_document_over_http(served_domain: A
         return web.json_response(answer)
 
     tracker = _tracker_with_a_turn(served_domain)
+    [events] = _against({"/webhook": webhook}, lambda url: _acknowledge(url, served_domain, tracker=tracker))
 
-    async def scenario() -> List[Any]:
-        app = web.Application()
-        app.router.add_post("/webhook", webhook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            speedups.install()
-            action = RemoteAction("action_acknowledge", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
-            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
-            return await action.run(CollectingOutputChannel(), nlg, tracker, served_domain)
-        finally:
-            await runner.cleanup()
-
-    events = asyncio.run(scenario())
     assert [(e.key, e.value) for e in events] == [("case_type", "delivery")]
     assert len(received) == 1 and content_types == ["application/json"]
     # Rasa's own body for the same call, encoded by the standard library as Rasa does.
@@ -286,13 +306,8 @@ def test_the_action_server_receives_the_same_document_over_http(served_domain: A
 
 def test_the_domain_goes_in_full_until_the_action_server_holds_it(served_domain: Any) -> None:
     # Two action server replicas behind one URL, answering in turn as a round-robin proxy does:
-    # each holds a domain once a call brought it in full, and answers 449 to a digest it lacks.
-    import json
-
+    # each holds a domain once a call brought it in full, and asks for a domain it lacks.
     from aiohttp import web
-    from rasa.core.channels.channel import CollectingOutputChannel
-    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
-    from rasa.utils.endpoints import EndpointConfig
 
     replicas: List[set] = [set(), set()]
     calls: List[tuple] = []  # (replica, "full" / "digest", status)
@@ -308,28 +323,9 @@ def test_the_domain_goes_in_full_until_the_action_server_holds_it(served_domain:
             return web.json_response({"error": DOMAIN_UNKNOWN, "action_name": call[SHORT_CALL_ACTION_KEY]},
                                      status=DOMAIN_UNKNOWN_STATUS)  # fmt: skip
         calls.append((replica, "full" if "domain" in call else "digest", 200))
-        return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: digest})
+        return _answer(call)
 
-    tracker = _tracker_with_a_turn(served_domain)
-
-    async def scenario() -> None:
-        app = web.Application()
-        app.router.add_post("/webhook", webhook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            speedups.install()
-            action = RemoteAction("action_acknowledge", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
-            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
-            for _ in range(FULL_CALLS_AFTER_UNKNOWN + 4):
-                assert await action.run(CollectingOutputChannel(), nlg, tracker, served_domain) == []
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(scenario())
+    _against({"/webhook": webhook}, lambda url: _acknowledge(url, served_domain, FULL_CALLS_AFTER_UNKNOWN + 4))
 
     # The first call in full (replica 0 holds it now); the second by digest reaches replica 1,
     # which lacks it: sent again in full, and the next calls too, so that both replicas hold it.
@@ -340,12 +336,7 @@ def test_the_domain_goes_in_full_until_the_action_server_holds_it(served_domain:
 
 
 def test_an_action_server_that_never_says_it_holds_the_domain_gets_it_every_time(served_domain: Any) -> None:
-    import json
-
     from aiohttp import web
-    from rasa.core.channels.channel import CollectingOutputChannel
-    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
-    from rasa.utils.endpoints import EndpointConfig
 
     with_domain: List[bool] = []
 
@@ -353,36 +344,14 @@ def test_an_action_server_that_never_says_it_holds_the_domain_gets_it_every_time
         with_domain.append("domain" in json.loads(await request.read()))
         return web.json_response({"events": [], "responses": []})
 
-    async def scenario() -> None:
-        app = web.Application()
-        app.router.add_post("/webhook", webhook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            speedups.install()
-            action = RemoteAction("action_acknowledge", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
-            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
-            for _ in range(3):
-                await action.run(CollectingOutputChannel(), nlg, _tracker_with_a_turn(served_domain), served_domain)
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(scenario())
+    _against({"/webhook": webhook}, lambda url: _acknowledge(url, served_domain, 3))
     assert with_domain == [True, True, True]
 
 
 def test_an_action_servers_own_rejection_still_reaches_rasa_as_one(served_domain: Any) -> None:
     # A form's validation rejecting a call answers 400 too: that one is Rasa's to handle, not resent.
-    import json
-
     from aiohttp import web
     from rasa.core.actions.action import ActionExecutionRejection
-    from rasa.core.channels.channel import CollectingOutputChannel
-    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
-    from rasa.utils.endpoints import EndpointConfig
 
     bodies: List[dict] = []
 
@@ -390,73 +359,39 @@ def test_an_action_servers_own_rejection_still_reaches_rasa_as_one(served_domain
         call = json.loads(await request.read())
         bodies.append(call)
         if len(bodies) == 1:  # it holds the domain now
-            return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: call[DOMAIN_DIGEST_KEY]})
+            return _answer(call)
         return web.json_response({"error": "not this one", "action_name": "action_acknowledge"}, status=400)
 
-    async def scenario() -> None:
-        app = web.Application()
-        app.router.add_post("/webhook", webhook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            speedups.install()
-            action = RemoteAction("action_acknowledge", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
-            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
-            await action.run(CollectingOutputChannel(), nlg, _tracker_with_a_turn(served_domain), served_domain)
-            with pytest.raises(ActionExecutionRejection):
-                await action.run(CollectingOutputChannel(), nlg, _tracker_with_a_turn(served_domain), served_domain)
-        finally:
-            await runner.cleanup()
+    async def scenario(url: str) -> None:
+        await _acknowledge(url, served_domain)
+        with pytest.raises(ActionExecutionRejection):
+            await _acknowledge(url, served_domain)
 
-    asyncio.run(scenario())
+    _against({"/webhook": webhook}, scenario)
     assert ["domain" in body for body in bodies] == [True, False]
 
 
 def test_action_calls_reuse_one_connection_and_other_requests_keep_their_own_session(served_domain: Any) -> None:
-    import json
-
     from aiohttp import web
-    from rasa.core.channels.channel import CollectingOutputChannel
-    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
     from rasa.utils.endpoints import EndpointConfig
 
     peers: List[Any] = []
 
     async def webhook(request: web.Request) -> web.Response:
         peers.append(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
-        call = json.loads(await request.read())
-        return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: call.get(DOMAIN_DIGEST_KEY)})
+        return _answer(json.loads(await request.read()))
 
     async def other(request: web.Request) -> web.Response:
         peers.append(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
         return web.json_response({"ok": True})
 
-    async def scenario() -> None:
-        app = web.Application()
-        app.router.add_post("/webhook", webhook)
-        app.router.add_post("/other", other)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            speedups.install()
-            endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook")
-            action = RemoteAction("action_acknowledge", endpoint)
-            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
-            for _ in range(3):
-                await action.run(CollectingOutputChannel(), nlg, _tracker_with_a_turn(served_domain), served_domain)
-            # Anything else Rasa sends through an endpoint opens and closes its own session, as in Rasa.
-            for _ in range(2):
-                assert await EndpointConfig(f"http://127.0.0.1:{port}/other").request(json={}) == {"ok": True}
-        finally:
-            await runner.cleanup()
+    async def scenario(url: str) -> None:
+        await _acknowledge(url, served_domain, 3)
+        # Anything else Rasa sends through an endpoint opens and closes its own session, as in Rasa.
+        for _ in range(2):
+            assert await EndpointConfig(f"{url}/other").request(json={}) == {"ok": True}
 
-    asyncio.run(scenario())
+    _against({"/webhook": webhook, "/other": other}, scenario)
     assert len(peers) == 5 and len(set(peers[:3])) == 1
     assert len(set(peers)) == 3  # the action calls' kept connection, and one per other request
 
@@ -466,45 +401,22 @@ def test_a_short_call_that_reaches_an_action_server_of_an_older_release_is_sent_
 ) -> None:
     # Behind one address: one server that holds domains, one that is rasa_sdk as released (it
     # reads "next_action" only; without it, it runs nothing and answers null).
-    import json
-
     from aiohttp import web
-    from rasa.core.channels.channel import CollectingOutputChannel
-    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
-    from rasa.utils.endpoints import EndpointConfig
 
     ran: List[tuple] = []  # (server, had the domain; None: ran nothing)
 
     async def webhook(request: web.Request) -> web.Response:
         call = json.loads(await request.read())
-        server = ("new", "old")[len(ran) % 2]  # in turn, as a round-robin proxy sends them
-        if server == "old":
-            if "next_action" not in call:
-                ran.append(("old", None))
-                return web.json_response(None)
-            ran.append(("old", "domain" in call))
-            return web.json_response({"events": [], "responses": []})
-        ran.append(("new", "domain" in call))
-        return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: call[DOMAIN_DIGEST_KEY]})
+        if len(ran) % 2 == 0:  # in turn, as a round-robin proxy sends them
+            ran.append(("new", "domain" in call))
+            return _answer(call)
+        if "next_action" not in call:
+            ran.append(("old", None))
+            return web.json_response(None)
+        ran.append(("old", "domain" in call))
+        return web.json_response({"events": [], "responses": []})
 
-    async def scenario() -> None:
-        app = web.Application()
-        app.router.add_post("/webhook", webhook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            speedups.install()
-            action = RemoteAction("action_acknowledge", EndpointConfig(f"http://127.0.0.1:{port}/webhook"))
-            nlg = TemplatedNaturalLanguageGenerator(served_domain.responses)
-            for _ in range(3):
-                await action.run(CollectingOutputChannel(), nlg, _tracker_with_a_turn(served_domain), served_domain)
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(scenario())
+    _against({"/webhook": webhook}, lambda url: _acknowledge(url, served_domain, 3))
     # The first call in full to the new server (it holds the domain now); the second, short, to
     # the old one, which ran nothing: sent again in full. No action ever ran without the domain.
     assert ran[:3] == [("new", True), ("old", None), ("new", True)]

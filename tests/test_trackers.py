@@ -309,3 +309,27 @@ def test_a_coroutine_that_waits_is_refused_off_the_loop() -> None:
     assert _finished(never_waits, 1) == 2
     with pytest.raises(RuntimeError, match="cannot run off the loop"):
         _finished(waits)
+
+
+def test_the_latest_session_is_counted_as_rasas_query_counts_it(tmp_path: Path) -> None:
+    store = SQLiteTrackerStore(db=str(tmp_path / "trackers.db"))
+    conversations = {
+        "none": [],
+        "no session start": [UserUttered("hi"), ActionExecuted("action_listen")],
+        "one session": [ActionExecuted("action_session_start"), SessionStarted(), *_turn(1)],
+        "two sessions": [ActionExecuted("action_session_start"), SessionStarted(), *_turn(1), *_turn(2),
+                         ActionExecuted("action_session_start"), SessionStarted(), *_turn(3)],  # fmt: skip
+    }
+    for sender, events in conversations.items():
+        tracker = DialogueStateTracker(sender, [])
+        for event_ in events:
+            tracker.update(event_)
+        asyncio.run(store.save(tracker))
+
+    with store.session_scope() as session:
+        ours = {sender: store._in_session(session, sender) for sender in conversations}
+        rasas = {sender: store._event_query(session, sender, fetch_events_from_all_sessions=False).count()
+                 for sender in conversations}  # fmt: skip
+    assert ours == rasas
+    assert ours["two sessions"] == 1 + len(_turn(3)) and ours["one session"] == 1 + len(_turn(1))
+    assert ours["no session start"] == 2 and ours["none"] == 0
