@@ -196,16 +196,23 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         sender_id = tracker.sender_id
         self._kept.pop(sender_id, None)
         lent = self._lent.pop(sender_id, None)
+        stored: Optional[int]
         if lent is not None and lent[0] is tracker and len(tracker.events) >= lent[1]:
             stored = lent[1]
-        else:
+        elif self.event_broker is None:
+            stored = None  # counted by the write itself: one trip to the store's threads, not two
+        else:  # the new events are published before they are written, as Rasa does
             stored = await self._off_loop(self._stored_now, sender_id)
-        new_events = list(itertools.islice(tracker.events, stored, len(tracker.events)))
-        if self.event_broker is not None:
-            await self._stream_new_events(self.event_broker, new_events, sender_id)
-        newest_id = await self._off_loop(self._write, tracker, new_events, stored, lent)
+        if stored is not None and self.event_broker is not None:
+            await self._stream_new_events(self.event_broker, self._new_events(tracker, stored), sender_id)
+        newest_id = await self._off_loop(self._write, tracker, stored, lent)
         if newest_id is not _NOT_KEPT:
             self._keep(tracker, newest_id)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _new_events(tracker: DialogueStateTracker, stored: int) -> list[Event]:
+        """Return the events of ``tracker`` after the ``stored`` ones the database holds."""
+        return list(itertools.islice(tracker.events, stored, len(tracker.events)))
 
     def _stored_now(self, sender_id: str) -> int:
         with self.session_scope() as session:
@@ -235,12 +242,18 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             return self._newest_id(session, sender_id)
 
     def _write(
-        self, tracker: DialogueStateTracker, new_events: list[Event], stored: int,
+        self, tracker: DialogueStateTracker, stored: Optional[int],
         lent: Optional[tuple[DialogueStateTracker, int, Optional[int]]],
     ) -> Any:  # fmt: skip
-        """Write ``new_events``; return the sender's newest event row if the tracker may be kept, else ``_NOT_KEPT``."""
+        """Write the events after the ``stored`` ones (``None``: as many as the database holds now).
+
+        Returns the sender's newest event row if the tracker may be kept, else ``_NOT_KEPT``.
+        """
         sender_id = tracker.sender_id
         with self.session_scope() as session:
+            if stored is None:  # read outside a transaction: SQLite's starts with the insert below
+                stored = self._in_session(session, sender_id)
+            new_events = self._new_events(tracker, stored)
             if new_events:
                 session.execute(self.SQLEvent.__table__.insert(), [_row(sender_id, e) for e in new_events])
             session.commit()
