@@ -10,7 +10,10 @@ burst of ``bench.first_message`` measures through Telegram: the part of a first 
 is Rasa's own dialogue and the NLU.
 
 ``--customers`` (default 100) per trial, ``--trials`` (default 3), after ``--warm-up`` (20)
-unmeasured ones. Writes bench/results/in-process-latest.json and .md.
+unmeasured ones. Alongside, the CPU of each node of Rasa's graphs (the NLU components once
+per message, the policies once per prediction) on the thread that runs it: MiniLM's pass runs on
+TensorFlow's threads, so the featurizer's own figure leaves it out. Writes
+bench/results/in-process-latest.json and .md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,26 @@ from bench.run import loadavg, machine_facts
 from tests.processes import MODEL, base_env, free_ports, start_action_server, wait_until_up
 
 
+def _timing_graph_nodes() -> dict[str, list[float]]:
+    """Make every graph node add its calls and its thread's CPU seconds to the returned table, by node name."""
+    from rasa.engine.graph import GraphNode
+
+    table: dict[str, list[float]] = {}
+    run = GraphNode.__call__
+
+    def timed(self: GraphNode, *inputs: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return run(self, *inputs)
+        finally:
+            entry = table.setdefault(self._node_name, [0.0, 0.0])
+            entry[0] += 1
+            entry[1] += time.thread_time() - started
+
+    GraphNode.__call__ = timed  # type: ignore[method-assign]
+    return table
+
+
 async def _serve(customers: int, trials: int, warm_up: int, action_url: str, action_pid: int) -> list[dict[str, float]]:
     import logging
 
@@ -45,6 +68,7 @@ async def _serve(customers: int, trials: int, warm_up: int, action_url: str, act
     configure_structlog(logging.INFO)
     speedups.install()
     resilience.install()
+    nodes = _timing_graph_nodes()
     agent = Agent.load(str(MODEL), action_endpoint=EndpointConfig(action_url))
     number = 0
 
@@ -62,11 +86,16 @@ async def _serve(customers: int, trials: int, warm_up: int, action_url: str, act
     await first_messages(warm_up)
     results = []
     for _ in range(trials):
+        nodes.clear()
         threads, actions, started = thread_cpu_seconds(os.getpid()), cpu_seconds(action_pid), time.perf_counter()
         await first_messages(customers)
         elapsed = time.perf_counter() - started
         after = thread_cpu_seconds(os.getpid())
         trial = {f"Rasa: {kind}": (used - threads.get(kind, 0.0)) * 1000 / customers for kind, used in after.items()}
+        for name, (calls, cpu) in nodes.items():
+            if cpu * 1000 / customers >= 0.05:
+                trial[f"graph node {name}"] = cpu * 1000 / customers
+                trial[f"calls: {name}"] = calls / customers
         trial["action server"] = (cpu_seconds(action_pid) - actions) * 1000 / customers
         trial["wall ms per customer"] = elapsed * 1000 / customers
         results.append(trial)
@@ -82,10 +111,15 @@ def render(results: dict[str, Any]) -> str:
         f"{len(trials)} trials (load average before: {results['loadavg_before']}, after: {results['loadavg_after']})",
         "", "| CPU per new customer (ms) | median | lowest-highest |", "| --- | --- | --- |",
     ]  # fmt: skip
-    keys = sorted({key for trial in trials for key in trial}, key=lambda key: (key.startswith("wall"), key))
+    median = {key: statistics.median(trial.get(key, 0.0) for trial in trials) for trial in trials for key in trial}
+    keys = sorted((key for key in median if not key.startswith("calls: ")),
+                  key=lambda key: (key.startswith("wall"), key.startswith("graph node"), -median[key]))  # fmt: skip
     for key in keys:
         values = sorted(trial.get(key, 0.0) for trial in trials)
-        lines.append(f"| {key} | {statistics.median(values):.1f} | {values[0]:.1f}-{values[-1]:.1f} |")
+        label = key
+        if key.startswith("graph node "):
+            label = f"{key} ({median.get('calls: ' + key[len('graph node '):], 0.0):.1f} calls per customer)"
+        lines.append(f"| {label} | {statistics.median(values):.1f} | {values[0]:.1f}-{values[-1]:.1f} |")
     return "\n".join(lines) + "\n"
 
 
