@@ -273,11 +273,11 @@ async def _acknowledge(url: str, domain: Any, times: int = 1, tracker: Any = Non
             for _ in range(times)]  # fmt: skip
 
 
-def _answer(call: Dict[str, Any], **extra: Any) -> Any:
+def _answer(call: Dict[str, Any]) -> Any:
     """Return an action server's answer with no events, saying it holds the call's domain."""
     from aiohttp import web
 
-    return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: call.get(DOMAIN_DIGEST_KEY), **extra})
+    return web.json_response({"events": [], "responses": [], DOMAIN_DIGEST_KEY: call.get(DOMAIN_DIGEST_KEY)})
 
 
 def test_the_action_server_receives_the_same_document_over_http(served_domain: Any) -> None:

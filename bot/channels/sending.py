@@ -131,22 +131,14 @@ class PerLoop(Generic[C]):
             client = self._clients[here] = self._build()
         return client
 
-    def set(self, client: C) -> None:
-        """Make ``client`` the caller's loop's client."""
-        self._clients[SENDING_THREAD.here()] = client
-
-    async def close_sending_threads(self, aclose: Callable[[C], Coroutine[Any, Any, Any]]) -> None:
-        """Forget the sending thread's client and close it there (``aclose(client)``), unless closed already."""
-        own = self._clients.pop(True, None)
-        if own is not None and not self._closed(own):
-            await SENDING_THREAD.run(aclose(own))
-
     async def close(self, aclose: Callable[[C], Coroutine[Any, Any, Any]]) -> None:
-        """Close both clients, each on its own loop (``aclose(client)``)."""
+        """Close both clients, each on its own loop (``aclose(client)``; the sending thread's unless closed already)."""
         mine = self._clients.pop(SENDING_THREAD.here(), None)
         if mine is not None:
             await aclose(mine)
-        await self.close_sending_threads(aclose)
+        own = self._clients.pop(True, None)
+        if own is not None and not self._closed(own):
+            await SENDING_THREAD.run(aclose(own))
 
 
 class GroupedIntake(Generic[A, R]):
