@@ -5,7 +5,10 @@ and changes it by read-modify-write (GET, change, SET): two replicas receiving m
 the same conversation at the same moment can both read "no lock", both issue ticket 0 and
 both process at once (one message then goes missing from the tracker), and ``cleanup`` can
 delete a lock another replica has just queued on. Here issuing a ticket, checking whose turn
-it is and giving the turn up are each a Lua script, so Redis runs them one at a time.
+it is and giving the turn up are each a Lua script, so Redis runs them one at a time. And a
+ticket lives by a short lease its replica renews (``lease_seconds``), never past the lock's
+lifetime: a replica killed holding a conversation's turn lets it go within a lease (10 s), not
+after Rasa's whole ``TICKET_LOCK_LIFETIME`` (60 s).
 
 endpoints.yml::
 
@@ -13,6 +16,7 @@ endpoints.yml::
       type: bot.locks.AtomicRedisLockStore
       url: ${REDIS_HOST}
       port: ${REDIS_PORT}
+      lease_seconds: 10         (optional)
       ...                       (the same keys as Rasa's ``type: redis``)
 
 ``SQLiteLockStore`` does the same in a SQLite file, for several Rasa worker processes on one
@@ -42,49 +46,75 @@ from rasa.utils.endpoints import EndpointConfig
 
 log = logging.getLogger(__name__)
 
-# KEYS: next-ticket counter, queue (ZSET ticket -> ticket), expiries (HASH ticket -> ms).
-# ARGV: lifetime in ms. Returns the new ticket. Redis's own clock: replicas' clocks may differ.
-_ISSUE = """
+# KEYS: next-ticket counter, queue (ZSET ticket -> ticket), deadlines (HASH ticket -> ms), leases
+# (HASH ticket -> ms). A ticket lives until its deadline (the lock's lifetime) but only while its
+# lease is renewed: a replica that dies lets its tickets go within a lease, not a lifetime. A ticket
+# without a lease (issued by an older release) lives to its deadline. Redis's own clock: replicas'
+# clocks may differ.
+_NOW = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+"""
+# ARGV: lifetime in ms, lease in ms. Returns the new ticket.
+_ISSUE = _NOW + """
 local ticket = redis.call('INCR', KEYS[1])
+local deadline = ms + tonumber(ARGV[1])
 redis.call('ZADD', KEYS[2], ticket, ticket)
-redis.call('HSET', KEYS[3], ticket, ms + tonumber(ARGV[1]))
+redis.call('HSET', KEYS[3], ticket, deadline)
+redis.call('HSET', KEYS[4], ticket, math.min(ms + tonumber(ARGV[2]), deadline))
 for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, 2 * tonumber(ARGV[1])) end
 return ticket
 """
-# ARGV: ticket. Drops expired tickets; returns 1 (its turn), 0 (wait) or -1 (it expired).
-_TURN = """
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+# ARGV: ticket, lease in ms. Drops tickets past their deadline or lease; renews the ticket's
+# lease; returns 1 (its turn), 0 (wait) or -1 (it was dropped).
+_TURN = _NOW + """
 for _, ticket in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local expires = tonumber(redis.call('HGET', KEYS[3], ticket) or 0)
-  if expires <= ms then
+  local deadline = tonumber(redis.call('HGET', KEYS[3], ticket) or 0)
+  local lease = tonumber(redis.call('HGET', KEYS[4], ticket) or deadline)
+  if math.min(deadline, lease) <= ms then
     redis.call('ZREM', KEYS[2], ticket)
     redis.call('HDEL', KEYS[3], ticket)
+    redis.call('HDEL', KEYS[4], ticket)
   end
 end
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return -1 end
+local deadline = tonumber(redis.call('HGET', KEYS[3], ARGV[1]))
+redis.call('HSET', KEYS[4], ARGV[1], math.min(ms + tonumber(ARGV[2]), deadline))
 local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
 if head == ARGV[1] then return 1 end
 return 0
+"""
+# ARGV: ticket, lease in ms. Renews the held ticket's lease (never past its deadline); 0 if it is gone.
+_RENEW = _NOW + """
+local deadline = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or 0)
+if deadline <= ms then return 0 end
+redis.call('HSET', KEYS[4], ARGV[1], math.min(ms + tonumber(ARGV[2]), deadline))
+return 1
 """
 # ARGV: ticket. Gives the turn up; the last one out removes the keys.
 _RELEASE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) end
+redis.call('HDEL', KEYS[4], ARGV[1])
+if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) end
 return 1
 """
 FIRST_POLL_S = 0.01
+# How long a Redis ticket outlives its replica's last renewal (``lease_seconds`` in endpoints.yml).
+LEASE_SECONDS = 10.0
+# Renewals per lease while a ticket is held: a few missed (a busy event loop) still keep it.
+RENEWALS_PER_LEASE = 4
 
 
 class TicketQueue:
     """A conversation's turn by tickets, first come first served: ``lock`` over three atomic steps.
 
     A store supplies ``_take_ticket``, ``_ticket_turn`` (1: yours, 0: wait, -1: expired) and
-    ``_give_ticket_up``, each atomic in its engine.
+    ``_give_ticket_up``, each atomic in its engine; one whose tickets live by a lease also
+    ``lease_seconds`` and ``_renew_ticket``, called while the turn is held.
     """
+
+    lease_seconds: Optional[float] = None
 
     def _take_ticket(self, conversation_id: str, lifetime: float) -> int:
         raise NotImplementedError
@@ -93,6 +123,10 @@ class TicketQueue:
         raise NotImplementedError
 
     def _give_ticket_up(self, conversation_id: str, ticket: int) -> None:
+        raise NotImplementedError
+
+    def _renew_ticket(self, conversation_id: str, ticket: int) -> bool:
+        """Renew a held ticket's lease; return False if it is gone (past the lock's lifetime)."""
         raise NotImplementedError
 
     @asynccontextmanager
@@ -105,6 +139,9 @@ class TicketQueue:
             LockError: the ticket expired (``lock_lifetime`` seconds) before its turn came.
         """
         ticket = self._take_ticket(conversation_id, lock_lifetime)
+        renewing: Optional[asyncio.Task[None]] = None
+        if self.lease_seconds is not None:  # each check renews the waiting ticket's lease
+            wait_time_in_seconds = min(wait_time_in_seconds, self.lease_seconds / RENEWALS_PER_LEASE)
         try:
             poll = FIRST_POLL_S
             while True:
@@ -115,33 +152,71 @@ class TicketQueue:
                     raise LockError(f"Could not acquire lock for conversation_id '{conversation_id}'.")
                 await asyncio.sleep(poll)
                 poll = min(poll * 2, wait_time_in_seconds)
+            if self.lease_seconds is not None:
+                renewing = asyncio.get_running_loop().create_task(self._keep_renewing(conversation_id, ticket))
             yield TicketLock(conversation_id)
         finally:
+            if renewing is not None:
+                renewing.cancel()
             self._give_ticket_up(conversation_id, ticket)
+
+    async def _keep_renewing(self, conversation_id: str, ticket: int) -> None:
+        """Renew the held ticket's lease until cancelled, or until the lock's lifetime is over."""
+        assert self.lease_seconds is not None
+        while True:
+            await asyncio.sleep(self.lease_seconds / RENEWALS_PER_LEASE)
+            try:
+                if not self._renew_ticket(conversation_id, ticket):
+                    log.warning("conversation %s: still handled after its lock's lifetime (TICKET_LOCK_LIFETIME)",
+                                conversation_id)  # fmt: skip
+                    return
+            except Exception as error:  # the next renewal tries again; the lease covers a few misses
+                log.warning("conversation %s: lock lease not renewed: %s", conversation_id, error)
 
 
 class AtomicRedisLockStore(TicketQueue, RedisLockStore):
-    """``RedisLockStore`` with atomic tickets: one conversation, one replica at a time, in order."""
+    """``RedisLockStore`` with atomic tickets: one conversation, one replica at a time, in order.
+
+    A ticket lives while its replica renews it (every ``lease_seconds`` / 4 while it holds the
+    turn, at every check while it waits), and never past the lock's lifetime: the tickets of a
+    replica that died are dropped ``lease_seconds`` after its last renewal, so its customers'
+    next messages wait that long, not the whole ``TICKET_LOCK_LIFETIME``.
+    """
 
     def __init__(self, endpoint_config: Optional[EndpointConfig] = None, **kwargs: Any) -> None:
-        """Take the ``lock_store`` section of endpoints.yml, or ``RedisLockStore``'s arguments."""
+        """Take the ``lock_store`` section of endpoints.yml, or ``RedisLockStore``'s arguments.
+
+        Besides Rasa's keys, ``lease_seconds`` (default 10): keep it well above the longest
+        moment the event loop may be too busy to renew (its renewals come every quarter of it).
+        """
         if endpoint_config is not None:
             kwargs = {"host": endpoint_config.url or "localhost", **endpoint_config.kwargs, **kwargs}
+        lease = kwargs.pop("lease_seconds", None)
+        self.lease_seconds = float(lease) if lease not in (None, "") else LEASE_SECONDS
+        if self.lease_seconds <= 0:
+            raise ValueError(f"lock_store: lease_seconds must be above 0, not {lease!r}")
         super().__init__(**kwargs)
         self._issue = self.red.register_script(_ISSUE)
         self._turn = self.red.register_script(_TURN)
+        self._renew = self.red.register_script(_RENEW)
         self._release = self.red.register_script(_RELEASE)
 
     def _keys(self, conversation_id: str) -> list[str]:
-        # One hash tag, so a Redis Cluster keeps the three keys on one node.
+        # One hash tag, so a Redis Cluster keeps the four keys on one node.
         base = f"{self.key_prefix}{{{conversation_id}}}"
-        return [f"{base}:next", f"{base}:queue", f"{base}:expires"]
+        return [f"{base}:next", f"{base}:queue", f"{base}:expires", f"{base}:leases"]
+
+    def _lease_ms(self) -> int:
+        return int((self.lease_seconds or LEASE_SECONDS) * 1000)
 
     def _take_ticket(self, conversation_id: str, lifetime: float) -> int:
-        return int(self._issue(keys=self._keys(conversation_id), args=[int(lifetime * 1000)]))
+        return int(self._issue(keys=self._keys(conversation_id), args=[int(lifetime * 1000), self._lease_ms()]))
 
     def _ticket_turn(self, conversation_id: str, ticket: int) -> int:
-        return int(self._turn(keys=self._keys(conversation_id), args=[ticket]))
+        return int(self._turn(keys=self._keys(conversation_id), args=[ticket, self._lease_ms()]))
+
+    def _renew_ticket(self, conversation_id: str, ticket: int) -> bool:
+        return bool(self._renew(keys=self._keys(conversation_id), args=[ticket, self._lease_ms()]))
 
     def _give_ticket_up(self, conversation_id: str, ticket: int) -> None:
         self._release(keys=self._keys(conversation_id), args=[ticket])
