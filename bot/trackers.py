@@ -41,6 +41,7 @@ import itertools
 import json
 import logging
 import os
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,8 @@ from prometheus_client import Counter
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import Event, SessionStarted
+from rasa.shared.core.constants import ACTION_LISTEN_NAME
+from rasa.shared.core.events import ActionExecuted, Event, SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 from sqlalchemy import create_engine, event, func, or_, select
@@ -150,6 +152,9 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         # the sender's newest event row then: their save need not count them again, and checks
         # that nobody else wrote to the conversation meanwhile.
         self._lent: OrderedDict[str, tuple[DialogueStateTracker, int, Optional[int]]] = OrderedDict()
+        # Conversations created since their sender's read found nothing (``create_tracker``): the
+        # database holds none of their events. Gone with the tracker if its handling fails.
+        self._created: weakref.WeakValueDictionary[str, DialogueStateTracker] = weakref.WeakValueDictionary()
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_pid = -1
 
@@ -186,6 +191,21 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         CACHE_READS.labels("miss").inc()
         return await super().retrieve(sender_id)
 
+    async def create_tracker(self, sender_id: str, append_action_listen: bool = True) -> DialogueStateTracker:
+        """Rasa's new conversation (``TrackerStore.create_tracker``), not written yet.
+
+        Rasa saves a new conversation's first event at once and the rest when the message has
+        been handled: two writes (and two counts of what the database holds) for every new
+        customer. Here the message's save writes them all, in the same order, to the store and
+        the event broker; a handling that fails before its save leaves nothing, and the
+        customer's message is handled again from scratch as before.
+        """
+        tracker = self.init_tracker(sender_id)
+        if append_action_listen:
+            tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
+        self._created[sender_id] = tracker
+        return tracker
+
     async def save(self, tracker: DialogueStateTracker) -> None:
         """Store (and publish) the events the database does not have yet; keep the tracker.
 
@@ -197,7 +217,9 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         self._kept.pop(sender_id, None)
         lent = self._lent.pop(sender_id, None)
         stored: Optional[int]
-        if lent is not None and lent[0] is tracker and len(tracker.events) >= lent[1]:
+        if self._created.pop(sender_id, None) is tracker:
+            stored = 0  # its sender's read found nothing, and its lock kept others out since
+        elif lent is not None and lent[0] is tracker and len(tracker.events) >= lent[1]:
             stored = lent[1]
         elif self.event_broker is None:
             stored = None  # counted by the write itself: one trip to the store's threads, not two
@@ -223,8 +245,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
 
         What ``_event_query(..., fetch_events_from_all_sessions=False).count()`` returns, as one
         statement: the ORM's count wrapped that query, with its sort, in a subquery (1.2 ms on
-        SQLite, and a new customer's first message saves twice: after the session start and at
-        the end).
+        SQLite).
         """
         events = self.SQLEvent.__table__
         session_start = (  # as Rasa finds it: the latest SessionStarted's timestamp; none, all events
@@ -260,8 +281,8 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             if not self.cache_size or self.domain is None:
                 return _NOT_KEPT
             # Kept only if the database would give back exactly these events: a new
-            # conversation's first save holds one event before its session start that a
-            # read leaves out, so its next message reads the database once; and a
+            # conversation's events begin with one before its session start that a read
+            # leaves out, so its next message reads the database once; and a
             # conversation someone else wrote to since it was lent (another replica whose
             # lock outlived, an event appended over the HTTP API) is read again next time.
             if (lent is not None and stored == lent[1] and not any(isinstance(e, SessionStarted) for e in new_events)

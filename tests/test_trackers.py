@@ -48,6 +48,7 @@ def test_the_file_is_in_write_ahead_log_mode(tmp_path: Path) -> None:
 
 # --- conversations kept in memory between messages ------------------------------------------
 
+import gc  # noqa: E402
 import json  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
@@ -56,6 +57,7 @@ from rasa.core.brokers.broker import EventBroker  # noqa: E402
 from rasa.core.tracker_store import SQLTrackerStore  # noqa: E402
 from rasa.shared.core.domain import Domain  # noqa: E402
 from rasa.shared.core.events import Event, SessionStarted, SlotSet  # noqa: E402
+from sqlalchemy import event as sqlalchemy_event  # noqa: E402
 
 from bot.trackers import CACHE_READS, cache_size_from_env  # noqa: E402
 
@@ -333,3 +335,66 @@ def test_the_latest_session_is_counted_as_rasas_query_counts_it(tmp_path: Path) 
     assert ours == rasas
     assert ours["two sessions"] == 1 + len(_turn(3)) and ours["one session"] == 1 + len(_turn(1))
     assert ours["no session start"] == 2 and ours["none"] == 0
+
+
+async def _play_as_rasa(store: SQLTrackerStore, sender: str = "sam") -> None:
+    """What Rasa's processor does per message: get or create the conversation, add, save once."""
+    for added in _conversation():
+        tracker = await store.get_or_create_tracker(sender)
+        for one in added:
+            tracker.update(one)
+        await store.save(tracker)
+
+
+def _inserts(store: SQLTrackerStore) -> list[int]:
+    """Count the INSERT statements the store's engine runs from now on (one entry per statement)."""
+    seen: list[int] = []
+    sqlalchemy_event.listen(store.engine, "before_cursor_execute",
+                            lambda _c, _cur, statement, *_: seen.append(1) if statement.startswith("INSERT") else None)
+    return seen
+
+
+@pytest.mark.parametrize("cache_size", [0, 100])
+def test_a_new_conversation_is_written_once_with_what_rasa_writes_and_publishes(tmp_path: Path, cache_size: int) -> None:
+    ours_broker, plain_broker = ListBroker(), ListBroker()
+    ours = SQLiteTrackerStore(domain=DOMAIN, db=str(tmp_path / "ours.db"), event_broker=ours_broker, cache_size=cache_size)
+    plain = _plain(tmp_path / "plain.db", plain_broker)
+    inserts = _inserts(ours)
+
+    asyncio.run(_play_as_rasa(ours))
+    asyncio.run(_play_as_rasa(plain))
+
+    assert len(inserts) == len(list(_conversation()))  # one write per message: none when created
+    assert _rows(ours) == _rows(plain)
+    assert _rows(ours)[0][1] == "action"  # the created conversation's action_listen, first as in Rasa
+    assert [_timeless(event) for event in ours_broker.published] == [_timeless(event) for event in plain_broker.published]
+
+
+def test_a_new_conversation_whose_handling_failed_before_its_save_leaves_nothing_and_starts_again(tmp_path: Path) -> None:
+    store = SQLiteTrackerStore(domain=DOMAIN, db=str(tmp_path / "t.db"))
+    created = asyncio.run(store.get_or_create_tracker("sam"))
+    created.update(UserUttered("never saved"))  # the handler fails here: no save
+    del created
+    gc.collect()
+
+    assert _rows(store) == [] and len(store._created) == 0
+    asyncio.run(_play_as_rasa(store))
+    plain = _plain(tmp_path / "plain.db")
+    asyncio.run(_play_as_rasa(plain))
+    assert _rows(store) == _rows(plain)
+
+
+def test_a_created_conversation_someone_else_saved_first_is_counted_not_assumed_empty(tmp_path: Path) -> None:
+    # Only the tracker object that was created skips the count: another one for the same sender,
+    # saved here after another replica wrote the conversation, is saved after what the database holds.
+    path = tmp_path / "shared.db"
+    one, two = SQLiteTrackerStore(domain=DOMAIN, db=str(path)), SQLiteTrackerStore(domain=DOMAIN, db=str(path))
+    created = asyncio.run(one.get_or_create_tracker("sam"))
+    asyncio.run(two.save(DialogueStateTracker.from_events("sam", [ActionExecuted("action_listen"), UserUttered("first")],
+                                                         DOMAIN.slots)))  # fmt: skip
+    read = asyncio.run(two.retrieve("sam"))
+    read.update(UserUttered("second"))
+    asyncio.run(one.save(read))
+
+    assert [row[2].get("text") for row in _rows(one)] == [None, "first", "second"]
+    assert created is not read
