@@ -1,15 +1,15 @@
 """Kills at random moments of bursts of new customers: ``make bench-crash`` / ``python -m bench.crash``.
 
 Each trial is ``tests.integration.crash_support.run_trial``: 30 new customers write at once over
-one channel (Telegram, Slack DMs or WhatsApp, against their local fakes, or the web chat, each customer
-doing what the page does with a failed request: ``tests.integration.crash_webchat``; the
-channels take turns); at a random moment of the burst one part is killed and started again at
+one channel (Telegram, Slack DMs, WhatsApp or X DMs, against their local fakes, or the web chat,
+each customer doing what the page does with a failed request: ``tests.integration.crash_webchat``;
+the channels take turns); at a random moment of the burst one part is killed and started again at
 once; every customer's side is then held against what Rasa saved. Two stacks, each started once
 with every channel's connector and given ``--trials`` trials:
 
 * ``sqlite``: what ``make run`` starts (one Rasa through ``bot.launcher``, one action server,
-  SQLite files, the default 60 s lease, and the front process on the public port for Telegram
-  and Slack DMs); Rasa, the action server or the front is killed (SIGKILL);
+  SQLite files, the default 60 s lease, and the front process on the public port for Telegram,
+  Slack DMs, WhatsApp and X); Rasa, the action server or the front is killed (SIGKILL);
 * ``pg2``: two Rasa replicas and two action servers on PostgreSQL and Redis behind round-robin
   proxies (``endpoints.prod.yml``); one Rasa or action server (drawn at random) is killed, or
   every database connection of the stack is terminated. Needs the test services
@@ -18,8 +18,8 @@ with every channel's connector and given ``--trials`` trials:
 Per trial: lost messages, messages handled twice, customers greeted twice, customers who
 received a reply twice (and whether one of their replies was in flight at the kill), replies
 missing, replies in flight at the kill, how soon the answers resumed after the restart. The
-in-doubt window (``GET /webhooks/telegram/replies`` of every Rasa process at the end) closes
-the report.
+in-doubt window (``GET /webhooks/<channel>/replies`` of the first messaging channel, from every
+Rasa process at the end) closes the report.
 
 Two more stacks drive the desk's outbox (``tests.integration.crash_desk``): 10 new Telegram
 cases get 3 agents' replies each, queued at random moments of 3 s, while the desk is killed
@@ -49,6 +49,7 @@ from bench.run import loadavg, machine_facts
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.whatsapp_api import FakeWhatsAppAPI
+from tests.fakes.x_api import FakeXAPI
 from tests.integration.conftest import fresh_database, production_services
 from tests.integration.crash_desk import DESK, DeliveryOutcome, DeskStack, desk_stack, run_desk_trial
 from tests.integration.crash_support import (
@@ -64,6 +65,7 @@ from tests.integration.crash_support import (
     SlackPlatform,
     TelegramPlatform,
     WhatsAppPlatform,
+    XPlatform,
     kill_window,
     new_customers,
     platforms_env,
@@ -87,7 +89,7 @@ DESK_STACKS = ("desk", "desk_pg")
 CUSTOMERS = 30
 KILL_WINDOW_S = (0.2, 2.5)
 REDIS_DB_CRASH = 5
-PLATFORMS = ["telegram", "slack_dm", "whatsapp", "webchat"]
+PLATFORMS = ["telegram", "slack_dm", "whatsapp", "x", "webchat"]
 DESK_CUSTOMERS, DESK_REPLIES_EACH = 10, 3
 DESK_KILL_WINDOW_S = (0.3, 3.5)
 KILLS = [RASA, ACTIONS, FRONT, DATABASE, DESK]
@@ -297,7 +299,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     code = 0
     fakes: Dict[str, Tuple[Callable[[], Any], Callable[[Any], Platform]]] = {
         "telegram": (FakeTelegramAPI, TelegramPlatform), "slack_dm": (FakeSlackAPI, SlackPlatform),
-        "whatsapp": (FakeWhatsAppAPI, WhatsAppPlatform),
+        "whatsapp": (FakeWhatsAppAPI, WhatsAppPlatform), "x": (FakeXAPI, XPlatform),
     }  # fmt: skip
     apis = {name: fakes[name][0]().start() for name in args.platforms if name in fakes}
     platforms: List[Platform] = [fakes[name][1](api) for name, api in apis.items()]

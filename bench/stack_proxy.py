@@ -20,7 +20,7 @@ HEALTH_PATH = "/__proxy__"
 # Headers a backend needs; hop-by-hop ones (Connection, Content-Length, ...) are aiohttp's job.
 FORWARDED_HEADERS = (
     "Authorization", "Content-Type", "X-Telegram-Bot-Api-Secret-Token", "X-Slack-Request-Timestamp", "X-Slack-Signature",
-    "X-Slack-Retry-Num", "X-Slack-Retry-Reason", "X-Hub-Signature-256",
+    "X-Slack-Retry-Num", "X-Slack-Retry-Reason", "X-Hub-Signature-256", "X-Twitter-Webhooks-Signature",
 )
 # Idle connections to a backend are dropped before the backend drops them (Sanic closes
 # keep-alive connections after 5 s): a request sent on a connection being closed would fail.

@@ -1,12 +1,13 @@
 """Random kills in a burst of new customers: the crash test's and ``make bench-crash``'s harness.
 
-One trial: new customers write at once to a platform connector's webhook in Rasa (Telegram or
-Slack DMs, against their local fakes: ``TelegramPlatform``, ``SlackPlatform``), each the first
-message of a case (POSTed as the platform posts it: sent again until taken). At a moment drawn at
-random in the burst one part is killed: a Rasa server or an action server with SIGKILL, or
-every PostgreSQL connection of the stack (``pg_terminate_backend``). A killed server is started
-again at once, as ``make run`` again would. Right after the kill the reply records are read: the
-replies then recorded "sending" are the ones in flight at the kill.
+One trial: new customers write at once to a platform connector's webhook in Rasa (Telegram,
+Slack DMs, WhatsApp or X DMs, against their local fakes: ``TelegramPlatform``,
+``SlackPlatform``, ``WhatsAppPlatform``, ``XPlatform``), each the first message of a case
+(POSTed as the platform posts it: sent again until taken). At a moment drawn at random in the
+burst one part is killed: a Rasa server or an action server with SIGKILL, or every PostgreSQL
+connection of the stack (``pg_terminate_backend``). A killed server is started again at once, as
+``make run`` again would. Right after the kill the reply records are read: the replies then
+recorded "sending" are the ones in flight at the kill.
 
 Once every update is handled, each customer's side (what the fake Bot API delivered) is held
 against the conversation Rasa saved, giving the ``Outcome`` figures: lost messages, customers
@@ -27,6 +28,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import time
 from collections import Counter
@@ -58,6 +60,17 @@ from tests.fakes.whatsapp_api import notification as whatsapp_notification
 from tests.fakes.whatsapp_api import rasa_credentials as whatsapp_credentials
 from tests.fakes.whatsapp_api import signed as whatsapp_signed
 from tests.fakes.whatsapp_api import text_message as whatsapp_text
+from tests.fakes.x_api import ACCESS_TOKEN as X_ACCESS_TOKEN
+from tests.fakes.x_api import ACCESS_TOKEN_SECRET as X_ACCESS_TOKEN_SECRET
+from tests.fakes.x_api import BRAND_HANDLE as X_BRAND_HANDLE
+from tests.fakes.x_api import BRAND_ID as X_BRAND_ID
+from tests.fakes.x_api import CONSUMER_KEY as X_CONSUMER_KEY
+from tests.fakes.x_api import CONSUMER_SECRET as X_CONSUMER_SECRET
+from tests.fakes.x_api import CREDENTIALS as X_CREDENTIALS
+from tests.fakes.x_api import DM_METHOD as X_DM_METHOD
+from tests.fakes.x_api import FakeXAPI, activity, dm_event
+from tests.fakes.x_api import signed_headers as x_signed_headers
+from tests.fakes.x_api import user as x_user
 from tests.integration.stack_support import Stack
 from tests.processes import ROOT, Process, base_env, free_ports, http, start_action_server, start_front, start_rasa_server
 from tests.processes import wait_until_up
@@ -327,6 +340,59 @@ class WhatsAppPlatform(Platform):
         return whatsapp_signed(whatsapp_notification([message], names={sender: f"Sam Customer{customer.number % 1000}"}))
 
 
+class XPlatform(Platform):
+    """X DMs against ``tests/fakes/x_api.py``: a customer's number makes their user id and their DM's event id."""
+
+    name = "x"
+    send_methods = (X_DM_METHOD,)
+    # What ``bot.channels.choices.numbered`` writes under a text with buttons (v2 DMs carry no quick replies).
+    _CHOICES = re.compile(r"\n\n(?:[0-9]+\. [^\n]*\n)*[0-9]+\. [^\n]*\n\n\(Reply with a number\.\)\Z")
+
+    def __init__(self, api: FakeXAPI) -> None:
+        """Use the fake X API ``api``."""
+        self.api = api
+
+    def env(self) -> Dict[str, str]:
+        """Return the app's and the brand's keys, the brand's account and the API URL."""
+        return {
+            "X_CONSUMER_KEY": X_CONSUMER_KEY, "X_CONSUMER_SECRET": X_CONSUMER_SECRET, "X_ACCESS_TOKEN": X_ACCESS_TOKEN,
+            "X_ACCESS_TOKEN_SECRET": X_ACCESS_TOKEN_SECRET, "X_BRAND_USER_ID": X_BRAND_ID,
+            "X_BRAND_HANDLE": X_BRAND_HANDLE, "X_API_BASE_URL": self.api.base_url,
+        }  # fmt: skip
+
+    def credentials(self) -> str:
+        """Return the X connector's credentials."""
+        return X_CREDENTIALS
+
+    def sender(self, customer: Customer) -> str:
+        """Return the customer's user id (where the fake delivers their DMs, too)."""
+        return f"2244{customer.number:010d}"
+
+    chat = sender
+
+    def update_id(self, customer: Customer) -> str:
+        """Return ``dm-<event id>``, the inbox's id of a DM."""
+        return f"dm-{self._event_id(customer)}"
+
+    def message_id(self, customer: Customer) -> str:
+        """Return ``x-dm-<event id>``."""
+        return f"x-{self.update_id(customer)}"
+
+    def request(self, customer: Customer) -> tuple[bytes, Dict[str, str]]:
+        """Return the Account Activity call with the customer's DM, signed with the consumer secret."""
+        sender = x_user(self.sender(customer), f"Sam Customer{customer.number % 1000}", f"sam_c{customer.number}")
+        body = activity(dms=[dm_event(self._event_id(customer), sender, customer.text)], users=[sender])
+        return body, x_signed_headers(body)
+
+    def read(self, text: str) -> str:
+        """Return the text without the numbered choices written under it (the buttons Rasa recorded)."""
+        return self._CHOICES.sub("", text)
+
+    @staticmethod
+    def _event_id(customer: Customer) -> str:
+        return f"1900{customer.number:010d}"
+
+
 # --- the stacks -----------------------------------------------------------------------------
 
 
@@ -353,7 +419,7 @@ async def _sigkill(process: Process) -> None:
 
 
 # The platforms whose connector keeps an inbox: with one, make run starts the front process.
-INBOX_PLATFORMS = ("telegram", "slack_dm", "whatsapp")
+INBOX_PLATFORMS = ("telegram", "slack_dm", "whatsapp", "x")
 
 
 class SoloStack:
