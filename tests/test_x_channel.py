@@ -40,7 +40,9 @@ from bot.channels.x_client import (
 from bot.channels.x_output import XOutput
 from bot.ops import PublicReply
 from tests.channel_support import RecordingAgent, credentials_refusal, served_app
-from tests.fakes.server import ERROR
+from bot.channels.inbox import SENT, reply_digest
+from bot.channels.x_output import _comparable
+from tests.fakes.server import ACCEPT_DROP, DROP, ERROR
 from tests.fakes.x_api import (
     ACCESS_TOKEN,
     ACCESS_TOKEN_SECRET,
@@ -48,6 +50,7 @@ from tests.fakes.x_api import (
     BRAND_ID,
     CONSUMER_KEY,
     CONSUMER_SECRET,
+    DM_EVENTS_METHOD,
     DM_METHOD,
     POST_METHOD,
     FakeXAPI,
@@ -306,6 +309,104 @@ async def test_a_far_rate_limit_is_raised_so_the_inbox_tries_again_later(setting
         await output.send_text_message(MARIA_ID, "On it.")
     assert raised.value.reset_time is not None and raised.value.reset_time - time.time() > 800
     assert api.dms() == []
+
+
+# --- a DM in doubt is looked up before it is sent again --------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("mode", "status", "lookups"), [(ACCEPT_DROP, 503, 1), (DROP, 503, 1), (ERROR, 503, 1)],
+                         ids=["taken-then-dropped", "dropped-before-anything", "503"])  # fmt: skip
+async def test_a_dm_whose_answer_was_lost_is_looked_up_and_arrives_once(
+    served: Served, api: FakeXAPI, mode: str, status: int, lookups: int
+) -> None:
+    api.fault(mode, method=DM_METHOD, status=status, times=1)
+    served.agent.replies = [{"text": "On it."}]
+    await served.post(dm_from_maria("1001", "hello"))
+
+    assert api.dms(MARIA_ID) == ["On it."]
+    assert len(api.calls(DM_EVENTS_METHOD)) == lookups  # looked for once before the second try
+    # Taken by X without an answer: found, not sent again; otherwise sent on the second try.
+    assert len(api.calls(DM_METHOD, answered=None)) == (1 if mode == ACCEPT_DROP else 2)
+
+
+def _bound(settings: XSettings, inbox: Inbox, since: float) -> XOutput:
+    return XOutput(build_client(settings), settings.source, inbox=inbox).for_message("x-dm-1001", since=since)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("delivered", [True, False], ids=["x-has-it", "x-never-got-it"])
+async def test_a_dm_cut_off_by_a_crash_is_sent_again_only_if_x_does_not_have_it(
+    settings: XSettings, api: FakeXAPI, tmp_path: Path, delivered: bool
+) -> None:
+    inbox = Inbox(ChannelStore.from_url(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    since = time.time()
+    # The process that died had recorded the DM "sending", and X may have taken its call.
+    inbox.begin_reply("x-dm-1001", 0, reply_digest("dm", MARIA_ID, "On it."))
+    if delivered:
+        await XOutput(build_client(settings), settings.source).send_text_message(MARIA_ID, "On it.")
+
+    await _bound(settings, inbox, since).send_text_message(MARIA_ID, "On it.")
+
+    assert api.dms(MARIA_ID) == ["On it."]
+    assert len(api.calls(DM_EVENTS_METHOD)) == 1
+    assert inbox.reply_states("x-dm-1001") == {0: SENT}
+
+
+@pytest.mark.asyncio
+async def test_the_same_text_sent_before_the_customers_message_is_not_taken_for_the_dm_in_doubt(
+    settings: XSettings, api: FakeXAPI, tmp_path: Path
+) -> None:
+    inbox = Inbox(ChannelStore.from_url(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    # The same question, asked before the customer's message (beyond the clocks' margin).
+    await XOutput(build_client(settings), settings.source).send_text_message(MARIA_ID, "Which order?")
+    inbox.begin_reply("x-dm-1001", 0, reply_digest("dm", MARIA_ID, "Which order?"))
+
+    await _bound(settings, inbox, time.time() + 5).send_text_message(MARIA_ID, "Which order?")
+
+    assert api.dms(MARIA_ID) == ["Which order?", "Which order?"]
+
+
+@pytest.mark.asyncio
+async def test_a_dm_in_doubt_is_found_on_a_later_page_of_the_conversation(
+    settings: XSettings, api: FakeXAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inbox = Inbox(ChannelStore.from_url(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    since, unbound = time.time(), XOutput(build_client(settings), settings.source)
+    await unbound.send_text_message(MARIA_ID, "On it.")
+    for number in range(5):  # newer DMs to Maria (an agent's, from the desk) push it to the second page
+        await unbound.send_text_message(MARIA_ID, f"note {number}")
+    inbox.begin_reply("x-dm-1001", 0, reply_digest("dm", MARIA_ID, "On it."))
+    output = _bound(settings, inbox, since)
+    pages = output.client.get_direct_message_events
+
+    def small_pages(**params: Any) -> Any:
+        return pages(**{**params, "max_results": 3})
+
+    monkeypatch.setattr(output.client, "get_direct_message_events", small_pages)
+    await output.send_text_message(MARIA_ID, "On it.")
+
+    assert api.dms(MARIA_ID).count("On it.") == 1
+    assert len(api.calls(DM_EVENTS_METHOD)) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_lookup_x_refuses_sends_the_dm_again_rather_than_dropping_it(
+    settings: XSettings, api: FakeXAPI, tmp_path: Path
+) -> None:
+    inbox = Inbox(ChannelStore.from_url(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    inbox.begin_reply("x-dm-1001", 0, reply_digest("dm", MARIA_ID, "On it."))
+    api.fault(ERROR, method=DM_EVENTS_METHOD, status=403, times=1)  # an access level without DM lookups
+
+    await _bound(settings, inbox, time.time()).send_text_message(MARIA_ID, "On it.")
+
+    assert api.dms(MARIA_ID) == ["On it."]
+    assert inbox.reply_states("x-dm-1001") == {0: SENT}
+
+
+def test_links_are_compared_as_links_since_x_shows_them_shortened() -> None:
+    assert _comparable("Track it at https://northwind.example/t/123 ") == _comparable("Track it at https://t.co/AbC1")
+    assert _comparable("Track it here") != _comparable("Track it at https://t.co/AbC1")
 
 
 # --- public posts ----------------------------------------------------------------------------

@@ -138,6 +138,15 @@ def dm_parts(event: Mapping[str, Any]) -> tuple[str, str, str, Mapping[str, Any]
             _id(target.get("recipient_id"), "recipient_id"), data)  # fmt: skip
 
 
+def _dm_created(body: str) -> float | None:
+    """Return when a stored DM was created (``created_timestamp``, epoch ms, as epoch seconds), or None."""
+    try:
+        stored = json.loads(body)
+        return int(stored["event"]["created_timestamp"]) / 1000 if stored.get("kind") == DM else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def read_post(post: Mapping[str, Any]) -> PublicPost:
     """Return a post of ``tweet_create_events`` as read; raise ``MalformedEvent`` if it is not one."""
     user = _object(post.get("user"), "user")
@@ -301,8 +310,8 @@ class XInput(WebhookConnector):
         return InboundEvent(self.settings.source, f"{kind}-{event_id}", customer, json.dumps({"kind": kind, **body}))
 
     def output_for(self, entry: InboxEntry) -> XOutput:
-        """Return the sender bound to a stored event."""
-        return self.output.for_message(_message_id(entry.update_id))
+        """Return the sender bound to a stored event (a DM's replies in doubt are looked up from its time on)."""
+        return self.output.for_message(_message_id(entry.update_id), since=_dm_created(entry.body))
 
     async def handle(self, entry: InboxEntry, on_new_message: OnNewMessage) -> None:
         """Handle one stored event (first time or again); raise to have it tried again."""

@@ -10,7 +10,10 @@ stored event, its records and its call, goes out on the sending thread
 
 Failures: a rate limit (429) is waited out when its reset is near (``max_retry_after``),
 else raised so the inbox tries the event again later; X's server errors and network
-failures are tried again a bounded number of times. A 403 on a DM means the customer
+failures are tried again a bounded number of times. A DM whose call may have reached X without
+its answer coming back (a network failure, a 5xx, or a crash between the call and its "sent"
+record) is looked up first in the conversation (``find_sent``: the brand's DMs to the customer
+since their message, by text) and sent again only if it is not there. A 403 on a DM means the customer
 does not accept DMs from the brand (or blocked it): no retry can mend that, so the reply
 is dropped, logged, and the copy bound to the event notes it (``dm_refused``) so that the
 public reply to a post says how else to reach the brand.
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+from datetime import datetime
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -29,7 +34,7 @@ from tweepy import Client
 from tweepy.errors import BadRequest, Forbidden, HTTPException, NotFound, TooManyRequests, TwitterServerError
 
 from bot.channels.choices import OfferedChoices, numbered
-from bot.channels.inbox import Inbox
+from bot.channels.inbox import SENDING, Inbox
 from bot.channels.replies import RecordedOutput
 from bot.channels.x_client import CHANNEL_NAME
 
@@ -41,6 +46,12 @@ DM_TEXT_LIMIT = 10_000
 # Where the public reply sits among an event's recorded replies: after every DM, before the holding line.
 PUBLIC_REPLY_SEQ = 999_999
 _NETWORK_ERRORS = (requests.RequestException, TwitterServerError)
+# A DM in doubt is looked for among the brand's DMs created since the customer's message, less
+# this margin (both times are X's own), in at most this many pages of 100 DM events.
+LOOKUP_MARGIN_SECONDS = 2.0
+LOOKUP_PAGES = 3
+# X shows links in a DM's text as t.co links: they are compared as "a link".
+_LINK = re.compile(r"https?://\S+")
 
 
 class DMRefused(Exception):
@@ -60,6 +71,8 @@ class XOutput(RecordedOutput):
 
     text_limit = DM_TEXT_LIMIT
     sends_on_own_thread = True  # tweepy's client is synchronous: each call runs in a thread from any loop
+    # A DM in doubt is looked for in the conversation (``find_sent``) before it is sent again.
+    can_look_up_sent = True
 
     def __init__(
         self,
@@ -81,11 +94,20 @@ class XOutput(RecordedOutput):
         self.backoff_seconds = backoff_seconds
         self.max_retry_after = max_retry_after
         self.dm_refused = False
+        self.brand_id = source.partition(":")[2]
+        # When the customer's message was created (epoch seconds, X's clock): a DM in doubt is
+        # looked for among the brand's DMs since then. ``None``: not looked for, sent again.
+        self.since: float | None = None
 
-    def for_message(self, message_id: str) -> XOutput:
-        """Return a sender for the replies to the event ``message_id`` (recorded, sent once)."""
+    def for_message(self, message_id: str, since: float | None = None) -> XOutput:
+        """Return a sender for the replies to the event ``message_id`` (recorded, sent once).
+
+        ``since``: when the customer's message was created (epoch seconds), from where a DM
+        left in doubt is looked for before it is sent again.
+        """
         bound = self.bound_to(message_id)
         bound.dm_refused = False
+        bound.since = since
         return bound
 
     @classmethod
@@ -101,10 +123,23 @@ class XOutput(RecordedOutput):
         """Return ``error`` as the log shows it."""
         return describe(error.__cause__ or error) if isinstance(error, DMRefused) else describe(error)
 
-    async def _call(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
-        """Run one API call, waiting out a near rate-limit reset and retrying X's own failures."""
+    async def _call(
+        self, what: str, request: Callable[[], Awaitable[T]], *,
+        look_up: Callable[[], Awaitable[T | None]] | None = None, in_doubt: bool = False,
+    ) -> T:  # fmt: skip
+        """Run one API call, waiting out a near rate-limit reset and retrying X's own failures.
+
+        With ``look_up``, a call that may have gone through (``in_doubt`` at first, and after
+        any network failure or 5xx) is looked up before it is made again: what it finds is
+        returned instead.
+        """
         for attempt in range(1, self.max_attempts + 1):
             try:
+                if in_doubt and look_up is not None:
+                    found = await look_up()
+                    if found is not None:
+                        log.info("x %s: already delivered, not sent again", what)
+                        return found
                 return await request()
             except TooManyRequests as error:
                 reset = error.reset_time if isinstance(error.reset_time, int) else None
@@ -115,6 +150,7 @@ class XOutput(RecordedOutput):
             except _NETWORK_ERRORS as error:
                 if attempt == self.max_attempts:
                     raise
+                in_doubt = True  # X may have taken it before the failure
                 wait = self.backoff_seconds * 2 ** (attempt - 1)
                 log.warning("x %s: %s, retry %d in %.1fs", what, describe(error), attempt, wait)
             await asyncio.sleep(wait)
@@ -124,10 +160,57 @@ class XOutput(RecordedOutput):
         buttons = options.get("buttons")
         if buttons:
             text = numbered(text, buttons)
-        return await self._once(
-            f"DM to {recipient_id}", ("dm", str(recipient_id), text),
-            lambda: self._dm(str(recipient_id), text, buttons), seq=seq,
-        )  # fmt: skip
+        what, recipient = f"DM to {recipient_id}", str(recipient_id)
+
+        def dm() -> Awaitable[Any]:
+            return self._dm(recipient, text, buttons)
+
+        if not self.bound:
+            return await self._call(what, dm)
+        since = self.since
+
+        def send(state: str | None) -> Awaitable[Any]:
+            if since is None:  # nowhere to look from: sent again, as the platform may have it
+                return self._call(what, dm)
+            return self._call(what, dm, look_up=lambda: self.find_sent(recipient, text, since),
+                              in_doubt=state == SENDING)  # fmt: skip
+
+        place = self.next_seq() if seq is None else seq
+        return await self.recorded(what, place, ("dm", recipient, text), send)
+
+    async def find_sent(self, recipient_id: str, text: str, since: float) -> dict[str, Any] | None:
+        """Return the brand's DM to ``recipient_id`` with ``text`` created since ``since`` (epoch seconds), if any.
+
+        Read from the newest of the conversation's DM events back (``LOOKUP_PAGES`` pages at
+        most). Texts are compared with their links as "a link" (X shows t.co links). The
+        customer's later messages are handled after this one, so a DM of this text since their
+        message is this reply.
+        """
+        wanted, token = _comparable(text), None
+        for _ in range(LOOKUP_PAGES):
+            try:
+                page = await asyncio.to_thread(
+                    self.client.get_direct_message_events, participant_id=recipient_id, event_types="MessageCreate",
+                    dm_event_fields=["created_at", "sender_id", "text"], max_results=100, pagination_token=token,
+                    user_auth=True,
+                )  # fmt: skip
+            except (Forbidden, NotFound, BadRequest) as error:
+                # Not the DM's refusal: a lookup the app may not make (its access level). Sent again.
+                log.warning("x lookup of a DM to %s refused (%s); sending it again", recipient_id, describe(error))
+                return None
+            for event in (page.get("data") if isinstance(page, Mapping) else None) or []:
+                created = _created(event)
+                if created is None:
+                    continue
+                if created < since - LOOKUP_MARGIN_SECONDS:
+                    return None  # newest first: the rest is older than the customer's message
+                if str(event.get("sender_id")) == self.brand_id and _comparable(event.get("text")) == wanted:
+                    return dict(event)
+            token = (page.get("meta") or {}).get("next_token") if isinstance(page, Mapping) else None
+            if not token:
+                return None
+        log.warning("x lookup of a DM to %s: not found in %d pages; sending it again", recipient_id, LOOKUP_PAGES)
+        return None
 
     async def _dm(self, recipient_id: str, text: str, buttons: Sequence[Mapping[str, Any]] | None) -> Any:
         if buttons and self.choices is not None:
@@ -171,3 +254,16 @@ class XOutput(RecordedOutput):
         )  # fmt: skip
         data = answer.get("data") if isinstance(answer, Mapping) else None
         return str(data["id"]) if isinstance(data, Mapping) and data.get("id") else None
+
+
+def _comparable(text: Any) -> str:
+    """Return a DM's text as it is compared: links as one placeholder, outer spaces trimmed."""
+    return _LINK.sub("<link>", str(text or "")).strip()
+
+
+def _created(event: Mapping[str, Any]) -> float | None:
+    """Return a DM event's ``created_at`` (``2026-12-07T10:30:00.000Z``) in epoch seconds, or None."""
+    try:
+        return datetime.fromisoformat(str(event.get("created_at") or "").replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

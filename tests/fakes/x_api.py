@@ -2,7 +2,10 @@
 
 The API side serves the v2 calls FirstReply makes, with X's shapes: ``POST
 /2/dm_conversations/with/{participant_id}/messages`` (a DM; 201 ``{"data":
-{"dm_conversation_id", "dm_event_id"}}``) and ``POST /2/tweets`` (a post; 201 ``{"data":
+{"dm_conversation_id", "dm_event_id"}}``), ``GET
+/2/dm_conversations/with/{participant_id}/dm_events`` (the brand's DMs to that user, newest
+first, ``id``, ``event_type``, ``text``, ``sender_id``, ``created_at``, pages of
+``max_results`` with ``meta.next_token``) and ``POST /2/tweets`` (a post; 201 ``{"data":
 {"id", "text"}}``). Every call must carry a valid OAuth 1.0a signature (HMAC-SHA1) by
 the app's consumer key for the brand's access token, else 401, as X answers. Refusals
 have X's problem shape (``title``, ``detail``, ``type``, ``status``): a customer who does
@@ -39,6 +42,7 @@ BRAND_HANDLE = "NorthwindHelp"
 ACCESS_TOKEN = f"{BRAND_ID}-fakeAccessToken0123"
 ACCESS_TOKEN_SECRET = "fakeAccessTokenSecret_0123456789"
 DM_METHOD = "dm_conversations.messages"
+DM_EVENTS_METHOD = "dm_conversations.dm_events"
 POST_METHOD = "tweets.create"
 # Where a public reply to post N is delivered, in ``deliveries``.
 PUBLIC = "public:"
@@ -73,6 +77,8 @@ class FakeXAPI(FakeServer):
         super().__init__()
         self._ids = itertools.count(1_800_000_000_000_000_000)
         self._refusing: set[str] = set()
+        # The DM events made, oldest first (what ``dm_events`` lists).
+        self._dm_events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         # What ``serve_until_interrupted`` shows: the token calls must be signed for.
         self.token = ACCESS_TOKEN
@@ -152,7 +158,34 @@ class FakeXAPI(FakeServer):
         if refusing:
             return 403, problem(403, "You are not permitted to send this message."), None
         data = {"dm_conversation_id": f"{min(to, BRAND_ID)}-{max(to, BRAND_ID)}", "dm_event_id": str(next(self._ids))}
+        created = time.time()
+        created_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
+        with self._lock:
+            self._dm_events.append({"id": data["dm_event_id"], "event_type": "MessageCreate", "text": text,
+                                    "sender_id": BRAND_ID, "created_at": created_at, "to": to})  # fmt: skip
         return 201, {"data": data}, Delivery(DM_METHOD, to, text, params)
+
+    @route("GET", "/2/dm_conversations/with/{participant_id}/dm_events")
+    async def _dm_events_route(self, request: web.Request) -> web.StreamResponse:
+        params = {**request.query, "participant_id": request.match_info["participant_id"]}
+        return await self._call(request, DM_EVENTS_METHOD, params, self._dm_events_page)
+
+    def _dm_events_page(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], Delivery | None]:
+        try:
+            size, start = int(params.get("max_results") or 100), int(params.get("pagination_token") or 0)
+        except ValueError:
+            return 400, problem(400, "max_results and pagination_token must be numbers here"), None
+        if not 1 <= size <= 100:
+            return 400, problem(400, "max_results must be between 1 and 100"), None
+        fields = set(str(params.get("dm_event.fields") or "").split(","))
+        with self._lock:
+            events = [e for e in reversed(self._dm_events) if e["to"] == params["participant_id"]]
+        page = [{key: value for key, value in event.items() if key in {"id", "event_type"} | fields}
+                for event in events[start:start + size]]  # fmt: skip
+        meta: dict[str, Any] = {"result_count": len(page)}
+        if start + size < len(events):
+            meta["next_token"] = str(start + size)
+        return 200, {"data": page, "meta": meta} if page else {"meta": meta}, None
 
     @route("POST", "/2/tweets")
     async def _post_route(self, request: web.Request) -> web.StreamResponse:
