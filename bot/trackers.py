@@ -26,6 +26,12 @@ failed before its save, is read from the database as before. The database stays 
 every save is written through in full, and what is written and published is exactly what
 Rasa's own store writes and publishes.
 
+**A save without a count.** Rasa's save first counts the events the database holds for the
+conversation's latest session, to write only those after them; a new conversation it even saves
+twice (when it is created, and after its first message). Here a conversation read or created
+under its lock is noted with how many events the database held then, and its save writes the
+events after those in one statement, with no count; a new conversation is written once.
+
 **Off the event loop.** Rasa's store runs its queries inside the server's event loop, so every
 read and save of a conversation held up every other customer's message and webhook for as long
 as the database took (a PostgreSQL round trip, a SQLite file another worker was writing). Here
@@ -69,6 +75,9 @@ BUSY_TIMEOUT_MS = 30_000
 # Threads each Rasa process gives its tracker store's queries (SQLite writes one at a time anyway).
 QUERY_THREADS = 4
 T = TypeVar("T")
+# Conversations read or created whose save has not come yet, noted per process (the oldest
+# notes dropped beyond it: their save counts what the database holds, as Rasa's does).
+FRESH_NOTED = 10_000
 # How many conversations each Rasa process keeps in memory between messages (0: none).
 ENV_CACHE_SIZE = "FIRSTREPLY_TRACKER_CACHE"
 # Off by default: with it on, the two-replica Telegram tests (tests/integration/test_telegram_stack.py)
@@ -152,9 +161,11 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         # the sender's newest event row then: their save need not count them again, and checks
         # that nobody else wrote to the conversation meanwhile.
         self._lent: OrderedDict[str, tuple[DialogueStateTracker, int, Optional[int]]] = OrderedDict()
-        # Conversations created since their sender's read found nothing (``create_tracker``): the
-        # database holds none of their events. Gone with the tracker if its handling fails.
-        self._created: weakref.WeakValueDictionary[str, DialogueStateTracker] = weakref.WeakValueDictionary()
+        # Conversations read from the database (latest session) or created since a read found
+        # nothing, with how many of their events the database held then: their save writes the
+        # events after those without counting them again (the conversation's lock keeps other
+        # writers out meanwhile). Weak: a tracker whose handling failed is simply forgotten.
+        self._fresh: OrderedDict[str, tuple[weakref.ref[DialogueStateTracker], int]] = OrderedDict()
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_pid = -1
 
@@ -166,8 +177,29 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: work(*args))
 
     async def _retrieve(self, sender_id: str, fetch_events_from_all_sessions: bool) -> Optional[DialogueStateTracker]:
-        """Rasa's read of a conversation (``SQLTrackerStore._retrieve``), run on the store's threads."""
-        return await self._off_loop(_finished, super()._retrieve, sender_id, fetch_events_from_all_sessions)
+        """Rasa's read of a conversation (``SQLTrackerStore._retrieve``), run on the store's threads.
+
+        Its latest session is noted with how many rows it was read from (``_fresh``).
+        """
+        tracker, rows = await self._off_loop(self._read, sender_id, fetch_events_from_all_sessions)
+        if tracker is not None and not fetch_events_from_all_sessions:
+            self._note_fresh(tracker, rows)
+        return tracker
+
+    def _read(self, sender_id: str, all_sessions: bool) -> tuple[Optional[DialogueStateTracker], int]:
+        """Return the conversation as Rasa's ``_retrieve`` builds it (None: no events), and its number of rows."""
+        with self.session_scope() as session:
+            rows = self._event_query(session, sender_id, fetch_events_from_all_sessions=all_sessions).all()
+            events = [json.loads(row.data) for row in rows]
+        if not self.domain or not events:
+            return None, 0
+        return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots), len(rows)
+
+    def _note_fresh(self, tracker: DialogueStateTracker, stored: int) -> None:
+        self._fresh[tracker.sender_id] = (weakref.ref(tracker), stored)
+        self._fresh.move_to_end(tracker.sender_id)
+        while len(self._fresh) > FRESH_NOTED:
+            self._fresh.popitem(last=False)
 
     async def keys(self) -> Any:
         """Rasa's list of conversations (``SQLTrackerStore.keys``), run on the store's threads."""
@@ -203,7 +235,7 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         tracker = self.init_tracker(sender_id)
         if append_action_listen:
             tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
-        self._created[sender_id] = tracker
+        self._note_fresh(tracker, 0)
         return tracker
 
     async def save(self, tracker: DialogueStateTracker) -> None:
@@ -216,9 +248,10 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         sender_id = tracker.sender_id
         self._kept.pop(sender_id, None)
         lent = self._lent.pop(sender_id, None)
+        fresh = self._fresh.pop(sender_id, None)
         stored: Optional[int]
-        if self._created.pop(sender_id, None) is tracker:
-            stored = 0  # its sender's read found nothing, and its lock kept others out since
+        if fresh is not None and fresh[0]() is tracker and len(tracker.events) >= fresh[1]:
+            stored = fresh[1]  # as read (or created) under this conversation's lock
         elif lent is not None and lent[0] is tracker and len(tracker.events) >= lent[1]:
             stored = lent[1]
         elif self.event_broker is None:
