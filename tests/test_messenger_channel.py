@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.exc import OperationalError
 
+from bot.channels.dedupe import ChannelStore
 from bot.channels.graph_client import GraphClient
+from bot.channels.inbox import SENT, Inbox, reply_digest
 from bot.channels.instagram import InstagramInput
 from bot.channels.meta import GraphError, signature_of
 from bot.channels.outbound import Outbound
@@ -57,7 +60,7 @@ from tests.fakes.graph_api import (
     signed_headers,
     webhook_body,
 )
-from tests.fakes.server import ERROR
+from tests.fakes.server import ACCEPT_DROP, DROP, ERROR
 
 MARIA, JOAO, ANA = "6100000000000001", "6100000000000002", "6100000000000003"
 GREETING = [{"text": "Hi! I'm Northwind's assistant."}, {"text": "What's your order number?"}]
@@ -463,6 +466,90 @@ async def test_a_person_gone_is_given_up_on_and_a_bad_token_keeps_the_message_fo
     assert messenger.channel.inbox.pending() == pending
     assert messenger.sent() == []
     assert any(logged in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+# --- a text reply in doubt is looked up before it is sent again -----------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", [ACCEPT_DROP, DROP], ids=["taken-then-dropped", "dropped-before-anything"])
+async def test_a_reply_whose_answer_was_lost_is_looked_up_and_arrives_once(
+    messenger: Served, api: FakeGraphAPI, mode: str
+) -> None:
+    api.fault(mode, method="messages", times=1)
+
+    await messenger.dms(dm(MARIA, "m_1", text="hi"))
+
+    assert messenger.sent() == [(MARIA, r["text"]) for r in GREETING]
+    assert len(api.calls("conversation_messages")) == 1  # looked for once before the second try
+    # Taken by Meta without an answer: found, not sent again; dropped before: sent on the second try.
+    assert len(api.calls("messages", answered=None)) == len(GREETING) + (0 if mode == ACCEPT_DROP else 1)
+
+
+def _bound(api: FakeGraphAPI, platform: Any, account: str, inbox: Inbox, since: float) -> MetaOutput:
+    return MetaOutput(fast_client(api), platform, account, inbox=inbox).for_message("m-1", since=since)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("platform", "account"), [(MESSENGER_PLATFORM, PAGE_ID), (INSTAGRAM_PLATFORM, IG_ID)],
+                         ids=["messenger", "instagram"])  # fmt: skip
+@pytest.mark.parametrize("delivered", [True, False], ids=["meta-has-it", "meta-never-got-it"])
+async def test_a_reply_cut_off_by_a_crash_is_sent_again_only_if_meta_does_not_have_it(
+    api: FakeGraphAPI, tmp_path: Path, platform: Any, account: str, delivered: bool
+) -> None:
+    inbox = Inbox(ChannelStore.from_url(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    api.customer_wrote(MARIA)
+    since = time.time()
+    # The process that died had recorded the reply "sending", and Meta may have taken its call.
+    inbox.begin_reply("m-1", 0, "digest")
+    unbound, bound = MetaOutput(fast_client(api), platform, account), _bound(api, platform, account, inbox, since)
+    if delivered:
+        await unbound.send_text_message(MARIA, "On it.")
+
+    await bound.send_text_message(MARIA, "On it.")
+
+    assert [d.text for d in api.deliveries() if d.chat == MARIA] == ["On it."]
+    assert len(api.calls("conversation_messages")) == 1
+    assert inbox.reply_states("m-1") == {0: SENT}
+    await unbound.client.close()
+    await bound.client.close()
+
+
+@pytest.mark.asyncio
+async def test_the_same_text_sent_before_the_customers_message_is_not_taken_for_the_reply_in_doubt(
+    api: FakeGraphAPI, tmp_path: Path
+) -> None:
+    inbox = Inbox(ChannelStore.from_url(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    api.customer_wrote(MARIA)
+    unbound = MetaOutput(fast_client(api), MESSENGER_PLATFORM, PAGE_ID)
+    await unbound.send_text_message(MARIA, "Which order?")
+    inbox.begin_reply("m-1", 0, "digest")
+    bound = _bound(api, MESSENGER_PLATFORM, PAGE_ID, inbox, time.time() + 5)
+
+    await bound.send_text_message(MARIA, "Which order?")
+
+    assert [d.text for d in api.deliveries() if d.chat == MARIA] == ["Which order?", "Which order?"]
+    await unbound.client.close()
+    await bound.client.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("refused", ["conversations", "conversation_messages"])
+async def test_a_lookup_meta_refuses_sends_the_reply_again_rather_than_dropping_it(
+    api: FakeGraphAPI, tmp_path: Path, refused: str
+) -> None:
+    inbox = Inbox(ChannelStore.from_url(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    api.customer_wrote(MARIA)
+    inbox.begin_reply("m-1", 0, "digest")
+    api.fault(ERROR, method=refused, status=403, error="10", times=1)  # no permission to read conversations
+
+    bound = _bound(api, MESSENGER_PLATFORM, PAGE_ID, inbox, time.time())
+
+    await bound.send_text_message(MARIA, "On it.")
+
+    assert [d.text for d in api.deliveries() if d.chat == MARIA] == ["On it."]
+    assert inbox.reply_states("m-1") == {0: SENT}
+    await bound.client.close()
 
 
 # --- public comments ---------------------------------------------------------------------

@@ -33,6 +33,8 @@ DEFAULT_BASE_URL = "https://graph.facebook.com"
 GRAPH_VERSION = "v21.0"
 # Sending is quick; a slow Graph answer is better retried from the inbox than waited for.
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# Failures before a request was sent: it cannot have reached Meta.
+_NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class GraphClient:
@@ -67,19 +69,23 @@ class GraphClient:
         """Close the HTTP connections (the sending thread's on its own loop)."""
         await self._clients.close(lambda client: client.aclose())
 
-    async def post(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def post(self, path: str, payload: Mapping[str, Any], *, again_if_unsure: bool = True) -> dict[str, Any]:
         """POST ``payload`` (JSON) to ``path``; return Meta's answer.
+
+        ``again_if_unsure=False``: a request that may have reached Meta without its answer
+        coming back is not sent again here but raised (``GraphError.unsure``), for a caller
+        that can look first whether it went through.
 
         Raises:
             GraphError: Meta refused, or answered oddly, or could not be reached after the retries.
         """
-        return await self._call("POST", path, json=dict(payload))
+        return await self._call("POST", path, again_if_unsure=again_if_unsure, json=dict(payload))
 
     async def get(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         """GET ``path`` with query ``params``; return Meta's answer (``GraphError`` as ``post``)."""
         return await self._call("GET", path, params=dict(params))
 
-    async def _call(self, verb: str, path: str, **request: Any) -> dict[str, Any]:
+    async def _call(self, verb: str, path: str, *, again_if_unsure: bool = True, **request: Any) -> dict[str, Any]:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 return await self._once(verb, path, **request)
@@ -88,9 +94,10 @@ class GraphClient:
                     raise
                 reason = str(error)
             except httpx.TransportError as error:
-                if attempt == self.max_attempts:
+                unsure = not isinstance(error, _NOTHING_SENT)
+                if attempt == self.max_attempts or (unsure and not again_if_unsure):
                     # No answer at all: status 0, so no Graph code says "refused for good".
-                    raise GraphError(0, message=f"{type(error).__name__}: {error}") from error
+                    raise GraphError(0, message=f"{type(error).__name__}: {error}", unsure=unsure) from error
                 reason = type(error).__name__
             wait = self.backoff_seconds * 2 ** (attempt - 1)
             log.warning("graph %s %s: %s, retry %d in %.1fs", verb, path, reason, attempt, wait)

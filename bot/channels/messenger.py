@@ -194,8 +194,8 @@ class MetaDMInput(WebhookConnector):
                 return
 
     def output_for(self, entry: InboxEntry) -> MetaOutput:
-        """Return the sender bound to a stored event."""
-        return self.output.for_message(self.message_id(entry))
+        """Return the sender bound to a stored event (a DM's text replies in doubt are looked up from its time on)."""
+        return self.output.for_message(self.message_id(entry), since=_dm_sent(entry.body))
 
     def message_id(self, entry: InboxEntry) -> str:
         """Return the Rasa message id of a stored event (also the key of its recorded replies)."""
@@ -322,3 +322,11 @@ def presence_customers(events: Sequence[InboundEvent]) -> list[str]:
     """Return the customers of a batch's DMs, each once, in order."""
     return list(dict.fromkeys(e.conversation for e in events if json.loads(e.body).get("kind") != COMMENT))
 
+
+def _dm_sent(body: str) -> float | None:
+    """Return when a stored DM was sent (its event's ``timestamp``, epoch ms, as epoch seconds), or None."""
+    try:
+        stored = json.loads(body)
+        return int(stored["event"]["timestamp"]) / 1000 if stored.get("kind") != COMMENT else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None

@@ -128,6 +128,9 @@ class GraphError(Exception):
     code: int | None = None
     subcode: int | None = None
     message: str = ""
+    # No answer came, though the request may have reached Meta (a time-out or a connection lost
+    # after it was sent): a message may have been delivered.
+    unsure: bool = False
 
     def __str__(self) -> str:
         return f"HTTP {self.status}, code {self.code}" + (f"/{self.subcode}" if self.subcode else "") + (

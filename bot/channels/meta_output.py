@@ -13,21 +13,27 @@ that adds the Send API calls and Meta's limits:
   ``messaging_type: MESSAGE_TAG`` (the desk passes it for a person's reply 24 hours to 7
   days after the customer's last message; the bot never does);
 - ``mark_seen`` / ``typing_on``, the private reply to a public comment (``recipient:
-  {"comment_id": ...}``) and the public reply under it.
+  {"comment_id": ...}``) and the public reply under it;
+- a text reply in doubt (a crash between its call and its "sent" record, or a call whose answer
+  was lost after it was sent) is looked up in the conversation first (``find_sent``: the
+  Conversations API, the account's messages to the customer since their message, by text) and
+  sent again only if it is not there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from bot.channels.base import ConnectorSettings
-from bot.channels.common import ChannelCredentialsError, credential
+from bot.channels.base import ConnectorSettings, optional_lookup
+from bot.channels.common import BoundedDict, ChannelCredentialsError, credential
 from bot.channels.graph_client import DEFAULT_BASE_URL, GraphClient
-from bot.channels.inbox import Inbox
+from bot.channels.inbox import SENDING, Inbox
 from bot.channels.meta import BAD_TOKEN_CODE, INSTAGRAM, MESSENGER, GraphError
 from bot.channels.replies import BUTTONS_PROMPT, RecordedOutput
 
@@ -45,6 +51,11 @@ ENV_APP_SECRET = "META_APP_SECRET"
 ENV_VERIFY_TOKEN = "META_VERIFY_TOKEN"
 ENV_BASE_URL = "META_GRAPH_BASE_URL"
 _ACCOUNT_ID = re.compile(r"[0-9]{1,32}")
+# A reply in doubt is looked for among the account's messages created since the customer's
+# message, less this margin (Meta's times are in whole seconds), in the conversation's latest
+# messages (Meta gives the details of the 20 most recent).
+LOOKUP_MARGIN_SECONDS = 2.0
+LOOKUP_MESSAGES = 20
 
 
 @dataclass(frozen=True)
@@ -188,14 +199,27 @@ class MetaOutput(RecordedOutput):
         self.platform = platform
         self.account_id = account_id
         self.text_limit = platform.text_limit  # type: ignore[misc]  # per platform, not per class
+        # When the customer's message was sent (epoch seconds): a text reply in doubt is looked
+        # for among the account's messages since then. ``None``: not looked for, sent again.
+        self.since: float | None = None
+        self._conversations: BoundedDict[str, str] = BoundedDict()
+
+    # A text reply in doubt is looked up in the conversation (``find_sent``) before it is sent again.
+    can_look_up_sent = True
 
     def name(self) -> str:  # type: ignore[override]  # Rasa asks the instance; the platform says
         """Rasa's name for this output channel: its platform's."""
         return self.platform.channel
 
-    def for_message(self, message_id: str) -> MetaOutput:
-        """Return a sender for the replies to the event ``message_id`` (recorded, sent once)."""
-        return self.bound_to(message_id)
+    def for_message(self, message_id: str, since: float | None = None) -> MetaOutput:
+        """Return a sender for the replies to the event ``message_id`` (recorded, sent once).
+
+        ``since``: when the customer's message was sent (epoch seconds), from where a text
+        reply left in doubt is looked up before it is sent again.
+        """
+        bound = self.bound_to(message_id)  # the conversation ids found stay shared
+        bound.since = since
+        return bound
 
     def refused_for_good(self, error: BaseException) -> bool:
         """Return whether Meta refused for good: outside the window, person unavailable, already replied."""
@@ -230,10 +254,83 @@ class MetaOutput(RecordedOutput):
         elif "id" in recipient:  # a private reply to a comment takes no messaging type
             body["messaging_type"] = "RESPONSE"
         target = recipient.get("id") or f"comment {recipient.get('comment_id')}"
-        return await self._once(
-            f"message to {target}", ("message", repr(sorted(recipient.items())), repr(body)),
-            lambda: self.client.post(f"{self.account_id}/messages", body), seq=seq,
+        what, fingerprint = f"message to {target}", ("message", repr(sorted(recipient.items())), repr(body))
+        text, since = message.get("text"), self.since
+        if not self.bound or "id" not in recipient or not isinstance(text, str) or since is None:
+            # Not recorded, or nothing to look for (an attachment, a private reply): sent again if in doubt.
+            return await self._once(what, fingerprint, lambda: self.client.post(f"{self.account_id}/messages", body),
+                                    seq=seq)  # fmt: skip
+        place = self.next_seq() if seq is None else seq
+        return await self.recorded(
+            what, place, fingerprint,
+            lambda state: self._post_once(body, recipient["id"], text, since, in_doubt=state == SENDING),
         )  # fmt: skip
+
+    async def _post_once(self, body: dict[str, Any], customer: str, text: str, since: float, *, in_doubt: bool) -> Any:
+        """Send a text message once: when it may have gone out already, look for it first.
+
+        In doubt from the start (``in_doubt``: a crash cut its call off) or after a call whose
+        answer was lost (``GraphError.unsure``), it is looked for (``find_sent``) before each
+        new try; found, it is not sent again.
+        """
+        for attempt in range(1, self.client.max_attempts + 1):
+            if in_doubt:
+                found = await self.find_sent(customer, text, since)
+                if found is not None:
+                    log.info("%s message to %s: already delivered (%s), not sent again", self.platform.channel,
+                             customer, found.get("id"))  # fmt: skip
+                    return found
+            try:
+                return await self._told(
+                    lambda: self.client.post(f"{self.account_id}/messages", body, again_if_unsure=False)
+                )
+            except GraphError as error:
+                if not error.unsure or attempt == self.client.max_attempts:
+                    raise
+                in_doubt = True
+                wait = self.client.backoff_seconds * 2 ** (attempt - 1)
+                log.warning("%s message to %s: no answer (%s); looking whether it arrived, try %d in %.1fs",
+                            self.platform.channel, customer, error, attempt + 1, wait)  # fmt: skip
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def find_sent(self, customer: str, text: str, since: float) -> dict[str, Any] | None:
+        """Return the account's message to ``customer`` with ``text`` sent since ``since`` (epoch seconds), if any.
+
+        The Conversations API: the conversation with the customer (``/{account}/conversations``,
+        remembered), then its latest messages, newest first. The customer's later messages are
+        handled after this one, so a message of this text since theirs is this reply. A lookup
+        that fails or answers oddly counts as "not there": the reply is sent again (logged and
+        counted in ``firstreply_channel_lookup_failures``).
+        """
+        channel = self.platform.channel
+        conversation = self._conversations.get(customer)
+        if conversation is None:
+            conversation = await optional_lookup(
+                channel, "conversation", customer,
+                lambda: self.client.get(f"{self.account_id}/conversations",
+                                        {"platform": channel, "user_id": customer}),
+                _conversation_id, (GraphError,),
+            )  # fmt: skip
+            if conversation is None:
+                return None
+            self._conversations[customer] = conversation
+        latest = await optional_lookup(
+            channel, "conversation messages", customer,
+            lambda: self.client.get(f"{conversation}/messages",
+                                    {"fields": "message,from,created_time", "limit": str(LOOKUP_MESSAGES)}),
+            lambda answer: list(answer["data"]), (GraphError,),
+        )  # fmt: skip
+        for item in latest or []:
+            created = _created(item)
+            if created is None:
+                continue
+            if created < since - LOOKUP_MARGIN_SECONDS:
+                return None  # newest first: the rest is older than the customer's message
+            sender = item.get("from") if isinstance(item.get("from"), Mapping) else {}
+            if str(sender.get("id")) == self.account_id and str(item.get("message") or "").strip() == text.strip():
+                return dict(item)
+        return None
 
     async def _send_part(self, recipient_id: str, text: str, *, seq: int | None = None, **options: Any) -> Any:
         message: dict[str, Any] = {"text": text}
@@ -305,3 +402,17 @@ class MetaOutput(RecordedOutput):
             f"public reply to comment {comment_id}", ("public", comment_id, text),
             lambda: self.client.post(f"{comment_id}/{edge}", {"message": text}), seq=seq,
         )  # fmt: skip
+
+
+def _conversation_id(answer: Mapping[str, Any]) -> str:
+    """Return the one conversation's id in ``/{account}/conversations``' answer (KeyError if none)."""
+    return str(answer["data"][0]["id"])
+
+
+def _created(item: Mapping[str, Any]) -> float | None:
+    """Return a message's ``created_time`` (``2026-12-07T14:00:00+0000``) in epoch seconds, or None."""
+    raw = str(item.get("created_time") or "")
+    try:
+        return datetime.strptime(raw, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return None

@@ -4,7 +4,10 @@ It speaks the real shapes (Meta's Send API, comments and profile references): a 
 Instagram account's ``POST /v21.0/{id}/messages`` (text, quick replies, button
 templates, ``sender_action``, ``recipient.comment_id`` private replies, ``MESSAGE_TAG``),
 ``POST /v21.0/{comment}/comments`` and ``/replies`` (public replies), ``GET /v21.0/{id}``
-(profiles, a media's permalink), the bearer token, and Meta's error object
+(profiles, a media's permalink), the Conversations API (``GET /v21.0/{id}/conversations
+?platform=&user_id=``, then ``GET /v21.0/{conversation}/messages?fields=message,from,created_time``:
+the account's messages to the customer, newest first, at most ``limit`` of them, times in
+whole seconds), the bearer token, and Meta's error object
 (``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``).
 
 Like Meta it refuses what a platform would: text over the account's limit, more than 13
@@ -110,6 +113,8 @@ class FakeGraphAPI(FakeServer):
         self._private_replied: set[str] = set()
         self._ids = itertools.count(1)
         self._received: list[str] = []
+        # Messages the accounts sent, by conversation id, oldest first (the Conversations API's).
+        self._conversations: dict[str, list[dict[str, Any]]] = {}
 
     @property
     def base_url(self) -> str:
@@ -199,6 +204,34 @@ class FakeGraphAPI(FakeServer):
 
         return await self._call(request, method, reply)
 
+    @route("GET", f"/{VERSION}/{{account}}/conversations")
+    async def _conversation_list(self, request: web.Request) -> web.StreamResponse:
+        account = request.match_info["account"]
+
+        def find(params: dict[str, Any]) -> tuple[int, dict[str, Any], Delivery | None]:
+            platform, user = params.get("platform"), str(params.get("user_id") or "")
+            if account not in _TEXT_LIMITS or platform != ("messenger" if account == PAGE_ID else "instagram"):
+                raise Refused(100, None, "(#100) Param platform must be the account's platform")
+            conversation = conversation_id(account, user)
+            with self._state:
+                known = conversation in self._conversations or user in self._last_message
+            return 200, {"data": [{"id": conversation, "updated_time": _graph_time(time.time())}] if known else []}, None
+
+        return await self._call(request, "conversations", find)
+
+    @route("GET", f"/{VERSION}/{{conversation}}/messages")
+    async def _conversation_messages(self, request: web.Request) -> web.StreamResponse:
+        conversation = request.match_info["conversation"]
+
+        def latest(params: dict[str, Any]) -> tuple[int, dict[str, Any], Delivery | None]:
+            limit = int(params.get("limit") or 25)
+            fields = set(str(params.get("fields") or "").split(","))
+            with self._state:
+                sent = list(reversed(self._conversations.get(conversation, [])))[: min(limit, 20)]
+            return 200, {"data": [{k: v for k, v in m.items() if k == "id" or k in fields} for m in sent]}, None
+
+        return await self._call(request, "conversation_messages", latest)
+
     @route("GET", f"/{VERSION}/{{node}}")
     async def _node(self, request: web.Request) -> web.StreamResponse:
         node = request.match_info["node"]
@@ -232,6 +265,10 @@ class FakeGraphAPI(FakeServer):
         self._check_window(params, time.time() - wrote)
         text = self._check_message(account, params.get("message") or {})
         answer = {"recipient_id": customer, "message_id": f"m_{next(self._ids)}"}
+        sent = {"id": answer["message_id"], "message": str((params.get("message") or {}).get("text") or ""),
+                "from": {"id": account}, "created_time": _graph_time(time.time())}  # fmt: skip
+        with self._state:
+            self._conversations.setdefault(conversation_id(account, customer), []).append(sent)
         return 200, answer, Delivery("messages", customer, text, params)
 
     def _private_reply(
@@ -293,6 +330,16 @@ class FakeGraphAPI(FakeServer):
 
 
 # --- what Meta POSTs to the webhook ---------------------------------------------------------
+
+
+def conversation_id(account: str, customer: str) -> str:
+    """Return the fake's id of the conversation between ``account`` and ``customer``."""
+    return f"t_{account}_{customer}"
+
+
+def _graph_time(epoch: float) -> str:
+    """Return a time as the Graph API writes it: ``2026-12-07T14:00:00+0000`` (whole seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(epoch))
 
 
 def dm(customer: str, mid: str, account: str = PAGE_ID, **message: Any) -> dict[str, Any]:
