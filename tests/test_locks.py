@@ -14,29 +14,14 @@ from rasa.core.lock_store import LockError
 from rasa.utils.endpoints import EndpointConfig
 
 from bot.locks import SQLiteLockStore, process_started
-
-
-async def _hold(store: SQLiteLockStore, conversation: str, name: str, log: list[str], seconds: float) -> None:
-    async with store.lock(conversation):
-        log.append(f"{name} in")
-        await asyncio.sleep(seconds)
-        log.append(f"{name} out")
+from tests.lock_support import hold, three_in_turn
 
 
 def test_one_conversation_is_served_in_turn_first_come_first_served(tmp_path: Path) -> None:
     # Two stores on one file: two worker processes, as far as the tickets can tell.
     one, other = SQLiteLockStore(db=str(tmp_path / "locks.db")), SQLiteLockStore(db=str(tmp_path / "locks.db"))
-    log: list[str] = []
 
-    async def run() -> None:
-        first = asyncio.create_task(_hold(one, "maria", "a", log, 0.2))
-        await asyncio.sleep(0.05)
-        second = asyncio.create_task(_hold(other, "maria", "b", log, 0.05))
-        await asyncio.sleep(0.01)
-        third = asyncio.create_task(_hold(one, "maria", "c", log, 0.05))
-        await asyncio.gather(first, second, third)
-
-    asyncio.run(run())
+    log = three_in_turn(one, other, 0.2)
 
     assert log == ["a in", "a out", "b in", "b out", "c in", "c out"]
     assert sqlite3.connect(tmp_path / "locks.db").execute("SELECT count(*) FROM conversation_tickets").fetchone() == (0,)
@@ -47,7 +32,7 @@ def test_other_conversations_do_not_wait(tmp_path: Path) -> None:
     log: list[str] = []
 
     async def run() -> None:
-        await asyncio.gather(_hold(store, "maria", "a", log, 0.2), _hold(store, "sam", "b", log, 0.0))
+        await asyncio.gather(hold(store, "maria", "a", log, 0.2), hold(store, "sam", "b", log, 0.0))
 
     asyncio.run(run())
 
@@ -86,7 +71,7 @@ def test_a_ticket_of_a_live_process_is_waited_for_until_it_expires(tmp_path: Pat
     log: list[str] = []
 
     async def run() -> None:
-        waiter = asyncio.create_task(_hold(store, "maria", "b", log, 0.0))
+        waiter = asyncio.create_task(hold(store, "maria", "b", log, 0.0))
         await asyncio.sleep(0.1)
         log.append("still waiting" if not log else "served early")
         await waiter

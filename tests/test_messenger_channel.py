@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from bot.channels.dedupe import ChannelStore
 from bot.channels.graph_client import GraphClient
-from bot.channels.inbox import SENT, Inbox, reply_digest
+from bot.channels.inbox import SENT, Inbox
 from bot.channels.instagram import InstagramInput
 from bot.channels.meta import GraphError, signature_of
 from bot.channels.outbound import Outbound

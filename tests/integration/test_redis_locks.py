@@ -17,6 +17,7 @@ from rasa.utils.endpoints import EndpointConfig
 
 from bot.locks import AtomicRedisLockStore
 from tests.integration.conftest import production_services
+from tests.lock_support import hold, three_in_turn
 
 pytestmark = pytest.mark.integration
 
@@ -52,29 +53,13 @@ def _deadline_ms(store: AtomicRedisLockStore, conversation: str, ticket: int) ->
     return int(store.red.hget(store._keys(conversation)[2], ticket) or 0)
 
 
-async def _hold(store: AtomicRedisLockStore, conversation: str, name: str, log: list[str], seconds: float) -> None:
-    async with store.lock(conversation, lock_lifetime=LIFETIME_S):
-        log.append(f"{name} in")
-        await asyncio.sleep(seconds)
-        log.append(f"{name} out")
-
-
 def test_one_conversation_is_served_in_turn_across_replicas_and_a_holder_keeps_it_past_many_leases(
     prefix: str,
 ) -> None:
     # Two stores: two replicas. The first holds the turn for several leases, renewing it.
     one, other = _store(prefix, lease_seconds=LEASE_S), _store(prefix, lease_seconds=LEASE_S)
-    log: list[str] = []
 
-    async def run() -> None:
-        first = asyncio.create_task(_hold(one, "maria", "a", log, 5 * LEASE_S))
-        await asyncio.sleep(0.05)
-        second = asyncio.create_task(_hold(other, "maria", "b", log, 0.05))
-        await asyncio.sleep(0.01)
-        third = asyncio.create_task(_hold(one, "maria", "c", log, 0.05))
-        await asyncio.gather(first, second, third)
-
-    asyncio.run(run())
+    log = three_in_turn(one, other, 5 * LEASE_S, lock_lifetime=LIFETIME_S)
 
     assert log == ["a in", "a out", "b in", "b out", "c in", "c out"]
     assert list(one.red.scan_iter(f"{one.key_prefix}*")) == []  # the last one out removed the keys
@@ -133,7 +118,7 @@ def test_a_lease_is_never_renewed_past_the_locks_lifetime_and_a_waiter_past_its_
     holder, waiter = _store(prefix, lease_seconds=LEASE_S), _store(prefix, lease_seconds=LEASE_S)
 
     async def run() -> None:
-        held = asyncio.create_task(_hold(holder, "sam", "a", [], 3 * LEASE_S))
+        held = asyncio.create_task(hold(holder, "sam", "a", [], 3 * LEASE_S, lock_lifetime=LIFETIME_S))
         await asyncio.sleep(0.05)
         with pytest.raises(LockError):
             async with waiter.lock("sam", lock_lifetime=LEASE_S):
