@@ -1,7 +1,8 @@
 """Kills at random moments of bursts of new customers: ``make bench-crash`` / ``python -m bench.crash``.
 
 Each trial is ``tests.integration.crash_support.run_trial``: 30 new customers write at once over
-one channel (Telegram, Slack DMs, WhatsApp or X DMs, against their local fakes, or the web chat,
+one channel (Telegram, Slack DMs, WhatsApp, X DMs, Messenger or Instagram Direct, against their
+local fakes, or the web chat,
 each customer doing what the page does with a failed request: ``tests.integration.crash_webchat``;
 the channels take turns); at a random moment of the burst one part is killed and started again at
 once; every customer's side is then held against what Rasa saved. Two stacks, each started once
@@ -9,7 +10,8 @@ with every channel's connector and given ``--trials`` trials:
 
 * ``sqlite``: what ``make run`` starts (one Rasa through ``bot.launcher``, one action server,
   SQLite files, the default 60 s lease, and the front process on the public port for Telegram,
-  Slack DMs, WhatsApp and X); Rasa, the action server or the front is killed (SIGKILL);
+  Slack DMs, WhatsApp, X, Messenger and Instagram); Rasa, the action server or the front is
+  killed (SIGKILL);
 * ``pg2``: two Rasa replicas and two action servers on PostgreSQL and Redis behind round-robin
   proxies (``endpoints.prod.yml``); one Rasa or action server (drawn at random) is killed, or
   every database connection of the stack is terminated. Needs the test services
@@ -46,6 +48,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from bench.lifecycle import add_output_arguments, begin, finish, ready_to_run, record_failure
 from bench.procs import ROOT
 from bench.run import loadavg, machine_facts
+from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.whatsapp_api import FakeWhatsAppAPI
@@ -58,6 +61,8 @@ from tests.integration.crash_support import (
     FRONT,
     FRONT_KILL_WINDOW_S,
     RASA,
+    InstagramPlatform,
+    MessengerPlatform,
     CrashStack,
     Outcome,
     Platform,
@@ -89,7 +94,7 @@ DESK_STACKS = ("desk", "desk_pg")
 CUSTOMERS = 30
 KILL_WINDOW_S = (0.2, 2.5)
 REDIS_DB_CRASH = 5
-PLATFORMS = ["telegram", "slack_dm", "whatsapp", "x", "webchat"]
+PLATFORMS = ["telegram", "slack_dm", "whatsapp", "x", "messenger", "instagram", "webchat"]
 DESK_CUSTOMERS, DESK_REPLIES_EACH = 10, 3
 DESK_KILL_WINDOW_S = (0.3, 3.5)
 KILLS = [RASA, ACTIONS, FRONT, DATABASE, DESK]
@@ -300,6 +305,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     fakes: Dict[str, Tuple[Callable[[], Any], Callable[[Any], Platform]]] = {
         "telegram": (FakeTelegramAPI, TelegramPlatform), "slack_dm": (FakeSlackAPI, SlackPlatform),
         "whatsapp": (FakeWhatsAppAPI, WhatsAppPlatform), "x": (FakeXAPI, XPlatform),
+        # Each its own fake Graph API (the connector's base_url is in its credentials).
+        "messenger": (FakeGraphAPI, MessengerPlatform), "instagram": (FakeGraphAPI, InstagramPlatform),
     }  # fmt: skip
     apis = {name: fakes[name][0]().start() for name in args.platforms if name in fakes}
     platforms: List[Platform] = [fakes[name][1](api) for name, api in apis.items()]

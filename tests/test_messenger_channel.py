@@ -19,11 +19,13 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from rasa.core.channels.channel import UserMessage
 from sqlalchemy.exc import OperationalError
 
 from bot.channels.dedupe import ChannelStore
 from bot.channels.graph_client import GraphClient
-from bot.channels.inbox import SENT, Inbox
+from bot.channels.edge import Greeting, greet_at_edge
+from bot.channels.inbox import SENT, Inbox, InboxEntry
 from bot.channels.instagram import InstagramInput
 from bot.channels.meta import GraphError, signature_of
 from bot.channels.outbound import Outbound
@@ -37,7 +39,7 @@ from bot.channels.meta_output import (
     MetaSettings,
 )
 from bot.channels.messenger import MessengerInput, MetaDMInput
-from bot.channels.replies import HOLDING_REPLY
+from bot.channels.replies import EDGE_GREETING_SEQ, HOLDING_REPLY
 from bot.ops.config import PublicReply
 from bot.ops.errors import OpsConfigError
 from bot.ops.support import load_support_config
@@ -511,6 +513,41 @@ async def test_a_reply_cut_off_by_a_crash_is_sent_again_only_if_meta_does_not_ha
     assert [d.text for d in api.deliveries() if d.chat == MARIA] == ["On it."]
     assert len(api.calls("conversation_messages")) == 1
     assert inbox.reply_states("m-1") == {0: SENT}
+    await unbound.client.close()
+    await bound.client.close()
+
+
+class _Words:
+    """The greeting's wording: one text for everyone."""
+
+    def for_message(self, text: str | None, metadata: Any) -> Greeting:
+        return Greeting("utter_greeting", GREETING[0]["text"], "en")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("delivered", [True, False], ids=["meta-has-it", "meta-never-got-it"])
+async def test_a_greeting_cut_off_by_a_crash_is_sent_again_only_if_meta_does_not_have_it(
+    api: FakeGraphAPI, tmp_path: Path, delivered: bool
+) -> None:
+    inbox = Inbox(ChannelStore.from_url(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    api.customer_wrote(MARIA)
+    since = time.time()
+    # The process that died had recorded the edge greeting "sending", and Meta may have taken its call.
+    inbox.begin_reply("m-1", EDGE_GREETING_SEQ, "digest")
+    unbound, bound = MetaOutput(fast_client(api), MESSENGER_PLATFORM, PAGE_ID), _bound(
+        api, MESSENGER_PLATFORM, PAGE_ID, inbox, since
+    )
+    if delivered:
+        await unbound.send_text_message(MARIA, GREETING[0]["text"])
+    entry = InboxEntry("messenger:" + PAGE_ID, "m_1", MARIA, "{}", 1, replay=True)
+    message = UserMessage("hi", bound, MARIA, input_channel="messenger", message_id="m-1")
+
+    greeting = await greet_at_edge(message, entry, inbox, _Words, 3600)
+
+    assert greeting is not None and greeting.text == GREETING[0]["text"]
+    assert [d.text for d in api.deliveries() if d.chat == MARIA] == [GREETING[0]["text"]]  # once, either way
+    assert len(api.calls("conversation_messages")) == 1
+    assert inbox.reply_states("m-1")[EDGE_GREETING_SEQ] == SENT
     await unbound.client.close()
     await bound.client.close()
 

@@ -27,9 +27,11 @@ What keeps it honest:
 - A greeting goes out once per customer and conversation: the edge greeting takes the same
   claim as the dialogue's (``Inbox.claim_greeting``) and is a reply record of the message
   at its own place (``EDGE_GREETING_SEQ``, before the dialogue's replies), written just
-  before and after the platform call; one in flight at a crash is not sent again, and the
-  message handled again tells Rasa it was greeted. The worker waits for the greeting
-  started when the message was stored and takes its outcome, so the two never both send.
+  before and after the platform call; one in flight at a crash is not sent again (where the
+  platform can be asked, Messenger's, Instagram's and X's conversations, it is looked for
+  and sent only if it is not there), and the message handled again tells Rasa it was
+  greeted. The worker waits for the greeting started when the message was stored and takes
+  its outcome, so the two never both send.
 - The edge greets only before anything else was sent for the message; if its call failed,
   Rasa is not told, so the dialogue greets as it always did (or the edge tries again when
   the message is handled again, if nothing else went out meanwhile).
@@ -271,6 +273,17 @@ async def greet_at_edge(
         # the greeting comes first, so wait for it (a little).
         records = await _greeting_sent(inbox, output.origin)
         before = records.get(EDGE_GREETING_SEQ)
+    if before == SENDING and entry.replay and output.can_look_up_sent:
+        # Cut off mid-send by a crash, on a platform that can be asked: the greeting is looked
+        # for in the conversation and sent only if it is not there (``RecordedOutput.recorded``).
+        greeting = words().for_message(message.text, metadata)
+        if greeting is not None:
+            try:
+                await output.send_edge_greeting(str(message.sender_id), greeting.text)
+            except Exception as error:  # still in doubt: the customer may have it, as before
+                log.warning("%s %s: the greeting in doubt could not be looked up or sent (%s)",
+                            output.name(), output.origin, output.describe(error))  # fmt: skip
+        return greeting
     if before in (SENT, SENDING):
         # It went out (or may have) when the message was handled before, whatever else did since:
         # the dialogue records it again, and its replies keep the places they had then.

@@ -1,8 +1,9 @@
 """Random kills in a burst of new customers: the crash test's and ``make bench-crash``'s harness.
 
 One trial: new customers write at once to a platform connector's webhook in Rasa (Telegram,
-Slack DMs, WhatsApp or X DMs, against their local fakes: ``TelegramPlatform``,
-``SlackPlatform``, ``WhatsAppPlatform``, ``XPlatform``), each the first message of a case
+Slack DMs, WhatsApp, X DMs, Messenger or Instagram Direct, against their local fakes:
+``TelegramPlatform``, ``SlackPlatform``, ``WhatsAppPlatform``, ``XPlatform``,
+``MessengerPlatform``, ``InstagramPlatform``), each the first message of a case
 (POSTed as the platform posts it: sent again until taken). At a moment drawn at random in the
 burst one part is killed: a Rasa server or an action server with SIGKILL, or every PostgreSQL
 connection of the stack (``pg_terminate_backend``). A killed server is started again at once, as
@@ -47,6 +48,10 @@ from bot.channels.inbox import SENDING, inbox as inbox_table, replies as replies
 from bot.channels.replies import HOLDING_REPLY
 from bot.constants import GREETING_RESPONSES
 from bot.front import PULL_SECONDS_BEHIND_FRONT, RASA_NICE
+from bot.channels.meta_events import stored_id
+from tests.fakes.graph_api import IG_ID, PAGE_ID, FakeGraphAPI, dm, encoded, webhook_body
+from tests.fakes.graph_api import rasa_environment as graph_env
+from tests.fakes.graph_api import signed_headers as graph_signed_headers
 from tests.fakes.server import FakeServer
 from tests.fakes.slack_api import APP_ID as SLACK_APP_ID
 from tests.fakes.slack_api import RASA_CREDENTIALS as SLACK_CREDENTIALS
@@ -393,6 +398,94 @@ class XPlatform(Platform):
         return f"1900{customer.number:010d}"
 
 
+class MessengerPlatform(Platform):
+    """Messenger against ``tests/fakes/graph_api.py``: a customer's number makes their PSID and their DM's ``mid``.
+
+    The connector's ``base_url`` is in its credentials, so Messenger and Instagram can each
+    have a fake Graph API of their own. Each customer is made known to the fake (``customer_wrote``:
+    Meta's 24-hour window is open, as it is once a person writes) with a profile. Only
+    ``messages`` are replies: ``mark_seen`` and ``typing_on`` go as ``sender_action``.
+    Rasa's buttons go as quick replies under the text, so the delivered text is the bot's.
+    """
+
+    name = "messenger"
+    send_methods = ("messages",)
+    module = "messenger.MessengerInput"
+    account_key, account_env, token_env = "page_id", "MESSENGER_PAGE_ID", "MESSENGER_PAGE_TOKEN"
+    account = PAGE_ID
+    webhook_object = "page"
+
+    def __init__(self, api: FakeGraphAPI) -> None:
+        """Use the fake Graph API ``api``."""
+        self.api = api
+
+    def env(self) -> Dict[str, str]:
+        """Return the account, its token, the app secret and the verify token (the API URL is in the credentials)."""
+        env = graph_env(self.api.base_url)
+        return {key: env[key] for key in (self.account_env, self.token_env, "META_APP_SECRET", "META_VERIFY_TOKEN")}
+
+    def credentials(self) -> str:
+        """Return this connector's credentials, with the fake's URL."""
+        return (
+            f"bot.channels.{self.module}:\n  {self.account_key}: ${{{self.account_env}}}\n"
+            f"  token: ${{{self.token_env}}}\n  app_secret: ${{META_APP_SECRET}}\n"
+            f"  verify_token: ${{META_VERIFY_TOKEN}}\n  base_url: {self.api.base_url}\n"
+        )
+
+    def sender(self, customer: Customer) -> str:
+        """Return the customer's page-scoped id (where the fake delivers their replies, too)."""
+        return f"7{customer.number:015d}"
+
+    chat = sender
+
+    def update_id(self, customer: Customer) -> str:
+        """Return the inbox's id of the DM: its ``mid``."""
+        return stored_id(self._mid(customer))
+
+    def message_id(self, customer: Customer) -> str:
+        """Return ``<channel>-<mid>``."""
+        return f"{self.name}-{self.update_id(customer)}"
+
+    def request(self, customer: Customer) -> tuple[bytes, Dict[str, str]]:
+        """Return the ``messaging`` webhook Meta POSTs, signed with the app secret (the customer's window opened)."""
+        sender = self.sender(customer)
+        self.api.profiles[sender] = self.profile(customer)
+        self.api.customer_wrote(sender)
+        raw = encoded(webhook_body(self.webhook_object, self.account,
+                                   [dm(sender, self._mid(customer), account=self.account, text=customer.text)]))  # fmt: skip
+        return raw, graph_signed_headers(raw)
+
+    def profile(self, customer: Customer) -> Dict[str, str]:
+        """Return what the profile API tells of the customer."""
+        return {"first_name": "Sam", "last_name": f"Customer{customer.number % 1000}"}
+
+    def _mid(self, customer: Customer) -> str:
+        return f"m_crash{customer.number}"
+
+
+class InstagramPlatform(MessengerPlatform):
+    """Instagram Direct against ``tests/fakes/graph_api.py``: Messenger's, with the Instagram account's values."""
+
+    name = "instagram"
+    module = "instagram.InstagramInput"
+    account_key, account_env, token_env = "account_id", "INSTAGRAM_ACCOUNT_ID", "INSTAGRAM_TOKEN"
+    account = IG_ID
+    webhook_object = "instagram"
+
+    def sender(self, customer: Customer) -> str:
+        """Return the customer's Instagram-scoped id."""
+        return f"8{customer.number:015d}"
+
+    chat = sender
+
+    def profile(self, customer: Customer) -> Dict[str, str]:
+        """Return what the profile API tells of the customer."""
+        return {"name": f"Sam Customer{customer.number % 1000}", "username": f"sam_c{customer.number}"}
+
+    def _mid(self, customer: Customer) -> str:
+        return f"aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxNDAw{customer.number}"
+
+
 # --- the stacks -----------------------------------------------------------------------------
 
 
@@ -419,7 +512,7 @@ async def _sigkill(process: Process) -> None:
 
 
 # The platforms whose connector keeps an inbox: with one, make run starts the front process.
-INBOX_PLATFORMS = ("telegram", "slack_dm", "whatsapp", "x")
+INBOX_PLATFORMS = ("telegram", "slack_dm", "whatsapp", "x", "messenger", "instagram")
 
 
 class SoloStack:
