@@ -22,7 +22,6 @@ that adds the Send API calls and Meta's limits:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -35,7 +34,7 @@ from bot.channels.common import BoundedDict, ChannelCredentialsError, credential
 from bot.channels.graph_client import DEFAULT_BASE_URL, GraphClient
 from bot.channels.inbox import SENDING, Inbox
 from bot.channels.meta import BAD_TOKEN_CODE, INSTAGRAM, MESSENGER, GraphError
-from bot.channels.replies import BUTTONS_PROMPT, RecordedOutput
+from bot.channels.replies import BUTTONS_PROMPT, RecordedOutput, call_looking_first
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -271,28 +270,20 @@ class MetaOutput(RecordedOutput):
 
         In doubt from the start (``in_doubt``: a crash cut its call off) or after a call whose
         answer was lost (``GraphError.unsure``), it is looked for (``find_sent``) before each
-        new try; found, it is not sent again.
+        new try; found, it is not sent again (``call_looking_first``).
         """
-        for attempt in range(1, self.client.max_attempts + 1):
-            if in_doubt:
-                found = await self.find_sent(customer, text, since)
-                if found is not None:
-                    log.info("%s message to %s: already delivered (%s), not sent again", self.platform.channel,
-                             customer, found.get("id"))  # fmt: skip
-                    return found
-            try:
-                return await self._told(
-                    lambda: self.client.post(f"{self.account_id}/messages", body, again_if_unsure=False)
-                )
-            except GraphError as error:
-                if not error.unsure or attempt == self.client.max_attempts:
-                    raise
-                in_doubt = True
-                wait = self.client.backoff_seconds * 2 ** (attempt - 1)
-                log.warning("%s message to %s: no answer (%s); looking whether it arrived, try %d in %.1fs",
-                            self.platform.channel, customer, error, attempt + 1, wait)  # fmt: skip
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        backoff = self.client.backoff_seconds
+
+        def retry(error: BaseException, attempt: int) -> tuple[float, bool] | None:
+            unsure = isinstance(error, GraphError) and error.unsure
+            return (backoff * 2 ** (attempt - 1), True) if unsure else None
+
+        return await call_looking_first(
+            f"{self.platform.channel} message to {customer}",
+            lambda: self._told(lambda: self.client.post(f"{self.account_id}/messages", body, again_if_unsure=False)),
+            attempts=self.client.max_attempts, retry=retry, look_up=lambda: self.find_sent(customer, text, since),
+            in_doubt=in_doubt, describe=str,
+        )  # fmt: skip
 
     async def find_sent(self, customer: str, text: str, since: float) -> dict[str, Any] | None:
         """Return the account's message to ``customer`` with ``text`` sent since ``since`` (epoch seconds), if any.

@@ -52,6 +52,42 @@ EDGE_GREETING_SEQ = -1
 # in doubt: a crash catches at most this many replies in flight, not every customer's.
 ENV_REPLY_CALLS = "FIRSTREPLY_REPLY_CALLS"
 DEFAULT_REPLY_CALLS = 4
+# How a sender judges a failed try (``call_looking_first``): ``None`` raises it; ``(wait, maybe_sent)``
+# tries again after ``wait`` seconds, looking first whether it arrived if ``maybe_sent``.
+Retry = Callable[[BaseException, int], "tuple[float, bool] | None"]
+
+
+async def call_looking_first(
+    what: str, call: Callable[[], Awaitable[T]], *, attempts: int, retry: Retry,
+    look_up: Callable[[], Awaitable[T | None]] | None = None, in_doubt: bool = False,
+    describe: Callable[[BaseException], str] = repr,
+) -> T:  # fmt: skip
+    """Make a platform ``call`` up to ``attempts`` times; where it may have gone through, look first.
+
+    A failed try is judged by ``retry(error, attempt)`` (see ``Retry``); the last one is raised.
+    Once a try may have reached the platform without its answer coming back (or from the start,
+    ``in_doubt``: a crash cut an earlier call off), each new try first asks ``look_up`` (the
+    platform's record of what it delivered); what it finds is returned instead of calling
+    again. Without ``look_up`` the call is simply made again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            if in_doubt and look_up is not None:
+                found = await look_up()
+                if found is not None:
+                    log.info("%s: already delivered, not sent again", what)
+                    return found
+            return await call()
+        except Exception as error:
+            judged = retry(error, attempt) if attempt < attempts else None
+            if judged is None:
+                raise
+            wait, maybe_sent = judged
+            in_doubt = in_doubt or maybe_sent
+            looking = "; looking whether it arrived first" if maybe_sent and look_up is not None else ""
+            log.warning("%s: %s%s, try %d in %.1fs", what, describe(error), looking, attempt + 1, wait)
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def reply_calls_from_env() -> int:

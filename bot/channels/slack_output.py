@@ -10,7 +10,6 @@ message metadata, so after an answer lost on the way back (time-out, dropped con
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -23,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.channels.base import optional_lookup
 from bot.channels.common import BoundedDict, split_text
 from bot.channels.inbox import SENDING, SENT, Inbox, reply_digest
-from bot.channels.replies import BUTTONS_PROMPT, RecordedOutput
+from bot.channels.replies import BUTTONS_PROMPT, RecordedOutput, call_looking_first
 from bot.channels.slack_client import (
     CHANNEL_NAME,
     DELIVERY_EVENT,
@@ -211,29 +210,23 @@ class SlackDMOutput(RecordedOutput):
         since ``since`` is searched for ``key`` before posting again; ``check_first``
         searches before the first try too (an earlier attempt may have posted it).
         """
-        in_doubt = check_first
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                if in_doubt:
-                    found = await self.find_posted(channel, key, since)
-                    if found is not None:
-                        log.info("slack post %s in %s: already there (%s), not posted again", key, channel, found)
-                        return found
-                answer = await self.client.chat_postMessage(
-                    channel=channel, text=text, metadata=delivery_metadata(key), **extra
-                )
-                return str(answer["ts"])
-            except Exception as error:
-                if not may_have_posted(error) or attempt == self.max_attempts:
-                    raise
-                in_doubt = True
-                wait = self._backoff.calculate_sleep_duration(attempt - 1) if self._backoff is not None else 0.0
-                log.warning(
-                    "slack post %s in %s: no answer (%s: %s); checking whether it arrived, try %d in %.1fs",
-                    key, channel, type(error).__name__, error, attempt + 1, wait,
-                )  # fmt: skip
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        backoff = self._backoff
+
+        def retry(error: BaseException, attempt: int) -> tuple[float, bool] | None:
+            if not may_have_posted(error):
+                return None
+            return (backoff.calculate_sleep_duration(attempt - 1) if backoff is not None else 0.0), True
+
+        async def post() -> str:
+            answer = await self.client.chat_postMessage(channel=channel, text=text, metadata=delivery_metadata(key),
+                                                        **extra)  # fmt: skip
+            return str(answer["ts"])
+
+        return await call_looking_first(
+            f"slack post {key} in {channel}", post, attempts=self.max_attempts, retry=retry,
+            look_up=lambda: self.find_posted(channel, key, since), in_doubt=check_first,
+            describe=lambda error: f"no answer ({type(error).__name__}: {error})",
+        )  # fmt: skip
 
     async def deliver_text(self, recipient_id: str, text: str, key: str, *, since: float, check_first: bool) -> None:
         """Send ``text`` like ``send_text_message``, each part once for ``key`` (see ``post_once``).

@@ -35,7 +35,7 @@ from tweepy.errors import BadRequest, Forbidden, HTTPException, NotFound, TooMan
 
 from bot.channels.choices import OfferedChoices, numbered
 from bot.channels.inbox import SENDING, Inbox
-from bot.channels.replies import RecordedOutput
+from bot.channels.replies import RecordedOutput, call_looking_first
 from bot.channels.x_client import CHANNEL_NAME
 
 log = logging.getLogger(__name__)
@@ -131,30 +131,20 @@ class XOutput(RecordedOutput):
 
         With ``look_up``, a call that may have gone through (``in_doubt`` at first, and after
         any network failure or 5xx) is looked up before it is made again: what it finds is
-        returned instead.
+        returned instead (``call_looking_first``).
         """
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                if in_doubt and look_up is not None:
-                    found = await look_up()
-                    if found is not None:
-                        log.info("x %s: already delivered, not sent again", what)
-                        return found
-                return await request()
-            except TooManyRequests as error:
-                reset = error.reset_time if isinstance(error.reset_time, int) else None
-                wait = max(1.0, reset - time.time()) if reset is not None else self.backoff_seconds * 2**attempt
-                if attempt == self.max_attempts or wait > self.max_retry_after:
-                    raise
-                log.warning("x %s: rate limited, retry %d in %.0fs", what, attempt, wait)
-            except _NETWORK_ERRORS as error:
-                if attempt == self.max_attempts:
-                    raise
-                in_doubt = True  # X may have taken it before the failure
-                wait = self.backoff_seconds * 2 ** (attempt - 1)
-                log.warning("x %s: %s, retry %d in %.1fs", what, describe(error), attempt, wait)
-            await asyncio.sleep(wait)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return await call_looking_first(f"x {what}", request, attempts=self.max_attempts, retry=self._retry,
+                                        look_up=look_up, in_doubt=in_doubt, describe=describe)  # fmt: skip
+
+    def _retry(self, error: BaseException, attempt: int) -> tuple[float, bool] | None:
+        """Judge a failed call: a near rate-limit reset is waited out; X's own failures are tried again."""
+        if isinstance(error, TooManyRequests):
+            reset = error.reset_time if isinstance(error.reset_time, int) else None
+            wait = max(1.0, reset - time.time()) if reset is not None else self.backoff_seconds * 2**attempt
+            return None if wait > self.max_retry_after else (wait, False)
+        if isinstance(error, _NETWORK_ERRORS):
+            return self.backoff_seconds * 2 ** (attempt - 1), True  # X may have taken it before the failure
+        return None
 
     async def _send_part(self, recipient_id: str, text: str, *, seq: int | None = None, **options: Any) -> Any:
         buttons = options.get("buttons")
